@@ -1,0 +1,100 @@
+package crn
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestParseRoundTripsRealCRNs(t *testing.T) {
+	for _, s := range []string{
+		"crn:v1:bluemix:public:kms:us-south:a/f047b55a3362ac06afad8a3f2f5586ea:12e8c9c2-a162-472d-b7d6-8b9a86b815a6::",
+		"crn:v1:bluemix:public:kms:us-south:a/f047b55a3362ac06afad8a3f2f5586ea:12e8c9c2-a162-472d-b7d6-8b9a86b815a6:key:02fd6835-6001-4482-a892-13bd2085f75d",
+		"crn:v1:bluemix:public:cloud-object-storage:global:a/59bcbfa6ea2f006b4ed7094c1a08dcdd:1a0ec336-f391-4091-a6fb-5e084a4c56f4:bucket:mybucket",
+		"crn:v1:bluemix:public:iam::::serviceRole:Reader",
+		"crn:v1:bluemix:public:resource-controller:global:a/59bcbfa6ea2f006b4ed7094c1a08dcdd::resource-group:59bcbfa6ea2f006b4ed7094c1a08dcdd",
+	} {
+		c, err := Parse(s)
+		if err != nil {
+			t.Fatalf("Parse(%q): %v", s, err)
+		}
+		if got := c.String(); got != s {
+			t.Errorf("round trip: got %q want %q", got, s)
+		}
+	}
+}
+
+func TestParseSaysWhatIsWrong(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"02fd6835-6001-4482-a892-13bd2085f75d", "starts with"},
+		{"crn:v1:bluemix:public:kms:us-south", "10 segments"},
+		{"crn:v2:bluemix:public:kms:us-south:a/acct:inst:key:id", "version"},
+		{"crn:v1:bluemix:private:kms:us-south:a/acct:inst:key:id", "ctype"},
+		{"crn:v1:bluemix:public:KMS:us-south:a/acct:inst:key:id", "service-name"},
+		{"crn:v1:bluemix:public:kms:us-south:acct:inst:key:id", "scope"},
+		{"crn:v1:bluemix:public:kms:us-south:a/acct:inst:key:", "both"},
+		{"crn:v1:bluemix:public:kms:us-south:a/acct:inst:key:a b", "resource segment"},
+		{"crn:" + strings.Repeat("x", 600), "512"},
+	} {
+		_, err := Parse(tc.in)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Parse(%q) = %v, want an error about %q", tc.in, err, tc.want)
+		}
+	}
+}
+
+func TestPatternMatchesWildcardsAndPrefixes(t *testing.T) {
+	const dep = "crn:v1:bluemix:public:messagehub:us-south:a/acct:dep-1::"
+	for _, tc := range []struct {
+		pattern string
+		crn     string
+		want    bool
+	}{
+		{"crn:v1:bluemix:public:messagehub:us-south:a/acct:*:*:*", dep, true},
+		{"crn:v1:bluemix:public:messagehub:us-south:a/acct:dep-1:*:*", dep, true},
+		{"crn:v1:bluemix:public:messagehub:us-south:a/other:*:*:*", dep, false},
+		{"crn:v1:bluemix:public:cloud-object-storage:global:a/acct:*:bucket:prod*", "crn:v1:bluemix:public:cloud-object-storage:global:a/acct:i:bucket:prod-1", true},
+		{"crn:v1:bluemix:public:cloud-object-storage:global:a/acct:*:bucket:prod*", "crn:v1:bluemix:public:cloud-object-storage:global:a/acct:i:bucket:dev-1", false},
+	} {
+		p, err := ParsePattern(tc.pattern)
+		if err != nil {
+			t.Fatalf("ParsePattern(%q): %v", tc.pattern, err)
+		}
+		if got := p.Match(tc.crn); got != tc.want {
+			t.Errorf("%q matches %q = %v, want %v", tc.pattern, tc.crn, got, tc.want)
+		}
+	}
+	if _, err := ParsePattern("crn:v1:blue*:public:kms:us-south:a/acct:*:*:*"); err == nil {
+		t.Error("a prefix wildcard before the last segment was accepted")
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add("crn:v1:bluemix:public:kms:us-south:a/acct:inst:key:id")
+	f.Add("crn:v1:bluemix:public:iam::::serviceRole:Reader")
+	f.Add("crn:::::::::")
+	f.Add("crn:v1:bluemix:public:kms:us-south:a/:inst::")
+	f.Fuzz(func(t *testing.T, s string) {
+		c, err := Parse(s)
+		if err != nil {
+			return
+		}
+		again, err := Parse(c.String())
+		if err != nil || again != c {
+			t.Fatalf("a parsed CRN does not round-trip: %q -> %q (%v)", s, c.String(), err)
+		}
+	})
+}
+
+func FuzzParsePattern(f *testing.F) {
+	f.Add("crn:v1:bluemix:public:kms:us-south:a/acct:*:*:*", "crn:v1:bluemix:public:kms:us-south:a/acct:i::")
+	f.Fuzz(func(t *testing.T, pattern, s string) {
+		p, err := ParsePattern(pattern)
+		if err != nil {
+			return
+		}
+		if p.Match(pattern) != p.Match(pattern) {
+			t.Fatal("match is not deterministic")
+		}
+		_ = p.Match(s)
+	})
+}

@@ -1,0 +1,197 @@
+// Package store keeps Keyline's metadata in a SQL database: embedded SQLite
+// (pure Go, no cgo) by default. Services write portable SQL with '?'
+// placeholders, run it in transactions through this package, and register
+// versioned migrations; a PostgreSQL backend can be added here without
+// touching the services.
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/url"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/keyline/keyline/internal/errs"
+	_ "modernc.org/sqlite" // registers the "sqlite" driver
+)
+
+// DB is the metadata database. Writes go through one connection, so
+// transactions never fail with SQLITE_BUSY; reads use a pool.
+type DB struct {
+	write *sql.DB
+	read  *sql.DB
+}
+
+// Migration is one versioned schema change. ID orders migrations within a
+// service ("kms/0001", "kms/0002"); once applied it never runs again.
+type Migration struct {
+	ID  string
+	SQL string
+}
+
+// OpenSQLite opens (creating if needed) the database file in dir.
+func OpenSQLite(ctx context.Context, dir string) (*DB, error) {
+	path := filepath.Join(dir, "keyline.db")
+	q := url.Values{}
+	q.Add("_pragma", "journal_mode(WAL)")
+	q.Add("_pragma", "synchronous(FULL)")
+	q.Add("_pragma", "busy_timeout(10000)")
+	q.Add("_pragma", "foreign_keys(ON)")
+	q.Add("_txlock", "immediate")
+	dsn := "file:" + path + "?" + q.Encode()
+	w, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, err
+	}
+	w.SetMaxOpenConns(1)
+	w.SetConnMaxIdleTime(0)
+	if err := w.PingContext(ctx); err != nil {
+		w.Close()
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	rq := url.Values{}
+	rq.Add("_pragma", "busy_timeout(10000)")
+	rq.Add("_pragma", "query_only(1)")
+	r, err := sql.Open("sqlite", "file:"+path+"?"+rq.Encode())
+	if err != nil {
+		w.Close()
+		return nil, err
+	}
+	r.SetMaxOpenConns(4)
+	db := &DB{write: w, read: r}
+	if _, err := w.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (id TEXT PRIMARY KEY, applied_at TEXT NOT NULL)`); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return db, nil
+}
+
+// Close closes the database.
+func (db *DB) Close() error {
+	return errors.Join(db.read.Close(), db.write.Close())
+}
+
+// Migrate applies, in ID order, the migrations that have not run yet, each in
+// its own transaction together with its bookkeeping row.
+func (db *DB) Migrate(ctx context.Context, ms []Migration) error {
+	sorted := append([]Migration(nil), ms...)
+	sort.Slice(sorted, func(i, j int) bool { return sorted[i].ID < sorted[j].ID })
+	for _, m := range sorted {
+		err := db.Tx(ctx, func(tx *Tx) error {
+			var n int
+			if err := tx.QueryRow(`SELECT COUNT(*) FROM schema_migrations WHERE id = ?`, m.ID).Scan(&n); err != nil {
+				return err
+			}
+			if n > 0 {
+				return nil
+			}
+			for _, stmt := range splitStatements(m.SQL) {
+				if _, err := tx.Exec(stmt); err != nil {
+					return fmt.Errorf("migration %s: %w", m.ID, err)
+				}
+			}
+			_, err := tx.Exec(`INSERT INTO schema_migrations (id, applied_at) VALUES (?, ?)`, m.ID, time.Now().UTC().Format(time.RFC3339))
+			return err
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func splitStatements(s string) []string {
+	var out []string
+	for _, part := range strings.Split(s, ";") {
+		if strings.TrimSpace(part) != "" {
+			out = append(out, part)
+		}
+	}
+	return out
+}
+
+// Tx runs fn in a write transaction. It commits when fn returns nil and
+// rolls back otherwise; functions registered with OnCommit run after a
+// successful commit.
+func (db *DB) Tx(ctx context.Context, fn func(*Tx) error) error {
+	sqlTx, err := db.write.BeginTx(ctx, nil)
+	if err != nil {
+		return errs.Internalf("store.Tx", err)
+	}
+	tx := &Tx{tx: sqlTx, ctx: ctx}
+	if err := fn(tx); err != nil {
+		sqlTx.Rollback()
+		return err
+	}
+	if err := sqlTx.Commit(); err != nil {
+		return errs.Internalf("store.Tx", err)
+	}
+	for _, f := range tx.onCommit {
+		f()
+	}
+	return nil
+}
+
+// Read runs fn in a read-only transaction that sees one consistent snapshot.
+func (db *DB) Read(ctx context.Context, fn func(*Tx) error) error {
+	sqlTx, err := db.read.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return errs.Internalf("store.Read", err)
+	}
+	defer sqlTx.Rollback()
+	return fn(&Tx{tx: sqlTx, ctx: ctx})
+}
+
+// Tx is a transaction in progress.
+type Tx struct {
+	tx       *sql.Tx
+	ctx      context.Context
+	onCommit []func()
+}
+
+// Exec runs a statement.
+func (t *Tx) Exec(query string, args ...any) (sql.Result, error) {
+	return t.tx.ExecContext(t.ctx, query, args...)
+}
+
+// Query runs a query.
+func (t *Tx) Query(query string, args ...any) (*sql.Rows, error) {
+	return t.tx.QueryContext(t.ctx, query, args...)
+}
+
+// QueryRow runs a query that returns at most one row.
+func (t *Tx) QueryRow(query string, args ...any) *sql.Row {
+	return t.tx.QueryRowContext(t.ctx, query, args...)
+}
+
+// OnCommit registers f to run once the transaction has committed (for
+// notifying followers of what is now durable).
+func (t *Tx) OnCommit(f func()) { t.onCommit = append(t.onCommit, f) }
+
+// Context is the context the transaction runs under.
+func (t *Tx) Context() context.Context { return t.ctx }
+
+// IsNoRows reports whether err says a query found no row.
+func IsNoRows(err error) bool { return errors.Is(err, sql.ErrNoRows) }
+
+// IsUnique reports whether err is a uniqueness violation.
+func IsUnique(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "UNIQUE constraint failed")
+}
+
+// Time formats t as the database stores times: RFC 3339 with nanoseconds, UTC.
+func Time(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }
+
+// ParseTime reads a time written by Time ("" is the zero time).
+func ParseTime(s string) time.Time {
+	if s == "" {
+		return time.Time{}
+	}
+	t, _ := time.Parse(time.RFC3339Nano, s)
+	return t
+}

@@ -1,0 +1,61 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"testing"
+)
+
+func TestMigrationsRunOnceAndTxRollsBack(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	db, err := OpenSQLite(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ms := []Migration{{ID: "t/0001", SQL: "CREATE TABLE things (id TEXT PRIMARY KEY); CREATE INDEX things_id ON things(id)"}}
+	if err := db.Migrate(ctx, ms); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	db, err = OpenSQLite(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := db.Migrate(ctx, ms); err != nil {
+		t.Fatalf("second run of an applied migration: %v", err)
+	}
+	committed := false
+	if err := db.Tx(ctx, func(tx *Tx) error {
+		tx.OnCommit(func() { committed = true })
+		_, err := tx.Exec(`INSERT INTO things (id) VALUES (?)`, "a")
+		return err
+	}); err != nil || !committed {
+		t.Fatalf("commit: err=%v committed=%v", err, committed)
+	}
+	boom := errors.New("boom")
+	if err := db.Tx(ctx, func(tx *Tx) error {
+		tx.OnCommit(func() { t.Error("OnCommit ran for a rolled back transaction") })
+		if _, err := tx.Exec(`INSERT INTO things (id) VALUES (?)`, "b"); err != nil {
+			return err
+		}
+		return boom
+	}); !errors.Is(err, boom) {
+		t.Fatalf("rollback returned %v", err)
+	}
+	var n int
+	if err := db.Read(ctx, func(tx *Tx) error { return tx.QueryRow(`SELECT COUNT(*) FROM things`).Scan(&n) }); err != nil {
+		t.Fatal(err)
+	}
+	if n != 1 {
+		t.Fatalf("rows = %d, want 1 (the rolled back insert must be gone)", n)
+	}
+	err = db.Tx(ctx, func(tx *Tx) error {
+		_, err := tx.Exec(`INSERT INTO things (id) VALUES (?)`, "a")
+		return err
+	})
+	if !IsUnique(err) {
+		t.Fatalf("duplicate insert: %v, want a uniqueness violation", err)
+	}
+}
