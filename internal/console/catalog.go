@@ -1,0 +1,113 @@
+package console
+
+import (
+	"context"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+)
+
+// Regions the catalog offers Event Streams in, and the regions whose keys
+// may protect backups (the seed's "select regions"). The dropdowns only
+// narrow the choice; the Resource Controller refuses anything else itself.
+var (
+	streamsRegions = []string{"us-south", "us-east", "eu-de", "eu-gb", "jp-tok", "au-syd", "ca-tor"}
+	backupRegions  = []string{"us-south", "us-east", "eu-de"}
+	streamsPlans   = []struct{ ID, Name string }{{"eventstreams-gen2-standard", "Standard"}}
+)
+
+// kmsKeyChoice is one root key a deployment can be encrypted with.
+type kmsKeyChoice struct {
+	Instance instance
+	Keys     []key
+}
+
+// provisionInput is the catalog form.
+type provisionInput struct {
+	Name, Region, Plan, KMSInstance, DiskKey, BackupKey string
+}
+
+func (c *Console) provisionForm(w http.ResponseWriter, r *http.Request, s *session, api *caller) {
+	c.renderProvisionForm(w, r, s, api, http.StatusOK, provisionInput{Region: "us-south", Plan: streamsPlans[0].ID}, nil)
+}
+
+// rootKeys lists the active root keys of every KMS instance the user can see.
+func rootKeys(ctx context.Context, api *caller) ([]kmsKeyChoice, error) {
+	all, err := listInstances(ctx, api, url.Values{"sub_type": {"kms"}})
+	if err != nil {
+		return nil, err
+	}
+	var out []kmsKeyChoice
+	for _, in := range all {
+		if !in.KMS() || in.State != "active" {
+			continue
+		}
+		var keys keyCollection
+		if err := api.do(ctx, http.MethodGet, "/api/v2/keys?limit=5000&state=1", kp(in.GUID), nil, &keys); err != nil {
+			continue // an instance the user may list but not read: offer its keys to nobody
+		}
+		choice := kmsKeyChoice{Instance: in}
+		for _, k := range keys.Resources {
+			if k.Root() && k.State == 1 {
+				choice.Keys = append(choice.Keys, k)
+			}
+		}
+		out = append(out, choice)
+	}
+	return out, nil
+}
+
+func (c *Console) renderProvisionForm(w http.ResponseWriter, r *http.Request, s *session, api *caller, status int, in provisionInput, failed error) {
+	v := view{Title: "Create Event Streams", Nav: "catalog"}
+	if failed != nil {
+		v.Err = apiError(failed)
+		if authorizationMissing(v.Err.Code, v.Err.Message) {
+			v.ErrHelpText = "Create the authorization"
+			q := url.Values{"source": {"messagehub"}, "target": {"kms"}}
+			if in.KMSInstance != "" {
+				q.Set("target_instance", in.KMSInstance)
+			}
+			v.ErrHelpURL = "/console/iam/authorizations/create?" + q.Encode()
+		}
+	}
+	choices, err := rootKeys(r.Context(), api)
+	if err != nil && v.Err == nil {
+		v.Err = apiError(err)
+	}
+	var backup []kmsKeyChoice
+	for _, ch := range choices {
+		if slices.Contains(backupRegions, ch.Instance.RegionID) {
+			backup = append(backup, ch)
+		}
+	}
+	v.Data = map[string]any{"Form": in, "Regions": streamsRegions, "Plans": streamsPlans, "KMS": choices,
+		"BackupKMS": backup, "BackupRegions": strings.Join(backupRegions, ", ")}
+	c.render(w, r, s, status, "provision", v)
+}
+
+// authorizationMissing recognises the API's "no service authorization" error.
+func authorizationMissing(code, msg string) bool {
+	m := strings.ToLower(code + " " + msg)
+	return strings.Contains(m, "authorization") || strings.Contains(m, "s2s")
+}
+
+func (c *Console) provision(w http.ResponseWriter, r *http.Request, s *session, api *caller) {
+	f := r.PostForm
+	in := provisionInput{Name: strings.TrimSpace(f.Get("name")), Region: f.Get("region"), Plan: f.Get("plan"),
+		KMSInstance: f.Get("kms_instance"), DiskKey: f.Get("disk_key"), BackupKey: f.Get("backup_key")}
+	params := map[string]any{}
+	if in.DiskKey != "" {
+		params["disk_encryption_key_crn"] = in.DiskKey
+	}
+	if in.BackupKey != "" {
+		params["backup_encryption_key_crn"] = in.BackupKey
+	}
+	body := map[string]any{"name": in.Name, "target": in.Region, "resource_plan_id": in.Plan, "parameters": params}
+	var created instance
+	if err := api.do(r.Context(), http.MethodPost, "/v2/resource_instances", nil, body, &created); err != nil {
+		c.renderProvisionForm(w, r, s, api, apiError(err).Status, in, err)
+		return
+	}
+	c.redirect(w, r, s, created.Href(), "Deployment "+created.Name+" is being created.")
+}

@@ -1,0 +1,259 @@
+package console
+
+import (
+	"context"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/keyline/keyline/internal/auth"
+	"github.com/keyline/keyline/internal/crn"
+)
+
+// task is a Cloud Databases style task: a long operation on a deployment.
+type task struct {
+	ID              string     `json:"id"`
+	ResourceType    string     `json:"resource_type"`
+	Description     string     `json:"description"`
+	Status          string     `json:"status"`
+	ProgressPercent int        `json:"progress_percent"`
+	CreatedAt       *time.Time `json:"created_at"`
+	UpdatedAt       *time.Time `json:"updated_at"`
+	Reason          string     `json:"reason"`
+}
+
+// Done says whether the task has stopped changing.
+func (t task) Done() bool { return t.Status == "completed" || t.Status == "failed" || t.Status == "expired" }
+
+type backup map[string]any
+
+func (b backup) S(k string) string {
+	s, _ := b[k].(string)
+	return s
+}
+
+type topic struct {
+	Name              string `json:"name"`
+	Partitions        int    `json:"partitions"`
+	ReplicationFactor int    `json:"replicationFactor"`
+	RetentionMs       int64  `json:"retentionMs"`
+	CleanupPolicy     string `json:"cleanupPolicy"`
+}
+
+// encryptionKey is one of the deployment's keys and the version it uses.
+type encryptionKey struct {
+	Purpose, CRN, Version, Name, State, Href string
+}
+
+func deploymentPath(inst instance) string {
+	return "/v5/ibm/deployments/" + url.PathEscape(inst.CRN)
+}
+
+func (c *Console) loadDeployment(ctx context.Context, api *caller, guid string) (instance, error) {
+	var inst instance
+	err := api.get(ctx, "/v2/resource_instances/"+url.PathEscape(guid), &inst)
+	return inst, err
+}
+
+func (c *Console) loadTasks(ctx context.Context, api *caller, inst instance) ([]task, error) {
+	var out struct {
+		Tasks []task `json:"tasks"`
+	}
+	if err := api.get(ctx, deploymentPath(inst)+"/tasks", &out); err != nil {
+		return nil, err
+	}
+	slices.SortStableFunc(out.Tasks, func(a, b task) int {
+		if a.CreatedAt == nil || b.CreatedAt == nil {
+			return 0
+		}
+		return b.CreatedAt.Compare(*a.CreatedAt)
+	})
+	return out.Tasks, nil
+}
+
+// keyDetails reads a key's name, state and the version the deployment is
+// registered with, from the key's own Key Protect instance.
+func keyDetails(ctx context.Context, api *caller, purpose, keyCRN, resourceCRN string) encryptionKey {
+	ek := encryptionKey{Purpose: purpose, CRN: keyCRN}
+	k, err := crn.Parse(keyCRN)
+	if err != nil || k.Resource == "" {
+		return ek
+	}
+	ek.Href = "/console/kms/" + url.PathEscape(k.ServiceInstance)
+	var keys keyCollection
+	if api.do(ctx, http.MethodGet, "/api/v2/keys/"+url.PathEscape(k.Resource)+"/metadata", kp(k.ServiceInstance), nil, &keys) == nil && len(keys.Resources) > 0 {
+		ek.Name, ek.State = keys.Resources[0].Name, keys.Resources[0].StateName()
+	}
+	regs, err := loadRegistrations(ctx, api, k.ServiceInstance, k.Resource, nil)
+	if err == nil {
+		for _, reg := range regs {
+			if instanceCRN(reg.ResourceCRN) == resourceCRN {
+				ek.Version = reg.KeyVersion.ID
+			}
+		}
+	}
+	return ek
+}
+
+func (c *Console) deployment(w http.ResponseWriter, r *http.Request, s *session, api *caller) {
+	ctx := r.Context()
+	inst, err := c.loadDeployment(ctx, api, r.PathValue("guid"))
+	if err != nil {
+		c.renderAPIError(w, r, s, err)
+		return
+	}
+	c.renderDeployment(w, r, s, api, inst, nil)
+}
+
+// renderDeployment shows the overview; credentials are shown only in the
+// response that created them.
+func (c *Console) renderDeployment(w http.ResponseWriter, r *http.Request, s *session, api *caller, inst instance, newCredentials map[string]any) {
+	ctx := r.Context()
+	v := view{Title: inst.Name, Nav: "resources"}
+	data := map[string]any{"Instance": inst, "NewCredentials": newCredentials}
+	var problems []string
+	note := func(what string, err error) {
+		if err != nil {
+			problems = append(problems, what+": "+apiError(err).Message)
+		}
+	}
+	tasks, err := c.loadTasks(ctx, api, inst)
+	note("Tasks", err)
+	data["Tasks"] = tasks
+	data["Polling"] = slices.ContainsFunc(tasks, func(t task) bool { return !t.Done() })
+
+	var keys []encryptionKey
+	if k := inst.DiskKey(); k != "" {
+		keys = append(keys, keyDetails(ctx, api, "Disk", k, inst.CRN))
+	}
+	if k := inst.BackupKey(); k != "" {
+		keys = append(keys, keyDetails(ctx, api, "Backups", k, inst.CRN))
+	}
+	data["Keys"] = keys
+
+	var backups struct {
+		Backups []backup `json:"backups"`
+	}
+	note("Backups", api.get(ctx, deploymentPath(inst)+"/backups", &backups))
+	data["Backups"] = backups.Backups
+
+	var creds struct {
+		Resources []struct {
+			Name      string     `json:"name"`
+			GUID      string     `json:"guid"`
+			Role      string     `json:"role"`
+			State     string     `json:"state"`
+			CreatedAt *time.Time `json:"created_at"`
+		} `json:"resources"`
+	}
+	note("Service credentials", api.get(ctx, "/v2/resource_instances/"+url.PathEscape(inst.GUID)+"/resource_keys", &creds))
+	data["Credentials"] = creds.Resources
+
+	// Topics live in the data plane: readable only while the deployment can
+	// unwrap its key. When it cannot, the page says so instead of failing.
+	var topics []topic
+	if err := api.get(ctx, "/messagehub/"+url.PathEscape(inst.GUID)+"/admin/topics", &topics); err != nil {
+		data["TopicsError"] = apiError(err).Message
+	}
+	data["Topics"] = topics
+	data["Problems"] = problems
+
+	res := auth.Resource{ServiceName: "messagehub", ServiceInstance: inst.GUID}
+	data["CanBackup"] = c.can(ctx, s, auth.BackupCreate, res)
+	data["CanCredentials"] = c.can(ctx, s, auth.KeyCreate, res)
+	data["Active"] = inst.State == "active"
+	v.Data = data
+	c.render(w, r, s, http.StatusOK, "deployment", v)
+}
+
+// deploymentTasks is the Tasks panel alone, polled by the page's script.
+func (c *Console) deploymentTasks(w http.ResponseWriter, r *http.Request, s *session, api *caller) {
+	ctx := r.Context()
+	inst, err := c.loadDeployment(ctx, api, r.PathValue("guid"))
+	if err != nil {
+		c.renderAPIError(w, r, s, err)
+		return
+	}
+	tasks, err := c.loadTasks(ctx, api, inst)
+	data := map[string]any{"Instance": inst, "Tasks": tasks, "Polling": slices.ContainsFunc(tasks, func(t task) bool { return !t.Done() })}
+	if err != nil {
+		data["TasksError"] = apiError(err).Message
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	if err := c.pages["deployment"].t.ExecuteTemplate(w, "tasks", data); err != nil {
+		c.cfg.Logger.Error("console: rendering tasks failed", "err", err)
+	}
+}
+
+func (c *Console) deploymentURL(guid string) string { return "/console/deployments/" + url.PathEscape(guid) }
+
+func (c *Console) createBackup(w http.ResponseWriter, r *http.Request, s *session, api *caller) {
+	inst, err := c.loadDeployment(r.Context(), api, r.PathValue("guid"))
+	if err == nil {
+		err = api.do(r.Context(), http.MethodPost, deploymentPath(inst)+"/backups", nil, map[string]any{}, nil)
+	}
+	if err != nil {
+		c.renderAPIError(w, r, s, err)
+		return
+	}
+	c.redirect(w, r, s, c.deploymentURL(inst.GUID), "Backup started: follow it in the Tasks panel.")
+}
+
+// restoreBackup restores a backup into a new deployment, as IBM Cloud does:
+// a create request with the backup's id, on the same plan, region and keys.
+func (c *Console) restoreBackup(w http.ResponseWriter, r *http.Request, s *session, api *caller) {
+	inst, err := c.loadDeployment(r.Context(), api, r.PathValue("guid"))
+	if err != nil {
+		c.renderAPIError(w, r, s, err)
+		return
+	}
+	name := strings.TrimSpace(r.PostForm.Get("name"))
+	if name == "" {
+		name = inst.Name + "-restored"
+	}
+	params := map[string]any{"backup_id": r.PathValue("id")}
+	if k := inst.DiskKey(); k != "" {
+		params["disk_encryption_key_crn"] = k
+	}
+	if k := inst.BackupKey(); k != "" {
+		params["backup_encryption_key_crn"] = k
+	}
+	body := map[string]any{"name": name, "target": inst.RegionID, "resource_plan_id": inst.ResourcePlanID, "parameters": params}
+	var created instance
+	if err := api.do(r.Context(), http.MethodPost, "/v2/resource_instances", nil, body, &created); err != nil {
+		c.renderAPIError(w, r, s, err)
+		return
+	}
+	c.redirect(w, r, s, created.Href(), "Restoring into the new deployment "+created.Name+".")
+}
+
+// createCredentials creates service credentials and shows them once.
+func (c *Console) createCredentials(w http.ResponseWriter, r *http.Request, s *session, api *caller) {
+	inst, err := c.loadDeployment(r.Context(), api, r.PathValue("guid"))
+	if err != nil {
+		c.renderAPIError(w, r, s, err)
+		return
+	}
+	name := strings.TrimSpace(r.PostForm.Get("name"))
+	role := r.PostForm.Get("role")
+	if role == "" {
+		role = "Writer"
+	}
+	var created struct {
+		Name        string         `json:"name"`
+		Credentials map[string]any `json:"credentials"`
+	}
+	body := map[string]any{"name": name, "source": inst.GUID, "role": role}
+	if err := api.do(r.Context(), http.MethodPost, "/v2/resource_keys", nil, body, &created); err != nil {
+		c.renderAPIError(w, r, s, err)
+		return
+	}
+	creds := created.Credentials
+	if creds == nil {
+		creds = map[string]any{}
+	}
+	creds["name"] = created.Name
+	c.renderDeployment(w, r, s, api, inst, creds)
+}
