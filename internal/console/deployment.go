@@ -25,7 +25,9 @@ type task struct {
 }
 
 // Done says whether the task has stopped changing.
-func (t task) Done() bool { return t.Status == "completed" || t.Status == "failed" || t.Status == "expired" }
+func (t task) Done() bool {
+	return t.Status == "completed" || t.Status == "failed" || t.Status == "expired"
+}
 
 type backup map[string]any
 
@@ -187,7 +189,9 @@ func (c *Console) deploymentTasks(w http.ResponseWriter, r *http.Request, s *ses
 	}
 }
 
-func (c *Console) deploymentURL(guid string) string { return "/console/deployments/" + url.PathEscape(guid) }
+func (c *Console) deploymentURL(guid string) string {
+	return "/console/deployments/" + url.PathEscape(guid)
+}
 
 func (c *Console) createBackup(w http.ResponseWriter, r *http.Request, s *session, api *caller) {
 	inst, err := c.loadDeployment(r.Context(), api, r.PathValue("guid"))

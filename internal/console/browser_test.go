@@ -1,0 +1,204 @@
+package console_test
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+)
+
+// stepTimeout bounds every browser step: chromedp has no default timeout,
+// and a selector that never matches would otherwise hang the test.
+const stepTimeout = 20 * time.Second
+
+const chromium = "/usr/bin/chromium"
+
+// browser is one headless Chromium driven over the DevTools pipe.
+type browser struct {
+	t     *testing.T
+	ctx   context.Context
+	base  string
+	shots string
+	mu    sync.Mutex
+	out   *bytes.Buffer
+}
+
+type lockedBuffer struct {
+	mu  *sync.Mutex
+	buf *bytes.Buffer
+}
+
+func (l lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+// screenshotDir is $KEYLINE_SCREENSHOTS, or a temporary directory.
+func screenshotDir(t *testing.T) string {
+	if d := os.Getenv("KEYLINE_SCREENSHOTS"); d != "" {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	return t.TempDir()
+}
+
+// newBrowser starts Chromium for one test; base is the server's URL.
+func newBrowser(t *testing.T, base string) *browser {
+	t.Helper()
+	if _, err := os.Stat(chromium); err != nil {
+		t.Skip("no Chromium at " + chromium + ": apt-get install -y chromium")
+	}
+	b := &browser{t: t, base: base, shots: screenshotDir(t), out: &bytes.Buffer{}}
+	profile := t.TempDir()
+	// Chromium's singleton socket lives under TMPDIR and its path must stay
+	// short, shorter than t.TempDir() names are.
+	tmp, err := os.MkdirTemp("", "kl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(tmp) })
+	opts := []chromedp.ExecAllocatorOption{
+		chromedp.ExecPath(chromium), chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU,
+		chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true), chromedp.NoFirstRun, chromedp.UserDataDir(profile),
+		chromedp.Env("TMPDIR=" + tmp), chromedp.CombinedOutput(lockedBuffer{mu: &b.mu, buf: b.out}),
+	}
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancel := chromedp.NewContext(actx)
+	// Start the browser without a deadline (a deadline here would kill it
+	// when it fires), but do not wait for a hung start forever.
+	started := make(chan error, 1)
+	go func() { started <- chromedp.Do(ctx) }()
+	select {
+	case err := <-started:
+		if err != nil {
+			cancel()
+			cancelAlloc()
+			t.Fatalf("starting Chromium: %v\n%s", err, b.output())
+		}
+	case <-time.After(stepTimeout):
+		cancel()
+		cancelAlloc()
+		t.Fatalf("Chromium did not start within %v\n%s", stepTimeout, b.output())
+	}
+	b.ctx = ctx
+	t.Cleanup(func() {
+		cctx, ccancel := context.WithTimeout(ctx, 5*time.Second)
+		defer ccancel()
+		chromedp.Cancel(cctx)
+		cancel()
+		cancelAlloc()
+	})
+	b.do("set the laptop viewport", chromedp.EmulateViewport(1280, 900))
+	return b
+}
+
+func (b *browser) output() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.out.String()
+}
+
+// do runs steps with the step timeout and fails the test on error.
+func (b *browser) do(step string, actions ...chromedp.Action[chromedp.Void]) {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, stepTimeout)
+	defer cancel()
+	if err := chromedp.Do(ctx, actions...); err != nil {
+		b.t.Fatalf("%s: %v (page %s)\n%s", step, err, b.location(), b.bodyText())
+	}
+}
+
+// get runs one valued action with the step timeout.
+func get[T any](b *browser, step string, a chromedp.Action[T]) T {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, stepTimeout)
+	defer cancel()
+	v, err := chromedp.Run(ctx, a)
+	if err != nil {
+		b.t.Fatalf("%s: %v (page %s)", step, err, b.location())
+	}
+	return v
+}
+
+func (b *browser) location() string {
+	ctx, cancel := context.WithTimeout(b.ctx, 2*time.Second)
+	defer cancel()
+	loc, _ := chromedp.Run(ctx, chromedp.Location())
+	return loc
+}
+
+func (b *browser) bodyText() string {
+	ctx, cancel := context.WithTimeout(b.ctx, 2*time.Second)
+	defer cancel()
+	s, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.body ? document.body.innerText.slice(0, 2000) : ""`))
+	return s
+}
+
+// open navigates to a console path and waits until sel is visible.
+func (b *browser) open(path, sel string) {
+	b.t.Helper()
+	b.do("open "+path, chromedp.Navigate(b.base+path), chromedp.WaitVisible(chromedp.CSS(sel)))
+}
+
+// text is the visible text of the first element matching sel.
+func (b *browser) text(sel string) string {
+	b.t.Helper()
+	return get(b, "read "+sel, chromedp.Text(chromedp.CSS(sel)))
+}
+
+// count is how many elements match sel right now.
+func (b *browser) count(sel string) int {
+	b.t.Helper()
+	return get(b, "count "+sel, chromedp.Evaluate[int](`document.querySelectorAll(`+jsString(sel)+`).length`))
+}
+
+// waitText waits until the element matching sel contains want.
+func (b *browser) waitText(sel, want string) {
+	b.t.Helper()
+	js := `(() => { const e = document.querySelector(` + jsString(sel) + `); return !!e && e.innerText.includes(` + jsString(want) + `); })()`
+	ctx, cancel := context.WithTimeout(b.ctx, stepTimeout)
+	defer cancel()
+	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](js, chromedp.WithPollingInterval(100*time.Millisecond))); err != nil {
+		b.t.Fatalf("waiting for %q in %s: %v (page %s)\n%s", want, sel, err, b.location(), b.bodyText())
+	}
+}
+
+// contains asserts that the element matching sel shows want.
+func (b *browser) contains(sel, want string) {
+	b.t.Helper()
+	if got := b.text(sel); !strings.Contains(got, want) {
+		b.t.Fatalf("%s shows %q, want it to contain %q", sel, got, want)
+	}
+}
+
+// shot saves a full-page PNG named name-<width>.png at each width.
+func (b *browser) shot(name string, widths ...int) {
+	b.t.Helper()
+	if len(widths) == 0 {
+		widths = []int{1280}
+	}
+	for _, w := range widths {
+		b.do("resize to "+name, chromedp.EmulateViewport(int64(w), 900))
+		png := get(b, "screenshot "+name, chromedp.FullScreenshot(100))
+		if err := os.WriteFile(filepath.Join(b.shots, name+"-"+strconv.Itoa(w)+".png"), png, 0o644); err != nil {
+			b.t.Fatal(err)
+		}
+	}
+	b.do("restore the viewport", chromedp.EmulateViewport(1280, 900))
+}
+
+func jsString(s string) string {
+	r := strings.NewReplacer(`\`, `\\`, "`", "\\`", `$`, `\$`)
+	return "`" + r.Replace(s) + "`"
+}
