@@ -44,6 +44,11 @@ func (l lockedBuffer) Write(p []byte) (int, error) {
 // screenshotDir is $KEYLINE_SCREENSHOTS, or a temporary directory.
 func screenshotDir(t *testing.T) string {
 	if d := os.Getenv("KEYLINE_SCREENSHOTS"); d != "" {
+		// go test runs in the package directory; a relative path means the
+		// module root, where the documented command is typed.
+		if !filepath.IsAbs(d) {
+			d = filepath.Join(moduleRoot(t), d)
+		}
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -201,4 +206,19 @@ func (b *browser) shot(name string, widths ...int) {
 func jsString(s string) string {
 	r := strings.NewReplacer(`\`, `\\`, "`", "\\`", `$`, `\$`)
 	return "`" + r.Replace(s) + "`"
+}
+
+func moduleRoot(t *testing.T) string {
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for d := dir; ; d = filepath.Dir(d) {
+		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
+			return d
+		}
+		if filepath.Dir(d) == d {
+			return dir
+		}
+	}
 }

@@ -330,4 +330,3 @@ func TestSignInRedirectStaysOnTheConsole(t *testing.T) {
 		}
 	}
 }
-

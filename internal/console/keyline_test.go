@@ -1,0 +1,126 @@
+package console_test
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"testing"
+	"time"
+
+	"github.com/keyline/keyline/internal/client"
+	"github.com/keyline/keyline/internal/clock"
+	"github.com/keyline/keyline/internal/server"
+)
+
+const keylineAdminKey = "console-admin-api-key-0123456789abcdefghijklmnop"
+
+// keyline is a real Keyline server, every service wired, on loopback.
+type keyline struct {
+	t     *testing.T
+	srv   *server.Server
+	url   string
+	admin *client.Client
+	clock *clock.Fake
+}
+
+// startKeyline runs `keyline serve` in process on a fresh data directory
+// and skips the test when the server does not mount the console yet.
+func startKeyline(t *testing.T) *keyline {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	clk := clock.NewFake(time.Now().UTC().Truncate(time.Second))
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	srv, err := server.New(ctx, server.Config{DataDir: t.TempDir(), Listen: "127.0.0.1:0", AdminAPIKey: keylineAdminKey, Clock: clk, Logger: logger})
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	if err := srv.Listen(); err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		srv.Close()
+	})
+	k := &keyline{t: t, srv: srv, url: srv.URL(), admin: client.New(srv.URL(), keylineAdminKey), clock: clk}
+	resp, err := http.Get(k.url + "/console/signin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Skipf("the server does not serve the console yet (GET /console/signin: %d)", resp.StatusCode)
+	}
+	return k
+}
+
+// call is one API call as the administrator; it fails the test on error.
+func (k *keyline) call(method, path string, header map[string]string, body, out any) {
+	k.t.Helper()
+	if err := k.admin.Do(context.Background(), client.Request{Method: method, Path: path, Header: header, Body: body}, out); err != nil {
+		k.t.Fatalf("%s %s: %v", method, path, err)
+	}
+}
+
+// account is the administrator's account id.
+func (k *keyline) account() string {
+	k.t.Helper()
+	var d struct {
+		AccountID string `json:"account_id"`
+	}
+	k.call("GET", "/v1/apikeys/details", map[string]string{"IAM-ApiKey": keylineAdminKey}, nil, &d)
+	return d.AccountID
+}
+
+type created struct {
+	GUID string `json:"guid"`
+	CRN  string `json:"crn"`
+	Name string `json:"name"`
+}
+
+// createKMS provisions a Key Protect instance through the API.
+func (k *keyline) createKMS(name, region string) created {
+	k.t.Helper()
+	var out created
+	k.call("POST", "/v2/resource_instances", nil, map[string]any{"name": name, "resource_plan_id": "tiered-pricing", "target": region}, &out)
+	return out
+}
+
+// createReader invites a user with read-only access to the account and
+// returns an API key of theirs.
+func (k *keyline) createReader(account string) string {
+	k.t.Helper()
+	var invited struct {
+		Resources []struct {
+			IAMID string `json:"iam_id"`
+		} `json:"resources"`
+		IAMID string `json:"iam_id"`
+	}
+	k.call("POST", "/v2/accounts/"+url.PathEscape(account)+"/users", nil, map[string]any{"users": []any{map[string]any{"email": "reader@example.com"}}}, &invited)
+	iamID := invited.IAMID
+	if len(invited.Resources) > 0 {
+		iamID = invited.Resources[0].IAMID
+	}
+	if iamID == "" {
+		k.t.Fatal("inviting a user returned no iam_id")
+	}
+	for _, role := range []string{"crn:v1:bluemix:public:iam::::serviceRole:Reader", "crn:v1:bluemix:public:iam::::role:Viewer"} {
+		k.call("POST", "/v1/policies", nil, map[string]any{
+			"type":      "access",
+			"subjects":  []any{map[string]any{"attributes": []any{map[string]any{"name": "iam_id", "value": iamID}}}},
+			"roles":     []any{map[string]any{"role_id": role}},
+			"resources": []any{map[string]any{"attributes": []any{map[string]any{"name": "accountId", "operator": "stringEquals", "value": account}}}},
+		}, nil)
+	}
+	var key struct {
+		APIKey string `json:"apikey"`
+	}
+	k.call("POST", "/v1/apikeys", nil, map[string]any{"name": "reader-console", "iam_id": iamID}, &key)
+	return key.APIKey
+}

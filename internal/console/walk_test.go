@@ -1,0 +1,261 @@
+package console_test
+
+import (
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/chromedp/chromedp"
+)
+
+// selectByText chooses the option of select #id whose label starts with label.
+func (b *browser) selectByText(id, label string) {
+	b.t.Helper()
+	js := `(() => { const s = document.getElementById(` + jsString(id) + `);
+		const o = [...s.options].find(o => o.textContent.trim().startsWith(` + jsString(label) + `));
+		if (!o) return false;
+		s.value = o.value; s.dispatchEvent(new Event("change", {bubbles: true})); return true; })()`
+	if !get(b, "choose "+label+" in "+id, chromedp.Evaluate[bool](js)) {
+		b.t.Fatalf("select #%s has no option %q\n%s", id, label, b.bodyText())
+	}
+}
+
+// signIn signs in through the form.
+func (b *browser) signIn(apikey string) {
+	b.t.Helper()
+	b.open("/console/signin", "#signin-form")
+	b.do("sign in",
+		chromedp.SendKeys(chromedp.ID("apikey"), apikey),
+		chromedp.Click(chromedp.ID("signin-submit")),
+		chromedp.WaitVisible(chromedp.CSS(".sidenav")))
+}
+
+// submit clicks a submit button and waits for what the next page shows.
+func (b *browser) submit(button, then string) {
+	b.t.Helper()
+	b.do("submit "+button, chromedp.Click(chromedp.CSS(button)), chromedp.WaitVisible(chromedp.CSS(then)))
+}
+
+// TestConsoleWalksTheSeed follows the seed's UI path in a browser:
+// authorization with delegation, a key, a deployment provisioned from the
+// dropdowns, a rotation followed live, a force delete through the
+// confirmation dialog, and the disabled deployment that keeps its metadata.
+func TestConsoleWalksTheSeed(t *testing.T) {
+	walkSeed(t)
+}
+
+// TestScreenshots regenerates the screenshots of docs/screenshots:
+//
+//	KEYLINE_SCREENSHOTS=docs/screenshots go test ./internal/console -run TestScreenshots
+func TestScreenshots(t *testing.T) {
+	if os.Getenv("KEYLINE_SCREENSHOTS") == "" {
+		t.Skip("set KEYLINE_SCREENSHOTS to a directory to regenerate the screenshots")
+	}
+	b := walkSeed(t)
+	b.do("sign out", chromedp.Click(chromedp.CSS(".who button")), chromedp.WaitVisible(chromedp.ID("signin-form")))
+	b.shot("signin", 1280, 390)
+}
+
+func walkSeed(t *testing.T) *browser {
+	k := startKeyline(t)
+	kms := k.createKMS("byok-kp", "us-south")
+	b := newBrowser(t, k.url)
+	b.signIn(keylineAdminKey)
+
+	// Manage > Access (IAM) > Authorizations > Create.
+	b.open("/console/iam/authorizations", "h1")
+	b.shot("authorizations-empty")
+	b.submit("#create-authorization", "#authorization-form")
+	b.selectByText("source_service", "Event Streams")
+	b.do("choose all source resources", chromedp.Click(chromedp.ID("source_scope_all")))
+	b.selectByText("target_service", "Key Protect")
+	b.selectByText("target_instance", "byok-kp")
+	if !get(b, "read the delegation box", chromedp.Evaluate[bool](`document.getElementById("role_reader").checked`)) {
+		b.do("enable Reader", chromedp.Click(chromedp.ID("role_reader")))
+	}
+	if !get(b, "read the delegation box", chromedp.Evaluate[bool](`document.getElementById("delegate").checked`)) {
+		b.do("enable delegation", chromedp.Click(chromedp.ID("delegate")))
+	}
+	b.shot("authorization-create")
+	b.submit("#authorize", "#authorizations")
+	b.contains(".notice.ok", "Authorization created")
+	b.contains("#authorizations tbody", "AuthorizationDelegator, Reader")
+	b.contains("#authorizations tbody", "User defined")
+
+	// Key Protect: create the disk and backup keys.
+	b.open("/console/kms/"+kms.GUID, "#create-key-form")
+	for _, name := range []string{"disk-key", "backup-key"} {
+		b.do("name the key "+name, chromedp.SendKeys(chromedp.ID("key_name"), name))
+		b.submit("#create-key", ".notice.ok")
+		b.contains(".notice.ok", name+" created")
+	}
+	b.contains("#keys", "disk-key")
+	b.contains(`#keys tr[data-name="disk-key"]`, "Active")
+
+	// Catalog > Event Streams, choosing the KMS instance and keys from the dropdowns.
+	b.open("/console/catalog/event-streams", "#provision-form")
+	b.do("name the deployment", chromedp.SendKeys(chromedp.ID("name"), "es-orders"))
+	b.selectByText("region", "us-south")
+	b.selectByText("kms_instance", "byok-kp")
+	b.selectByText("disk_key", "disk-key")
+	b.selectByText("backup_key", "backup-key")
+	b.shot("catalog-event-streams", 1280, 390)
+	b.submit("#provision-submit", "#state")
+	b.contains("h1", "es-orders")
+	b.waitText("#state-badge", "active")
+	b.contains("#encryption", kms.GUID)
+	b.shot("deployment-active", 1280, 390)
+
+	// The deployment created the dependent authorization for its backups.
+	b.open("/console/iam/authorizations", "#authorizations")
+	b.contains("#authorizations tbody", "Created by crn:v1:")
+	b.contains("#authorizations tbody", "Block Storage for VPC")
+	b.shot("authorizations", 1280, 390)
+
+	// The key shows the deployment as an associated resource.
+	b.open("/console/kms/"+kms.GUID, "#keys")
+	b.contains(`#keys tr[data-name="disk-key"] .assoc`, "es-orders")
+	b.shot("keys", 1280, 390)
+
+	// Rotate, and follow the Syncing KMS state task to 100%.
+	b.submit(`#keys tr[data-name="disk-key"] button[data-action="rotate"]`, ".notice.ok")
+	b.contains(".notice.ok", "rotated")
+	depURL := get(b, "find the deployment link", chromedp.Evaluate[string](`document.querySelector('#keys tr[data-name="disk-key"] .assoc a').getAttribute("href")`))
+	b.open(depURL, "#tasks-panel")
+	b.waitText("#tasks-panel", "Syncing KMS state")
+	b.waitText(`#tasks-panel li[data-description="Syncing KMS state"]`, "100%")
+	b.waitText(`#tasks-panel li[data-description="Syncing KMS state"]`, "completed")
+	b.shot("deployment-tasks", 1280, 390)
+
+	// Force delete the key through the confirmation dialog.
+	b.open("/console/kms/"+kms.GUID, "#keys")
+	b.submit(`#keys tr[data-name="disk-key"] a[data-action="delete"]`, "#delete-dialog")
+	b.contains("#cryptoshred-warning", "cryptoshredding")
+	b.contains("#shred-targets", "es-orders")
+	b.shot("key-force-delete", 1280, 390)
+	b.do("confirm the force", chromedp.Click(chromedp.ID("force")))
+	b.submit("#delete-confirm", ".notice.ok")
+	b.contains(`#keys tr[data-name="disk-key"]`, "Destroyed")
+
+	// The deployment is disabled; its metadata and security settings remain.
+	b.open(depURL, "#state")
+	if state := b.text("#state-badge"); state == "active" {
+		t.Fatalf("after the force delete the deployment shows %q", state)
+	}
+	b.contains("#metadata", "crn:v1:")
+	b.contains("#metadata", "Enabled") // bring your own key, still shown
+	b.contains("#encryption", "Destroyed")
+	b.shot("deployment-disabled", 1280, 390)
+
+	// The Activity Tracker shows the deletion.
+	b.open("/console/activity?action=kms.secrets.delete", "#events")
+	b.contains("#events tbody", "kms.secrets.delete")
+	b.open("/console/activity", "#events")
+	b.shot("activity", 1280, 390)
+
+	b.open("/console/", "#deployments")
+	b.contains("#deployments", "es-orders")
+	b.shot("resources", 1280, 390)
+	return b
+}
+
+// postForm posts a form from the page with fetch and returns the status
+// and the text of the answer's page.
+func (b *browser) postForm(path string, form map[string]string) (int, string) {
+	b.t.Helper()
+	var fields []string
+	for k, v := range form {
+		fields = append(fields, jsString(k)+": "+jsString(v))
+	}
+	js := `fetch(` + jsString(path) + `, {method: "POST", credentials: "same-origin", redirect: "manual",
+		body: new URLSearchParams({` + strings.Join(fields, ", ") + `})})
+		.then(async r => r.status + "\n" + new DOMParser().parseFromString(await r.text(), "text/html").body.innerText)`
+	out := get(b, "post "+path, chromedp.Evaluate[string](js, chromedp.EvalAwaitPromise))
+	status, text, _ := strings.Cut(out, "\n")
+	n, _ := strconv.Atoi(status)
+	return n, text
+}
+
+// sessionCSRF is the CSRF token of the signed-in page (the sign-out form's).
+func (b *browser) sessionCSRF() string {
+	b.t.Helper()
+	return get(b, "read the CSRF token", chromedp.Evaluate[string](`document.querySelector('.who input[name="csrf_token"]').value`))
+}
+
+func TestReaderSeesNoMutatingControlsAndGets403WhenPostingAnyway(t *testing.T) {
+	k := startKeyline(t)
+	account := k.account()
+	kms := k.createKMS("shared-kp", "us-south")
+	var key struct {
+		Resources []struct {
+			ID string `json:"id"`
+		} `json:"resources"`
+	}
+	k.call("POST", "/api/v2/keys", map[string]string{"bluemix-instance": kms.GUID}, map[string]any{
+		"metadata":  map[string]any{"collectionType": "application/vnd.ibm.kms.key+json", "collectionTotal": 1},
+		"resources": []any{map[string]any{"type": "application/vnd.ibm.kms.key+json", "name": "team-key", "extractable": false}},
+	}, &key)
+	readerKey := k.createReader(account)
+
+	b := newBrowser(t, k.url)
+	b.signIn(readerKey)
+	b.open("/console/kms/"+kms.GUID, "#keys")
+	b.contains("#keys", "team-key")
+	for _, sel := range []string{"#create-key-form", `button[data-action]`, `a[data-action="delete"]`} {
+		if n := b.count(sel); n != 0 {
+			t.Errorf("a reader sees %d %s on the keys page", n, sel)
+		}
+	}
+	b.shot("reader-keys", 1280, 390)
+	b.open("/console/iam/authorizations", "h1")
+	if n := b.count("#create-authorization"); n != 0 {
+		t.Error("a reader sees the Create authorization button")
+	}
+
+	csrf := b.sessionCSRF()
+	cases := []struct{ path string }{
+		{"/console/kms/" + kms.GUID + "/keys"},
+		{"/console/kms/" + kms.GUID + "/keys/" + key.Resources[0].ID + "/rotate"},
+		{"/console/kms/" + kms.GUID + "/keys/" + key.Resources[0].ID + "/delete"},
+	}
+	for _, tc := range cases {
+		status, text := b.postForm(tc.path, map[string]string{"csrf_token": csrf, "name": "sneaky", "force": "true"})
+		if status != 403 || !strings.Contains(text, "not authorized") {
+			t.Errorf("a reader's POST %s answered %d:\n%s", tc.path, status, text)
+		}
+	}
+	var keys struct {
+		Resources []struct {
+			Name  string `json:"name"`
+			State int    `json:"state"`
+		} `json:"resources"`
+	}
+	k.call("GET", "/api/v2/keys", map[string]string{"bluemix-instance": kms.GUID}, nil, &keys)
+	if len(keys.Resources) != 1 || keys.Resources[0].State != 1 {
+		t.Fatalf("the reader's refused posts changed the keys: %+v", keys.Resources)
+	}
+}
+
+func TestFormWithoutValidCSRFTokenIsRefusedInTheBrowser(t *testing.T) {
+	k := startKeyline(t)
+	kms := k.createKMS("csrf-kp", "us-south")
+	b := newBrowser(t, k.url)
+	b.signIn(keylineAdminKey)
+	b.open("/console/kms/"+kms.GUID, "#create-key-form")
+	for _, token := range []string{"", "forged-token"} {
+		status, text := b.postForm("/console/kms/"+kms.GUID+"/keys", map[string]string{"csrf_token": token, "name": "forged"})
+		if status != 403 || !strings.Contains(text, "security token") {
+			t.Errorf("token %q: answered %d:\n%s", token, status, text)
+		}
+	}
+	status, _ := b.postForm("/console/kms/"+kms.GUID+"/keys", map[string]string{"csrf_token": b.sessionCSRF(), "name": "genuine"})
+	if status != 0 && status != 303 && status != 200 {
+		t.Fatalf("the genuine form answered %d", status)
+	}
+	b.open("/console/kms/"+kms.GUID, "#keys")
+	b.contains("#keys", "genuine")
+	if strings.Contains(b.text("#keys"), "forged") {
+		t.Fatal("a forged form created a key")
+	}
+}
