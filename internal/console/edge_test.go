@@ -72,6 +72,12 @@ func (e *identityEdge) Authorize(_ context.Context, p *auth.Principal, action st
 	return nil
 }
 
+func (e *identityEdge) created() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.posted
+}
+
 func (e *identityEdge) handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /identity/token", func(w http.ResponseWriter, r *http.Request) {
@@ -251,7 +257,11 @@ func TestFormsWithoutTheSessionsCSRFTokenAreRefused(t *testing.T) {
 	hc := userAgent(t)
 	csrf := signIn(t, hc, srv.URL, edgeAdminKey)
 	form := url.Values{"source_service": {"messagehub"}, "target_service": {"kms"}, "role_reader": {"1"}}
-	for _, token := range []string{"", "x", csrf[:len(csrf)-1] + "A"} {
+	last := "A"
+	if strings.HasSuffix(csrf, last) {
+		last = "B"
+	}
+	for _, token := range []string{"", "x", csrf[:len(csrf)-1] + last} {
 		f := url.Values{}
 		for k, v := range form {
 			f[k] = v
@@ -264,15 +274,15 @@ func TestFormsWithoutTheSessionsCSRFTokenAreRefused(t *testing.T) {
 			t.Errorf("token %q: answered %d:\n%s", token, resp.StatusCode, body)
 		}
 	}
-	if idp.posted != 0 {
-		t.Fatalf("%d policies were created by refused forms", idp.posted)
+	if n := idp.created(); n != 0 {
+		t.Fatalf("%d policies were created by refused forms", n)
 	}
 	form.Set("csrf_token", csrf)
 	if resp, body := fetch(t, hc, "POST", srv.URL+"/console/iam/authorizations", form); resp.StatusCode != http.StatusSeeOther {
 		t.Fatalf("a valid form answered %d:\n%s", resp.StatusCode, body)
 	}
-	if idp.posted != 1 {
-		t.Fatalf("the valid form created %d policies, want 1", idp.posted)
+	if n := idp.created(); n != 1 {
+		t.Fatalf("the valid form created %d policies, want 1", n)
 	}
 }
 
@@ -289,7 +299,7 @@ func TestReaderPostingAnywayGetsTheAPIs403(t *testing.T) {
 	if resp.StatusCode != http.StatusForbidden || !strings.Contains(body, "not authorized") {
 		t.Errorf("answered %d:\n%s", resp.StatusCode, body)
 	}
-	if idp.posted != 0 {
+	if idp.created() != 0 {
 		t.Error("the reader created a policy")
 	}
 }
