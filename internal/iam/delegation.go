@@ -33,7 +33,7 @@ func (s *Service) CreateDependentAuthorization(ctx context.Context, source *auth
 	req := PolicyRequest{Type: TypeAuthorization, Roles: []PolicyRole{{RoleID: auth.RoleReader}},
 		Subjects: []PolicySubject{{Attributes: []SubjectAttribute{
 			{Name: "accountId", Value: source.AccountID}, {Name: "serviceName", Value: dependentService}}}},
-		Resources: []PolicyResource{{Attributes: resourceAttributes(target)}}}
+		Resources: []PolicyResource{{Attributes: ResourceAttributes(target)}}}
 	p, err := s.normalize(op, req)
 	if err != nil {
 		return Policy{}, err
@@ -65,9 +65,11 @@ func (s *Service) delegates(source *auth.Principal, target auth.Resource) bool {
 	return false
 }
 
-func resourceAttributes(r auth.Resource) []ResourceAttribute {
-	attrs := []ResourceAttribute{{Name: "accountId", Value: r.AccountID}, {Name: "serviceName", Value: r.ServiceName}}
-	for _, a := range []ResourceAttribute{{Name: "serviceInstance", Value: r.ServiceInstance},
+// ResourceAttributes names r in policy resource attributes, leaving out
+// what r leaves empty.
+func ResourceAttributes(r auth.Resource) []ResourceAttribute {
+	attrs := []ResourceAttribute{{Name: "accountId", Value: r.AccountID}}
+	for _, a := range []ResourceAttribute{{Name: "serviceName", Value: r.ServiceName}, {Name: "serviceInstance", Value: r.ServiceInstance},
 		{Name: "resourceType", Value: r.ResourceType}, {Name: "resource", Value: r.ResourceID}} {
 		if a.Value != "" {
 			attrs = append(attrs, a)
