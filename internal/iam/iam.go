@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/keyline/keyline/internal/audit"
 	"github.com/keyline/keyline/internal/clock"
 	"github.com/keyline/keyline/internal/errs"
 	"github.com/keyline/keyline/internal/seal"
@@ -22,6 +23,7 @@ import (
 type Config struct {
 	DB     *store.DB
 	Master *seal.AEAD // seals the token signing key at rest
+	Audit  *audit.Log // every IAM call becomes an event
 	Clock  clock.Clock
 	Logger *slog.Logger
 	// Issuer is the "iss" claim of the tokens and the base of policy hrefs,
@@ -33,6 +35,7 @@ type Config struct {
 type Service struct {
 	db     *store.DB
 	master *seal.AEAD
+	audit  *audit.Log
 	clock  clock.Clock
 	logger *slog.Logger
 	issuer string
@@ -104,8 +107,8 @@ CREATE TABLE iam_settings (
 // policies into the in-memory index that Authorize reads.
 func New(ctx context.Context, cfg Config) (*Service, error) {
 	const op = "iam.New"
-	if cfg.DB == nil || cfg.Master == nil || cfg.Clock == nil {
-		return nil, errs.E(op, errs.Internal, "CONFIG_ERR", "iam needs a database, a master key and a clock")
+	if cfg.DB == nil || cfg.Master == nil || cfg.Clock == nil || cfg.Audit == nil {
+		return nil, errs.E(op, errs.Internal, "CONFIG_ERR", "iam needs a database, a master key, a clock and the audit log")
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -113,7 +116,7 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	if cfg.Issuer == "" {
 		cfg.Issuer = "https://iam.keyline.local"
 	}
-	s := &Service{db: cfg.DB, master: cfg.Master, clock: cfg.Clock, logger: cfg.Logger,
+	s := &Service{db: cfg.DB, master: cfg.Master, audit: cfg.Audit, clock: cfg.Clock, logger: cfg.Logger,
 		issuer: strings.TrimSuffix(cfg.Issuer, "/"), tokens: newTokenCache()}
 	if err := s.db.Migrate(ctx, migrations); err != nil {
 		return nil, errs.Internalf(op, err)

@@ -12,6 +12,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/google/uuid"
+	"github.com/keyline/keyline/internal/audit"
 	"github.com/keyline/keyline/internal/auth"
 	"github.com/keyline/keyline/internal/crn"
 	"github.com/keyline/keyline/internal/errs"
@@ -117,7 +118,7 @@ func (id identity) user() User {
 
 func (id identity) serviceID() ServiceID {
 	return ServiceID{ID: id.ID, IAMID: id.IAMID, EntityTag: strconv.Itoa(id.Version),
-		CRN:       crn.New(ServiceIdentity, "", id.AccountID, "").Child("serviceid", id.ID).String(),
+		CRN:       iamCRN(ServiceIdentity, id.AccountID, "serviceid", id.ID),
 		CreatedAt: id.CreatedAt, ModifiedAt: id.ModifiedAt, AccountID: id.AccountID, Name: id.Name, Description: id.Description}
 }
 
@@ -230,8 +231,18 @@ func hashAPIKey(v string) []byte {
 	return h[:]
 }
 
+// iamCRN is the CRN of an IAM resource, or of the account's IAM service
+// when id is "" (a list, or a create that was refused).
+func iamCRN(service, account, resourceType, id string) string {
+	c := crn.New(service, "", account, "")
+	if id != "" {
+		c = c.Child(resourceType, id)
+	}
+	return c.String()
+}
+
 func apiKeyCRN(account, id string) string {
-	return crn.New(ServiceIdentity, "", account, "").Child("apikey", id).String()
+	return iamCRN(ServiceIdentity, account, "apikey", id)
 }
 
 const apiKeyColumns = `id, account_id, iam_id, name, description, created_by, created_at, modified_at, version`
@@ -594,8 +605,8 @@ type ServiceIDRequest struct {
 	Description string `json:"description,omitempty"`
 }
 
-func serviceIDTarget(account, id, name string) auditTargetT {
-	return auditTarget(crn.New(ServiceIdentity, "", account, "").Child("serviceid", id).String(), name, "iam-identity/serviceid")
+func serviceIDTarget(account, id, name string) audit.Target {
+	return auditTarget(iamCRN(ServiceIdentity, account, "serviceid", id), name, "iam-identity/serviceid")
 }
 
 // CreateServiceID creates a service ID in req.AccountID.
@@ -829,7 +840,7 @@ func (s *Service) InviteUser(ctx context.Context, accountID, email string) (User
 	if at := strings.IndexByte(email, '@'); at < 1 || at == len(email)-1 || strings.ContainsAny(email, " \t\r\n<>") {
 		return User{}, errs.E(op, errs.Invalid, "BXNIM0109E", "email must be an email address").On("field", "email")
 	}
-	target := auditTarget(crn.New(ServiceUserManagement, "", accountID, "").Child("user", "").String(), email, "user-management/user")
+	target := auditTarget(iamCRN(ServiceUserManagement, accountID, "user", ""), email, "user-management/user")
 	if err := s.Authorize(ctx, p, ActionUserInvite, auth.Resource{AccountID: accountID, ServiceName: ServiceUserManagement}); err != nil {
 		s.recordFailure(ctx, ActionUserInvite, target, err)
 		return User{}, err
@@ -844,7 +855,7 @@ func (s *Service) InviteUser(ctx context.Context, accountID, email string) (User
 		if err != nil {
 			return err
 		}
-		return s.record(ctx, tx, ActionUserInvite, auditTarget(crn.New(ServiceUserManagement, "", accountID, "").Child("user", u.IAMID).String(), email, "user-management/user"), 201)
+		return s.record(ctx, tx, ActionUserInvite, auditTarget(iamCRN(ServiceUserManagement, accountID, "user", u.IAMID), email, "user-management/user"), 201)
 	})
 	if err != nil {
 		return User{}, err
@@ -875,7 +886,7 @@ func (s *Service) ListUsers(ctx context.Context, accountID string) ([]User, erro
 	if err != nil {
 		return nil, err
 	}
-	target := auditTarget(crn.New(ServiceUserManagement, "", accountID, "").Child("user", "").String(), "", "user-management/user")
+	target := auditTarget(iamCRN(ServiceUserManagement, accountID, "user", ""), "", "user-management/user")
 	if err := s.Authorize(ctx, p, ActionUserRead, auth.Resource{AccountID: accountID, ServiceName: ServiceUserManagement}); err != nil {
 		s.recordFailure(ctx, ActionUserRead, target, err)
 		return nil, err

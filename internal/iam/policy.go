@@ -12,8 +12,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/google/uuid"
+	"github.com/keyline/keyline/internal/audit"
 	"github.com/keyline/keyline/internal/auth"
-	"github.com/keyline/keyline/internal/crn"
 	"github.com/keyline/keyline/internal/errs"
 	"github.com/keyline/keyline/internal/store"
 )
@@ -138,7 +138,7 @@ func (p Policy) target() auth.Resource {
 }
 
 func (p Policy) crn() string {
-	return crn.New(ServicePolicies, "", p.AccountID(), "").Child("policy", p.ID).String()
+	return iamCRN(ServicePolicies, p.AccountID(), "policy", p.ID)
 }
 
 // subjectKey is the index key under which Authorize finds the policy.
@@ -432,7 +432,7 @@ func (s *Service) policy(op, id string) (Policy, error) {
 
 // --- API ---
 
-func policyTarget(p Policy) auditTargetT {
+func policyTarget(p Policy) audit.Target {
 	return auditTarget(p.crn(), p.ID, "iam-am/policy")
 }
 

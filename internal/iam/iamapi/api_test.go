@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	"github.com/keyline/keyline/internal/audit"
 	"github.com/keyline/keyline/internal/auth"
 	"github.com/keyline/keyline/internal/errs"
 	"github.com/keyline/keyline/internal/httpapi"
@@ -510,4 +511,39 @@ func TestBadInputGetsIAMErrorFormat(t *testing.T) {
 	wantIdentityError(t, s.exchange(t, "/identity/token", url.Values{"grant_type": {"password"}}), 400, "BXNIM0104E")
 	wantIdentityError(t, s.exchange(t, "/identity/token", url.Values{"grant_type": {iam.GrantAPIKey, iam.GrantAPIKey}, "apikey": {s.AdminKey}}), 400, "BXNIM0109E")
 	wantIdentityError(t, s.do(t, "POST", "/identity/token", "", `{"apikey":"x"}`, "Content-Type", "application/json"), 400, "BXNIM0109E")
+}
+
+func TestIAMCallsAreAuditedWithoutSecrets(t *testing.T) {
+	s := newServer(t)
+	admin := s.token(t, s.AdminKey)
+	u, userKey := s.NewUser(t, "audited@example.com")
+	user := s.token(t, userKey)
+	created := s.do(t, "POST", "/v1/apikeys", admin, map[string]any{"name": "k", "iam_id": u.IAMID})
+	s.do(t, "DELETE", "/v1/apikeys/"+created.body["id"].(string), admin, nil)
+	s.do(t, "POST", "/v1/serviceids", admin, map[string]any{"name": "app", "account_id": s.Account.ID})
+	s.do(t, "POST", "/v1/serviceids", user, map[string]any{"name": "denied", "account_id": s.Account.ID})
+	pol := s.Grant(t, u.IAMID, auth.Resource{AccountID: s.Account.ID, ServiceName: "kms"}, auth.RoleReader)
+	s.do(t, "DELETE", "/v1/policies/"+pol.ID, admin, nil)
+
+	page, err := s.Audit.Query(context.Background(), audit.Filter{AccountID: s.Account.ID, Limit: 500})
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]int{}
+	for _, ev := range page.Events {
+		seen[ev.Action+"/"+ev.Outcome]++
+		js, _ := json.Marshal(ev)
+		for _, secret := range []string{s.AdminKey, userKey, created.body["apikey"].(string), admin, user} {
+			if strings.Contains(string(js), secret) {
+				t.Fatalf("event %s holds a secret: %s", ev.Action, js)
+			}
+		}
+	}
+	for _, want := range []string{"iam-identity.apikey.create/success", "iam-identity.apikey.delete/success",
+		"iam-identity.serviceid.create/success", "iam-identity.serviceid.create/failure", "iam-am.policy.create/success",
+		"iam-am.policy.delete/success", "user-management.user.create/success"} {
+		if seen[want] == 0 {
+			t.Errorf("no %s event; saw %v", want, seen)
+		}
+	}
 }

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keyline/keyline/internal/audit"
 	"github.com/keyline/keyline/internal/auth"
 	"github.com/keyline/keyline/internal/clock"
 	"github.com/keyline/keyline/internal/iam"
@@ -19,6 +20,7 @@ import (
 type Env struct {
 	DB       *store.DB
 	Master   *seal.AEAD
+	Audit    *audit.Log
 	Clock    *clock.Fake
 	Service  *iam.Service
 	Account  iam.Account
@@ -44,6 +46,10 @@ func New(t testing.TB) *Env {
 		t.Fatal(err)
 	}
 	e := &Env{DB: db, Master: master, Clock: clock.NewFake(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))}
+	if e.Audit, err = audit.New(ctx, db, e.Clock, nil); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Audit.Close)
 	e.Reopen(t)
 	account, key, created, err := e.Service.Bootstrap(ctx, "")
 	if err != nil || !created {
@@ -60,7 +66,7 @@ func New(t testing.TB) *Env {
 // restart would.
 func (e *Env) Reopen(t testing.TB) {
 	t.Helper()
-	svc, err := iam.New(context.Background(), iam.Config{DB: e.DB, Master: e.Master, Clock: e.Clock, Issuer: Issuer})
+	svc, err := iam.New(context.Background(), iam.Config{DB: e.DB, Master: e.Master, Audit: e.Audit, Clock: e.Clock, Issuer: Issuer})
 	if err != nil {
 		t.Fatal(err)
 	}
