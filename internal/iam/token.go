@@ -267,7 +267,7 @@ func (s *Service) verify(token, use string) (*Claims, error) {
 		return nil, errBadToken
 	}
 	p := jwt.NewParser(jwt.WithValidMethods([]string{jwt.SigningMethodRS256.Alg()}), jwt.WithIssuer(s.issuer),
-		jwt.WithExpirationRequired(), jwt.WithTimeFunc(s.clock.Now))
+		jwt.WithExpirationRequired(), jwt.WithTimeFunc(s.clock.Now), jwt.WithStrictDecoding())
 	var c Claims
 	_, err := p.ParseWithClaims(token, &c, func(t *jwt.Token) (any, error) {
 		if kid, _ := t.Header["kid"].(string); kid != s.signer.kid {
