@@ -95,11 +95,14 @@ func TestReaderOnOneInstanceOnly(t *testing.T) {
 	}
 }
 
-func messagehub(e *iamtest.Env, instance string) *auth.Principal {
-	c := "crn:v1:bluemix:public:messagehub:us-south:a/" + e.Account.ID + ":" + instance + "::"
-	return &auth.Principal{IAMID: "crn-" + c, AccountID: e.Account.ID, Name: "messagehub", Type: auth.Service,
-		ServiceName: "messagehub", SourceInstance: instance, SourceCRN: c}
+// servicePrincipal is a Keyline service acting for one of its instances.
+func servicePrincipal(e *iamtest.Env, service, instance string) *auth.Principal {
+	c := "crn:v1:bluemix:public:" + service + ":us-south:a/" + e.Account.ID + ":" + instance + "::"
+	return &auth.Principal{IAMID: "crn-" + c, AccountID: e.Account.ID, Name: service, Type: auth.Service,
+		ServiceName: service, SourceInstance: instance, SourceCRN: c}
 }
+
+func messagehub(e *iamtest.Env, instance string) *auth.Principal { return servicePrincipal(e, "messagehub", instance) }
 
 func TestAuthorizationLetsServiceWrapOnlyWhileItStands(t *testing.T) {
 	e := iamtest.New(t)
@@ -183,7 +186,7 @@ func TestDependentAuthorizationNeedsDelegator(t *testing.T) {
 	if err != nil || again.ID != dep.ID {
 		t.Errorf("re-creating returned %s, %v; want the existing %s", again.ID, err, dep.ID)
 	}
-	is := &auth.Principal{IAMID: "crn-is", AccountID: e.Account.ID, Type: auth.Service, ServiceName: "is", SourceInstance: "vol-1", SourceCRN: "crn:v1:bluemix:public:is:us-south:a/" + e.Account.ID + ":vol-1::"}
+	is := servicePrincipal(e, "is", "vol-1")
 	if err := e.Service.Authorize(ctx, is, auth.KMSKeyUnwrap, kp); err != nil {
 		t.Errorf("the dependent service cannot unwrap: %v", err)
 	}
@@ -280,7 +283,7 @@ func TestDependentAuthorizationRecreatedFromDeletionHook(t *testing.T) {
 	if hookErr != nil || recreated.ID == "" || recreated.ID == dep.ID || recreated.State != iam.StateActive {
 		t.Fatalf("re-created %+v, %v", recreated, hookErr)
 	}
-	is := &auth.Principal{IAMID: "crn-is", AccountID: e.Account.ID, Type: auth.Service, ServiceName: "is", SourceCRN: "crn:v1:bluemix:public:is:us-south:a/" + e.Account.ID + ":vol::"}
+	is := servicePrincipal(e, "is", "vol-1")
 	if err := e.Service.Authorize(ctx, is, auth.KMSKeyWrap, kp); err != nil {
 		t.Fatalf("after re-creation: %v", err)
 	}
