@@ -102,7 +102,9 @@ func servicePrincipal(e *iamtest.Env, service, instance string) *auth.Principal 
 		ServiceName: service, SourceInstance: instance, SourceCRN: c}
 }
 
-func messagehub(e *iamtest.Env, instance string) *auth.Principal { return servicePrincipal(e, "messagehub", instance) }
+func messagehub(e *iamtest.Env, instance string) *auth.Principal {
+	return servicePrincipal(e, "messagehub", instance)
+}
 
 func TestAuthorizationLetsServiceWrapOnlyWhileItStands(t *testing.T) {
 	e := iamtest.New(t)
