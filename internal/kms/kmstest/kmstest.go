@@ -139,7 +139,9 @@ func (a *Audit) insert(ctx context.Context, tx *store.Tx, ev kms.AuditEvent) err
 }
 
 // Append implements kms.Auditor.
-func (a *Audit) Append(ctx context.Context, tx *store.Tx, ev kms.AuditEvent) error { return a.insert(ctx, tx, ev) }
+func (a *Audit) Append(ctx context.Context, tx *store.Tx, ev kms.AuditEvent) error {
+	return a.insert(ctx, tx, ev)
+}
 
 // Record implements kms.Auditor.
 func (a *Audit) Record(ctx context.Context, ev kms.AuditEvent) error {
