@@ -108,6 +108,11 @@ func (s *Service) UpdateRegistration(ctx context.Context, instanceGUID, keyID, r
 
 func (s *Service) writeRegistration(ctx context.Context, op, action, guid, keyID, resourceCRN string, in RegistrationInput) (Registration, error) {
 	var out Registration
+	// A user token is refused as such before authorization (SERVICE_ONLY_ERR).
+	if _, err := serviceOnly(ctx, op, resourceCRN); err != nil {
+		s.RecordRefusal(ctx, action, guid, err)
+		return out, err
+	}
 	err := s.onKey(ctx, op, guid, keyID, action, true, func(c *keyCall) error {
 		rc, err := serviceOnly(ctx, op, resourceCRN)
 		if err != nil {
@@ -207,6 +212,10 @@ func newerVersion(tx *store.Tx, op, keyID, current, version string) error {
 // DeleteRegistration removes a registration (service-to-service only).
 func (s *Service) DeleteRegistration(ctx context.Context, instanceGUID, keyID, resourceCRN string) error {
 	const op = "kms.DeleteRegistration"
+	if _, err := serviceOnly(ctx, op, resourceCRN); err != nil {
+		s.RecordRefusal(ctx, auth.KMSRegistrationDelete, instanceGUID, err)
+		return err
+	}
 	return s.onKey(ctx, op, instanceGUID, keyID, auth.KMSRegistrationDelete, true, func(c *keyCall) error {
 		if _, err := serviceOnly(ctx, op, resourceCRN); err != nil {
 			return err
