@@ -41,7 +41,7 @@ const (
 
 // env is a KMS on a fresh database behind a real HTTP server.
 type env struct {
-	t     *testing.T
+	t     testing.TB
 	ctx   context.Context
 	db    *store.DB
 	svc   *kms.Service
@@ -51,7 +51,7 @@ type env struct {
 	srv   *httptest.Server
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	t.Helper()
 	ctx := context.Background()
 	db, err := store.OpenSQLite(ctx, t.TempDir())
