@@ -302,7 +302,12 @@ func (c *Controller) Run(ctx context.Context) error {
 		}
 		wait := maxSchedulerSleep
 		if !next.IsZero() {
-			wait = min(wait, max(next.Sub(c.now()), time.Second))
+			// Something came due while this pass ran: go again at once.
+			// (What is claimed elsewhere has its lease in the future.)
+			if !next.After(c.now()) {
+				continue
+			}
+			wait = min(wait, next.Sub(c.now()))
 		}
 		select {
 		case <-ctx.Done():
