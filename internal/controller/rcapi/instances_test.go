@@ -12,10 +12,10 @@ import (
 func TestCreateInstanceReturnsTheRCRepresentation(t *testing.T) {
 	e := newEnv(t)
 	for _, tc := range []struct {
-		name, plan, target string
-		service, resourceID   string
-		region, planID        string
-		broker                *recordingBroker
+		name, plan, target  string
+		service, resourceID string
+		region, planID      string
+		broker              *recordingBroker
 	}{
 		{"kp-1", kmsPlan, "us-south", "kms", "ee41347f-b18e-4ca6-bf80-b5467c63f9a6", "us-south", kmsPlan, e.kms},
 		{"kp by plan name", "tiered-pricing", "bluemix-eu-de", "kms", "ee41347f-b18e-4ca6-bf80-b5467c63f9a6", "eu-de", kmsPlan, e.kms},
@@ -182,7 +182,9 @@ func TestBrokerValidationErrorSurfaces(t *testing.T) {
 
 func TestBrokerWarningsAreShown(t *testing.T) {
 	e := newEnv(t)
-	e.es.set(func(b *recordingBroker) { b.warnings = []string{"The backup key is not in a region durable to region failure"} })
+	e.es.set(func(b *recordingBroker) {
+		b.warnings = []string{"The backup key is not in a region durable to region failure"}
+	})
 	res := e.createInstance("es", esPlan, nil)
 	if w := res.header.Get("Warning"); !strings.Contains(w, "durable to region failure") {
 		t.Errorf("Warning header = %q", w)
