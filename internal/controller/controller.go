@@ -6,6 +6,7 @@ package controller
 
 import (
 	"context"
+	"hash/fnv"
 	"log/slog"
 	"sync"
 	"time"
@@ -36,6 +37,12 @@ type Controller struct {
 
 	wake  chan struct{} // nudges the reclamation scheduler when a reclamation is scheduled
 	tasks *Tasks
+
+	// instanceLocks serialize the lifecycle changes of one instance (update,
+	// delete, restore, reclaim, new keys), which call its broker between
+	// reading and writing the record. Writes also check the state they
+	// started from, so that a change made elsewhere is refused, not lost.
+	instanceLocks [64]sync.Mutex
 }
 
 // New opens the controller on db, migrating its schema, and marks the work
@@ -115,6 +122,30 @@ func (c *Controller) service(op, name string) (*catalogEntry, error) {
 		}
 	}
 	return nil, errs.Ef(op, errs.Unavailable, "SERVICE_UNAVAILABLE", "The service %s is not available", name)
+}
+
+// lock holds the lock of instance guid until the returned function is called.
+func (c *Controller) lock(guid string) func() {
+	h := fnv.New32a()
+	h.Write([]byte(guid))
+	m := &c.instanceLocks[h.Sum32()%uint32(len(c.instanceLocks))]
+	m.Lock()
+	return m.Unlock
+}
+
+// loadLocked finds an instance by GUID or CRN, locks it, and reads it again
+// under the lock.
+func (c *Controller) loadLocked(ctx context.Context, op, id string) (*Instance, func(), error) {
+	inst, err := c.loadInstance(ctx, op, id)
+	if err != nil {
+		return nil, nil, err
+	}
+	unlock := c.lock(inst.GUID)
+	if inst, err = c.loadInstance(ctx, op, inst.GUID); err != nil {
+		unlock()
+		return nil, nil, err
+	}
+	return inst, unlock, nil
 }
 
 func principal(ctx context.Context, op string) (*auth.Principal, error) {

@@ -2,7 +2,6 @@ package controller
 
 import (
 	"context"
-	"database/sql"
 	"encoding/base64"
 	"encoding/json"
 	"slices"
@@ -136,7 +135,7 @@ func (c *Controller) CreateInstance(ctx context.Context, req CreateInstanceReque
 		inst.LastOperation = Operation{Type: "create", State: "succeeded", Description: "Provision completed successfully", Warnings: warnings}
 	}
 	err = c.db.Tx(ctx, func(tx *store.Tx) error {
-		if err := updateInstance(tx, inst); err != nil {
+		if err := updateInstance(tx, inst, StateProvisioning); err != nil {
 			return err
 		}
 		return c.appendEvent(ctx, tx, eventFor(action, inst, perr))
@@ -465,10 +464,11 @@ func (c *Controller) UpdateInstance(ctx context.Context, id string, req UpdateIn
 	if err != nil {
 		return nil, err
 	}
-	inst, err := c.loadInstance(ctx, op, id)
+	inst, unlock, err := c.loadLocked(ctx, op, id)
 	if err != nil {
 		return nil, err
 	}
+	defer unlock()
 	action := inst.ServiceName + ".instance.update"
 	if err := c.authorize(ctx, op, p, auth.InstanceUpdate, inst); err != nil {
 		c.recordFailure(ctx, action, inst, err)
@@ -527,7 +527,7 @@ func (c *Controller) UpdateInstance(ctx context.Context, id string, req UpdateIn
 	inst.UpdatedAt, inst.UpdatedBy = now, p.IAMID
 	inst.LastOperation = Operation{Type: "update", State: "succeeded", Description: "Update completed successfully"}
 	err = c.db.Tx(ctx, func(tx *store.Tx) error {
-		if err := updateInstance(tx, inst); err != nil {
+		if err := updateInstance(tx, inst, StateActive); err != nil {
 			return err
 		}
 		return c.appendEvent(ctx, tx, eventFor(action, inst, nil))
@@ -548,10 +548,12 @@ func (c *Controller) DeleteInstance(ctx context.Context, id string, recursive bo
 	if err != nil {
 		return nil, err
 	}
-	inst, err := c.loadInstance(ctx, op, id)
+	inst, unlock, err := c.loadLocked(ctx, op, id)
 	if err != nil {
 		return nil, err
 	}
+	defer unlock()
+	from := inst.State
 	action := inst.ServiceName + ".instance.delete"
 	if err := c.authorize(ctx, op, p, auth.InstanceDelete, inst); err != nil {
 		c.recordFailure(ctx, action, inst, err)
@@ -597,7 +599,7 @@ func (c *Controller) DeleteInstance(ctx context.Context, id string, recursive bo
 			if err := c.removeKeys(ctx, tx, inst, keys, p.IAMID); err != nil {
 				return err
 			}
-			if err := updateInstance(tx, inst); err != nil {
+			if err := updateInstance(tx, inst, from); err != nil {
 				return err
 			}
 			return c.appendEvent(ctx, tx, eventFor(action, inst, nil))
@@ -620,7 +622,7 @@ func (c *Controller) DeleteInstance(ctx context.Context, id string, recursive bo
 		if err := c.removeKeys(ctx, tx, inst, keys, p.IAMID); err != nil {
 			return err
 		}
-		if err := updateInstance(tx, inst); err != nil {
+		if err := updateInstance(tx, inst, from); err != nil {
 			return err
 		}
 		if err := insertReclamation(tx, &rec); err != nil {
@@ -697,18 +699,20 @@ func insertInstance(tx *store.Tx, inst *Instance) error {
 	return err
 }
 
-func updateInstance(tx *store.Tx, inst *Instance) error {
+// updateInstance writes inst over its record, if the record is still in
+// state from.
+func updateInstance(tx *store.Tx, inst *Instance, from string) error {
 	res, err := tx.Exec(`UPDATE rc_instances SET name = ?, resource_plan_id = ?, state = ?, parameters = ?, tags = ?,
 		allow_cleanup = ?, last_operation = ?, plan_history = ?, updated_at = ?, updated_by = ?, deleted_at = ?, deleted_by = ?,
-		scheduled_reclaim_at = ?, scheduled_reclaim_by = ?, restored_at = ?, restored_by = ? WHERE guid = ?`,
+		scheduled_reclaim_at = ?, scheduled_reclaim_by = ?, restored_at = ?, restored_by = ? WHERE guid = ? AND state = ?`,
 		inst.Name, inst.PlanID, inst.State, mustJSON(inst.Parameters), mustJSON(inst.Tags), boolInt(inst.AllowCleanup),
 		inst.LastOperation.json(), mustJSON(inst.PlanHistory), ts(inst.UpdatedAt), inst.UpdatedBy, ts(inst.DeletedAt), inst.DeletedBy,
-		ts(inst.ScheduledReclaimAt), inst.ScheduledReclaimBy, ts(inst.RestoredAt), inst.RestoredBy, inst.GUID)
+		ts(inst.ScheduledReclaimAt), inst.ScheduledReclaimBy, ts(inst.RestoredAt), inst.RestoredBy, inst.GUID, from)
 	if err != nil {
 		return err
 	}
 	if n, _ := res.RowsAffected(); n != 1 {
-		return errs.Internalf("controller.updateInstance", sql.ErrNoRows)
+		return errs.E("controller.updateInstance", errs.Conflict, "INSTANCE_CHANGED", "The instance was changed by another request; read it and try again")
 	}
 	return nil
 }

@@ -62,13 +62,14 @@ func (c *Controller) CreateResourceKey(ctx context.Context, req CreateKeyRequest
 			return nil, errs.Ef(op, errs.Invalid, "INVALID_ROLE", "The role %q is not a known IAM role", req.Role).On("field", "role")
 		}
 	}
-	inst, err := c.loadInstance(ctx, op, req.Source)
+	inst, unlock, err := c.loadLocked(ctx, op, req.Source)
 	if errs.Is(errs.NotExist, err) {
 		return nil, errs.E(op, errs.NotExist, "INSTANCE_NOT_FOUND", "The source instance could not be found").On("field", "source")
 	}
 	if err != nil {
 		return nil, err
 	}
+	defer unlock()
 	guid := uuid.NewString()
 	now := c.now()
 	key := &ResourceKey{GUID: guid, CRN: inst.CRN.Child("resource-key", guid), Name: req.Name, AccountID: inst.AccountID,

@@ -138,10 +138,11 @@ func (c *Controller) RestoreReclamation(ctx context.Context, id string) (*Reclam
 	if err != nil {
 		return nil, err
 	}
-	rec, inst, err := c.loadReclamation(ctx, op, id)
+	rec, inst, unlock, err := c.loadReclamationLocked(ctx, op, id)
 	if err != nil {
 		return nil, err
 	}
+	defer unlock()
 	action := inst.ServiceName + ".instance.restore"
 	if err := c.authorize(ctx, op, p, auth.InstanceUpdate, inst); err != nil {
 		if err = reclamationHidden(op, err); !errs.Is(errs.NotExist, err) {
@@ -185,7 +186,7 @@ func (c *Controller) RestoreReclamation(ctx context.Context, id string) (*Reclam
 		if err := setReclamationState(tx, rec.ID, ReclamationRestored, "", now, p.IAMID); err != nil {
 			return err
 		}
-		if err := updateInstance(tx, inst); err != nil {
+		if err := updateInstance(tx, inst, StatePendingReclamation); err != nil {
 			return err
 		}
 		return c.appendEvent(ctx, tx, eventFor(action, inst, nil))
@@ -352,10 +353,11 @@ func (c *Controller) claim(ctx context.Context, id, state, cond string, condArgs
 // outcome: the instance removed, or the failure and when to try again.
 func (c *Controller) finishReclaim(ctx context.Context, id, by string) (*Reclamation, error) {
 	const op = "controller.reclaim"
-	rec, inst, err := c.loadReclamation(ctx, op, id)
+	rec, inst, unlock, err := c.loadReclamationLocked(ctx, op, id)
 	if err != nil {
 		return nil, err
 	}
+	defer unlock()
 	action := inst.ServiceName + ".instance.reclaim"
 	var berr error
 	entry, err := c.service(op, inst.ServiceName)
@@ -388,7 +390,7 @@ func (c *Controller) finishReclaim(ctx context.Context, id, by string) (*Reclama
 		if err := setReclamationState(tx, id, ReclamationReclaimed, "", now, by); err != nil {
 			return err
 		}
-		if err := updateInstance(tx, inst); err != nil {
+		if err := updateInstance(tx, inst, StatePendingReclamation); err != nil {
 			return err
 		}
 		return c.appendEvent(ctx, tx, eventFor(action, inst, nil))
@@ -438,6 +440,21 @@ func (c *Controller) loadReclamation(ctx context.Context, op, id string) (*Recla
 		return err
 	})
 	return rec, inst, err
+}
+
+// loadReclamationLocked reads a reclamation and its instance under the instance's lock.
+func (c *Controller) loadReclamationLocked(ctx context.Context, op, id string) (*Reclamation, *Instance, func(), error) {
+	rec, _, err := c.loadReclamation(ctx, op, id)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	unlock := c.lock(rec.InstanceGUID)
+	rec, inst, err := c.loadReclamation(ctx, op, id)
+	if err != nil {
+		unlock()
+		return nil, nil, nil, err
+	}
+	return rec, inst, unlock, nil
 }
 
 func errNoReclamation(op string) error {

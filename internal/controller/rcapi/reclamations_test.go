@@ -202,3 +202,32 @@ func TestReclamationWindowIsPerService(t *testing.T) {
 func aliceCtx(e *env) context.Context {
 	return auth.WithPrincipal(context.Background(), e.policies.users["alice"])
 }
+
+func TestConcurrentDeletesScheduleOneReclamation(t *testing.T) {
+	e := newEnv(t)
+	guid := e.createInstance("es", esPlan, nil).str("guid")
+	statuses := make(chan int, 8)
+	for i := range 8 {
+		go func() {
+			if i%2 == 0 {
+				statuses <- e.do("alice", "PATCH", "/v2/resource_instances/"+guid, map[string]any{"name": "renamed"}).status
+				return
+			}
+			statuses <- e.do("alice", "DELETE", "/v2/resource_instances/"+guid, nil).status
+		}()
+	}
+	count := map[int]int{}
+	for range 8 {
+		count[<-statuses]++
+	}
+	if count[http.StatusAccepted] != 1 || count[http.StatusAccepted]+count[http.StatusGone]+count[http.StatusOK]+count[http.StatusConflict] != 8 {
+		t.Errorf("statuses %v: want one delete accepted", count)
+	}
+	e.reclamationOf(guid)
+	if got := e.state(guid); got != "pending_reclamation" {
+		t.Errorf("instance is %s: an update overwrote the deletion", got)
+	}
+	if n := e.es.count("Suspend", guid); n != 1 {
+		t.Errorf("suspended %d times", n)
+	}
+}
