@@ -139,9 +139,22 @@ func (s CatalogService) region(target string) (string, bool) {
 	return "", false
 }
 
-// findPlan looks a plan up by id, then by name, across the catalog.
-func findPlan(entries []*catalogEntry, idOrName string) (*catalogEntry, Plan, error) {
+// findPlan looks a plan up by id, then by name, across the catalog or, when
+// service (a service name or catalog id) is given, within that service.
+func findPlan(entries []*catalogEntry, service, idOrName string) (*catalogEntry, Plan, error) {
 	const op = "controller.CreateInstance"
+	if service != "" {
+		var named []*catalogEntry
+		for _, e := range entries {
+			if e.svc.Name == service || e.svc.ID == service {
+				named = append(named, e)
+			}
+		}
+		if len(named) == 0 {
+			return nil, Plan{}, errs.Ef(op, errs.Invalid, "INVALID_SERVICE", "The service %q is not in the catalog", service).On("field", "resource_id")
+		}
+		entries = named
+	}
 	for _, e := range entries {
 		if p, ok := e.svc.plan(idOrName); ok {
 			return e, p, nil
@@ -158,6 +171,9 @@ func findPlan(entries []*catalogEntry, idOrName string) (*catalogEntry, Plan, er
 				found, plan = e, p
 			}
 		}
+	}
+	if found == nil && service != "" {
+		return nil, Plan{}, errs.Ef(op, errs.Invalid, "INVALID_PLAN", "The resource plan %q is not a plan of %s", idOrName, entries[0].svc.DisplayName).On("field", "resource_plan_id")
 	}
 	if found == nil {
 		return nil, Plan{}, errs.Ef(op, errs.Invalid, "INVALID_PLAN", "The resource plan %q does not exist in the catalog", idOrName).On("field", "resource_plan_id")

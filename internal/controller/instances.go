@@ -72,6 +72,7 @@ type PlanChange struct {
 // CreateInstanceRequest asks for a new instance.
 type CreateInstanceRequest struct {
 	Name          string
+	Service       string // resource_id: a service name or catalog id; "" finds the service by the plan
 	Target        string // region, or "blue-<region>" / "bluemix-<region>"
 	ResourceGroup string // "" is the account's default group
 	PlanID        string // resource_plan_id: a plan id or a plan name
@@ -157,7 +158,7 @@ func (c *Controller) validateCreate(req CreateInstanceRequest) (*catalogEntry, P
 	if req.PlanID == "" {
 		return nil, Plan{}, "", errs.E(op, errs.Invalid, "MISSING_FIELD", "The resource_plan_id field is required").On("field", "resource_plan_id")
 	}
-	entry, plan, err := findPlan(c.entries(), req.PlanID)
+	entry, plan, err := findPlan(c.entries(), req.Service, req.PlanID)
 	if err != nil {
 		return nil, Plan{}, "", err
 	}

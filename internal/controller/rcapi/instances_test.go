@@ -21,11 +21,12 @@ func TestCreateInstanceReturnsTheRCRepresentation(t *testing.T) {
 		{"kp by plan name", "tiered-pricing", "bluemix-eu-de", "kms", "ee41347f-b18e-4ca6-bf80-b5467c63f9a6", "eu-de", kmsPlan, e.kms},
 		{"es-1", esPlan, "blue-ca-tor", "messagehub", "dff97f5c-bc5e-4455-b470-411c3edbe49c", "ca-tor", esPlan, e.es},
 		{"es_2:by.name", "standard", "jp-tok", "messagehub", "dff97f5c-bc5e-4455-b470-411c3edbe49c", "jp-tok", esPlan, e.es},
+		{"es named by resource_id", "standard", "us-east", "messagehub", "dff97f5c-bc5e-4455-b470-411c3edbe49c", "us-east", esPlan, e.es},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			res := e.do("alice", "POST", "/v2/resource_instances", map[string]any{
 				"name": tc.name, "target": tc.target, "resource_plan_id": tc.plan, "resource_group": "rg-1",
-				"parameters": map[string]any{"disk_encryption_key_crn": keyCRN},
+				"parameters": map[string]any{"disk_encryption_key_crn": keyCRN}, "resource_id": tc.service,
 			}).want(t, http.StatusCreated)
 			guid := res.str("guid")
 			wantCRN := "crn:v1:bluemix:public:" + tc.service + ":" + tc.region + ":a/" + accountA + ":" + guid + "::"
@@ -82,6 +83,8 @@ func TestCreateInstanceRejectsBadRequests(t *testing.T) {
 		msg    string
 	}{
 		{"unknown plan", map[string]any{"name": "x", "target": "us-south", "resource_plan_id": "gold"}, 400, "INVALID_PLAN", `"gold" does not exist`},
+		{"unknown service", map[string]any{"name": "x", "target": "us-south", "resource_id": "cloudant", "resource_plan_id": "standard"}, 400, "INVALID_SERVICE", `"cloudant" is not in the catalog`},
+		{"plan of another service", map[string]any{"name": "x", "target": "us-south", "resource_id": "kms", "resource_plan_id": "standard"}, 400, "INVALID_PLAN", `"standard" is not a plan of Key Protect`},
 		{"missing plan", map[string]any{"name": "x", "target": "us-south"}, 400, "MISSING_FIELD", "resource_plan_id"},
 		{"unknown region", map[string]any{"name": "x", "target": "mars-north", "resource_plan_id": kmsPlan}, 400, "INVALID_TARGET", "us-south, us-east"},
 		{"region prefix only", map[string]any{"name": "x", "target": "blue-", "resource_plan_id": kmsPlan}, 400, "INVALID_TARGET", "not a region"},
@@ -189,9 +192,8 @@ func TestBrokerWarningsAreShown(t *testing.T) {
 	if w := res.header.Get("Warning"); !strings.Contains(w, "durable to region failure") {
 		t.Errorf("Warning header = %q", w)
 	}
-	op := res.body["last_operation"].(map[string]any)
-	if ws, _ := op["warnings"].([]any); len(ws) != 1 {
-		t.Errorf("last_operation.warnings = %v", op["warnings"])
+	if ws, _ := res.body["warnings"].([]any); len(ws) != 1 {
+		t.Errorf("warnings = %v", res.body["warnings"])
 	}
 }
 

@@ -113,7 +113,7 @@ func (a *API) createInstance(ctx context.Context, w http.ResponseWriter, r *http
 		}
 		params[name] = *v
 	}
-	inst, err := a.ctl.CreateInstance(ctx, controller.CreateInstanceRequest{Name: body.Name, Target: body.Target,
+	inst, err := a.ctl.CreateInstance(ctx, controller.CreateInstanceRequest{Name: body.Name, Service: body.ResourceID, Target: body.Target,
 		ResourceGroup: body.ResourceGroup, PlanID: body.ResourcePlanID, Tags: body.Tags, AllowCleanup: body.AllowCleanup, Parameters: params})
 	if err != nil {
 		return err

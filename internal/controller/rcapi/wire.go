@@ -45,16 +45,17 @@ type instanceJSON struct {
 	Migrated           bool                    `json:"migrated"`
 	ResourceKeysURL    string                  `json:"resource_keys_url"`
 	LastOperation      lastOperationJSON       `json:"last_operation"`
+	// Warnings are what the service's broker asked to show about the create.
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 type lastOperationJSON struct {
-	Type        string   `json:"type"`
-	State       string   `json:"state"`
-	Async       bool     `json:"async"`
-	Description string   `json:"description"`
-	Cancelable  bool     `json:"cancelable"`
-	Poll        bool     `json:"poll"`
-	Warnings    []string `json:"warnings,omitempty"`
+	Type        string `json:"type"`
+	State       string `json:"state"`
+	Async       bool   `json:"async"`
+	Description string `json:"description"`
+	Cancelable  bool   `json:"cancelable"`
+	Poll        bool   `json:"poll"`
 }
 
 func timeOrNil(t time.Time) *time.Time {
@@ -81,7 +82,8 @@ func toInstance(i *controller.Instance) instanceJSON {
 		RestoredAt: timeOrNil(i.RestoredAt), RestoredBy: i.RestoredBy, PlanHistory: i.PlanHistory,
 		ResourceKeysURL: instanceURL(i.GUID) + "/resource_keys",
 		LastOperation: lastOperationJSON{Type: i.LastOperation.Type, State: i.LastOperation.State,
-			Description: i.LastOperation.Description, Warnings: i.LastOperation.Warnings},
+			Description: i.LastOperation.Description},
+		Warnings: i.LastOperation.Warnings,
 	}
 }
 
@@ -190,6 +192,7 @@ func toTask(t *controller.Task) taskJSON {
 
 type createInstanceBody struct {
 	Name           string         `json:"name"`
+	ResourceID     string         `json:"resource_id"` // Keyline's clients name the service; IBM finds it from the plan
 	Target         string         `json:"target"`
 	ResourceGroup  string         `json:"resource_group"`
 	ResourcePlanID string         `json:"resource_plan_id"`
