@@ -211,6 +211,7 @@ CREATE TABLE rc_instances (
 	region_id TEXT NOT NULL,
 	resource_group_id TEXT NOT NULL,
 	state TEXT NOT NULL,
+	state_reason TEXT NOT NULL DEFAULT '',
 	parameters TEXT NOT NULL,
 	tags TEXT NOT NULL,
 	allow_cleanup INTEGER NOT NULL,

@@ -20,12 +20,13 @@ import (
 const (
 	StateProvisioning       = "provisioning"
 	StateActive             = "active"
+	StateInactive           = "inactive" // the service has disabled it (e.g. its root key was destroyed)
 	StateFailed             = "failed"
 	StatePendingReclamation = "pending_reclamation"
 	StateRemoved            = "removed"
 )
 
-var allStates = []string{StateActive, StateProvisioning, "pre_provisioning", "inactive", StateFailed, StateRemoved, StatePendingReclamation}
+var allStates = []string{StateActive, StateProvisioning, "pre_provisioning", StateInactive, StateFailed, StateRemoved, StatePendingReclamation}
 
 // Instance is a service instance: a Key Protect instance or an Event Streams deployment.
 type Instance struct {
@@ -39,6 +40,7 @@ type Instance struct {
 	Region          string
 	ResourceGroupID string
 	State           string
+	StateReason     string // why the service made it inactive
 	Parameters      map[string]any
 	Tags            []string
 	AllowCleanup    bool
@@ -483,8 +485,9 @@ func (c *Controller) UpdateInstance(ctx context.Context, id string, req UpdateIn
 		c.recordFailure(ctx, action, inst, err)
 		return nil, err
 	}
-	if inst.State != StateActive {
-		return fail(errs.Ef(op, errs.Conflict, "INSTANCE_NOT_ACTIVE", "The instance is %s; only an active instance can be updated", inst.State))
+	from := inst.State
+	if from != StateActive && from != StateInactive {
+		return fail(errs.Ef(op, errs.Conflict, "INSTANCE_NOT_ACTIVE", "The instance is %s; only an active or inactive instance can be updated", inst.State))
 	}
 	now := c.now()
 	if req.Name != nil {
@@ -528,7 +531,7 @@ func (c *Controller) UpdateInstance(ctx context.Context, id string, req UpdateIn
 	inst.UpdatedAt, inst.UpdatedBy = now, p.IAMID
 	inst.LastOperation = Operation{Type: "update", State: "succeeded", Description: "Update completed successfully"}
 	err = c.db.Tx(ctx, func(tx *store.Tx) error {
-		if err := updateInstance(tx, inst, StateActive); err != nil {
+		if err := updateInstance(tx, inst, from); err != nil {
 			return err
 		}
 		return c.appendEvent(ctx, tx, eventFor(action, inst, nil))
@@ -569,7 +572,7 @@ func (c *Controller) DeleteInstance(ctx context.Context, id string, recursive bo
 		return fail(err)
 	}
 	switch inst.State {
-	case StateActive, StateFailed:
+	case StateActive, StateInactive, StateFailed:
 	case StatePendingReclamation, StateRemoved:
 		return fail(errs.E(op, errs.Gone, "INSTANCE_DELETED", "The instance has already been deleted"))
 	default:
@@ -646,7 +649,7 @@ func (c *Controller) DeleteInstance(ctx context.Context, id string, recursive bo
 }
 
 const instanceColumns = `guid, crn, account_id, name, service_name, resource_id, resource_plan_id, region_id,
-	resource_group_id, state, parameters, tags, allow_cleanup, last_operation, plan_history,
+	resource_group_id, state, state_reason, parameters, tags, allow_cleanup, last_operation, plan_history,
 	created_at, created_by, updated_at, updated_by, deleted_at, deleted_by,
 	scheduled_reclaim_at, scheduled_reclaim_by, restored_at, restored_by`
 
@@ -658,7 +661,7 @@ func scanInstance(row scanner) (*Instance, error) {
 	var created, updated, deleted, scheduled, restored string
 	var cleanup int
 	err := row.Scan(&inst.GUID, &crnStr, &inst.AccountID, &inst.Name, &inst.ServiceName, &inst.ResourceID, &inst.PlanID,
-		&inst.Region, &inst.ResourceGroupID, &inst.State, &params, &tags, &cleanup, &lastOp, &history,
+		&inst.Region, &inst.ResourceGroupID, &inst.State, &inst.StateReason, &params, &tags, &cleanup, &lastOp, &history,
 		&created, &inst.CreatedBy, &updated, &inst.UpdatedBy, &deleted, &inst.DeletedBy,
 		&scheduled, &inst.ScheduledReclaimBy, &restored, &inst.RestoredBy)
 	if err != nil {
@@ -691,9 +694,9 @@ func mustJSON(v any) string {
 }
 
 func insertInstance(tx *store.Tx, inst *Instance) error {
-	_, err := tx.Exec(`INSERT INTO rc_instances (`+instanceColumns+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
+	_, err := tx.Exec(`INSERT INTO rc_instances (`+instanceColumns+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
 		inst.GUID, inst.CRN.String(), inst.AccountID, inst.Name, inst.ServiceName, inst.ResourceID, inst.PlanID, inst.Region,
-		inst.ResourceGroupID, inst.State, mustJSON(inst.Parameters), mustJSON(inst.Tags), boolInt(inst.AllowCleanup),
+		inst.ResourceGroupID, inst.State, inst.StateReason, mustJSON(inst.Parameters), mustJSON(inst.Tags), boolInt(inst.AllowCleanup),
 		inst.LastOperation.json(), mustJSON(inst.PlanHistory),
 		ts(inst.CreatedAt), inst.CreatedBy, ts(inst.UpdatedAt), inst.UpdatedBy, ts(inst.DeletedAt), inst.DeletedBy,
 		ts(inst.ScheduledReclaimAt), inst.ScheduledReclaimBy, ts(inst.RestoredAt), inst.RestoredBy)
@@ -703,10 +706,10 @@ func insertInstance(tx *store.Tx, inst *Instance) error {
 // updateInstance writes inst over its record, if the record is still in
 // state from.
 func updateInstance(tx *store.Tx, inst *Instance, from string) error {
-	res, err := tx.Exec(`UPDATE rc_instances SET name = ?, resource_plan_id = ?, state = ?, parameters = ?, tags = ?,
+	res, err := tx.Exec(`UPDATE rc_instances SET name = ?, resource_plan_id = ?, state = ?, state_reason = ?, parameters = ?, tags = ?,
 		allow_cleanup = ?, last_operation = ?, plan_history = ?, updated_at = ?, updated_by = ?, deleted_at = ?, deleted_by = ?,
 		scheduled_reclaim_at = ?, scheduled_reclaim_by = ?, restored_at = ?, restored_by = ? WHERE guid = ? AND state = ?`,
-		inst.Name, inst.PlanID, inst.State, mustJSON(inst.Parameters), mustJSON(inst.Tags), boolInt(inst.AllowCleanup),
+		inst.Name, inst.PlanID, inst.State, inst.StateReason, mustJSON(inst.Parameters), mustJSON(inst.Tags), boolInt(inst.AllowCleanup),
 		inst.LastOperation.json(), mustJSON(inst.PlanHistory), ts(inst.UpdatedAt), inst.UpdatedBy, ts(inst.DeletedAt), inst.DeletedBy,
 		ts(inst.ScheduledReclaimAt), inst.ScheduledReclaimBy, ts(inst.RestoredAt), inst.RestoredBy, inst.GUID, from)
 	if err != nil {
@@ -723,4 +726,34 @@ func boolInt(b bool) int {
 		return 1
 	}
 	return 0
+}
+
+// SetInactive records that the service has disabled an active instance, and
+// why (its root key was destroyed: the data is unreadable but the instance's
+// metadata stays readable). Brokers call it; it is not an API of users.
+func (c *Controller) SetInactive(ctx context.Context, guid, reason string) error {
+	return c.setCondition(ctx, guid, StateActive, StateInactive, reason)
+}
+
+// SetActive records that the service has enabled an inactive instance again.
+func (c *Controller) SetActive(ctx context.Context, guid string) error {
+	return c.setCondition(ctx, guid, StateInactive, StateActive, "")
+}
+
+func (c *Controller) setCondition(ctx context.Context, guid, from, to, reason string) error {
+	const op = "controller.SetCondition"
+	inst, unlock, err := c.loadLocked(ctx, op, guid)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if inst.State == to && inst.StateReason == reason {
+		return nil
+	}
+	if inst.State != from && inst.State != to {
+		return errs.Ef(op, errs.Conflict, "INSTANCE_NOT_ACTIVE", "The instance is %s", inst.State)
+	}
+	prev := inst.State
+	inst.State, inst.StateReason, inst.UpdatedAt = to, reason, c.now()
+	return c.db.Tx(ctx, func(tx *store.Tx) error { return updateInstance(tx, inst, prev) })
 }

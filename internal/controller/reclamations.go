@@ -178,7 +178,11 @@ func (c *Controller) RestoreReclamation(ctx context.Context, id string) (*Reclam
 		}
 		return nil, berr
 	}
+	// It comes back as it was deleted: active, or inactive for its reason.
 	inst.State = StateActive
+	if inst.StateReason != "" {
+		inst.State = StateInactive
+	}
 	inst.RestoredAt, inst.RestoredBy, inst.UpdatedAt, inst.UpdatedBy = now, p.IAMID, now, p.IAMID
 	inst.DeletedAt, inst.DeletedBy, inst.ScheduledReclaimAt, inst.ScheduledReclaimBy = time.Time{}, "", time.Time{}, ""
 	inst.LastOperation = Operation{Type: "reclamation", State: "succeeded", Description: "Instance restored"}

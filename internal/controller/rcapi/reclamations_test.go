@@ -231,3 +231,35 @@ func TestConcurrentDeletesScheduleOneReclamation(t *testing.T) {
 		t.Errorf("suspended %d times", n)
 	}
 }
+
+func TestInactiveInstanceKeepsItsReasonThroughReclamation(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	guid := e.createInstance("es", esPlan, nil).str("guid")
+	const reason = "The root key of the deployment was destroyed"
+	if err := e.ctl.SetInactive(ctx, guid, reason); err != nil {
+		t.Fatal(err)
+	}
+	res := e.do("alice", "GET", "/v2/resource_instances/"+guid, nil).want(t, 200)
+	if res.str("state") != "inactive" || res.str("state_reason") != reason {
+		t.Errorf("inactive instance: %s", res.raw)
+	}
+	if n := e.do("alice", "GET", "/v2/resource_instances?state=inactive", nil).body["rows_count"]; n != 1.0 {
+		t.Errorf("%v inactive instances listed", n)
+	}
+	e.do("alice", "POST", "/v2/resource_keys", map[string]any{"name": "k", "source": guid}).want(t, http.StatusConflict)
+	e.do("alice", "DELETE", "/v2/resource_instances/"+guid, nil).want(t, http.StatusAccepted)
+	if err := e.ctl.SetActive(ctx, guid); err == nil {
+		t.Error("a deleted instance was made active")
+	}
+	e.do("alice", "POST", "/v1/reclamations/"+e.reclamationOf(guid)["id"].(string)+"/actions/restore", nil).want(t, 200)
+	if got := e.state(guid); got != "inactive" {
+		t.Errorf("restored instance is %s, want inactive as it was deleted", got)
+	}
+	if err := e.ctl.SetActive(ctx, guid); err != nil {
+		t.Fatal(err)
+	}
+	if res := e.do("alice", "GET", "/v2/resource_instances/"+guid, nil); res.str("state") != "active" || res.body["state_reason"] != nil {
+		t.Errorf("re-enabled instance: %s", res.raw)
+	}
+}

@@ -25,6 +25,7 @@ type instanceJSON struct {
 	Type               string                  `json:"type"`
 	SubType            string                  `json:"sub_type"`
 	State              string                  `json:"state"`
+	StateReason        string                  `json:"state_reason,omitempty"`
 	AllowCleanup       bool                    `json:"allow_cleanup"`
 	Locked             bool                    `json:"locked"`
 	OnetimeCredentials bool                    `json:"onetime_credentials"`
@@ -74,7 +75,7 @@ func toInstance(i *controller.Instance) instanceJSON {
 		ResourceGroupCRN: "crn:v1:bluemix:public:resource-controller:global:a/" + i.AccountID + "::resource-group:" + i.ResourceGroupID,
 		ResourcePlanID:   i.PlanID, ResourceID: i.ResourceID,
 		TargetCRN: "crn:v1:bluemix:public:globalcatalog::::deployment:" + i.PlanID + "-" + i.Region,
-		Type:      "service_instance", SubType: i.ServiceName, State: i.State, AllowCleanup: i.AllowCleanup,
+		Type:      "service_instance", SubType: i.ServiceName, State: i.State, StateReason: i.StateReason, AllowCleanup: i.AllowCleanup,
 		OnetimeCredentials: true, Parameters: i.Parameters, Extensions: map[string]any{},
 		CreatedAt: timeOrNil(i.CreatedAt), CreatedBy: i.CreatedBy, UpdatedAt: timeOrNil(i.UpdatedAt), UpdatedBy: i.UpdatedBy,
 		DeletedAt: timeOrNil(i.DeletedAt), DeletedBy: i.DeletedBy,
