@@ -3,7 +3,7 @@ module github.com/keyline/keyline
 go 1.26.4
 
 require (
-	github.com/IBM/keyprotect-go-client v0.17.3 // indirect
+	github.com/IBM/keyprotect-go-client v0.17.3
 	github.com/IBM/sarama v1.61.1 // indirect
 	github.com/chromedp/cdproto v0.159.0 // indirect
 	github.com/chromedp/chromedp v0.23.0 // indirect
