@@ -5,6 +5,7 @@ import (
 	"net/http"
 
 	"github.com/keyline/keyline/internal/audit"
+	"github.com/keyline/keyline/internal/console"
 	"github.com/keyline/keyline/internal/controller"
 	"github.com/keyline/keyline/internal/controller/rcapi"
 	"github.com/keyline/keyline/internal/httpapi"
@@ -58,6 +59,13 @@ func (s *Server) wire(ctx context.Context) error {
 	kpapi.New(kmsSvc, iamSvc, cfg.Logger).Register(s.mux)
 	rcapi.New(ctl, iamSvc, cfg.Logger).Register(s.mux)
 	(&audit.API{Log: s.Audit, Authn: iamSvc, Authz: iamSvc}).Register(s.mux)
+
+	// The web console calls the APIs above in process, as the signed-in user.
+	con, err := console.New(console.Config{API: s.mux, Authn: iamSvc, Authz: iamSvc, Logger: cfg.Logger, Clock: cfg.Clock})
+	if err != nil {
+		return err
+	}
+	con.Register(s.mux)
 
 	bg, cancel := context.WithCancel(context.Background())
 	s.svc.cancel = cancel
