@@ -166,7 +166,7 @@ func (b *browser) postForm(path string, form map[string]string) (int, string) {
 	b.t.Helper()
 	var fields []string
 	for k, v := range form {
-		fields = append(fields, jsString(k)+": "+jsString(v))
+		fields = append(fields, "["+jsString(k)+"]: "+jsString(v))
 	}
 	js := `fetch(` + jsString(path) + `, {method: "POST", credentials: "same-origin", redirect: "manual",
 		body: new URLSearchParams({` + strings.Join(fields, ", ") + `})})
