@@ -126,9 +126,25 @@ func (c *Console) renderDeployment(w http.ResponseWriter, r *http.Request, s *se
 	data["Tasks"] = tasks
 	data["Polling"] = slices.ContainsFunc(tasks, func(t task) bool { return !t.Done() })
 
+	// The data plane's own view: endpoints and the key version in use.
+	var plane struct {
+		KeyVersion    string   `json:"key_version"`
+		KafkaBrokers  []string `json:"kafka_brokers_sasl"`
+		KafkaAdminURL string   `json:"kafka_admin_url"`
+		Reencrypting  bool     `json:"reencrypting"`
+	}
+	// Best effort: a deployment waiting for reclamation has no data plane,
+	// and the state card already says why.
+	_ = api.get(ctx, "/messagehub/"+url.PathEscape(inst.GUID), &plane)
+	data["Plane"] = plane
+
 	var keys []encryptionKey
 	if k := inst.DiskKey(); k != "" {
-		keys = append(keys, keyDetails(ctx, api, "Disk", k, inst.CRN))
+		ek := keyDetails(ctx, api, "Disk", k, inst.CRN)
+		if ek.Version == "" {
+			ek.Version = plane.KeyVersion
+		}
+		keys = append(keys, ek)
 	}
 	if k := inst.BackupKey(); k != "" {
 		keys = append(keys, keyDetails(ctx, api, "Backups", k, inst.CRN))

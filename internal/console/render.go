@@ -102,14 +102,20 @@ var funcs = template.FuncMap{
 	"roleName": auth.RoleDisplayName,
 	"when":     when,
 	"stateBadge": func(state string) string {
+		switch {
+		case strings.HasPrefix(state, "locked"):
+			return "warn"
+		case strings.HasPrefix(state, "disabled:"):
+			return "bad"
+		}
 		switch state {
 		case "active", "completed", "succeeded", "Active":
 			return "ok"
 		case "provisioning", "running", "queued", "in progress":
 			return "info"
-		case "pending_reclamation", "Suspended", "Deactivated", "locked":
+		case "pending_reclamation", "pending reclamation", "Suspended", "Deactivated", "locked":
 			return "warn"
-		case "inactive", "failed", "removed", "Destroyed", "disabled":
+		case "inactive", "failed", "removed", "Destroyed", "disabled", "expired":
 			return "bad"
 		}
 		return "neutral"

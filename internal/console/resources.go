@@ -19,6 +19,7 @@ type instance struct {
 	ResourcePlanID string         `json:"resource_plan_id"`
 	SubType        string         `json:"sub_type"`
 	State          string         `json:"state"`
+	StateReason    string         `json:"state_reason"`
 	Locked         bool           `json:"locked"`
 	Parameters     map[string]any `json:"parameters"`
 	Extensions     map[string]any `json:"extensions"`
@@ -60,21 +61,28 @@ var planNames = map[string]string{
 	"eventstreams-gen2-standard":           "standard",
 }
 
-// Condition is the state badge text: the API's state, refined by the reason
-// it gives (a locked or disabled deployment).
+// Condition is the state badge text: the API's state, named for what the
+// API's reason says happened to the key (display only: the state is the API's).
 func (i instance) Condition() string {
-	if s := extString(i.Extensions, "state_label"); s != "" {
-		return s
+	if i.State == "inactive" {
+		r := strings.ToLower(i.StateReason)
+		switch {
+		case strings.Contains(r, "disabled"):
+			return "locked: key disabled"
+		case strings.Contains(r, "deleted"):
+			return "disabled: key deleted"
+		case strings.Contains(r, "authorized"):
+			return "locked: not authorized"
+		}
+		return "locked"
 	}
 	return strings.ReplaceAll(i.State, "_", " ")
 }
 
 // Reason says why the instance is in its state, as the API explains it.
 func (i instance) Reason() string {
-	for _, k := range []string{"state_reason", "reason", "status_reason"} {
-		if s := extString(i.Extensions, k); s != "" {
-			return s
-		}
+	if i.StateReason != "" {
+		return i.StateReason
 	}
 	if i.State != "active" && i.LastOperation.Description != "" {
 		return i.LastOperation.Description
