@@ -31,10 +31,14 @@ func (b *browser) signIn(apikey string) {
 		chromedp.WaitVisible(chromedp.CSS(".sidenav")))
 }
 
-// submit clicks a submit button and waits for what the next page shows.
+// submit clicks a submit button and waits for what the next page shows;
+// an error the console shows instead fails the test at once.
 func (b *browser) submit(button, then string) {
 	b.t.Helper()
-	b.do("submit "+button, chromedp.Click(chromedp.CSS(button)), chromedp.WaitVisible(chromedp.CSS(then)))
+	b.do("submit "+button, chromedp.Click(chromedp.CSS(button)), chromedp.WaitVisible(chromedp.CSS(then+", #api-error, #error-title")))
+	if b.count(then) == 0 {
+		b.t.Fatalf("submit %s: the console shows an error instead of %s:\n%s", button, then, b.bodyText())
+	}
 }
 
 // TestConsoleWalksTheSeed follows the seed's UI path in a browser:
@@ -258,4 +262,32 @@ func TestFormWithoutValidCSRFTokenIsRefusedInTheBrowser(t *testing.T) {
 	if strings.Contains(b.text("#keys"), "forged") {
 		t.Fatal("a forged form created a key")
 	}
+}
+
+func TestActivityTrackerFollowsNewEventsLive(t *testing.T) {
+	k := startKeyline(t)
+	kms := k.createKMS("audit-kp", "us-south")
+	b := newBrowser(t, k.url)
+	b.signIn(keylineAdminKey)
+	b.open("/console/activity?action=kms.secrets.create", "#events")
+	if n := b.count(`#events tbody tr`); n != 0 {
+		t.Fatalf("%d key creations listed before any key exists", n)
+	}
+	b.do("follow", chromedp.Click(chromedp.ID("follow")))
+	b.waitText("#follow-status", "Following")
+	// A key created elsewhere (here, through the API) appears without a reload.
+	for _, name := range []string{"first-live-key", "second-live-key"} {
+		k.call("POST", "/api/v2/keys", map[string]string{"bluemix-instance": kms.GUID}, map[string]any{
+			"metadata":  map[string]any{"collectionType": "application/vnd.ibm.kms.key+json", "collectionTotal": 1},
+			"resources": []any{map[string]any{"type": "application/vnd.ibm.kms.key+json", "name": name, "extractable": false}},
+		}, nil)
+	}
+	b.do("see the live events", chromedp.WaitVisible(chromedp.CSS(`#events tbody tr[data-action="kms.secrets.create"]:nth-child(2)`)))
+	b.contains("#events tbody", "kms.secrets.create")
+	if n := b.count(`#events tbody tr:not([data-action="kms.secrets.create"])`); n != 0 {
+		t.Errorf("the followed stream ignored the action filter: %d other events", n)
+	}
+	b.shot("activity-follow", 1280)
+	b.do("stop following", chromedp.Click(chromedp.ID("follow")))
+	b.waitText("#follow-status", "Stopped")
 }

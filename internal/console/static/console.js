@@ -128,7 +128,7 @@ document.addEventListener("DOMContentLoaded", () => {
       source = new EventSource(follow.dataset.stream);
       follow.setAttribute("aria-pressed", "true");
       follow.textContent = "Stop following";
-      status.textContent = "Following: new events appear at the top.";
+      status.textContent = "Connecting…";
       source.onmessage = (m) => {
         try { add(JSON.parse(m.data)); } catch (e) { /* not an event */ }
       };
