@@ -244,6 +244,10 @@ func (c *Console) keyAction(w http.ResponseWriter, r *http.Request, s *session, 
 	if act.path != "/restore" {
 		body = map[string]any{}
 	}
+	// An imported key rotates to new material the user supplies.
+	if p := strings.TrimSpace(r.PostForm.Get("payload")); p != "" && act.path == "/actions/rotate" {
+		body = map[string]any{"payload": p}
+	}
 	if err := api.do(r.Context(), http.MethodPost, "/api/v2/keys/"+url.PathEscape(id)+act.path, kp(guid), body, nil); err != nil {
 		c.renderAPIError(w, r, s, err)
 		return

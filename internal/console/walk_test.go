@@ -1,10 +1,12 @@
 package console_test
 
 import (
+	"context"
 	"os"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/chromedp/chromedp"
 )
@@ -31,11 +33,27 @@ func (b *browser) signIn(apikey string) {
 		chromedp.WaitVisible(chromedp.CSS(".sidenav")))
 }
 
-// submit clicks a submit button and waits for what the next page shows;
+// submit clicks a submit button and waits for the next page to show then;
 // an error the console shows instead fails the test at once.
 func (b *browser) submit(button, then string) {
 	b.t.Helper()
-	b.do("submit "+button, chromedp.Click(chromedp.CSS(button)), chromedp.WaitVisible(chromedp.CSS(then+", #api-error, #error-title")))
+	// Mark the current page, so that what it already shows is not taken
+	// for the answer.
+	b.do("mark the page", chromedp.Evaluate[chromedp.Void](`document.body.dataset.stale = "1"`))
+	b.do("click "+button, chromedp.Click(chromedp.CSS(button)))
+	ready := `!!document.body && !document.body.dataset.stale && !!document.querySelector(` + jsString(then+", #api-error, #error-title") + `)`
+	// Evaluations fail while the page navigates: retry until the deadline.
+	for deadline := time.Now().Add(stepTimeout); ; time.Sleep(50 * time.Millisecond) {
+		ctx, cancel := context.WithTimeout(b.ctx, 2*time.Second)
+		ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool](ready))
+		cancel()
+		if err == nil && ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			b.t.Fatalf("submit %s: no %s (last error %v, page %s)\n%s", button, then, err, b.location(), b.bodyText())
+		}
+	}
 	if b.count(then) == 0 {
 		b.t.Fatalf("submit %s: the console shows an error instead of %s:\n%s", button, then, b.bodyText())
 	}
@@ -290,4 +308,65 @@ func TestActivityTrackerFollowsNewEventsLive(t *testing.T) {
 	b.shot("activity-follow", 1280)
 	b.do("stop following", chromedp.Click(chromedp.ID("follow")))
 	b.waitText("#follow-status", "Stopped")
+}
+
+// keyState is the state badge of the key named name on the keys page.
+func (b *browser) keyState(name string) string {
+	b.t.Helper()
+	return b.text(`#keys tr[data-name="` + name + `"] [data-state]`)
+}
+
+func TestKeyLifecycleFromTheKeysPage(t *testing.T) {
+	k := startKeyline(t)
+	kms := k.createKMS("life-kp", "us-south")
+	b := newBrowser(t, k.url)
+	b.signIn(keylineAdminKey)
+	b.open("/console/kms/"+kms.GUID, "#create-key-form")
+
+	// Import a root key from its material.
+	b.do("import a key",
+		chromedp.SendKeys(chromedp.ID("key_name"), "imported-key"),
+		chromedp.SetValue(chromedp.ID("key_payload"), "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="))
+	b.submit("#create-key", ".notice.ok")
+	b.contains(".notice.ok", "imported")
+	b.contains(`#keys tr[data-name="imported-key"]`, "imported")
+
+	row := `#keys tr[data-name="imported-key"] `
+	steps := []struct {
+		button, flash, state string
+	}{
+		{`button[data-action="disable"]`, "disabled", "Suspended"},
+		{`button[data-action="enable"]`, "enabled", "Active"},
+		{`button[data-action="rotate"]`, "rotated", "Active"},
+	}
+	for _, s := range steps {
+		if s.state == "Active" && s.flash == "rotated" {
+			// An imported key rotates to new material.
+			b.do("give new material", chromedp.SetValue(chromedp.CSS(row+`input[name="payload"]`), "ISIjJCUmJygpKissLS4vMDEyMzQ1Njc4OTo7PD0+P0A="))
+		}
+		b.submit(row+s.button, ".notice.ok")
+		b.contains(".notice.ok", s.flash)
+		if got := b.keyState("imported-key"); got != s.state {
+			t.Fatalf("after %s the key is %q, want %q", s.button, got, s.state)
+		}
+	}
+	if got := b.text(row + `td[data-label="Last rotation"]`); got == "Never" {
+		t.Error("the rotated key shows no last rotation")
+	}
+
+	// A key nothing uses deletes without force, and can be restored.
+	b.submit(row+`a[data-action="delete"]`, "#delete-dialog")
+	if b.count("#force") != 0 {
+		t.Error("the dialog asks to force the deletion of a key nothing uses")
+	}
+	b.submit("#delete-confirm", ".notice.ok")
+	if got := b.keyState("imported-key"); got != "Destroyed" {
+		t.Fatalf("after delete the key is %q", got)
+	}
+	k.clock.Advance(time.Minute) // Key Protect restores only 30 s after a deletion
+	b.open("/console/kms/"+kms.GUID, "#keys")
+	b.submit(row+`button[data-action="restore"]`, ".notice.ok")
+	if got := b.keyState("imported-key"); got != "Active" {
+		t.Fatalf("after restore the key is %q", got)
+	}
 }
