@@ -92,6 +92,21 @@ func (k *keyline) createKMS(name, region string) created {
 	return out
 }
 
+// createKey creates a root key through the API and returns its id.
+func (k *keyline) createKey(kmsGUID, name string) string {
+	k.t.Helper()
+	var out struct {
+		Resources []struct {
+			ID string `json:"id"`
+		} `json:"resources"`
+	}
+	k.call("POST", "/api/v2/keys", map[string]string{"bluemix-instance": kmsGUID}, map[string]any{
+		"metadata":  map[string]any{"collectionType": "application/vnd.ibm.kms.key+json", "collectionTotal": 1},
+		"resources": []any{map[string]any{"type": "application/vnd.ibm.kms.key+json", "name": name, "extractable": false}},
+	}, &out)
+	return out.Resources[0].ID
+}
+
 // createReader invites a user with read-only access to the account and
 // returns an API key of theirs.
 func (k *keyline) createReader(account string) string {
