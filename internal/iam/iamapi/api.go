@@ -55,6 +55,7 @@ func (a *API) Register(mux *http.ServeMux) {
 	mux.HandleFunc("PUT /v1/policies/{id}", a.policies(a.updatePolicy))
 	mux.HandleFunc("PATCH /v1/policies/{id}", a.policies(a.patchPolicy))
 	mux.HandleFunc("DELETE /v1/policies/{id}", a.policies(a.deletePolicy))
+	mux.HandleFunc("GET /v2/roles", a.policies(a.roles))
 }
 
 // handler is an authenticated handler: ctx carries the caller.

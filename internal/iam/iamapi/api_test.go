@@ -551,3 +551,24 @@ func TestIAMCallsAreAuditedWithoutSecrets(t *testing.T) {
 		}
 	}
 }
+
+func TestRoleCatalogue(t *testing.T) {
+	s := newServer(t)
+	admin := s.token(t, s.AdminKey)
+	names := func(r response, kind string) []string {
+		var out []string
+		for _, role := range r.body[kind].([]any) {
+			out = append(out, role.(map[string]any)["display_name"].(string))
+		}
+		return out
+	}
+	kms := s.do(t, "GET", "/v2/roles?service_name=kms", admin, nil)
+	if got := strings.Join(names(kms, "service_roles"), ","); kms.status != 200 || got != "Reader,ReaderPlus,Writer,Manager,KeyPurge" {
+		t.Fatalf("kms service roles %q (%d %s)", got, kms.status, kms.raw)
+	}
+	authz := s.do(t, "GET", "/v2/roles?service_name=kms&policy_type=authorization&source_service_name=messagehub", admin, nil)
+	if got := strings.Join(append(names(authz, "service_roles"), names(authz, "system_roles")...), ","); got != "Reader,Authorization Delegator" {
+		t.Fatalf("authorization roles %q", got)
+	}
+	wantPolicyError(t, s.do(t, "GET", "/v2/roles", admin, nil), 400, "invalid_parameter")
+}
