@@ -113,8 +113,12 @@ func (id identity) principal() *auth.Principal {
 }
 
 func (id identity) user() User {
-	return User{ID: id.ID, IAMID: id.IAMID, Realm: "IBMid", UserID: id.Email, Email: id.Email, Firstname: id.Name,
+	u := User{ID: id.ID, IAMID: id.IAMID, Realm: "IBMid", UserID: id.Email, Email: id.Email,
 		State: "ACTIVE", AccountID: id.AccountID, AddedOn: id.CreatedAt}
+	if id.Name != id.Email { // invited users have no name but their email
+		u.Firstname = id.Name
+	}
+	return u
 }
 
 func (id identity) serviceID() ServiceID {
