@@ -593,9 +593,26 @@ type PolicyFilter struct {
 	ServiceName string // resource (target) serviceName
 	SourceName  string // authorization subject serviceName
 	State       string // active (default) | deleted
+	Sort        string // id, type, created_at (default), created_by_id, last_modified_at, last_modified_by_id, state; "-" prefix: descending
 	Limit       int
 	Start       string
 }
+
+// policySortKeys are the fields a policy list can be sorted by.
+var policySortKeys = map[string]func(Policy) string{
+	"id":                  func(p Policy) string { return p.ID },
+	"type":                func(p Policy) string { return p.Type },
+	"href":                func(p Policy) string { return p.ID },
+	"created_at":          func(p Policy) string { return sortableTime(p.CreatedAt) },
+	"created_by_id":       func(p Policy) string { return p.CreatedByID },
+	"last_modified_at":    func(p Policy) string { return sortableTime(p.LastModifiedAt) },
+	"last_modified_by_id": func(p Policy) string { return p.LastModifiedByID },
+	"state":               func(p Policy) string { return p.State },
+}
+
+// sortableTime has a fixed width, so it sorts as the time does (RFC 3339
+// with nanoseconds drops trailing zeros and does not).
+func sortableTime(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000000000") }
 
 // PolicyPage is one page of a policy list.
 type PolicyPage struct {
@@ -651,11 +668,21 @@ func (s *Service) ListPolicies(ctx context.Context, f PolicyFilter) (PolicyPage,
 			all = append(all, *p)
 		}
 	}
+	field, desc := strings.CutPrefix(f.Sort, "-")
+	if field == "" {
+		field = "created_at"
+	}
+	key, ok := policySortKeys[field]
+	if !ok {
+		return PolicyPage{}, errs.E(op, errs.Invalid, "invalid_parameter", "sort must be one of id, type, href, created_at, created_by_id, last_modified_at, last_modified_by_id, state, optionally prefixed by -").On("query_param", "sort")
+	}
+	// Ties are broken by id so that pages never overlap.
 	sort.Slice(all, func(i, j int) bool {
-		if !all[i].CreatedAt.Equal(all[j].CreatedAt) {
-			return all[i].CreatedAt.Before(all[j].CreatedAt)
+		ki, kj := key(all[i]), key(all[j])
+		if ki == kj {
+			return all[i].ID < all[j].ID
 		}
-		return all[i].ID < all[j].ID
+		return (ki < kj) != desc
 	})
 	page := PolicyPage{Limit: limit, Policies: []Policy{}}
 	if offset < len(all) {

@@ -411,6 +411,11 @@ func TestAuthorizationPoliciesOverHTTP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	newest := s.do(t, "GET", "/v1/policies?account_id="+s.Account.ID+"&type=authorization&sort=-created_at", admin, nil)
+	if pols := newest.body["policies"].([]any); len(pols) != 2 || pols[0].(map[string]any)["id"] != dep.ID {
+		t.Fatalf("newest first: %s", newest.raw)
+	}
+	wantPolicyError(t, s.do(t, "GET", "/v1/policies?account_id="+s.Account.ID+"&sort=colour", admin, nil), 400, "invalid_parameter")
 	list := s.do(t, "GET", "/v1/policies?account_id="+s.Account.ID+"&type=authorization&limit=1", admin, nil)
 	if list.status != 200 || list.body["limit"] != float64(1) || list.body["next"] == nil || len(list.body["policies"].([]any)) != 1 {
 		t.Fatalf("list page 1: %d %s", list.status, list.raw)

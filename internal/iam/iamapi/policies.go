@@ -55,7 +55,7 @@ func (a *API) listPolicies(ctx context.Context, w http.ResponseWriter, r *http.R
 	}
 	page, err := a.svc.ListPolicies(ctx, iam.PolicyFilter{AccountID: q.Get("account_id"), IAMID: q.Get("iam_id"),
 		Type: q.Get("type"), ServiceName: q.Get("service_name"), SourceName: q.Get("source_service_name"),
-		State: q.Get("state"), Limit: limit, Start: q.Get("start")})
+		State: q.Get("state"), Sort: q.Get("sort"), Limit: limit, Start: q.Get("start")})
 	if err != nil {
 		return err
 	}
