@@ -149,7 +149,7 @@ func scanIdentity(row interface{ Scan(...any) error }) (identity, error) {
 func getIdentity(tx *store.Tx, op, iamID string) (identity, error) {
 	id, err := scanIdentity(tx.QueryRow(`SELECT `+identityColumns+` FROM iam_identities WHERE iam_id = ?`, iamID))
 	if store.IsNoRows(err) {
-		return identity{}, errs.Ef(op, errs.NotExist, "BXNIM0513E", "The identity %s does not exist", iamID)
+		return identity{}, errs.Ef(op, errs.NotExist, "not_found", "The identity %s does not exist", iamID)
 	}
 	if err != nil {
 		return identity{}, errs.Internalf(op, err)
@@ -170,7 +170,7 @@ func accountExists(tx *store.Tx, op, accountID string) error {
 		return errs.Internalf(op, err)
 	}
 	if n == 0 {
-		return errs.Ef(op, errs.NotExist, "BXNIM0510E", "The account %s does not exist", accountID)
+		return errs.Ef(op, errs.NotExist, "not_found", "The account %s does not exist", accountID)
 	}
 	return nil
 }
@@ -336,7 +336,7 @@ func insertAPIKeyTx(tx *store.Tx, owner identity, name, description, value, crea
 		createdBy, store.Time(now), store.Time(now))
 	if store.IsUnique(err) {
 		// Only an operator-chosen value can collide; say so without echoing it.
-		return APIKey{}, errs.E(op, errs.Conflict, "BXNIM0512E", "This API key value is already in use")
+		return APIKey{}, errs.E(op, errs.Conflict, "conflict", "This API key value is already in use")
 	}
 	if err != nil {
 		return APIKey{}, errs.Internalf(op, err)
