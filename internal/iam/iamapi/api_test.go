@@ -517,7 +517,7 @@ func TestBadInputGetsIAMErrorFormat(t *testing.T) {
 	wantIdentityError(t, s.exchange(t, "/identity/token", url.Values{"apikey": {s.AdminKey}}), 400, "BXNIM0109E")
 	wantIdentityError(t, s.exchange(t, "/identity/token", url.Values{"grant_type": {iam.GrantAPIKey}}), 400, "BXNIM0109E")
 	wantIdentityError(t, s.exchange(t, "/identity/token", url.Values{"grant_type": {iam.GrantAPIKey}, "apikey": {"wrong"}}), 400, "BXNIM0415E")
-	wantIdentityError(t, s.exchange(t, "/identity/token", url.Values{"grant_type": {"password"}}), 400, "BXNIM0104E")
+	wantIdentityError(t, s.exchange(t, "/identity/token", url.Values{"grant_type": {"password"}}), 400, "unsupported_grant_type")
 	wantIdentityError(t, s.exchange(t, "/identity/token", url.Values{"grant_type": {iam.GrantAPIKey, iam.GrantAPIKey}, "apikey": {s.AdminKey}}), 400, "BXNIM0109E")
 	wantIdentityError(t, s.do(t, "POST", "/identity/token", "", `{"apikey":"x"}`, "Content-Type", "application/json"), 400, "BXNIM0109E")
 }
