@@ -266,7 +266,9 @@ func (p *Partition) Append(ctx context.Context, m BatchMeta, data []byte) (int64
 		p.scratch = blk
 	}
 	if _, err := seg.f.WriteAt(blk, seg.size); err != nil {
-		// A partial block is overwritten by the next append or cut on open.
+		// Drop a partial block now; if that fails too, the next append
+		// overwrites it or Open cuts it.
+		seg.f.Truncate(seg.size)
 		p.mu.Unlock()
 		return 0, errs.Internalf(op, err)
 	}

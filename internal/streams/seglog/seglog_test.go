@@ -111,7 +111,7 @@ func TestRoundTripAcrossSegmentRollsAndReopen(t *testing.T) {
 		t.Run(fmt.Sprintf("unsealed=%v", unsealed), func(t *testing.T) {
 			dir := t.TempDir()
 			key := newDEK(t, "k1")
-			opts := Options{Keys: []*DEK{key}, SegmentBytes: 4096, Unsealed: unsealed}
+			opts := Options{StoreID: "dep-1", Keys: []*DEK{key}, SegmentBytes: 4096, Unsealed: unsealed}
 			s := openStore(t, dir, opts)
 			p := mustPartition(t, s, "t1-0")
 			appendN(t, p, 200, 300, 3)
@@ -221,7 +221,7 @@ func TestConcurrentAppendsAreContiguousAndComplete(t *testing.T) {
 	for _, durable := range []bool{false, true} {
 		t.Run(fmt.Sprintf("sync=%v", durable), func(t *testing.T) {
 			dir := t.TempDir()
-			opts := Options{Keys: []*DEK{newDEK(t, "k1")}, SegmentBytes: 8192, Sync: durable}
+			opts := Options{StoreID: "dep-1", Keys: []*DEK{newDEK(t, "k1")}, SegmentBytes: 8192, Sync: durable}
 			s := openStore(t, dir, opts)
 			parts := []*Partition{mustPartition(t, s, "a"), mustPartition(t, s, "b")}
 			const writers, each = 8, 40
@@ -267,7 +267,7 @@ func TestConcurrentAppendsAreContiguousAndComplete(t *testing.T) {
 
 func TestMetadataStore(t *testing.T) {
 	dir := t.TempDir()
-	opts := Options{Keys: []*DEK{newDEK(t, "k1")}, Sync: true}
+	opts := Options{StoreID: "dep-1", Keys: []*DEK{newDEK(t, "k1")}, Sync: true}
 	s := openStore(t, dir, opts)
 	for i := range 50 {
 		if err := s.PutMeta(fmt.Sprintf("group/g%d", i), []byte{byte(i)}); err != nil {
@@ -369,7 +369,7 @@ func TestInvalidInputIsRefused(t *testing.T) {
 
 func TestDropPartition(t *testing.T) {
 	dir := t.TempDir()
-	opts := Options{Keys: []*DEK{newDEK(t, "k1")}}
+	opts := Options{StoreID: "dep-1", Keys: []*DEK{newDEK(t, "k1")}}
 	s := openStore(t, dir, opts)
 	p := mustPartition(t, s, "gone")
 	appendN(t, p, 3, 10, 1)
@@ -414,7 +414,7 @@ func TestRetention(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := t.TempDir()
-			opts := Options{Keys: []*DEK{newDEK(t, "k1")}, SegmentBytes: 1}
+			opts := Options{StoreID: "dep-1", Keys: []*DEK{newDEK(t, "k1")}, SegmentBytes: 1}
 			s := openStore(t, dir, opts)
 			p := mustPartition(t, s, "p")
 			// SegmentBytes 1: each batch of 10 offsets in its own segment;
