@@ -3,7 +3,9 @@ package broker
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net"
+	"os"
 	"testing"
 	"time"
 
@@ -50,6 +52,9 @@ func startBroker(t testing.TB, store *memStore, mod ...func(*Config)) testBroker
 		t.Fatal(err)
 	}
 	cfg := Config{NodeID: 1, Listener: ln, Storage: store, Authenticate: testAuthenticate}
+	if os.Getenv("BROKER_DEBUG") != "" {
+		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
 	for _, m := range mod {
 		m(&cfg)
 	}
@@ -70,6 +75,9 @@ func (tb testBroker) client(t testing.TB, key string, opts ...kgo.Opt) *kgo.Clie
 		kgo.SeedBrokers(tb.Addr().String()),
 		kgo.SASL(plain.Auth{User: "token", Pass: key}.AsMechanism()),
 		kgo.RetryTimeout(5 * time.Second),
+		// A fetch for partitions without new data waits this long before
+		// partitions added meanwhile are fetched; keep tests quick.
+		kgo.FetchMaxWait(500 * time.Millisecond),
 	}, opts...)
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
