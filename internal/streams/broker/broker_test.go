@@ -3,10 +3,13 @@ package broker
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net"
+	"os"
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sasl/plain"
@@ -50,6 +53,9 @@ func startBroker(t testing.TB, store *memStore, mod ...func(*Config)) testBroker
 		t.Fatal(err)
 	}
 	cfg := Config{NodeID: 1, Listener: ln, Storage: store, Authenticate: testAuthenticate}
+	if os.Getenv("BROKER_DEBUG") != "" {
+		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
 	for _, m := range mod {
 		m(&cfg)
 	}
@@ -70,6 +76,9 @@ func (tb testBroker) client(t testing.TB, key string, opts ...kgo.Opt) *kgo.Clie
 		kgo.SeedBrokers(tb.Addr().String()),
 		kgo.SASL(plain.Auth{User: "token", Pass: key}.AsMechanism()),
 		kgo.RetryTimeout(5 * time.Second),
+		// A fetch for partitions without new data waits this long before
+		// partitions added meanwhile are fetched; keep tests quick.
+		kgo.FetchMaxWait(500 * time.Millisecond),
 	}, opts...)
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
@@ -94,4 +103,13 @@ func testCtx(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	t.Cleanup(cancel)
 	return ctx
+}
+
+func mustUUID(t testing.TB, s string) []byte {
+	t.Helper()
+	id, err := uuid.Parse(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id[:]
 }

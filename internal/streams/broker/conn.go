@@ -10,6 +10,8 @@ import (
 	"net"
 	"sync"
 	"time"
+
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // conn is one client connection. Requests are read, handled and answered one
@@ -80,7 +82,9 @@ func (c *conn) serve(parent context.Context) {
 		if req.clientID != nil {
 			c.clientID = *req.clientID
 		}
+		start := time.Now()
 		resp, err := c.dispatch(c.ctx, req)
+		c.log.Debug("kafka request", "api", kmsg.NameForKey(req.key), "version", req.version, "took", time.Since(start))
 		if err != nil {
 			c.logEnd(err)
 			return
