@@ -150,7 +150,7 @@ func (h *harness) deployment(guid string) *deployment {
 // auditActions lists the actions recorded on a target, newest first.
 func (h *harness) auditEvents(target, action string) []audit.Event {
 	h.t.Helper()
-	page, err := h.audit.Query(context.Background(), audit.Filter{Target: target, Action: action, Limit: 500})
+	page, err := h.audit.Query(context.Background(), audit.Filter{AccountID: testAccount, Target: target, Action: action, Limit: 500})
 	if err != nil {
 		h.t.Fatal(err)
 	}
