@@ -78,6 +78,7 @@ func TestRotateReencryptsWhileProducing(t *testing.T) {
 	close(stop)
 	wg.Wait()
 
+	t.Logf("%d records produced during the rotation", produced.Load())
 	newVersion := h.kms.latestVersion(key)
 	if ack.State != DEKEnabled || ack.Version != newVersion {
 		t.Fatalf("ack %+v: want DEK_ENABLED with version %s", ack, newVersion)
@@ -89,7 +90,9 @@ func TestRotateReencryptsWhileProducing(t *testing.T) {
 	if len(tasks) != 1 || tasks[0].Description != TaskSyncingKMSState || tasks[0].Deployment != inst.CRN {
 		t.Fatalf("tasks %+v: want one %q task", tasks, TaskSyncingKMSState)
 	}
-	if status, steps := tasks[0].status(); status != "completed" || len(steps) < 2 {
+	status, steps := tasks[0].status()
+	t.Logf("task progress %v", steps)
+	if status != "completed" || len(steps) < 2 {
 		t.Fatalf("task %s with progress %v: want completed after moving progress", status, steps)
 	}
 	cur, _ := plainDEK(t, d)
@@ -341,5 +344,84 @@ func TestSuspendResumeAndReclaim(t *testing.T) {
 	}
 	if _, err := h.svc.Deployment(ctx, inst.GUID); errs.KindOf(err) != errs.NotExist {
 		t.Fatalf("reclaimed deployment: %v", err)
+	}
+}
+
+func TestInterruptedReencryptionResumesAfterRestart(t *testing.T) {
+	h := newHarness(t)
+	inst, key := h.provisionWithKey()
+	h.createTopic(inst, "orders", 2)
+	produceN(t, h.client(inst, auth.RoleWriter), "orders", "o", 2000)
+	d := h.deployment(inst.GUID)
+	cur, _ := plainDEK(t, d)
+	h.svc.Close()
+
+	// Leave the state a crash in the middle of a rotation leaves: the next
+	// DEK stored wrapped beside the current one, and the log switched to it
+	// with old blocks still to rewrite.
+	next := newDEK()
+	rec, _, _ := d.snapshot()
+	wrapped, version, err := h.kms.Wrap(d.ctx(context.Background()), key, next.Key, d.aad(next.ID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec.NextDEKID, rec.NextWrappedDEK, rec.NextKeyVersion = next.ID, wrapped, version
+	if err := h.svc.saveRecord(context.Background(), d, &rec, nil); err != nil {
+		t.Fatal(err)
+	}
+	st, err := seglog.Open(d.dir, seglog.Options{StoreID: inst.GUID, Keys: []*seglog.DEK{cur}, Sync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	interrupted, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := st.ReencryptTo(interrupted, &seglog.DEK{ID: next.ID, Key: bytes.Clone(next.Key)}, nil); err == nil {
+		t.Fatal("a canceled re-encryption finished")
+	}
+	if len(st.KeyIDsInUse()) < 2 {
+		t.Fatalf("keys in use %v: the interrupted state needs blocks under both keys", st.KeyIDsInUse())
+	}
+	st.Close()
+
+	h.start()
+	d = h.deployment(inst.GUID)
+	eventually(t, "the re-encryption resumes and finishes", func() bool {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		return d.rec.NextDEKID == "" && d.reenc == nil
+	})
+	d.mu.Lock()
+	inUse, dekID := d.st.KeyIDsInUse(), d.rec.DEKID
+	d.mu.Unlock()
+	if dekID != next.ID || len(inUse) != 1 || inUse[0] != next.ID {
+		t.Fatalf("DEK %s, keys in use %v: want only %s", dekID, inUse, next.ID)
+	}
+	if tasks := h.tasks.all(); len(tasks) != 1 || tasks[0].Status != "completed" {
+		t.Fatalf("tasks %+v: want one completed %q task", tasks, TaskSyncingKMSState)
+	}
+	if got := consumeAll(t, h.client(inst, auth.RoleReader, kgo.ConsumeTopics("orders")), 2000); len(got) != 2000 {
+		t.Fatalf("consumed %d, want 2000", len(got))
+	}
+}
+
+func TestRevokedAuthorizationLocksAtStart(t *testing.T) {
+	h := newHarness(t)
+	inst, _ := h.provisionWithKey()
+	h.kms.revoke(testAccount, kpInstance)
+	h.restart()
+	info, err := h.svc.Deployment(context.Background(), inst.GUID)
+	want := "it is no longer authorized to use its key"
+	if err != nil || info.State != StateInactive || !strings.Contains(info.Reason, want) {
+		t.Fatalf("deployment %+v %v: want locked because %q", info, err, want)
+	}
+	h.kms.authorize(testAccount, kpInstance, true)
+	if err := h.svc.Suspend(context.Background(), inst.GUID); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.svc.Resume(context.Background(), inst.GUID); err != nil {
+		t.Fatal(err)
+	}
+	if info, _ := h.svc.Deployment(context.Background(), inst.GUID); info.State != StateActive {
+		t.Fatalf("state %s %q after the authorization is back", info.State, info.Reason)
 	}
 }
