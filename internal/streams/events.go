@@ -26,7 +26,6 @@ const TaskSyncingKMSState = "Syncing KMS state"
 type reencryption struct {
 	cancel context.CancelFunc
 	done   chan struct{}
-	event  *KeyEvent // the rotation to acknowledge when done, if any
 }
 
 // runEvents handles pending key events at once, then whenever the KMS
@@ -76,42 +75,64 @@ func (s *Service) deploymentByCRN(resourceCRN string) *deployment {
 	return nil
 }
 
-// handleEvent applies one key event to the deployment it concerns.
+// handleEvent applies one key event to every deployment it concerns, then
+// acknowledges it. If one deployment fails, the event stays pending and is
+// applied again (each step is idempotent).
 func (s *Service) handleEvent(ctx context.Context, ev KeyEvent) error {
 	if ev.CorrelationID != "" {
 		ctx = httpapi.WithCorrelationID(ctx, ev.CorrelationID)
 	}
-	d := s.deploymentByCRN(ev.ResourceCRN)
-	if d == nil {
-		// Reclaimed meanwhile: nothing uses the key any more.
-		return s.keys.AckEvent(auth.WithPrincipal(ctx, &auth.Principal{Type: auth.Service, ServiceName: ServiceName,
-			Name: ServiceName, IAMID: "crn-" + ev.ResourceCRN, SourceCRN: ev.ResourceCRN, CredentialType: "s2s-authorization"}),
-			ev, adopterStateFor(ev.Action), ev.KeyVersion)
+	var ackCtx context.Context
+	version := ev.KeyVersion
+	for _, rc := range ev.ResourceCRNs {
+		d := s.deploymentByCRN(rc)
+		if d == nil {
+			continue // reclaimed meanwhile: nothing uses the key any more
+		}
+		if ackCtx == nil {
+			ackCtx = d.ctx(ctx)
+		}
+		v, err := s.applyEvent(ctx, d, ev)
+		if err != nil {
+			return fmt.Errorf("deployment %s: %w", rc, err)
+		}
+		if v != "" {
+			version = v
+		}
 	}
+	if ackCtx == nil {
+		ackCtx = auth.WithPrincipal(ctx, &auth.Principal{Type: auth.Service, ServiceName: ServiceName, Name: ServiceName,
+			IAMID: "crn-" + ServiceName, CredentialType: "s2s-authorization"})
+	}
+	if ev.Action == ActionDisable || ev.Action == ActionDelete {
+		version = ""
+	}
+	return s.keys.AckEvent(ackCtx, ev, adopterStateFor(ev.Action), version)
+}
+
+// applyEvent applies ev to d and returns the key version d now uses.
+func (s *Service) applyEvent(ctx context.Context, d *deployment, ev KeyEvent) (string, error) {
 	d.op.Lock()
 	defer d.op.Unlock()
-	actx := d.ctx(ctx)
 	rec, _, _ := d.snapshot()
 	if ev.KeyCRN != rec.DiskKeyCRN {
 		// The backup key guards the backups, not the running deployment:
-		// keep the registration's version current and acknowledge.
+		// keep the registration's version current.
 		if ev.Action == ActionRotate && ev.KeyVersion != "" {
-			if err := s.keys.UpdateRegistration(actx, ev.KeyCRN, rec.CRN, ev.KeyVersion); err != nil {
-				return err
-			}
+			return ev.KeyVersion, s.keys.UpdateRegistration(d.ctx(ctx), ev.KeyCRN, rec.CRN, ev.KeyVersion)
 		}
-		return s.keys.AckEvent(actx, ev, adopterStateFor(ev.Action), ev.KeyVersion)
+		return ev.KeyVersion, nil
 	}
 	switch ev.Action {
 	case ActionRotate:
 		return s.rotate(ctx, d, ev)
 	case ActionDisable, ActionDelete:
-		return s.lockForKey(ctx, d, ev)
+		return "", s.lockForKey(ctx, d, ev)
 	case ActionEnable, ActionRestore:
 		return s.unlockForKey(ctx, d, ev)
 	}
-	s.log.Warn("streams: unknown key event acknowledged", "action", ev.Action)
-	return s.keys.AckEvent(actx, ev, DEKEnabled, rec.KeyVersion)
+	s.log.Warn("streams: unknown key event", "action", ev.Action)
+	return rec.KeyVersion, nil
 }
 
 func adopterStateFor(action string) string {
@@ -149,21 +170,18 @@ func (s *Service) lockForKey(ctx context.Context, d *deployment, ev KeyEvent) er
 	ae.Reason.ReasonForFailure = reason
 	ae.RequestData = mergeData(ae.RequestData, map[string]any{"keyCRN": rec.DiskKeyCRN, "eventType": ev.Action, "eventId": ev.ID})
 	ae.ResponseData = map[string]any{"adopterKeyState": state}
-	if err := s.audit.Record(actx, ae); err != nil {
-		return err
-	}
-	return s.keys.AckEvent(actx, ev, state, "")
+	return s.audit.Record(actx, ae)
 }
 
 // unlockForKey unlocks the deployment after its key was enabled or
 // restored. The caller holds d.op.
-func (s *Service) unlockForKey(ctx context.Context, d *deployment, ev KeyEvent) error {
+func (s *Service) unlockForKey(ctx context.Context, d *deployment, ev KeyEvent) (string, error) {
 	rec, lock, _ := d.snapshot()
 	actx := d.ctx(ctx)
 	if lock != "" && !rec.Suspended {
 		if cause, reason, err := s.unlock(ctx, d); err != nil {
 			s.lockData(d, cause, reason)
-			return err
+			return "", err
 		}
 	} else if rec.Suspended {
 		d.mu.Lock()
@@ -177,71 +195,56 @@ func (s *Service) unlockForKey(ctx context.Context, d *deployment, ev KeyEvent) 
 	ae := audit.NewEvent(actx, actionStorageKeyRead, storageKeyTarget(rec), audit.Success, 200)
 	ae.RequestData = mergeData(ae.RequestData, map[string]any{"keyCRN": rec.DiskKeyCRN, "eventType": ev.Action, "eventId": ev.ID})
 	ae.ResponseData = map[string]any{"adopterKeyState": DEKEnabled, "keyVersion": rec.KeyVersion}
-	if err := s.audit.Record(actx, ae); err != nil {
-		return err
-	}
-	return s.keys.AckEvent(actx, ev, DEKEnabled, rec.KeyVersion)
+	return rec.KeyVersion, s.audit.Record(actx, ae)
 }
 
-// rotate rewraps the deployment's wrapped DEKs with the key's new version,
-// then re-encrypts the whole log under a fresh DEK in the background, in a
-// "Syncing KMS state" task; the event is acknowledged when that is done.
-// The caller holds d.op.
-func (s *Service) rotate(ctx context.Context, d *deployment, ev KeyEvent) error {
+// rotate rewraps the deployment's wrapped DEKs with the key's new version
+// (which is what Key Protect waits for before the acknowledgement), then
+// re-encrypts the whole log under a fresh DEK in the background, in a
+// "Syncing KMS state" task. The caller holds d.op.
+func (s *Service) rotate(ctx context.Context, d *deployment, ev KeyEvent) (string, error) {
 	const op = "streams.rotate"
-	d.mu.Lock()
-	if r := d.reenc; r != nil {
-		// Already re-encrypting (resumed after a restart, or a second
-		// rotation): rewrap below, acknowledge when it finishes.
-		if r.event == nil || r.event.ID != ev.ID {
-			e := ev
-			r.event = &e
-		} else {
-			d.mu.Unlock()
-			return nil
-		}
-	}
-	rec := *d.rec
-	d.mu.Unlock()
+	rec, _, _ := d.snapshot()
 	actx := d.ctx(ctx)
 	rewrapped, version, err := s.keys.Rewrap(actx, rec.DiskKeyCRN, rec.WrappedDEK, d.aad(rec.DEKID))
 	if err != nil {
-		return err
+		return "", err
 	}
 	rec.WrappedDEK, rec.KeyVersion = rewrapped, version
 	if rec.NextDEKID != "" {
 		if rec.NextWrappedDEK, rec.NextKeyVersion, err = s.keys.Rewrap(actx, rec.DiskKeyCRN, rec.NextWrappedDEK, d.aad(rec.NextDEKID)); err != nil {
-			return err
+			return "", err
 		}
 	}
 	rec.UpdatedAt = s.clock.Now()
 	if err := s.saveRecord(ctx, d, &rec, nil); err != nil {
-		return errs.Internalf(op, err)
+		return "", errs.Internalf(op, err)
 	}
 	if err := s.keys.UpdateRegistration(actx, rec.DiskKeyCRN, rec.CRN, version); err != nil {
-		return err
+		return "", err
 	}
 	d.mu.Lock()
 	st, cur, running := d.st, d.dek, d.reenc != nil
 	d.mu.Unlock()
 	if running {
-		return nil
+		// The running re-encryption's fresh DEK is rewrapped above.
+		return version, nil
 	}
 	if st == nil {
-		// Locked or suspended: the DEK is rewrapped; the data is re-encrypted
-		// under a fresh DEK after the next rotation that finds it open.
-		return s.finishRotation(actx, d, ev)
+		// Locked or suspended: the DEK is rewrapped; its data is re-encrypted
+		// at the next rotation that finds it open.
+		return version, s.recordKeyUpdate(actx, rec, ev.ID)
 	}
 	task, err := s.tasks.Start(actx, rec.CRN, TaskSyncingKMSState)
 	if err != nil {
-		return err
+		return "", err
 	}
 	next := newDEK()
 	wrapped, nextVersion, err := s.wrapDEK(ctx, &rec, next)
 	if err != nil {
 		next.Wipe()
 		task.Fail(actx, "the new data key could not be wrapped: "+errMsg(err))
-		return err
+		return "", err
 	}
 	rec.NextDEKID, rec.NextWrappedDEK, rec.NextKeyVersion = next.ID, wrapped, nextVersion
 	rec.UpdatedAt = s.clock.Now()
@@ -250,11 +253,25 @@ func (s *Service) rotate(ctx context.Context, d *deployment, ev KeyEvent) error 
 	if err := s.saveRecord(ctx, d, &rec, nil); err != nil {
 		next.Wipe()
 		task.Fail(actx, "the new data key could not be stored")
-		return errs.Internalf(op, err)
+		return "", errs.Internalf(op, err)
 	}
-	e := ev
-	s.startReencryption(d, st, next, cur, task, &e)
-	return nil
+	s.startReencryption(d, st, next, cur, task)
+	return version, nil
+}
+
+// recordKeyUpdate records that the deployment uses the key's new version.
+func (s *Service) recordKeyUpdate(ctx context.Context, rec record, eventID string) error {
+	return s.audit.Record(ctx, keyUpdateEvent(ctx, rec, eventID))
+}
+
+func keyUpdateEvent(ctx context.Context, rec record, eventID string) *audit.Event {
+	ae := audit.NewEvent(ctx, actionStorageKeyUpdate, storageKeyTarget(rec), audit.Success, 200)
+	ae.RequestData = mergeData(ae.RequestData, map[string]any{"keyCRN": rec.DiskKeyCRN, "eventType": ActionRotate})
+	if eventID != "" {
+		ae.RequestData["eventId"] = eventID
+	}
+	ae.ResponseData = map[string]any{"adopterKeyState": DEKEnabled, "keyVersion": rec.KeyVersion}
+	return ae
 }
 
 // resume finishes a re-encryption interrupted by a restart or a lock.
@@ -268,14 +285,14 @@ func (s *Service) resume(d *deployment, old *seglog.DEK) {
 		s.log.Warn("streams: cannot start the resumed re-encryption's task", "deployment", rec.GUID, "err", err)
 		task = nil
 	}
-	s.startReencryption(d, st, next, old, task, nil)
+	s.startReencryption(d, st, next, old, task)
 }
 
 // startReencryption makes next the log's sealing key and rewrites the rest
 // under it in the background.
-func (s *Service) startReencryption(d *deployment, st *seglog.Store, next, old *seglog.DEK, task Task, ev *KeyEvent) {
+func (s *Service) startReencryption(d *deployment, st *seglog.Store, next, old *seglog.DEK, task Task) {
 	rctx, cancel := context.WithCancel(context.Background())
-	r := &reencryption{cancel: cancel, done: make(chan struct{}), event: ev}
+	r := &reencryption{cancel: cancel, done: make(chan struct{})}
 	d.mu.Lock()
 	d.reenc, d.dek, d.oldDEK = r, next, old
 	rec := *d.rec
@@ -310,32 +327,22 @@ func (s *Service) startReencryption(d *deployment, st *seglog.Store, next, old *
 			d.mu.Unlock()
 			return
 		}
-		d.mu.Lock()
-		event := r.event
-		d.mu.Unlock()
-		if err := s.finishReencryption(context.WithoutCancel(actx), d, task, event); err != nil {
+		if err := s.finishReencryption(context.WithoutCancel(actx), d, task); err != nil {
 			s.log.Error("streams: finishing the re-encryption", "deployment", rec.GUID, "err", err)
 		}
 	}()
 }
 
 // finishReencryption makes the next DEK the deployment's only DEK, deletes
-// the old wrapped DEK, wipes the old plain one and acknowledges the
-// rotation.
-func (s *Service) finishReencryption(ctx context.Context, d *deployment, task Task, ev *KeyEvent) error {
+// the old wrapped DEK and wipes the old plain one.
+func (s *Service) finishReencryption(ctx context.Context, d *deployment, task Task) error {
 	d.mu.Lock()
 	rec := *d.rec
 	d.mu.Unlock()
 	rec.DEKID, rec.WrappedDEK, rec.KeyVersion = rec.NextDEKID, rec.NextWrappedDEK, rec.NextKeyVersion
 	rec.NextDEKID, rec.NextWrappedDEK, rec.NextKeyVersion = "", nil, ""
 	rec.UpdatedAt = s.clock.Now()
-	ae := audit.NewEvent(ctx, actionStorageKeyUpdate, storageKeyTarget(rec), audit.Success, 200)
-	ae.RequestData = mergeData(ae.RequestData, map[string]any{"keyCRN": rec.DiskKeyCRN, "eventType": ActionRotate})
-	ae.ResponseData = map[string]any{"adopterKeyState": DEKEnabled, "keyVersion": rec.KeyVersion}
-	if ev != nil {
-		ae.RequestData["eventId"] = ev.ID
-	}
-	if err := s.saveRecord(ctx, d, &rec, ae); err != nil {
+	if err := s.saveRecord(ctx, d, &rec, keyUpdateEvent(ctx, rec, "")); err != nil {
 		if task != nil {
 			task.Fail(ctx, "the new data key could not be stored")
 		}
@@ -353,23 +360,7 @@ func (s *Service) finishReencryption(ctx context.Context, d *deployment, task Ta
 			s.log.Warn("streams: task completion", "err", err)
 		}
 	}
-	if ev != nil {
-		return s.keys.AckEvent(ctx, *ev, DEKEnabled, rec.KeyVersion)
-	}
 	return nil
-}
-
-// finishRotation records and acknowledges a rotation that needed no
-// re-encryption (the deployment was locked).
-func (s *Service) finishRotation(ctx context.Context, d *deployment, ev KeyEvent) error {
-	rec, _, _ := d.snapshot()
-	ae := audit.NewEvent(ctx, actionStorageKeyUpdate, storageKeyTarget(rec), audit.Success, 200)
-	ae.RequestData = mergeData(ae.RequestData, map[string]any{"keyCRN": rec.DiskKeyCRN, "eventType": ActionRotate, "eventId": ev.ID})
-	ae.ResponseData = map[string]any{"adopterKeyState": DEKEnabled, "keyVersion": rec.KeyVersion}
-	if err := s.audit.Record(ctx, ae); err != nil {
-		return err
-	}
-	return s.keys.AckEvent(ctx, ev, DEKEnabled, rec.KeyVersion)
 }
 
 // saveRecord stores rec (with ae in the same transaction) and makes it the

@@ -278,12 +278,15 @@ func (k *testKMS) act(t *testing.T, keyCRN, action string) []string {
 		k.mu.Unlock()
 		return nil
 	}
-	var ids []string
+	var resources []string
 	for reg := range k.regs {
-		if reg[0] != keyCRN {
-			continue
+		if reg[0] == keyCRN {
+			resources = append(resources, reg[1])
 		}
-		ev := KeyEvent{ID: uuid.NewString(), KeyCRN: keyCRN, ResourceCRN: reg[1], Action: action,
+	}
+	var ids []string
+	if len(resources) > 0 {
+		ev := KeyEvent{ID: uuid.NewString(), KeyCRN: keyCRN, ResourceCRNs: resources, Action: action,
 			KeyVersion: key.versionIDs[len(key.versionIDs)-1], CorrelationID: uuid.NewString()}
 		k.events = append(k.events, ev)
 		ids = append(ids, ev.ID)

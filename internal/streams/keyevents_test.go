@@ -75,6 +75,14 @@ func TestRotateReencryptsWhileProducing(t *testing.T) {
 	}()
 	ids := h.kms.act(t, key, ActionRotate)
 	ack := h.waitAck(ids[0])
+	eventually(t, "the re-encryption task completes", func() bool {
+		tasks := h.tasks.all()
+		if len(tasks) == 0 {
+			return false
+		}
+		status, _ := tasks[0].status()
+		return status == "completed"
+	})
 	close(stop)
 	wg.Wait()
 
@@ -423,5 +431,23 @@ func TestRevokedAuthorizationLocksAtStart(t *testing.T) {
 	}
 	if info, _ := h.svc.Deployment(context.Background(), inst.GUID); info.State != StateActive {
 		t.Fatalf("state %s %q after the authorization is back", info.State, info.Reason)
+	}
+}
+
+func TestSharedKeyEventReachesEveryDeployment(t *testing.T) {
+	h := newHarness(t)
+	first, key := h.provisionWithKey()
+	second := newInstance()
+	if _, err := h.svc.Provision(context.Background(), second, map[string]any{ParamDiskKey: key}); err != nil {
+		t.Fatal(err)
+	}
+	ack := h.waitAck(h.kms.act(t, key, ActionDelete)[0])
+	if ack.State != DEKDestroyed || len(ack.Event.ResourceCRNs) != 2 {
+		t.Fatalf("ack %+v: want one DEK_DESTROYED for both deployments", ack)
+	}
+	for _, inst := range []Instance{first, second} {
+		if info, _ := h.svc.Deployment(context.Background(), inst.GUID); info.State != StateInactive {
+			t.Fatalf("deployment %s is %s after its shared key was deleted", inst.GUID, info.State)
+		}
 	}
 }

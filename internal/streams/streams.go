@@ -63,14 +63,14 @@ const (
 	DEKDestroyed = "DEK_DESTROYED"
 )
 
-// KeyEvent is a lifecycle action on a key that a deployment is registered
+// KeyEvent is a lifecycle action on a key that deployments are registered
 // on; it stays pending until acknowledged.
 type KeyEvent struct {
 	ID            string
 	KeyCRN        string
-	ResourceCRN   string // the registered deployment
-	Action        string // ActionRotate, ...
-	KeyVersion    string // the key's latest version after the action
+	ResourceCRNs  []string // the registered deployments
+	Action        string   // ActionRotate, ...
+	KeyVersion    string   // the key's latest version after the action
 	CorrelationID string
 	Time          time.Time
 }
@@ -92,6 +92,8 @@ type KeyService interface {
 	PendingEvents(ctx context.Context) ([]KeyEvent, error)
 	// Notifications signals (without blocking the KMS) that events may be pending.
 	Notifications() <-chan struct{}
+	// AckEvent acknowledges ev once every registered deployment has acted
+	// on it; ctx carries one of those deployments' principal.
 	AckEvent(ctx context.Context, ev KeyEvent, adopterState, rewrappedVersion string) error
 }
 
