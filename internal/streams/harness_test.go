@@ -55,10 +55,7 @@ func newHarness(t *testing.T) *harness {
 		t.Fatal(err)
 	}
 	t.Cleanup(al.Close)
-	master, err := seal.New(seal.RandomKey())
-	if err != nil {
-		t.Fatal(err)
-	}
+	master := mustSeal(t)
 	k := newTestKMS()
 	h := &harness{t: t, dir: dir, db: db, audit: al, master: master, kms: k, iam: newTestIAM(k), tasks: &testTasks{}, states: &testStates{}}
 	h.start()
@@ -117,25 +114,36 @@ func (h *harness) client(inst Instance, role string, opts ...kgo.Opt) *kgo.Clien
 
 func (h *harness) clientWith(brokers []string, user, pass string, opts ...kgo.Opt) *kgo.Client {
 	h.t.Helper()
+	return newClient(h.t, brokers, user, pass, opts...)
+}
+
+// newClient is a Kafka client logging in with SASL PLAIN.
+func newClient(t *testing.T, brokers []string, user, pass string, opts ...kgo.Opt) *kgo.Client {
+	t.Helper()
 	all := append([]kgo.Opt{kgo.SeedBrokers(brokers...), kgo.SASL(plain.Auth{User: user, Pass: pass}.AsMechanism()),
 		kgo.RetryTimeout(5 * time.Second)}, opts...)
 	cl, err := kgo.NewClient(all...)
 	if err != nil {
-		h.t.Fatal(err)
+		t.Fatal(err)
 	}
-	h.t.Cleanup(cl.Close)
+	t.Cleanup(cl.Close)
 	return cl
 }
 
 func (h *harness) createTopic(inst Instance, topic string, partitions int32) {
 	h.t.Helper()
-	adm := kadm.NewClient(h.client(inst, auth.RoleManager))
-	resp, err := adm.CreateTopics(testCtx(h.t), partitions, 1, nil, topic)
+	createTopic(h.t, h.client(inst, auth.RoleManager), topic, partitions)
+}
+
+// createTopic creates a topic through a manager's client.
+func createTopic(t *testing.T, manager *kgo.Client, topic string, partitions int32) {
+	t.Helper()
+	resp, err := kadm.NewClient(manager).CreateTopics(testCtx(t), partitions, 1, nil, topic)
 	if err != nil {
-		h.t.Fatal(err)
+		t.Fatal(err)
 	}
 	if err := resp.Error(); err != nil {
-		h.t.Fatal(err)
+		t.Fatal(err)
 	}
 }
 
@@ -210,4 +218,14 @@ func consumeAll(t *testing.T, cl *kgo.Client, n int) map[string]int {
 		}
 	}
 	return got
+}
+
+// mustSeal is an AEAD under a fresh random master key.
+func mustSeal(t *testing.T) *seal.AEAD {
+	t.Helper()
+	a, err := seal.New(seal.RandomKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
 }
