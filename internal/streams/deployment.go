@@ -30,8 +30,9 @@ const (
 // deployment is a deployment at run time: its row, its Kafka socket and,
 // while unlocked, its open log and plain DEK.
 type deployment struct {
-	svc *Service
-	dir string
+	svc                *Service
+	dir                string
+	guid, crn, account string // never change
 
 	// op serializes what changes the data plane: key events, suspend,
 	// resume, reclaim. A re-encryption holds it while producers carry on.
@@ -50,6 +51,10 @@ type deployment struct {
 	lockCause string
 }
 
+func (s *Service) newDeployment(rec *record) *deployment {
+	return &deployment{svc: s, dir: s.deploymentDir(rec.GUID), guid: rec.GUID, crn: rec.CRN, account: rec.AccountID, rec: rec}
+}
+
 func (d *deployment) snapshot() (record, string, string) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -57,12 +62,11 @@ func (d *deployment) snapshot() (record, string, string) {
 }
 
 func (d *deployment) ctx(ctx context.Context) context.Context {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return asDeployment(ctx, d.rec.AccountID, d.rec.GUID, d.rec.CRN)
+	return asDeployment(ctx, d.account, d.guid, d.crn)
 }
 
-func (d *deployment) aad(dekID string) []string { return []string{d.rec.CRN, dekID} }
+// aad binds a wrapped DEK to its deployment and its own ID.
+func (d *deployment) aad(dekID string) []string { return []string{d.crn, dekID} }
 
 // listen opens the Kafka socket, on the deployment's port if it is still
 // free, otherwise on a new one that is then kept.
@@ -239,7 +243,7 @@ func (s *Service) lockData(d *deployment, cause, reason string) {
 			d.brk, d.brkDone = brk, done
 			d.mu.Unlock()
 		} else {
-			s.log.Error("streams: cannot start the locked listener", "deployment", d.rec.GUID, "err", err)
+			s.log.Error("streams: cannot start the locked listener", "deployment", d.guid, "err", err)
 		}
 	}
 	stopBroker(oldBrk, oldDone)
@@ -275,13 +279,13 @@ func wipeAll(deks ...*seglog.DEK) {
 // locked from the start when reason is set.
 func (s *Service) startBroker(d *deployment, storage broker.Storage, reason string) (*broker.Broker, chan struct{}, error) {
 	d.mu.Lock()
-	f, guid, account := d.front, d.rec.GUID, d.rec.AccountID
+	f, guid, account := d.front, d.guid, d.account
 	d.mu.Unlock()
 	if f == nil {
 		return nil, nil, nil
 	}
 	h := newHandoff(f.ln.Addr())
-	brk, err := broker.New(broker.Config{NodeID: 0, Listener: h, Storage: storage, ClusterID: guid,
+	brk, err := broker.New(broker.Config{NodeID: 0, Listener: h, Storage: storage, ClusterID: guid, AdvertisedHost: s.cfg.AdvertisedHost,
 		Authenticate: s.kafkaLogin(guid, account), Logger: s.log.With("deployment", guid), Clock: s.clock})
 	if err != nil {
 		return nil, nil, err

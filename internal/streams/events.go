@@ -34,6 +34,7 @@ func (s *Service) runEvents(ctx context.Context) {
 	notes := s.keys.Notifications()
 	for {
 		s.handlePending(ctx)
+		s.retryLocked(ctx)
 		select {
 		case <-ctx.Done():
 			return
@@ -64,11 +65,41 @@ func (s *Service) handlePending(ctx context.Context) {
 	}
 }
 
+// retryLocked tries again to unlock deployments locked for a reason no key
+// event will clear: the KMS was unreachable, or the authorization was
+// revoked and may be back.
+func (s *Service) retryLocked(ctx context.Context) {
+	s.mu.Lock()
+	var ds []*deployment
+	for _, d := range s.deployments {
+		d.mu.Lock()
+		if !d.rec.Suspended && (d.lockCause == causeUnreachable || d.lockCause == causeRevoked) {
+			ds = append(ds, d)
+		}
+		d.mu.Unlock()
+	}
+	s.mu.Unlock()
+	for _, d := range ds {
+		if ctx.Err() != nil || !d.op.TryLock() {
+			continue
+		}
+		if _, lock, _ := d.snapshot(); lock != "" {
+			s.bringUp(ctx, d)
+			if _, lock, _ := d.snapshot(); lock == "" {
+				if err := s.states.SetState(ctx, d.guid, StateActive, ""); err != nil {
+					s.log.Warn("streams: cannot set the instance state", "deployment", d.guid, "err", err)
+				}
+			}
+		}
+		d.op.Unlock()
+	}
+}
+
 func (s *Service) deploymentByCRN(resourceCRN string) *deployment {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, d := range s.deployments {
-		if d.rec.CRN == resourceCRN {
+		if d.crn == resourceCRN {
 			return d
 		}
 	}

@@ -50,7 +50,7 @@ func (s *Service) admin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	d.mu.Lock()
-	brk, lock, suspended, account := d.brk, d.lock, d.rec.Suspended, d.rec.AccountID
+	brk, lock, suspended, account := d.brk, d.lock, d.rec.Suspended, d.account
 	d.mu.Unlock()
 	switch {
 	case suspended:

@@ -34,7 +34,7 @@ func (s *Service) Start(ctx context.Context) error {
 		return errs.Internalf(op, err)
 	}
 	for _, rec := range recs {
-		d := &deployment{svc: s, dir: s.deploymentDir(rec.GUID), rec: rec}
+		d := s.newDeployment(rec)
 		s.mu.Lock()
 		s.deployments[rec.GUID] = d
 		s.mu.Unlock()
@@ -67,10 +67,10 @@ func (s *Service) bringUp(ctx context.Context, d *deployment) {
 	if err == nil {
 		return
 	}
-	s.log.Warn("streams: deployment stays locked", "deployment", d.rec.GUID, "cause", cause, "err", err)
+	s.log.Warn("streams: deployment stays locked", "deployment", d.guid, "cause", cause, "err", err)
 	s.lockData(d, cause, reason)
-	if err := s.states.SetState(ctx, d.rec.GUID, StateInactive, reason); err != nil {
-		s.log.Warn("streams: cannot set the instance state", "deployment", d.rec.GUID, "err", err)
+	if err := s.states.SetState(ctx, d.guid, StateInactive, reason); err != nil {
+		s.log.Warn("streams: cannot set the instance state", "deployment", d.guid, "err", err)
 	}
 }
 
@@ -229,7 +229,7 @@ func (s *Service) brokerAddrs(rec record) []string {
 	if rec.Port == 0 {
 		return []string{}
 	}
-	return []string{net.JoinHostPort(s.cfg.ListenHost, strconv.Itoa(rec.Port))}
+	return []string{net.JoinHostPort(s.cfg.AdvertisedHost, strconv.Itoa(rec.Port))}
 }
 
 func (s *Service) adminURL(guid string) string { return s.cfg.AdminURL + "/messagehub/" + guid }
@@ -280,7 +280,7 @@ func (s *Service) Deployments(ctx context.Context, accountID string) ([]Deployme
 	s.mu.Lock()
 	guids := make([]string, 0, len(s.deployments))
 	for g, d := range s.deployments {
-		if accountID == "" || d.rec.AccountID == accountID {
+		if accountID == "" || d.account == accountID {
 			guids = append(guids, g)
 		}
 	}

@@ -46,10 +46,16 @@ func (s *Service) Provision(ctx context.Context, inst Instance, params map[strin
 		return nil, errs.E(op, errs.Invalid, "", "a deployment needs a GUID, a CRN and an account")
 	}
 	s.mu.Lock()
-	_, exists := s.deployments[inst.GUID]
+	existing := s.deployments[inst.GUID]
 	s.mu.Unlock()
-	if exists {
-		return nil, errs.Ef(op, errs.Conflict, "DEPLOYMENT_EXISTS", "deployment %s is already provisioned", inst.GUID)
+	if existing != nil {
+		// The controller retries a create interrupted by a crash: the same
+		// request succeeds again, a different one conflicts.
+		rec, _, _ := existing.snapshot()
+		if rec.CRN == inst.CRN && rec.DiskKeyCRN == paramString(params, ParamDiskKey) && rec.BackupKeyCRN == paramString(params, ParamBackupKey) {
+			return nil, nil
+		}
+		return nil, errs.Ef(op, errs.Conflict, "DEPLOYMENT_EXISTS", "deployment %s is already provisioned with other settings", inst.GUID)
 	}
 	actx := asDeployment(ctx, inst.AccountID, inst.GUID, inst.CRN)
 	disk, err := s.checkKeyParam(actx, inst, params, ParamDiskKey)
@@ -101,9 +107,7 @@ func (s *Service) Provision(ctx context.Context, inst Instance, params map[strin
 	if backup != nil {
 		// The deployment's backups live on block storage, which needs its
 		// own authorization to the key, created by the deployment.
-		target := auth.Resource{AccountID: backup.info.AccountID, ServiceName: "kms", ServiceInstance: backup.info.InstanceGUID,
-			ResourceType: "key", ResourceID: keyID(backup.crn)}
-		if err := s.iam.CreateDependentAuthorization(ctx, servicePrincipal(inst.AccountID, inst.GUID, inst.CRN), "is", target, auth.RoleReader); err != nil {
+		if err := s.iam.CreateDependentAuthorization(ctx, servicePrincipal(inst.AccountID, inst.GUID, inst.CRN), "is", backupTarget(backup.crn), auth.RoleReader); err != nil {
 			dek.Wipe()
 			if errs.KindOf(err) == errs.Permission {
 				return nil, errs.Ef(op, errs.Invalid, "S2S_DELEGATION_MISSING", "Missing or mis-configured S2S Authorization Policy. The service could not delegate access to the backup encryption key specified as %s to Block Storage: the messagehub -> kms authorization needs the Reader and AuthorizationDelegator roles; create it with `keyline iam authorization-policy-create messagehub kms Reader,AuthorizationDelegator --target-service-instance-id %s`",
@@ -120,7 +124,7 @@ func (s *Service) Provision(ctx context.Context, inst Instance, params map[strin
 		}
 		return nil, err
 	}
-	d := &deployment{svc: s, dir: s.deploymentDir(inst.GUID), rec: rec}
+	d := s.newDeployment(rec)
 	s.mu.Lock()
 	if _, dup := s.deployments[inst.GUID]; dup {
 		s.mu.Unlock()
@@ -168,7 +172,7 @@ func (s *Service) Provision(ctx context.Context, inst Instance, params map[strin
 
 // serveNew opens a new deployment's log with its DEK and serves it.
 func (s *Service) serveNew(d *deployment, dek *seglog.DEK) error {
-	st, err := seglog.Open(d.dir, seglog.Options{StoreID: d.rec.GUID, Keys: []*seglog.DEK{dek}, Sync: true, SegmentBytes: s.cfg.SegmentBytes})
+	st, err := seglog.Open(d.dir, seglog.Options{StoreID: d.guid, Keys: []*seglog.DEK{dek}, Sync: true, SegmentBytes: s.cfg.SegmentBytes})
 	if err != nil {
 		dek.Wipe()
 		return err
@@ -290,11 +294,47 @@ func (s *Service) keyAccessError(op, param, keyCRN string, err error) error {
 	return errs.Internalf(op, err)
 }
 
-func keyID(keyCRN string) string {
-	if c, err := crn.Parse(keyCRN); err == nil {
-		return c.Resource
+// paramString is a string parameter as Provision reads it ("" if absent).
+func paramString(params map[string]any, name string) string {
+	v, _ := params[name].(string)
+	return strings.TrimSpace(v)
+}
+
+// backupTarget is what the block storage authorization of a backup key covers.
+func backupTarget(keyCRN string) auth.Resource {
+	c, _ := crn.Parse(keyCRN)
+	return auth.Resource{AccountID: c.Account(), ServiceName: "kms", ServiceInstance: c.ServiceInstance, ResourceType: "key", ResourceID: c.Resource}
+}
+
+// EnsureDependentAuthorizations re-creates the block storage (is -> kms)
+// authorization of every deployment with a backup key, so that deleting it
+// does not stop backups; IAM keeps an identical authorization as it is.
+// Wire it to IAM's authorization-deleted hook. It fails (and the
+// authorization stays missing) when the customer removed the delegation too.
+func (s *Service) EnsureDependentAuthorizations(ctx context.Context) error {
+	s.mu.Lock()
+	ds := make([]*deployment, 0, len(s.deployments))
+	for _, d := range s.deployments {
+		ds = append(ds, d)
 	}
-	return ""
+	s.mu.Unlock()
+	var failed []string
+	for _, d := range ds {
+		rec, _, _ := d.snapshot()
+		if rec.BackupKeyCRN == "" {
+			continue
+		}
+		if err := s.iam.CreateDependentAuthorization(ctx, servicePrincipal(rec.AccountID, rec.GUID, rec.CRN), "is", backupTarget(rec.BackupKeyCRN), auth.RoleReader); err != nil {
+			s.log.Warn("streams: cannot re-create the backup key's block storage authorization", "deployment", rec.GUID, "err", err)
+			failed = append(failed, rec.CRN)
+		}
+	}
+	if len(failed) > 0 {
+		return errs.Ef("streams.EnsureDependentAuthorizations", errs.Permission, "S2S_DELEGATION_MISSING",
+			"the block storage authorization of the backup key of %s cannot be re-created: the messagehub -> kms authorization with AuthorizationDelegator is missing, so their backups fail",
+			strings.Join(failed, ", "))
+	}
+	return nil
 }
 
 func randomID() string { return uuid.NewString() }

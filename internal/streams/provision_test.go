@@ -3,7 +3,10 @@ package streams
 import (
 	"context"
 	"errors"
+	"net"
 	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -214,4 +217,61 @@ func walkFiles(dir string, fn func([]byte)) error {
 		fn(b)
 	}
 	return nil
+}
+
+func TestProvisionRetriedAfterACrashSucceedsAgain(t *testing.T) {
+	h := newHarness(t)
+	inst, key := h.provisionWithKey()
+	ctx := context.Background()
+	if w, err := h.svc.Provision(ctx, inst, map[string]any{ParamDiskKey: key}); err != nil || len(w) != 0 {
+		t.Fatalf("the same provision again: %v %v, want success", w, err)
+	}
+	_, err := h.svc.Provision(ctx, inst, nil)
+	if errs.KindOf(err) != errs.Conflict {
+		t.Fatalf("a different provision of the same GUID: %v, want 409", err)
+	}
+}
+
+func TestKafkaPortComesFromTheRangeAndSurvivesRestart(t *testing.T) {
+	h := newHarness(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	h.svc.Close()
+	svc, err := New(context.Background(), Config{DB: h.db, Audit: h.audit, Keys: h.kms, Identity: h.iam, Tasks: h.tasks,
+		States: h.states, MasterKey: h.master, DataDir: filepath.Join(h.dir, "data"), PortMin: base, PortMax: base + 20,
+		AdvertisedHost: "localhost"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := svc.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer svc.Close()
+	inst := newInstance()
+	if _, err := svc.Provision(context.Background(), inst, nil); err != nil {
+		t.Fatal(err)
+	}
+	info, _ := svc.Deployment(context.Background(), inst.GUID)
+	host, portStr, _ := net.SplitHostPort(info.KafkaBrokers[0])
+	port, _ := strconv.Atoi(portStr)
+	if host != "localhost" || port < base || port > base+20 {
+		t.Fatalf("brokers %v: want localhost with a port in %d-%d", info.KafkaBrokers, base, base+20)
+	}
+	svc.Close()
+	svc2, err := New(context.Background(), Config{DB: h.db, Audit: h.audit, Keys: h.kms, Identity: h.iam, Tasks: h.tasks,
+		States: h.states, MasterKey: h.master, DataDir: filepath.Join(h.dir, "data"), PortMin: base, PortMax: base + 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := svc2.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer svc2.Close()
+	if again, _ := svc2.Deployment(context.Background(), inst.GUID); again.KafkaBrokers[0] != "127.0.0.1:"+portStr {
+		t.Fatalf("brokers after restart %v, want port %s kept", again.KafkaBrokers, portStr)
+	}
 }

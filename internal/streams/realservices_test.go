@@ -308,4 +308,24 @@ func TestSeedFlowsOverRealKMSAndIAM(t *testing.T) {
 	if len(dependent) != 1 || dependent[0].CreatedByID != "crn-"+second.CRN || !dependent[0].HasRole(auth.RoleReader) {
 		t.Fatalf("dependent authorizations %+v: want is -> kms Reader created by the deployment", dependent)
 	}
+
+	// Deleting the block storage authorization: the deployment re-creates
+	// it, as long as the delegation is still granted.
+	env.Service.OnAuthorizationDeleted(func(p iam.Policy) {
+		if p.SubjectAttr("serviceName") == "is" {
+			svc.EnsureDependentAuthorizations(context.Background())
+		}
+	})
+	if err := env.Service.DeleteAuthorization(env.AsAdmin(), dependent[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the block storage authorization is re-created", func() bool {
+		pols, _ := env.Service.ListAuthorizations(env.AsAdmin(), account, iam.PolicyFilter{})
+		for _, p := range pols {
+			if p.SubjectAttr("serviceName") == "is" && p.ID != dependent[0].ID && p.CreatedByID == "crn-"+second.CRN {
+				return true
+			}
+		}
+		return false
+	})
 }

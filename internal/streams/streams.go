@@ -156,6 +156,9 @@ type Config struct {
 	// PortMin 0 the system picks a port (kept across restarts when free).
 	ListenHost       string
 	PortMin, PortMax int
+	// AdvertisedHost is the host clients are told to connect to (default
+	// ListenHost).
+	AdvertisedHost string
 	// AdminURL is the base URL of the Keyline HTTP listener, for credentials.
 	AdminURL string
 	// PollInterval is how often pending key events are looked for when no
@@ -201,6 +204,9 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	}
 	if cfg.ListenHost == "" {
 		cfg.ListenHost = "127.0.0.1"
+	}
+	if cfg.AdvertisedHost == "" {
+		cfg.AdvertisedHost = cfg.ListenHost
 	}
 	if cfg.PortMax < cfg.PortMin {
 		return nil, errs.E(op, errs.Invalid, "", "the Kafka port range is empty")
