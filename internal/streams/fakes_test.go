@@ -49,7 +49,7 @@ func newTestKMS() *testKMS {
 }
 
 // addKey creates a root (or standard) key and returns its CRN.
-func (k *testKMS) addKey(t *testing.T, account, region, instance string, standard bool) string {
+func (k *testKMS) addKey(t testing.TB, account, region, instance string, standard bool) string {
 	t.Helper()
 	c := fmt.Sprintf("crn:v1:bluemix:public:kms:%s:a/%s:%s:key:%s", region, account, instance, uuid.NewString())
 	k.mu.Lock()
@@ -260,7 +260,7 @@ func (k *testKMS) ackFor(id string) (testAck, bool) {
 
 // act applies a lifecycle action to a key as its owner would and notifies
 // every registered resource; it returns the events' IDs.
-func (k *testKMS) act(t *testing.T, keyCRN, action string) []string {
+func (k *testKMS) act(t testing.TB, keyCRN, action string) []string {
 	t.Helper()
 	k.mu.Lock()
 	key := k.keys[keyCRN]

@@ -29,7 +29,7 @@ const (
 // harness is a Service over real storage, a real audit log and the
 // in-process KMS, IAM, tasks and states of fakes_test.go.
 type harness struct {
-	t      *testing.T
+	t      testing.TB
 	dir    string
 	db     *store.DB
 	audit  *audit.Log
@@ -41,7 +41,7 @@ type harness struct {
 	svc    *Service
 }
 
-func newHarness(t *testing.T) *harness {
+func newHarness(t testing.TB) *harness {
 	t.Helper()
 	dir := t.TempDir()
 	ctx := context.Background()
@@ -118,7 +118,7 @@ func (h *harness) clientWith(brokers []string, user, pass string, opts ...kgo.Op
 }
 
 // newClient is a Kafka client logging in with SASL PLAIN.
-func newClient(t *testing.T, brokers []string, user, pass string, opts ...kgo.Opt) *kgo.Client {
+func newClient(t testing.TB, brokers []string, user, pass string, opts ...kgo.Opt) *kgo.Client {
 	t.Helper()
 	all := append([]kgo.Opt{kgo.SeedBrokers(brokers...), kgo.SASL(plain.Auth{User: user, Pass: pass}.AsMechanism()),
 		kgo.RetryTimeout(5 * time.Second)}, opts...)
@@ -136,7 +136,7 @@ func (h *harness) createTopic(inst Instance, topic string, partitions int32) {
 }
 
 // createTopic creates a topic through a manager's client.
-func createTopic(t *testing.T, manager *kgo.Client, topic string, partitions int32) {
+func createTopic(t testing.TB, manager *kgo.Client, topic string, partitions int32) {
 	t.Helper()
 	resp, err := kadm.NewClient(manager).CreateTopics(testCtx(t), partitions, 1, nil, topic)
 	if err != nil {
@@ -165,7 +165,7 @@ func (h *harness) auditEvents(target, action string) []audit.Event {
 	return page.Events
 }
 
-func testCtx(t *testing.T) context.Context {
+func testCtx(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	t.Cleanup(cancel)
 	return ctx
@@ -173,7 +173,7 @@ func testCtx(t *testing.T) context.Context {
 
 // eventually waits for cond, which the service reaches asynchronously; the
 // deadline only bounds a broken test, it asserts nothing about speed.
-func eventually(t *testing.T, what string, cond func() bool) {
+func eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for !cond() {
@@ -185,7 +185,7 @@ func eventually(t *testing.T, what string, cond func() bool) {
 }
 
 // produceN produces n records with values "<prefix>-<i>" and waits for them.
-func produceN(t *testing.T, cl *kgo.Client, topic, prefix string, n int) {
+func produceN(t testing.TB, cl *kgo.Client, topic, prefix string, n int) {
 	t.Helper()
 	ctx := testCtx(t)
 	for i := range n {
@@ -201,7 +201,7 @@ func produceN(t *testing.T, cl *kgo.Client, topic, prefix string, n int) {
 }
 
 // consumeAll reads n records of topic from the start.
-func consumeAll(t *testing.T, cl *kgo.Client, n int) map[string]int {
+func consumeAll(t testing.TB, cl *kgo.Client, n int) map[string]int {
 	t.Helper()
 	ctx := testCtx(t)
 	got := map[string]int{}
@@ -221,7 +221,7 @@ func consumeAll(t *testing.T, cl *kgo.Client, n int) map[string]int {
 }
 
 // mustSeal is an AEAD under a fresh random master key.
-func mustSeal(t *testing.T) *seal.AEAD {
+func mustSeal(t testing.TB) *seal.AEAD {
 	t.Helper()
 	a, err := seal.New(seal.RandomKey())
 	if err != nil {

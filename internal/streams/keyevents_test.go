@@ -22,7 +22,7 @@ import (
 
 // plainDEK copies the deployment's plain DEK (what an attacker who kept it
 // would hold) and returns the live one too, to check that it gets wiped.
-func plainDEK(t *testing.T, d *deployment) (copied, live *seglog.DEK) {
+func plainDEK(t testing.TB, d *deployment) (copied, live *seglog.DEK) {
 	t.Helper()
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -254,7 +254,7 @@ func TestForceDeleteLocksDeployment(t *testing.T) {
 	})
 }
 
-func getJSON(t *testing.T, url, token string, v any) int {
+func getJSON(t testing.TB, url, token string, v any) int {
 	t.Helper()
 	req, _ := http.NewRequest("GET", url, nil)
 	req.Header.Set("Authorization", "Bearer "+token)
