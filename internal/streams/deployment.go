@@ -25,6 +25,7 @@ const (
 	causePurged      = "purged"
 	causeRevoked     = "revoked"
 	causeUnreachable = "unreachable"
+	causeDamaged     = "damaged" // the log does not open: no retry helps
 )
 
 // deployment is a deployment at run time: its row, its Kafka socket and,
@@ -197,7 +198,7 @@ func (s *Service) unlock(ctx context.Context, d *deployment) (cause, reason stri
 	st, err := seglog.Open(d.dir, seglog.Options{StoreID: rec.GUID, Keys: keys, Sync: true, SegmentBytes: s.cfg.SegmentBytes})
 	if err != nil {
 		wipe()
-		return causeUnreachable, "the deployment is locked: its data cannot be opened (" + errMsg(err) + ")", err
+		return causeDamaged, "the deployment is locked: its data cannot be opened (" + errMsg(err) + ")", err
 	}
 	brk, done, err := s.startBroker(d, diskStorage{st}, "")
 	if err != nil {
@@ -348,11 +349,21 @@ func (s *Service) lockReason(ctx context.Context, d *deployment, cause error) (s
 	case err != nil:
 		return causeUnreachable, fmt.Sprintf("the deployment is locked: its key %s cannot be reached now (%s)", key, errMsg(err))
 	case info.State == KeyDestroyed:
-		return causeDeleted, fmt.Sprintf("the deployment is locked: its key %s was deleted; its data stays unreadable unless the key is restored within 30 days", key)
+		return causeDeleted, deletedReason(key)
 	case info.State == KeySuspended:
-		return causeDisabled, fmt.Sprintf("the deployment is locked: its key %s is disabled; enable the key to unlock it", key)
+		return causeDisabled, disabledReason(key)
 	}
 	return causeUnreachable, fmt.Sprintf("the deployment is locked: its key %s did not unwrap the data key (%s)", key, errMsg(cause))
+}
+
+// disabledReason and deletedReason say why a deployment is locked, in the
+// words a Kafka client and the console show.
+func disabledReason(key string) string {
+	return fmt.Sprintf("the deployment is locked: its key %s is disabled; enable the key to unlock it", key)
+}
+
+func deletedReason(key string) string {
+	return fmt.Sprintf("the deployment is locked: its key %s was deleted; its data stays unreadable unless the key is restored within 30 days", key)
 }
 
 // errMsg is the caller-safe message of an error.

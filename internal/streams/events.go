@@ -180,10 +180,10 @@ func adopterStateFor(action string) string {
 // The caller holds d.op.
 func (s *Service) lockForKey(ctx context.Context, d *deployment, ev KeyEvent) error {
 	rec, _, _ := d.snapshot()
-	cause, reason := causeDisabled, fmt.Sprintf("the deployment is locked: its key %s is disabled; enable the key to unlock it", rec.DiskKeyCRN)
+	cause, reason := causeDisabled, disabledReason(rec.DiskKeyCRN)
 	state := DEKDisabled
 	if ev.Action == ActionDelete {
-		cause, reason = causeDeleted, fmt.Sprintf("the deployment is locked: its key %s was deleted; its data stays unreadable unless the key is restored within 30 days", rec.DiskKeyCRN)
+		cause, reason = causeDeleted, deletedReason(rec.DiskKeyCRN)
 		state = DEKDestroyed
 	}
 	if !rec.Suspended {
@@ -255,7 +255,7 @@ func (s *Service) rotate(ctx context.Context, d *deployment, ev KeyEvent) (strin
 		return "", err
 	}
 	d.mu.Lock()
-	st, cur, running := d.st, d.dek, d.reenc != nil
+	st, cur, old, running := d.st, d.dek, d.oldDEK, d.reenc != nil
 	d.mu.Unlock()
 	if running {
 		// The running re-encryption's fresh DEK is rewrapped above.
@@ -269,6 +269,12 @@ func (s *Service) rotate(ctx context.Context, d *deployment, ev KeyEvent) (strin
 	task, err := s.tasks.Start(actx, rec.CRN, TaskSyncingKMSState)
 	if err != nil {
 		return "", err
+	}
+	if rec.NextDEKID != "" {
+		// A re-encryption failed earlier: its fresh DEK already seals new
+		// blocks, so finish with it rather than add a third key.
+		s.startReencryption(d, st, cur, old, task)
+		return version, nil
 	}
 	next := newDEK()
 	wrapped, nextVersion, err := s.wrapDEK(ctx, &rec, next)
@@ -349,17 +355,20 @@ func (s *Service) startReencryption(d *deployment, st *seglog.Store, next, old *
 				}
 			}
 		})
+		if err == nil {
+			err = s.finishReencryption(context.WithoutCancel(actx), d, task)
+		}
 		if err != nil {
+			// Both DEKs stay stored (and in memory while unlocked): the
+			// re-encryption resumes when the deployment is unlocked or
+			// restarted, or at the next rotation.
+			s.log.Warn("streams: re-encryption interrupted", "deployment", rec.GUID, "err", err)
 			if task != nil {
-				task.Fail(context.WithoutCancel(actx), "re-encryption interrupted ("+errMsg(err)+"); it resumes when the deployment is unlocked")
+				task.Fail(context.WithoutCancel(actx), "re-encryption interrupted ("+errMsg(err)+"); it resumes when the deployment runs again")
 			}
 			d.mu.Lock()
 			d.reenc = nil
 			d.mu.Unlock()
-			return
-		}
-		if err := s.finishReencryption(context.WithoutCancel(actx), d, task); err != nil {
-			s.log.Error("streams: finishing the re-encryption", "deployment", rec.GUID, "err", err)
 		}
 	}()
 }
@@ -374,10 +383,7 @@ func (s *Service) finishReencryption(ctx context.Context, d *deployment, task Ta
 	rec.NextDEKID, rec.NextWrappedDEK, rec.NextKeyVersion = "", nil, ""
 	rec.UpdatedAt = s.clock.Now()
 	if err := s.saveRecord(ctx, d, &rec, keyUpdateEvent(ctx, rec, "")); err != nil {
-		if task != nil {
-			task.Fail(ctx, "the new data key could not be stored")
-		}
-		return err
+		return errs.Internalf("streams.finishReencryption", err)
 	}
 	d.mu.Lock()
 	old := d.oldDEK
