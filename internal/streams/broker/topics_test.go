@@ -134,7 +134,9 @@ func TestAdminRESTManagesTopics(t *testing.T) {
 		{"unknown field", "POST", "/admin/topics", "manager", `{"name":"c3","replicas":3}`, 400, nil},
 		{"list", "GET", "/admin/topics", "reader", "", 200, func(_ map[string]any, a []any) bool { return len(a) == 1 }},
 		{"get", "GET", "/admin/topics/clicks", "reader", "", 200,
-			func(o map[string]any, _ []any) bool { return o["retentionMs"] == 60000.0 && o["cleanupPolicy"] == "delete" }},
+			func(o map[string]any, _ []any) bool {
+				return o["retentionMs"] == 60000.0 && o["cleanupPolicy"] == "delete"
+			}},
 		{"get missing", "GET", "/admin/topics/nope", "reader", "", 404, func(o map[string]any, _ []any) bool { return o["error_code"] == 404.0 }},
 		{"reader may not delete", "DELETE", "/admin/topics/clicks", "reader", "", 403, nil},
 		{"delete", "DELETE", "/admin/topics/clicks", "manager", "", 202, nil},
