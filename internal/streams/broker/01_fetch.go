@@ -56,6 +56,7 @@ func (c *conn) fetchOnce(ctx context.Context, r *kmsg.FetchRequest, changed *[]<
 			sp := kmsg.NewFetchResponseTopicPartition()
 			sp.Partition = rp.Partition
 			sp.HighWatermark, sp.LastStableOffset, sp.LogStartOffset = -1, -1, -1
+			sp.RecordBatches = []byte{} // librdkafka refuses a null record set
 			var p *partition
 			switch {
 			case !allowed:
@@ -105,7 +106,7 @@ func (c *conn) readPartition(ctx context.Context, p *partition, offset, limit in
 		sp.ErrorCode = kerr.KafkaStorageError.Code
 		return 0, err
 	}
-	var out []byte
+	out := []byte{}
 	for i, b := range batches {
 		if int64(len(out)+len(b.Data)) > limit && !(i == 0 && first) {
 			break
