@@ -510,6 +510,9 @@ func (co *coordinator) leave(groupName string, ids []string) []*kerr.Error {
 // commit records offsets for a member of the current generation, or for a
 // client outside any generation when the group has no members.
 func (co *coordinator) commit(groupName string, generation int32, memberID string, offsets map[offsetKey]committed) *kerr.Error {
+	if groupName == "" {
+		return kerr.InvalidGroupID
+	}
 	co.mu.Lock()
 	defer co.mu.Unlock()
 	g := co.groups[groupName]

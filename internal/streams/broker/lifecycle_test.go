@@ -150,7 +150,9 @@ func TestFetchWaitsForData(t *testing.T) {
 
 func TestSASLSSLWithTLSConfig(t *testing.T) {
 	cert := selfSigned(t)
-	tb := startBroker(t, nil, func(c *Config) { c.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12} })
+	tb := startBroker(t, nil, func(c *Config) {
+		c.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	})
 	tb.mustCreate(t, "secure", 1)
 	pool := x509.NewCertPool()
 	pool.AddCert(cert.Leaf)
