@@ -146,6 +146,7 @@ func New(cfg Config) (*Broker, error) {
 	if err := b.groups.load(); err != nil {
 		return nil, errs.Internalf(op, err)
 	}
+	b.topics.onDelete = b.groups.forgetTopic
 	ln := cfg.Listener
 	if ln == nil {
 		if ln, err = net.Listen("tcp", cfg.Addr); err != nil {

@@ -545,6 +545,26 @@ func (co *coordinator) commit(groupName string, generation int32, memberID strin
 	return nil
 }
 
+// forgetTopic drops every group's committed offsets for a deleted topic.
+func (co *coordinator) forgetTopic(id uuid.UUID) {
+	co.mu.Lock()
+	defer co.mu.Unlock()
+	for _, g := range co.groups {
+		changed := false
+		for k := range g.offsets {
+			if k.topic == id {
+				delete(g.offsets, k)
+				changed = true
+			}
+		}
+		if changed {
+			if err := co.save(g); err != nil {
+				co.log.Warn("dropping a deleted topic's committed offsets failed", "err", err)
+			}
+		}
+	}
+}
+
 // committedOffsets returns a group's offsets (nil if it has none).
 func (co *coordinator) committedOffsets(groupName string) map[offsetKey]committed {
 	co.mu.Lock()

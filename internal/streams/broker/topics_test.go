@@ -48,11 +48,17 @@ func TestKadmCreatesDescribesGrowsAndDeletesTopics(t *testing.T) {
 	if info, _ := tb.Topic(ctx, "metrics"); info.Partitions != 4 {
 		t.Fatalf("partitions after growing: %d, want 4", info.Partitions)
 	}
+	if _, err := adm.CommitOffsets(ctx, "dashboards", kadmOffsets("metrics", 1, 0)); err != nil {
+		t.Fatal(err)
+	}
 	if resp, err := adm.DeleteTopic(ctx, "metrics"); err != nil || resp.Err != nil {
 		t.Fatalf("delete: %v %v", err, resp.Err)
 	}
 	if len(tb.Topics(ctx)) != 0 {
 		t.Fatal("topic still listed after delete")
+	}
+	if left := tb.groups.committedOffsets("dashboards"); len(left) != 0 {
+		t.Fatalf("committed offsets of the deleted topic kept: %v", left)
 	}
 	for _, k := range tb.store.metaKeys() {
 		if strings.Contains(k, "metrics") {
