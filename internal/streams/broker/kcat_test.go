@@ -43,7 +43,7 @@ func TestKcatListsProducesAndConsumes(t *testing.T) {
 		t.Fatalf("kcat -L: %v\n%s", err, out)
 	}
 	lines := []string{"alpha", "bravo", "charlie", "delta"}
-	if _, err := kcat(t, tb, writerKey, strings.Join(lines, "\n")+"\n", "-P", "-t", "telemetry"); err != nil {
+	if _, err := kcat(t, tb, writerKey, strings.Join(lines, "\n")+"\n", "-P", "-t", "telemetry", "-X", "enable.idempotence=true"); err != nil {
 		t.Fatal(err)
 	}
 	out, err = kcat(t, tb, readerKey, "", "-C", "-t", "telemetry", "-o", "beginning", "-e", "-f", "%s\n")

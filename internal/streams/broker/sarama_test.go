@@ -45,6 +45,7 @@ func TestSaramaAdminProduceConsume(t *testing.T) {
 
 	pcfg := saramaConfig(writerKey)
 	pcfg.Producer.Partitioner = sarama.NewManualPartitioner
+	pcfg.Producer.Idempotent, pcfg.Net.MaxOpenRequests = true, 1
 	prod, err := sarama.NewSyncProducer(addrs, pcfg)
 	if err != nil {
 		t.Fatal(err)
