@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"sync"
 
 	"github.com/google/uuid"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -10,11 +11,13 @@ import (
 
 // handleProduce validates and appends one batch per partition. With acks=0
 // nothing is answered; otherwise the answer comes once the log has the data
-// (durable when the store syncs).
+// (durable when the store syncs). Partitions are appended concurrently so
+// that a syncing store can share one fsync among them.
 func (c *conn) handleProduce(ctx context.Context, r *kmsg.ProduceRequest) (kmsg.Response, error) {
 	resp := r.ResponseKind().(*kmsg.ProduceResponse)
 	allowed := c.access.Allows(Writer)
 	badAcks := r.Acks != 0 && r.Acks != 1 && r.Acks != -1
+	var wg sync.WaitGroup
 	for _, rt := range r.Topics {
 		t := c.b.topics.byNameOrNil(rt.Topic)
 		if r.Version >= 13 {
@@ -22,8 +25,10 @@ func (c *conn) handleProduce(ctx context.Context, r *kmsg.ProduceRequest) (kmsg.
 		}
 		st := kmsg.NewProduceResponseTopic()
 		st.Topic, st.TopicID = rt.Topic, rt.TopicID
-		for _, rp := range rt.Partitions {
-			sp := kmsg.NewProduceResponseTopicPartition()
+		st.Partitions = make([]kmsg.ProduceResponseTopicPartition, len(rt.Partitions))
+		for i, rp := range rt.Partitions {
+			sp := &st.Partitions[i]
+			sp.Default()
 			sp.Partition = rp.Partition
 			sp.BaseOffset, sp.LogAppendTime, sp.LogStartOffset = -1, -1, -1
 			switch {
@@ -32,12 +37,12 @@ func (c *conn) handleProduce(ctx context.Context, r *kmsg.ProduceRequest) (kmsg.
 			case badAcks:
 				sp.ErrorCode = kerr.InvalidRequiredAcks.Code
 			default:
-				c.produceTo(ctx, t, rp, &sp, r.Version >= 13)
+				wg.Go(func() { c.produceTo(ctx, t, rp, sp, r.Version >= 13) })
 			}
-			st.Partitions = append(st.Partitions, sp)
 		}
 		resp.Topics = append(resp.Topics, st)
 	}
+	wg.Wait()
 	if r.Acks == 0 {
 		return nil, nil
 	}

@@ -8,6 +8,8 @@ import (
 	"github.com/google/uuid"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/keyline/keyline/internal/errs"
 )
 
 // handleFetch serves stored batches. When fewer than MinBytes are ready it
@@ -56,6 +58,7 @@ func (c *conn) fetchOnce(ctx context.Context, r *kmsg.FetchRequest, changed *[]<
 			sp := kmsg.NewFetchResponseTopicPartition()
 			sp.Partition = rp.Partition
 			sp.HighWatermark, sp.LastStableOffset, sp.LogStartOffset = -1, -1, -1
+			sp.RecordBatches = []byte{} // librdkafka refuses a null record set
 			var p *partition
 			switch {
 			case !allowed:
@@ -101,11 +104,15 @@ func (c *conn) readPartition(ctx context.Context, p *partition, offset, limit in
 		return 0, nil
 	}
 	batches, err := p.log.Read(ctx, offset, int32(max(limit, 1)))
+	if errs.Is(errs.Invalid, err) { // retention moved the start between the check and the read
+		sp.ErrorCode = kerr.OffsetOutOfRange.Code
+		return 0, nil
+	}
 	if err != nil {
 		sp.ErrorCode = kerr.KafkaStorageError.Code
 		return 0, err
 	}
-	var out []byte
+	out := []byte{}
 	for i, b := range batches {
 		if int64(len(out)+len(b.Data)) > limit && !(i == 0 && first) {
 			break

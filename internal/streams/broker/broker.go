@@ -112,6 +112,9 @@ func New(cfg Config) (*Broker, error) {
 	if cfg.Storage == nil {
 		return nil, errs.E(op, errs.Invalid, "", "a storage is required")
 	}
+	if cfg.Listener == nil && cfg.Addr == "" {
+		return nil, errs.E(op, errs.Invalid, "", "a listener or an address to listen on is required")
+	}
 	if cfg.Authenticate == nil {
 		return nil, errs.E(op, errs.Invalid, "", "an authenticator is required")
 	}
@@ -146,6 +149,7 @@ func New(cfg Config) (*Broker, error) {
 	if err := b.groups.load(); err != nil {
 		return nil, errs.Internalf(op, err)
 	}
+	b.topics.onDelete = b.groups.forgetTopic
 	ln := cfg.Listener
 	if ln == nil {
 		if ln, err = net.Listen("tcp", cfg.Addr); err != nil {

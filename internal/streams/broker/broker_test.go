@@ -113,3 +113,9 @@ func mustUUID(t testing.TB, s string) []byte {
 	}
 	return id[:]
 }
+
+func kadmOffsets(topic string, partition int32, at int64) kadm.Offsets {
+	os := kadm.Offsets{}
+	os.Add(kadm.Offset{Topic: topic, Partition: partition, At: at})
+	return os
+}

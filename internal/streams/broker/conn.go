@@ -17,6 +17,9 @@ import (
 // conn is one client connection. Requests are read, handled and answered one
 // at a time, in order, as Kafka does; the next request is read only after the
 // previous response is written.
+// loginTimeout is how long a new connection may take to authenticate.
+const loginTimeout = 30 * time.Second
+
 type conn struct {
 	b      *Broker
 	nc     net.Conn
@@ -52,12 +55,16 @@ func (c *conn) serve(parent context.Context) {
 	defer c.close()
 	stop := context.AfterFunc(parent, c.close)
 	defer stop()
+	loginBy := time.Now().Add(loginTimeout)
 	for {
 		max := int32(preAuthMaxBytes)
+		deadline := time.Now().Add(c.b.cfg.IdleTimeout)
 		if c.authed {
 			max = c.b.cfg.MaxRequestBytes
+		} else if loginBy.Before(deadline) {
+			deadline = loginBy // strangers get little time to log in
 		}
-		c.nc.SetReadDeadline(time.Now().Add(c.b.cfg.IdleTimeout))
+		c.nc.SetReadDeadline(deadline)
 		frame, err := readFrame(c.nc, max)
 		if err != nil {
 			c.logEnd(err)

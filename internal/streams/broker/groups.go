@@ -510,6 +510,9 @@ func (co *coordinator) leave(groupName string, ids []string) []*kerr.Error {
 // commit records offsets for a member of the current generation, or for a
 // client outside any generation when the group has no members.
 func (co *coordinator) commit(groupName string, generation int32, memberID string, offsets map[offsetKey]committed) *kerr.Error {
+	if groupName == "" {
+		return kerr.InvalidGroupID
+	}
 	co.mu.Lock()
 	defer co.mu.Unlock()
 	g := co.groups[groupName]
@@ -540,6 +543,26 @@ func (co *coordinator) commit(groupName string, generation int32, memberID strin
 	}
 	co.groups[groupName] = g
 	return nil
+}
+
+// forgetTopic drops every group's committed offsets for a deleted topic.
+func (co *coordinator) forgetTopic(id uuid.UUID) {
+	co.mu.Lock()
+	defer co.mu.Unlock()
+	for _, g := range co.groups {
+		changed := false
+		for k := range g.offsets {
+			if k.topic == id {
+				delete(g.offsets, k)
+				changed = true
+			}
+		}
+		if changed {
+			if err := co.save(g); err != nil {
+				co.log.Warn("dropping a deleted topic's committed offsets failed", "err", err)
+			}
+		}
+	}
 }
 
 // committedOffsets returns a group's offsets (nil if it has none).

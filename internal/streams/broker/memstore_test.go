@@ -167,12 +167,14 @@ func (p *memPartition) DeleteBefore(offset int64) error {
 	return nil
 }
 
+// Retain treats each batch as a segment and, like seglog with its active
+// segment, never drops the newest one.
 func (p *memPartition) Retain(now time.Time, retentionMs, retentionBytes int64) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.dropWhile(func(b seglog.StoredBatch) bool {
-		return retentionMs >= 0 && b.Meta.MaxTimestamp < now.UnixMilli()-retentionMs ||
-			retentionBytes >= 0 && p.size > retentionBytes
+		return len(p.batches) > 1 && (retentionMs >= 0 && b.Meta.MaxTimestamp < now.UnixMilli()-retentionMs ||
+			retentionBytes >= 0 && p.size-int64(len(b.Data)) >= retentionBytes)
 	})
 	return nil
 }

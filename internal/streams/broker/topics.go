@@ -85,6 +85,8 @@ type catalog struct {
 	st  Storage
 	log *slog.Logger
 
+	onDelete func(uuid.UUID) // told after a topic is deleted
+
 	mu     sync.RWMutex
 	byName map[string]*topic
 	byID   map[uuid.UUID]*topic
@@ -271,6 +273,9 @@ func (c *catalog) delete(t *topic) error {
 	delete(c.byName, t.name)
 	delete(c.byID, t.id)
 	c.dropPartitions(t.id, int32(len(t.parts)))
+	if c.onDelete != nil {
+		c.onDelete(t.id)
+	}
 	c.log.Debug("topic deleted", "topic_id", t.id.String())
 	return nil
 }

@@ -48,11 +48,17 @@ func TestKadmCreatesDescribesGrowsAndDeletesTopics(t *testing.T) {
 	if info, _ := tb.Topic(ctx, "metrics"); info.Partitions != 4 {
 		t.Fatalf("partitions after growing: %d, want 4", info.Partitions)
 	}
+	if _, err := adm.CommitOffsets(ctx, "dashboards", kadmOffsets("metrics", 1, 0)); err != nil {
+		t.Fatal(err)
+	}
 	if resp, err := adm.DeleteTopic(ctx, "metrics"); err != nil || resp.Err != nil {
 		t.Fatalf("delete: %v %v", err, resp.Err)
 	}
 	if len(tb.Topics(ctx)) != 0 {
 		t.Fatal("topic still listed after delete")
+	}
+	if left := tb.groups.committedOffsets("dashboards"); len(left) != 0 {
+		t.Fatalf("committed offsets of the deleted topic kept: %v", left)
 	}
 	for _, k := range tb.store.metaKeys() {
 		if strings.Contains(k, "metrics") {
@@ -134,7 +140,9 @@ func TestAdminRESTManagesTopics(t *testing.T) {
 		{"unknown field", "POST", "/admin/topics", "manager", `{"name":"c3","replicas":3}`, 400, nil},
 		{"list", "GET", "/admin/topics", "reader", "", 200, func(_ map[string]any, a []any) bool { return len(a) == 1 }},
 		{"get", "GET", "/admin/topics/clicks", "reader", "", 200,
-			func(o map[string]any, _ []any) bool { return o["retentionMs"] == 60000.0 && o["cleanupPolicy"] == "delete" }},
+			func(o map[string]any, _ []any) bool {
+				return o["retentionMs"] == 60000.0 && o["cleanupPolicy"] == "delete"
+			}},
 		{"get missing", "GET", "/admin/topics/nope", "reader", "", 404, func(o map[string]any, _ []any) bool { return o["error_code"] == 404.0 }},
 		{"reader may not delete", "DELETE", "/admin/topics/clicks", "reader", "", 403, nil},
 		{"delete", "DELETE", "/admin/topics/clicks", "manager", "", 202, nil},
