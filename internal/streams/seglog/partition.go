@@ -71,6 +71,15 @@ func (s *Store) loadPartition(name string, kr *keyring) (*Partition, error) {
 		p.segs = append(p.segs, seg)
 	}
 	p.start = max(p.start, p.segs[0].base)
+	// Segments wholly below the log start outlive a crash in truncateFront.
+	cut := 0
+	for cut < len(p.segs)-1 && p.segs[cut].end() <= p.start {
+		cut++
+	}
+	if err := p.removeSegments(cut); err != nil {
+		p.closeSegments()
+		return nil, err
+	}
 	return p, nil
 }
 
@@ -520,20 +529,28 @@ func (p *Partition) truncateFront(op string, start int64, cut int) error {
 		return err
 	}
 	p.start = start
-	for _, seg := range p.segs[:cut] {
-		seg.f.Close()
-		if err := os.Remove(filepath.Join(p.dir, segmentName(seg.base))); err != nil {
-			return errs.Internalf(op, err)
-		}
-		if err := os.Remove(filepath.Join(p.dir, indexName(seg.base))); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return errs.Internalf(op, err)
-		}
-	}
-	p.segs = append([]*segment(nil), p.segs[cut:]...)
-	if err := syncDir(p.dir); err != nil {
+	if err := p.removeSegments(cut); err != nil {
 		return errs.Internalf(op, err)
 	}
 	return nil
+}
+
+// removeSegments deletes the first cut segments.
+func (p *Partition) removeSegments(cut int) error {
+	if cut == 0 {
+		return nil
+	}
+	for _, seg := range p.segs[:cut] {
+		seg.f.Close()
+		if err := os.Remove(filepath.Join(p.dir, segmentName(seg.base))); err != nil {
+			return err
+		}
+		if err := os.Remove(filepath.Join(p.dir, indexName(seg.base))); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+	}
+	p.segs = append([]*segment(nil), p.segs[cut:]...)
+	return syncDir(p.dir)
 }
 
 func (p *Partition) keyIDs(set map[string]bool) {

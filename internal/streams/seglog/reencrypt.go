@@ -92,6 +92,9 @@ func (s *Store) ReencryptTo(ctx context.Context, dek *DEK, progress func(done, t
 			return errs.E(op, errs.Internal, "REENCRYPT_INCOMPLETE", "Blocks under an old key remain after re-encryption")
 		}
 	}
+	if err := s.usable(op); err != nil {
+		return err
+	}
 	final := kr.only()
 	if err := s.writeKeyCheck(final); err != nil {
 		return errs.Internalf(op, err)

@@ -19,7 +19,7 @@ import (
 type Options struct {
 	StoreID      string // goes into every block's additional data (the deployment's id)
 	Keys         []*DEK // Keys[0] seals new blocks; all of them may open blocks
-	Sync         bool   // fsync before Append/PutMeta return (group commit)
+	Sync         bool   // fsync before Append returns (group commit); PutMeta always syncs
 	SegmentBytes int64  // roll segments at this size (default 64 MiB)
 	// Unsealed stores blocks without encryption (a CRC32C stands in for the
 	// tag). BENCHMARK ONLY: it exists so benchmarks can show what encryption
@@ -314,8 +314,7 @@ func (s *Store) GetMeta(key string) ([]byte, bool) {
 	return s.meta.get(nsUser, key)
 }
 
-// PutMeta stores value under key; with Options.Sync it is durable when it
-// returns.
+// PutMeta stores value under key; it is durable when it returns.
 func (s *Store) PutMeta(key string, value []byte) error {
 	return s.writeMeta("seglog.PutMeta", opPut, nsUser, key, value)
 }
@@ -336,10 +335,11 @@ func (s *Store) writeMeta(op string, rop, ns byte, key string, value []byte) err
 	if err != nil {
 		return errs.Internalf(op, err)
 	}
-	if s.opts.Sync {
-		if err := s.commit.wait(f); err != nil {
-			return errs.Internalf(op, err)
-		}
+	// Metadata (committed offsets, topic configs, log-start offsets) is
+	// durable on return whatever Options.Sync says: losing it would move
+	// consumers or resurrect deleted records. Group commit keeps it cheap.
+	if err := s.commit.wait(f); err != nil {
+		return errs.Internalf(op, err)
 	}
 	return nil
 }
