@@ -3,6 +3,7 @@ package seglog
 import (
 	"context"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"math"
 	"os"
@@ -21,6 +22,11 @@ type Partition struct {
 	store *Store
 	name  string
 	dir   string
+	// stream names the partition in its blocks' additional data: the name
+	// and a random incarnation chosen at creation, so blocks of a dropped
+	// partition do not open in a new one of the same name.
+	stream      string
+	incarnation []byte
 
 	mu      sync.RWMutex
 	segs    []*segment // oldest first; the last is active
@@ -31,7 +37,18 @@ type Partition struct {
 	scratch []byte
 }
 
-var errGap = errors.New("segments are not contiguous")
+var (
+	errGap             = errors.New("segments are not contiguous")
+	errPartitionRecord = errors.New("partition has no identity record")
+)
+
+const incarnationLen = 16
+
+// partitionRecord is the metadata record of a partition: its log-start
+// offset and incarnation.
+func partitionRecord(start int64, incarnation []byte) []byte {
+	return append(binary.LittleEndian.AppendUint64(nil, uint64(start)), incarnation...)
+}
 
 const maxBatchBytes = maxBodyLen - 1<<10
 
@@ -48,9 +65,13 @@ func (s *Store) loadPartition(name string, kr *keyring) (*Partition, error) {
 	if err := removeOrphanIndexes(p.dir, bases); err != nil {
 		return nil, err
 	}
-	if v, ok := s.meta.get(nsPartition, name); ok && len(v) == 8 {
-		p.start = int64(binary.LittleEndian.Uint64(v))
+	v, ok := s.meta.get(nsPartition, name)
+	if !ok || len(v) != 8+incarnationLen {
+		return nil, errPartitionRecord
 	}
+	p.start = int64(binary.LittleEndian.Uint64(v))
+	p.incarnation = v[8:]
+	p.stream = name + "/" + hex.EncodeToString(p.incarnation)
 	for i, base := range bases {
 		seg, err := p.openSegment(base, kr, i == len(bases)-1)
 		if err == nil && i > 0 && seg.base != p.segs[i-1].end() {
@@ -135,7 +156,7 @@ func (p *Partition) fillSegment(seg *segment, kr *keyring, active bool) error {
 	if err != nil {
 		return err
 	}
-	end, err := scanSegment(seg, b, kr, p.name)
+	end, err := scanSegment(seg, b, kr, p.stream)
 	if err != nil {
 		return err
 	}
@@ -170,7 +191,7 @@ func (p *Partition) loadIndex(seg *segment, kr *keyring, fileSize int64) error {
 	if h.blockLen() != len(b) {
 		return errIndex
 	}
-	plain, err := kr.open(b, h, blockID{kind: kindIndex, stream: p.name, base: seg.base})
+	plain, err := kr.open(b, h, blockID{kind: kindIndex, stream: p.stream, base: seg.base})
 	if err != nil {
 		return err
 	}
@@ -182,7 +203,7 @@ func (p *Partition) loadIndex(seg *segment, kr *keyring, fileSize int64) error {
 }
 
 func (p *Partition) writeIndex(seg *segment, kr *keyring) error {
-	blk := kr.seal(nil, blockID{kind: kindIndex, stream: p.name, base: seg.base}, encodeIndex(seg))
+	blk := kr.seal(nil, blockID{kind: kindIndex, stream: p.stream, base: seg.base}, encodeIndex(seg))
 	if err := writeFileAtomic(filepath.Join(p.dir, indexName(seg.base)), blk); err != nil {
 		return err
 	}
@@ -270,7 +291,7 @@ func (p *Partition) Append(ctx context.Context, m BatchMeta, data []byte) (int64
 	m.BaseOffset = seg.end()
 	m.Size = int32(len(data))
 	var mb [metaLen]byte
-	blk := kr.seal(p.scratch[:0], blockID{kind: kindData, stream: p.name, base: seg.base, pos: seg.size}, encodeMeta(mb[:0], m), data)
+	blk := kr.seal(p.scratch[:0], blockID{kind: kindData, stream: p.stream, base: seg.base, pos: seg.size}, encodeMeta(mb[:0], m), data)
 	if cap(blk) <= 1<<20 {
 		p.scratch = blk
 	}
@@ -360,7 +381,7 @@ func (p *Partition) Read(ctx context.Context, from int64, maxBytes int32) ([]Sto
 		first := r.entries[0].pos
 		for _, e := range r.entries {
 			b := r.buf[e.pos-first : e.pos-first+int64(e.len)]
-			plain, err := openBatch(b, kr, blockID{kind: kindData, stream: p.name, base: r.base, pos: e.pos})
+			plain, err := openBatch(b, kr, blockID{kind: kindData, stream: p.stream, base: r.base, pos: e.pos})
 			if err != nil {
 				return nil, dataError(op, err)
 			}
@@ -523,9 +544,7 @@ func (p *Partition) Retain(now time.Time, retentionMs, retentionBytes int64) err
 // first cut segments. In that order a crash can leave files below the start
 // offset (removed at the next call) but never expose deleted offsets again.
 func (p *Partition) truncateFront(op string, start int64, cut int) error {
-	var v [8]byte
-	binary.LittleEndian.PutUint64(v[:], uint64(start))
-	if err := p.store.writeMeta(op, opPut, nsPartition, p.name, v[:]); err != nil {
+	if err := p.store.writeMeta(op, opPut, nsPartition, p.name, partitionRecord(start, p.incarnation)); err != nil {
 		return err
 	}
 	p.start = start

@@ -188,7 +188,7 @@ func (p *Partition) reencryptSegment(ctx context.Context, seg *segment, kr *keyr
 	ns := newSegment(seg.base, nil)
 	out := make([]byte, 0, len(b)+len(b)/16)
 	n := 0
-	end, err := scanBlocks(b, kr, blockID{kind: kindData, stream: p.name, base: seg.base}, func(_ int64, _ string, plain []byte) error {
+	end, err := scanBlocks(b, kr, blockID{kind: kindData, stream: p.stream, base: seg.base}, func(_ int64, _ string, plain []byte) error {
 		if n++; n%256 == 0 && ctx.Err() != nil {
 			return ctx.Err()
 		}
@@ -196,7 +196,7 @@ func (p *Partition) reencryptSegment(ctx context.Context, seg *segment, kr *keyr
 			return errBatch
 		}
 		pos := int64(len(out))
-		out = kr.seal(out, blockID{kind: kindData, stream: p.name, base: seg.base, pos: pos}, plain)
+		out = kr.seal(out, blockID{kind: kindData, stream: p.stream, base: seg.base, pos: pos}, plain)
 		ns.add(entry{meta: decodeMeta(plain), pos: pos, len: int32(int64(len(out)) - pos)}, kr.current)
 		return nil
 	})
@@ -209,7 +209,7 @@ func (p *Partition) reencryptSegment(ctx context.Context, seg *segment, kr *keyr
 	ns.size = int64(len(out))
 	logPath := filepath.Join(p.dir, segmentName(seg.base))
 	idxPath := filepath.Join(p.dir, indexName(seg.base))
-	idx := kr.seal(nil, blockID{kind: kindIndex, stream: p.name, base: seg.base}, encodeIndex(ns))
+	idx := kr.seal(nil, blockID{kind: kindIndex, stream: p.stream, base: seg.base}, encodeIndex(ns))
 	if err := writeSynced(logPath+rewriteExt, out); err != nil {
 		return err
 	}

@@ -375,6 +375,11 @@ func TestDropPartition(t *testing.T) {
 	appendN(t, p, 3, 10, 1)
 	p.DeleteBefore(2)
 	mustPartition(t, s, "kept")
+	segPath := filepath.Join(dir, "p", "gone", segmentName(0))
+	oldBlocks, err := os.ReadFile(segPath)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := s.DropPartition("gone"); err != nil {
 		t.Fatal(err)
 	}
@@ -392,6 +397,12 @@ func TestDropPartition(t *testing.T) {
 	p = mustPartition(t, s, "gone")
 	if p.StartOffset() != 0 || p.EndOffset() != 0 {
 		t.Fatalf("re-created partition at [%d,%d), want a fresh log", p.StartOffset(), p.EndOffset())
+	}
+	// The dropped partition's blocks do not open in its successor.
+	s.Close()
+	os.WriteFile(segPath, oldBlocks, 0o600)
+	if _, err := Open(dir, opts); !errs.Is(errs.Unprocessable, err) {
+		t.Fatalf("Open with a dropped partition's blocks put back: %v", err)
 	}
 }
 

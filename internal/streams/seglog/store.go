@@ -2,6 +2,7 @@ package seglog
 
 import (
 	"crypto/cipher"
+	"crypto/rand"
 	"errors"
 	"os"
 	"path/filepath"
@@ -254,7 +255,8 @@ func dataError(op string, err error) error {
 	case errors.Is(err, errMode):
 		return errs.E(op, errs.Unprocessable, "STORE_MODE", "Stored data was written in another sealing mode").Because(err)
 	case errors.Is(err, errAuth), errors.Is(err, errHeader), errors.Is(err, errShort),
-		errors.Is(err, errBatch), errors.Is(err, errIndex), errors.Is(err, errRecord):
+		errors.Is(err, errBatch), errors.Is(err, errIndex), errors.Is(err, errRecord),
+		errors.Is(err, errGap), errors.Is(err, errPartitionRecord):
 		return errs.E(op, errs.Unprocessable, "DATA_CORRUPT", "Stored data is damaged or was sealed with another key").Because(err)
 	}
 	return errs.Internalf(op, err)
@@ -380,6 +382,13 @@ func (s *Store) Partition(name string, create bool) (*Partition, error) {
 	}
 	if !create {
 		return nil, errs.E(op, errs.NotExist, "PARTITION_NOT_FOUND", "The partition does not exist")
+	}
+	// The record goes first: a directory always has one (DropPartition
+	// removes them in the opposite order).
+	incarnation := make([]byte, incarnationLen)
+	rand.Read(incarnation)
+	if err := s.writeMeta(op, opPut, nsPartition, name, partitionRecord(0, incarnation)); err != nil {
+		return nil, err
 	}
 	if err := os.Mkdir(filepath.Join(s.dir, "p", name), 0o700); err != nil {
 		return nil, errs.Internalf(op, err)
