@@ -13,8 +13,13 @@ func syncDir(dir string) error {
 	if err != nil {
 		return err
 	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
+	return syncClose(d)
+}
+
+// syncClose syncs and closes f, returning the first error.
+func syncClose(f *os.File) error {
+	err := f.Sync()
+	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
 	return err
@@ -38,14 +43,11 @@ func writeSynced(path string, data []byte) error {
 	if err != nil {
 		return err
 	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
 	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return err
+	return syncClose(f)
 }
 
 // readAll reads the first size bytes of f.
@@ -64,14 +66,16 @@ type groupCommit struct {
 	mu      sync.Mutex
 	cond    *sync.Cond
 	pending map[*os.File]struct{}
-	next    uint64 // the round new waiters join
+	next    uint64 // the round new waiters join; next-1 rounds have started
 	done    uint64 // the last finished round
 	busy    bool
+	waiting int // writers inside wait, for tests
 	err     error
+	sync    func(*os.File) error
 }
 
 func newGroupCommit() *groupCommit {
-	g := &groupCommit{pending: map[*os.File]struct{}{}, next: 1}
+	g := &groupCommit{pending: map[*os.File]struct{}{}, next: 1, sync: (*os.File).Sync}
 	g.cond = sync.NewCond(&g.mu)
 	return g
 }
@@ -84,6 +88,8 @@ func (g *groupCommit) wait(f *os.File) error {
 	}
 	g.pending[f] = struct{}{}
 	round := g.next
+	g.waiting++
+	defer func() { g.waiting-- }()
 	for g.done < round {
 		if g.busy {
 			g.cond.Wait()
@@ -98,7 +104,7 @@ func (g *groupCommit) wait(f *os.File) error {
 		var err error
 		for f := range files {
 			// A file closed meanwhile was synced by whoever closed it.
-			if e := f.Sync(); e != nil && !errors.Is(e, os.ErrClosed) && err == nil {
+			if e := g.sync(f); e != nil && !errors.Is(e, os.ErrClosed) && err == nil {
 				err = e
 			}
 		}

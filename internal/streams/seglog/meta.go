@@ -263,9 +263,5 @@ func (j *metaJournal) sizeBytes() int64 {
 func (j *metaJournal) close() error {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	err := j.f.Sync()
-	if cerr := j.f.Close(); err == nil {
-		err = cerr
-	}
-	return err
+	return syncClose(j.f)
 }

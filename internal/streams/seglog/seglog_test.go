@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -523,4 +525,58 @@ func dirSize(t testing.TB, dir string) int64 {
 		return nil
 	})
 	return n
+}
+
+// TestSyncedAppendsShareFsyncs holds the first fsync until every other
+// writer is waiting: all of them must then be served by one more round.
+func TestSyncedAppendsShareFsyncs(t *testing.T) {
+	s := openStore(t, t.TempDir(), Options{Keys: []*DEK{newDEK(t, "k1")}, Sync: true})
+	parts := []*Partition{mustPartition(t, s, "a"), mustPartition(t, s, "b")}
+	g := s.commit
+	before := g.next // creating the partitions synced their records
+	release := make(chan struct{})
+	var syncs atomic.Int64
+	first := true
+	g.sync = func(f *os.File) error {
+		syncs.Add(1)
+		if first {
+			first = false // only the leader of a round calls sync, one round at a time
+			<-release
+		}
+		return f.Sync()
+	}
+	const writers = 8
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Go(func() {
+			if _, err := parts[w%2].Append(context.Background(), BatchMeta{Records: 1}, []byte("x")); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	for {
+		g.mu.Lock()
+		n := g.waiting
+		g.mu.Unlock()
+		if n == writers {
+			break
+		}
+		runtime.Gosched()
+	}
+	close(release)
+	wg.Wait()
+	g.mu.Lock()
+	rounds := g.next - before
+	g.mu.Unlock()
+	if rounds != 2 {
+		t.Fatalf("%d fsync rounds for %d synced appends, want 2", rounds, writers)
+	}
+	if n := syncs.Load(); n > 3 {
+		t.Fatalf("%d fsyncs for 2 partitions in 2 rounds", n)
+	}
+	for _, p := range parts {
+		if p.EndOffset() != writers/2 {
+			t.Fatalf("%s ends at %d", p.name, p.EndOffset())
+		}
+	}
 }
