@@ -249,7 +249,7 @@ func (p *Partition) check(op string) error {
 		return err
 	}
 	if p.dropped {
-		return errs.E(op, errs.NotExist, "PARTITION_NOT_FOUND", "The partition was dropped")
+		return errs.E(op, errs.NotExist, CodePartitionNotFound, "The partition was dropped")
 	}
 	return nil
 }
@@ -320,7 +320,7 @@ func (p *Partition) Append(ctx context.Context, m BatchMeta, data []byte) (int64
 func (p *Partition) endLocked() int64 { return p.active().end() }
 
 func outOfRange(op string) error {
-	return errs.E(op, errs.Invalid, "OFFSET_OUT_OF_RANGE", "The offset is outside the log")
+	return errs.E(op, errs.Invalid, CodeOffsetOutOfRange, "The offset is outside the log")
 }
 
 // readRun is a stretch of consecutive blocks of one segment read at once.

@@ -142,11 +142,11 @@ func (s *Store) checkKnownKey(op string, dek *DEK) error {
 	for pos := 0; pos < len(b); {
 		h, err := parseHeader(b[pos:])
 		if err != nil || h.blockLen() > len(b)-pos {
-			return errs.E(op, errs.Unprocessable, "DATA_CORRUPT", "The store's key verifier file is damaged")
+			return errs.E(op, errs.Unprocessable, CodeCorrupt, "The store's key verifier file is damaged")
 		}
 		if h.keyID == dek.ID {
 			if plain, err := one.openCopy(b[pos:], h, blockID{kind: kindCheck, pos: int64(pos)}); err != nil || string(plain) != checkPlain {
-				return errs.E(op, errs.Unprocessable, "DEK_MISMATCH", "The data encryption key does not match the key with its ID")
+				return errs.E(op, errs.Unprocessable, CodeKeyMismatch, "The data encryption key does not match the key with its ID")
 			}
 		}
 		pos += h.blockLen()

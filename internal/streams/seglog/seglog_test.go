@@ -580,3 +580,36 @@ func TestSyncedAppendsShareFsyncs(t *testing.T) {
 		}
 	}
 }
+
+// TestInterruptedCompactionKeepsTheJournal leaves behind what a compaction
+// that died mid-write leaves: a partial side file of the next generation.
+func TestInterruptedCompactionKeepsTheJournal(t *testing.T) {
+	dir := t.TempDir()
+	opts := Options{StoreID: "dep-1", Keys: []*DEK{newDEK(t, "k1")}}
+	s := openStore(t, dir, opts)
+	s.PutMeta("group/a", []byte("1"))
+	s.PutMeta("group/b", []byte("2"))
+	s.Close()
+	journal, _ := os.ReadFile(filepath.Join(dir, journalName(0)))
+	side := filepath.Join(dir, journalName(1)+rewriteExt)
+	os.WriteFile(side, journal[:len(journal)/2], 0o600)
+
+	s = openStore(t, dir, opts)
+	if got := s.ListMeta("group/"); len(got) != 2 {
+		t.Fatalf("ListMeta = %v after an interrupted compaction", got)
+	}
+	if _, err := os.Stat(side); !os.IsNotExist(err) {
+		t.Fatalf("side file left: %v", err)
+	}
+	if err := s.meta.compact(s.keys.Load()); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s = openStore(t, dir, opts)
+	if got := s.ListMeta("group/"); len(got) != 2 || s.meta.gen != 1 {
+		t.Fatalf("after compaction: gen %d, %v", s.meta.gen, got)
+	}
+	if _, err := os.Stat(filepath.Join(dir, journalName(0))); !os.IsNotExist(err) {
+		t.Fatal("old generation left")
+	}
+}

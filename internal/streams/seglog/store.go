@@ -16,6 +16,17 @@ import (
 	"github.com/keyline/keyline/internal/errs"
 )
 
+// Reason codes (errs.Error.Code) that callers may act on.
+const (
+	CodeClosed            = "STORE_CLOSED"        // errs.Conflict: the store is closed
+	CodeFailed            = "STORE_FAILED"        // errs.Unavailable: an fsync failed; reopen
+	CodeOffsetOutOfRange  = "OFFSET_OUT_OF_RANGE" // errs.Invalid: below StartOffset or above EndOffset
+	CodeCorrupt           = "DATA_CORRUPT"        // errs.Unprocessable: damaged or moved blocks
+	CodeKeyMismatch       = "DEK_MISMATCH"        // errs.Unprocessable: a DEK is not the one with its ID
+	CodeKeyMissing        = "DEK_MISSING"         // errs.Unprocessable: data sealed by a DEK not supplied
+	CodePartitionNotFound = "PARTITION_NOT_FOUND" // errs.NotExist
+)
+
 // Options configure a Store.
 type Options struct {
 	StoreID      string // goes into every block's additional data (the deployment's id)
@@ -154,7 +165,7 @@ func (s *Store) verifyKeys(op string, all *keyring) (*keyring, error) {
 	b, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
 		if !all.unsealed && s.hasData() {
-			return nil, errs.E(op, errs.Unprocessable, "DATA_CORRUPT", "The store's key verifier file is missing (or the store was written unsealed)")
+			return nil, errs.E(op, errs.Unprocessable, CodeCorrupt, "The store's key verifier file is missing (or the store was written unsealed)")
 		}
 		b, err = nil, nil
 	}
@@ -173,13 +184,13 @@ func (s *Store) verifyKeys(op string, all *keyring) (*keyring, error) {
 	for pos < len(b) {
 		h, err := parseHeader(b[pos:])
 		if err != nil || h.blockLen() > len(b)-pos {
-			return nil, errs.E(op, errs.Unprocessable, "DATA_CORRUPT", "The store's key verifier file is damaged")
+			return nil, errs.E(op, errs.Unprocessable, CodeCorrupt, "The store's key verifier file is damaged")
 		}
 		ids = append(ids, h.keyID)
 		if _, ok := all.aeads[h.keyID]; ok {
 			plain, err := all.openCopy(b[pos:], h, blockID{kind: kindCheck, pos: int64(pos)})
 			if err != nil || string(plain) != checkPlain {
-				return nil, errs.E(op, errs.Unprocessable, "DEK_MISMATCH", "A data encryption key does not match the key that sealed this store")
+				return nil, errs.E(op, errs.Unprocessable, CodeKeyMismatch, "A data encryption key does not match the key that sealed this store")
 			}
 			verified[h.keyID] = true
 		}
@@ -251,19 +262,19 @@ func dataError(op string, err error) error {
 	case errs.As(err) != nil:
 		return err
 	case errors.Is(err, errUnknownKey):
-		return errs.E(op, errs.Unprocessable, "DEK_MISSING", "Stored data is sealed with a data encryption key that was not supplied").Because(err)
+		return errs.E(op, errs.Unprocessable, CodeKeyMissing, "Stored data is sealed with a data encryption key that was not supplied").Because(err)
 	case errors.Is(err, errMode):
 		return errs.E(op, errs.Unprocessable, "STORE_MODE", "Stored data was written in another sealing mode").Because(err)
 	case errors.Is(err, errAuth), errors.Is(err, errHeader), errors.Is(err, errShort),
 		errors.Is(err, errBatch), errors.Is(err, errIndex), errors.Is(err, errRecord),
 		errors.Is(err, errGap), errors.Is(err, errPartitionRecord):
-		return errs.E(op, errs.Unprocessable, "DATA_CORRUPT", "Stored data is damaged or was sealed with another key").Because(err)
+		return errs.E(op, errs.Unprocessable, CodeCorrupt, "Stored data is damaged or was sealed with another key").Because(err)
 	}
 	return errs.Internalf(op, err)
 }
 
 func closedError(op string) error {
-	return errs.E(op, errs.Conflict, "STORE_CLOSED", "The log store is closed")
+	return errs.E(op, errs.Conflict, CodeClosed, "The log store is closed")
 }
 
 // usable is nil when the store accepts calls.
@@ -272,7 +283,7 @@ func (s *Store) usable(op string) error {
 		return closedError(op)
 	}
 	if err := s.commit.failed(); err != nil {
-		return errs.E(op, errs.Unavailable, "STORE_FAILED", "The log store failed to sync to disk and accepts no writes").Because(err)
+		return errs.E(op, errs.Unavailable, CodeFailed, "The log store failed to sync to disk and accepts no writes").Because(err)
 	}
 	return nil
 }
@@ -381,7 +392,7 @@ func (s *Store) Partition(name string, create bool) (*Partition, error) {
 		return p, nil
 	}
 	if !create {
-		return nil, errs.E(op, errs.NotExist, "PARTITION_NOT_FOUND", "The partition does not exist")
+		return nil, errs.E(op, errs.NotExist, CodePartitionNotFound, "The partition does not exist")
 	}
 	// The record goes first: a directory always has one (DropPartition
 	// removes them in the opposite order).
@@ -415,7 +426,7 @@ func (s *Store) DropPartition(name string) error {
 	delete(s.parts, name)
 	s.mu.Unlock()
 	if !ok {
-		return errs.E(op, errs.NotExist, "PARTITION_NOT_FOUND", "The partition does not exist")
+		return errs.E(op, errs.NotExist, CodePartitionNotFound, "The partition does not exist")
 	}
 	p.mu.Lock()
 	p.dropped = true
