@@ -148,6 +148,10 @@ func TestCorruptionInTheMiddleIsAnError(t *testing.T) {
 	p := mustPartition(t, s, "p")
 	appendN(t, p, 12, 200, 1) // three batches per segment
 	sealed, active := p.segs[0], p.active()
+	sealedEntries, err := p.entriesOf(sealed, s.keys.Load())
+	if err != nil {
+		t.Fatal(err)
+	}
 	s.Close()
 
 	flip := func(path string, at int64) func() {
@@ -165,7 +169,7 @@ func TestCorruptionInTheMiddleIsAnError(t *testing.T) {
 		}
 	})
 	t.Run("sealed segment: Read refuses that batch", func(t *testing.T) {
-		restore := flip(filepath.Join(dir, "p", "p", segmentName(sealed.base)), sealed.entries[1].pos+40)
+		restore := flip(filepath.Join(dir, "p", "p", segmentName(sealed.base)), sealedEntries[1].pos+40)
 		defer restore()
 		s := openStore(t, dir, opts)
 		p, _ := s.Partition("p", false)
@@ -178,7 +182,7 @@ func TestCorruptionInTheMiddleIsAnError(t *testing.T) {
 		s.Close()
 	})
 	t.Run("sealed segment without index: Open refuses", func(t *testing.T) {
-		restore := flip(filepath.Join(dir, "p", "p", segmentName(sealed.base)), sealed.entries[1].pos+40)
+		restore := flip(filepath.Join(dir, "p", "p", segmentName(sealed.base)), sealedEntries[1].pos+40)
 		defer restore()
 		idx := filepath.Join(dir, "p", "p", indexName(sealed.base))
 		b, _ := os.ReadFile(idx)

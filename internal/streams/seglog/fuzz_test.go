@@ -57,7 +57,7 @@ func FuzzBlockDecoder(f *testing.F) {
 			}
 			openBatch(append([]byte(nil), data...), kr, id)
 		}
-		decodeIndex(newSegment(0, nil), data, int64(len(data)))
+		decodeIndex(0, data, int64(len(data)))
 		j := &metaJournal{live: [2]map[string][]byte{{}, {}}, keys: map[string]int{}}
 		j.apply(data)
 	})

@@ -36,7 +36,14 @@ type Partition struct {
 	closed  bool // closed or dropped: changed is closed for good
 	dropped bool
 	scratch []byte
+
+	cacheMu sync.Mutex
+	cache   []*segment // sealed segments whose entries are loaded, oldest first
 }
+
+// cachedSegments bounds the sealed segments per partition whose entries
+// stay in memory.
+const cachedSegments = 4
 
 var (
 	errGap             = errors.New("segments are not contiguous")
@@ -54,7 +61,7 @@ func partitionRecord(start int64, incarnation []byte) []byte {
 const maxBatchBytes = maxBodyLen - 1<<10
 
 func newSegment(base int64, f *os.File) *segment {
-	return &segment{base: base, f: f, keys: map[string]int{}, maxTs: math.MinInt64}
+	return &segment{base: base, f: f, next: base, keys: map[string]int{}, maxTs: math.MinInt64}
 }
 
 func (s *Store) loadPartition(name string, kr *keyring) (*Partition, error) {
@@ -177,30 +184,86 @@ func (p *Partition) fillSegment(seg *segment, kr *keyring, active bool) error {
 		}
 		return nil
 	}
-	return p.writeIndex(seg, kr)
+	if err := p.writeIndex(seg, kr); err != nil {
+		return err
+	}
+	seg.entries = nil
+	return nil
 }
 
+// loadIndex fills a sealed segment's summary from its index.
 func (p *Partition) loadIndex(seg *segment, kr *keyring, fileSize int64) error {
-	b, err := os.ReadFile(filepath.Join(p.dir, indexName(seg.base)))
+	info, keyID, err := p.readIndex(seg.base, kr, fileSize)
 	if err != nil {
 		return err
+	}
+	seg.size, seg.next, seg.maxTs, seg.keys, seg.indexKey = info.size, info.next, info.maxTs, info.keys, keyID
+	return nil
+}
+
+func (p *Partition) readIndex(base int64, kr *keyring, fileSize int64) (indexInfo, string, error) {
+	b, err := os.ReadFile(filepath.Join(p.dir, indexName(base)))
+	if err != nil {
+		return indexInfo{}, "", err
 	}
 	h, err := parseHeader(b)
 	if err != nil {
-		return err
+		return indexInfo{}, "", err
 	}
 	if h.blockLen() != len(b) {
-		return errIndex
+		return indexInfo{}, "", errIndex
 	}
-	plain, err := kr.open(b, h, blockID{kind: kindIndex, stream: p.stream, base: seg.base})
+	plain, err := kr.open(b, h, blockID{kind: kindIndex, stream: p.stream, base: base})
 	if err != nil {
-		return err
+		return indexInfo{}, "", err
 	}
-	if err := decodeIndex(seg, plain, fileSize); err != nil {
-		return err
+	info, err := decodeIndex(base, plain, fileSize)
+	return info, h.keyID, err
+}
+
+// entriesOf returns a segment's entries. The caller holds p.mu (read or
+// write). A sealed segment's come from the cache, else from its index, else
+// (index lost) from authenticating the segment itself.
+func (p *Partition) entriesOf(seg *segment, kr *keyring) ([]entry, error) {
+	if seg == p.active() {
+		return seg.entries, nil
 	}
-	seg.indexKey = h.keyID
-	return nil
+	if es := seg.cached.Load(); es != nil {
+		return *es, nil
+	}
+	info, _, err := p.readIndex(seg.base, kr, seg.size)
+	if err != nil || info.next != seg.next {
+		b, rerr := readAll(seg.f, seg.size)
+		if rerr != nil {
+			return nil, rerr
+		}
+		scan := newSegment(seg.base, nil)
+		end, serr := scanSegment(scan, b, kr, p.stream)
+		if serr == nil && (end != seg.size || scan.next != seg.next) {
+			serr = errIndex
+		}
+		if serr != nil {
+			return nil, serr
+		}
+		info.entries = scan.entries
+	}
+	p.cacheEntries(seg, info.entries)
+	return info.entries, nil
+}
+
+// cacheEntries keeps es as seg's entries, evicting the oldest cached
+// segment's beyond the bound.
+func (p *Partition) cacheEntries(seg *segment, es []entry) {
+	seg.cached.Store(&es)
+	p.cacheMu.Lock()
+	defer p.cacheMu.Unlock()
+	p.cache = append(p.cache, seg)
+	for len(p.cache) > cachedSegments {
+		if old := p.cache[0]; !slices.Contains(p.cache[1:], old) {
+			old.cached.Store(nil)
+		}
+		p.cache = p.cache[1:]
+	}
 }
 
 func (p *Partition) writeIndex(seg *segment, kr *keyring) error {
@@ -241,6 +304,8 @@ func (p *Partition) rollLocked(kr *keyring) error {
 		return err
 	}
 	p.segs = append(p.segs, seg)
+	p.cacheEntries(old, old.entries)
+	old.entries = nil
 	return nil
 }
 
@@ -355,10 +420,15 @@ func (p *Partition) Read(ctx context.Context, from int64, maxBytes int32) ([]Sto
 	si := sort.Search(len(p.segs), func(i int) bool { return p.segs[i].end() > from })
 	for ; si < len(p.segs) && !full; si++ {
 		seg := p.segs[si]
-		i := sort.Search(len(seg.entries), func(i int) bool { return seg.entries[i].meta.LastOffset() >= from })
+		es, err := p.entriesOf(seg, kr)
+		if err != nil {
+			p.mu.RUnlock()
+			return nil, dataError(op, err)
+		}
+		i := sort.Search(len(es), func(i int) bool { return es[i].meta.LastOffset() >= from })
 		j := i
-		for ; j < len(seg.entries); j++ {
-			size := int64(seg.entries[j].meta.Size)
+		for ; j < len(es); j++ {
+			size := int64(es[j].meta.Size)
 			if total > 0 && total+size > int64(maxBytes) {
 				full = true
 				break
@@ -368,13 +438,13 @@ func (p *Partition) Read(ctx context.Context, from int64, maxBytes int32) ([]Sto
 		if j == i {
 			continue
 		}
-		first, last := seg.entries[i], seg.entries[j-1]
+		first, last := es[i], es[j-1]
 		buf := make([]byte, last.pos+int64(last.len)-first.pos)
 		if _, err := seg.f.ReadAt(buf, first.pos); err != nil {
 			p.mu.RUnlock()
 			return nil, errs.Internalf(op, err)
 		}
-		runs = append(runs, readRun{base: seg.base, buf: buf, entries: seg.entries[i:j]})
+		runs = append(runs, readRun{base: seg.base, buf: buf, entries: es[i:j]})
 	}
 	p.mu.RUnlock()
 	var out []StoredBatch
@@ -428,15 +498,18 @@ func (p *Partition) EndOffset() int64 {
 }
 
 // OffsetForTimestamp is the first offset of the first batch whose
-// MaxTimestamp >= ts, or EndOffset when there is none.
+// MaxTimestamp >= ts, or EndOffset when there is none. A segment whose index
+// cannot be read is passed over (Read reports the damage).
 func (p *Partition) OffsetForTimestamp(ts int64) int64 {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
+	kr := p.store.keys.Load()
 	for _, seg := range p.segs {
 		if seg.maxTs < ts {
 			continue
 		}
-		for _, e := range seg.entries {
+		es, _ := p.entriesOf(seg, kr)
+		for _, e := range es {
 			if e.meta.LastOffset() >= p.start && e.meta.MaxTimestamp >= ts {
 				return max(e.meta.BaseOffset, p.start)
 			}
@@ -445,13 +518,18 @@ func (p *Partition) OffsetForTimestamp(ts int64) int64 {
 	return p.endLocked()
 }
 
-// Tail returns the last n batch headers, oldest first.
+// Tail returns the last n batch headers, oldest first; it stops early at a
+// segment whose index cannot be read.
 func (p *Partition) Tail(n int) []BatchMeta {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
+	kr := p.store.keys.Load()
 	var out []BatchMeta
 	for si := len(p.segs) - 1; si >= 0 && len(out) < n; si-- {
-		es := p.segs[si].entries
+		es, err := p.entriesOf(p.segs[si], kr)
+		if err != nil {
+			break
+		}
 		for i := len(es) - 1; i >= 0 && len(out) < n && es[i].meta.LastOffset() >= p.start; i-- {
 			out = append(out, es[i].meta)
 		}
@@ -567,7 +645,11 @@ func (p *Partition) removeSegments(cut int) error {
 			return err
 		}
 	}
+	gone := p.segs[:cut]
 	p.segs = append([]*segment(nil), p.segs[cut:]...)
+	p.cacheMu.Lock()
+	p.cache = slices.DeleteFunc(p.cache, func(s *segment) bool { return slices.Contains(gone, s) })
+	p.cacheMu.Unlock()
 	return syncDir(p.dir)
 }
 

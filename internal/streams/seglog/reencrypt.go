@@ -244,6 +244,7 @@ func (p *Partition) reencryptSegment(ctx context.Context, seg *segment, kr *keyr
 		return err
 	}
 	seg.f.Close()
-	seg.f, seg.size, seg.entries, seg.keys, seg.indexKey = nf, ns.size, ns.entries, ns.keys, kr.current
+	seg.f, seg.size, seg.keys, seg.indexKey = nf, ns.size, ns.keys, kr.current
+	seg.cached.Store(nil) // positions changed; reloaded from the new index when needed
 	return nil
 }

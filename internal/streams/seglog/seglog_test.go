@@ -613,3 +613,47 @@ func TestInterruptedCompactionKeepsTheJournal(t *testing.T) {
 		t.Fatal("old generation left")
 	}
 }
+
+// TestSealedSegmentEntriesAreLoadedOnDemand checks that memory does not
+// grow with the log: sealed segments' entries are read from their index
+// when needed, a few are cached, and a lost index is rebuilt from the
+// segment itself.
+func TestSealedSegmentEntriesAreLoadedOnDemand(t *testing.T) {
+	dir := t.TempDir()
+	opts := Options{StoreID: "dep-1", Keys: []*DEK{newDEK(t, "k1")}, SegmentBytes: 1024}
+	s := openStore(t, dir, opts)
+	appendN(t, mustPartition(t, s, "p"), 60, 300, 1)
+	s.Close()
+
+	s = openStore(t, dir, opts)
+	p, _ := s.Partition("p", false)
+	cached := func() int {
+		n := 0
+		for _, seg := range p.segs[:len(p.segs)-1] {
+			if seg.cached.Load() != nil {
+				n++
+			}
+		}
+		return n
+	}
+	if len(p.segs) < 20 || cached() != 0 {
+		t.Fatalf("%d segments, %d with entries in memory after open", len(p.segs), cached())
+	}
+	checkBatches(t, readAllBatches(t, p), 0, 300)
+	if n := cached(); n == 0 || n > cachedSegments {
+		t.Fatalf("%d sealed segments hold entries after a full read, want 1..%d", n, cachedSegments)
+	}
+	lost := p.segs[2]
+	lost.cached.Store(nil)
+	os.Remove(filepath.Join(dir, "p", "p", indexName(lost.base)))
+	bs, err := p.Read(context.Background(), lost.base, 1)
+	if err != nil || len(bs) != 1 || bs[0].Meta.BaseOffset != lost.base {
+		t.Fatalf("Read from a segment whose index is gone: %v", err)
+	}
+	if got := p.OffsetForTimestamp(lost.base + 1); got != lost.base {
+		t.Fatalf("OffsetForTimestamp = %d, want %d", got, lost.base)
+	}
+	if got := p.Tail(60); len(got) != 60 || got[0].BaseOffset != 0 {
+		t.Fatalf("Tail(60) has %d headers", len(got))
+	}
+}
