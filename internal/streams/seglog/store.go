@@ -49,6 +49,18 @@ const defaultSegmentBytes = 64 << 20
 //	meta.<gen>.journal    the metadata journal
 //	p/<partition>/<base>.log, <base>.idx
 //	trash/                dropped partitions, removed on the next open
+//
+// Guarantees and limits:
+//   - With Options.Sync an acknowledged Append survives a crash; Open cuts a
+//     torn or garbled tail of an active segment or of the journal, and
+//     refuses (Unprocessable) damage followed by intact blocks.
+//   - Every block authenticates its place; moving, swapping or copying
+//     blocks or files between partitions, stores or journal generations
+//     fails. Replacing a file with an older copy of itself (rollback), or
+//     cutting an active segment exactly at a block boundary, cannot be told
+//     from an older state of the log.
+//   - Memory: the active segment's batch entries (about 72 bytes a batch)
+//     and a few sealed segments' entries per partition.
 type Store struct {
 	dir    string
 	opts   Options
