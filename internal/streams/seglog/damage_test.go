@@ -83,8 +83,14 @@ func assertNoMarker(t *testing.T, dir, marker string) {
 // by truncation and by garbling everything after the point, and checks that
 // Open keeps every block that ends before the damage and nothing else.
 func TestTornTailIsCut(t *testing.T) {
+	for _, unsealed := range []bool{false, true} {
+		t.Run(modeName(unsealed), func(t *testing.T) { testTornTail(t, unsealed) })
+	}
+}
+
+func testTornTail(t *testing.T, unsealed bool) {
 	dir := t.TempDir()
-	opts := Options{StoreID: "dep-1", Keys: []*DEK{newDEK(t, "k1")}, SegmentBytes: 1 << 20}
+	opts := Options{StoreID: "dep-1", Keys: []*DEK{newDEK(t, "k1")}, SegmentBytes: 1 << 20, Unsealed: unsealed}
 	s := openStore(t, dir, opts)
 	p := mustPartition(t, s, "p")
 	appendN(t, p, 12, 40, 2)
@@ -97,7 +103,7 @@ func TestTornTailIsCut(t *testing.T) {
 	}
 	var cuts []int
 	for _, e := range entries {
-		cuts = append(cuts, int(e.pos), int(e.pos)+1, int(e.pos)+5, int(e.pos)+14, int(e.pos)+int(e.len)/2, int(e.pos+int64(e.len))-1)
+		cuts = append(cuts, int(e.pos), int(e.pos)+5, int(e.pos)+14, int(e.pos)+int(e.len)/2, int(e.pos+int64(e.len))-1)
 	}
 	for _, garble := range []bool{false, true} {
 		for _, cut := range cuts {
