@@ -101,13 +101,7 @@ func (g *groupCommit) wait(f *os.File) error {
 		leading := g.next
 		g.next++
 		g.mu.Unlock()
-		var err error
-		for f := range files {
-			// A file closed meanwhile was synced by whoever closed it.
-			if e := g.sync(f); e != nil && !errors.Is(e, os.ErrClosed) && err == nil {
-				err = e
-			}
-		}
+		err := g.syncAll(files)
 		g.mu.Lock()
 		if err != nil && g.err == nil {
 			g.err = err
@@ -117,6 +111,36 @@ func (g *groupCommit) wait(f *os.File) error {
 		g.cond.Broadcast()
 	}
 	return g.err
+}
+
+// syncFanout bounds the fsyncs of one round that run at once. Concurrent
+// fsyncs let the file system fold them into one journal commit, where
+// fsyncs in turn would each wait for their own.
+const syncFanout = 16
+
+func (g *groupCommit) syncAll(files map[*os.File]struct{}) error {
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		first error
+		slots = make(chan struct{}, syncFanout)
+	)
+	for f := range files {
+		slots <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-slots }()
+			// A file closed meanwhile was synced by whoever closed it.
+			if err := g.sync(f); err != nil && !errors.Is(err, os.ErrClosed) {
+				mu.Lock()
+				if first == nil {
+					first = err
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	return first
 }
 
 // failed is the sticky fsync error, if any.

@@ -536,11 +536,8 @@ func TestSyncedAppendsShareFsyncs(t *testing.T) {
 	before := g.next // creating the partitions synced their records
 	release := make(chan struct{})
 	var syncs atomic.Int64
-	first := true
 	g.sync = func(f *os.File) error {
-		syncs.Add(1)
-		if first {
-			first = false // only the leader of a round calls sync, one round at a time
+		if syncs.Add(1) == 1 {
 			<-release
 		}
 		return f.Sync()
