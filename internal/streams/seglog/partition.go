@@ -100,6 +100,16 @@ func (s *Store) loadPartition(name string, kr *keyring) (*Partition, error) {
 		p.segs = append(p.segs, seg)
 	}
 	p.start = max(p.start, p.segs[0].base)
+	if p.start > p.active().end() {
+		// Unsynced appends lost in a crash after a synced DeleteBefore: the
+		// log resumes at its start offset, never reusing offsets below it.
+		seg, err := p.createSegment(p.start)
+		if err != nil {
+			p.closeSegments()
+			return nil, err
+		}
+		p.segs = append(p.segs, seg)
+	}
 	// Segments wholly below the log start outlive a crash in truncateFront.
 	cut := 0
 	for cut < len(p.segs)-1 && p.segs[cut].end() <= p.start {

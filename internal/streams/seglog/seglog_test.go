@@ -654,3 +654,28 @@ func TestSealedSegmentEntriesAreLoadedOnDemand(t *testing.T) {
 		t.Fatalf("Tail(60) has %d headers", len(got))
 	}
 }
+
+// TestLogResumesAtItsStartAfterLosingUnsyncedTail simulates a crash that
+// kept a synced DeleteBefore but lost the unsynced batches it passed.
+func TestLogResumesAtItsStartAfterLosingUnsyncedTail(t *testing.T) {
+	dir := t.TempDir()
+	opts := Options{StoreID: "dep-1", Keys: []*DEK{newDEK(t, "k1")}}
+	s := openStore(t, dir, opts)
+	p := mustPartition(t, s, "p")
+	appendN(t, p, 4, 10, 5) // offsets 0..19 in segment 0
+	if err := p.DeleteBefore(12); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	os.Truncate(filepath.Join(dir, "p", "p", segmentName(0)), int64(p.segs[0].size)/4) // loses the tail
+
+	s = openStore(t, dir, opts)
+	p, _ = s.Partition("p", false)
+	if p.StartOffset() != 12 || p.EndOffset() != 12 {
+		t.Fatalf("log [%d,%d), want [12,12)", p.StartOffset(), p.EndOffset())
+	}
+	base, err := p.Append(context.Background(), BatchMeta{Records: 1}, []byte("x"))
+	if err != nil || base != 12 {
+		t.Fatalf("Append = %d, %v; want 12", base, err)
+	}
+}
