@@ -57,7 +57,7 @@ func FuzzBlockDecoder(f *testing.F) {
 			}
 			openBatch(append([]byte(nil), data...), kr, id)
 		}
-		decodeIndex(newSegment(0, nil), data, int64(len(data)))
+		decodeIndex(0, data, int64(len(data)))
 		j := &metaJournal{live: [2]map[string][]byte{{}, {}}, keys: map[string]int{}}
 		j.apply(data)
 	})
@@ -90,10 +90,8 @@ func FuzzOpenDamagedStore(f *testing.F) {
 		return nil
 	})
 	for i := range files {
-		f.Add(uint8(i), uint32(0), []byte{0xff}, false)
-		f.Add(uint8(i), uint32(30), []byte("garbage"), false)
-		f.Add(uint8(i), uint32(200), []byte{}, true)
-		f.Add(uint8(i), uint32(13), []byte{}, true)
+		f.Add(uint8(i), uint32(30+i*97), []byte("garbage"), false)
+		f.Add(uint8(i), uint32(13+i*131), []byte{}, true)
 	}
 	f.Fuzz(func(t *testing.T, fileIdx uint8, off uint32, patch []byte, truncate bool) {
 		dir := t.TempDir()
