@@ -93,6 +93,9 @@ const (
 	KeyRead        = "resource-controller.key.retrieve"
 	KeyDelete      = "resource-controller.key.delete"
 
+	// Activity Tracker: reading the account's audit events.
+	AuditRead = "atracker.events.read"
+
 	// IAM policy administration on a target service.
 	PolicyRead  = "iam.policy.read"
 	PolicyWrite = "iam.policy.update"
@@ -126,7 +129,7 @@ var streamsReader = []string{TopicRead, MessageRead, BackupRead}
 var streamsWriter = append(append([]string(nil), streamsReader...), MessageWrite)
 var streamsManager = append(append([]string(nil), streamsWriter...), TopicManage, BackupCreate)
 
-var platformViewer = []string{InstanceRead, KeyRead}
+var platformViewer = []string{InstanceRead, KeyRead, AuditRead}
 var platformEditor = append(append([]string(nil), platformViewer...), InstanceCreate, InstanceUpdate, InstanceDelete, KeyCreate, KeyDelete)
 var platformAdmin = append(append([]string(nil), platformEditor...), PolicyRead, PolicyWrite)
 

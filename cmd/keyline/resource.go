@@ -1,0 +1,351 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/keyline/keyline/internal/client"
+	"github.com/spf13/cobra"
+)
+
+func newResourceCmd(c *cli) *cobra.Command {
+	cmd := &cobra.Command{Use: "resource", Short: "Service instances, credentials, reclamations and tasks"}
+	cmd.AddCommand(c.instanceCreateCmd(), c.instancesCmd(), c.instanceShowCmd(), c.instanceDeleteCmd(),
+		c.serviceKeyCreateCmd(), c.reclamationsCmd(), c.reclamationActionCmd("reclamation-restore", "restore", "Restore a deleted instance"),
+		c.reclamationActionCmd("reclamation-delete", "reclaim", "Delete an instance for good (unrecoverable)"), c.tasksCmd())
+	return cmd
+}
+
+// readParams reads -p as a JSON string or @file.
+func readParams(p string) (map[string]any, error) {
+	if p == "" {
+		return nil, nil
+	}
+	data := []byte(p)
+	if strings.HasPrefix(p, "@") {
+		var err error
+		if data, err = os.ReadFile(p[1:]); err != nil {
+			return nil, usageError{err}
+		}
+	}
+	var m map[string]any
+	if err := json.Unmarshal(data, &m); err != nil {
+		return nil, usageError{fmt.Errorf("-p must be a JSON object or @file: %v", err)}
+	}
+	return m, nil
+}
+
+func (c *cli) instanceCreateCmd() *cobra.Command {
+	var params string
+	cmd := &cobra.Command{
+		Use:   "service-instance-create NAME SERVICE_NAME SERVICE_PLAN_NAME LOCATION [-p @JSON_FILE|JSON_STRING]",
+		Short: "Create a service instance (kms, messagehub)",
+		Args:  cobra.ExactArgs(4),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			p, err := readParams(params)
+			if err != nil {
+				return err
+			}
+			body := map[string]any{"name": args[0], "resource_id": args[1], "resource_plan_id": args[2], "target": args[3]}
+			if p != nil {
+				body["parameters"] = p
+			}
+			var out map[string]any
+			if err := c.client().Do(ctxOf(cmd), client.Request{Method: "POST", Path: "/v2/resource_instances", Body: body}, &out); err != nil {
+				return err
+			}
+			if c.output == "json" {
+				return c.printJSON(out)
+			}
+			c.ok("Service instance %s was created.", args[0])
+			c.printInstance(out)
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&params, "parameters", "p", "", "parameters as JSON or @file")
+	return cmd
+}
+
+func (c *cli) printInstance(in map[string]any) {
+	pairs := [][2]string{
+		{"Name", str(in, "name")}, {"ID", str(in, "id")}, {"GUID", str(in, "guid")},
+		{"Location", str(in, "region_id")}, {"Service Name", str(in, "resource_id")}, {"Service Plan Name", str(in, "resource_plan_id")},
+		{"State", str(in, "state")},
+	}
+	if r := str(in, "state_reason"); r != "" {
+		pairs = append(pairs, [2]string{"State Reason", r})
+	}
+	params := obj(in, "parameters")
+	for _, k := range sortedKeys(params) {
+		if v, ok := params[k].(string); ok {
+			pairs = append(pairs, [2]string{k, v})
+		}
+	}
+	if at := str(in, "scheduled_reclaim_at"); at != "" {
+		pairs = append(pairs, [2]string{"Scheduled reclaim at", at})
+	}
+	for _, w := range list(in, "warnings") {
+		pairs = append(pairs, [2]string{"Warning", str(w, "message")})
+	}
+	if ws, ok := in["warnings"].([]any); ok {
+		for _, w := range ws {
+			if s, ok := w.(string); ok {
+				pairs = append(pairs, [2]string{"Warning", s})
+			}
+		}
+	}
+	c.fields(pairs...)
+}
+
+func (c *cli) instancesCmd() *cobra.Command {
+	var service, state string
+	cmd := &cobra.Command{
+		Use: "service-instances [--service-name NAME] [--state STATE]", Short: "List service instances", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			q := url.Values{}
+			if service != "" {
+				q.Set("resource_id", service)
+			}
+			if state != "" {
+				q.Set("state", state)
+			}
+			var out map[string]any
+			if err := c.client().Do(ctxOf(cmd), clientReq("GET", "/v2/resource_instances?"+q.Encode(), nil), &out); err != nil {
+				return err
+			}
+			if c.output == "json" {
+				return c.printJSON(out)
+			}
+			var rows [][]string
+			for _, in := range list(out, "resources") {
+				rows = append(rows, []string{str(in, "name"), str(in, "guid"), str(in, "region_id"), str(in, "resource_id"), str(in, "state")})
+			}
+			c.table([]string{"Name", "GUID", "Location", "Service", "State"}, rows)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&service, "service-name", "", "only instances of this service")
+	cmd.Flags().StringVar(&state, "state", "", "only instances in this state")
+	return cmd
+}
+
+// instanceID resolves a name, GUID or CRN to the instance.
+func (c *cli) instance(cmd *cobra.Command, cl *client.Client, ref string) (map[string]any, error) {
+	var out map[string]any
+	if strings.HasPrefix(ref, "crn:") || looksLikeGUID(ref) {
+		err := cl.Do(ctxOf(cmd), clientReq("GET", client.Path("v2", "resource_instances", ref), nil), &out)
+		return out, err
+	}
+	q := url.Values{"name": {ref}, "state": {"active,provisioning,inactive,pending_reclamation,failed"}}
+	if err := cl.Do(ctxOf(cmd), clientReq("GET", "/v2/resource_instances?"+q.Encode(), nil), &out); err != nil {
+		return nil, err
+	}
+	found := list(out, "resources")
+	if len(found) == 0 {
+		return nil, &client.Error{Status: 404, Message: fmt.Sprintf("no service instance is named %q", ref)}
+	}
+	if len(found) > 1 {
+		return nil, usageError{fmt.Errorf("%d service instances are named %q: use the GUID", len(found), ref)}
+	}
+	return found[0], nil
+}
+
+func looksLikeGUID(s string) bool {
+	return len(s) == 36 && strings.Count(s, "-") == 4
+}
+
+func (c *cli) instanceShowCmd() *cobra.Command {
+	return &cobra.Command{
+		Use: "service-instance NAME|GUID|CRN", Short: "Show a service instance and its security settings", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			in, err := c.instance(cmd, c.client(), args[0])
+			if err != nil {
+				return err
+			}
+			if c.output == "json" {
+				return c.printJSON(in)
+			}
+			c.printInstance(in)
+			return nil
+		},
+	}
+}
+
+func (c *cli) instanceDeleteCmd() *cobra.Command {
+	var force bool
+	cmd := &cobra.Command{
+		Use: "service-instance-delete NAME|GUID|CRN [-f]", Short: "Delete a service instance (it waits in reclamation first)", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl := c.client()
+			in, err := c.instance(cmd, cl, args[0])
+			if err != nil {
+				return err
+			}
+			if err := cl.Do(ctxOf(cmd), clientReq("DELETE", client.Path("v2", "resource_instances", str(in, "guid")), nil), nil); err != nil {
+				return err
+			}
+			c.ok("Service instance %s was deleted; it can be restored until its reclamation ends.", str(in, "name"))
+			return nil
+		},
+	}
+	cmd.Flags().BoolVarP(&force, "force", "f", false, "do not ask for confirmation")
+	return cmd
+}
+
+func (c *cli) serviceKeyCreateCmd() *cobra.Command {
+	var role string
+	cmd := &cobra.Command{
+		Use: "service-key-create NAME [ROLE] --instance-name INSTANCE", Short: "Create service credentials", Args: cobra.RangeArgs(1, 2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			inst, _ := cmd.Flags().GetString("instance-name")
+			if inst == "" {
+				return usageError{errorf("--instance-name is required")}
+			}
+			cl := c.client()
+			in, err := c.instance(cmd, cl, inst)
+			if err != nil {
+				return err
+			}
+			body := map[string]any{"name": args[0], "source": str(in, "guid")}
+			if len(args) == 2 {
+				role = args[1]
+			}
+			if role != "" {
+				body["role"] = roleRefs(role)[0]["role_id"]
+			}
+			var out map[string]any
+			if err := cl.Do(ctxOf(cmd), client.Request{Method: "POST", Path: "/v2/resource_keys", Body: body}, &out); err != nil {
+				return err
+			}
+			return c.printJSON(out)
+		},
+	}
+	cmd.Flags().String("instance-name", "", "the service instance")
+	return cmd
+}
+
+func (c *cli) reclamationsCmd() *cobra.Command {
+	var inst string
+	cmd := &cobra.Command{
+		Use: "reclamations [--resource-instance-id GUID]", Short: "List deleted instances waiting for reclamation", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			q := url.Values{}
+			if inst != "" {
+				q.Set("resource_instance_id", inst)
+			}
+			var out map[string]any
+			if err := c.client().Do(ctxOf(cmd), clientReq("GET", "/v1/reclamations?"+q.Encode(), nil), &out); err != nil {
+				return err
+			}
+			if c.output == "json" {
+				return c.printJSON(out)
+			}
+			var rows [][]string
+			for _, r := range list(out, "resources") {
+				rows = append(rows, []string{str(r, "id"), str(r, "resource_instance_id"), str(r, "state"), str(r, "target_time")})
+			}
+			c.table([]string{"ID", "Resource Instance ID", "State", "Target Time"}, rows)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&inst, "resource-instance-id", "", "only this instance")
+	return cmd
+}
+
+func (c *cli) reclamationActionCmd(use, action, short string) *cobra.Command {
+	var comment string
+	var force bool
+	cmd := &cobra.Command{
+		Use: use + " ID [--comment COMMENT]", Short: short, Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var out map[string]any
+			body := map[string]any{"comment": comment}
+			if err := c.client().Do(ctxOf(cmd), client.Request{Method: "POST", Path: client.Path("v1", "reclamations", args[0], "actions", action), Body: body}, &out); err != nil {
+				return err
+			}
+			if c.output == "json" {
+				return c.printJSON(out)
+			}
+			c.ok("Reclamation %s: %s requested.", args[0], action)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&comment, "comment", "", "comment")
+	if action == "reclaim" {
+		cmd.Flags().BoolVarP(&force, "force", "f", false, "do not ask for confirmation")
+	}
+	return cmd
+}
+
+func (c *cli) tasksCmd() *cobra.Command {
+	var wait bool
+	cmd := &cobra.Command{
+		Use: "tasks DEPLOYMENT [--wait]", Short: "List a deployment's tasks; --wait follows running ones with a progress bar", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl := c.client()
+			in, err := c.instance(cmd, cl, args[0])
+			if err != nil {
+				return err
+			}
+			path := client.Path("v5", "ibm", "deployments", str(in, "crn"), "tasks")
+			for {
+				var out map[string]any
+				if err := cl.Do(ctxOf(cmd), clientReq("GET", path, nil), &out); err != nil {
+					return err
+				}
+				tasks := list(out, "tasks")
+				running := false
+				for _, t := range tasks {
+					if s := str(t, "status"); s == "running" || s == "queued" {
+						running = true
+					}
+				}
+				if !wait || !running {
+					if wait && c.output != "json" {
+						fmt.Fprintln(c.out)
+					}
+					if c.output == "json" {
+						return c.printJSON(out)
+					}
+					var rows [][]string
+					for _, t := range tasks {
+						rows = append(rows, []string{str(t, "description"), str(t, "status"), str(t, "progress_percent") + "%", str(t, "created_at"), str(t, "id")})
+					}
+					c.table([]string{"Description", "Status", "Progress", "Created", "ID"}, rows)
+					return nil
+				}
+				if c.output != "json" {
+					for _, t := range tasks {
+						if s := str(t, "status"); s == "running" || s == "queued" {
+							fmt.Fprintf(c.out, "\r%s %s", progressBar(int(numberOf(t, "progress_percent")), 30), str(t, "description"))
+							break
+						}
+					}
+				}
+				select {
+				case <-ctxOf(cmd).Done():
+					return ctxOf(cmd).Err()
+				case <-time.After(500 * time.Millisecond):
+				}
+			}
+		},
+	}
+	cmd.Flags().BoolVar(&wait, "wait", false, "wait until no task is running, showing progress")
+	return cmd
+}
+
+func numberOf(m map[string]any, key string) float64 {
+	f, _ := m[key].(float64)
+	return f
+}
+
+// progressBar draws [#####-----] 50%.
+func progressBar(percent, width int) string {
+	percent = max(0, min(100, percent))
+	done := percent * width / 100
+	return "[" + strings.Repeat("#", done) + strings.Repeat("-", width-done) + fmt.Sprintf("] %3d%%", percent)
+}

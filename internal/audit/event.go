@@ -1,0 +1,237 @@
+// Package audit is Keyline's Activity Tracker: every call of every service
+// becomes a CADF event, stored durably, queryable and followable as a stream.
+package audit
+
+import (
+	"context"
+	"strings"
+	"time"
+
+	"github.com/keyline/keyline/internal/auth"
+	"github.com/keyline/keyline/internal/httpapi"
+)
+
+// Event is one CADF event in the field layout of IBM Cloud Activity Tracker.
+type Event struct {
+	ID              string         `json:"id"`
+	EventTime       string         `json:"eventTime"`
+	Action          string         `json:"action"`
+	Outcome         string         `json:"outcome"`
+	Message         string         `json:"message"`
+	Severity        string         `json:"severity"`
+	Initiator       Initiator      `json:"initiator"`
+	Target          Target         `json:"target"`
+	Observer        Observer       `json:"observer"`
+	Reason          Reason         `json:"reason"`
+	RequestData     map[string]any `json:"requestData,omitempty"`
+	ResponseData    map[string]any `json:"responseData,omitempty"`
+	CorrelationID   string         `json:"correlationId"`
+	DataEvent       bool           `json:"dataEvent"`
+	LogSourceCRN    string         `json:"logSourceCRN,omitempty"`
+	SaveServiceCopy bool           `json:"saveServiceCopy"`
+
+	// Account is the account whose Activity Tracker shows the event when the
+	// target is not a CRN of that account; NewEvent sets it from the principal.
+	Account string `json:"-"`
+}
+
+// Initiator is who acted.
+type Initiator struct {
+	ID         string     `json:"id"`
+	Name       string     `json:"name,omitempty"`
+	TypeURI    string     `json:"typeURI"`
+	Credential Credential `json:"credential"`
+	Host       Host       `json:"host"`
+	AuthnID    string     `json:"authnId,omitempty"`
+	AuthnName  string     `json:"authnName,omitempty"`
+}
+
+// Credential is how the initiator authenticated.
+type Credential struct {
+	Type string `json:"type,omitempty"`
+}
+
+// Host is where the initiator called from.
+type Host struct {
+	Address     string `json:"address,omitempty"`
+	AddressType string `json:"addressType,omitempty"`
+	Agent       string `json:"agent,omitempty"`
+}
+
+// Target is what was acted on.
+type Target struct {
+	ID      string `json:"id"` // a CRN
+	Name    string `json:"name,omitempty"`
+	TypeURI string `json:"typeURI"`
+}
+
+// Observer is always the Activity Tracker.
+type Observer struct {
+	Name string `json:"name"`
+}
+
+// Reason carries the HTTP status of the call and, on failure, why.
+type Reason struct {
+	ReasonCode       int    `json:"reasonCode"`
+	ReasonType       string `json:"reasonType,omitempty"`
+	ReasonForFailure string `json:"reasonForFailure,omitempty"`
+}
+
+// Outcomes.
+const (
+	Success = "success"
+	Failure = "failure"
+	Pending = "pending"
+)
+
+// Severities.
+const (
+	Normal   = "normal"
+	Warning  = "warning"
+	Critical = "critical"
+)
+
+// NewEvent starts an event for action on target, taking the initiator from
+// the principal in ctx and the request from the HTTP edge. Severity follows
+// Activity Tracker's rules for the action and reason code.
+func NewEvent(ctx context.Context, action string, target Target, outcome string, reasonCode int) *Event {
+	ri := httpapi.Info(ctx)
+	ev := &Event{
+		Action:          action,
+		Outcome:         outcome,
+		Target:          target,
+		Observer:        Observer{Name: "ActivityTracker"},
+		Reason:          Reason{ReasonCode: reasonCode, ReasonType: reasonType(reasonCode)},
+		CorrelationID:   ri.CorrelationID,
+		Severity:        SeverityFor(action, reasonCode),
+		Message:         messageFor(action, outcome),
+		SaveServiceCopy: true,
+	}
+	if target.TypeURI == "" {
+		ev.Target.TypeURI = typeURIFor(action)
+	}
+	if p := auth.FromContext(ctx); p != nil {
+		ev.Account = p.AccountID
+		ev.Initiator = Initiator{ID: p.IAMID, Name: p.Name, TypeURI: initiatorType(p), Credential: Credential{Type: p.CredentialType}, AuthnID: p.IAMID, AuthnName: p.Name}
+	} else {
+		ev.Initiator = Initiator{ID: "anonymous", TypeURI: "service/security/account/user"}
+	}
+	if p := auth.FromContext(ctx); p == nil || p.Type != auth.Service {
+		ev.Initiator.Host = Host{Address: ri.ClientIP, AddressType: addressType(ri.ClientIP), Agent: ri.UserAgent}
+	}
+	if ri.URI != "" {
+		ev.RequestData = map[string]any{"requestURI": ri.URI, "method": ri.Method}
+	}
+	return ev
+}
+
+// SeverityFor is Activity Tracker's severity for an action and status.
+func SeverityFor(action string, code int) string {
+	switch code {
+	case 401, 403, 503, 507:
+		return Critical
+	}
+	switch action {
+	case "kms.secrets.delete", "kms.registrations.delete", "iam-am.policy.delete":
+		return Critical
+	case "kms.secrets.rotate", "kms.secrets.restore", "kms.secrets.enable", "kms.secrets.disable",
+		"kms.secrets.setkeyfordeletion", "kms.secrets.unsetkeyfordeletion", "kms.policies.write",
+		"kms.instance-policies.write", "kms.secrets.ack-rotate", "kms.secrets.ack-delete", "kms.secrets.ack-restore",
+		"kms.secrets.ack-enable", "kms.secrets.ack-disable":
+		return Warning
+	}
+	switch code {
+	case 400, 409, 424, 500, 502, 504, 505:
+		return Warning
+	}
+	if strings.HasSuffix(action, ".delete") && strings.Contains(action, ".instance") {
+		return Warning
+	}
+	return Normal
+}
+
+var serviceDisplay = map[string]string{
+	"kms":                 "Key Protect",
+	"messagehub":          "Event Streams",
+	"event-streams":       "Event Streams",
+	"iam-identity":        "IAM Identity Service",
+	"iam-am":              "IAM Access Management",
+	"is":                  "Block Storage for VPC",
+	"resource-controller": "Resource Controller",
+}
+
+func messageFor(action, outcome string) string {
+	parts := strings.SplitN(action, ".", 3)
+	svc := serviceDisplay[parts[0]]
+	if svc == "" {
+		svc = parts[0]
+	}
+	msg := svc + ":"
+	if len(parts) == 3 {
+		msg += " " + parts[2] + " " + parts[1]
+	} else if len(parts) == 2 {
+		msg += " " + parts[1]
+	}
+	if outcome == Failure {
+		msg += " -failure"
+	}
+	return msg
+}
+
+func typeURIFor(action string) string {
+	parts := strings.SplitN(action, ".", 3)
+	if len(parts) >= 2 {
+		return parts[0] + "/" + parts[1]
+	}
+	return action
+}
+
+func reasonType(code int) string {
+	switch {
+	case code == 0:
+		return ""
+	case code < 300:
+		return "OK"
+	case code == 400:
+		return "Bad Request"
+	case code == 401:
+		return "Unauthorized"
+	case code == 403:
+		return "Forbidden"
+	case code == 404:
+		return "Not Found"
+	case code == 409:
+		return "Conflict"
+	case code == 410:
+		return "Gone"
+	case code == 422:
+		return "Unprocessable Entity"
+	case code >= 500:
+		return "Internal Server Error"
+	}
+	return "Error"
+}
+
+func initiatorType(p *auth.Principal) string {
+	switch p.Type {
+	case auth.ServiceID:
+		return "service/security/account/serviceid"
+	case auth.Service:
+		return "service/security/clientid"
+	}
+	return "service/security/account/user"
+}
+
+func addressType(ip string) string {
+	switch {
+	case ip == "":
+		return ""
+	case strings.Contains(ip, ":"):
+		return "IPv6"
+	}
+	return "IPv4"
+}
+
+func formatTime(t time.Time) string {
+	return t.UTC().Format("2006-01-02T15:04:05.00-0700")
+}

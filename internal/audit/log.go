@@ -1,0 +1,382 @@
+package audit
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/keyline/keyline/internal/clock"
+	"github.com/keyline/keyline/internal/crn"
+	"github.com/keyline/keyline/internal/errs"
+	"github.com/keyline/keyline/internal/store"
+)
+
+var migrations = []store.Migration{{ID: "audit/0001", SQL: `
+CREATE TABLE audit_events (
+	seq INTEGER PRIMARY KEY AUTOINCREMENT,
+	id TEXT NOT NULL UNIQUE,
+	event_time TEXT NOT NULL,
+	account_id TEXT NOT NULL,
+	action TEXT NOT NULL,
+	outcome TEXT NOT NULL,
+	severity TEXT NOT NULL,
+	target_id TEXT NOT NULL,
+	initiator_id TEXT NOT NULL,
+	correlation_id TEXT NOT NULL,
+	body TEXT NOT NULL
+);
+CREATE INDEX audit_events_account ON audit_events(account_id, seq);
+CREATE INDEX audit_events_action ON audit_events(account_id, action, seq);
+CREATE INDEX audit_events_target ON audit_events(account_id, target_id, seq)`}}
+
+// Log stores and serves audit events.
+type Log struct {
+	db     *store.DB
+	clock  clock.Clock
+	logger *slog.Logger
+
+	batch chan pending
+	stop  chan struct{}
+	done  chan struct{}
+
+	mu      sync.Mutex
+	changed chan struct{} // closed and replaced whenever events commit
+}
+
+type pending struct {
+	ev   *Event
+	done chan error
+}
+
+// New opens the audit log on db and starts its group-commit writer.
+func New(ctx context.Context, db *store.DB, clk clock.Clock, logger *slog.Logger) (*Log, error) {
+	if err := db.Migrate(ctx, migrations); err != nil {
+		return nil, err
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	l := &Log{db: db, clock: clk, logger: logger, batch: make(chan pending, 1024), stop: make(chan struct{}),
+		done: make(chan struct{}), changed: make(chan struct{})}
+	go l.writer()
+	return l, nil
+}
+
+// Close stops the writer after flushing what was queued.
+func (l *Log) Close() {
+	close(l.stop)
+	<-l.done
+}
+
+// Append records ev inside tx, the transaction of the state change it
+// describes: both commit or neither does.
+func (l *Log) Append(tx *store.Tx, ev *Event) error {
+	if err := l.insert(tx, ev); err != nil {
+		return err
+	}
+	tx.OnCommit(l.notify)
+	return nil
+}
+
+// Record stores ev durably for a call that changed no state (a read, a
+// wrap, a denial). Concurrent calls share one transaction (group commit);
+// Record returns once ev is committed.
+func (l *Log) Record(ctx context.Context, ev *Event) error {
+	p := pending{ev: ev, done: make(chan error, 1)}
+	select {
+	case l.batch <- p:
+	case <-l.stop:
+		return errs.E("audit.Record", errs.Unavailable, "AUDIT_CLOSED", "the audit log is closed")
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-p.done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+const maxBatch = 512
+
+func (l *Log) writer() {
+	defer close(l.done)
+	for {
+		var first pending
+		select {
+		case first = <-l.batch:
+		case <-l.stop:
+			// Flush what is still queued, then stop.
+			for {
+				select {
+				case p := <-l.batch:
+					l.commit([]pending{p})
+				default:
+					return
+				}
+			}
+		}
+		group := []pending{first}
+	drain:
+		for len(group) < maxBatch {
+			select {
+			case p := <-l.batch:
+				group = append(group, p)
+			default:
+				break drain
+			}
+		}
+		l.commit(group)
+	}
+}
+
+func (l *Log) commit(group []pending) {
+	err := l.db.Tx(context.Background(), func(tx *store.Tx) error {
+		for _, p := range group {
+			if err := l.insert(tx, p.ev); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		l.logger.Error("audit: could not store events", "count", len(group), "err", err)
+	} else {
+		l.notify()
+	}
+	for _, p := range group {
+		p.done <- err
+	}
+}
+
+func (l *Log) insert(tx *store.Tx, ev *Event) error {
+	if ev.ID == "" {
+		ev.ID = uuid.NewString()
+	}
+	if ev.EventTime == "" {
+		ev.EventTime = formatTime(l.clock.Now())
+	}
+	if ev.Observer.Name == "" {
+		ev.Observer.Name = "ActivityTracker"
+	}
+	body, err := json.Marshal(ev)
+	if err != nil {
+		return errs.Internalf("audit.insert", err)
+	}
+	_, err = tx.Exec(`INSERT INTO audit_events (id, event_time, account_id, action, outcome, severity, target_id, initiator_id, correlation_id, body)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		ev.ID, store.Time(l.clock.Now()), accountOf(ev), ev.Action, ev.Outcome, ev.Severity, ev.Target.ID, ev.Initiator.ID, ev.CorrelationID, string(body))
+	if err != nil {
+		return errs.Internalf("audit.insert", err)
+	}
+	return nil
+}
+
+// accountOf is the account whose Activity Tracker shows the event: the
+// target's account, else the initiator's.
+func accountOf(ev *Event) string {
+	if c, err := crn.Parse(ev.Target.ID); err == nil && c.Account() != "" {
+		return c.Account()
+	}
+	return ev.Account
+}
+
+func (l *Log) notify() {
+	l.mu.Lock()
+	close(l.changed)
+	l.changed = make(chan struct{})
+	l.mu.Unlock()
+}
+
+func (l *Log) changedChan() <-chan struct{} {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.changed
+}
+
+// Filter selects events of one account.
+type Filter struct {
+	AccountID string
+	Action    string // exact, or a prefix ending in '*' ("kms.secrets.*")
+	Target    string // target CRN, exact
+	Outcome   string
+	From, To  time.Time
+	Limit     int    // default 50, at most 500
+	Start     string // the cursor of the page to read (from a previous page's Next)
+}
+
+// Page is a page of events, newest first.
+type Page struct {
+	Events []Event `json:"events"`
+	Limit  int     `json:"limit"`
+	Next   string  `json:"next,omitempty"` // cursor of the next (older) page
+}
+
+func (f Filter) where() (string, []any) {
+	q := []string{"account_id = ?"}
+	args := []any{f.AccountID}
+	if f.Action != "" {
+		if prefix, ok := strings.CutSuffix(f.Action, "*"); ok {
+			q = append(q, "substr(action, 1, ?) = ?")
+			args = append(args, len(prefix), prefix)
+		} else {
+			q = append(q, "action = ?")
+			args = append(args, f.Action)
+		}
+	}
+	if f.Target != "" {
+		q = append(q, "target_id = ?")
+		args = append(args, f.Target)
+	}
+	if f.Outcome != "" {
+		q = append(q, "outcome = ?")
+		args = append(args, f.Outcome)
+	}
+	if !f.From.IsZero() {
+		q = append(q, "event_time >= ?")
+		args = append(args, store.Time(f.From))
+	}
+	if !f.To.IsZero() {
+		q = append(q, "event_time <= ?")
+		args = append(args, store.Time(f.To))
+	}
+	return strings.Join(q, " AND "), args
+}
+
+// Query returns one page of events matching f, newest first.
+func (l *Log) Query(ctx context.Context, f Filter) (Page, error) {
+	const op = "audit.Query"
+	if f.Limit <= 0 {
+		f.Limit = 50
+	}
+	if f.Limit > 500 {
+		return Page{}, errs.E(op, errs.Invalid, "INVALID_QUERY_PARAM_ERR", "limit must be between 1 and 500").On("query_param", "limit")
+	}
+	where, args := f.where()
+	if f.Start != "" {
+		seq, err := strconv.ParseInt(f.Start, 10, 64)
+		if err != nil || seq <= 0 {
+			return Page{}, errs.E(op, errs.Invalid, "INVALID_QUERY_PARAM_ERR", "start must be the cursor of a previous page").On("query_param", "start")
+		}
+		where += " AND seq < ?"
+		args = append(args, seq)
+	}
+	args = append(args, f.Limit+1)
+	page := Page{Limit: f.Limit, Events: []Event{}}
+	err := l.db.Read(ctx, func(tx *store.Tx) error {
+		rows, err := tx.Query(`SELECT seq, body FROM audit_events WHERE `+where+` ORDER BY seq DESC LIMIT ?`, args...)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		var lastSeq int64
+		for rows.Next() {
+			var seq int64
+			var body string
+			if err := rows.Scan(&seq, &body); err != nil {
+				return err
+			}
+			if len(page.Events) == f.Limit {
+				page.Next = strconv.FormatInt(lastSeq, 10)
+				break
+			}
+			var ev Event
+			if err := json.Unmarshal([]byte(body), &ev); err != nil {
+				return err
+			}
+			page.Events = append(page.Events, ev)
+			lastSeq = seq
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return Page{}, errs.Internalf(op, err)
+	}
+	return page, nil
+}
+
+// Follow sends every event matching f that commits from now on, oldest
+// first, until ctx ends. It reads from the database after each commit, so a
+// slow follower misses nothing.
+func (l *Log) Follow(ctx context.Context, f Filter) (<-chan Event, error) {
+	var last int64
+	where, args := f.where()
+	if err := l.db.Read(ctx, func(tx *store.Tx) error {
+		return tx.QueryRow(`SELECT COALESCE(MAX(seq), 0) FROM audit_events`).Scan(&last)
+	}); err != nil {
+		return nil, errs.Internalf("audit.Follow", err)
+	}
+	out := make(chan Event, 64)
+	go func() {
+		defer close(out)
+		for {
+			changed := l.changedChan()
+			var batch []Event
+			err := l.db.Read(ctx, func(tx *store.Tx) error {
+				rows, err := tx.Query(`SELECT seq, body FROM audit_events WHERE `+where+` AND seq > ? ORDER BY seq LIMIT 500`, append(append([]any(nil), args...), last)...)
+				if err != nil {
+					return err
+				}
+				defer rows.Close()
+				for rows.Next() {
+					var body string
+					if err := rows.Scan(&last, &body); err != nil {
+						return err
+					}
+					var ev Event
+					if err := json.Unmarshal([]byte(body), &ev); err != nil {
+						return err
+					}
+					batch = append(batch, ev)
+				}
+				return rows.Err()
+			})
+			if err != nil {
+				if ctx.Err() == nil {
+					l.logger.Error("audit: follow", "err", err)
+				}
+				return
+			}
+			for _, ev := range batch {
+				select {
+				case out <- ev:
+				case <-ctx.Done():
+					return
+				}
+			}
+			if len(batch) == 500 {
+				continue
+			}
+			select {
+			case <-changed:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return out, nil
+}
+
+// Denied records a refused call: an authorization failure is itself an
+// auditable action, with the reason in the event.
+func (l *Log) Denied(ctx context.Context, action string, target Target, err error) {
+	e := errs.As(err)
+	code := 403
+	reason := "access denied"
+	if e != nil {
+		code = e.Kind.Status()
+		reason = e.Msg
+	}
+	ev := NewEvent(ctx, action, target, Failure, code)
+	ev.Reason.ReasonForFailure = reason
+	if rerr := l.Record(ctx, ev); rerr != nil {
+		l.logger.Error("audit: could not record a denial", "action", action, "err", fmt.Sprint(rerr))
+	}
+}

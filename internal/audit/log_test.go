@@ -1,0 +1,157 @@
+package audit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/keyline/keyline/internal/auth"
+	"github.com/keyline/keyline/internal/clock"
+	"github.com/keyline/keyline/internal/store"
+)
+
+const acct = "0123456789abcdef0123456789abcdef"
+
+func newLog(t *testing.T) (*Log, *store.DB) {
+	t.Helper()
+	db, err := store.OpenSQLite(context.Background(), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := New(context.Background(), db, clock.NewFake(time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close(); db.Close() })
+	return l, db
+}
+
+func keyTarget(id string) Target {
+	return Target{ID: "crn:v1:bluemix:public:kms:us-south:a/" + acct + ":inst:key:" + id, TypeURI: "kms/secrets"}
+}
+
+func TestAppendCommitsWithItsTransactionOnly(t *testing.T) {
+	l, db := newLog(t)
+	ctx := auth.WithPrincipal(context.Background(), &auth.Principal{IAMID: "IBMid-1", AccountID: acct, Type: auth.User, CredentialType: "token"})
+	if err := db.Tx(ctx, func(tx *store.Tx) error {
+		return l.Append(tx, NewEvent(ctx, "kms.secrets.create", keyTarget("k1"), Success, 201))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	boom := errors.New("boom")
+	db.Tx(ctx, func(tx *store.Tx) error {
+		if err := l.Append(tx, NewEvent(ctx, "kms.secrets.delete", keyTarget("k1"), Success, 204)); err != nil {
+			return err
+		}
+		return boom
+	})
+	page, err := l.Query(ctx, Filter{AccountID: acct})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(page.Events) != 1 || page.Events[0].Action != "kms.secrets.create" {
+		t.Fatalf("events = %+v, want only the committed create", page.Events)
+	}
+	ev := page.Events[0]
+	if ev.Initiator.ID != "IBMid-1" || ev.Initiator.Credential.Type != "token" || ev.Severity != Normal || ev.Observer.Name != "ActivityTracker" {
+		t.Fatalf("event fields: %+v", ev)
+	}
+}
+
+func TestRecordGroupCommitsConcurrentEventsAndQueryPagesNewestFirst(t *testing.T) {
+	l, _ := newLog(t)
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	for i := 0; i < 200; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			action := "kms.secrets.wrap"
+			if i%2 == 1 {
+				action = "kms.secrets.unwrap"
+			}
+			if err := l.Record(ctx, NewEvent(ctx, action, keyTarget(fmt.Sprint(i%4)), Success, 200)); err != nil {
+				t.Error(err)
+			}
+		}(i)
+	}
+	wg.Wait()
+	seen := map[string]bool{}
+	f := Filter{AccountID: acct, Action: "kms.secrets.unwrap", Limit: 30}
+	for pages := 0; ; pages++ {
+		page, err := l.Query(ctx, f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ev := range page.Events {
+			if ev.Action != "kms.secrets.unwrap" || seen[ev.ID] {
+				t.Fatalf("unexpected or repeated event %+v", ev)
+			}
+			seen[ev.ID] = true
+		}
+		if page.Next == "" {
+			break
+		}
+		f.Start = page.Next
+	}
+	if len(seen) != 100 {
+		t.Fatalf("paged through %d unwrap events, want 100", len(seen))
+	}
+	page, _ := l.Query(ctx, Filter{AccountID: acct, Action: "kms.secrets.*", Target: keyTarget("1").ID})
+	if len(page.Events) != 50 {
+		t.Fatalf("prefix+target filter found %d, want 50", len(page.Events))
+	}
+	other, _ := l.Query(ctx, Filter{AccountID: "someone-else"})
+	if len(other.Events) != 0 {
+		t.Fatal("another account sees this account's events")
+	}
+}
+
+func TestFollowDeliversEveryNewEventInOrder(t *testing.T) {
+	l, _ := newLog(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	l.Record(ctx, NewEvent(ctx, "kms.secrets.read", keyTarget("old"), Success, 200))
+	events, err := l.Follow(ctx, Filter{AccountID: acct, Outcome: Failure})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 20; i++ {
+		outcome := Failure
+		if i%2 == 0 {
+			outcome = Success
+		}
+		l.Record(ctx, NewEvent(ctx, "kms.secrets.wrap", keyTarget(fmt.Sprint(i)), outcome, 200))
+	}
+	for i := 1; i < 20; i += 2 {
+		select {
+		case ev := <-events:
+			if ev.Target.ID != keyTarget(fmt.Sprint(i)).ID || ev.Outcome != Failure {
+				t.Fatalf("followed event %d: %+v", i, ev)
+			}
+		case <-ctx.Done():
+			t.Fatalf("follow stopped before event %d", i)
+		}
+	}
+}
+
+func TestSeverityFollowsActivityTrackerRules(t *testing.T) {
+	for _, tc := range []struct {
+		action string
+		code   int
+		want   string
+	}{
+		{"kms.secrets.delete", 204, Critical},
+		{"kms.secrets.rotate", 204, Warning},
+		{"kms.secrets.wrap", 200, Normal},
+		{"kms.secrets.wrap", 403, Critical},
+		{"kms.secrets.create", 409, Warning},
+	} {
+		if got := SeverityFor(tc.action, tc.code); got != tc.want {
+			t.Errorf("%s %d: %s, want %s", tc.action, tc.code, got, tc.want)
+		}
+	}
+}

@@ -1,0 +1,146 @@
+// Package server assembles every Keyline service into one process behind
+// one HTTP listener, on embedded storage.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/keyline/keyline/internal/audit"
+	"github.com/keyline/keyline/internal/clock"
+	"github.com/keyline/keyline/internal/seal"
+	"github.com/keyline/keyline/internal/store"
+)
+
+// Config is what `keyline serve` is started with.
+type Config struct {
+	DataDir       string // default ./keyline-data
+	Listen        string // default 127.0.0.1:8080
+	MasterKeyFile string // default <DataDir>/master.key
+	AdminAPIKey   string // the admin API key's value on first start; random when empty
+	Clock         clock.Clock
+	Logger        *slog.Logger
+}
+
+// Server is a running Keyline.
+type Server struct {
+	cfg    Config
+	db     *store.DB
+	master *seal.AEAD
+	Audit  *audit.Log
+	mux    *http.ServeMux
+	http   *http.Server
+	ln     net.Listener
+
+	// AdminAPIKey is set when this start created the admin API key.
+	AdminAPIKey string
+}
+
+// New opens the data directory and builds every service.
+func New(ctx context.Context, cfg Config) (*Server, error) {
+	if cfg.DataDir == "" {
+		cfg.DataDir = "keyline-data"
+	}
+	if cfg.Listen == "" {
+		cfg.Listen = "127.0.0.1:8080"
+	}
+	if cfg.MasterKeyFile == "" {
+		cfg.MasterKeyFile = filepath.Join(cfg.DataDir, "master.key")
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = clock.Real{}
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data directory: %w", err)
+	}
+	master, err := seal.LoadMasterKey(cfg.MasterKeyFile)
+	if err != nil {
+		return nil, err
+	}
+	db, err := store.OpenSQLite(ctx, cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, db: db, master: master, mux: http.NewServeMux()}
+	if s.Audit, err = audit.New(ctx, db, cfg.Clock, cfg.Logger); err != nil {
+		db.Close()
+		return nil, err
+	}
+	if err := s.wire(ctx); err != nil {
+		s.Audit.Close()
+		db.Close()
+		return nil, err
+	}
+	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
+	return s, nil
+}
+
+// Handler is the HTTP handler of every API.
+func (s *Server) Handler() http.Handler { return s.mux }
+
+// Listen binds the HTTP listener; Addr tells where.
+func (s *Server) Listen() error {
+	ln, err := net.Listen("tcp", s.cfg.Listen)
+	if err != nil {
+		return err
+	}
+	s.ln = ln
+	return nil
+}
+
+// Addr is the bound address (after Listen).
+func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+// URL is the base URL of the APIs (after Listen).
+func (s *Server) URL() string { return "http://" + s.Addr() }
+
+// Serve serves HTTP until ctx ends, then shuts down gracefully.
+func (s *Server) Serve(ctx context.Context) error {
+	if s.ln == nil {
+		if err := s.Listen(); err != nil {
+			return err
+		}
+	}
+	s.http = &http.Server{Handler: s.handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- s.http.Serve(s.ln) }()
+	select {
+	case err := <-errc:
+		if errors.Is(err, http.ErrServerClosed) {
+			return nil
+		}
+		return err
+	case <-ctx.Done():
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return s.http.Shutdown(sctx)
+	}
+}
+
+// Close releases everything.
+func (s *Server) Close() error {
+	s.stop()
+	s.Audit.Close()
+	return s.db.Close()
+}
+
+// writeAdminKey writes the admin API key once, readable by the owner only.
+func writeAdminKey(dir, key string) error {
+	path := filepath.Join(dir, "admin-apikey")
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	_, werr := f.WriteString(key + "\n")
+	return errors.Join(werr, f.Sync(), f.Close())
+}
