@@ -45,7 +45,7 @@ func main() {
 	duration := flag.Duration("duration", 5*time.Second, "how long each measurement runs")
 	workerList := flag.String("workers", "1,16", "comma list of concurrent clients")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile here")
-	auditKind := flag.String("audit", "table", "audit trail: table or none")
+	auditKind := flag.String("audit", "at", "audit trail: at (the Activity Tracker, group-committed) or none (KMS cost only)")
 	flag.Parse()
 	if err := run(*duration, *workerList, *cpuProfile, *auditKind); err != nil {
 		log.Fatal(err)
@@ -68,10 +68,11 @@ func run(duration time.Duration, workerList, cpuProfile, auditKind string) error
 	if err != nil {
 		return err
 	}
-	audit, err := newAuditor(ctx, db, auditKind)
+	audit, stopAudit, err := newAuditor(ctx, db, auditKind)
 	if err != nil {
 		return err
 	}
+	defer stopAudit()
 	authn, authz := kmstest.NewAuthn(), kmstest.NewAuthz()
 	p := &auth.Principal{IAMID: "IBMid-bench", AccountID: account, Type: auth.User}
 	authn.Add(token, p)
@@ -106,7 +107,7 @@ func run(duration time.Duration, workerList, cpuProfile, auditKind string) error
 		pprof.StartCPUProfile(f)
 		defer pprof.StopCPUProfile()
 	}
-	fmt.Printf("kms bench: GOMAXPROCS=%d, %s per run, audit=%s\n", runtime.GOMAXPROCS(0), duration, audit.name())
+	fmt.Printf("kms bench: GOMAXPROCS=%d, %s per run, audit=%s\n", runtime.GOMAXPROCS(0), duration, auditKind)
 	dek := base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{0x5a}, 32))
 	wrapBody := []byte(`{"plaintext":"` + dek + `","aad":["bench"]}`)
 	for _, ws := range strings.Split(workerList, ",") {

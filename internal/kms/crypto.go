@@ -54,9 +54,11 @@ func (h *hotCache) instance(guid string) (Instance, bool) {
 	return in, ok
 }
 
-func (h *hotCache) putInstance(in Instance) {
+func (h *hotCache) putInstance(gen uint64, in Instance) {
 	h.mu.Lock()
-	h.instances[in.GUID] = in
+	if h.gen == gen {
+		h.instances[in.GUID] = in
+	}
 	h.mu.Unlock()
 }
 
