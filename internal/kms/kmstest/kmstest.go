@@ -101,4 +101,3 @@ func (a *Authz) Authorize(ctx context.Context, p *auth.Principal, action string,
 	}
 	return errs.E("kmstest.Authz", errs.Permission, "FORBIDDEN_ERR", "not allowed")
 }
-
