@@ -163,6 +163,8 @@ func measure(client *http.Client, name string, workers int, d time.Duration, nex
 				hr, _ := http.NewRequest(http.MethodPost, url, bytes.NewReader(req))
 				hr.Header.Set("Authorization", "Bearer "+token)
 				hr.Header.Set("Bluemix-Instance", instance)
+				// Key Protect clients send a correlation id with every request.
+				hr.Header.Set("Correlation-Id", fmt.Sprintf("bench-%d-%d", w, len(local)))
 				resp, err := client.Do(hr)
 				if err == nil {
 					body, err = io.ReadAll(resp.Body)
