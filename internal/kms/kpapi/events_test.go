@@ -145,7 +145,7 @@ func TestRegistrationsAreServiceToServiceOnly(t *testing.T) {
 	key := must[*kp.Key](t)(e.client(manager).CreateRootKey(e.ctx, "regs", nil))
 	std := must[*kp.Key](t)(e.client(manager).CreateStandardKey(e.ctx, "std", nil))
 	rc := "crn:v1:bluemix:public:messagehub:us-south:a/" + account + ":dep-0009::"
-	path := "keys/" + key.ID + "/registrations/" + url.PathEscape(rc)
+	path := "keys/" + key.ID + "/registrations/" + url.QueryEscape(rc) // %3A and %2F, as services send it
 	body := `{"metadata":{"collectionType":"application/vnd.ibm.kms.registration_input+json","collectionTotal":1},"resources":[{"preventKeyDeletion":false,"description":"deployment disk"}]}`
 	st, resp, _ := e.raw("POST", path, manager, body)
 	if st != 403 || !strings.Contains(resp, "SERVICE_ONLY_ERR") {
@@ -274,6 +274,9 @@ func TestEveryCallIsAudited(t *testing.T) {
 	wantErr(t, err, 403, "")
 	_, err = e.client("bogus").GetKeys(e.ctx, 0, 0)
 	wantErr(t, err, 401, "")
+	if st, body, _ := e.raw("POST", "keys/"+key.ID+"/actions/wrap", manager, `{"plaintext":"***"}`); st != 400 {
+		t.Fatalf("bad wrap = %d %s", st, body)
+	}
 	ok(t, c.Rotate(e.ctx, key.ID, ""))
 	_, err = c.DeleteKey(e.ctx, key.ID, kp.ReturnMinimal)
 	ok(t, err)
@@ -287,6 +290,7 @@ func TestEveryCallIsAudited(t *testing.T) {
 		{"kms.secrets.unwrap", "success", 200, "IBMid-manager"},
 		{"kms.secrets.wrap", "failure", 403, "IBMid-reader"},
 		{"kms.secrets.list", "failure", 401, "anonymous"},
+		{"kms.secrets.wrap", "failure", 400, "IBMid-manager"},
 		{"kms.secrets.rotate", "success", 200, "IBMid-manager"},
 		{"kms.secrets.delete", "success", 200, "IBMid-manager"},
 	}
@@ -300,8 +304,8 @@ func TestEveryCallIsAudited(t *testing.T) {
 			t.Fatalf("event %d = %+v, want %+v", i, ev, w)
 		}
 	}
-	if evs[0].Target != key.CRN || evs[5].ResponseData["keyVersionId"] == nil {
-		t.Fatalf("events lack the key: %+v", evs[5])
+	if evs[0].Target != key.CRN || evs[6].ResponseData["keyVersionId"] == nil {
+		t.Fatalf("events lack the key: %+v", evs[6])
 	}
 	for _, ev := range evs {
 		if strings.Contains(ev.Action, "wrap") && ev.ResponseData["plaintext"] != nil {
