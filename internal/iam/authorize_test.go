@@ -95,10 +95,15 @@ func TestReaderOnOneInstanceOnly(t *testing.T) {
 	}
 }
 
+// servicePrincipal is a Keyline service acting for one of its instances.
+func servicePrincipal(e *iamtest.Env, service, instance string) *auth.Principal {
+	c := "crn:v1:bluemix:public:" + service + ":us-south:a/" + e.Account.ID + ":" + instance + "::"
+	return &auth.Principal{IAMID: "crn-" + c, AccountID: e.Account.ID, Name: service, Type: auth.Service,
+		ServiceName: service, SourceInstance: instance, SourceCRN: c}
+}
+
 func messagehub(e *iamtest.Env, instance string) *auth.Principal {
-	c := "crn:v1:bluemix:public:messagehub:us-south:a/" + e.Account.ID + ":" + instance + "::"
-	return &auth.Principal{IAMID: "crn-" + c, AccountID: e.Account.ID, Name: "messagehub", Type: auth.Service,
-		ServiceName: "messagehub", SourceInstance: instance, SourceCRN: c}
+	return servicePrincipal(e, "messagehub", instance)
 }
 
 func TestAuthorizationLetsServiceWrapOnlyWhileItStands(t *testing.T) {
@@ -183,7 +188,7 @@ func TestDependentAuthorizationNeedsDelegator(t *testing.T) {
 	if err != nil || again.ID != dep.ID {
 		t.Errorf("re-creating returned %s, %v; want the existing %s", again.ID, err, dep.ID)
 	}
-	is := &auth.Principal{IAMID: "crn-is", AccountID: e.Account.ID, Type: auth.Service, ServiceName: "is", SourceInstance: "vol-1", SourceCRN: "crn:v1:bluemix:public:is:us-south:a/" + e.Account.ID + ":vol-1::"}
+	is := servicePrincipal(e, "is", "vol-1")
 	if err := e.Service.Authorize(ctx, is, auth.KMSKeyUnwrap, kp); err != nil {
 		t.Errorf("the dependent service cannot unwrap: %v", err)
 	}
@@ -252,5 +257,68 @@ func TestBootstrapRefusesShortAdminKey(t *testing.T) {
 	e := iamtest.New(t)
 	if _, _, _, err := e.Service.Bootstrap(context.Background(), "short"); !errs.Is(errs.Invalid, err) {
 		t.Fatalf("short key: %v", err)
+	}
+}
+
+// The backup service re-creates a dependent authorization the user deleted
+// from inside the deletion hook; that must neither deadlock nor fail.
+func TestDependentAuthorizationRecreatedFromDeletionHook(t *testing.T) {
+	e := iamtest.New(t)
+	ctx := context.Background()
+	es := messagehub(e, "es-x")
+	kp := kmsInstance(e, "kp-1")
+	e.Authorize(t, "messagehub", "es-x", kp, auth.RoleReader, auth.RoleAuthorizationDelegator)
+	dep, err := e.Service.CreateDependentAuthorization(ctx, es, "is", kp, auth.RoleReader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var recreated iam.Policy
+	var hookErr error
+	e.Service.OnAuthorizationDeleted(func(p iam.Policy) {
+		if p.CreatedByID == "crn-"+es.SourceCRN {
+			recreated, hookErr = e.Service.CreateDependentAuthorization(ctx, es, p.SubjectAttr("serviceName"), kp, auth.RoleReader)
+		}
+	})
+	if err := e.Service.DeleteAuthorization(e.AsAdmin(), dep.ID); err != nil {
+		t.Fatal(err)
+	}
+	if hookErr != nil || recreated.ID == "" || recreated.ID == dep.ID || recreated.State != iam.StateActive {
+		t.Fatalf("re-created %+v, %v", recreated, hookErr)
+	}
+	is := servicePrincipal(e, "is", "vol-1")
+	if err := e.Service.Authorize(ctx, is, auth.KMSKeyWrap, kp); err != nil {
+		t.Fatalf("after re-creation: %v", err)
+	}
+}
+
+func TestSourceInstanceDeletionRemovesWhatItDelegated(t *testing.T) {
+	e := iamtest.New(t)
+	ctx := context.Background()
+	es := messagehub(e, "es-x")
+	kp := kmsInstance(e, "kp-1")
+	delegator := e.Authorize(t, "messagehub", "", kp, auth.RoleReader, auth.RoleAuthorizationDelegator)
+	dep, err := e.Service.CreateDependentAuthorization(ctx, es, "is", kp, auth.RoleReader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Another instance may not delete what es-x created.
+	if err := e.Service.DeleteAuthorizationsCreatedBy(ctx, messagehub(e, "es-other")); err != nil {
+		t.Fatal(err)
+	}
+	if p, _ := e.Service.GetPolicy(e.AsAdmin(), dep.ID); p.State != iam.StateActive {
+		t.Fatal("another instance deleted es-x's dependent authorization")
+	}
+	if err := e.Service.DeleteAuthorizationsCreatedBy(ctx, es); err != nil {
+		t.Fatal(err)
+	}
+	if p, _ := e.Service.GetPolicy(e.AsAdmin(), dep.ID); p.State != iam.StateDeleted || p.LastModifiedByID != "crn-"+es.SourceCRN {
+		t.Fatalf("dependent authorization after its source was deleted: %+v", p)
+	}
+	if p, _ := e.Service.GetPolicy(e.AsAdmin(), delegator.ID); p.State != iam.StateActive {
+		t.Fatal("the user's own authorization was deleted too")
+	}
+	// A service cannot use the policy API to delete what it did not create.
+	if err := e.Service.DeletePolicy(auth.WithPrincipal(ctx, es), delegator.ID); err == nil {
+		t.Fatal("a service principal deleted a user's authorization")
 	}
 }

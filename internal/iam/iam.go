@@ -2,6 +2,17 @@
 // service IDs and their API keys, the bearer tokens exchanged for them, and
 // the access and service-to-service authorization policies that every other
 // service consults through auth.Authorizer.
+//
+// API keys are 256 random bits shown once; only their SHA-256 is stored.
+// Tokens are RS256 JWTs signed by a key generated on first start and kept
+// sealed under the master key; verified tokens are cached by their hash until
+// they expire, and deleting an API key or identity evicts its tokens in the
+// same call. Policies live in the database and in an immutable in-memory
+// index that each committed change replaces before the change returns, so
+// Authorize reads no database and a revocation stops the very next call.
+// A source service holding AuthorizationDelegator on a target may authorize
+// its dependent services there (CreateDependentAuthorization); those
+// authorizations are "created by" the source instance's CRN.
 package iam
 
 import (

@@ -459,11 +459,10 @@ type APIKeyFilter struct {
 
 // APIKeyPage is one page of API keys.
 type APIKeyPage struct {
-	Offset   int      `json:"offset"`
-	Limit    int      `json:"limit"`
-	Next     string   `json:"-"`
-	APIKeys  []APIKey `json:"apikeys"`
-	HasFirst bool     `json:"-"`
+	Offset  int      `json:"offset"`
+	Limit   int      `json:"limit"`
+	Next    string   `json:"-"`
+	APIKeys []APIKey `json:"apikeys"`
 }
 
 // ListAPIKeys lists the caller's own keys, another identity's keys, or (scope

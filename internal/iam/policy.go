@@ -153,50 +153,56 @@ func (p Policy) subjectKey() string {
 // attribute the policy names must equal r's; an attribute it leaves out
 // matches anything. It runs on every call, so it allocates nothing.
 func (p Policy) resourceCovers(r auth.Resource) bool {
-	for _, res := range p.Resources {
-		for _, a := range res.Attributes {
-			var v string
-			switch a.Name {
-			case "accountId":
-				v = r.AccountID
-			case "serviceName":
-				v = r.ServiceName
-			case "serviceInstance":
-				v = r.ServiceInstance
-			case "resourceType":
-				v = r.ResourceType
-			case "resource":
-				v = r.ResourceID
-			default:
-				return false
-			}
-			if v != a.Value {
-				return false
-			}
+	value := func(name string) (string, bool) {
+		switch name {
+		case "accountId":
+			return r.AccountID, true
+		case "serviceName":
+			return r.ServiceName, true
+		case "serviceInstance":
+			return r.ServiceInstance, true
+		case "resourceType":
+			return r.ResourceType, true
+		case "resource":
+			return r.ResourceID, true
 		}
+		return "", false
 	}
-	return p.ResourceAttr("accountId") != ""
+	return p.ResourceAttr("accountId") != "" && len(p.Resources) == 1 && allEqual(p.Resources[0].Attributes, value)
 }
 
 // subjectCovers reports whether an authorization's subject includes the
 // service principal sp.
 func (p Policy) subjectCovers(sp *auth.Principal) bool {
-	for _, s := range p.Subjects {
-		for _, a := range s.Attributes {
-			var v string
-			switch a.Name {
-			case "accountId":
-				v = sp.AccountID
-			case "serviceName":
-				v = sp.ServiceName
-			case "serviceInstance":
-				v = sp.SourceInstance
-			default:
-				return false
-			}
-			if v != a.Value {
-				return false
-			}
+	value := func(name string) (string, bool) {
+		switch name {
+		case "accountId":
+			return sp.AccountID, true
+		case "serviceName":
+			return sp.ServiceName, true
+		case "serviceInstance":
+			return sp.SourceInstance, true
+		}
+		return "", false
+	}
+	return len(p.Subjects) == 1 && allEqual(p.Subjects[0].Attributes, value)
+}
+
+// attribute is a policy attribute of either side.
+type attribute interface {
+	SubjectAttribute | ResourceAttribute
+	nameValue() (string, string)
+}
+
+func (a SubjectAttribute) nameValue() (string, string)  { return a.Name, a.Value }
+func (a ResourceAttribute) nameValue() (string, string) { return a.Name, a.Value }
+
+// allEqual reports whether every attribute equals what value says of its name.
+func allEqual[A attribute](attrs []A, value func(name string) (string, bool)) bool {
+	for _, a := range attrs {
+		name, want := a.nameValue()
+		if got, known := value(name); !known || got != want {
+			return false
 		}
 	}
 	return true
@@ -499,10 +505,8 @@ func (s *Service) createPolicy(ctx context.Context, p Policy, createdBy string) 
 		}
 	}
 	err := s.db.Tx(ctx, func(tx *store.Tx) error {
-		if p.Type == TypeAccess {
-			if _, err := getIdentity(tx, op, p.SubjectAttr("iam_id")); err != nil {
-				return invalidBody(op, "subject iam_id %s is not an identity of this installation", p.SubjectAttr("iam_id"))
-			}
+		if err := checkSubjectTx(tx, op, p); err != nil {
+			return err
 		}
 		if err := s.savePolicyTx(tx, p, true); err != nil {
 			return err
@@ -513,6 +517,19 @@ func (s *Service) createPolicy(ctx context.Context, p Policy, createdBy string) 
 		return Policy{}, err
 	}
 	return p, nil
+}
+
+// checkSubjectTx refuses an access policy for an identity that does not
+// exist or belongs to another account than the policy.
+func checkSubjectTx(tx *store.Tx, op string, p Policy) error {
+	if p.Type != TypeAccess {
+		return nil
+	}
+	id, err := getIdentity(tx, op, p.SubjectAttr("iam_id"))
+	if errs.Is(errs.NotExist, err) || (err == nil && id.AccountID != p.AccountID()) {
+		return invalidBody(op, "subject iam_id %s is not an identity of account %s", p.SubjectAttr("iam_id"), p.AccountID())
+	}
+	return err
 }
 
 // GetPolicy returns a policy, active or deleted.
@@ -627,6 +644,9 @@ func (s *Service) UpdatePolicy(ctx context.Context, id, ifMatch string, req Poli
 	}
 	np, err := s.normalize(op, req)
 	if err != nil {
+		return Policy{}, err
+	}
+	if err := s.db.Read(ctx, func(tx *store.Tx) error { return checkSubjectTx(tx, op, np) }); err != nil {
 		return Policy{}, err
 	}
 	return s.changePolicy(ctx, c, op, id, ifMatch, "iam-am.policy.update", s.administers(c), func(old *Policy) error {

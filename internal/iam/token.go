@@ -149,6 +149,7 @@ type Token struct {
 	TokenType    string `json:"token_type"`
 	ExpiresIn    int    `json:"expires_in"`
 	Expiration   int64  `json:"expiration"`
+	Scope        string `json:"scope"`
 }
 
 func (s *Service) sign(c Claims) (string, error) {
@@ -185,7 +186,7 @@ func (s *Service) tokenFor(id identity, apikeyID string) (Token, error) {
 		return Token{}, errs.Internalf(op, err)
 	}
 	return Token{AccessToken: access, RefreshToken: refresh, TokenType: "Bearer", ExpiresIn: int(AccessTokenTTL / time.Second),
-		Expiration: now.Add(AccessTokenTTL).Unix()}, nil
+		Expiration: now.Add(AccessTokenTTL).Unix(), Scope: c.Scope}, nil
 }
 
 // TokenRequest is the form of the token endpoint.
@@ -257,7 +258,7 @@ func (s *Service) ServiceToken(serviceName, accountID, instance, instanceCRN str
 		return Token{}, errs.Internalf(op, err)
 	}
 	return Token{AccessToken: access, TokenType: "Bearer", ExpiresIn: int(AccessTokenTTL / time.Second),
-		Expiration: now.Add(AccessTokenTTL).Unix()}, nil
+		Expiration: now.Add(AccessTokenTTL).Unix(), Scope: c.Scope}, nil
 }
 
 // verify checks a token's signature, issuer, expiry (on the service's clock)

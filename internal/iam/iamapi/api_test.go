@@ -490,6 +490,10 @@ func TestBadInputGetsIAMErrorFormat(t *testing.T) {
 		{"unsupported subject attribute", unknownAttr},
 		{"wildcard value", wildcard},
 		{"no type", map[string]any{"subjects": []any{}}},
+		{"access for an unknown identity", map[string]any{"type": "access",
+			"subjects":  []any{map[string]any{"attributes": []any{map[string]any{"name": "iam_id", "value": "IBMid-NOBODY"}}}},
+			"roles":     []any{map[string]any{"role_id": auth.RoleReader}},
+			"resources": []any{map[string]any{"attributes": []any{map[string]any{"name": "accountId", "value": s.Account.ID}}}}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
