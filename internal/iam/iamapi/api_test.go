@@ -551,3 +551,49 @@ func TestIAMCallsAreAuditedWithoutSecrets(t *testing.T) {
 		}
 	}
 }
+
+func TestRoleCatalogue(t *testing.T) {
+	s := newServer(t)
+	admin := s.token(t, s.AdminKey)
+	names := func(r response, kind string) []string {
+		var out []string
+		for _, role := range r.body[kind].([]any) {
+			out = append(out, role.(map[string]any)["display_name"].(string))
+		}
+		return out
+	}
+	kms := s.do(t, "GET", "/v2/roles?service_name=kms", admin, nil)
+	if got := strings.Join(names(kms, "service_roles"), ","); kms.status != 200 || got != "Reader,ReaderPlus,Writer,Manager,KeyPurge" {
+		t.Fatalf("kms service roles %q (%d %s)", got, kms.status, kms.raw)
+	}
+	authz := s.do(t, "GET", "/v2/roles?service_name=kms&policy_type=authorization&source_service_name=messagehub", admin, nil)
+	if got := strings.Join(append(names(authz, "service_roles"), names(authz, "system_roles")...), ","); got != "Reader,Authorization Delegator" {
+		t.Fatalf("authorization roles %q", got)
+	}
+	wantPolicyError(t, s.do(t, "GET", "/v2/roles", admin, nil), 400, "invalid_parameter")
+}
+
+func TestRemovedUserLosesAccessAtOnce(t *testing.T) {
+	s := newServer(t)
+	admin := s.token(t, s.AdminKey)
+	u, key := s.NewUser(t, "leaver@example.com")
+	pol := s.Grant(t, u.IAMID, auth.Resource{AccountID: s.Account.ID, ServiceName: "kms"}, auth.RoleManager)
+	user := s.token(t, key)
+	if r := s.do(t, "GET", "/v1/apikeys", user, nil); r.status != 200 {
+		t.Fatalf("before: %d", r.status)
+	}
+	path := "/v2/accounts/" + s.Account.ID + "/users/"
+	wantIdentityError(t, s.do(t, "DELETE", path+s.Admin.IAMID, admin, nil), 409, "cannot_remove_self")
+	if r := s.do(t, "DELETE", path+u.IAMID, admin, nil); r.status != 204 {
+		t.Fatalf("remove: %d %s", r.status, r.raw)
+	}
+	wantIdentityError(t, s.do(t, "GET", "/v1/apikeys", user, nil), 401, "BXNIM0407E")
+	wantIdentityError(t, s.exchange(t, "/identity/token", url.Values{"grant_type": {iam.GrantAPIKey}, "apikey": {key}}), 400, "BXNIM0415E")
+	if got := s.do(t, "GET", "/v1/policies/"+pol.ID, admin, nil); got.body["state"] != "deleted" {
+		t.Fatalf("the removed user's policy: %s", got.raw)
+	}
+	users := s.do(t, "GET", path[:len(path)-1], admin, nil)
+	if users.status != 200 || len(users.body["resources"].([]any)) != 1 {
+		t.Fatalf("users left: %s", users.raw)
+	}
+}

@@ -134,3 +134,13 @@ func (a *API) deletePolicy(ctx context.Context, w http.ResponseWriter, r *http.R
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
+
+// roles is GET /v2/roles: the roles that can be granted on a service.
+func (a *API) roles(ctx context.Context, w http.ResponseWriter, r *http.Request) error {
+	q := r.URL.Query()
+	if q.Get("service_name") == "" {
+		return errs.E("iamapi.roles", errs.Invalid, "invalid_parameter", "service_name is a required query parameter").On("query_param", "service_name")
+	}
+	httpapi.WriteJSON(w, http.StatusOK, iam.Roles(q.Get("service_name"), q.Get("policy_type")))
+	return nil
+}
