@@ -10,13 +10,13 @@ import (
 	"github.com/google/uuid"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/keyline/keyline/internal/audit"
 	"github.com/keyline/keyline/internal/auth"
 	"github.com/keyline/keyline/internal/crn"
 	"github.com/keyline/keyline/internal/errs"
 	"github.com/keyline/keyline/internal/iam"
 	"github.com/keyline/keyline/internal/iam/iamtest"
 	"github.com/keyline/keyline/internal/kms"
-	"github.com/keyline/keyline/internal/kms/kmstest"
 )
 
 // The adapters below are what internal/server needs to wire the real KMS
@@ -165,11 +165,7 @@ func TestSeedFlowsOverRealKMSAndIAM(t *testing.T) {
 	env := iamtest.New(t)
 	ctx := context.Background()
 	account := env.Account.ID
-	kaudit, err := kmstest.NewAudit(ctx, env.DB)
-	if err != nil {
-		t.Fatal(err)
-	}
-	k, err := kms.New(ctx, kms.Config{DB: env.DB, Master: env.Master, Clock: env.Clock, Authorizer: env.Service, Audit: kaudit})
+	k, err := kms.New(ctx, kms.Config{DB: env.DB, Master: env.Master, Clock: env.Clock, Authorizer: env.Service, Audit: kms.ActivityTracker(env.Audit)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -263,6 +259,14 @@ func TestSeedFlowsOverRealKMSAndIAM(t *testing.T) {
 	})
 	if err := creds(auth.RoleReader).Ping(testCtx(t)); err == nil || !strings.Contains(err.Error(), "was deleted") {
 		t.Fatalf("login after the key was deleted: %v", err)
+	}
+
+	// Both services' events are in the one Activity Tracker.
+	for _, action := range []string{"kms.secrets.delete", "kms.secrets.ack-delete", actionStorageKeyRead, "kms.secrets.ack-rotate", actionStorageKeyUpdate} {
+		eventually(t, action+" is recorded", func() bool {
+			page, err := env.Audit.Query(ctx, audit.Filter{AccountID: account, Action: action})
+			return err == nil && len(page.Events) > 0
+		})
 	}
 
 	// Restore within 30 days unlocks with all data.
