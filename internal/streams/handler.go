@@ -46,6 +46,10 @@ func (s *Service) admin(w http.ResponseWriter, r *http.Request) {
 	guid := r.PathValue("guid")
 	d, err := s.get(op, guid)
 	if err != nil {
+		// A stranger learns nothing of which deployments exist.
+		if _, aerr := s.adminPrincipal(r); aerr != nil {
+			err = aerr
+		}
 		writeError(w, err)
 		return
 	}
@@ -68,21 +72,10 @@ func (s *Service) admin(w http.ResponseWriter, r *http.Request) {
 	h.ServeHTTP(w, r)
 }
 
-// adminLogin authenticates an admin REST call: an IAM bearer token, or
-// basic auth "token:<API key>" as Event Streams accepts.
+// adminLogin says what an admin REST caller may do on the deployment.
 func (s *Service) adminLogin(guid, account string) broker.AdminAuthenticator {
 	return func(r *http.Request) (broker.Access, error) {
-		const op = "streams.adminLogin"
-		var p *auth.Principal
-		var err error
-		if user, pass, ok := r.BasicAuth(); ok {
-			if user != "token" {
-				return broker.NoAccess, errs.E(op, errs.Unauthenticated, "", `basic auth needs user "token" and an API key as the password`)
-			}
-			p, err = s.iam.AuthenticateAPIKey(r.Context(), pass)
-		} else {
-			_, p, err = httpapi.Authenticate(r, s.iam)
-		}
+		p, err := s.adminPrincipal(r)
 		if err != nil {
 			return broker.NoAccess, err
 		}
@@ -92,6 +85,20 @@ func (s *Service) adminLogin(guid, account string) broker.AdminAuthenticator {
 		}
 		return lv.access, nil
 	}
+}
+
+// adminPrincipal authenticates an admin REST call: an IAM bearer token, or
+// basic auth "token:<API key>" as Event Streams accepts.
+func (s *Service) adminPrincipal(r *http.Request) (*auth.Principal, error) {
+	const op = "streams.adminLogin"
+	if user, pass, ok := r.BasicAuth(); ok {
+		if user != "token" {
+			return nil, errs.E(op, errs.Unauthenticated, "", `basic auth needs user "token" and an API key as the password`)
+		}
+		return s.iam.AuthenticateAPIKey(r.Context(), pass)
+	}
+	_, p, err := httpapi.Authenticate(r, s.iam)
+	return p, err
 }
 
 // writeError writes err in the admin REST API's error shape.

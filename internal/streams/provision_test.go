@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -273,5 +275,51 @@ func TestKafkaPortComesFromTheRangeAndSurvivesRestart(t *testing.T) {
 	defer svc2.Close()
 	if again, _ := svc2.Deployment(context.Background(), inst.GUID); again.KafkaBrokers[0] != "127.0.0.1:"+portStr {
 		t.Fatalf("brokers after restart %v, want port %s kept", again.KafkaBrokers, portStr)
+	}
+}
+
+func TestAdminAPIAndMetadataNeedCredentials(t *testing.T) {
+	h := newHarness(t)
+	inst, _ := h.provisionWithKey()
+	h.createTopic(inst, "orders", 2)
+	srv := httptest.NewServer(h.svc.Handler())
+	defer srv.Close()
+	manager := h.iam.grant(testAccount, inst.GUID, auth.RoleManager)
+	stranger := h.iam.grant(testAccount, "another-deployment", auth.RoleManager)
+	tests := []struct {
+		name, path string
+		basic      bool
+		key        string
+		want       int
+	}{
+		{"metadata without a token", "/messagehub/" + inst.GUID, false, "", 401},
+		{"metadata with a token", "/messagehub/" + inst.GUID, false, manager, 200},
+		{"metadata of another deployment's key", "/messagehub/" + inst.GUID, false, stranger, 404},
+		{"topics with basic auth", "/messagehub/" + inst.GUID + "/admin/topics", true, manager, 200},
+		{"topics with a bearer token", "/messagehub/" + inst.GUID + "/admin/topics", false, manager, 200},
+		{"topics with a bad API key", "/messagehub/" + inst.GUID + "/admin/topics", true, "nope", 401},
+		{"topics without access", "/messagehub/" + inst.GUID + "/admin/topics", true, stranger, 403},
+		{"unknown deployment", "/messagehub/00000000-0000-0000-0000-000000000000/admin/topics", true, manager, 404},
+		{"unknown deployment without credentials", "/messagehub/00000000-0000-0000-0000-000000000000/admin/topics", false, "", 401},
+		{"unknown deployment's metadata without credentials", "/messagehub/00000000-0000-0000-0000-000000000000", false, "", 401},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			req, _ := http.NewRequest("GET", srv.URL+tc.path, nil)
+			switch {
+			case tc.basic:
+				req.SetBasicAuth("token", tc.key)
+			case tc.key != "":
+				req.Header.Set("Authorization", "Bearer "+tc.key)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != tc.want {
+				t.Fatalf("status %d, want %d", resp.StatusCode, tc.want)
+			}
+		})
 	}
 }
