@@ -363,7 +363,7 @@ func disabledReason(key string) string {
 }
 
 func deletedReason(key string) string {
-	return fmt.Sprintf("the deployment is locked: its key %s was deleted; its data stays unreadable unless the key is restored within 30 days", key)
+	return fmt.Sprintf("the deployment is locked and disabled: its key %s was deleted; its data stays unreadable unless the key is restored within 30 days", key)
 }
 
 // errMsg is the caller-safe message of an error.

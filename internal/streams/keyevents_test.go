@@ -218,7 +218,7 @@ func TestForceDeleteLocksDeployment(t *testing.T) {
 	if !bytes.Equal(live.Key, make([]byte, 32)) {
 		t.Fatal("the plain DEK is still in memory after the key was deleted")
 	}
-	wantReason := "the deployment is locked: its key " + key + " was deleted"
+	wantReason := "the deployment is locked and disabled: its key " + key + " was deleted"
 	if err := h.client(inst, auth.RoleReader).Ping(testCtx(t)); err == nil || !strings.Contains(err.Error(), wantReason) {
 		t.Fatalf("login after delete: %v, want %q", err, wantReason)
 	}
