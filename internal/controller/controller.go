@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/keyline/keyline/internal/audit"
 	"github.com/keyline/keyline/internal/auth"
 	"github.com/keyline/keyline/internal/clock"
 	"github.com/keyline/keyline/internal/errs"
@@ -20,6 +21,7 @@ import (
 // Config holds the controller's dependencies.
 type Config struct {
 	DB         *store.DB
+	Audit      *audit.Log // every change and refusal is recorded here
 	Clock      clock.Clock
 	Authorizer auth.Authorizer
 	Logger     *slog.Logger
@@ -28,6 +30,7 @@ type Config struct {
 // Controller keeps the catalog, instances, resource keys, reclamations and tasks.
 type Controller struct {
 	db     *store.DB
+	audit  *audit.Log
 	clock  clock.Clock
 	authz  auth.Authorizer
 	logger *slog.Logger
@@ -50,8 +53,8 @@ type Controller struct {
 // become failed, running tasks become failed (see Tasks). Reclamations need
 // nothing: they are durable obligations that Run picks up.
 func New(ctx context.Context, cfg Config) (*Controller, error) {
-	if cfg.DB == nil || cfg.Authorizer == nil {
-		return nil, errs.E("controller.New", errs.Invalid, "BAD_CONFIG", "the controller needs a database and an authorizer")
+	if cfg.DB == nil || cfg.Authorizer == nil || cfg.Audit == nil {
+		return nil, errs.E("controller.New", errs.Invalid, "BAD_CONFIG", "the controller needs a database, an authorizer and an audit log")
 	}
 	if cfg.Clock == nil {
 		cfg.Clock = clock.Real{}
@@ -62,7 +65,7 @@ func New(ctx context.Context, cfg Config) (*Controller, error) {
 	if err := cfg.DB.Migrate(ctx, migrations); err != nil {
 		return nil, err
 	}
-	c := &Controller{db: cfg.DB, clock: cfg.Clock, authz: cfg.Authorizer, logger: cfg.Logger, wake: make(chan struct{}, 1)}
+	c := &Controller{db: cfg.DB, audit: cfg.Audit, clock: cfg.Clock, authz: cfg.Authorizer, logger: cfg.Logger, wake: make(chan struct{}, 1)}
 	c.tasks = &Tasks{c: c}
 	if err := c.recoverInterrupted(ctx); err != nil {
 		return nil, err

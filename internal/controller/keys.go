@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"net/http"
 	"strings"
 	"time"
 
@@ -92,6 +93,9 @@ func (c *Controller) CreateResourceKey(ctx context.Context, req CreateKeyRequest
 	if err != nil {
 		return fail(err)
 	}
+	// From here the operation runs to its end and is recorded even if the
+	// caller goes away: the broker's work must not go unrecorded.
+	ctx = context.WithoutCancel(ctx)
 	creds, err := entry.broker.Credentials(ctx, *inst, *key)
 	if err != nil {
 		return fail(brokerError(op, err))
@@ -102,7 +106,7 @@ func (c *Controller) CreateResourceKey(ctx context.Context, req CreateKeyRequest
 			ts(key.CreatedAt), key.CreatedBy, ts(key.UpdatedAt)); err != nil {
 			return err
 		}
-		return c.appendEvent(ctx, tx, keyEvent(action, key, nil))
+		return c.appendEvent(ctx, tx, keyEvent(action, key, nil).withStatus(http.StatusCreated))
 	})
 	if err != nil {
 		if rerr := c.revoke(ctx, entry, inst, key); rerr != nil {
@@ -260,6 +264,9 @@ func (c *Controller) DeleteResourceKey(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
+	// From here the operation runs to its end and is recorded even if the
+	// caller goes away: the broker's work must not go unrecorded.
+	ctx = context.WithoutCancel(ctx)
 	if err := c.revoke(ctx, entry, inst, key); err != nil {
 		c.recordEvent(ctx, keyEvent(action, key, err))
 		return err
@@ -288,7 +295,7 @@ func (c *Controller) removeKeys(ctx context.Context, tx *store.Tx, inst *Instanc
 			return err
 		}
 		k.State, k.UpdatedAt, k.DeletedAt, k.DeletedBy = KeyRemoved, now, now, by
-		if err := c.appendEvent(ctx, tx, keyEvent(inst.ServiceName+".key.delete", k, nil)); err != nil {
+		if err := c.appendEvent(ctx, tx, keyEvent(inst.ServiceName+".key.delete", k, nil).withStatus(http.StatusNoContent)); err != nil {
 			return err
 		}
 	}

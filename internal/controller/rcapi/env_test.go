@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keyline/keyline/internal/audit"
 	"github.com/keyline/keyline/internal/auth"
 	"github.com/keyline/keyline/internal/clock"
 	"github.com/keyline/keyline/internal/controller"
@@ -182,6 +183,7 @@ type env struct {
 	policies *accessPolicies
 	kms, es  *recordingBroker
 	db       *store.DB
+	audit    *audit.Log
 	ctl      *controller.Controller
 	srv      *httptest.Server
 	stop     func()
@@ -205,7 +207,11 @@ func (e *env) start() {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctl, err := controller.New(ctx, controller.Config{DB: db, Clock: e.clock, Authorizer: e.policies})
+	log, err := audit.New(ctx, db, e.clock, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctl, err := controller.New(ctx, controller.Config{DB: db, Audit: log, Clock: e.clock, Authorizer: e.policies})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -224,11 +230,12 @@ func (e *env) start() {
 		defer close(done)
 		ctl.Run(runCtx)
 	}()
-	e.db, e.ctl, e.srv = db, ctl, srv
+	e.db, e.audit, e.ctl, e.srv = db, log, ctl, srv
 	e.stop = func() {
 		cancel()
 		<-done
 		srv.Close()
+		log.Close()
 		db.Close()
 	}
 }
@@ -344,3 +351,17 @@ func (r response) errorCode() string {
 }
 
 var errBrokerDown = errors.New("connection refused to 10.0.0.7:9092")
+
+// events returns the account's audit events for action, oldest first.
+func (e *env) events(account, action string) []audit.Event {
+	e.t.Helper()
+	page, err := e.audit.Query(context.Background(), audit.Filter{AccountID: account, Action: action, Limit: 500})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	out := page.Events
+	for i, j := 0, len(out)-1; i < j; i, j = i+1, j-1 {
+		out[i], out[j] = out[j], out[i]
+	}
+	return out
+}
