@@ -177,7 +177,7 @@ func newPolicies() *accessPolicies {
 // env is a controller with both services, served over HTTP, on a fresh
 // database, with the reclamation scheduler running on a fake clock.
 type env struct {
-	t        *testing.T
+	t        testing.TB
 	dir      string
 	clock    *clock.Fake
 	policies *accessPolicies
@@ -191,7 +191,7 @@ type env struct {
 
 var epoch = time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC)
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	e := &env{t: t, dir: t.TempDir(), clock: clock.NewFake(epoch), policies: newPolicies(), kms: newBroker(), es: newBroker()}
 	e.start()
 	t.Cleanup(e.shutdown)
@@ -296,7 +296,7 @@ func (e *env) do(token, method, path string, body any) response {
 }
 
 // want fails the test unless the response has the status.
-func (r response) want(t *testing.T, status int) response {
+func (r response) want(t testing.TB, status int) response {
 	t.Helper()
 	if r.status != status {
 		t.Fatalf("status %d, want %d: %s", r.status, status, r.raw)
@@ -326,7 +326,7 @@ const (
 )
 
 // waitFor waits for a condition that another goroutine (the scheduler) makes true.
-func waitFor(t *testing.T, what string, cond func() bool) {
+func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for !cond() {
