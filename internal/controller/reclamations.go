@@ -388,6 +388,7 @@ func (c *Controller) finishReclaim(ctx context.Context, id, by string) (*Reclama
 		if err != nil {
 			return nil, err
 		}
+		c.nudge() // the scheduler may be asleep past the retry time
 		c.logger.Warn("reclaim failed; will retry", "reclamation", id, "attempts", rec.Attempts, "retry_at", retry, "err", berr)
 		rec.LastError = safeMessage(berr)
 		return rec, nil
