@@ -2,6 +2,19 @@
 // services, their instances and resource keys, the reclamation of deleted
 // instances, and the tasks of long operations on them. Each service plugs in
 // through a ServiceBroker; the controller owns the records and lifecycle.
+//
+// An instance's life, and the broker call at each step:
+//
+//	create ──Provision──▶ provisioning ──▶ active ◀──SetActive/SetInactive──▶ inactive
+//	                           └─(error, or a restart)─▶ failed ──delete──Reclaim──▶ removed
+//	active|inactive ──delete──Suspend──▶ pending_reclamation (+ reclamation SCHEDULED)
+//	pending_reclamation ──restore──Resume──▶ active|inactive
+//	pending_reclamation ──reclaim, or window ends──Reclaim──▶ removed
+//
+// Each state change is written in one transaction with its Activity Tracker
+// event. A reclaim is an obligation kept in the database: it is claimed for
+// a lease, retried with backoff while the broker fails, and taken up again
+// after a restart, so brokers must accept a repeated Reclaim.
 package controller
 
 import (
