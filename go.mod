@@ -3,7 +3,7 @@ module github.com/keyline/keyline
 go 1.26.4
 
 require (
-	github.com/IBM/keyprotect-go-client v0.17.3 // indirect
+	github.com/IBM/keyprotect-go-client v0.17.3
 	github.com/IBM/sarama v1.61.1 // indirect
 	github.com/davecgh/go-spew v1.1.1 // indirect
 	github.com/dustin/go-humanize v1.1.0 // indirect

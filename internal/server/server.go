@@ -15,6 +15,7 @@ import (
 
 	"github.com/keyline/keyline/internal/audit"
 	"github.com/keyline/keyline/internal/clock"
+	"github.com/keyline/keyline/internal/errs"
 	"github.com/keyline/keyline/internal/seal"
 	"github.com/keyline/keyline/internal/store"
 )
@@ -38,6 +39,7 @@ type Server struct {
 	mux    *http.ServeMux
 	http   *http.Server
 	ln     net.Listener
+	svc    *services
 
 	// AdminAPIKey is set when this start created the admin API key.
 	AdminAPIKey string
@@ -144,3 +146,5 @@ func writeAdminKey(dir, key string) error {
 	_, werr := f.WriteString(key + "\n")
 	return errors.Join(werr, f.Sync(), f.Close())
 }
+
+func errsAs(err error) *errs.Error { return errs.As(err) }

@@ -1,0 +1,207 @@
+// Command kms measures the Key Protect API's wrap and unwrap throughput and
+// latency over real HTTP (loopback, keep-alive), with the KMS, its store and
+// its audit trail in-process.
+//
+//	go run ./bench/kms -duration 5s -workers 1,16
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"runtime"
+	"runtime/pprof"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/keyline/keyline/internal/auth"
+	"github.com/keyline/keyline/internal/httpapi"
+	"github.com/keyline/keyline/internal/kms"
+	"github.com/keyline/keyline/internal/kms/kmstest"
+	"github.com/keyline/keyline/internal/kms/kpapi"
+	"github.com/keyline/keyline/internal/seal"
+	"github.com/keyline/keyline/internal/store"
+)
+
+const (
+	instance = "b3c1d2e3-0000-4000-8000-00000000beef"
+	account  = "bench-account"
+	token    = "bench-token"
+)
+
+func main() {
+	duration := flag.Duration("duration", 5*time.Second, "how long each measurement runs")
+	workerList := flag.String("workers", "1,16", "comma list of concurrent clients")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile here")
+	auditKind := flag.String("audit", "table", "audit trail: table or none")
+	flag.Parse()
+	if err := run(*duration, *workerList, *cpuProfile, *auditKind); err != nil {
+		log.Fatal(err)
+	}
+}
+
+func run(duration time.Duration, workerList, cpuProfile, auditKind string) error {
+	ctx := context.Background()
+	dir, err := os.MkdirTemp("", "kms-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	db, err := store.OpenSQLite(ctx, dir)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	master, err := seal.New(seal.RandomKey())
+	if err != nil {
+		return err
+	}
+	audit, err := newAuditor(ctx, db, auditKind)
+	if err != nil {
+		return err
+	}
+	authn, authz := kmstest.NewAuthn(), kmstest.NewAuthz()
+	p := &auth.Principal{IAMID: "IBMid-bench", AccountID: account, Type: auth.User}
+	authn.Add(token, p)
+	authz.Allow(p.IAMID, kmstest.Grant{Role: auth.RoleWriter, Instance: instance})
+	svc, err := kms.New(ctx, kms.Config{DB: db, Master: master, Authorizer: authz, Audit: audit})
+	if err != nil {
+		return err
+	}
+	if err := svc.CreateInstance(ctx, kms.Instance{GUID: instance, AccountID: account}); err != nil {
+		return err
+	}
+	key, err := svc.CreateKey(auth.WithPrincipal(ctx, p), instance, kms.CreateKeyInput{Name: "bench-root"})
+	if err != nil {
+		return err
+	}
+	mux := http.NewServeMux()
+	kpapi.New(svc, authn, nil).Register(mux)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: httpapi.Middleware(nil, mux)}
+	go srv.Serve(ln)
+	defer srv.Close()
+	base := "http://" + ln.Addr().String() + "/api/v2/keys/" + key.ID + "/actions/"
+
+	if cpuProfile != "" {
+		f, err := os.Create(cpuProfile)
+		if err != nil {
+			return err
+		}
+		pprof.StartCPUProfile(f)
+		defer pprof.StopCPUProfile()
+	}
+	fmt.Printf("kms bench: GOMAXPROCS=%d, %s per run, audit=%s\n", runtime.GOMAXPROCS(0), duration, audit.name())
+	dek := base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{0x5a}, 32))
+	wrapBody := []byte(`{"plaintext":"` + dek + `","aad":["bench"]}`)
+	for _, ws := range strings.Split(workerList, ",") {
+		workers, err := strconv.Atoi(strings.TrimSpace(ws))
+		if err != nil || workers < 1 {
+			return fmt.Errorf("bad worker count %q", ws)
+		}
+		client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: workers, MaxConnsPerHost: workers}}
+		wrapped, err := measure(client, "wrap", workers, duration, func(i int, last []byte) (string, []byte) {
+			return base + "wrap", wrapBody
+		})
+		if err != nil {
+			return err
+		}
+		var ct struct {
+			Ciphertext string `json:"ciphertext"`
+		}
+		if err := json.Unmarshal(wrapped, &ct); err != nil || ct.Ciphertext == "" {
+			return fmt.Errorf("wrap answered %s", wrapped)
+		}
+		unwrapBody := []byte(`{"ciphertext":"` + ct.Ciphertext + `","aad":["bench"]}`)
+		if _, err := measure(client, "unwrap", workers, duration, func(int, []byte) (string, []byte) {
+			return base + "unwrap", unwrapBody
+		}); err != nil {
+			return err
+		}
+		client.CloseIdleConnections()
+	}
+	return nil
+}
+
+// measure runs workers clients for d and prints throughput and latency.
+func measure(client *http.Client, name string, workers int, d time.Duration, next func(int, []byte) (string, []byte)) ([]byte, error) {
+	var (
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		lat      []time.Duration
+		failures atomic.Int64
+		firstErr error
+		lastBody []byte
+	)
+	deadline := time.Now().Add(d)
+	start := time.Now()
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			local := make([]time.Duration, 0, 1<<16)
+			var body []byte
+			for time.Now().Before(deadline) {
+				url, req := next(w, body)
+				t0 := time.Now()
+				hr, _ := http.NewRequest(http.MethodPost, url, bytes.NewReader(req))
+				hr.Header.Set("Authorization", "Bearer "+token)
+				hr.Header.Set("Bluemix-Instance", instance)
+				resp, err := client.Do(hr)
+				if err == nil {
+					body, err = io.ReadAll(resp.Body)
+					resp.Body.Close()
+					if err == nil && resp.StatusCode != http.StatusOK {
+						err = fmt.Errorf("%s: status %d: %s", name, resp.StatusCode, body)
+					}
+				}
+				if err != nil {
+					failures.Add(1)
+					mu.Lock()
+					if firstErr == nil {
+						firstErr = err
+					}
+					mu.Unlock()
+					continue
+				}
+				local = append(local, time.Since(t0))
+			}
+			mu.Lock()
+			lat = append(lat, local...)
+			if lastBody == nil {
+				lastBody = body
+			}
+			mu.Unlock()
+		}(w)
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	if firstErr != nil {
+		return nil, fmt.Errorf("%d failures, first: %w", failures.Load(), firstErr)
+	}
+	slices.Sort(lat)
+	pct := func(p float64) time.Duration {
+		if len(lat) == 0 {
+			return 0
+		}
+		return lat[int(float64(len(lat)-1)*p)]
+	}
+	fmt.Printf("%-6s workers=%-3d ops=%-8d ops/s=%-9.0f p50=%-10v p99=%v\n", name, workers, len(lat),
+		float64(len(lat))/elapsed.Seconds(), pct(0.50).Round(time.Microsecond), pct(0.99).Round(time.Microsecond))
+	return lastBody, nil
+}

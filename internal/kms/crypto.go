@@ -1,0 +1,327 @@
+package kms
+
+import (
+	"context"
+	"crypto/rand"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/keyline/keyline/internal/auth"
+	"github.com/keyline/keyline/internal/errs"
+	"github.com/keyline/keyline/internal/store"
+)
+
+// hotCache keeps what wrap and unwrap need in memory: instances, and each
+// used key's state with one ready cipher per version, so the hot path neither
+// queries the database nor opens the master seal. Every committed write to
+// keys empties it (writes are rare next to wraps); a load that raced with a
+// write is not cached (generation check).
+type hotCache struct {
+	mu        sync.RWMutex
+	gen       uint64
+	instances map[string]Instance
+	keys      map[string]*hotKey // instance GUID + "\x00" + id or alias
+}
+
+type hotKey struct {
+	id, name, crn, ring string
+	state               int
+	extractable         bool
+	expiration          time.Time
+	latest              *versionCipher
+	versions            map[uuid.UUID]*versionCipher
+}
+
+func newHotCache() *hotCache {
+	return &hotCache{instances: map[string]Instance{}, keys: map[string]*hotKey{}}
+}
+
+func (h *hotCache) invalidate() {
+	h.mu.Lock()
+	h.gen++
+	clear(h.instances)
+	clear(h.keys)
+	h.mu.Unlock()
+}
+
+func (h *hotCache) invalidateOnCommit(tx *store.Tx) { tx.OnCommit(h.invalidate) }
+
+func (h *hotCache) instance(guid string) (Instance, bool) {
+	h.mu.RLock()
+	in, ok := h.instances[guid]
+	h.mu.RUnlock()
+	return in, ok
+}
+
+func (h *hotCache) putInstance(in Instance) {
+	h.mu.Lock()
+	h.instances[in.GUID] = in
+	h.mu.Unlock()
+}
+
+func (h *hotCache) generation() uint64 {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return h.gen
+}
+
+func (h *hotCache) key(ref string) *hotKey {
+	h.mu.RLock()
+	k := h.keys[ref]
+	h.mu.RUnlock()
+	return k
+}
+
+func (h *hotCache) putKey(gen uint64, ref string, k *hotKey) {
+	h.mu.Lock()
+	if h.gen == gen {
+		h.keys[ref] = k
+	}
+	h.mu.Unlock()
+}
+
+// effectiveState is the hot key's state at now (expiration applied).
+func (k *hotKey) effectiveState(now time.Time) int {
+	if (k.state == StateActive || k.state == StateSuspended) && !k.expiration.IsZero() && !now.Before(k.expiration) {
+		return StateDeactivated
+	}
+	return k.state
+}
+
+// hotKey returns the cached key for idOrAlias, loading it (and opening its
+// versions under the master key) on a miss.
+func (s *Service) hotKey(ctx context.Context, guid, idOrAlias string) (*hotKey, error) {
+	ref := guid + "\x00" + idOrAlias
+	if k := s.hot.key(ref); k != nil {
+		return k, nil
+	}
+	gen := s.hot.generation()
+	var hk *hotKey
+	err := s.db.Read(ctx, func(tx *store.Tx) error {
+		id, err := resolveID(tx, guid, idOrAlias)
+		if err != nil {
+			return err
+		}
+		k, err := loadKey(tx, guid, id)
+		if err != nil {
+			return err
+		}
+		hk = &hotKey{id: k.ID, name: k.Name, ring: k.KeyRing, state: k.State, extractable: k.Extractable,
+			expiration: store.ParseTime(k.Expiration), versions: map[uuid.UUID]*versionCipher{}}
+		if k.Extractable || k.State == StateDestroyed {
+			return nil // never used to wrap: no need to open the material
+		}
+		rows, err := tx.Query(`SELECT id, material, creation_date FROM kms_key_versions WHERE key_id = ?`, k.ID)
+		if err != nil {
+			return errs.Internalf("kms.hotKey", err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var vid, created string
+			var sealed []byte
+			if err := rows.Scan(&vid, &sealed, &created); err != nil {
+				return errs.Internalf("kms.hotKey", err)
+			}
+			m, err := s.openVersion(k.ID, vid, sealed)
+			if err != nil {
+				return err
+			}
+			vc, err := newVersionCipher(k.ID, vid, created, m)
+			wipe(m)
+			if err != nil {
+				return errs.Internalf("kms.hotKey", err)
+			}
+			hk.versions[vc.id] = vc
+			if vid == k.LatestVersion {
+				hk.latest = vc
+			}
+		}
+		if err := rows.Err(); err != nil {
+			return errs.Internalf("kms.hotKey", err)
+		}
+		if hk.latest == nil {
+			return errs.E("kms.hotKey", errs.Internal, "INCOMPLETE_METADATA_ERR", "Key metadata became corrupted")
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.hot.putKey(gen, ref, hk)
+	return hk, nil
+}
+
+// WrapResult is the answer to wrap, unwrap and rewrap. Ciphertext is the
+// opaque wrapped key (the HTTP API shows it in base64).
+type WrapResult struct {
+	Plaintext           []byte // unwrap, or wrap of a generated DEK
+	Ciphertext          []byte // wrap, rewrap, or unwrap of an old version's ciphertext
+	KeyVersion          KeyVersion
+	RewrappedKeyVersion *KeyVersion
+}
+
+// Limits on wrap input.
+const MaxWrapPlaintext = 7500
+
+func versionOf(v *versionCipher) KeyVersion {
+	return KeyVersion{ID: v.id.String(), CreationDate: timePtr(v.created)}
+}
+
+// cryptoKey is the common gate of wrap, unwrap and rewrap.
+func (s *Service) cryptoKey(ctx context.Context, op, guid, idOrAlias, action string, aad []string) (*hotKey, Instance, error) {
+	p, in, err := s.instance(ctx, op, guid)
+	if err != nil {
+		s.recordFailure(ctx, action, target{crn: in.CRN, name: guid, typ: typeInstance}, err)
+		return nil, in, err
+	}
+	hk, err := s.hotKey(ctx, in.GUID, idOrAlias)
+	if err != nil {
+		if aerr := s.authorize(ctx, op, p, action, in, ""); aerr != nil {
+			err = aerr
+		}
+		s.recordFailure(ctx, action, target{crn: keyCRN(in, idOrAlias), name: idOrAlias, typ: typeKey}, err)
+		return nil, in, err
+	}
+	t := target{crn: keyCRN(in, hk.id), name: hk.name, typ: typeKey}
+	if err := s.authorize(ctx, op, p, action, in, hk.id); err != nil {
+		s.recordFailure(ctx, action, t, err)
+		return nil, in, err
+	}
+	err = checkAAD(op, aad)
+	if err == nil {
+		err = hk.usable(op, action, s.clock.Now())
+	}
+	if err != nil {
+		s.recordFailure(ctx, action, t, err)
+		return nil, in, err
+	}
+	return hk, in, nil
+}
+
+func checkAAD(op string, aad []string) error {
+	if len(aad) > maxAADItems {
+		return errs.E(op, errs.Invalid, "INVALID_FIELD_ERR", "The field 'aad' must be: at most 32 strings").On("field", "aad")
+	}
+	for _, a := range aad {
+		if len(a) > maxAADItemLen {
+			return errs.E(op, errs.Invalid, "INVALID_FIELD_ERR", "The field 'aad' must be: strings of at most 255 characters").On("field", "aad")
+		}
+	}
+	return nil
+}
+
+// usable says whether action may use the key in its current state (§3.4).
+func (k *hotKey) usable(op, action string, now time.Time) error {
+	if k.extractable {
+		return errRootRequired(op)
+	}
+	switch st := k.effectiveState(now); {
+	case st == StateDestroyed:
+		return errs.E(op, errs.Gone, "KEY_DELETED_ERR", "The key has been deleted and is no longer available")
+	case st == StateActive:
+		return nil
+	case st == StateDeactivated && action != auth.KMSKeyWrap:
+		return nil
+	}
+	return errInvalidState(op)
+}
+
+func (s *Service) recordCrypto(ctx context.Context, in Instance, hk *hotKey, action string, res WrapResult) error {
+	ev := success(action, target{crn: keyCRN(in, hk.id), name: hk.name, typ: typeKey})
+	ev.RequestData["instanceID"] = in.GUID
+	ev.RequestData["keyRingId"] = hk.ring
+	ev.ResponseData["keyId"] = hk.id
+	ev.ResponseData["keyVersionId"] = res.KeyVersion.ID
+	if res.RewrappedKeyVersion != nil {
+		ev.ResponseData["rewrappedKeyVersionId"] = res.RewrappedKeyVersion.ID
+	}
+	return s.record(ctx, ev)
+}
+
+// Wrap wraps plaintext (a DEK) with the key's latest version; with no
+// plaintext it generates a 256-bit DEK and returns it with its wrapping.
+func (s *Service) Wrap(ctx context.Context, instanceGUID, idOrAlias string, plaintext []byte, aad []string) (WrapResult, error) {
+	const op = "kms.Wrap"
+	action := auth.KMSKeyWrap
+	hk, in, err := s.cryptoKey(ctx, op, instanceGUID, idOrAlias, action, aad)
+	if err != nil {
+		return WrapResult{}, err
+	}
+	var res WrapResult
+	if len(plaintext) > MaxWrapPlaintext || (plaintext != nil && len(plaintext) == 0) {
+		err := errs.E(op, errs.Invalid, "INVALID_FIELD_ERR", "The field 'plaintext' must be: 1 to 7,500 bytes of base64 encoded key material").On("field", "plaintext")
+		s.recordFailure(ctx, action, target{crn: keyCRN(in, hk.id), name: hk.name, typ: typeKey}, err)
+		return WrapResult{}, err
+	}
+	if plaintext == nil {
+		plaintext = make([]byte, 32)
+		rand.Read(plaintext)
+		res.Plaintext = plaintext
+	}
+	res.Ciphertext = hk.latest.seal(plaintext, aad)
+	res.KeyVersion = versionOf(hk.latest)
+	if err := s.recordCrypto(ctx, in, hk, action, res); err != nil {
+		return WrapResult{}, err
+	}
+	return res, nil
+}
+
+// open finds the version that sealed ciphertext and opens it.
+func (hk *hotKey) open(op string, ciphertext []byte, aad []string) ([]byte, *versionCipher, error) {
+	bad := errs.E(op, errs.Unprocessable, "UNPROCESSABLE_CIPHERTEXT_ERR", "The provided ciphertext is invalid or corrupted")
+	w, err := parseWrapped(ciphertext)
+	if err != nil {
+		return nil, nil, bad
+	}
+	v := hk.versions[w.version]
+	if v == nil {
+		return nil, nil, bad
+	}
+	pt, err := v.open(w, aad)
+	if err != nil {
+		return nil, nil, bad
+	}
+	return pt, v, nil
+}
+
+// Unwrap returns the DEK in ciphertext. If a version older than the latest
+// sealed it, the result also carries the DEK rewrapped with the latest.
+func (s *Service) Unwrap(ctx context.Context, instanceGUID, idOrAlias string, ciphertext []byte, aad []string) (WrapResult, error) {
+	const op = "kms.Unwrap"
+	return s.unwrap(ctx, op, auth.KMSKeyUnwrap, instanceGUID, idOrAlias, ciphertext, aad)
+}
+
+// Rewrap rewraps ciphertext with the key's latest version without
+// returning the DEK.
+func (s *Service) Rewrap(ctx context.Context, instanceGUID, idOrAlias string, ciphertext []byte, aad []string) (WrapResult, error) {
+	const op = "kms.Rewrap"
+	return s.unwrap(ctx, op, auth.KMSKeyRewrap, instanceGUID, idOrAlias, ciphertext, aad)
+}
+
+func (s *Service) unwrap(ctx context.Context, op, action, guid, idOrAlias string, ciphertext []byte, aad []string) (WrapResult, error) {
+	hk, in, err := s.cryptoKey(ctx, op, guid, idOrAlias, action, aad)
+	if err != nil {
+		return WrapResult{}, err
+	}
+	pt, v, err := hk.open(op, ciphertext, aad)
+	if err != nil {
+		s.recordFailure(ctx, action, target{crn: keyCRN(in, hk.id), name: hk.name, typ: typeKey}, err)
+		return WrapResult{}, err
+	}
+	res := WrapResult{KeyVersion: versionOf(v)}
+	if v != hk.latest || action == auth.KMSKeyRewrap {
+		res.Ciphertext = hk.latest.seal(pt, aad)
+		latest := versionOf(hk.latest)
+		res.RewrappedKeyVersion = &latest
+	}
+	if action == auth.KMSKeyUnwrap {
+		res.Plaintext = pt
+	} else {
+		wipe(pt)
+	}
+	if err := s.recordCrypto(ctx, in, hk, action, res); err != nil {
+		return WrapResult{}, err
+	}
+	return res, nil
+}
