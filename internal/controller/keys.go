@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"cmp"
 	"context"
 	"net/http"
 	"strings"
@@ -41,7 +42,7 @@ type ResourceKey struct {
 type CreateKeyRequest struct {
 	Name   string
 	Source string // the instance GUID or CRN
-	Role   string // a role CRN or name; "" is Reader, the least that can use the instance
+	Role   string // a role CRN or name; "" is the service's DefaultKeyRole
 }
 
 // CreateResourceKey creates credentials for an instance from its broker.
@@ -57,7 +58,7 @@ func (c *Controller) CreateResourceKey(ctx context.Context, req CreateKeyRequest
 	if req.Source == "" {
 		return nil, errs.E(op, errs.Invalid, "MISSING_FIELD", "The source field is required: the GUID or CRN of the instance").On("field", "source")
 	}
-	role := auth.RoleReader
+	role := ""
 	if req.Role != "" {
 		if role = auth.RoleCRN(req.Role); role == "" {
 			return nil, errs.Ef(op, errs.Invalid, "INVALID_ROLE", "The role %q is not a known IAM role", req.Role).On("field", "role")
@@ -92,6 +93,9 @@ func (c *Controller) CreateResourceKey(ctx context.Context, req CreateKeyRequest
 	entry, err := c.service(op, inst.ServiceName)
 	if err != nil {
 		return fail(err)
+	}
+	if key.Role == "" {
+		key.Role = cmp.Or(entry.svc.DefaultKeyRole, auth.RoleReader)
 	}
 	// From here the operation runs to its end and is recorded even if the
 	// caller goes away: the broker's work must not go unrecorded.

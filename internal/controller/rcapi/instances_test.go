@@ -394,6 +394,10 @@ func TestParametersGoToABrokerThatAcceptsThem(t *testing.T) {
 	if got := e.do("alice", "GET", "/v2/resource_instances/"+guid, nil).body["parameters"].(map[string]any)["disk_encryption_key_crn"]; got != keyCRN {
 		t.Errorf("a refused update changed the key to %v", got)
 	}
+	key := e.do("alice", "POST", "/v2/resource_keys", map[string]any{"name": "k", "source": guid}).want(t, 201)
+	if key.str("role") != auth.RoleReader {
+		t.Errorf("a service without a default key role gave a key role %s, want Reader", key.str("role"))
+	}
 	ev := e.events(accountA, "databases-for-redis.instance.update")
 	if len(ev) != 2 || ev[0].Message != "Databases for Redis: update instance" || ev[1].Outcome != "failure" {
 		t.Errorf("update events %+v", ev)
