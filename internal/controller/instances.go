@@ -403,10 +403,14 @@ func (c *Controller) instanceBatch(ctx context.Context, where []string, args []a
 		where = append(where[:len(where):len(where)], "(created_at > ? OR (created_at = ? AND guid > ?))")
 		args = append(args[:len(args):len(args)], after.at, after.at, after.id)
 	}
+	return c.queryInstances(ctx, strings.Join(where, " AND ")+` ORDER BY created_at, guid LIMIT ?`, append(args, n)...)
+}
+
+// queryInstances reads the instances of "SELECT ... FROM rc_instances WHERE <cond>".
+func (c *Controller) queryInstances(ctx context.Context, cond string, args ...any) ([]Instance, error) {
 	var out []Instance
 	err := c.db.Read(ctx, func(tx *store.Tx) error {
-		rows, err := tx.Query(`SELECT `+instanceColumns+` FROM rc_instances WHERE `+strings.Join(where, " AND ")+
-			` ORDER BY created_at, guid LIMIT ?`, append(args, n)...)
+		rows, err := tx.Query(`SELECT `+instanceColumns+` FROM rc_instances WHERE `+cond, args...)
 		if err != nil {
 			return err
 		}
@@ -769,4 +773,23 @@ func (c *Controller) setCondition(ctx context.Context, guid, from, to, reason st
 	prev := inst.State
 	inst.State, inst.StateReason, inst.UpdatedAt = to, reason, c.now()
 	return c.db.Tx(ctx, func(tx *store.Tx) error { return updateInstance(tx, inst, prev) })
+}
+
+// LookupInstance returns an instance by GUID or CRN, in any state, without
+// checking a caller: it is for services acting on their own instances (a
+// broker starting a task after a key rotation), never for user requests.
+func (c *Controller) LookupInstance(ctx context.Context, id string) (*Instance, error) {
+	return c.loadInstance(ctx, "controller.LookupInstance", id)
+}
+
+// InstancesOf returns every instance of a service in one of states (all
+// states when none is given), oldest first, without checking a caller: a
+// service reopens its active instances with it when the process starts.
+func (c *Controller) InstancesOf(ctx context.Context, service string, states ...string) ([]Instance, error) {
+	where, args := "service_name = ?", []any{service}
+	if len(states) > 0 {
+		where += " AND state IN (" + strings.TrimSuffix(strings.Repeat("?,", len(states)), ",") + ")"
+		args = append(args, toAny(states)...)
+	}
+	return c.queryInstances(ctx, where+` ORDER BY created_at, guid`, args...)
 }
