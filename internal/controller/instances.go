@@ -97,11 +97,16 @@ func (c *Controller) CreateInstance(ctx context.Context, req CreateInstanceReque
 		return nil, err
 	}
 	entry, plan, region, err := c.validateCreate(req)
+	// A create refused before it starts is recorded on the service in the
+	// account (a CRN without instance): no instance exists.
+	refused := func(err error) (*Instance, error) {
+		c.recordFailure(ctx, entry.svc.Name+".instance.create", &Instance{CRN: crn.New(entry.svc.Name, region, p.AccountID, ""),
+			Name: req.Name, ServiceName: entry.svc.Name}, err)
+		return nil, err
+	}
 	if err != nil {
 		if entry != nil {
-			// The service is known: its create failed, on no instance yet.
-			c.recordFailure(ctx, entry.svc.Name+".instance.create", &Instance{CRN: crn.New(entry.svc.Name, region, p.AccountID, ""),
-				Name: req.Name, ServiceName: entry.svc.Name}, err)
+			return refused(err)
 		}
 		return nil, err
 	}
@@ -127,8 +132,7 @@ func (c *Controller) CreateInstance(ctx context.Context, req CreateInstanceReque
 	}
 	action := svc.Name + ".instance.create"
 	if err := c.authz.Authorize(ctx, p, auth.InstanceCreate, auth.Resource{AccountID: p.AccountID, ServiceName: svc.Name}); err != nil {
-		c.recordFailure(ctx, action, inst, err)
-		return nil, err
+		return refused(err)
 	}
 	if err := c.db.Tx(ctx, func(tx *store.Tx) error { return insertInstance(tx, inst) }); err != nil {
 		return nil, err

@@ -94,10 +94,14 @@ func TestFailuresAreAudited(t *testing.T) {
 	if evs := e.events(accountA, "messagehub.instance.create"); len(evs) != 2 || !strings.Contains(evs[1].Reason.ReasonForFailure, "not a region") {
 		t.Errorf("bad-region create events: %+v", evs)
 	}
+	// A create refused by IAM is recorded on the service in the account.
+	e.do("viewer", "POST", "/v2/resource_instances", map[string]any{"name": "es", "target": "eu-de", "resource_plan_id": esPlan}).want(t, 403)
+	e.checkEvent(t, "crn:v1:bluemix:public:messagehub:eu-de:a/"+accountA+":::", wantEvent{action: "messagehub.instance.create",
+		outcome: "failure", code: 403, initiator: "IBMid-viewer", failure: "not authorized"})
 	// Refused before any service is known: nothing to attribute the event to.
 	e.do("alice", "POST", "/v2/resource_instances", map[string]any{"name": "es", "target": "us-south", "resource_plan_id": "gold"}).want(t, 400)
-	if n := len(e.events(accountA, "*")); n != 2 {
-		t.Errorf("%d events after a create for an unknown plan, want 2", n)
+	if n := len(e.events(accountA, "*")); n != 3 {
+		t.Errorf("%d events after a create for an unknown plan, want 3", n)
 	}
 	// A reclaim that fails in the broker, and its retry by the scheduler.
 	guid := e.createInstance("es", esPlan, nil).str("guid")
