@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -402,4 +403,26 @@ func TestParametersGoToABrokerThatAcceptsThem(t *testing.T) {
 	if len(ev) != 2 || ev[0].Message != "Databases for Redis: update instance" || ev[1].Outcome != "failure" {
 		t.Errorf("update events %+v", ev)
 	}
+}
+
+func TestListShowsOnlyInstancesTheCallerMayRead(t *testing.T) {
+	e := newEnv(t)
+	var guids []string
+	for range 5 {
+		guids = append(guids, e.createInstance("kp", kmsPlan, nil).str("guid"))
+	}
+	e.policies.users["scoped"] = &auth.Principal{IAMID: "IBMid-scoped", AccountID: accountA, Name: "scoped", Type: auth.User}
+	e.policies.grants["IBMid-scoped"] = []grant{{"kms", guids[1], auth.RoleViewer}, {"kms", guids[4], auth.RoleViewer}}
+	var seen []string
+	for path := "/v2/resource_instances?limit=1"; path != ""; {
+		res := e.do("scoped", "GET", path, nil).want(t, 200)
+		for _, r := range res.body["resources"].([]any) {
+			seen = append(seen, r.(map[string]any)["guid"].(string))
+		}
+		path, _ = res.body["next_url"].(string)
+	}
+	if len(seen) != 2 || !slices.Contains(seen, guids[1]) || !slices.Contains(seen, guids[4]) {
+		t.Errorf("scoped user listed %v, want only %s and %s", seen, guids[1], guids[4])
+	}
+	e.do("scoped", "GET", "/v2/resource_instances/"+guids[0], nil).want(t, 403)
 }
