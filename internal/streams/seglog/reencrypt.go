@@ -78,7 +78,8 @@ func (s *Store) ReencryptTo(ctx context.Context, dek *DEK, progress func(done, t
 			return ctxError(op, err)
 		}
 		size := j.seg.size
-		if err := j.p.reencryptSegment(ctx, j.seg, kr); err != nil {
+		step := func(n int64) { progress(done+n, total) }
+		if err := j.p.reencryptSegment(ctx, j.seg, kr, step); err != nil {
 			if ctx.Err() != nil {
 				return ctxError(op, ctx.Err())
 			}
@@ -154,6 +155,8 @@ func (s *Store) checkKnownKey(op string, dek *DEK) error {
 	return nil
 }
 
+const progressStep = 4 << 20
+
 // rollAwayFrom rolls the active segment if it holds blocks under keys other
 // than kr's sealing key.
 func (p *Partition) rollAwayFrom(kr *keyring) error {
@@ -168,7 +171,8 @@ func (p *Partition) rollAwayFrom(kr *keyring) error {
 // reencryptSegment rewrites a sealed segment and its index under kr's
 // sealing key into side files, then swaps them in. A segment removed
 // meanwhile (retention, drop) is left alone.
-func (p *Partition) reencryptSegment(ctx context.Context, seg *segment, kr *keyring) error {
+// step is told the bytes of the segment done so far, every progressStep.
+func (p *Partition) reencryptSegment(ctx context.Context, seg *segment, kr *keyring, step func(int64)) error {
 	p.mu.RLock()
 	live := slices.Contains(p.segs, seg) && seg != p.active() && !p.closed
 	f, size := seg.f, seg.size
@@ -188,9 +192,14 @@ func (p *Partition) reencryptSegment(ctx context.Context, seg *segment, kr *keyr
 	ns := newSegment(seg.base, nil)
 	out := make([]byte, 0, len(b)+len(b)/16)
 	n := 0
-	end, err := scanBlocks(b, kr, blockID{kind: kindData, stream: p.stream, base: seg.base}, func(_ int64, _ string, plain []byte) error {
+	reported := int64(0)
+	end, err := scanBlocks(b, kr, blockID{kind: kindData, stream: p.stream, base: seg.base}, func(at int64, _ string, plain []byte) error {
 		if n++; n%256 == 0 && ctx.Err() != nil {
 			return ctx.Err()
+		}
+		if at-reported >= progressStep {
+			reported = at
+			step(at)
 		}
 		if len(plain) < metaLen {
 			return errBatch
