@@ -4,35 +4,30 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/keyline/keyline/internal/audit"
+	"github.com/keyline/keyline/internal/clock"
 	"github.com/keyline/keyline/internal/kms"
-	"github.com/keyline/keyline/internal/kms/kmstest"
 	"github.com/keyline/keyline/internal/store"
 )
-
-// namedAuditor is the audit trail the bench runs with.
-type namedAuditor interface {
-	kms.Auditor
-	name() string
-}
-
-type tableAuditor struct{ *kmstest.Audit }
-
-func (tableAuditor) name() string { return "table (one transaction per read event)" }
 
 // discardAuditor measures the KMS alone, without the audit trail's cost.
 type discardAuditor struct{}
 
 func (discardAuditor) Append(context.Context, *store.Tx, kms.AuditEvent) error { return nil }
 func (discardAuditor) Record(context.Context, kms.AuditEvent) error            { return nil }
-func (discardAuditor) name() string                                            { return "none (KMS cost only)" }
 
-func newAuditor(ctx context.Context, db *store.DB, kind string) (namedAuditor, error) {
+// newAuditor returns the audit trail the bench runs with (and the
+// Activity Tracker's log, nil with "none").
+func newAuditor(ctx context.Context, db *store.DB, kind string) (kms.Auditor, *audit.Log, error) {
 	switch kind {
-	case "table":
-		a, err := kmstest.NewAudit(ctx, db)
-		return tableAuditor{a}, err
+	case "at":
+		l, err := audit.New(ctx, db, clock.Real{}, nil)
+		if err != nil {
+			return nil, nil, err
+		}
+		return kms.ActivityTracker(l), l, nil
 	case "none":
-		return discardAuditor{}, nil
+		return discardAuditor{}, nil, nil
 	}
-	return nil, fmt.Errorf("unknown -audit %q (table, none)", kind)
+	return nil, nil, fmt.Errorf("unknown -audit %q (at, none)", kind)
 }

@@ -29,30 +29,26 @@ import (
 	"github.com/keyline/keyline/internal/auth"
 	"github.com/keyline/keyline/internal/httpapi"
 	"github.com/keyline/keyline/internal/kms"
-	"github.com/keyline/keyline/internal/kms/kmstest"
 	"github.com/keyline/keyline/internal/kms/kpapi"
 	"github.com/keyline/keyline/internal/seal"
 	"github.com/keyline/keyline/internal/store"
 )
 
-const (
-	instance = "b3c1d2e3-0000-4000-8000-00000000beef"
-	account  = "bench-account"
-	token    = "bench-token"
-)
+const instance = "b3c1d2e3-0000-4000-8000-00000000beef"
 
 func main() {
 	duration := flag.Duration("duration", 5*time.Second, "how long each measurement runs")
 	workerList := flag.String("workers", "1,16", "comma list of concurrent clients")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile here")
-	auditKind := flag.String("audit", "table", "audit trail: table or none")
+	auditKind := flag.String("audit", "at", "audit trail: at (the Activity Tracker, group-committed) or none (KMS cost only)")
+	authKind := flag.String("auth", "iam", "authentication and authorization: iam (Keyline's IAM, signed tokens) or table (a fixed table)")
 	flag.Parse()
-	if err := run(*duration, *workerList, *cpuProfile, *auditKind); err != nil {
+	if err := run(*duration, *workerList, *cpuProfile, *auditKind, *authKind); err != nil {
 		log.Fatal(err)
 	}
 }
 
-func run(duration time.Duration, workerList, cpuProfile, auditKind string) error {
+func run(duration time.Duration, workerList, cpuProfile, auditKind, authKind string) error {
 	ctx := context.Background()
 	dir, err := os.MkdirTemp("", "kms-bench-")
 	if err != nil {
@@ -68,27 +64,34 @@ func run(duration time.Duration, workerList, cpuProfile, auditKind string) error
 	if err != nil {
 		return err
 	}
-	audit, err := newAuditor(ctx, db, auditKind)
+	auditor, atLog, err := newAuditor(ctx, db, auditKind)
 	if err != nil {
 		return err
 	}
-	authn, authz := kmstest.NewAuthn(), kmstest.NewAuthz()
-	p := &auth.Principal{IAMID: "IBMid-bench", AccountID: account, Type: auth.User}
-	authn.Add(token, p)
-	authz.Allow(p.IAMID, kmstest.Grant{Role: auth.RoleWriter, Instance: instance})
-	svc, err := kms.New(ctx, kms.Config{DB: db, Master: master, Authorizer: authz, Audit: audit})
+	if atLog != nil {
+		defer atLog.Close()
+	}
+	ba, err := newAuth(ctx, db, master, atLog, authKind)
 	if err != nil {
 		return err
 	}
-	if err := svc.CreateInstance(ctx, kms.Instance{GUID: instance, AccountID: account}); err != nil {
-		return err
-	}
-	key, err := svc.CreateKey(auth.WithPrincipal(ctx, p), instance, kms.CreateKeyInput{Name: "bench-root"})
+	svc, err := kms.New(ctx, kms.Config{DB: db, Master: master, Authorizer: ba.authz, Audit: auditor})
 	if err != nil {
 		return err
 	}
+	if err := svc.CreateInstance(ctx, kms.Instance{GUID: instance, AccountID: ba.account}); err != nil {
+		return err
+	}
+	if err := ba.grant(instance); err != nil {
+		return err
+	}
+	key, err := svc.CreateKey(auth.WithPrincipal(ctx, ba.caller), instance, kms.CreateKeyInput{Name: "bench-root"})
+	if err != nil {
+		return err
+	}
+	token := ba.token
 	mux := http.NewServeMux()
-	kpapi.New(svc, authn, nil).Register(mux)
+	kpapi.New(svc, ba.authn, nil).Register(mux)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err
@@ -106,7 +109,7 @@ func run(duration time.Duration, workerList, cpuProfile, auditKind string) error
 		pprof.StartCPUProfile(f)
 		defer pprof.StopCPUProfile()
 	}
-	fmt.Printf("kms bench: GOMAXPROCS=%d, %s per run, audit=%s\n", runtime.GOMAXPROCS(0), duration, audit.name())
+	fmt.Printf("kms bench: GOMAXPROCS=%d, %s per run, audit=%s, auth=%s\n", runtime.GOMAXPROCS(0), duration, auditKind, authKind)
 	dek := base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{0x5a}, 32))
 	wrapBody := []byte(`{"plaintext":"` + dek + `","aad":["bench"]}`)
 	for _, ws := range strings.Split(workerList, ",") {
@@ -115,7 +118,7 @@ func run(duration time.Duration, workerList, cpuProfile, auditKind string) error
 			return fmt.Errorf("bad worker count %q", ws)
 		}
 		client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: workers, MaxConnsPerHost: workers}}
-		wrapped, err := measure(client, "wrap", workers, duration, func(i int, last []byte) (string, []byte) {
+		wrapped, err := measure(client, token, "wrap", workers, duration, func(i int, last []byte) (string, []byte) {
 			return base + "wrap", wrapBody
 		})
 		if err != nil {
@@ -128,7 +131,7 @@ func run(duration time.Duration, workerList, cpuProfile, auditKind string) error
 			return fmt.Errorf("wrap answered %s", wrapped)
 		}
 		unwrapBody := []byte(`{"ciphertext":"` + ct.Ciphertext + `","aad":["bench"]}`)
-		if _, err := measure(client, "unwrap", workers, duration, func(int, []byte) (string, []byte) {
+		if _, err := measure(client, token, "unwrap", workers, duration, func(int, []byte) (string, []byte) {
 			return base + "unwrap", unwrapBody
 		}); err != nil {
 			return err
@@ -139,7 +142,7 @@ func run(duration time.Duration, workerList, cpuProfile, auditKind string) error
 }
 
 // measure runs workers clients for d and prints throughput and latency.
-func measure(client *http.Client, name string, workers int, d time.Duration, next func(int, []byte) (string, []byte)) ([]byte, error) {
+func measure(client *http.Client, token, name string, workers int, d time.Duration, next func(int, []byte) (string, []byte)) ([]byte, error) {
 	var (
 		wg       sync.WaitGroup
 		mu       sync.Mutex
@@ -162,6 +165,8 @@ func measure(client *http.Client, name string, workers int, d time.Duration, nex
 				hr, _ := http.NewRequest(http.MethodPost, url, bytes.NewReader(req))
 				hr.Header.Set("Authorization", "Bearer "+token)
 				hr.Header.Set("Bluemix-Instance", instance)
+				// Key Protect clients send a correlation id with every request.
+				hr.Header.Set("Correlation-Id", fmt.Sprintf("bench-%d-%d", w, len(local)))
 				resp, err := client.Do(hr)
 				if err == nil {
 					body, err = io.ReadAll(resp.Body)

@@ -76,7 +76,7 @@ func (s *Service) record(ctx context.Context, ev AuditEvent) error {
 // service (no or bad credentials), so that it too leaves an event.
 func (s *Service) RecordRefusal(ctx context.Context, action, instanceGUID string, err error) {
 	t := target{name: instanceGUID, typ: typeInstance}
-	if in, ok := s.hot.instance(instanceGUID); ok {
+	if in, ok, _ := s.findInstance(ctx, instanceGUID); ok {
 		t.crn = in.CRN
 	}
 	s.recordFailure(ctx, action, t, err)

@@ -54,9 +54,11 @@ func (h *hotCache) instance(guid string) (Instance, bool) {
 	return in, ok
 }
 
-func (h *hotCache) putInstance(in Instance) {
+func (h *hotCache) putInstance(gen uint64, in Instance) {
 	h.mu.Lock()
-	h.instances[in.GUID] = in
+	if h.gen == gen {
+		h.instances[in.GUID] = in
+	}
 	h.mu.Unlock()
 }
 
@@ -91,7 +93,8 @@ func (k *hotKey) effectiveState(now time.Time) int {
 
 // hotKey returns the cached key for idOrAlias, loading it (and opening its
 // versions under the master key) on a miss.
-func (s *Service) hotKey(ctx context.Context, guid, idOrAlias string) (*hotKey, error) {
+func (s *Service) hotKey(ctx context.Context, in Instance, idOrAlias string) (*hotKey, error) {
+	guid := in.GUID
 	ref := guid + "\x00" + idOrAlias
 	if k := s.hot.key(ref); k != nil {
 		return k, nil
@@ -107,7 +110,7 @@ func (s *Service) hotKey(ctx context.Context, guid, idOrAlias string) (*hotKey, 
 		if err != nil {
 			return err
 		}
-		hk = &hotKey{id: k.ID, name: k.Name, ring: k.KeyRing, state: k.State, extractable: k.Extractable,
+		hk = &hotKey{id: k.ID, name: k.Name, crn: keyCRN(in, k.ID), ring: k.KeyRing, state: k.State, extractable: k.Extractable,
 			expiration: store.ParseTime(k.Expiration), versions: map[uuid.UUID]*versionCipher{}}
 		if k.Extractable || k.State == StateDestroyed {
 			return nil // never used to wrap: no need to open the material
@@ -175,7 +178,7 @@ func (s *Service) cryptoKey(ctx context.Context, op, guid, idOrAlias, action str
 		s.recordFailure(ctx, action, target{crn: in.CRN, name: guid, typ: typeInstance}, err)
 		return nil, in, err
 	}
-	hk, err := s.hotKey(ctx, in.GUID, idOrAlias)
+	hk, err := s.hotKey(ctx, in, idOrAlias)
 	if err != nil {
 		if aerr := s.authorize(ctx, op, p, action, in, ""); aerr != nil {
 			err = aerr
@@ -183,7 +186,7 @@ func (s *Service) cryptoKey(ctx context.Context, op, guid, idOrAlias, action str
 		s.recordFailure(ctx, action, target{crn: keyCRN(in, idOrAlias), name: idOrAlias, typ: typeKey}, err)
 		return nil, in, err
 	}
-	t := target{crn: keyCRN(in, hk.id), name: hk.name, typ: typeKey}
+	t := target{crn: hk.crn, name: hk.name, typ: typeKey}
 	if err := s.authorize(ctx, op, p, action, in, hk.id); err != nil {
 		s.recordFailure(ctx, action, t, err)
 		return nil, in, err
@@ -228,7 +231,7 @@ func (k *hotKey) usable(op, action string, now time.Time) error {
 }
 
 func (s *Service) recordCrypto(ctx context.Context, in Instance, hk *hotKey, action string, res WrapResult) error {
-	ev := success(action, target{crn: keyCRN(in, hk.id), name: hk.name, typ: typeKey})
+	ev := success(action, target{crn: hk.crn, name: hk.name, typ: typeKey})
 	ev.RequestData["instanceID"] = in.GUID
 	ev.RequestData["keyRingId"] = hk.ring
 	ev.ResponseData["keyId"] = hk.id
@@ -251,7 +254,7 @@ func (s *Service) Wrap(ctx context.Context, instanceGUID, idOrAlias string, plai
 	var res WrapResult
 	if len(plaintext) > MaxWrapPlaintext || (plaintext != nil && len(plaintext) == 0) {
 		err := errs.E(op, errs.Invalid, "INVALID_FIELD_ERR", "The field 'plaintext' must be: 1 to 7,500 bytes of base64 encoded key material").On("field", "plaintext")
-		s.recordFailure(ctx, action, target{crn: keyCRN(in, hk.id), name: hk.name, typ: typeKey}, err)
+		s.recordFailure(ctx, action, target{crn: hk.crn, name: hk.name, typ: typeKey}, err)
 		return WrapResult{}, err
 	}
 	if plaintext == nil {
@@ -306,7 +309,7 @@ func (s *Service) unwrap(ctx context.Context, op, action, guid, idOrAlias string
 	}
 	pt, v, err := hk.open(op, ciphertext, aad)
 	if err != nil {
-		s.recordFailure(ctx, action, target{crn: keyCRN(in, hk.id), name: hk.name, typ: typeKey}, err)
+		s.recordFailure(ctx, action, target{crn: hk.crn, name: hk.name, typ: typeKey}, err)
 		return WrapResult{}, err
 	}
 	res := WrapResult{KeyVersion: versionOf(v)}

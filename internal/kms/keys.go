@@ -234,6 +234,13 @@ type keyCall struct {
 // in the transaction for writes, recorded after reads, recorded as a failure
 // when anything refuses the call.
 func (s *Service) onKey(ctx context.Context, op, guid, idOrAlias, action string, write bool, fn func(c *keyCall) error) error {
+	return s.onKeyAuthz(ctx, op, guid, idOrAlias, action, nil, write, fn)
+}
+
+// onKeyAuthz is onKey with the authorized action chosen by key type (a root
+// key's GET needs only metadata access; a standard key's returns its payload).
+func (s *Service) onKeyAuthz(ctx context.Context, op, guid, idOrAlias, action string, authzAction func(extractable bool) string,
+	write bool, fn func(c *keyCall) error) error {
 	p, in, err := s.instance(ctx, op, guid)
 	if err != nil {
 		s.recordFailure(ctx, action, target{crn: in.CRN, name: guid, typ: typeInstance}, err)
@@ -241,20 +248,27 @@ func (s *Service) onKey(ctx context.Context, op, guid, idOrAlias, action string,
 	}
 	t := target{crn: keyCRN(in, idOrAlias), name: idOrAlias, typ: typeKey}
 	var keyID string
+	var extractable bool
 	err = s.db.Read(ctx, func(tx *store.Tx) error {
-		keyID, err = resolveID(tx, in.GUID, idOrAlias)
-		return err
+		if keyID, err = resolveID(tx, in.GUID, idOrAlias); err != nil {
+			return err
+		}
+		return tx.QueryRow(`SELECT extractable FROM kms_keys WHERE id = ?`, keyID).Scan(&extractable)
 	})
+	authorized := action
+	if authzAction != nil {
+		authorized = authzAction(extractable)
+	}
 	if err != nil {
 		// Authorize on the instance first so that a caller without access
 		// cannot tell a missing key from a forbidden one.
-		if aerr := s.authorize(ctx, op, p, action, in, ""); aerr != nil {
+		if aerr := s.authorize(ctx, op, p, authorized, in, ""); aerr != nil {
 			err = aerr
 		}
 		s.recordFailure(ctx, action, t, err)
 		return err
 	}
-	if err := s.authorize(ctx, op, p, action, in, keyID); err != nil {
+	if err := s.authorize(ctx, op, p, authorized, in, keyID); err != nil {
 		s.recordFailure(ctx, action, t, err)
 		return err
 	}
@@ -638,7 +652,14 @@ func insertAlias(tx *store.Tx, op, guid, keyID, alias, by string, now time.Time)
 // GetKey returns a key; a standard key comes with its payload.
 func (s *Service) GetKey(ctx context.Context, guid, idOrAlias string) (Key, error) {
 	var out Key
-	err := s.onKey(ctx, "kms.GetKey", guid, idOrAlias, auth.KMSKeyRead, false, func(c *keyCall) error {
+	// Reading a root key shows no material, so metadata access suffices.
+	authz := func(extractable bool) string {
+		if extractable {
+			return auth.KMSKeyRead
+		}
+		return auth.KMSKeyReadMetadata
+	}
+	err := s.onKeyAuthz(ctx, "kms.GetKey", guid, idOrAlias, auth.KMSKeyRead, authz, false, func(c *keyCall) error {
 		out = c.key.view(c.in, c.now)
 		c.ev.ResponseData["keyState"] = out.State
 		if c.key.Extractable && c.key.State != StateDestroyed {

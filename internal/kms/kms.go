@@ -174,24 +174,35 @@ func (s *Service) instance(ctx context.Context, op, guid string) (*auth.Principa
 	if guid == "" {
 		return p, Instance{}, errs.E(op, errs.Invalid, "INVALID_HEADER_ERR", "The header 'bluemix-instance' must be: the GUID of a Key Protect instance").On("header", "bluemix-instance")
 	}
-	in, ok := s.hot.instance(guid)
-	if !ok {
-		err := s.db.Read(ctx, func(tx *store.Tx) error {
-			return tx.QueryRow(`SELECT guid, crn, account_id, region FROM kms_instances WHERE guid = ?`, guid).
-				Scan(&in.GUID, &in.CRN, &in.AccountID, &in.Region)
-		})
-		if err != nil && !store.IsNoRows(err) {
-			return p, Instance{}, errs.Internalf(op, err)
-		}
-		if err == nil {
-			s.hot.putInstance(in)
-			ok = true
-		}
+	in, ok, err := s.findInstance(ctx, guid)
+	if err != nil {
+		return p, Instance{}, errs.Internalf(op, err)
 	}
 	if !ok || (p.Type != auth.Service && p.AccountID != in.AccountID) {
 		return p, Instance{}, errs.E(op, errs.Unauthenticated, "UNAUTHORIZED_ERR", "The user does not have access to the specified resource")
 	}
 	return p, in, nil
+}
+
+// findInstance returns the instance guid from the cache or the database.
+func (s *Service) findInstance(ctx context.Context, guid string) (Instance, bool, error) {
+	if in, ok := s.hot.instance(guid); ok {
+		return in, true, nil
+	}
+	var in Instance
+	gen := s.hot.generation()
+	err := s.db.Read(ctx, func(tx *store.Tx) error {
+		return tx.QueryRow(`SELECT guid, crn, account_id, region FROM kms_instances WHERE guid = ?`, guid).
+			Scan(&in.GUID, &in.CRN, &in.AccountID, &in.Region)
+	})
+	if store.IsNoRows(err) {
+		return Instance{}, false, nil
+	}
+	if err != nil {
+		return Instance{}, false, err
+	}
+	s.hot.putInstance(gen, in)
+	return in, true, nil
 }
 
 // authorize asks the authorizer, turning anything but a clear allow into a

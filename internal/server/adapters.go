@@ -3,37 +3,11 @@ package server
 import (
 	"context"
 
-	"github.com/keyline/keyline/internal/audit"
 	"github.com/keyline/keyline/internal/auth"
 	"github.com/keyline/keyline/internal/controller"
 	"github.com/keyline/keyline/internal/iam"
 	"github.com/keyline/keyline/internal/kms"
-	"github.com/keyline/keyline/internal/store"
 )
-
-// kmsAuditor gives the KMS the Activity Tracker.
-type kmsAuditor struct{ log *audit.Log }
-
-func (a kmsAuditor) event(ctx context.Context, ev kms.AuditEvent) *audit.Event {
-	e := audit.NewEvent(ctx, ev.Action, audit.Target{ID: ev.TargetID, Name: ev.TargetName, TypeURI: ev.TargetType}, ev.Outcome, ev.ReasonCode)
-	e.Reason.ReasonForFailure = ev.Reason
-	if e.RequestData == nil {
-		e.RequestData = map[string]any{}
-	}
-	for k, v := range ev.RequestData {
-		e.RequestData[k] = v
-	}
-	e.ResponseData = ev.ResponseData
-	return e
-}
-
-func (a kmsAuditor) Append(ctx context.Context, tx *store.Tx, ev kms.AuditEvent) error {
-	return a.log.Append(tx, a.event(ctx, ev))
-}
-
-func (a kmsAuditor) Record(ctx context.Context, ev kms.AuditEvent) error {
-	return a.log.Record(ctx, a.event(ctx, ev))
-}
 
 // kmsBroker is the Key Protect side of kms instances in the resource controller.
 type kmsBroker struct {

@@ -13,6 +13,7 @@ import (
 	"github.com/keyline/keyline/internal/iam/iamapi"
 	"github.com/keyline/keyline/internal/kms"
 	"github.com/keyline/keyline/internal/kms/kpapi"
+	"github.com/keyline/keyline/internal/streams"
 )
 
 // services are the parts of a running Keyline.
@@ -20,6 +21,7 @@ type services struct {
 	iam        *iam.Service
 	kms        *kms.Service
 	controller *controller.Controller
+	streams    *streams.Service
 
 	cancel context.CancelFunc
 	done   []chan struct{}
@@ -41,11 +43,11 @@ func (s *Server) wire(ctx context.Context) error {
 		}
 		s.AdminAPIKey = key
 	}
-	kmsSvc, err := kms.New(ctx, kms.Config{DB: s.db, Master: s.master, Clock: cfg.Clock, Authorizer: iamSvc, Audit: kmsAuditor{s.Audit}, Logger: cfg.Logger})
+	kmsSvc, err := kms.New(ctx, kms.Config{DB: s.db, Master: s.master, Clock: cfg.Clock, Authorizer: iamSvc, Audit: kms.ActivityTracker(s.Audit), Logger: cfg.Logger})
 	if err != nil {
 		return err
 	}
-	ctl, err := controller.New(ctx, controller.Config{DB: s.db, Clock: cfg.Clock, Authorizer: iamSvc, Logger: cfg.Logger})
+	ctl, err := controller.New(ctx, controller.Config{DB: s.db, Audit: s.Audit, Clock: cfg.Clock, Authorizer: iamSvc, Logger: cfg.Logger})
 	if err != nil {
 		return err
 	}
@@ -54,6 +56,9 @@ func (s *Server) wire(ctx context.Context) error {
 		return err
 	}
 	s.svc = &services{iam: iamSvc, kms: kmsSvc, controller: ctl}
+	if s.svc.streams, err = s.wireStreams(ctx, iamSvc, streams.KMSKeys(kmsSvc), ctl); err != nil {
+		return err
+	}
 
 	iamapi.New(iamSvc, cfg.Logger).Register(s.mux)
 	kpapi.New(kmsSvc, iamSvc, cfg.Logger).Register(s.mux)
@@ -70,7 +75,9 @@ func (s *Server) wire(ctx context.Context) error {
 	bg, cancel := context.WithCancel(context.Background())
 	s.svc.cancel = cancel
 	s.svc.run(bg, kmsSvc.Run, ctl.Run)
-	return nil
+	// Deployments start last: they unwrap their keys through the KMS and
+	// IAM, and a deployment whose key is unusable stays locked, saying why.
+	return s.svc.streams.Start(ctx)
 }
 
 // run starts each background loop; stop waits for them.
@@ -95,7 +102,12 @@ func (s *Server) stop() {
 	if s.svc == nil {
 		return
 	}
-	s.svc.cancel()
+	if s.svc.streams != nil {
+		s.svc.streams.Close()
+	}
+	if s.svc.cancel != nil {
+		s.svc.cancel()
+	}
 	for _, d := range s.svc.done {
 		<-d
 	}

@@ -1,19 +1,14 @@
-// Package kmstest assembles a KMS for tests and benchmarks: a fresh SQLite
-// store, a master key, a fixed-table authenticator and authorizer evaluated
-// with the role tables of package auth, and an Activity Tracker stand-in
-// that stores events in the same database, in the same transactions.
+// Package kmstest holds a fixed-table authenticator and authorizer, evaluated
+// with the role tables of package auth, for KMS tests and benchmarks that do
+// not need the whole of IAM.
 package kmstest
 
 import (
 	"context"
-	"encoding/json"
 	"sync"
 
 	"github.com/keyline/keyline/internal/auth"
 	"github.com/keyline/keyline/internal/errs"
-	"github.com/keyline/keyline/internal/httpapi"
-	"github.com/keyline/keyline/internal/kms"
-	"github.com/keyline/keyline/internal/store"
 )
 
 // Authn authenticates bearer tokens from a fixed table.
@@ -105,69 +100,4 @@ func (a *Authz) Authorize(ctx context.Context, p *auth.Principal, action string,
 		}
 	}
 	return errs.E("kmstest.Authz", errs.Permission, "FORBIDDEN_ERR", "not allowed")
-}
-
-// Audit stores events in table test_audit_events, appended in the caller's
-// transaction or recorded in one of its own.
-type Audit struct{ db *store.DB }
-
-// Event is a stored audit event.
-type Event struct {
-	Action, Target, Outcome, Initiator, CorrelationID string
-	ReasonCode                                        int
-	RequestData, ResponseData                         map[string]any
-}
-
-// NewAudit creates the audit table.
-func NewAudit(ctx context.Context, db *store.DB) (*Audit, error) {
-	err := db.Migrate(ctx, []store.Migration{{ID: "kmstest/0001", SQL: `CREATE TABLE test_audit_events (
-		seq INTEGER PRIMARY KEY AUTOINCREMENT, action TEXT NOT NULL, target TEXT NOT NULL, outcome TEXT NOT NULL,
-		reason_code INTEGER NOT NULL, initiator TEXT NOT NULL, correlation_id TEXT NOT NULL, request TEXT NOT NULL, response TEXT NOT NULL)`}})
-	return &Audit{db: db}, err
-}
-
-func (a *Audit) insert(ctx context.Context, tx *store.Tx, ev kms.AuditEvent) error {
-	initiator := ""
-	if p := auth.FromContext(ctx); p != nil {
-		initiator = p.IAMID
-	}
-	req, _ := json.Marshal(ev.RequestData)
-	resp, _ := json.Marshal(ev.ResponseData)
-	_, err := tx.Exec(`INSERT INTO test_audit_events (action, target, outcome, reason_code, initiator, correlation_id, request, response)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`, ev.Action, ev.TargetID, ev.Outcome, ev.ReasonCode, initiator, httpapi.CorrelationID(ctx), string(req), string(resp))
-	return err
-}
-
-// Append implements kms.Auditor.
-func (a *Audit) Append(ctx context.Context, tx *store.Tx, ev kms.AuditEvent) error {
-	return a.insert(ctx, tx, ev)
-}
-
-// Record implements kms.Auditor.
-func (a *Audit) Record(ctx context.Context, ev kms.AuditEvent) error {
-	return a.db.Tx(ctx, func(tx *store.Tx) error { return a.insert(ctx, tx, ev) })
-}
-
-// Events returns the stored events in order.
-func (a *Audit) Events(ctx context.Context) ([]Event, error) {
-	var out []Event
-	err := a.db.Read(ctx, func(tx *store.Tx) error {
-		rows, err := tx.Query(`SELECT action, target, outcome, reason_code, initiator, correlation_id, request, response FROM test_audit_events ORDER BY seq`)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			var e Event
-			var req, resp string
-			if err := rows.Scan(&e.Action, &e.Target, &e.Outcome, &e.ReasonCode, &e.Initiator, &e.CorrelationID, &req, &resp); err != nil {
-				return err
-			}
-			_ = json.Unmarshal([]byte(req), &e.RequestData)
-			_ = json.Unmarshal([]byte(resp), &e.ResponseData)
-			out = append(out, e)
-		}
-		return rows.Err()
-	})
-	return out, err
 }

@@ -208,11 +208,13 @@ func TestReaderIsRefusedCreateDeleteWrap(t *testing.T) {
 	_, err = r.DeleteKey(e.ctx, key.ID, kp.ReturnMinimal)
 	wantErr(t, err, 403, "")
 	// A reader may list and read metadata, but not a key's payload.
-	if keys := must[*kp.Keys](t)(r.GetKeys(e.ctx, 0, 0)); len(keys.Keys) != 1 {
+	if keys := must[*kp.Keys](t)(r.GetKeys(e.ctx, 0, 0)); len(keys.Keys) != 1 || keys.Keys[0].Payload != "" {
 		t.Fatalf("reader lists %d keys", len(keys.Keys))
 	}
 	must[*kp.Key](t)(r.GetKeyMetadata(e.ctx, key.ID))
-	_, err = r.GetKey(e.ctx, key.ID)
+	must[*kp.Key](t)(r.GetKey(e.ctx, key.ID))
+	std := must[*kp.Key](t)(e.client(manager).CreateStandardKey(e.ctx, "secret", nil))
+	_, err = r.GetKey(e.ctx, std.ID)
 	wantErr(t, err, 403, "")
 	// The outsider has no policy at all: it cannot even tell whether a key exists.
 	_, err = e.client(outsider).GetKeyMetadata(e.ctx, "00000000-0000-4000-8000-000000000000")

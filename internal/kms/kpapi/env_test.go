@@ -9,6 +9,7 @@ import (
 	"time"
 
 	kp "github.com/IBM/keyprotect-go-client"
+	"github.com/keyline/keyline/internal/audit"
 	"github.com/keyline/keyline/internal/auth"
 	"github.com/keyline/keyline/internal/clock"
 	"github.com/keyline/keyline/internal/httpapi"
@@ -46,7 +47,7 @@ type env struct {
 	db    *store.DB
 	svc   *kms.Service
 	clock *clock.Fake
-	audit *kmstest.Audit
+	audit *audit.Log
 	authz *kmstest.Authz
 	srv   *httptest.Server
 }
@@ -64,12 +65,13 @@ func newEnv(t testing.TB) *env {
 		t.Fatal(err)
 	}
 	clk := clock.NewFake(time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC))
-	audit, err := kmstest.NewAudit(ctx, db)
+	atLog, err := audit.New(ctx, db, clk, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(atLog.Close)
 	authn, authz := kmstest.NewAuthn(), kmstest.NewAuthz()
-	svc, err := kms.New(ctx, kms.Config{DB: db, Master: master, Clock: clk, Authorizer: authz, Audit: audit})
+	svc, err := kms.New(ctx, kms.Config{DB: db, Master: master, Clock: clk, Authorizer: authz, Audit: kms.ActivityTracker(atLog)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,7 +104,7 @@ func newEnv(t testing.TB) *env {
 	kpapi.New(svc, authn, nil).Register(mux)
 	srv := httptest.NewServer(httpapi.Middleware(nil, mux))
 	t.Cleanup(srv.Close)
-	return &env{t: t, ctx: ctx, db: db, svc: svc, clock: clk, audit: audit, authz: authz, srv: srv}
+	return &env{t: t, ctx: ctx, db: db, svc: svc, clock: clk, audit: atLog, authz: authz, srv: srv}
 }
 
 // client is the official Go client acting with token on the test instance.

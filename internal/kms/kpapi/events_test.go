@@ -11,6 +11,7 @@ import (
 	"time"
 
 	kp "github.com/IBM/keyprotect-go-client"
+	"github.com/keyline/keyline/internal/audit"
 	"github.com/keyline/keyline/internal/kms"
 	"github.com/keyline/keyline/internal/seal"
 )
@@ -60,7 +61,7 @@ func TestLifecycleEventsReachRegisteredServicesDurably(t *testing.T) {
 	}
 	// A service that restarts reads the same pending events from the database.
 	master2, _ := seal.New(seal.RandomKey())
-	restarted, err := kms.New(e.ctx, kms.Config{DB: e.db, Master: master2, Clock: e.clock, Authorizer: e.authz, Audit: e.audit})
+	restarted, err := kms.New(e.ctx, kms.Config{DB: e.db, Master: master2, Clock: e.clock, Authorizer: e.authz, Audit: kms.ActivityTracker(e.audit)})
 	ok(t, err)
 	evs := must[[]kms.KeyEvent](t)(restarted.PendingEvents(e.ctx, "messagehub"))
 	if len(evs) != 1 || evs[0].Type != kms.EventRotate || evs[0].KeyID != key.ID || len(evs[0].ResourceCRNs) != 1 || evs[0].ResourceCRNs[0] != dep {
@@ -121,17 +122,20 @@ func hasEvent(t *testing.T, e *env, action, outcome string) bool {
 	return false
 }
 
-type kmsEvent = struct {
+// kmsEvent is the part of an Activity Tracker event the tests check.
+type kmsEvent struct {
 	Action, Target, Outcome, Initiator, CorrelationID string
 	ReasonCode                                        int
 	RequestData, ResponseData                         map[string]any
 }
 
+// auditEvents returns the account's Activity Tracker events, oldest first.
 func auditEvents(e *env) ([]kmsEvent, error) {
-	evs, err := e.audit.Events(e.ctx)
-	out := make([]kmsEvent, len(evs))
-	for i, ev := range evs {
-		out[i] = kmsEvent(ev)
+	page, err := e.audit.Query(e.ctx, audit.Filter{AccountID: account, Limit: 500})
+	out := make([]kmsEvent, len(page.Events))
+	for i, ev := range page.Events {
+		out[len(out)-1-i] = kmsEvent{Action: ev.Action, Target: ev.Target.ID, Outcome: ev.Outcome, Initiator: ev.Initiator.ID,
+			CorrelationID: ev.CorrelationID, ReasonCode: ev.Reason.ReasonCode, RequestData: ev.RequestData, ResponseData: ev.ResponseData}
 	}
 	return out, err
 }
@@ -141,7 +145,7 @@ func TestRegistrationsAreServiceToServiceOnly(t *testing.T) {
 	key := must[*kp.Key](t)(e.client(manager).CreateRootKey(e.ctx, "regs", nil))
 	std := must[*kp.Key](t)(e.client(manager).CreateStandardKey(e.ctx, "std", nil))
 	rc := "crn:v1:bluemix:public:messagehub:us-south:a/" + account + ":dep-0009::"
-	path := "keys/" + key.ID + "/registrations/" + url.PathEscape(rc)
+	path := "keys/" + key.ID + "/registrations/" + url.QueryEscape(rc) // %3A and %2F, as services send it
 	body := `{"metadata":{"collectionType":"application/vnd.ibm.kms.registration_input+json","collectionTotal":1},"resources":[{"preventKeyDeletion":false,"description":"deployment disk"}]}`
 	st, resp, _ := e.raw("POST", path, manager, body)
 	if st != 403 || !strings.Contains(resp, "SERVICE_ONLY_ERR") {
@@ -270,6 +274,9 @@ func TestEveryCallIsAudited(t *testing.T) {
 	wantErr(t, err, 403, "")
 	_, err = e.client("bogus").GetKeys(e.ctx, 0, 0)
 	wantErr(t, err, 401, "")
+	if st, body, _ := e.raw("POST", "keys/"+key.ID+"/actions/wrap", manager, `{"plaintext":"***"}`); st != 400 {
+		t.Fatalf("bad wrap = %d %s", st, body)
+	}
 	ok(t, c.Rotate(e.ctx, key.ID, ""))
 	_, err = c.DeleteKey(e.ctx, key.ID, kp.ReturnMinimal)
 	ok(t, err)
@@ -282,7 +289,8 @@ func TestEveryCallIsAudited(t *testing.T) {
 		{"kms.secrets.wrap", "success", 200, "IBMid-manager"},
 		{"kms.secrets.unwrap", "success", 200, "IBMid-manager"},
 		{"kms.secrets.wrap", "failure", 403, "IBMid-reader"},
-		{"kms.secrets.list", "failure", 401, ""},
+		{"kms.secrets.list", "failure", 401, "anonymous"},
+		{"kms.secrets.wrap", "failure", 400, "IBMid-manager"},
 		{"kms.secrets.rotate", "success", 200, "IBMid-manager"},
 		{"kms.secrets.delete", "success", 200, "IBMid-manager"},
 	}
@@ -296,8 +304,8 @@ func TestEveryCallIsAudited(t *testing.T) {
 			t.Fatalf("event %d = %+v, want %+v", i, ev, w)
 		}
 	}
-	if evs[0].Target != key.CRN || evs[5].ResponseData["keyVersionId"] == nil {
-		t.Fatalf("events lack the key: %+v", evs[5])
+	if evs[0].Target != key.CRN || evs[6].ResponseData["keyVersionId"] == nil {
+		t.Fatalf("events lack the key: %+v", evs[6])
 	}
 	for _, ev := range evs {
 		if strings.Contains(ev.Action, "wrap") && ev.ResponseData["plaintext"] != nil {

@@ -237,6 +237,12 @@ type actionResponse struct {
 	RewrappedKeyVersion *kms.KeyVersion `json:"rewrappedKeyVersion,omitempty"`
 }
 
+// actionNames are the audit actions of the key actions.
+var actionNames = map[string]string{"wrap": "kms.secrets.wrap", "unwrap": "kms.secrets.unwrap", "rewrap": "kms.secrets.rewrap",
+	"rotate": "kms.secrets.rotate", "enable": "kms.secrets.enable", "disable": "kms.secrets.disable",
+	"setKeyForDeletion": "kms.secrets.setkeyfordeletion", "unsetKeyForDeletion": "kms.secrets.unsetkeyfordeletion",
+	"sync": "kms.secrets.sync", "restore": "kms.secrets.restore"}
+
 func (a *API) keyActionFromPath(c *call) error { return a.keyAction(c, c.r.PathValue("action")) }
 
 func (a *API) keyActionFromQuery(c *call) error {
@@ -258,6 +264,9 @@ func decodeB64(field, s string) ([]byte, error) {
 func (a *API) keyAction(c *call, action string) error {
 	const op = "kpapi.keyAction"
 	ctx, id := c.r.Context(), c.r.PathValue("id")
+	if known := actionNames[action]; known != "" {
+		c.action = known
+	}
 	var body actionRequest
 	if err := decodeBody(c.r, &body, action == "unwrap" || action == "rewrap"); err != nil {
 		return err

@@ -59,9 +59,10 @@ type route struct {
 
 // call is one authenticated request.
 type call struct {
-	w    http.ResponseWriter
-	r    *http.Request
-	guid string
+	w      http.ResponseWriter
+	r      *http.Request
+	guid   string
+	action string // the audit action, refined by handlers that serve several
 }
 
 // Register adds the API's routes to mux. The server wraps the mux in
@@ -119,9 +120,15 @@ func (a *API) handler(rt route) http.Handler {
 			return
 		}
 		r = r.WithContext(ctx)
-		if err := rt.fn(&call{w: w, r: r, guid: guid}); err != nil {
+		c := &call{w: w, r: r, guid: guid, action: rt.action}
+		if err := rt.fn(c); err != nil {
 			if errs.KindOf(err) == errs.Other || errs.KindOf(err) == errs.Internal {
 				a.log.Error("kpapi: request failed", "path", r.URL.Path, "err", err)
+			}
+			// The service records what it refuses; requests refused here,
+			// before reaching it (bad bodies, bad parameters), are recorded too.
+			if e := errs.As(err); e == nil || !strings.HasPrefix(e.Op, "kms.") {
+				a.kms.RecordRefusal(r.Context(), c.action, guid, err)
 			}
 			writeError(w, rt.phrase, err)
 		}

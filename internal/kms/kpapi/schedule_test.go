@@ -70,7 +70,7 @@ func TestSchedulerRotatesOnPolicyAndPurgesAfter90Days(t *testing.T) {
 		return kpStatus(err) == 404
 	})
 	waitFor(t, "the expired key's deactivation", func() bool {
-		evs, _ := e.audit.Events(e.ctx)
+		evs, _ := auditEvents(e)
 		for _, ev := range evs {
 			if ev.Action == "kms.secrets.expire" && ev.Outcome == "success" {
 				return true

@@ -1,0 +1,36 @@
+package kms
+
+import (
+	"context"
+
+	"github.com/keyline/keyline/internal/audit"
+	"github.com/keyline/keyline/internal/store"
+)
+
+// ActivityTracker is the Auditor that writes to Keyline's Activity Tracker.
+func ActivityTracker(log *audit.Log) Auditor { return activityTracker{log} }
+
+type activityTracker struct{ log *audit.Log }
+
+func (a activityTracker) event(ctx context.Context, ev AuditEvent) *audit.Event {
+	e := audit.NewEvent(ctx, ev.Action, audit.Target{ID: ev.TargetID, Name: ev.TargetName, TypeURI: ev.TargetType}, ev.Outcome, ev.ReasonCode)
+	if e.RequestData == nil {
+		e.RequestData = map[string]any{}
+	}
+	for k, v := range ev.RequestData {
+		e.RequestData[k] = v
+	}
+	if len(ev.ResponseData) > 0 {
+		e.ResponseData = ev.ResponseData
+	}
+	e.Reason.ReasonForFailure = ev.Reason
+	return e
+}
+
+func (a activityTracker) Append(ctx context.Context, tx *store.Tx, ev AuditEvent) error {
+	return a.log.Append(tx, a.event(ctx, ev))
+}
+
+func (a activityTracker) Record(ctx context.Context, ev AuditEvent) error {
+	return a.log.Record(ctx, a.event(ctx, ev))
+}

@@ -1,0 +1,80 @@
+package kpapi_test
+
+import (
+	"bytes"
+	"testing"
+
+	kp "github.com/IBM/keyprotect-go-client"
+	"github.com/keyline/keyline/internal/auth"
+	"github.com/keyline/keyline/internal/errs"
+	"github.com/keyline/keyline/internal/kms"
+)
+
+// TestServicePrincipalWrapsInProcess is how messagehub uses the KMS: Go
+// calls carrying its service principal, authorized like HTTP calls.
+func TestServicePrincipalWrapsInProcess(t *testing.T) {
+	e := newEnv(t)
+	c := e.client(manager)
+	key := must[*kp.Key](t)(c.CreateRootKey(e.ctx, "deployment-key", nil))
+	svc := asService()
+	dek := bytes.Repeat([]byte{3}, 32)
+	aad := []string{"dep-0001"}
+	w := must[kms.WrapResult](t)(e.svc.Wrap(svc, instance, key.ID, dek, aad))
+	if w.KeyVersion.ID != key.KeyVersion.ID || w.Plaintext != nil {
+		t.Fatalf("wrap = %+v", w)
+	}
+	gen := must[kms.WrapResult](t)(e.svc.Wrap(svc, instance, key.ID, nil, aad))
+	if len(gen.Plaintext) != 32 {
+		t.Fatal("no generated DEK")
+	}
+	u := must[kms.WrapResult](t)(e.svc.Unwrap(svc, instance, key.ID, w.Ciphertext, aad))
+	if !bytes.Equal(u.Plaintext, dek) || u.Ciphertext != nil || u.RewrappedKeyVersion != nil {
+		t.Fatalf("unwrap = %+v", u)
+	}
+	md := must[kms.Key](t)(e.svc.GetKeyMetadata(svc, instance, key.ID))
+	if md.ID != key.ID || md.Payload != "" {
+		t.Fatalf("metadata = %+v", md)
+	}
+	ok(t, c.Rotate(e.ctx, key.ID, ""))
+	r := must[kms.WrapResult](t)(e.svc.Rewrap(svc, instance, key.ID, w.Ciphertext, aad))
+	if r.Plaintext != nil || r.RewrappedKeyVersion == nil || r.RewrappedKeyVersion.ID == key.KeyVersion.ID || r.KeyVersion.ID != key.KeyVersion.ID {
+		t.Fatalf("rewrap = %+v", r)
+	}
+	u2 := must[kms.WrapResult](t)(e.svc.Unwrap(svc, instance, key.ID, r.Ciphertext, aad))
+	if !bytes.Equal(u2.Plaintext, dek) {
+		t.Fatal("the rewrapped DEK differs")
+	}
+
+	list := must[kms.RegistrationList](t)(e.svc.ListRegistrations(svc, instance, key.ID, kms.RegistrationQuery{}))
+	if list.Total != 0 {
+		t.Fatalf("registrations = %+v", list)
+	}
+	// Another service without an authorization, and a caller without a principal, are refused.
+	is := auth.WithPrincipal(e.ctx, &auth.Principal{IAMID: "crn-is", AccountID: account, Type: auth.Service, ServiceName: "is"})
+	if _, err := e.svc.Wrap(is, instance, key.ID, dek, aad); errs.KindOf(err) != errs.Permission {
+		t.Fatalf("unauthorized service: %v", err)
+	}
+	if _, err := e.svc.Unwrap(e.ctx, instance, key.ID, w.Ciphertext, aad); errs.KindOf(err) != errs.Unauthenticated {
+		t.Fatalf("no principal: %v", err)
+	}
+	// The authorization is to one instance only.
+	if _, err := e.svc.GetKeyMetadata(svc, other, key.ID); err == nil {
+		t.Fatal("service reached another instance")
+	}
+}
+
+func TestDeleteInstanceErasesItsKeys(t *testing.T) {
+	e := newEnv(t)
+	c := e.client(manager)
+	key := must[*kp.Key](t)(c.CreateRootKey(e.ctx, "short-lived", nil))
+	must[[]byte](t)(c.Wrap(e.ctx, key.ID, b64([]byte("0123456789abcdef")), nil))
+	ok(t, e.svc.DeleteInstance(e.ctx, instance))
+	_, err := c.GetKeyMetadata(e.ctx, key.ID)
+	wantErr(t, err, 401, "UNAUTHORIZED_ERR")
+	if err := e.svc.DeleteInstance(e.ctx, instance); errs.KindOf(err) != errs.NotExist {
+		t.Fatalf("second delete: %v", err)
+	}
+	ok(t, e.svc.CreateInstance(e.ctx, kms.Instance{GUID: instance, AccountID: account}))
+	_, err = c.GetKeyMetadata(e.ctx, key.ID)
+	wantErr(t, err, 404, "KEY_NOT_FOUND_ERR")
+}
