@@ -154,7 +154,12 @@ func (c *Console) renderDeployment(w http.ResponseWriter, r *http.Request, s *se
 	var backups struct {
 		Backups []backup `json:"backups"`
 	}
-	note("Backups", api.get(ctx, deploymentPath(inst)+"/backups", &backups))
+	if err := api.get(ctx, deploymentPath(inst)+"/backups", &backups); err != nil {
+		data["BackupsError"] = apiError(err).Message
+		if apiError(err).Status == http.StatusNotFound {
+			data["BackupsError"] = "this server does not offer backups"
+		}
+	}
 	data["Backups"] = backups.Backups
 
 	var creds struct {

@@ -67,10 +67,10 @@ func (i instance) Condition() string {
 	if i.State == "inactive" {
 		r := strings.ToLower(i.StateReason)
 		switch {
-		case strings.Contains(r, "disabled"):
-			return "locked: key disabled"
-		case strings.Contains(r, "deleted"):
+		case strings.Contains(r, "was deleted") || strings.Contains(r, "purged"):
 			return "disabled: key deleted"
+		case strings.Contains(r, "is disabled"):
+			return "locked: key disabled"
 		case strings.Contains(r, "authorized"):
 			return "locked: not authorized"
 		}

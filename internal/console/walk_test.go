@@ -162,9 +162,10 @@ func walkSeed(t *testing.T) *browser {
 
 	// The deployment is disabled; its metadata and security settings remain.
 	b.open(depURL, "#state")
-	if state := b.text("#state-badge"); state == "active" {
+	if state := b.text("#state-badge"); state != "disabled: key deleted" {
 		t.Fatalf("after the force delete the deployment shows %q", state)
 	}
+	b.contains("#state-reason", "deleted")
 	b.contains("#metadata", "crn:v1:")
 	b.contains("#metadata", "Enabled") // bring your own key, still shown
 	b.contains("#encryption", "Destroyed")
