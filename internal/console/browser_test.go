@@ -156,10 +156,26 @@ func (b *browser) open(path, sel string) {
 	b.do("open "+path, chromedp.Navigate(b.base+path), chromedp.WaitVisible(chromedp.CSS(sel)))
 }
 
-// text is the visible text of the first element matching sel.
+// text is the visible text of the first element matching sel, waiting
+// for it to exist. It reads through JavaScript rather than DevTools node
+// ids, which go stale when the page has just been replaced.
 func (b *browser) text(sel string) string {
 	b.t.Helper()
-	return get(b, "read "+sel, chromedp.Text(chromedp.CSS(sel)))
+	js := `(() => { const e = document.querySelector(` + jsString(sel) + `); return e ? [true, e.innerText.trim()] : [false, ""]; })()`
+	deadline := time.Now().Add(stepTimeout)
+	for {
+		ctx, cancel := context.WithTimeout(b.ctx, 2*time.Second)
+		v, err := chromedp.Run(ctx, chromedp.Evaluate[[]any](js))
+		cancel()
+		if err == nil && len(v) == 2 && v[0] == true {
+			s, _ := v[1].(string)
+			return s
+		}
+		if time.Now().After(deadline) {
+			b.t.Fatalf("read %s: no such element (last error %v, page %s)\n%s", sel, err, b.location(), b.bodyText())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // count is how many elements match sel right now.

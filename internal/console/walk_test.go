@@ -87,7 +87,7 @@ func walkSeed(t *testing.T) *browser {
 
 	// Manage > Access (IAM) > Authorizations > Create.
 	b.open("/console/iam/authorizations", "h1")
-	b.shot("authorizations-empty")
+	b.shot("authorizations-empty", 1280, 390)
 	b.submit("#create-authorization", "#authorization-form")
 	b.selectByText("source_service", "Event Streams")
 	b.do("choose all source resources", chromedp.Click(chromedp.ID("source_scope_all")))
@@ -99,7 +99,7 @@ func walkSeed(t *testing.T) *browser {
 	if !get(b, "read the delegation box", chromedp.Evaluate[bool](`document.getElementById("delegate").checked`)) {
 		b.do("enable delegation", chromedp.Click(chromedp.ID("delegate")))
 	}
-	b.shot("authorization-create")
+	b.shot("authorization-create", 1280, 390)
 	b.submit("#authorize", "#authorizations")
 	b.contains(".notice.ok", "Authorization created")
 	b.contains("#authorizations tbody", "AuthorizationDelegator, Reader")
