@@ -85,18 +85,24 @@ document.addEventListener("DOMContentLoaded", () => {
       if (text !== undefined) td.textContent = text;
       return td;
     };
+    // shortCRN keeps the distinguishing end of a CRN, as the server does.
+    const shortCRN = (s) => {
+      const p = s.split(":");
+      if (p.length !== 10) return s;
+      return p[9] ? `${p[4]} … ${p[8]}:${p[9]}` : `${p[4]}:${p[5]} … ${p[7]}`;
+    };
     const add = (ev) => {
       const tr = document.createElement("tr");
       tr.dataset.action = ev.action;
       tr.className = "fresh";
-      tr.append(cell("Time", "nowrap", (ev.eventTime || "").replace("T", " ")));
+      tr.append(cell("Time", "nowrap", (ev.eventTime || "").replace("T", " ").replace(/\.\d+([+-]\d{4})$/, " UTC")));
       const sev = cell("Severity");
       const s = document.createElement("span");
       s.className = "sev " + ev.severity;
       s.textContent = ev.severity;
       sev.append(s);
       tr.append(sev);
-      const act = cell("Action");
+      const act = cell("Action", "action");
       const code = document.createElement("code");
       code.textContent = ev.action;
       const msg = document.createElement("div");
@@ -104,7 +110,13 @@ document.addEventListener("DOMContentLoaded", () => {
       msg.textContent = ev.message || "";
       act.append(code, msg);
       tr.append(act);
-      tr.append(cell("Target", "mono wrap", (ev.target && ev.target.id) || ""));
+      const target = cell("Target", "target");
+      const crn = document.createElement("span");
+      crn.className = "mono";
+      crn.title = (ev.target && ev.target.id) || "";
+      crn.textContent = shortCRN(crn.title);
+      target.append(crn);
+      tr.append(target);
       const out = cell("Outcome");
       const b = document.createElement("span");
       b.className = "badge " + (ev.outcome === "success" ? "ok" : ev.outcome === "failure" ? "bad" : "info");
