@@ -74,12 +74,13 @@ func TestScreenshots(t *testing.T) {
 	if os.Getenv("KEYLINE_SCREENSHOTS") == "" {
 		t.Skip("set KEYLINE_SCREENSHOTS to a directory to regenerate the screenshots")
 	}
-	b := walkSeed(t)
+	k, b := walkSeed(t)
+	provisionWithoutAuthorization(t, k, b)
 	b.do("sign out", chromedp.Click(chromedp.CSS(".who button")), chromedp.WaitVisible(chromedp.ID("signin-form")))
 	b.shot("signin", 1280, 390)
 }
 
-func walkSeed(t *testing.T) *browser {
+func walkSeed(t *testing.T) (*keyline, *browser) {
 	k := startKeyline(t)
 	kms := k.createKMS("byok-kp", "us-south")
 	b := newBrowser(t, k.url)
@@ -135,10 +136,31 @@ func walkSeed(t *testing.T) *browser {
 	b.contains("#authorizations tbody", "Block Storage for VPC")
 	b.shot("authorizations", 1280, 390)
 
+	// Removing the dependent authorization warns that it comes back by itself
+	// while the delegator exists.
+	b.submit(`#authorizations tr:has(td.kind .mono) a[data-remove]`, "#remove-dialog")
+	if kind := get(b, "read the warning kind", chromedp.Evaluate[string](`document.getElementById("remove-warning").dataset.kind`)); kind != "dependent" {
+		t.Fatalf("removing the dependent authorization warns as %q", kind)
+	}
+	b.contains("#remove-warning", "re-created automatically")
+	b.shot("authorization-remove", 1280, 390)
+	b.do("cancel the removal", chromedp.Click(chromedp.CSS("#remove-dialog a.button")))
+	b.do("back on the list", chromedp.WaitVisible(chromedp.ID("authorizations")))
+
 	// The key shows the deployment as an associated resource.
 	b.open("/console/kms/"+kms.GUID, "#keys")
 	b.contains(`#keys tr[data-name="disk-key"] .assoc`, "es-orders")
 	b.shot("keys", 1280, 390)
+
+	// Disabling the key locks the deployment; enabling it unlocks it.
+	depGUID := get(b, "find the deployment", chromedp.Evaluate[string](`document.querySelector('#keys tr[data-name="disk-key"] .assoc a').getAttribute("href").split("/").pop()`))
+	b.submit(`#keys tr[data-name="disk-key"] button[data-action="disable"]`, ".notice.ok")
+	b.waitPage("/console/", `#deployments tr[data-guid="`+depGUID+`"] .badge`, "locked: key disabled")
+	b.shot("resources-locked", 1280, 390)
+	b.open("/console/kms/"+kms.GUID, "#keys")
+	b.submit(`#keys tr[data-name="disk-key"] button[data-action="enable"]`, ".notice.ok")
+	b.waitPage("/console/", `#deployments tr[data-guid="`+depGUID+`"] .badge`, "active")
+	b.open("/console/kms/"+kms.GUID, "#keys")
 
 	// Rotate, and follow the Syncing KMS state task to 100%.
 	b.submit(`#keys tr[data-name="disk-key"] button[data-action="rotate"]`, ".notice.ok")
@@ -180,7 +202,7 @@ func walkSeed(t *testing.T) *browser {
 	b.open("/console/", "#deployments")
 	b.contains("#deployments", "es-orders")
 	b.shot("resources", 1280, 390)
-	return b
+	return k, b
 }
 
 // postForm posts a form from the page with fetch and returns the status
@@ -304,6 +326,25 @@ func (b *browser) keyState(name string) string {
 	return b.text(`#keys tr[data-name="` + name + `"] [data-state]`)
 }
 
+// waitPage reloads path until sel shows want: the page is server-rendered,
+// and what it shows changes as the services react to events.
+func (b *browser) waitPage(path, sel, want string) {
+	b.t.Helper()
+	js := `(() => { const e = document.querySelector(` + jsString(sel) + `); return !!e && e.innerText.includes(` + jsString(want) + `); })()`
+	for deadline := time.Now().Add(stepTimeout); ; time.Sleep(200 * time.Millisecond) {
+		b.open(path, "h1")
+		ctx, cancel := context.WithTimeout(b.ctx, 2*time.Second)
+		ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool](js))
+		cancel()
+		if err == nil && ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			b.t.Fatalf("%s never showed %q in %s:\n%s", path, want, sel, b.bodyText())
+		}
+	}
+}
+
 // adminWithKMS starts Keyline with one Key Protect instance and a browser
 // signed in as the administrator.
 func adminWithKMS(t *testing.T, kmsName string) (*keyline, created, *browser) {
@@ -363,5 +404,41 @@ func TestKeyLifecycleFromTheKeysPage(t *testing.T) {
 	b.submit(row+`button[data-action="restore"]`, ".notice.ok")
 	if got := b.keyState("imported-key"); got != "Active" {
 		t.Fatalf("after restore the key is %q", got)
+	}
+}
+
+func TestProvisioningWithoutAuthorizationLinksToTheCreateForm(t *testing.T) {
+	k := startKeyline(t)
+	b := newBrowser(t, k.url)
+	b.signIn(keylineAdminKey)
+	provisionWithoutAuthorization(t, k, b)
+}
+
+// provisionWithoutAuthorization tries to provision with a key of a KMS
+// instance no authorization covers, and follows the error's link.
+func provisionWithoutAuthorization(t *testing.T, k *keyline, b *browser) {
+	kms := k.createKMS("lonely-kp", "us-south")
+	k.createKey(kms.GUID, "unauthorized-key")
+	b.open("/console/catalog/event-streams", "#provision-form")
+	b.do("name the deployment", chromedp.SendKeys(chromedp.ID("name"), "es-refused"))
+	b.selectByText("kms_instance", "lonely-kp")
+	b.selectByText("disk_key", "unauthorized-key")
+	b.do("create", chromedp.Click(chromedp.ID("provision-submit")), chromedp.WaitVisible(chromedp.ID("api-error")))
+	b.contains("#api-error", "uthoriz")
+	b.shot("catalog-missing-authorization", 1280, 390)
+	b.submit("#api-error-help", "#authorization-form")
+	if got := get(b, "read the preselected target", chromedp.Evaluate[string](`document.getElementById("target_instance").value`)); got != kms.GUID {
+		t.Fatalf("the create form preselects target instance %q, want %s", got, kms.GUID)
+	}
+	var list struct {
+		Resources []struct {
+			Name string `json:"name"`
+		} `json:"resources"`
+	}
+	k.call("GET", "/v2/resource_instances", nil, nil, &list)
+	for _, r := range list.Resources {
+		if r.Name == "es-refused" {
+			t.Fatal("a deployment was created without an authorization")
+		}
 	}
 }
