@@ -156,26 +156,42 @@ func (b *browser) open(path, sel string) {
 	b.do("open "+path, chromedp.Navigate(b.base+path), chromedp.WaitVisible(chromedp.CSS(sel)))
 }
 
+// poll retries try until it reports success or the step timeout passes.
+// Evaluations fail while a page is being replaced, so a failed try is
+// simply tried again.
+func (b *browser) poll(what string, try func() bool) {
+	b.t.Helper()
+	for deadline := time.Now().Add(stepTimeout); !try(); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			b.t.Fatalf("%s: timed out (page %s)\n%s", what, b.location(), b.bodyText())
+		}
+	}
+}
+
+// eval evaluates js once, with a short timeout; ok is false on any error.
+func eval[T any](b *browser, js string) (v T, ok bool) {
+	ctx, cancel := context.WithTimeout(b.ctx, 2*time.Second)
+	defer cancel()
+	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](js))
+	return v, err == nil
+}
+
 // text is the visible text of the first element matching sel, waiting
 // for it to exist. It reads through JavaScript rather than DevTools node
 // ids, which go stale when the page has just been replaced.
 func (b *browser) text(sel string) string {
 	b.t.Helper()
 	js := `(() => { const e = document.querySelector(` + jsString(sel) + `); return e ? [true, e.innerText.trim()] : [false, ""]; })()`
-	deadline := time.Now().Add(stepTimeout)
-	for {
-		ctx, cancel := context.WithTimeout(b.ctx, 2*time.Second)
-		v, err := chromedp.Run(ctx, chromedp.Evaluate[[]any](js))
-		cancel()
-		if err == nil && len(v) == 2 && v[0] == true {
-			s, _ := v[1].(string)
-			return s
+	var out string
+	b.poll("read "+sel, func() bool {
+		v, ok := eval[[]any](b, js)
+		if !ok || len(v) != 2 || v[0] != true {
+			return false
 		}
-		if time.Now().After(deadline) {
-			b.t.Fatalf("read %s: no such element (last error %v, page %s)\n%s", sel, err, b.location(), b.bodyText())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		out, _ = v[1].(string)
+		return true
+	})
+	return out
 }
 
 // count is how many elements match sel right now.

@@ -1,7 +1,6 @@
 package console_test
 
 import (
-	"context"
 	"os"
 	"strconv"
 	"strings"
@@ -42,18 +41,10 @@ func (b *browser) submit(button, then string) {
 	b.do("mark the page", chromedp.Evaluate[chromedp.Void](`document.body.dataset.stale = "1"`))
 	b.do("click "+button, chromedp.Click(chromedp.CSS(button)))
 	ready := `!!document.body && !document.body.dataset.stale && !!document.querySelector(` + jsString(then+", #api-error, #error-title") + `)`
-	// Evaluations fail while the page navigates: retry until the deadline.
-	for deadline := time.Now().Add(stepTimeout); ; time.Sleep(50 * time.Millisecond) {
-		ctx, cancel := context.WithTimeout(b.ctx, 2*time.Second)
-		ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool](ready))
-		cancel()
-		if err == nil && ok {
-			break
-		}
-		if time.Now().After(deadline) {
-			b.t.Fatalf("submit %s: no %s (last error %v, page %s)\n%s", button, then, err, b.location(), b.bodyText())
-		}
-	}
+	b.poll("submit "+button+" for "+then, func() bool {
+		ok, _ := eval[bool](b, ready)
+		return ok
+	})
 	if b.count(then) == 0 {
 		b.t.Fatalf("submit %s: the console shows an error instead of %s:\n%s", button, then, b.bodyText())
 	}
@@ -331,18 +322,11 @@ func (b *browser) keyState(name string) string {
 func (b *browser) waitPage(path, sel, want string) {
 	b.t.Helper()
 	js := `(() => { const e = document.querySelector(` + jsString(sel) + `); return !!e && e.innerText.includes(` + jsString(want) + `); })()`
-	for deadline := time.Now().Add(stepTimeout); ; time.Sleep(200 * time.Millisecond) {
+	b.poll(path+" showing "+want+" in "+sel, func() bool {
 		b.open(path, "h1")
-		ctx, cancel := context.WithTimeout(b.ctx, 2*time.Second)
-		ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool](js))
-		cancel()
-		if err == nil && ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			b.t.Fatalf("%s never showed %q in %s:\n%s", path, want, sel, b.bodyText())
-		}
-	}
+		ok, _ := eval[bool](b, js)
+		return ok
+	})
 }
 
 // adminWithKMS starts Keyline with one Key Protect instance and a browser
