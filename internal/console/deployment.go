@@ -111,10 +111,16 @@ func (c *Console) deployment(w http.ResponseWriter, r *http.Request, s *session,
 
 // renderDeployment shows the overview; credentials are shown only in the
 // response that created them.
-func (c *Console) renderDeployment(w http.ResponseWriter, r *http.Request, s *session, api *caller, inst instance, newCredentials map[string]any) {
+// newCredentials are service credentials just created, shown this once.
+type newCredentials struct {
+	Name        string
+	Credentials map[string]any
+}
+
+func (c *Console) renderDeployment(w http.ResponseWriter, r *http.Request, s *session, api *caller, inst instance, created *newCredentials) {
 	ctx := r.Context()
 	v := view{Title: inst.Name, Nav: "resources"}
-	data := map[string]any{"Instance": inst, "NewCredentials": newCredentials}
+	data := map[string]any{"Instance": inst, "NewCredentials": created}
 	var problems []string
 	note := func(what string, err error) {
 		if err != nil {
@@ -275,10 +281,5 @@ func (c *Console) createCredentials(w http.ResponseWriter, r *http.Request, s *s
 		c.renderAPIError(w, r, s, err)
 		return
 	}
-	creds := created.Credentials
-	if creds == nil {
-		creds = map[string]any{}
-	}
-	creds["name"] = created.Name
-	c.renderDeployment(w, r, s, api, inst, creds)
+	c.renderDeployment(w, r, s, api, inst, &newCredentials{Name: created.Name, Credentials: created.Credentials})
 }

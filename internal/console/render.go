@@ -2,6 +2,7 @@ package console
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"html/template"
 	"io/fs"
@@ -141,6 +142,13 @@ var funcs = template.FuncMap{
 	},
 	"serviceName": serviceDisplayName,
 	"list":        func(v ...string) []string { return v },
+	"json": func(v any) string {
+		b, err := json.MarshalIndent(v, "", "  ")
+		if err != nil {
+			return ""
+		}
+		return string(b)
+	},
 }
 
 // shortCRN keeps the distinguishing end of a CRN for narrow cells; the full

@@ -119,7 +119,22 @@ func walkSeed(t *testing.T) (*keyline, *browser) {
 	b.contains("h1", "es-orders")
 	b.waitText("#state-badge", "active")
 	b.contains("#encryption", kms.GUID)
+
+	// While unlocked, the deployment's topics show; service credentials are
+	// shown once, when created.
+	depGUID := get(b, "read the deployment id", chromedp.Evaluate[string](`location.pathname.split("/").pop()`))
+	k.call("POST", "/messagehub/"+depGUID+"/admin/topics", nil, map[string]any{"name": "orders", "partitions": 3}, nil)
+	b.do("name the credential", chromedp.SendKeys(chromedp.ID("cred_name"), "orders-app"))
+	b.submit("#create-credentials", "#new-credentials")
+	b.contains("#new-credentials", "orders-app")
+	b.contains("#new-credentials", "apikey")
+	b.contains("#topics", "orders")
 	b.shot("deployment-active", 1280, 390)
+	b.open("/console/deployments/"+depGUID, "#credentials")
+	if strings.Contains(b.text("#credentials"), "apikey") {
+		t.Fatal("the credentials are shown again after the page that created them")
+	}
+	b.contains("#credentials", "orders-app")
 
 	// The deployment created the dependent authorization for its backups.
 	b.open("/console/iam/authorizations", "#authorizations")
@@ -144,7 +159,6 @@ func walkSeed(t *testing.T) (*keyline, *browser) {
 	b.shot("keys", 1280, 390)
 
 	// Disabling the key locks the deployment; enabling it unlocks it.
-	depGUID := get(b, "find the deployment", chromedp.Evaluate[string](`document.querySelector('#keys tr[data-name="disk-key"] .assoc a').getAttribute("href").split("/").pop()`))
 	b.submit(`#keys tr[data-name="disk-key"] button[data-action="disable"]`, ".notice.ok")
 	b.waitPage("/console/", `#deployments tr[data-guid="`+depGUID+`"] .badge`, "locked: key disabled")
 	b.shot("resources-locked", 1280, 390)
