@@ -15,7 +15,33 @@ var (
 	streamsRegions = []string{"us-south", "us-east", "eu-de", "eu-gb", "jp-tok", "au-syd", "ca-tor"}
 	backupRegions  = []string{"us-south", "us-east", "eu-de"}
 	streamsPlans   = []struct{ ID, Name string }{{"eventstreams-gen2-standard", "Standard"}}
+	kmsPlans       = []struct{ ID, Name string }{{"tiered-pricing", "Tiered pricing"}}
 )
+
+// kmsForm is the catalog's Key Protect form.
+func (c *Console) kmsForm(w http.ResponseWriter, r *http.Request, s *session, api *caller) {
+	c.renderKMSForm(w, r, s, http.StatusOK, map[string]string{"Region": "us-south"}, nil)
+}
+
+func (c *Console) renderKMSForm(w http.ResponseWriter, r *http.Request, s *session, status int, form map[string]string, failed error) {
+	v := view{Title: "Create Key Protect", Nav: "catalog", Data: map[string]any{"Form": form, "Regions": streamsRegions, "Plans": kmsPlans}}
+	if failed != nil {
+		v.Err = apiError(failed)
+	}
+	c.render(w, r, s, status, "catalog_kms", v)
+}
+
+func (c *Console) provisionKMS(w http.ResponseWriter, r *http.Request, s *session, api *caller) {
+	f := r.PostForm
+	form := map[string]string{"Name": strings.TrimSpace(f.Get("name")), "Region": f.Get("region"), "Plan": f.Get("plan")}
+	body := map[string]any{"name": form["Name"], "target": form["Region"], "resource_plan_id": form["Plan"]}
+	var created instance
+	if err := api.do(r.Context(), http.MethodPost, "/v2/resource_instances", nil, body, &created); err != nil {
+		c.renderKMSForm(w, r, s, apiError(err).Status, form, err)
+		return
+	}
+	c.redirect(w, r, s, created.Href(), "Key Protect instance "+created.Name+" created. Add a root key to bring your own key.")
+}
 
 // kmsKeyChoice is one root key a deployment can be encrypted with.
 type kmsKeyChoice struct {
@@ -110,4 +136,9 @@ func (c *Console) provision(w http.ResponseWriter, r *http.Request, s *session, 
 		return
 	}
 	c.redirect(w, r, s, created.Href(), "Deployment "+created.Name+" is being created.")
+}
+
+// catalog lists what can be created.
+func (c *Console) catalog(w http.ResponseWriter, r *http.Request, s *session, api *caller) {
+	c.render(w, r, s, http.StatusOK, "catalog", view{Title: "Catalog", Nav: "catalog"})
 }

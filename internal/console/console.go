@@ -112,6 +112,9 @@ func (c *Console) routes() {
 	m.Handle("POST /console/kms/{guid}/keys/{id}/delete", c.action(c.deleteKey))
 	m.Handle("POST /console/kms/{guid}/keys/{id}/{action}", c.action(c.keyAction))
 
+	m.Handle("GET /console/catalog/{$}", c.page(c.catalog))
+	m.Handle("GET /console/catalog/key-protect", c.page(c.kmsForm))
+	m.Handle("POST /console/catalog/key-protect", c.action(c.provisionKMS))
 	m.Handle("GET /console/catalog/event-streams", c.page(c.provisionForm))
 	m.Handle("POST /console/catalog/event-streams", c.action(c.provision))
 

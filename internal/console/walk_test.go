@@ -73,9 +73,19 @@ func TestScreenshots(t *testing.T) {
 
 func walkSeed(t *testing.T) (*keyline, *browser) {
 	k := startKeyline(t)
-	kms := k.createKMS("byok-kp", "us-south")
 	b := newBrowser(t, k.url)
 	b.signIn(keylineAdminKey)
+	b.open("/console/", "h1")
+	b.shot("resources-empty", 1280, 390)
+
+	// Catalog > Key Protect.
+	b.open("/console/catalog/", "#catalog-kms")
+	b.submit("#catalog-kms", "#kms-form")
+	b.do("name the instance", chromedp.SendKeys(chromedp.ID("kms_name"), "byok-kp"))
+	b.selectByText("kms_region", "us-south")
+	b.submit("#kms-submit", "#create-key-form")
+	b.contains(".notice.ok", "byok-kp created")
+	kms := created{GUID: get(b, "read the instance id", chromedp.Evaluate[string](`location.pathname.split("/").pop()`))}
 
 	// Manage > Access (IAM) > Authorizations > Create.
 	b.open("/console/iam/authorizations", "h1")
