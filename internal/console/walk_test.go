@@ -80,9 +80,11 @@ func walkSeed(t *testing.T) (*keyline, *browser) {
 
 	// Catalog > Key Protect.
 	b.open("/console/catalog/", "#catalog-kms")
+	b.shot("catalog", 1280, 390)
 	b.submit("#catalog-kms", "#kms-form")
 	b.do("name the instance", chromedp.SendKeys(chromedp.ID("kms_name"), "byok-kp"))
 	b.selectByText("kms_region", "us-south")
+	b.shot("catalog-kms", 1280, 390)
 	b.submit("#kms-submit", "#create-key-form")
 	b.contains(".notice.ok", "byok-kp created")
 	kms := created{GUID: get(b, "read the instance id", chromedp.Evaluate[string](`location.pathname.split("/").pop()`))}
@@ -162,6 +164,19 @@ func walkSeed(t *testing.T) (*keyline, *browser) {
 	b.shot("authorization-remove", 1280, 390)
 	b.do("cancel the removal", chromedp.Click(chromedp.CSS("#remove-dialog a.button")))
 	b.do("back on the list", chromedp.WaitVisible(chromedp.ID("authorizations")))
+	if n := b.count("#remove-dialog"); n != 0 {
+		t.Fatal("the dialog stays open after Cancel")
+	}
+	// Remove it for real: the deployment re-creates it, as a new policy.
+	dependentID := get(b, "read the dependent's id", chromedp.Evaluate[string](`document.querySelector("#authorizations tr:has(td.kind .mono)").dataset.policy`))
+	b.submit(`#authorizations tr[data-policy="`+dependentID+`"] a[data-remove]`, "#remove-dialog")
+	b.submit("#remove-confirm", ".notice.ok")
+	b.contains(".notice.ok", "Authorization removed")
+	b.poll("the dependent authorization to be re-created", func() bool {
+		b.open("/console/iam/authorizations", "#authorizations")
+		again, _ := eval[int](b, `[...document.querySelectorAll("#authorizations tr:has(td.kind .mono)")].filter(r => r.dataset.policy !== `+jsString(dependentID)+`).length`)
+		return again == 1 && b.count(`#authorizations tr[data-policy="`+dependentID+`"]`) == 0
+	})
 
 	// The key shows the deployment as an associated resource.
 	b.open("/console/kms/"+kms.GUID, "#keys")
