@@ -79,6 +79,9 @@ type Config struct {
 	RetentionInterval time.Duration
 	// MaxPartitions caps partitions per topic (default 1000).
 	MaxPartitions int32
+	// MaxConnections caps open connections; more are closed at once
+	// (default 1024).
+	MaxConnections int
 }
 
 // preAuthMaxBytes caps frames before a login: ApiVersions and SASL are tiny,
@@ -135,6 +138,9 @@ func New(cfg Config) (*Broker, error) {
 	}
 	if cfg.MaxPartitions <= 0 {
 		cfg.MaxPartitions = 1000
+	}
+	if cfg.MaxConnections <= 0 {
+		cfg.MaxConnections = 1024
 	}
 	if cfg.ClusterID == "" {
 		cfg.ClusterID = "keyline"
@@ -203,6 +209,12 @@ func (b *Broker) Serve(ctx context.Context) error {
 			nc.Close()
 			return nil
 		}
+		if len(b.conns) >= b.cfg.MaxConnections {
+			b.mu.Unlock()
+			nc.Close()
+			b.log.Warn("kafka connection refused: too many connections", "limit", b.cfg.MaxConnections)
+			continue
+		}
 		b.conns[c] = struct{}{}
 		b.serving.Add(1)
 		b.mu.Unlock()
@@ -256,7 +268,8 @@ func (b *Broker) lockReason() string {
 	return b.locked
 }
 
-// Close stops listening, closes every connection and waits for them.
+// Close stops listening, closes every connection and waits for them. The
+// storage stays open: its owner closes it.
 func (b *Broker) Close() error {
 	b.mu.Lock()
 	if b.closed {

@@ -201,3 +201,20 @@ func TestSASLHandshakeV0TakesBarePlainToken(t *testing.T) {
 		t.Fatalf("metadata after v0 login: %v controller %d", err, resp.ControllerID)
 	}
 }
+
+func TestConnectionsOverTheLimitAreClosed(t *testing.T) {
+	tb := startBroker(t, nil, func(c *Config) { c.MaxConnections = 1 })
+	first := dialRaw(t, tb)
+	first.login(readerKey)
+	second := dialRaw(t, tb)
+	if !second.closed() {
+		t.Fatal("a connection over the limit stayed open")
+	}
+	first.nc.Close()
+	waitFor(t, "the slot to free", func() bool {
+		rc := dialRaw(t, tb)
+		req := kmsg.NewPtrApiVersionsRequest()
+		rc.send(req, 1)
+		return rc.recv(req.ResponseKind(), false) == nil
+	})
+}
