@@ -1,7 +1,3 @@
-// Package broker is an Event Streams deployment's Kafka listener: the Kafka
-// wire protocol (encoded only through franz-go's kmsg), SASL PLAIN, topics,
-// idempotent produce, fetch, consumer groups and the admin REST API for
-// topics, on top of a Storage that encrypts everything it keeps.
 package broker
 
 import (
