@@ -3,6 +3,7 @@ package kpapi_test
 import (
 	"bytes"
 	"testing"
+	"time"
 
 	kp "github.com/IBM/keyprotect-go-client"
 	"github.com/keyline/keyline/internal/auth"
@@ -77,4 +78,52 @@ func TestDeleteInstanceErasesItsKeys(t *testing.T) {
 	ok(t, e.svc.CreateInstance(e.ctx, kms.Instance{GUID: instance, AccountID: account}))
 	_, err = c.GetKeyMetadata(e.ctx, key.ID)
 	wantErr(t, err, 404, "KEY_NOT_FOUND_ERR")
+}
+
+// TestWrapKeepsWorkingThroughRotations wraps and unwraps from several
+// goroutines while the key rotates: every DEK comes back, whichever version
+// wrapped it.
+func TestWrapKeepsWorkingThroughRotations(t *testing.T) {
+	e := newEnv(t)
+	c := e.client(manager)
+	key := must[*kp.Key](t)(c.CreateRootKey(e.ctx, "busy", nil))
+	svc := asService()
+	stop := make(chan struct{})
+	errc := make(chan error, 8)
+	for g := 0; g < 8; g++ {
+		go func(g int) {
+			dek := bytes.Repeat([]byte{byte(g)}, 32)
+			for {
+				select {
+				case <-stop:
+					errc <- nil
+					return
+				default:
+				}
+				w, err := e.svc.Wrap(svc, instance, key.ID, dek, nil)
+				if err != nil {
+					errc <- err
+					return
+				}
+				u, err := e.svc.Unwrap(svc, instance, key.ID, w.Ciphertext, nil)
+				if err != nil || !bytes.Equal(u.Plaintext, dek) {
+					errc <- errs.E("test", errs.Internal, "", "unwrap lost a DEK")
+					return
+				}
+			}
+		}(g)
+	}
+	for i := 0; i < 5; i++ {
+		e.clock.Advance(time.Hour)
+		ok(t, c.Rotate(e.ctx, key.ID, ""))
+	}
+	close(stop)
+	for g := 0; g < 8; g++ {
+		if err := <-errc; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if v := must[*kp.KeyVersions](t)(c.ListKeyVersions(e.ctx, key.ID, nil)); len(v.KeyVersion) != 6 {
+		t.Fatalf("%d versions", len(v.KeyVersion))
+	}
 }
