@@ -99,6 +99,10 @@ func (s *Service) runScheduled(ctx context.Context, w dueWork) error {
 		if err != nil {
 			return err
 		}
+		// The scheduler acts as the KMS itself: that is who the Activity
+		// Tracker shows as the initiator.
+		ctx := auth.WithPrincipal(ctx, &auth.Principal{IAMID: "crn-kms-scheduler", AccountID: in.AccountID, Name: "Key Protect scheduler",
+			Type: auth.Service, ServiceName: "kms", SourceCRN: in.CRN})
 		ev := success(w.action, keyTarget(in, k))
 		ev.RequestData["instanceID"] = in.GUID
 		ev.RequestData["initiatedBy"] = "scheduler"
