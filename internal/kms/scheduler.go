@@ -8,6 +8,7 @@ import (
 	"github.com/keyline/keyline/internal/auth"
 	"github.com/keyline/keyline/internal/errs"
 	"github.com/keyline/keyline/internal/httpapi"
+	"github.com/keyline/keyline/internal/seal"
 	"github.com/keyline/keyline/internal/store"
 )
 
@@ -112,9 +113,9 @@ func (s *Service) runScheduled(ctx context.Context, w dueWork) error {
 		case auth.KMSKeyPurge:
 			err = purge(c)
 		case auth.KMSKeyRotate:
-			m := randomKey()
+			m := seal.RandomKey()
 			err = s.rotate(c, m)
-			wipe(m)
+			seal.Wipe(m)
 		default:
 			now := store.Time(c.now)
 			_, err = tx.Exec(`UPDATE kms_keys SET state = ?, last_update_date = ? WHERE id = ?`, StateDeactivated, now, k.ID)
