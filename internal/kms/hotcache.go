@@ -153,4 +153,3 @@ func (s *Service) hotKey(ctx context.Context, in Instance, idOrAlias string) (*h
 	s.hot.putKey(gen, ref, hk)
 	return hk, nil
 }
-
