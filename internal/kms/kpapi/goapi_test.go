@@ -76,6 +76,10 @@ func TestDeleteInstanceErasesItsKeys(t *testing.T) {
 		t.Fatalf("second delete: %v", err)
 	}
 	ok(t, e.svc.CreateInstance(e.ctx, kms.Instance{GUID: instance, AccountID: account}))
+	ok(t, e.svc.CreateInstance(e.ctx, kms.Instance{GUID: instance, AccountID: account})) // a retry
+	if err := e.svc.CreateInstance(e.ctx, kms.Instance{GUID: instance, AccountID: "acct-other"}); errs.KindOf(err) != errs.Conflict {
+		t.Fatalf("instance GUID reused by another account: %v", err)
+	}
 	_, err = c.GetKeyMetadata(e.ctx, key.ID)
 	wantErr(t, err, 404, "KEY_NOT_FOUND_ERR")
 }
