@@ -63,6 +63,7 @@ type call struct {
 	r      *http.Request
 	guid   string
 	action string // the audit action, refined by handlers that serve several
+	phrase string // "Key could not be wrapped", likewise
 }
 
 // Register adds the API's routes to mux. The server wraps the mux in
@@ -120,7 +121,7 @@ func (a *API) handler(rt route) http.Handler {
 			return
 		}
 		r = r.WithContext(ctx)
-		c := &call{w: w, r: r, guid: guid, action: rt.action}
+		c := &call{w: w, r: r, guid: guid, action: rt.action, phrase: rt.phrase}
 		if err := rt.fn(c); err != nil {
 			if errs.KindOf(err) == errs.Other || errs.KindOf(err) == errs.Internal {
 				a.log.Error("kpapi: request failed", "path", r.URL.Path, "err", err)
@@ -130,7 +131,7 @@ func (a *API) handler(rt route) http.Handler {
 			if e := errs.As(err); e == nil || !strings.HasPrefix(e.Op, "kms.") {
 				a.kms.RecordRefusal(r.Context(), c.action, guid, err)
 			}
-			writeError(w, rt.phrase, err)
+			writeError(w, c.phrase, err)
 		}
 	})
 }
