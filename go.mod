@@ -4,7 +4,7 @@ go 1.26.4
 
 require (
 	github.com/IBM/keyprotect-go-client v0.17.3
-	github.com/IBM/sarama v1.61.1 // indirect
+	github.com/IBM/sarama v1.61.1
 	github.com/davecgh/go-spew v1.1.1 // indirect
 	github.com/dustin/go-humanize v1.1.0 // indirect
 	github.com/eapache/go-resiliency v1.7.0 // indirect

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/keyline/keyline/internal/auth"
 	"github.com/keyline/keyline/internal/errs"
 )
 
@@ -50,6 +51,9 @@ type CatalogService struct {
 	// ReclamationWindow is how long a deleted instance waits in
 	// pending_reclamation before it is reclaimed; 0 means DefaultReclamationWindow.
 	ReclamationWindow time.Duration
+	// DefaultKeyRole is the role of resource keys created without one (a
+	// role CRN); "" means Reader, the least that can use an instance.
+	DefaultKeyRole string
 }
 
 // Plan is a service plan.
@@ -68,15 +72,17 @@ var defaultRegions = []string{"us-south", "us-east", "eu-de", "eu-gb", "jp-tok",
 // KeyProtect is the catalog entry of the key management service.
 func KeyProtect() CatalogService {
 	return CatalogService{Name: "kms", ID: "ee41347f-b18e-4ca6-bf80-b5467c63f9a6", DisplayName: "Key Protect",
-		Plans:   []Plan{{ID: "eedd3585-90c6-4c8f-be3d-062069e99fc3", Name: "tiered-pricing"}},
-		Regions: append([]string(nil), defaultRegions...)}
+		Plans:          []Plan{{ID: "eedd3585-90c6-4c8f-be3d-062069e99fc3", Name: "tiered-pricing"}},
+		Regions:        append([]string(nil), defaultRegions...),
+		DefaultKeyRole: auth.RoleManager}
 }
 
 // EventStreams is the catalog entry of Event Streams deployments.
 func EventStreams() CatalogService {
 	return CatalogService{Name: "messagehub", ID: "dff97f5c-bc5e-4455-b470-411c3edbe49c", DisplayName: "Event Streams",
-		Plans:   []Plan{{ID: "eventstreams-gen2-standard", Name: "standard"}},
-		Regions: append([]string(nil), defaultRegions...)}
+		Plans:          []Plan{{ID: "eventstreams-gen2-standard", Name: "standard"}},
+		Regions:        append([]string(nil), defaultRegions...),
+		DefaultKeyRole: auth.RoleManager}
 }
 
 type catalogEntry struct {
@@ -93,6 +99,8 @@ func (s CatalogService) validate() error {
 		return errs.Ef(op, errs.Invalid, "BAD_CATALOG", "catalog service %s needs an id and a display name", s.Name)
 	case len(s.Plans) == 0 || len(s.Regions) == 0:
 		return errs.Ef(op, errs.Invalid, "BAD_CATALOG", "catalog service %s needs at least one plan and one region", s.Name)
+	case s.DefaultKeyRole != "" && auth.RoleCRN(s.DefaultKeyRole) != s.DefaultKeyRole:
+		return errs.Ef(op, errs.Invalid, "BAD_CATALOG", "catalog service %s has a default key role that is not a role CRN", s.Name)
 	case s.ReclamationWindow < 0:
 		return errs.Ef(op, errs.Invalid, "BAD_CATALOG", "catalog service %s has a negative reclamation window", s.Name)
 	}

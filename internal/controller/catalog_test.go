@@ -72,6 +72,7 @@ func TestRegisterRefusesBadCatalogEntries(t *testing.T) {
 		{"no plans", CatalogService{Name: "x", ID: "x", DisplayName: "X", Regions: []string{"us-south"}}},
 		{"no regions", CatalogService{Name: "x", ID: "x", DisplayName: "X", Plans: []Plan{{"p", "p"}}}},
 		{"plan without name", CatalogService{Name: "x", ID: "x", DisplayName: "X", Plans: []Plan{{"p", ""}}, Regions: []string{"us-south"}}},
+		{"default key role by name", CatalogService{Name: "x", ID: "x", DisplayName: "X", Plans: []Plan{{"p", "p"}}, Regions: []string{"us-south"}, DefaultKeyRole: "Manager"}},
 		{"negative window", CatalogService{Name: "x", ID: "x", DisplayName: "X", Plans: []Plan{{"p", "p"}}, Regions: []string{"us-south"}, ReclamationWindow: -time.Hour}},
 	} {
 		if err := c.Register(tc.svc, nopBroker{}); errs.KindOf(err) != errs.Invalid {

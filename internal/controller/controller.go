@@ -2,6 +2,19 @@
 // services, their instances and resource keys, the reclamation of deleted
 // instances, and the tasks of long operations on them. Each service plugs in
 // through a ServiceBroker; the controller owns the records and lifecycle.
+//
+// An instance's life, and the broker call at each step:
+//
+//	create ──Provision──▶ provisioning ──▶ active ◀──SetActive/SetInactive──▶ inactive
+//	                           └─(error, or a restart)─▶ failed ──delete──Reclaim──▶ removed
+//	active|inactive ──delete──Suspend──▶ pending_reclamation (+ reclamation SCHEDULED)
+//	pending_reclamation ──restore──Resume──▶ active|inactive
+//	pending_reclamation ──reclaim, or window ends──Reclaim──▶ removed
+//
+// Each state change is written in one transaction with its Activity Tracker
+// event. A reclaim is an obligation kept in the database: it is claimed for
+// a lease, retried with backoff while the broker fails, and taken up again
+// after a restart, so brokers must accept a repeated Reclaim.
 package controller
 
 import (
@@ -11,6 +24,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/keyline/keyline/internal/audit"
 	"github.com/keyline/keyline/internal/auth"
 	"github.com/keyline/keyline/internal/clock"
 	"github.com/keyline/keyline/internal/errs"
@@ -20,6 +34,7 @@ import (
 // Config holds the controller's dependencies.
 type Config struct {
 	DB         *store.DB
+	Audit      *audit.Log // every change and refusal is recorded here
 	Clock      clock.Clock
 	Authorizer auth.Authorizer
 	Logger     *slog.Logger
@@ -28,6 +43,7 @@ type Config struct {
 // Controller keeps the catalog, instances, resource keys, reclamations and tasks.
 type Controller struct {
 	db     *store.DB
+	audit  *audit.Log
 	clock  clock.Clock
 	authz  auth.Authorizer
 	logger *slog.Logger
@@ -50,8 +66,8 @@ type Controller struct {
 // become failed, running tasks become failed (see Tasks). Reclamations need
 // nothing: they are durable obligations that Run picks up.
 func New(ctx context.Context, cfg Config) (*Controller, error) {
-	if cfg.DB == nil || cfg.Authorizer == nil {
-		return nil, errs.E("controller.New", errs.Invalid, "BAD_CONFIG", "the controller needs a database and an authorizer")
+	if cfg.DB == nil || cfg.Authorizer == nil || cfg.Audit == nil {
+		return nil, errs.E("controller.New", errs.Invalid, "BAD_CONFIG", "the controller needs a database, an authorizer and an audit log")
 	}
 	if cfg.Clock == nil {
 		cfg.Clock = clock.Real{}
@@ -62,7 +78,7 @@ func New(ctx context.Context, cfg Config) (*Controller, error) {
 	if err := cfg.DB.Migrate(ctx, migrations); err != nil {
 		return nil, err
 	}
-	c := &Controller{db: cfg.DB, clock: cfg.Clock, authz: cfg.Authorizer, logger: cfg.Logger, wake: make(chan struct{}, 1)}
+	c := &Controller{db: cfg.DB, audit: cfg.Audit, clock: cfg.Clock, authz: cfg.Authorizer, logger: cfg.Logger, wake: make(chan struct{}, 1)}
 	c.tasks = &Tasks{c: c}
 	if err := c.recoverInterrupted(ctx); err != nil {
 		return nil, err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"net/http"
 	"slices"
 	"strings"
 	"time"
@@ -96,7 +97,17 @@ func (c *Controller) CreateInstance(ctx context.Context, req CreateInstanceReque
 		return nil, err
 	}
 	entry, plan, region, err := c.validateCreate(req)
+	// A create refused before it starts is recorded on the service in the
+	// account (a CRN without instance): no instance exists.
+	refused := func(err error) (*Instance, error) {
+		c.recordFailure(ctx, entry.svc.Name+".instance.create", &Instance{CRN: crn.New(entry.svc.Name, region, p.AccountID, ""),
+			Name: req.Name, ServiceName: entry.svc.Name}, err)
+		return nil, err
+	}
 	if err != nil {
+		if entry != nil {
+			return refused(err)
+		}
 		return nil, err
 	}
 	svc := entry.svc
@@ -121,12 +132,14 @@ func (c *Controller) CreateInstance(ctx context.Context, req CreateInstanceReque
 	}
 	action := svc.Name + ".instance.create"
 	if err := c.authz.Authorize(ctx, p, auth.InstanceCreate, auth.Resource{AccountID: p.AccountID, ServiceName: svc.Name}); err != nil {
-		c.recordFailure(ctx, action, inst, err)
-		return nil, err
+		return refused(err)
 	}
 	if err := c.db.Tx(ctx, func(tx *store.Tx) error { return insertInstance(tx, inst) }); err != nil {
 		return nil, err
 	}
+	// From here the operation runs to its end and is recorded even if the
+	// caller goes away: the broker's work must not go unrecorded.
+	ctx = context.WithoutCancel(ctx)
 	warnings, perr := entry.broker.Provision(ctx, *inst, inst.Parameters)
 	inst.UpdatedAt = c.now()
 	if perr != nil {
@@ -141,7 +154,7 @@ func (c *Controller) CreateInstance(ctx context.Context, req CreateInstanceReque
 		if err := updateInstance(tx, inst, StateProvisioning); err != nil {
 			return err
 		}
-		return c.appendEvent(ctx, tx, eventFor(action, inst, perr))
+		return c.appendEvent(ctx, tx, eventFor(action, inst, perr).withStatus(http.StatusCreated))
 	})
 	if err != nil {
 		return nil, err
@@ -154,9 +167,6 @@ func (c *Controller) CreateInstance(ctx context.Context, req CreateInstanceReque
 
 func (c *Controller) validateCreate(req CreateInstanceRequest) (*catalogEntry, Plan, string, error) {
 	const op = "controller.CreateInstance"
-	if err := validateName(op, req.Name); err != nil {
-		return nil, Plan{}, "", err
-	}
 	if req.PlanID == "" {
 		return nil, Plan{}, "", errs.E(op, errs.Invalid, "MISSING_FIELD", "The resource_plan_id field is required").On("field", "resource_plan_id")
 	}
@@ -164,20 +174,23 @@ func (c *Controller) validateCreate(req CreateInstanceRequest) (*catalogEntry, P
 	if err != nil {
 		return nil, Plan{}, "", err
 	}
+	if err := validateName(op, req.Name); err != nil {
+		return entry, Plan{}, "", err
+	}
 	if req.Target == "" {
-		return nil, Plan{}, "", errs.E(op, errs.Invalid, "MISSING_FIELD", "The target field is required: the region to create the instance in").On("field", "target")
+		return entry, Plan{}, "", errs.E(op, errs.Invalid, "MISSING_FIELD", "The target field is required: the region to create the instance in").On("field", "target")
 	}
 	region, ok := entry.svc.region(req.Target)
 	if !ok {
-		return nil, Plan{}, "", errs.Ef(op, errs.Invalid, "INVALID_TARGET", "The target %q is not a region where %s is offered (%s)",
+		return entry, Plan{}, "", errs.Ef(op, errs.Invalid, "INVALID_TARGET", "The target %q is not a region where %s is offered (%s)",
 			req.Target, entry.svc.DisplayName, strings.Join(entry.svc.Regions, ", ")).On("field", "target")
 	}
 	if req.ResourceGroup != "" && !isGroupID(req.ResourceGroup) {
-		return nil, Plan{}, "", errs.E(op, errs.Invalid, "INVALID_RESOURCE_GROUP", "The resource_group must be an id of up to 64 letters, digits, '-' or '_'").On("field", "resource_group")
+		return entry, Plan{}, region, errs.E(op, errs.Invalid, "INVALID_RESOURCE_GROUP", "The resource_group must be an id of up to 64 letters, digits, '-' or '_'").On("field", "resource_group")
 	}
 	for _, tag := range req.Tags {
 		if tag == "" || len(tag) > 128 {
-			return nil, Plan{}, "", errs.E(op, errs.Invalid, "INVALID_TAG", "A tag must have 1 to 128 characters").On("field", "tags")
+			return entry, Plan{}, region, errs.E(op, errs.Invalid, "INVALID_TAG", "A tag must have 1 to 128 characters").On("field", "tags")
 		}
 	}
 	return entry, plan, region, nil
@@ -394,10 +407,14 @@ func (c *Controller) instanceBatch(ctx context.Context, where []string, args []a
 		where = append(where[:len(where):len(where)], "(created_at > ? OR (created_at = ? AND guid > ?))")
 		args = append(args[:len(args):len(args)], after.at, after.at, after.id)
 	}
+	return c.queryInstances(ctx, strings.Join(where, " AND ")+` ORDER BY created_at, guid LIMIT ?`, append(args, n)...)
+}
+
+// queryInstances reads the instances of "SELECT ... FROM rc_instances WHERE <cond>".
+func (c *Controller) queryInstances(ctx context.Context, cond string, args ...any) ([]Instance, error) {
 	var out []Instance
 	err := c.db.Read(ctx, func(tx *store.Tx) error {
-		rows, err := tx.Query(`SELECT `+instanceColumns+` FROM rc_instances WHERE `+strings.Join(where, " AND ")+
-			` ORDER BY created_at, guid LIMIT ?`, append(args, n)...)
+		rows, err := tx.Query(`SELECT `+instanceColumns+` FROM rc_instances WHERE `+cond, args...)
 		if err != nil {
 			return err
 		}
@@ -517,6 +534,7 @@ func (c *Controller) UpdateInstance(ctx context.Context, id string, req UpdateIn
 		inst.AllowCleanup = *req.AllowCleanup
 	}
 	if len(req.Parameters) > 0 {
+		ctx = context.WithoutCancel(ctx) // the broker's change must be recorded
 		updater, ok := entry.broker.(ParameterUpdater)
 		if !ok {
 			return fail(errs.Ef(op, errs.Invalid, "PARAMETERS_NOT_UPDATABLE", "%s does not accept parameter changes on an existing instance; create a new instance instead", entry.svc.DisplayName).On("field", "parameters"))
@@ -585,6 +603,9 @@ func (c *Controller) DeleteInstance(ctx context.Context, id string, recursive bo
 	if len(keys) > 0 && !recursive {
 		return fail(errs.Ef(op, errs.Conflict, "INSTANCE_HAS_KEYS", "The instance has %d resource keys; delete them first or delete recursively", len(keys)))
 	}
+	// From here the operation runs to its end and is recorded even if the
+	// caller goes away: the broker's work must not go unrecorded.
+	ctx = context.WithoutCancel(ctx)
 	for _, k := range keys {
 		if err := c.revoke(ctx, entry, inst, &k); err != nil {
 			return fail(err)
@@ -606,7 +627,7 @@ func (c *Controller) DeleteInstance(ctx context.Context, id string, recursive bo
 			if err := updateInstance(tx, inst, from); err != nil {
 				return err
 			}
-			return c.appendEvent(ctx, tx, eventFor(action, inst, nil))
+			return c.appendEvent(ctx, tx, eventFor(action, inst, nil).withStatus(http.StatusNoContent))
 		})
 		if err != nil {
 			return nil, err
@@ -632,10 +653,10 @@ func (c *Controller) DeleteInstance(ctx context.Context, id string, recursive bo
 		if err := insertReclamation(tx, &rec); err != nil {
 			return err
 		}
-		if err := c.appendEvent(ctx, tx, eventFor(action, inst, nil)); err != nil {
+		if err := c.appendEvent(ctx, tx, eventFor(action, inst, nil).withStatus(http.StatusAccepted)); err != nil {
 			return err
 		}
-		return c.appendEvent(ctx, tx, eventFor(inst.ServiceName+".instance.schedule_reclaim", inst, nil))
+		return c.appendEvent(ctx, tx, eventFor(inst.ServiceName+".instance.schedule_reclaim", inst, nil).withStatus(http.StatusAccepted))
 	})
 	if err != nil {
 		// The record still says active: undo the suspension so they agree.
@@ -756,4 +777,23 @@ func (c *Controller) setCondition(ctx context.Context, guid, from, to, reason st
 	prev := inst.State
 	inst.State, inst.StateReason, inst.UpdatedAt = to, reason, c.now()
 	return c.db.Tx(ctx, func(tx *store.Tx) error { return updateInstance(tx, inst, prev) })
+}
+
+// LookupInstance returns an instance by GUID or CRN, in any state, without
+// checking a caller: it is for services acting on their own instances (a
+// broker starting a task after a key rotation), never for user requests.
+func (c *Controller) LookupInstance(ctx context.Context, id string) (*Instance, error) {
+	return c.loadInstance(ctx, "controller.LookupInstance", id)
+}
+
+// InstancesOf returns every instance of a service in one of states (all
+// states when none is given), oldest first, without checking a caller: a
+// service reopens its active instances with it when the process starts.
+func (c *Controller) InstancesOf(ctx context.Context, service string, states ...string) ([]Instance, error) {
+	where, args := "service_name = ?", []any{service}
+	if len(states) > 0 {
+		where += " AND state IN (" + strings.TrimSuffix(strings.Repeat("?,", len(states)), ",") + ")"
+		args = append(args, toAny(states)...)
+	}
+	return c.queryInstances(ctx, where+` ORDER BY created_at, guid`, args...)
 }

@@ -1,7 +1,9 @@
 package controller
 
 import (
+	"cmp"
 	"context"
+	"net/http"
 	"strings"
 	"time"
 
@@ -40,7 +42,7 @@ type ResourceKey struct {
 type CreateKeyRequest struct {
 	Name   string
 	Source string // the instance GUID or CRN
-	Role   string // a role CRN or name; "" is Reader, the least that can use the instance
+	Role   string // a role CRN or name; "" is the service's DefaultKeyRole
 }
 
 // CreateResourceKey creates credentials for an instance from its broker.
@@ -56,7 +58,7 @@ func (c *Controller) CreateResourceKey(ctx context.Context, req CreateKeyRequest
 	if req.Source == "" {
 		return nil, errs.E(op, errs.Invalid, "MISSING_FIELD", "The source field is required: the GUID or CRN of the instance").On("field", "source")
 	}
-	role := auth.RoleReader
+	role := ""
 	if req.Role != "" {
 		if role = auth.RoleCRN(req.Role); role == "" {
 			return nil, errs.Ef(op, errs.Invalid, "INVALID_ROLE", "The role %q is not a known IAM role", req.Role).On("field", "role")
@@ -92,6 +94,12 @@ func (c *Controller) CreateResourceKey(ctx context.Context, req CreateKeyRequest
 	if err != nil {
 		return fail(err)
 	}
+	if key.Role == "" {
+		key.Role = cmp.Or(entry.svc.DefaultKeyRole, auth.RoleReader)
+	}
+	// From here the operation runs to its end and is recorded even if the
+	// caller goes away: the broker's work must not go unrecorded.
+	ctx = context.WithoutCancel(ctx)
 	creds, err := entry.broker.Credentials(ctx, *inst, *key)
 	if err != nil {
 		return fail(brokerError(op, err))
@@ -102,7 +110,7 @@ func (c *Controller) CreateResourceKey(ctx context.Context, req CreateKeyRequest
 			ts(key.CreatedAt), key.CreatedBy, ts(key.UpdatedAt)); err != nil {
 			return err
 		}
-		return c.appendEvent(ctx, tx, keyEvent(action, key, nil))
+		return c.appendEvent(ctx, tx, keyEvent(action, key, nil).withStatus(http.StatusCreated))
 	})
 	if err != nil {
 		if rerr := c.revoke(ctx, entry, inst, key); rerr != nil {
@@ -260,6 +268,9 @@ func (c *Controller) DeleteResourceKey(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
+	// From here the operation runs to its end and is recorded even if the
+	// caller goes away: the broker's work must not go unrecorded.
+	ctx = context.WithoutCancel(ctx)
 	if err := c.revoke(ctx, entry, inst, key); err != nil {
 		c.recordEvent(ctx, keyEvent(action, key, err))
 		return err
@@ -288,7 +299,7 @@ func (c *Controller) removeKeys(ctx context.Context, tx *store.Tx, inst *Instanc
 			return err
 		}
 		k.State, k.UpdatedAt, k.DeletedAt, k.DeletedBy = KeyRemoved, now, now, by
-		if err := c.appendEvent(ctx, tx, keyEvent(inst.ServiceName+".key.delete", k, nil)); err != nil {
+		if err := c.appendEvent(ctx, tx, keyEvent(inst.ServiceName+".key.delete", k, nil).withStatus(http.StatusNoContent)); err != nil {
 			return err
 		}
 	}

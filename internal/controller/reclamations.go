@@ -165,6 +165,9 @@ func (c *Controller) RestoreReclamation(ctx context.Context, id string) (*Reclam
 		c.recordFailure(ctx, action, inst, err)
 		return nil, err
 	}
+	// From here the operation runs to its end and is recorded even if the
+	// caller goes away: the broker's work must not go unrecorded.
+	ctx = context.WithoutCancel(ctx)
 	if berr := entry.broker.Resume(ctx, *inst); berr != nil {
 		berr = brokerError(op, berr)
 		err := c.db.Tx(ctx, func(tx *store.Tx) error {
@@ -363,6 +366,8 @@ func (c *Controller) finishReclaim(ctx context.Context, id, by string) (*Reclama
 	}
 	defer unlock()
 	action := inst.ServiceName + ".instance.reclaim"
+	// The outcome is recorded even when the scheduler is stopping.
+	ctx = context.WithoutCancel(ctx)
 	var berr error
 	entry, err := c.service(op, inst.ServiceName)
 	if err != nil {
@@ -383,6 +388,7 @@ func (c *Controller) finishReclaim(ctx context.Context, id, by string) (*Reclama
 		if err != nil {
 			return nil, err
 		}
+		c.nudge() // the scheduler may be asleep past the retry time
 		c.logger.Warn("reclaim failed; will retry", "reclamation", id, "attempts", rec.Attempts, "retry_at", retry, "err", berr)
 		rec.LastError = safeMessage(berr)
 		return rec, nil

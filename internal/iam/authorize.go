@@ -77,7 +77,7 @@ func accessActions(service, role string) []string {
 		case auth.RoleEditor:
 			return []string{ActionUserRead, ActionUserInvite}
 		case auth.RoleAdministrator:
-			return []string{ActionUserRead, ActionUserInvite, auth.PolicyRead, auth.PolicyWrite}
+			return []string{ActionUserRead, ActionUserInvite, ActionUserRemove, auth.PolicyRead, auth.PolicyWrite}
 		}
 		return nil
 	}

@@ -2,7 +2,10 @@ package iam_test
 
 import (
 	"context"
+	"fmt"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/keyline/keyline/internal/auth"
@@ -320,5 +323,76 @@ func TestSourceInstanceDeletionRemovesWhatItDelegated(t *testing.T) {
 	// A service cannot use the policy API to delete what it did not create.
 	if err := e.Service.DeletePolicy(auth.WithPrincipal(ctx, es), delegator.ID); err == nil {
 		t.Fatal("a service principal deleted a user's authorization")
+	}
+}
+
+// Policies changed from many goroutines while others decide: afterwards the
+// in-memory index agrees with the database (a fresh service decides the same).
+func TestConcurrentPolicyChangesLeaveIndexConsistent(t *testing.T) {
+	e := iamtest.New(t)
+	u, _ := e.NewUser(t, "busy@example.com")
+	ctx := context.Background()
+	const n = 8
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range 5 {
+				key := kmsInstance(e, fmt.Sprintf("kp-%d", i))
+				key.ResourceType, key.ResourceID = "key", fmt.Sprint(j)
+				p, err := e.Service.CreatePolicy(e.AsAdmin(), iam.PolicyRequest{Type: iam.TypeAccess,
+					Subjects:  []iam.PolicySubject{{Attributes: []iam.SubjectAttribute{{Name: "iam_id", Value: u.IAMID}}}},
+					Roles:     []iam.PolicyRole{{RoleID: auth.RoleReader}},
+					Resources: []iam.PolicyResource{{Attributes: iam.ResourceAttributes(key)}}})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if j%2 == 0 {
+					if err := e.Service.DeletePolicy(e.AsAdmin(), p.ID); err != nil {
+						t.Error(err)
+					}
+				}
+			}
+		}()
+	}
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				e.Service.Authorize(ctx, u, auth.KMSKeyList, kmsInstance(e, "kp-0"))
+			}
+		}
+	}()
+	wg.Wait()
+	close(stop)
+	decide := func() []bool {
+		var out []bool
+		for i := range n {
+			for j := range 5 {
+				key := kmsInstance(e, fmt.Sprintf("kp-%d", i))
+				key.ResourceType, key.ResourceID = "key", fmt.Sprint(j)
+				out = append(out, e.Service.Authorize(ctx, u, auth.KMSKeyReadMetadata, key) == nil)
+			}
+		}
+		return out
+	}
+	before := decide()
+	for k, allowed := range before {
+		if want := k%5%2 == 1; allowed != want {
+			t.Fatalf("key %d of kp-%d: allowed=%v, want %v", k%5, k/5, allowed, want)
+		}
+	}
+	page, err := e.Service.ListPolicies(e.AsAdmin(), iam.PolicyFilter{AccountID: e.Account.ID, IAMID: u.IAMID, Limit: 100})
+	if err != nil || len(page.Policies) != 2*n {
+		t.Fatalf("active policies: %d, %v; want %d", len(page.Policies), err, 2*n)
+	}
+	e.Reopen(t)
+	if after := decide(); !slices.Equal(before, after) {
+		t.Fatalf("decisions from the index %v differ from the database's %v", before, after)
 	}
 }

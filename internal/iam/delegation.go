@@ -46,12 +46,7 @@ func (s *Service) CreateDependentAuthorization(ctx context.Context, source *auth
 		s.recordFailure(ctx, "iam-am.policy.create", policyTarget(p), err)
 		return Policy{}, err
 	}
-	for _, other := range s.policies.Load().bySubject[p.subjectKey()] {
-		if sameGrant(p, *other) {
-			return *other, nil
-		}
-	}
-	return s.createPolicy(ctx, p, "crn-"+source.SourceCRN)
+	return s.createPolicy(ctx, p, "crn-"+source.SourceCRN, true)
 }
 
 // delegates reports whether an active authorization lets source delegate on target.

@@ -38,6 +38,7 @@ const (
 	ActionServiceIDDelete = "iam-identity.serviceid.delete"
 	ActionUserInvite      = "user-management.user.create"
 	ActionUserRead        = "user-management.user.read"
+	ActionUserRemove      = "user-management.user.delete"
 	ActionTokenCreate     = "iam-identity.token.create"
 )
 
@@ -112,8 +113,12 @@ func (id identity) principal() *auth.Principal {
 }
 
 func (id identity) user() User {
-	return User{ID: id.ID, IAMID: id.IAMID, Realm: "IBMid", UserID: id.Email, Email: id.Email, Firstname: id.Name,
+	u := User{ID: id.ID, IAMID: id.IAMID, Realm: "IBMid", UserID: id.Email, Email: id.Email,
 		State: "ACTIVE", AccountID: id.AccountID, AddedOn: id.CreatedAt}
+	if id.Name != id.Email { // invited users have no name but their email
+		u.Firstname = id.Name
+	}
+	return u
 }
 
 func (id identity) serviceID() ServiceID {
@@ -144,7 +149,7 @@ func scanIdentity(row interface{ Scan(...any) error }) (identity, error) {
 func getIdentity(tx *store.Tx, op, iamID string) (identity, error) {
 	id, err := scanIdentity(tx.QueryRow(`SELECT `+identityColumns+` FROM iam_identities WHERE iam_id = ?`, iamID))
 	if store.IsNoRows(err) {
-		return identity{}, errs.Ef(op, errs.NotExist, "BXNIM0513E", "The identity %s does not exist", iamID)
+		return identity{}, errs.Ef(op, errs.NotExist, "not_found", "The identity %s does not exist", iamID)
 	}
 	if err != nil {
 		return identity{}, errs.Internalf(op, err)
@@ -165,7 +170,7 @@ func accountExists(tx *store.Tx, op, accountID string) error {
 		return errs.Internalf(op, err)
 	}
 	if n == 0 {
-		return errs.Ef(op, errs.NotExist, "BXNIM0510E", "The account %s does not exist", accountID)
+		return errs.Ef(op, errs.NotExist, "not_found", "The account %s does not exist", accountID)
 	}
 	return nil
 }
@@ -331,7 +336,7 @@ func insertAPIKeyTx(tx *store.Tx, owner identity, name, description, value, crea
 		createdBy, store.Time(now), store.Time(now))
 	if store.IsUnique(err) {
 		// Only an operator-chosen value can collide; say so without echoing it.
-		return APIKey{}, errs.E(op, errs.Conflict, "BXNIM0512E", "This API key value is already in use")
+		return APIKey{}, errs.E(op, errs.Conflict, "conflict", "This API key value is already in use")
 	}
 	if err != nil {
 		return APIKey{}, errs.Internalf(op, err)
@@ -802,22 +807,28 @@ func (s *Service) DeleteServiceID(ctx context.Context, id string) error {
 		s.recordFailure(ctx, ActionServiceIDDelete, target, err)
 		return err
 	}
+	return s.deleteIdentity(ctx, op, sid, p.IAMID, ActionServiceIDDelete, target)
+}
+
+// deleteIdentity removes an identity with its API keys (their tokens stop
+// working at once) and its access policies, in one transaction with its event.
+func (s *Service) deleteIdentity(ctx context.Context, op string, id identity, by, action string, target audit.Target) error {
 	return s.db.Tx(ctx, func(tx *store.Tx) error {
-		if _, err := tx.Exec(`DELETE FROM iam_apikeys WHERE iam_id = ?`, sid.IAMID); err != nil {
+		if _, err := tx.Exec(`DELETE FROM iam_apikeys WHERE iam_id = ?`, id.IAMID); err != nil {
 			return errs.Internalf(op, err)
 		}
-		res, err := tx.Exec(`DELETE FROM iam_identities WHERE iam_id = ?`, sid.IAMID)
+		res, err := tx.Exec(`DELETE FROM iam_identities WHERE iam_id = ?`, id.IAMID)
 		if err != nil {
 			return errs.Internalf(op, err)
 		}
 		if n, _ := res.RowsAffected(); n == 0 {
-			return errs.Ef(op, errs.NotExist, "not_found", "Service ID %s not found", id)
+			return errs.Ef(op, errs.NotExist, "not_found", "%s was not found", id.IAMID)
 		}
-		if err := s.deleteSubjectPoliciesTx(ctx, tx, sid.IAMID, p.IAMID); err != nil {
+		if err := s.deleteSubjectPoliciesTx(ctx, tx, id.IAMID, by); err != nil {
 			return err
 		}
-		tx.OnCommit(func() { s.tokens.revoke("", sid.IAMID) })
-		return s.record(ctx, tx, ActionServiceIDDelete, target, 204)
+		tx.OnCommit(func() { s.tokens.revoke("", id.IAMID) })
+		return s.record(ctx, tx, action, target, 204)
 	})
 }
 
@@ -911,4 +922,35 @@ func (s *Service) ListUsers(ctx context.Context, accountID string) ([]User, erro
 	}
 	s.recordRead(ctx, ActionUserRead, target)
 	return users, nil
+}
+
+// RemoveUser removes a user from an account with their API keys and access
+// policies; their tokens stop working at once. Nobody can remove themselves,
+// so an account cannot lose its last administrator by accident.
+func (s *Service) RemoveUser(ctx context.Context, accountID, iamID string) error {
+	const op = "iam.RemoveUser"
+	p, err := caller(ctx, op)
+	if err != nil {
+		return err
+	}
+	target := auditTarget(iamCRN(ServiceUserManagement, accountID, "user", iamID), iamID, "user-management/user")
+	if err := s.Authorize(ctx, p, ActionUserRemove, auth.Resource{AccountID: accountID, ServiceName: ServiceUserManagement}); err != nil {
+		s.recordFailure(ctx, ActionUserRemove, target, err)
+		return err
+	}
+	if iamID == p.IAMID {
+		return errs.E(op, errs.Conflict, "cannot_remove_self", "You cannot remove yourself from the account")
+	}
+	var u identity
+	err = s.db.Read(ctx, func(tx *store.Tx) error {
+		u, err = getIdentity(tx, op, iamID)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if u.Kind != kindUser || u.AccountID != accountID {
+		return errs.Ef(op, errs.NotExist, "not_found", "User %s is not in account %s", iamID, accountID)
+	}
+	return s.deleteIdentity(ctx, op, u, p.IAMID, ActionUserRemove, target)
 }

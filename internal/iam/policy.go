@@ -391,12 +391,8 @@ func (s *Service) loadPolicies(ctx context.Context) error {
 		}
 		defer rows.Close()
 		for rows.Next() {
-			var doc string
-			var p Policy
-			if err := rows.Scan(&doc, &p.Version); err != nil {
-				return err
-			}
-			if err := json.Unmarshal([]byte(doc), &p); err != nil {
+			p, err := scanPolicy(rows)
+			if err != nil {
 				return err
 			}
 			byID[p.ID] = &p
@@ -490,23 +486,32 @@ func (s *Service) CreatePolicy(ctx context.Context, req PolicyRequest) (Policy, 
 		s.recordFailure(ctx, "iam-am.policy.create", policyTarget(p), err)
 		return Policy{}, err
 	}
-	return s.createPolicy(ctx, p, c.IAMID)
+	return s.createPolicy(ctx, p, c.IAMID, false)
 }
 
 // createPolicy stores a checked and authorized policy.
-func (s *Service) createPolicy(ctx context.Context, p Policy, createdBy string) (Policy, error) {
+func (s *Service) createPolicy(ctx context.Context, p Policy, createdBy string, idempotent bool) (Policy, error) {
 	const op = "iam.CreatePolicy"
 	now := s.clock.Now()
 	p.ID, p.State, p.Version = newPolicyID(), StateActive, 1
 	p.CreatedAt, p.LastModifiedAt, p.CreatedByID, p.LastModifiedByID = now, now, createdBy, createdBy
-	for _, other := range s.policies.Load().bySubject[p.subjectKey()] {
-		if sameGrant(p, *other) {
-			return Policy{}, errs.Ef(op, errs.Conflict, "policy_conflict_error", "Failed to create policy: policy %s already grants these roles to this subject on this resource", other.ID)
-		}
-	}
+	out := p
 	err := s.db.Tx(ctx, func(tx *store.Tx) error {
 		if err := checkSubjectTx(tx, op, p); err != nil {
 			return err
+		}
+		// Looked up in the transaction, not the index: writers are serialised,
+		// so two identical requests cannot both pass.
+		existing, err := sameGrantTx(tx, op, p)
+		if err != nil {
+			return err
+		}
+		if existing != nil {
+			if idempotent {
+				out = *existing
+				return nil
+			}
+			return errs.Ef(op, errs.Conflict, "policy_conflict_error", "Failed to create policy: policy %s already grants these roles to this subject on this resource", existing.ID)
 		}
 		if err := s.savePolicyTx(tx, p, true); err != nil {
 			return err
@@ -516,7 +521,36 @@ func (s *Service) createPolicy(ctx context.Context, p Policy, createdBy string) 
 	if err != nil {
 		return Policy{}, err
 	}
-	return p, nil
+	return out, nil
+}
+
+// sameGrantTx finds an active policy of p's account granting what p grants.
+func sameGrantTx(tx *store.Tx, op string, p Policy) (*Policy, error) {
+	rows, err := tx.Query(`SELECT doc, version FROM iam_policies WHERE account_id = ? AND type = ? AND state = ?`, p.AccountID(), p.Type, StateActive)
+	if err != nil {
+		return nil, errs.Internalf(op, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		other, err := scanPolicy(rows)
+		if err != nil {
+			return nil, errs.Internalf(op, err)
+		}
+		if sameGrant(p, other) {
+			return &other, nil
+		}
+	}
+	return nil, rows.Err()
+}
+
+func scanPolicy(row interface{ Scan(...any) error }) (Policy, error) {
+	var doc string
+	var p Policy
+	if err := row.Scan(&doc, &p.Version); err != nil {
+		return Policy{}, err
+	}
+	err := json.Unmarshal([]byte(doc), &p)
+	return p, err
 }
 
 // checkSubjectTx refuses an access policy for an identity that does not
@@ -559,9 +593,26 @@ type PolicyFilter struct {
 	ServiceName string // resource (target) serviceName
 	SourceName  string // authorization subject serviceName
 	State       string // active (default) | deleted
+	Sort        string // id, type, created_at (default), created_by_id, last_modified_at, last_modified_by_id, state; "-" prefix: descending
 	Limit       int
 	Start       string
 }
+
+// policySortKeys are the fields a policy list can be sorted by.
+var policySortKeys = map[string]func(Policy) string{
+	"id":                  func(p Policy) string { return p.ID },
+	"type":                func(p Policy) string { return p.Type },
+	"href":                func(p Policy) string { return p.ID },
+	"created_at":          func(p Policy) string { return sortableTime(p.CreatedAt) },
+	"created_by_id":       func(p Policy) string { return p.CreatedByID },
+	"last_modified_at":    func(p Policy) string { return sortableTime(p.LastModifiedAt) },
+	"last_modified_by_id": func(p Policy) string { return p.LastModifiedByID },
+	"state":               func(p Policy) string { return p.State },
+}
+
+// sortableTime has a fixed width, so it sorts as the time does (RFC 3339
+// with nanoseconds drops trailing zeros and does not).
+func sortableTime(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000000000") }
 
 // PolicyPage is one page of a policy list.
 type PolicyPage struct {
@@ -617,11 +668,21 @@ func (s *Service) ListPolicies(ctx context.Context, f PolicyFilter) (PolicyPage,
 			all = append(all, *p)
 		}
 	}
+	field, desc := strings.CutPrefix(f.Sort, "-")
+	if field == "" {
+		field = "created_at"
+	}
+	key, ok := policySortKeys[field]
+	if !ok {
+		return PolicyPage{}, errs.E(op, errs.Invalid, "invalid_parameter", "sort must be one of id, type, href, created_at, created_by_id, last_modified_at, last_modified_by_id, state, optionally prefixed by -").On("query_param", "sort")
+	}
+	// Ties are broken by id so that pages never overlap.
 	sort.Slice(all, func(i, j int) bool {
-		if !all[i].CreatedAt.Equal(all[j].CreatedAt) {
-			return all[i].CreatedAt.Before(all[j].CreatedAt)
+		ki, kj := key(all[i]), key(all[j])
+		if ki == kj {
+			return all[i].ID < all[j].ID
 		}
-		return all[i].ID < all[j].ID
+		return (ki < kj) != desc
 	})
 	page := PolicyPage{Limit: limit, Policies: []Policy{}}
 	if offset < len(all) {
@@ -748,16 +809,11 @@ func (s *Service) changePolicy(ctx context.Context, c *auth.Principal, op, id, i
 }
 
 func readPolicyTx(tx *store.Tx, op, id string) (Policy, error) {
-	var doc string
-	var p Policy
-	err := tx.QueryRow(`SELECT doc, version FROM iam_policies WHERE id = ?`, id).Scan(&doc, &p.Version)
+	p, err := scanPolicy(tx.QueryRow(`SELECT doc, version FROM iam_policies WHERE id = ?`, id))
 	if store.IsNoRows(err) {
 		return Policy{}, errs.Ef(op, errs.NotExist, "policy_not_found", "Policy %s was not found", id)
 	}
 	if err != nil {
-		return Policy{}, errs.Internalf(op, err)
-	}
-	if err := json.Unmarshal([]byte(doc), &p); err != nil {
 		return Policy{}, errs.Internalf(op, err)
 	}
 	return p, nil

@@ -236,7 +236,7 @@ func (s *Service) token(ctx context.Context, req TokenRequest) (Token, error) {
 		}
 		return s.tokenFor(owner, c.APIKeyID)
 	}
-	return Token{}, errs.E(op, errs.Invalid, "BXNIM0104E", "Unsupported grant_type: use urn:ibm:params:oauth:grant-type:apikey or refresh_token").On("field", "grant_type")
+	return Token{}, errs.E(op, errs.Invalid, "unsupported_grant_type", "Unsupported grant_type: use urn:ibm:params:oauth:grant-type:apikey or refresh_token").On("field", "grant_type")
 }
 
 // ServiceToken mints an access token for a Keyline service (messagehub, is)

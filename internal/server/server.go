@@ -15,6 +15,7 @@ import (
 
 	"github.com/keyline/keyline/internal/audit"
 	"github.com/keyline/keyline/internal/clock"
+	"github.com/keyline/keyline/internal/errs"
 	"github.com/keyline/keyline/internal/seal"
 	"github.com/keyline/keyline/internal/store"
 )
@@ -25,6 +26,10 @@ type Config struct {
 	Listen        string // default 127.0.0.1:8080
 	MasterKeyFile string // default <DataDir>/master.key
 	AdminAPIKey   string // the admin API key's value on first start; random when empty
+	// Kafka listeners of deployments bind KafkaHost (default 127.0.0.1) on a
+	// port in [KafkaPortMin, KafkaPortMax]; 0 lets the system choose.
+	KafkaHost                  string
+	KafkaPortMin, KafkaPortMax int
 	Clock         clock.Clock
 	Logger        *slog.Logger
 }
@@ -38,6 +43,7 @@ type Server struct {
 	mux    *http.ServeMux
 	http   *http.Server
 	ln     net.Listener
+	svc    *services
 
 	// AdminAPIKey is set when this start created the admin API key.
 	AdminAPIKey string
@@ -57,6 +63,9 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.Clock == nil {
 		cfg.Clock = clock.Real{}
 	}
+	if cfg.KafkaHost == "" {
+		cfg.KafkaHost = "127.0.0.1"
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
@@ -72,12 +81,20 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, db: db, master: master, mux: http.NewServeMux()}
+	// Bind first: service credentials advertise the address.
+	if err := s.Listen(); err != nil {
+		db.Close()
+		return nil, err
+	}
 	if s.Audit, err = audit.New(ctx, db, cfg.Clock, cfg.Logger); err != nil {
+		s.ln.Close()
 		db.Close()
 		return nil, err
 	}
 	if err := s.wire(ctx); err != nil {
+		s.stop()
 		s.Audit.Close()
+		s.ln.Close()
 		db.Close()
 		return nil, err
 	}
@@ -88,8 +105,11 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 // Handler is the HTTP handler of every API.
 func (s *Server) Handler() http.Handler { return s.mux }
 
-// Listen binds the HTTP listener; Addr tells where.
+// Listen binds the HTTP listener (New already did); Addr tells where.
 func (s *Server) Listen() error {
+	if s.ln != nil {
+		return nil
+	}
 	ln, err := net.Listen("tcp", s.cfg.Listen)
 	if err != nil {
 		return err
@@ -144,3 +164,5 @@ func writeAdminKey(dir, key string) error {
 	_, werr := f.WriteString(key + "\n")
 	return errors.Join(werr, f.Sync(), f.Close())
 }
+
+func errsAs(err error) *errs.Error { return errs.As(err) }

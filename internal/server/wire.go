@@ -4,12 +4,84 @@ import (
 	"context"
 	"net/http"
 
+	"github.com/keyline/keyline/internal/audit"
+	"github.com/keyline/keyline/internal/controller"
+	"github.com/keyline/keyline/internal/controller/rcapi"
 	"github.com/keyline/keyline/internal/httpapi"
+	"github.com/keyline/keyline/internal/iam"
+	"github.com/keyline/keyline/internal/iam/iamapi"
+	"github.com/keyline/keyline/internal/kms"
+	"github.com/keyline/keyline/internal/kms/kpapi"
+	"github.com/keyline/keyline/internal/streams"
 )
 
-// wire builds the services on the shared store and registers their routes.
+// services are the parts of a running Keyline.
+type services struct {
+	iam        *iam.Service
+	kms        *kms.Service
+	controller *controller.Controller
+	streams    *streams.Service
+
+	cancel context.CancelFunc
+	done   []chan struct{}
+}
+
+// wire builds the services on the shared store, registers their routes and
+// starts their schedulers.
 func (s *Server) wire(ctx context.Context) error {
-	return nil
+	cfg := s.cfg
+	iamSvc, err := iam.New(ctx, iam.Config{DB: s.db, Master: s.master, Clock: cfg.Clock, Logger: cfg.Logger, Audit: s.Audit})
+	if err != nil {
+		return err
+	}
+	if _, key, created, err := iamSvc.Bootstrap(ctx, cfg.AdminAPIKey); err != nil {
+		return err
+	} else if created && cfg.AdminAPIKey == "" {
+		if err := writeAdminKey(cfg.DataDir, key); err != nil {
+			return err
+		}
+		s.AdminAPIKey = key
+	}
+	kmsSvc, err := kms.New(ctx, kms.Config{DB: s.db, Master: s.master, Clock: cfg.Clock, Authorizer: iamSvc, Audit: kms.ActivityTracker(s.Audit), Logger: cfg.Logger})
+	if err != nil {
+		return err
+	}
+	ctl, err := controller.New(ctx, controller.Config{DB: s.db, Audit: s.Audit, Clock: cfg.Clock, Authorizer: iamSvc, Logger: cfg.Logger})
+	if err != nil {
+		return err
+	}
+	creds := &credentials{iam: iamSvc}
+	if err := ctl.Register(controller.KeyProtect(), &kmsBroker{kms: kmsSvc, creds: creds}); err != nil {
+		return err
+	}
+	s.svc = &services{iam: iamSvc, kms: kmsSvc, controller: ctl}
+	if s.svc.streams, err = s.wireStreams(ctx, iamSvc, streams.KMSKeys(kmsSvc), ctl); err != nil {
+		return err
+	}
+
+	iamapi.New(iamSvc, cfg.Logger).Register(s.mux)
+	kpapi.New(kmsSvc, iamSvc, cfg.Logger).Register(s.mux)
+	rcapi.New(ctl, iamSvc, cfg.Logger).Register(s.mux)
+	(&audit.API{Log: s.Audit, Authn: iamSvc, Authz: iamSvc}).Register(s.mux)
+
+	bg, cancel := context.WithCancel(context.Background())
+	s.svc.cancel = cancel
+	s.svc.run(bg, kmsSvc.Run, ctl.Run)
+	// Deployments start last: they unwrap their keys through the KMS and
+	// IAM, and a deployment whose key is unusable stays locked, saying why.
+	return s.svc.streams.Start(ctx)
+}
+
+// run starts each background loop; stop waits for them.
+func (v *services) run(ctx context.Context, loops ...func(context.Context) error) {
+	for _, loop := range loops {
+		done := make(chan struct{})
+		v.done = append(v.done, done)
+		go func() {
+			defer close(done)
+			loop(ctx)
+		}()
+	}
 }
 
 // handler is every route behind the shared HTTP edge.
@@ -18,4 +90,17 @@ func (s *Server) handler() http.Handler {
 }
 
 // stop ends the services' background work.
-func (s *Server) stop() {}
+func (s *Server) stop() {
+	if s.svc == nil {
+		return
+	}
+	if s.svc.streams != nil {
+		s.svc.streams.Close()
+	}
+	if s.svc.cancel != nil {
+		s.svc.cancel()
+	}
+	for _, d := range s.svc.done {
+		<-d
+	}
+}

@@ -184,8 +184,12 @@ func IsUnique(err error) bool {
 	return err != nil && strings.Contains(err.Error(), "UNIQUE constraint failed")
 }
 
-// Time formats t as the database stores times: RFC 3339 with nanoseconds, UTC.
-func Time(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }
+// timeLayout is RFC 3339 with a fixed nine-digit fraction, so that stored
+// times sort as text in time order (RFC3339Nano drops trailing zeros).
+const timeLayout = "2006-01-02T15:04:05.000000000Z07:00"
+
+// Time formats t as the database stores times: fixed-width RFC 3339, UTC.
+func Time(t time.Time) string { return t.UTC().Format(timeLayout) }
 
 // ParseTime reads a time written by Time ("" is the zero time).
 func ParseTime(s string) time.Time {

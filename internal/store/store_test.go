@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"testing"
+	"time"
 )
 
 func TestMigrationsRunOnceAndTxRollsBack(t *testing.T) {
@@ -57,5 +58,21 @@ func TestMigrationsRunOnceAndTxRollsBack(t *testing.T) {
 	})
 	if !IsUnique(err) {
 		t.Fatalf("duplicate insert: %v, want a uniqueness violation", err)
+	}
+}
+
+func TestStoredTimesSortAsText(t *testing.T) {
+	base := time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
+	times := []time.Time{base, base.Add(100 * time.Millisecond), base.Add(time.Second), base.Add(time.Nanosecond)}
+	for i := range times {
+		for j := range times {
+			a, b := Time(times[i]), Time(times[j])
+			if (a < b) != times[i].Before(times[j]) {
+				t.Errorf("%s < %s is %v, but the times say %v", a, b, a < b, times[i].Before(times[j]))
+			}
+		}
+		if got := ParseTime(Time(times[i])); !got.Equal(times[i]) {
+			t.Errorf("round trip %v -> %v", times[i], got)
+		}
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keyline/keyline/internal/audit"
 	"github.com/keyline/keyline/internal/auth"
 	"github.com/keyline/keyline/internal/clock"
 	"github.com/keyline/keyline/internal/controller"
@@ -176,12 +177,13 @@ func newPolicies() *accessPolicies {
 // env is a controller with both services, served over HTTP, on a fresh
 // database, with the reclamation scheduler running on a fake clock.
 type env struct {
-	t        *testing.T
+	t        testing.TB
 	dir      string
 	clock    *clock.Fake
 	policies *accessPolicies
 	kms, es  *recordingBroker
 	db       *store.DB
+	audit    *audit.Log
 	ctl      *controller.Controller
 	srv      *httptest.Server
 	stop     func()
@@ -189,7 +191,7 @@ type env struct {
 
 var epoch = time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC)
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	e := &env{t: t, dir: t.TempDir(), clock: clock.NewFake(epoch), policies: newPolicies(), kms: newBroker(), es: newBroker()}
 	e.start()
 	t.Cleanup(e.shutdown)
@@ -205,7 +207,11 @@ func (e *env) start() {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctl, err := controller.New(ctx, controller.Config{DB: db, Clock: e.clock, Authorizer: e.policies})
+	log, err := audit.New(ctx, db, e.clock, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctl, err := controller.New(ctx, controller.Config{DB: db, Audit: log, Clock: e.clock, Authorizer: e.policies})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -224,11 +230,12 @@ func (e *env) start() {
 		defer close(done)
 		ctl.Run(runCtx)
 	}()
-	e.db, e.ctl, e.srv = db, ctl, srv
+	e.db, e.audit, e.ctl, e.srv = db, log, ctl, srv
 	e.stop = func() {
 		cancel()
 		<-done
 		srv.Close()
+		log.Close()
 		db.Close()
 	}
 }
@@ -289,7 +296,7 @@ func (e *env) do(token, method, path string, body any) response {
 }
 
 // want fails the test unless the response has the status.
-func (r response) want(t *testing.T, status int) response {
+func (r response) want(t testing.TB, status int) response {
 	t.Helper()
 	if r.status != status {
 		t.Fatalf("status %d, want %d: %s", r.status, status, r.raw)
@@ -319,7 +326,7 @@ const (
 )
 
 // waitFor waits for a condition that another goroutine (the scheduler) makes true.
-func waitFor(t *testing.T, what string, cond func() bool) {
+func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for !cond() {
@@ -344,3 +351,17 @@ func (r response) errorCode() string {
 }
 
 var errBrokerDown = errors.New("connection refused to 10.0.0.7:9092")
+
+// events returns the account's audit events for action, oldest first.
+func (e *env) events(account, action string) []audit.Event {
+	e.t.Helper()
+	page, err := e.audit.Query(context.Background(), audit.Filter{AccountID: account, Action: action, Limit: 500})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	out := page.Events
+	for i, j := 0, len(out)-1; i < j; i, j = i+1, j-1 {
+		out[i], out[j] = out[j], out[i]
+	}
+	return out
+}

@@ -1,11 +1,15 @@
 package rcapi
 
 import (
+	"context"
 	"net/http"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
+	"github.com/keyline/keyline/internal/auth"
+	"github.com/keyline/keyline/internal/controller"
 	"github.com/keyline/keyline/internal/errs"
 )
 
@@ -353,4 +357,72 @@ func TestInstancesOfAnotherAccountAreInvisible(t *testing.T) {
 	if got := e.do("alice", "GET", "/v2/resource_instances/"+guid, nil).str("name"); got != "kp" {
 		t.Errorf("instance changed by others: name %q", got)
 	}
+}
+
+// updatingBroker is a service that accepts parameter changes.
+type updatingBroker struct {
+	*recordingBroker
+	updates []map[string]any
+}
+
+func (b *updatingBroker) UpdateParameters(ctx context.Context, inst controller.Instance, params map[string]any) error {
+	if _, ok := params["disk_encryption_key_crn"]; ok {
+		return errs.E("broker.UpdateParameters", errs.Invalid, "KEY_IMMUTABLE", "The disk key is set at create: create a new deployment to change it")
+	}
+	b.updates = append(b.updates, params)
+	return nil
+}
+
+func TestParametersGoToABrokerThatAcceptsThem(t *testing.T) {
+	e := newEnv(t)
+	svc := controller.CatalogService{Name: "databases-for-redis", ID: "redis", DisplayName: "Databases for Redis",
+		Plans: []controller.Plan{{ID: "redis-standard", Name: "standard-redis"}}, Regions: []string{"us-south"}}
+	b := &updatingBroker{recordingBroker: newBroker()}
+	if err := e.ctl.Register(svc, b); err != nil {
+		t.Fatal(err)
+	}
+	e.policies.grants["IBMid-alice"] = append(e.policies.grants["IBMid-alice"], grant{"databases-for-redis", "", auth.RoleEditor})
+	guid := e.createInstance("r", "redis-standard", map[string]any{"disk_encryption_key_crn": keyCRN, "members": 2.0}).str("guid")
+	res := e.do("alice", "PATCH", "/v2/resource_instances/"+guid, map[string]any{"parameters": map[string]any{"members": 3}}).want(t, 200)
+	params := res.body["parameters"].(map[string]any)
+	if params["members"] != 3.0 || params["disk_encryption_key_crn"] != keyCRN || len(b.updates) != 1 {
+		t.Errorf("parameters after update %v; broker saw %v", params, b.updates)
+	}
+	res = e.do("alice", "PATCH", "/v2/resource_instances/"+guid, map[string]any{"parameters": map[string]any{"disk_encryption_key_crn": "crn:v1:x"}}).want(t, 400)
+	if res.errorCode() != "KEY_IMMUTABLE" {
+		t.Errorf("refused update: %s", res.raw)
+	}
+	if got := e.do("alice", "GET", "/v2/resource_instances/"+guid, nil).body["parameters"].(map[string]any)["disk_encryption_key_crn"]; got != keyCRN {
+		t.Errorf("a refused update changed the key to %v", got)
+	}
+	key := e.do("alice", "POST", "/v2/resource_keys", map[string]any{"name": "k", "source": guid}).want(t, 201)
+	if key.str("role") != auth.RoleReader {
+		t.Errorf("a service without a default key role gave a key role %s, want Reader", key.str("role"))
+	}
+	ev := e.events(accountA, "databases-for-redis.instance.update")
+	if len(ev) != 2 || ev[0].Message != "Databases for Redis: update instance" || ev[1].Outcome != "failure" {
+		t.Errorf("update events %+v", ev)
+	}
+}
+
+func TestListShowsOnlyInstancesTheCallerMayRead(t *testing.T) {
+	e := newEnv(t)
+	var guids []string
+	for range 5 {
+		guids = append(guids, e.createInstance("kp", kmsPlan, nil).str("guid"))
+	}
+	e.policies.users["scoped"] = &auth.Principal{IAMID: "IBMid-scoped", AccountID: accountA, Name: "scoped", Type: auth.User}
+	e.policies.grants["IBMid-scoped"] = []grant{{"kms", guids[1], auth.RoleViewer}, {"kms", guids[4], auth.RoleViewer}}
+	var seen []string
+	for path := "/v2/resource_instances?limit=1"; path != ""; {
+		res := e.do("scoped", "GET", path, nil).want(t, 200)
+		for _, r := range res.body["resources"].([]any) {
+			seen = append(seen, r.(map[string]any)["guid"].(string))
+		}
+		path, _ = res.body["next_url"].(string)
+	}
+	if len(seen) != 2 || !slices.Contains(seen, guids[1]) || !slices.Contains(seen, guids[4]) {
+		t.Errorf("scoped user listed %v, want only %s and %s", seen, guids[1], guids[4])
+	}
+	e.do("scoped", "GET", "/v2/resource_instances/"+guids[0], nil).want(t, 403)
 }

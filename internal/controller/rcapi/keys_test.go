@@ -52,8 +52,8 @@ func TestResourceKeyRequestsAreChecked(t *testing.T) {
 	e := newEnv(t)
 	guid := e.createInstance("kp", kmsPlan, nil).str("guid")
 	kguid := e.do("alice", "POST", "/v2/resource_keys", map[string]any{"name": "k", "source": guid}).want(t, 201).str("guid")
-	if role := e.do("alice", "GET", "/v2/resource_keys/"+kguid, nil).str("role"); role != auth.RoleReader {
-		t.Errorf("default role %q, want Reader", role)
+	if role := e.do("alice", "GET", "/v2/resource_keys/"+kguid, nil).str("role"); role != auth.RoleManager {
+		t.Errorf("default role %q, want Key Protect's default, Manager", role)
 	}
 	for _, tc := range []struct {
 		token, method, path string

@@ -354,8 +354,15 @@ func (a *API) getTask(ctx context.Context, w http.ResponseWriter, r *http.Reques
 	if err != nil {
 		return err
 	}
-	httpapi.WriteJSON(w, http.StatusOK, struct {
-		Task taskJSON `json:"task"`
-	}{toTask(task)})
+	httpapi.WriteJSON(w, http.StatusOK, TaskBody(task))
 	return nil
+}
+
+// TaskBody is the Cloud Databases body of one task, {"task":{...}}: what
+// GET /v5/ibm/tasks/{id} returns and what mutating deployment calls (a
+// backup) return with 202 Accepted.
+func TaskBody(task *controller.Task) any {
+	return struct {
+		Task taskJSON `json:"task"`
+	}{toTask(task)}
 }

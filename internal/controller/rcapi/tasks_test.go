@@ -113,3 +113,35 @@ func TestRunningTaskIsFailedByARestart(t *testing.T) {
 		t.Errorf("progress on an interrupted task: %v", err)
 	}
 }
+
+func TestServicesFindTheirOwnInstances(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	es1 := e.createInstance("es1", esPlan, nil)
+	es2 := e.createInstance("es2", esPlan, nil).str("guid")
+	e.createInstance("kp", kmsPlan, nil)
+	e.do("bob", "POST", "/v2/resource_instances", map[string]any{"name": "es3", "target": "us-south", "resource_plan_id": esPlan}).want(t, 201)
+	e.do("alice", "DELETE", "/v2/resource_instances/"+es2, nil).want(t, 202)
+
+	for _, tc := range []struct {
+		states []string
+		n      int
+	}{{nil, 3}, {[]string{controller.StateActive}, 2}, {[]string{controller.StatePendingReclamation, controller.StateInactive}, 1}} {
+		got, err := e.ctl.InstancesOf(ctx, "messagehub", tc.states...)
+		if err != nil || len(got) != tc.n {
+			t.Errorf("InstancesOf(messagehub, %v): %d instances, %v; want %d", tc.states, len(got), err, tc.n)
+		}
+		for _, inst := range got {
+			if inst.ServiceName != "messagehub" {
+				t.Errorf("InstancesOf(messagehub) returned a %s instance", inst.ServiceName)
+			}
+		}
+	}
+	inst, err := e.ctl.LookupInstance(ctx, es1.str("crn"))
+	if err != nil || inst.GUID != es1.str("guid") {
+		t.Errorf("LookupInstance by CRN: %+v, %v", inst, err)
+	}
+	if _, err := e.ctl.LookupInstance(ctx, "6f1bd0c4-1c9c-4c3a-9f4f-58f8d7a5a0b1"); errs.KindOf(err) != errs.NotExist {
+		t.Errorf("LookupInstance of nothing: %v", err)
+	}
+}

@@ -48,6 +48,7 @@ func (a *API) Register(mux *http.ServeMux) {
 
 	mux.HandleFunc("POST /v2/accounts/{account_id}/users", a.identity(a.inviteUsers))
 	mux.HandleFunc("GET /v2/accounts/{account_id}/users", a.identity(a.listUsers))
+	mux.HandleFunc("DELETE /v2/accounts/{account_id}/users/{iam_id}", a.identity(a.removeUser))
 
 	mux.HandleFunc("POST /v1/policies", a.policies(a.createPolicy))
 	mux.HandleFunc("GET /v1/policies", a.policies(a.listPolicies))
@@ -55,6 +56,7 @@ func (a *API) Register(mux *http.ServeMux) {
 	mux.HandleFunc("PUT /v1/policies/{id}", a.policies(a.updatePolicy))
 	mux.HandleFunc("PATCH /v1/policies/{id}", a.policies(a.patchPolicy))
 	mux.HandleFunc("DELETE /v1/policies/{id}", a.policies(a.deletePolicy))
+	mux.HandleFunc("GET /v2/roles", a.policies(a.roles))
 }
 
 // handler is an authenticated handler: ctx carries the caller.

@@ -411,6 +411,11 @@ func TestAuthorizationPoliciesOverHTTP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	newest := s.do(t, "GET", "/v1/policies?account_id="+s.Account.ID+"&type=authorization&sort=-created_at", admin, nil)
+	if pols := newest.body["policies"].([]any); len(pols) != 2 || pols[0].(map[string]any)["id"] != dep.ID {
+		t.Fatalf("newest first: %s", newest.raw)
+	}
+	wantPolicyError(t, s.do(t, "GET", "/v1/policies?account_id="+s.Account.ID+"&sort=colour", admin, nil), 400, "invalid_parameter")
 	list := s.do(t, "GET", "/v1/policies?account_id="+s.Account.ID+"&type=authorization&limit=1", admin, nil)
 	if list.status != 200 || list.body["limit"] != float64(1) || list.body["next"] == nil || len(list.body["policies"].([]any)) != 1 {
 		t.Fatalf("list page 1: %d %s", list.status, list.raw)
@@ -512,7 +517,7 @@ func TestBadInputGetsIAMErrorFormat(t *testing.T) {
 	wantIdentityError(t, s.exchange(t, "/identity/token", url.Values{"apikey": {s.AdminKey}}), 400, "BXNIM0109E")
 	wantIdentityError(t, s.exchange(t, "/identity/token", url.Values{"grant_type": {iam.GrantAPIKey}}), 400, "BXNIM0109E")
 	wantIdentityError(t, s.exchange(t, "/identity/token", url.Values{"grant_type": {iam.GrantAPIKey}, "apikey": {"wrong"}}), 400, "BXNIM0415E")
-	wantIdentityError(t, s.exchange(t, "/identity/token", url.Values{"grant_type": {"password"}}), 400, "BXNIM0104E")
+	wantIdentityError(t, s.exchange(t, "/identity/token", url.Values{"grant_type": {"password"}}), 400, "unsupported_grant_type")
 	wantIdentityError(t, s.exchange(t, "/identity/token", url.Values{"grant_type": {iam.GrantAPIKey, iam.GrantAPIKey}, "apikey": {s.AdminKey}}), 400, "BXNIM0109E")
 	wantIdentityError(t, s.do(t, "POST", "/identity/token", "", `{"apikey":"x"}`, "Content-Type", "application/json"), 400, "BXNIM0109E")
 }
@@ -549,5 +554,51 @@ func TestIAMCallsAreAuditedWithoutSecrets(t *testing.T) {
 		if seen[want] == 0 {
 			t.Errorf("no %s event; saw %v", want, seen)
 		}
+	}
+}
+
+func TestRoleCatalogue(t *testing.T) {
+	s := newServer(t)
+	admin := s.token(t, s.AdminKey)
+	names := func(r response, kind string) []string {
+		var out []string
+		for _, role := range r.body[kind].([]any) {
+			out = append(out, role.(map[string]any)["display_name"].(string))
+		}
+		return out
+	}
+	kms := s.do(t, "GET", "/v2/roles?service_name=kms", admin, nil)
+	if got := strings.Join(names(kms, "service_roles"), ","); kms.status != 200 || got != "Reader,ReaderPlus,Writer,Manager,KeyPurge" {
+		t.Fatalf("kms service roles %q (%d %s)", got, kms.status, kms.raw)
+	}
+	authz := s.do(t, "GET", "/v2/roles?service_name=kms&policy_type=authorization&source_service_name=messagehub", admin, nil)
+	if got := strings.Join(append(names(authz, "service_roles"), names(authz, "system_roles")...), ","); got != "Reader,Authorization Delegator" {
+		t.Fatalf("authorization roles %q", got)
+	}
+	wantPolicyError(t, s.do(t, "GET", "/v2/roles", admin, nil), 400, "invalid_parameter")
+}
+
+func TestRemovedUserLosesAccessAtOnce(t *testing.T) {
+	s := newServer(t)
+	admin := s.token(t, s.AdminKey)
+	u, key := s.NewUser(t, "leaver@example.com")
+	pol := s.Grant(t, u.IAMID, auth.Resource{AccountID: s.Account.ID, ServiceName: "kms"}, auth.RoleManager)
+	user := s.token(t, key)
+	if r := s.do(t, "GET", "/v1/apikeys", user, nil); r.status != 200 {
+		t.Fatalf("before: %d", r.status)
+	}
+	path := "/v2/accounts/" + s.Account.ID + "/users/"
+	wantIdentityError(t, s.do(t, "DELETE", path+s.Admin.IAMID, admin, nil), 409, "cannot_remove_self")
+	if r := s.do(t, "DELETE", path+u.IAMID, admin, nil); r.status != 204 {
+		t.Fatalf("remove: %d %s", r.status, r.raw)
+	}
+	wantIdentityError(t, s.do(t, "GET", "/v1/apikeys", user, nil), 401, "BXNIM0407E")
+	wantIdentityError(t, s.exchange(t, "/identity/token", url.Values{"grant_type": {iam.GrantAPIKey}, "apikey": {key}}), 400, "BXNIM0415E")
+	if got := s.do(t, "GET", "/v1/policies/"+pol.ID, admin, nil); got.body["state"] != "deleted" {
+		t.Fatalf("the removed user's policy: %s", got.raw)
+	}
+	users := s.do(t, "GET", path[:len(path)-1], admin, nil)
+	if users.status != 200 || len(users.body["resources"].([]any)) != 1 {
+		t.Fatalf("users left: %s", users.raw)
 	}
 }

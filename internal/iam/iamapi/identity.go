@@ -197,3 +197,11 @@ func (a *API) listUsers(ctx context.Context, w http.ResponseWriter, r *http.Requ
 	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"total_results": len(users), "limit": len(users), "resources": users})
 	return nil
 }
+
+func (a *API) removeUser(ctx context.Context, w http.ResponseWriter, r *http.Request) error {
+	if err := a.svc.RemoveUser(ctx, r.PathValue("account_id"), r.PathValue("iam_id")); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}

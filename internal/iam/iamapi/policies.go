@@ -55,7 +55,7 @@ func (a *API) listPolicies(ctx context.Context, w http.ResponseWriter, r *http.R
 	}
 	page, err := a.svc.ListPolicies(ctx, iam.PolicyFilter{AccountID: q.Get("account_id"), IAMID: q.Get("iam_id"),
 		Type: q.Get("type"), ServiceName: q.Get("service_name"), SourceName: q.Get("source_service_name"),
-		State: q.Get("state"), Limit: limit, Start: q.Get("start")})
+		State: q.Get("state"), Sort: q.Get("sort"), Limit: limit, Start: q.Get("start")})
 	if err != nil {
 		return err
 	}
@@ -132,5 +132,15 @@ func (a *API) deletePolicy(ctx context.Context, w http.ResponseWriter, r *http.R
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// roles is GET /v2/roles: the roles that can be granted on a service.
+func (a *API) roles(ctx context.Context, w http.ResponseWriter, r *http.Request) error {
+	q := r.URL.Query()
+	if q.Get("service_name") == "" {
+		return errs.E("iamapi.roles", errs.Invalid, "invalid_parameter", "service_name is a required query parameter").On("query_param", "service_name")
+	}
+	httpapi.WriteJSON(w, http.StatusOK, iam.Roles(q.Get("service_name"), q.Get("policy_type")))
 	return nil
 }

@@ -1,0 +1,76 @@
+package broker
+
+import (
+	"context"
+	"sync"
+
+	"github.com/google/uuid"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// handleProduce validates and appends one batch per partition. With acks=0
+// nothing is answered; otherwise the answer comes once the log has the data
+// (durable when the store syncs). Partitions are appended concurrently so
+// that a syncing store can share one fsync among them.
+func (c *conn) handleProduce(ctx context.Context, r *kmsg.ProduceRequest) (kmsg.Response, error) {
+	resp := r.ResponseKind().(*kmsg.ProduceResponse)
+	allowed := c.access.Allows(Writer)
+	badAcks := r.Acks != 0 && r.Acks != 1 && r.Acks != -1
+	var wg sync.WaitGroup
+	for _, rt := range r.Topics {
+		t := c.b.topics.byNameOrNil(rt.Topic)
+		if r.Version >= 13 {
+			t = c.b.topics.byIDOrNil(uuid.UUID(rt.TopicID))
+		}
+		st := kmsg.NewProduceResponseTopic()
+		st.Topic, st.TopicID = rt.Topic, rt.TopicID
+		st.Partitions = make([]kmsg.ProduceResponseTopicPartition, len(rt.Partitions))
+		for i, rp := range rt.Partitions {
+			sp := &st.Partitions[i]
+			sp.Default()
+			sp.Partition = rp.Partition
+			sp.BaseOffset, sp.LogAppendTime, sp.LogStartOffset = -1, -1, -1
+			switch {
+			case !allowed:
+				sp.ErrorCode = kerr.TopicAuthorizationFailed.Code
+			case badAcks:
+				sp.ErrorCode = kerr.InvalidRequiredAcks.Code
+			default:
+				wg.Go(func() { c.produceTo(ctx, t, rp, sp, r.Version >= 13) })
+			}
+		}
+		resp.Topics = append(resp.Topics, st)
+	}
+	wg.Wait()
+	if r.Acks == 0 {
+		return nil, nil
+	}
+	return resp, nil
+}
+
+func (c *conn) produceTo(ctx context.Context, t *topic, rp kmsg.ProduceRequestTopicPartition, sp *kmsg.ProduceResponseTopicPartition, byID bool) {
+	p, kerrr := c.b.topics.partition(t, rp.Partition)
+	if kerrr != nil {
+		if byID && t == nil {
+			kerrr = kerr.UnknownTopicID
+		}
+		sp.ErrorCode = kerrr.Code
+		return
+	}
+	meta, kerrr, why := parseBatch(rp.Records)
+	if kerrr != nil {
+		sp.ErrorCode, sp.ErrorMessage = kerrr.Code, &why
+		return
+	}
+	base, kerrr, err := p.append(ctx, meta, rp.Records)
+	if err != nil {
+		c.log.Error("appending to a partition failed", "topic_id", t.id.String(), "partition", p.index, "err", err)
+	}
+	if kerrr != nil {
+		sp.ErrorCode = kerrr.Code
+		return
+	}
+	sp.BaseOffset = base
+	sp.LogStartOffset = p.log.StartOffset()
+}

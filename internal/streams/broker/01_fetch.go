@@ -1,0 +1,163 @@
+package broker
+
+import (
+	"context"
+	"math"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/keyline/keyline/internal/errs"
+)
+
+// handleFetch serves stored batches. When fewer than MinBytes are ready it
+// waits up to MaxWaitMillis for any requested partition to change. Fetch
+// sessions are not kept: SessionID 0 tells the client to send full requests.
+func (c *conn) handleFetch(ctx context.Context, r *kmsg.FetchRequest) (kmsg.Response, error) {
+	deadline := time.Now().Add(time.Duration(r.MaxWaitMillis) * time.Millisecond)
+	for {
+		var changed []<-chan struct{}
+		resp, size, failed := c.fetchOnce(ctx, r, &changed)
+		if failed || size >= int(r.MinBytes) || len(changed) == 0 {
+			return resp, nil
+		}
+		wait := time.Until(deadline)
+		if wait <= 0 || !waitAny(ctx, changed, wait) {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			// One last read: data may have come just as the wait ended.
+			resp, _, _ = c.fetchOnce(ctx, r, nil)
+			return resp, nil
+		}
+	}
+}
+
+// fetchOnce builds a response from what is stored now, collecting each
+// partition's change signal first so no append between read and wait is
+// missed.
+func (c *conn) fetchOnce(ctx context.Context, r *kmsg.FetchRequest, changed *[]<-chan struct{}) (*kmsg.FetchResponse, int, bool) {
+	resp := r.ResponseKind().(*kmsg.FetchResponse)
+	budget := int64(math.MaxInt32)
+	if r.Version >= 3 && r.MaxBytes > 0 {
+		budget = int64(r.MaxBytes)
+	}
+	allowed := c.access.Allows(Reader)
+	size, failed := 0, false
+	for _, rt := range r.Topics {
+		t := c.b.topics.byNameOrNil(rt.Topic)
+		missing := kerr.UnknownTopicOrPartition
+		if r.Version >= 13 {
+			t, missing = c.b.topics.byIDOrNil(uuid.UUID(rt.TopicID)), kerr.UnknownTopicID
+		}
+		st := kmsg.NewFetchResponseTopic()
+		st.Topic, st.TopicID = rt.Topic, rt.TopicID
+		for _, rp := range rt.Partitions {
+			sp := kmsg.NewFetchResponseTopicPartition()
+			sp.Partition = rp.Partition
+			sp.HighWatermark, sp.LastStableOffset, sp.LogStartOffset = -1, -1, -1
+			sp.RecordBatches = []byte{} // librdkafka refuses a null record set
+			var p *partition
+			switch {
+			case !allowed:
+				sp.ErrorCode = kerr.TopicAuthorizationFailed.Code
+			case t == nil:
+				sp.ErrorCode = missing.Code
+			default:
+				var kerrr *kerr.Error
+				if p, kerrr = c.b.topics.partition(t, rp.Partition); kerrr != nil {
+					sp.ErrorCode = kerrr.Code
+				}
+			}
+			if p != nil {
+				if changed != nil {
+					*changed = append(*changed, p.log.Changed())
+				}
+				limit := min(int64(rp.PartitionMaxBytes), budget-int64(size))
+				n, err := c.readPartition(ctx, p, rp.FetchOffset, limit, size == 0, &sp)
+				if err != nil {
+					c.log.Error("reading a partition failed", "topic_id", t.id.String(), "partition", p.index, "err", err)
+				}
+				size += n
+			}
+			failed = failed || sp.ErrorCode != 0
+			st.Partitions = append(st.Partitions, sp)
+		}
+		resp.Topics = append(resp.Topics, st)
+	}
+	return resp, size, failed
+}
+
+// readPartition fills sp from offset. An oversized first batch is served
+// only when nothing else is in the response yet, so a client always makes
+// progress and the response stays within MaxBytes otherwise.
+func (c *conn) readPartition(ctx context.Context, p *partition, offset, limit int64, first bool, sp *kmsg.FetchResponseTopicPartition) (int, error) {
+	start, end := p.log.StartOffset(), p.log.EndOffset()
+	sp.HighWatermark, sp.LastStableOffset, sp.LogStartOffset = end, end, start
+	if offset < start || offset > end {
+		sp.ErrorCode = kerr.OffsetOutOfRange.Code
+		return 0, nil
+	}
+	if offset == end || (limit <= 0 && !first) {
+		return 0, nil
+	}
+	batches, err := p.log.Read(ctx, offset, int32(max(limit, 1)))
+	if errs.Is(errs.Invalid, err) { // retention moved the start between the check and the read
+		sp.ErrorCode = kerr.OffsetOutOfRange.Code
+		return 0, nil
+	}
+	if err != nil {
+		sp.ErrorCode = kerr.KafkaStorageError.Code
+		return 0, err
+	}
+	out := []byte{}
+	for i, b := range batches {
+		if int64(len(out)+len(b.Data)) > limit && !(i == 0 && first) {
+			break
+		}
+		at := len(out)
+		out = append(out, b.Data...)
+		stampBatch(out[at:], b.Meta.BaseOffset)
+	}
+	sp.RecordBatches = out
+	return len(out), nil
+}
+
+// waitAny waits until one of chans is closed (true), d passes or ctx ends.
+func waitAny(ctx context.Context, chans []<-chan struct{}, d time.Duration) bool {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	if len(chans) == 1 {
+		select {
+		case <-chans[0]:
+			return true
+		case <-timer.C:
+		case <-ctx.Done():
+		}
+		return false
+	}
+	woke := make(chan struct{}, 1)
+	stop := make(chan struct{})
+	defer close(stop)
+	for _, ch := range chans {
+		go func() {
+			select {
+			case <-ch:
+				select {
+				case woke <- struct{}{}:
+				default:
+				}
+			case <-stop:
+			}
+		}()
+	}
+	select {
+	case <-woke:
+		return true
+	case <-timer.C:
+	case <-ctx.Done():
+	}
+	return false
+}

@@ -1,0 +1,69 @@
+package broker
+
+import (
+	"context"
+
+	"github.com/google/uuid"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// handleMetadata describes this single broker (also the controller) and the
+// topics asked for, or all of them.
+func (c *conn) handleMetadata(ctx context.Context, r *kmsg.MetadataRequest) (kmsg.Response, error) {
+	resp := r.ResponseKind().(*kmsg.MetadataResponse)
+	node := c.b.cfg.NodeID
+	resp.Brokers = []kmsg.MetadataResponseBroker{{NodeID: node, Host: c.b.cfg.AdvertisedHost, Port: c.b.cfg.AdvertisedPort}}
+	resp.ClusterID = &c.b.cfg.ClusterID
+	resp.ControllerID = node
+	if !c.access.Allows(Reader) {
+		return resp, nil
+	}
+	// v0: an empty list means all topics; v1+: null means all.
+	if r.Topics == nil || (r.Version == 0 && len(r.Topics) == 0) {
+		for _, t := range c.b.topics.list() {
+			resp.Topics = append(resp.Topics, c.describeTopic(t, t.name))
+		}
+		return resp, nil
+	}
+	for _, rt := range r.Topics {
+		var t *topic
+		name := ""
+		if rt.Topic != nil {
+			name = *rt.Topic
+			t = c.b.topics.byNameOrNil(name)
+			if t == nil && c.b.cfg.AutoCreateTopics && (r.Version < 4 || r.AllowAutoTopicCreation) && c.access.Allows(Writer) {
+				t, _ = c.b.topics.create(name, 1, c.b.cfg.MaxPartitions, nil)
+			}
+		} else if t = c.b.topics.byIDOrNil(uuid.UUID(rt.TopicID)); t != nil {
+			name = t.name
+		}
+		if t == nil {
+			st := kmsg.NewMetadataResponseTopic()
+			st.Topic, st.TopicID = rt.Topic, rt.TopicID
+			st.ErrorCode = kerr.UnknownTopicOrPartition.Code
+			if rt.Topic == nil {
+				st.ErrorCode = kerr.UnknownTopicID.Code
+			} else if validTopicName(name) != nil {
+				st.ErrorCode = kerr.InvalidTopicException.Code
+			}
+			resp.Topics = append(resp.Topics, st)
+			continue
+		}
+		resp.Topics = append(resp.Topics, c.describeTopic(t, name))
+	}
+	return resp, nil
+}
+
+func (c *conn) describeTopic(t *topic, name string) kmsg.MetadataResponseTopic {
+	node := c.b.cfg.NodeID
+	st := kmsg.NewMetadataResponseTopic()
+	st.Topic, st.TopicID = &name, t.id
+	for _, p := range c.b.topics.partitions(t) {
+		sp := kmsg.NewMetadataResponseTopicPartition()
+		sp.Partition, sp.Leader, sp.LeaderEpoch = p.index, node, 0
+		sp.Replicas, sp.ISR = []int32{node}, []int32{node}
+		st.Partitions = append(st.Partitions, sp)
+	}
+	return st
+}

@@ -1,0 +1,31 @@
+package broker
+
+import (
+	"context"
+	"slices"
+	"strings"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// handleListGroups lists groups, filtered by state (v4+) and type (v5+).
+func (c *conn) handleListGroups(_ context.Context, r *kmsg.ListGroupsRequest) (kmsg.Response, error) {
+	resp := r.ResponseKind().(*kmsg.ListGroupsResponse)
+	if !c.access.Allows(Reader) {
+		resp.ErrorCode = kerr.GroupAuthorizationFailed.Code
+		return resp, nil
+	}
+	for _, v := range c.b.groups.list() {
+		if len(r.StatesFilter) > 0 && !slices.ContainsFunc(r.StatesFilter, func(s string) bool { return strings.EqualFold(s, string(v.state)) }) {
+			continue
+		}
+		if len(r.TypesFilter) > 0 && !slices.ContainsFunc(r.TypesFilter, func(s string) bool { return strings.EqualFold(s, "classic") }) {
+			continue
+		}
+		lg := kmsg.NewListGroupsResponseGroup()
+		lg.Group, lg.ProtocolType, lg.GroupState, lg.GroupType = v.name, v.protoType, string(v.state), "classic"
+		resp.Groups = append(resp.Groups, lg)
+	}
+	return resp, nil
+}

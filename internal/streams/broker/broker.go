@@ -1,0 +1,280 @@
+// Package broker is an Event Streams deployment's Kafka listener: the Kafka
+// wire protocol (encoded only through franz-go's kmsg), SASL PLAIN, topics,
+// idempotent produce, fetch, consumer groups and the admin REST API for
+// topics, on top of a Storage that encrypts everything it keeps.
+package broker
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/keyline/keyline/internal/errs"
+)
+
+// Access is what an authenticated principal may do. Each level includes the
+// ones below it.
+type Access int
+
+const (
+	NoAccess Access = iota
+	Reader          // consume, describe, consumer groups
+	Writer          // also produce and init producer id
+	Manager         // also create/delete topics and partitions, delete records
+)
+
+func (a Access) String() string {
+	switch a {
+	case Reader:
+		return "reader"
+	case Writer:
+		return "writer"
+	case Manager:
+		return "manager"
+	}
+	return "none"
+}
+
+// Allows reports whether a grants at least need.
+func (a Access) Allows(need Access) bool { return need == NoAccess || a >= need }
+
+// Authenticator checks a SASL PLAIN login. Its error's message is sent to the
+// client, so it must say what is wrong without echoing the password.
+type Authenticator func(ctx context.Context, user, password string) (Access, error)
+
+// Clock tells the time; internal/clock's clocks satisfy it.
+type Clock interface{ Now() time.Time }
+
+type systemClock struct{}
+
+func (systemClock) Now() time.Time { return time.Now() }
+
+// Config configures a Broker.
+type Config struct {
+	NodeID         int32
+	Listener       net.Listener // if nil, Addr is listened on
+	Addr           string
+	AdvertisedHost string // defaults to the listener's host
+	AdvertisedPort int32  // defaults to the listener's port
+	ClusterID      string
+	TLS            *tls.Config // when set, clients speak SASL_SSL
+	Storage        Storage
+	Authenticate   Authenticator
+	Logger         *slog.Logger
+	Clock          Clock
+
+	// AutoCreateTopics lets Metadata and Produce create unknown topics with
+	// one partition. Off by default, as on Event Streams.
+	AutoCreateTopics bool
+	// IdleTimeout closes a connection that sends nothing (default 10 min).
+	IdleTimeout time.Duration
+	// MaxRequestBytes caps a request frame (default 100 MiB).
+	MaxRequestBytes int32
+	// RetentionInterval is how often retention runs (default 1 min).
+	RetentionInterval time.Duration
+	// MaxPartitions caps partitions per topic (default 1000).
+	MaxPartitions int32
+}
+
+// preAuthMaxBytes caps frames before a login: ApiVersions and SASL are tiny,
+// and a stranger must not make us allocate 100 MiB.
+const preAuthMaxBytes = 64 << 10
+
+// Broker serves the Kafka protocol for one deployment.
+type Broker struct {
+	cfg   Config
+	log   *slog.Logger
+	clock Clock
+	ln    net.Listener
+
+	topics    *catalog
+	groups    *coordinator
+	producers *producerIDs
+
+	mu      sync.Mutex
+	conns   map[*conn]struct{}
+	locked  string // non-empty: the reason logins are refused
+	closed  bool
+	done    chan struct{}
+	bg      sync.WaitGroup
+	serving sync.WaitGroup
+}
+
+// New opens the deployment's state from storage and listens, but does not
+// accept connections until Serve.
+func New(cfg Config) (*Broker, error) {
+	const op = "broker.New"
+	if cfg.Storage == nil {
+		return nil, errs.E(op, errs.Invalid, "", "a storage is required")
+	}
+	if cfg.Listener == nil && cfg.Addr == "" {
+		return nil, errs.E(op, errs.Invalid, "", "a listener or an address to listen on is required")
+	}
+	if cfg.Authenticate == nil {
+		return nil, errs.E(op, errs.Invalid, "", "an authenticator is required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = systemClock{}
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = 10 * time.Minute
+	}
+	if cfg.MaxRequestBytes <= 0 {
+		cfg.MaxRequestBytes = 100 << 20
+	}
+	if cfg.RetentionInterval <= 0 {
+		cfg.RetentionInterval = time.Minute
+	}
+	if cfg.MaxPartitions <= 0 {
+		cfg.MaxPartitions = 1000
+	}
+	if cfg.ClusterID == "" {
+		cfg.ClusterID = "keyline"
+	}
+	b := &Broker{cfg: cfg, log: cfg.Logger, clock: cfg.Clock, conns: map[*conn]struct{}{}, done: make(chan struct{})}
+	var err error
+	if b.topics, err = openCatalog(cfg.Storage, b.log); err != nil {
+		return nil, errs.Internalf(op, err)
+	}
+	b.producers = newProducerIDs(cfg.Storage)
+	b.groups = newCoordinator(cfg.Storage, b.clock, b.log)
+	if err := b.groups.load(); err != nil {
+		return nil, errs.Internalf(op, err)
+	}
+	b.topics.onDelete = b.groups.forgetTopic
+	ln := cfg.Listener
+	if ln == nil {
+		if ln, err = net.Listen("tcp", cfg.Addr); err != nil {
+			return nil, errs.E(op, errs.Unavailable, "", "cannot listen").Because(err)
+		}
+	}
+	if cfg.TLS != nil {
+		ln = tls.NewListener(ln, cfg.TLS)
+	}
+	b.ln = ln
+	if b.cfg.AdvertisedHost == "" || b.cfg.AdvertisedPort == 0 {
+		host, port, _ := net.SplitHostPort(ln.Addr().String())
+		if b.cfg.AdvertisedHost == "" {
+			b.cfg.AdvertisedHost = host
+		}
+		if b.cfg.AdvertisedPort == 0 {
+			p, _ := strconv.Atoi(port)
+			b.cfg.AdvertisedPort = int32(p)
+		}
+	}
+	b.bg.Add(2)
+	go func() { defer b.bg.Done(); b.groups.run(b.done) }()
+	go func() { defer b.bg.Done(); b.runRetention() }()
+	return b, nil
+}
+
+// Addr is the address the broker listens on.
+func (b *Broker) Addr() net.Addr { return b.ln.Addr() }
+
+// Serve accepts connections until ctx ends or Close is called.
+func (b *Broker) Serve(ctx context.Context) error {
+	stop := context.AfterFunc(ctx, func() { b.Close() })
+	defer stop()
+	for {
+		nc, err := b.ln.Accept()
+		if err != nil {
+			if b.isClosed() {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				time.Sleep(10 * time.Millisecond)
+				continue
+			}
+			return err
+		}
+		c := b.newConn(nc)
+		b.mu.Lock()
+		if b.closed {
+			b.mu.Unlock()
+			nc.Close()
+			return nil
+		}
+		b.conns[c] = struct{}{}
+		b.serving.Add(1)
+		b.mu.Unlock()
+		go func() {
+			defer b.serving.Done()
+			c.serve(ctx)
+			b.mu.Lock()
+			delete(b.conns, c)
+			b.mu.Unlock()
+		}()
+	}
+}
+
+func (b *Broker) isClosed() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.closed
+}
+
+// Lock closes every connection at once and refuses new logins with reason,
+// e.g. "the deployment is locked: its key is disabled".
+func (b *Broker) Lock(reason string) {
+	if reason == "" {
+		reason = "the deployment is locked"
+	}
+	b.mu.Lock()
+	b.locked = reason
+	conns := make([]*conn, 0, len(b.conns))
+	for c := range b.conns {
+		conns = append(conns, c)
+	}
+	b.mu.Unlock()
+	for _, c := range conns {
+		c.close()
+	}
+	b.log.Info("broker locked", "connections_closed", len(conns))
+}
+
+// Unlock accepts logins again.
+func (b *Broker) Unlock() {
+	b.mu.Lock()
+	b.locked = ""
+	b.mu.Unlock()
+	b.log.Info("broker unlocked")
+}
+
+// lockReason is non-empty while the broker is locked.
+func (b *Broker) lockReason() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.locked
+}
+
+// Close stops listening, closes every connection and waits for them.
+func (b *Broker) Close() error {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return nil
+	}
+	b.closed = true
+	close(b.done)
+	conns := make([]*conn, 0, len(b.conns))
+	for c := range b.conns {
+		conns = append(conns, c)
+	}
+	b.mu.Unlock()
+	err := b.ln.Close()
+	for _, c := range conns {
+		c.close()
+	}
+	b.serving.Wait()
+	b.bg.Wait()
+	return err
+}

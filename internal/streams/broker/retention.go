@@ -1,0 +1,34 @@
+package broker
+
+import "time"
+
+// runRetention applies each topic's retention.ms and retention.bytes
+// periodically until the broker closes.
+func (b *Broker) runRetention() {
+	t := time.NewTicker(b.cfg.RetentionInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-b.done:
+			return
+		case <-t.C:
+			b.applyRetention()
+		}
+	}
+}
+
+// applyRetention runs one retention pass over every partition.
+func (b *Broker) applyRetention() {
+	now := b.clock.Now()
+	for _, t := range b.topics.list() {
+		ms, bytes := t.configInt(cfgRetentionMs), t.configInt(cfgRetentionBytes)
+		if ms < 0 && bytes < 0 {
+			continue
+		}
+		for _, p := range b.topics.partitions(t) {
+			if err := p.log.Retain(now, ms, bytes); err != nil {
+				b.log.Warn("retention failed", "topic_id", t.id.String(), "partition", p.index, "err", err)
+			}
+		}
+	}
+}

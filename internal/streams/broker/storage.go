@@ -1,0 +1,35 @@
+package broker
+
+import (
+	"context"
+	"time"
+
+	"github.com/keyline/keyline/internal/streams/seglog"
+)
+
+// Storage is the deployment's encrypted disk as the broker sees it. Every
+// topic name, group name and committed offset goes through GetMeta/PutMeta
+// (which the real store encrypts); the broker itself never writes a file.
+type Storage interface {
+	GetMeta(key string) ([]byte, bool)
+	PutMeta(key string, value []byte) error // durable on return
+	DeleteMeta(key string) error
+	ListMeta(prefix string) map[string][]byte
+	Partition(name string, create bool) (PartitionLog, error) // name [A-Za-z0-9_-]+: use topic IDs, never topic names
+	DropPartition(name string) error
+}
+
+// PartitionLog is one partition's log. It assigns offsets; the stored batch
+// bytes keep whatever baseOffset the producer sent.
+type PartitionLog interface {
+	Append(ctx context.Context, m seglog.BatchMeta, data []byte) (base int64, err error) // durable on return when the store syncs
+	Read(ctx context.Context, from int64, maxBytes int32) ([]seglog.StoredBatch, error)  // batches with LastOffset >= from; >=1 if any
+	StartOffset() int64
+	EndOffset() int64
+	OffsetForTimestamp(ts int64) int64
+	Tail(n int) []seglog.BatchMeta
+	DeleteBefore(offset int64) error
+	Retain(now time.Time, retentionMs, retentionBytes int64) error
+	Changed() <-chan struct{}
+	SizeBytes() int64
+}

@@ -1,0 +1,370 @@
+package broker
+
+import (
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/google/uuid"
+	"github.com/twmb/franz-go/pkg/kerr"
+
+	"github.com/keyline/keyline/internal/errs"
+)
+
+// Topic configs the broker applies. Anything else is refused, so that a
+// client never believes a setting took effect when it did not.
+const (
+	cfgRetentionMs    = "retention.ms"
+	cfgRetentionBytes = "retention.bytes"
+	cfgCleanupPolicy  = "cleanup.policy"
+
+	defaultRetentionMs = 7 * 24 * 60 * 60 * 1000
+)
+
+var topicConfigDefaults = map[string]string{
+	cfgRetentionMs:    strconv.Itoa(defaultRetentionMs),
+	cfgRetentionBytes: "-1",
+	cfgCleanupPolicy:  "delete",
+}
+
+// TopicInfo describes a topic to callers outside the package.
+type TopicInfo struct {
+	Name       string
+	ID         string
+	Partitions int32
+	Configs    map[string]string // only the ones set at creation
+}
+
+// topic is a topic in memory. parts is replaced, never changed in place, so
+// a reader may keep a snapshot.
+type topic struct {
+	id      uuid.UUID
+	name    string
+	configs map[string]string
+	parts   []*partition
+}
+
+func (t *topic) config(name string) string {
+	if v, ok := t.configs[name]; ok {
+		return v
+	}
+	return topicConfigDefaults[name]
+}
+
+func (t *topic) configInt(name string) int64 {
+	n, _ := strconv.ParseInt(t.config(name), 10, 64)
+	return n
+}
+
+func (c *catalog) info(t *topic) TopicInfo {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return TopicInfo{Name: t.name, ID: t.id.String(), Partitions: int32(len(t.parts)), Configs: maps.Clone(t.configs)}
+}
+
+// topicRecord is a topic's durable form under "topic/<id>"; the key holds
+// only the id, the name lives in the (encrypted) value.
+type topicRecord struct {
+	ID         string            `json:"id"`
+	Name       string            `json:"name"`
+	Partitions int32             `json:"partitions"`
+	Configs    map[string]string `json:"configs,omitempty"`
+}
+
+const topicMetaPrefix = "topic/"
+
+// catalog holds the deployment's topics.
+type catalog struct {
+	st  Storage
+	log *slog.Logger
+
+	onDelete func(uuid.UUID) // told after a topic is deleted
+
+	mu     sync.RWMutex
+	byName map[string]*topic
+	byID   map[uuid.UUID]*topic
+}
+
+func openCatalog(st Storage, log *slog.Logger) (*catalog, error) {
+	c := &catalog{st: st, log: log, byName: map[string]*topic{}, byID: map[uuid.UUID]*topic{}}
+	for key, val := range st.ListMeta(topicMetaPrefix) {
+		var rec topicRecord
+		if err := json.Unmarshal(val, &rec); err != nil {
+			return nil, fmt.Errorf("topic record %s: %w", key, err)
+		}
+		id, err := uuid.Parse(rec.ID)
+		if err != nil {
+			return nil, fmt.Errorf("topic record %s: %w", key, err)
+		}
+		t := &topic{id: id, name: rec.Name, configs: rec.Configs}
+		for i := range rec.Partitions {
+			p, err := openPartition(st, id, i, false)
+			if err != nil {
+				return nil, fmt.Errorf("topic record %s partition %d: %w", key, i, err)
+			}
+			t.parts = append(t.parts, p)
+		}
+		c.byName[t.name] = t
+		c.byID[id] = t
+	}
+	return c, nil
+}
+
+func partitionName(id uuid.UUID, index int32) string {
+	return hex.EncodeToString(id[:]) + "-" + strconv.Itoa(int(index))
+}
+
+func (c *catalog) byNameOrNil(name string) *topic {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.byName[name]
+}
+
+func (c *catalog) byIDOrNil(id uuid.UUID) *topic {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.byID[id]
+}
+
+// partitions is a snapshot of t's partitions.
+func (c *catalog) partitions(t *topic) []*partition {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return t.parts
+}
+
+// partition finds one partition, or the Kafka error saying why not.
+func (c *catalog) partition(t *topic, index int32) (*partition, *kerr.Error) {
+	if t == nil {
+		return nil, kerr.UnknownTopicOrPartition
+	}
+	parts := c.partitions(t)
+	if index < 0 || int(index) >= len(parts) {
+		return nil, kerr.UnknownTopicOrPartition
+	}
+	return parts[index], nil
+}
+
+// list is every topic sorted by name.
+func (c *catalog) list() []*topic {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	ts := slices.Collect(maps.Values(c.byName))
+	slices.SortFunc(ts, func(a, b *topic) int { return strings.Compare(a.name, b.name) })
+	return ts
+}
+
+func (c *catalog) save(t *topic, partitions int32) error {
+	rec, err := json.Marshal(topicRecord{ID: t.id.String(), Name: t.name, Partitions: partitions, Configs: t.configs})
+	if err != nil {
+		return err
+	}
+	return c.st.PutMeta(topicMetaPrefix+t.id.String(), rec)
+}
+
+// validTopicName is Kafka's rule: 1-249 of [a-zA-Z0-9._-], not "." or "..".
+func validTopicName(name string) error {
+	const op = "broker.CreateTopic"
+	if name == "" || name == "." || name == ".." || len(name) > 249 {
+		return errs.E(op, errs.Invalid, kerr.InvalidTopicException.Message, "topic names are 1 to 249 characters and not '.' or '..'").On("field", "name")
+	}
+	for _, r := range name {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {
+			return errs.E(op, errs.Invalid, kerr.InvalidTopicException.Message, "topic names may contain only letters, digits, '.', '_' and '-'").On("field", "name")
+		}
+	}
+	return nil
+}
+
+// validateConfigs accepts only the configs the broker applies.
+func validateConfigs(configs map[string]string) error {
+	const op = "broker.CreateTopic"
+	for name, val := range configs {
+		switch name {
+		case cfgRetentionMs, cfgRetentionBytes:
+			n, err := strconv.ParseInt(val, 10, 64)
+			if err != nil || n < -1 {
+				return errs.Ef(op, errs.Invalid, kerr.InvalidConfig.Message, "%s must be an integer of at least -1", name).On("field", "configs")
+			}
+		case cfgCleanupPolicy:
+			if val != "delete" {
+				return errs.E(op, errs.Invalid, kerr.InvalidConfig.Message, "cleanup.policy must be delete; compaction is not supported").On("field", "configs")
+			}
+		default:
+			return errs.Ef(op, errs.Invalid, kerr.InvalidConfig.Message, "topic config %q is not supported (supported: retention.ms, retention.bytes, cleanup.policy)", name).On("field", "configs")
+		}
+	}
+	return nil
+}
+
+func (c *catalog) validateCreate(name string, partitions, max int32, configs map[string]string) error {
+	const op = "broker.CreateTopic"
+	if err := validTopicName(name); err != nil {
+		return err
+	}
+	if partitions < 1 || partitions > max {
+		return errs.Ef(op, errs.Invalid, kerr.InvalidPartitions.Message, "partitions must be between 1 and %d", max).On("field", "partitions")
+	}
+	if err := validateConfigs(configs); err != nil {
+		return err
+	}
+	if c.byNameOrNil(name) != nil {
+		return errs.E(op, errs.Conflict, kerr.TopicAlreadyExists.Message, "a topic with this name already exists")
+	}
+	return nil
+}
+
+func (c *catalog) create(name string, partitions, max int32, configs map[string]string) (*topic, error) {
+	const op = "broker.CreateTopic"
+	if err := c.validateCreate(name, partitions, max, configs); err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.byName[name] != nil { // lost a race with another create
+		return nil, errs.E(op, errs.Conflict, kerr.TopicAlreadyExists.Message, "a topic with this name already exists")
+	}
+	t := &topic{id: uuid.New(), name: name, configs: maps.Clone(configs)}
+	for i := range partitions {
+		p, err := openPartition(c.st, t.id, i, true)
+		if err != nil {
+			c.dropPartitions(t.id, i)
+			return nil, errs.Internalf(op, err)
+		}
+		t.parts = append(t.parts, p)
+	}
+	if err := c.save(t, partitions); err != nil {
+		c.dropPartitions(t.id, partitions)
+		return nil, errs.Internalf(op, err)
+	}
+	c.byName[name] = t
+	c.byID[t.id] = t
+	c.log.Debug("topic created", "topic_id", t.id.String(), "partitions", partitions)
+	return t, nil
+}
+
+func (c *catalog) dropPartitions(id uuid.UUID, n int32) {
+	for i := range n {
+		if err := c.st.DropPartition(partitionName(id, i)); err != nil {
+			c.log.Warn("dropping a partition failed", "topic_id", id.String(), "partition", i, "err", err)
+		}
+	}
+}
+
+// delete forgets the topic first and drops its data second, so that a crash
+// in between leaves unreachable data rather than a topic without partitions.
+func (c *catalog) delete(t *topic) error {
+	const op = "broker.DeleteTopic"
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.byID[t.id] != t {
+		return errs.E(op, errs.NotExist, kerr.UnknownTopicOrPartition.Message, "the topic does not exist")
+	}
+	if err := c.st.DeleteMeta(topicMetaPrefix + t.id.String()); err != nil {
+		return errs.Internalf(op, err)
+	}
+	delete(c.byName, t.name)
+	delete(c.byID, t.id)
+	c.dropPartitions(t.id, int32(len(t.parts)))
+	if c.onDelete != nil {
+		c.onDelete(t.id)
+	}
+	c.log.Debug("topic deleted", "topic_id", t.id.String())
+	return nil
+}
+
+// grow raises t's partition count to total.
+func (c *catalog) grow(t *topic, total, max int32, validateOnly bool) error {
+	const op = "broker.CreatePartitions"
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.byID[t.id] != t {
+		return errs.E(op, errs.NotExist, kerr.UnknownTopicOrPartition.Message, "the topic does not exist")
+	}
+	have := int32(len(t.parts))
+	if total <= have {
+		return errs.Ef(op, errs.Invalid, kerr.InvalidPartitions.Message, "the topic has %d partitions; the new count must be higher", have)
+	}
+	if total > max {
+		return errs.Ef(op, errs.Invalid, kerr.InvalidPartitions.Message, "at most %d partitions per topic", max)
+	}
+	if validateOnly {
+		return nil
+	}
+	parts := slices.Clone(t.parts)
+	for i := have; i < total; i++ {
+		p, err := openPartition(c.st, t.id, i, true)
+		if err != nil {
+			return errs.Internalf(op, err)
+		}
+		parts = append(parts, p)
+	}
+	if err := c.save(t, total); err != nil {
+		return errs.Internalf(op, err)
+	}
+	t.parts = parts
+	return nil
+}
+
+// kafkaError maps a catalog error to its Kafka error code and message.
+func kafkaError(err error) (int16, *string) {
+	if err == nil {
+		return 0, nil
+	}
+	e := errs.As(err)
+	if e == nil || e.Kind == errs.Internal {
+		return kerr.KafkaStorageError.Code, nil
+	}
+	msg := e.Msg
+	for _, k := range []*kerr.Error{kerr.TopicAlreadyExists, kerr.InvalidTopicException, kerr.InvalidPartitions,
+		kerr.InvalidConfig, kerr.InvalidReplicationFactor, kerr.UnknownTopicOrPartition, kerr.InvalidRequest} {
+		if e.Code == k.Message {
+			return k.Code, &msg
+		}
+	}
+	return kerr.UnknownServerError.Code, &msg
+}
+
+// CreateTopic creates a topic with configs from retention.ms,
+// retention.bytes and cleanup.policy (delete only).
+func (b *Broker) CreateTopic(_ context.Context, name string, partitions int32, configs map[string]string) (TopicInfo, error) {
+	t, err := b.topics.create(name, partitions, b.cfg.MaxPartitions, configs)
+	if err != nil {
+		return TopicInfo{}, err
+	}
+	return b.topics.info(t), nil
+}
+
+// DeleteTopic deletes a topic and its data.
+func (b *Broker) DeleteTopic(_ context.Context, name string) error {
+	t := b.topics.byNameOrNil(name)
+	if t == nil {
+		return errs.E("broker.DeleteTopic", errs.NotExist, kerr.UnknownTopicOrPartition.Message, "the topic does not exist")
+	}
+	return b.topics.delete(t)
+}
+
+// Topics lists the topics sorted by name.
+func (b *Broker) Topics(context.Context) []TopicInfo {
+	var out []TopicInfo
+	for _, t := range b.topics.list() {
+		out = append(out, b.topics.info(t))
+	}
+	return out
+}
+
+// Topic describes one topic.
+func (b *Broker) Topic(_ context.Context, name string) (TopicInfo, error) {
+	t := b.topics.byNameOrNil(name)
+	if t == nil {
+		return TopicInfo{}, errs.E("broker.Topic", errs.NotExist, kerr.UnknownTopicOrPartition.Message, "the topic does not exist")
+	}
+	return b.topics.info(t), nil
+}
