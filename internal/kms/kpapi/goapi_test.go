@@ -46,8 +46,23 @@ func TestServicePrincipalWrapsInProcess(t *testing.T) {
 		t.Fatal("the rewrapped DEK differs")
 	}
 
+	// A deployment registers with the version its DEK was wrapped with, even
+	// an older one; later it may move forward but never back.
+	dep := "crn:v1:bluemix:public:messagehub:us-south:a/" + account + ":dep-0001::"
+	no := false
+	reg := must[kms.Registration](t)(e.svc.CreateRegistration(svc, instance, key.ID, dep, kms.RegistrationInput{PreventKeyDeletion: &no, KeyVersionID: &key.KeyVersion.ID}))
+	if reg.KeyVersion.ID != key.KeyVersion.ID {
+		t.Fatalf("registered version %s", reg.KeyVersion.ID)
+	}
+	reg = must[kms.Registration](t)(e.svc.UpdateRegistration(svc, instance, key.ID, dep, kms.RegistrationInput{KeyVersionID: &r.RewrappedKeyVersion.ID}))
+	if reg.KeyVersion.ID != r.RewrappedKeyVersion.ID {
+		t.Fatalf("updated version %s", reg.KeyVersion.ID)
+	}
+	if _, err := e.svc.UpdateRegistration(svc, instance, key.ID, dep, kms.RegistrationInput{KeyVersionID: &key.KeyVersion.ID}); errs.As(err) == nil || errs.As(err).Code != "KEY_VERSION_INVALID" {
+		t.Fatalf("moving a registration back a version: %v", err)
+	}
 	list := must[kms.RegistrationList](t)(e.svc.ListRegistrations(svc, instance, key.ID, kms.RegistrationQuery{}))
-	if list.Total != 0 {
+	if list.Total != 1 || list.Registrations[0].ResourceCRN != dep {
 		t.Fatalf("registrations = %+v", list)
 	}
 	// Another service without an authorization, and a caller without a principal, are refused.
