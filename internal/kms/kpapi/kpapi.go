@@ -105,8 +105,13 @@ func (a *API) Register(mux *http.ServeMux) {
 	h("POST "+p+"key_rings/{ring}", route{auth.KMSKeyRingCreate, "Key ring could not be created", a.createKeyRing})
 	h("DELETE "+p+"key_rings/{ring}", route{auth.KMSKeyRingDelete, "Key ring could not be deleted", a.deleteKeyRing})
 	mux.Handle(p, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, "Request could not be processed",
-			errs.E("kpapi", errs.NotExist, "NOT_FOUND_ERR", "No Key Protect endpoint has this method and path"))
+		err := errs.E("kpapi", errs.NotExist, "NOT_FOUND_ERR", "No Key Protect endpoint has this method and path")
+		ctx := r.Context()
+		if actx, _, aerr := httpapi.Authenticate(r, a.authn); aerr == nil {
+			ctx = actx
+		}
+		a.kms.RecordRefusal(ctx, "kms.secrets.default", strings.TrimSpace(r.Header.Get("Bluemix-Instance")), err)
+		writeError(w, "Request could not be processed", err)
 	}))
 }
 
