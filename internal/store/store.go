@@ -177,6 +177,11 @@ func (t *Tx) QueryRow(query string, args ...any) *sql.Row {
 	return t.tx.QueryRowContext(t.ctx, query, args...)
 }
 
+// Prepare compiles a statement to run many times in this transaction.
+func (t *Tx) Prepare(query string) (*sql.Stmt, error) {
+	return t.tx.PrepareContext(t.ctx, query)
+}
+
 // OnCommit registers f to run once the transaction has committed (for
 // notifying followers of what is now durable).
 func (t *Tx) OnCommit(f func()) { t.onCommit = append(t.onCommit, f) }
