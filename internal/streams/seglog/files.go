@@ -1,0 +1,121 @@
+package seglog
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"sync"
+)
+
+// syncDir makes a directory's entries (new, renamed, removed files) durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// writeFileAtomic replaces path with data: a crash leaves either the old
+// file or the new one, both complete.
+func writeFileAtomic(path string, data []byte) error {
+	tmp := path + rewriteExt
+	if err := writeSynced(tmp, data); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	return syncDir(filepath.Dir(path))
+}
+
+func writeSynced(path string, data []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// readAll reads the first size bytes of f.
+func readAll(f *os.File, size int64) ([]byte, error) {
+	b := make([]byte, size)
+	_, err := f.ReadAt(b, 0)
+	return b, err
+}
+
+// groupCommit lets concurrent writers share fsyncs: a writer adds its file
+// to the pending set and waits; one waiter at a time leads, syncing every
+// file pending when it starts, while later writers gather for the next
+// round. An fsync failure is sticky: after it the kernel may have dropped
+// dirty pages, so nothing written since can be promised durable.
+type groupCommit struct {
+	mu      sync.Mutex
+	cond    *sync.Cond
+	pending map[*os.File]struct{}
+	next    uint64 // the round new waiters join
+	done    uint64 // the last finished round
+	busy    bool
+	err     error
+}
+
+func newGroupCommit() *groupCommit {
+	g := &groupCommit{pending: map[*os.File]struct{}{}, next: 1}
+	g.cond = sync.NewCond(&g.mu)
+	return g
+}
+
+func (g *groupCommit) wait(f *os.File) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.err != nil {
+		return g.err
+	}
+	g.pending[f] = struct{}{}
+	round := g.next
+	for g.done < round {
+		if g.busy {
+			g.cond.Wait()
+			continue
+		}
+		g.busy = true
+		files := g.pending
+		g.pending = map[*os.File]struct{}{}
+		leading := g.next
+		g.next++
+		g.mu.Unlock()
+		var err error
+		for f := range files {
+			// A file closed meanwhile was synced by whoever closed it.
+			if e := f.Sync(); e != nil && !errors.Is(e, os.ErrClosed) && err == nil {
+				err = e
+			}
+		}
+		g.mu.Lock()
+		if err != nil && g.err == nil {
+			g.err = err
+		}
+		g.done = leading
+		g.busy = false
+		g.cond.Broadcast()
+	}
+	return g.err
+}
+
+// failed is the sticky fsync error, if any.
+func (g *groupCommit) failed() error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.err
+}

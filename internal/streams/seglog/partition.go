@@ -1,0 +1,569 @@
+package seglog
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"math"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/keyline/keyline/internal/errs"
+)
+
+// Partition is one log: segments of batches at contiguous offsets from its
+// log-start offset.
+type Partition struct {
+	store *Store
+	name  string
+	dir   string
+
+	mu      sync.RWMutex
+	segs    []*segment // oldest first; the last is active
+	start   int64      // log-start offset
+	changed chan struct{}
+	closed  bool // closed or dropped: changed is closed for good
+	dropped bool
+	scratch []byte
+}
+
+var errGap = errors.New("segments are not contiguous")
+
+const maxBatchBytes = maxBodyLen - 1<<10
+
+func newSegment(base int64, f *os.File) *segment {
+	return &segment{base: base, f: f, keys: map[string]int{}, maxTs: math.MinInt64}
+}
+
+func (s *Store) loadPartition(name string, kr *keyring) (*Partition, error) {
+	p := &Partition{store: s, name: name, dir: filepath.Join(s.dir, "p", name), changed: make(chan struct{})}
+	bases, err := segmentBases(p.dir)
+	if err != nil {
+		return nil, err
+	}
+	if err := removeOrphanIndexes(p.dir, bases); err != nil {
+		return nil, err
+	}
+	if v, ok := s.meta.get(nsPartition, name); ok && len(v) == 8 {
+		p.start = int64(binary.LittleEndian.Uint64(v))
+	}
+	for i, base := range bases {
+		seg, err := p.openSegment(base, kr, i == len(bases)-1)
+		if err == nil && i > 0 && seg.base != p.segs[i-1].end() {
+			seg.f.Close()
+			err = errGap
+		}
+		if err != nil {
+			p.closeSegments()
+			return nil, err
+		}
+		p.segs = append(p.segs, seg)
+	}
+	if len(p.segs) == 0 {
+		seg, err := p.createSegment(p.start)
+		if err != nil {
+			return nil, err
+		}
+		p.segs = append(p.segs, seg)
+	}
+	p.start = max(p.start, p.segs[0].base)
+	return p, nil
+}
+
+// removeOrphanIndexes removes index files whose segment is gone (retention
+// removes the segment first).
+func removeOrphanIndexes(dir string, bases []int64) error {
+	des, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	have := map[string]bool{}
+	for _, b := range bases {
+		have[indexName(b)] = true
+	}
+	for _, de := range des {
+		if strings.HasSuffix(de.Name(), indexExt) && !have[de.Name()] {
+			if err := os.Remove(filepath.Join(dir, de.Name())); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// openSegment loads one segment. A sealed segment trusts its index when
+// the index matches the file; otherwise, and always for the active segment,
+// it scans and authenticates every block. Only the active segment may have
+// a torn tail, which is cut.
+func (p *Partition) openSegment(base int64, kr *keyring, active bool) (*segment, error) {
+	f, err := os.OpenFile(filepath.Join(p.dir, segmentName(base)), os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	seg := newSegment(base, f)
+	err = p.fillSegment(seg, kr, active)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return seg, nil
+}
+
+func (p *Partition) fillSegment(seg *segment, kr *keyring, active bool) error {
+	st, err := seg.f.Stat()
+	if err != nil {
+		return err
+	}
+	idxPath := filepath.Join(p.dir, indexName(seg.base))
+	if !active && p.loadIndex(seg, kr, st.Size()) == nil {
+		return nil
+	}
+	b, err := readAll(seg.f, st.Size())
+	if err != nil {
+		return err
+	}
+	end, err := scanSegment(seg, b, kr, p.name)
+	if err != nil {
+		return err
+	}
+	seg.size = end
+	if end < st.Size() {
+		if !active {
+			return errShort
+		}
+		if err := cutTail(seg.f, end); err != nil {
+			return err
+		}
+	}
+	if active {
+		// An active segment has no index; one left here would be stale.
+		if err := os.Remove(idxPath); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+		return nil
+	}
+	return p.writeIndex(seg, kr)
+}
+
+func (p *Partition) loadIndex(seg *segment, kr *keyring, fileSize int64) error {
+	b, err := os.ReadFile(filepath.Join(p.dir, indexName(seg.base)))
+	if err != nil {
+		return err
+	}
+	h, err := parseHeader(b)
+	if err != nil {
+		return err
+	}
+	if h.blockLen() != len(b) {
+		return errIndex
+	}
+	plain, err := kr.open(b, h, blockID{kind: kindIndex, stream: p.name, base: seg.base})
+	if err != nil {
+		return err
+	}
+	if err := decodeIndex(seg, plain, fileSize); err != nil {
+		return err
+	}
+	seg.indexKey = h.keyID
+	return nil
+}
+
+func (p *Partition) writeIndex(seg *segment, kr *keyring) error {
+	blk := kr.seal(nil, blockID{kind: kindIndex, stream: p.name, base: seg.base}, encodeIndex(seg))
+	if err := writeFileAtomic(filepath.Join(p.dir, indexName(seg.base)), blk); err != nil {
+		return err
+	}
+	seg.indexKey = kr.current
+	return nil
+}
+
+func (p *Partition) createSegment(base int64) (*segment, error) {
+	f, err := os.OpenFile(filepath.Join(p.dir, segmentName(base)), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := syncDir(p.dir); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return newSegment(base, f), nil
+}
+
+func (p *Partition) active() *segment { return p.segs[len(p.segs)-1] }
+
+// rollLocked seals the active segment (synced, with its index) and starts
+// a new one at its end.
+func (p *Partition) rollLocked(kr *keyring) error {
+	old := p.active()
+	if err := old.f.Sync(); err != nil {
+		return err
+	}
+	if err := p.writeIndex(old, kr); err != nil {
+		return err
+	}
+	seg, err := p.createSegment(old.end())
+	if err != nil {
+		return err
+	}
+	p.segs = append(p.segs, seg)
+	return nil
+}
+
+func (p *Partition) check(op string) error {
+	if err := p.store.usable(op); err != nil {
+		return err
+	}
+	if p.dropped {
+		return errs.E(op, errs.NotExist, "PARTITION_NOT_FOUND", "The partition was dropped")
+	}
+	return nil
+}
+
+func ctxError(op string, err error) error {
+	return errs.E(op, errs.Unavailable, "CANCELED", "The operation was canceled").Because(err)
+}
+
+// Append adds a batch at the end of the log and returns its base offset
+// (the end offset before the append). With Options.Sync it returns once the
+// batch is on disk; concurrent appends share the fsync.
+func (p *Partition) Append(ctx context.Context, m BatchMeta, data []byte) (int64, error) {
+	const op = "seglog.Append"
+	if err := ctx.Err(); err != nil {
+		return 0, ctxError(op, err)
+	}
+	if m.Records <= 0 {
+		return 0, errs.E(op, errs.Invalid, "BATCH_INVALID", "A batch covers at least one offset")
+	}
+	if len(data) > maxBatchBytes {
+		return 0, errs.E(op, errs.TooLarge, "BATCH_TOO_LARGE", "The batch is too large")
+	}
+	p.mu.Lock()
+	if err := p.check(op); err != nil {
+		p.mu.Unlock()
+		return 0, err
+	}
+	// Loaded under the lock so that re-encryption, which rolls every
+	// partition under this lock after switching keys, never finds an old
+	// key's block in a new segment.
+	kr := p.store.keys.Load()
+	seg := p.active()
+	if len(seg.entries) > 0 && seg.size+int64(kr.blockSize(metaLen+len(data))) > p.store.opts.SegmentBytes {
+		if err := p.rollLocked(kr); err != nil {
+			p.mu.Unlock()
+			return 0, errs.Internalf(op, err)
+		}
+		seg = p.active()
+	}
+	m.BaseOffset = seg.end()
+	m.Size = int32(len(data))
+	var mb [metaLen]byte
+	blk := kr.seal(p.scratch[:0], blockID{kind: kindData, stream: p.name, base: seg.base, pos: seg.size}, encodeMeta(mb[:0], m), data)
+	if cap(blk) <= 1<<20 {
+		p.scratch = blk
+	}
+	if _, err := seg.f.WriteAt(blk, seg.size); err != nil {
+		// Drop a partial block now; if that fails too, the next append
+		// overwrites it or Open cuts it.
+		seg.f.Truncate(seg.size)
+		p.mu.Unlock()
+		return 0, errs.Internalf(op, err)
+	}
+	seg.add(entry{meta: m, pos: seg.size, len: int32(len(blk))}, kr.current)
+	seg.size += int64(len(blk))
+	close(p.changed)
+	p.changed = make(chan struct{})
+	f := seg.f
+	p.mu.Unlock()
+	if p.store.opts.Sync {
+		if err := p.store.commit.wait(f); err != nil {
+			return 0, errs.Internalf(op, err)
+		}
+	}
+	return m.BaseOffset, nil
+}
+
+func (p *Partition) endLocked() int64 { return p.active().end() }
+
+func outOfRange(op string) error {
+	return errs.E(op, errs.Invalid, "OFFSET_OUT_OF_RANGE", "The offset is outside the log")
+}
+
+// readRun is a stretch of consecutive blocks of one segment read at once.
+type readRun struct {
+	base    int64
+	buf     []byte
+	entries []entry
+}
+
+// Read returns the batches with LastOffset >= from, in order, up to about
+// maxBytes of batch data, and at least one batch when one exists.
+func (p *Partition) Read(ctx context.Context, from int64, maxBytes int32) ([]StoredBatch, error) {
+	const op = "seglog.Read"
+	if err := ctx.Err(); err != nil {
+		return nil, ctxError(op, err)
+	}
+	p.mu.RLock()
+	if err := p.check(op); err != nil {
+		p.mu.RUnlock()
+		return nil, err
+	}
+	// The keyring is taken while the lock keeps re-encryption from swapping
+	// these segments, so it still holds whatever key sealed what is read.
+	kr := p.store.keys.Load()
+	end := p.endLocked()
+	if from < p.start || from > end {
+		p.mu.RUnlock()
+		return nil, outOfRange(op)
+	}
+	var runs []readRun
+	total, full := int64(0), false
+	si := sort.Search(len(p.segs), func(i int) bool { return p.segs[i].end() > from })
+	for ; si < len(p.segs) && !full; si++ {
+		seg := p.segs[si]
+		i := sort.Search(len(seg.entries), func(i int) bool { return seg.entries[i].meta.LastOffset() >= from })
+		j := i
+		for ; j < len(seg.entries); j++ {
+			size := int64(seg.entries[j].meta.Size)
+			if total > 0 && total+size > int64(maxBytes) {
+				full = true
+				break
+			}
+			total += size
+		}
+		if j == i {
+			continue
+		}
+		first, last := seg.entries[i], seg.entries[j-1]
+		buf := make([]byte, last.pos+int64(last.len)-first.pos)
+		if _, err := seg.f.ReadAt(buf, first.pos); err != nil {
+			p.mu.RUnlock()
+			return nil, errs.Internalf(op, err)
+		}
+		runs = append(runs, readRun{base: seg.base, buf: buf, entries: seg.entries[i:j]})
+	}
+	p.mu.RUnlock()
+	var out []StoredBatch
+	for _, r := range runs {
+		first := r.entries[0].pos
+		for _, e := range r.entries {
+			b := r.buf[e.pos-first : e.pos-first+int64(e.len)]
+			plain, err := openBatch(b, kr, blockID{kind: kindData, stream: p.name, base: r.base, pos: e.pos})
+			if err != nil {
+				return nil, dataError(op, err)
+			}
+			if m := decodeMeta(plain); m != e.meta {
+				return nil, dataError(op, errBatch)
+			}
+			out = append(out, StoredBatch{Meta: e.meta, Data: plain[metaLen:]})
+		}
+	}
+	return out, nil
+}
+
+func openBatch(b []byte, kr *keyring, id blockID) ([]byte, error) {
+	h, err := parseHeader(b)
+	if err != nil {
+		return nil, err
+	}
+	if h.blockLen() != len(b) {
+		return nil, errHeader
+	}
+	plain, err := kr.open(b, h, id)
+	if err != nil {
+		return nil, err
+	}
+	if len(plain) < metaLen {
+		return nil, errBatch
+	}
+	return plain, nil
+}
+
+// StartOffset is the log-start offset.
+func (p *Partition) StartOffset() int64 {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	return p.start
+}
+
+// EndOffset is the offset the next batch gets.
+func (p *Partition) EndOffset() int64 {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	return p.endLocked()
+}
+
+// OffsetForTimestamp is the first offset of the first batch whose
+// MaxTimestamp >= ts, or EndOffset when there is none.
+func (p *Partition) OffsetForTimestamp(ts int64) int64 {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	for _, seg := range p.segs {
+		if seg.maxTs < ts {
+			continue
+		}
+		for _, e := range seg.entries {
+			if e.meta.LastOffset() >= p.start && e.meta.MaxTimestamp >= ts {
+				return max(e.meta.BaseOffset, p.start)
+			}
+		}
+	}
+	return p.endLocked()
+}
+
+// Tail returns the last n batch headers, oldest first.
+func (p *Partition) Tail(n int) []BatchMeta {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	var out []BatchMeta
+	for si := len(p.segs) - 1; si >= 0 && len(out) < n; si-- {
+		es := p.segs[si].entries
+		for i := len(es) - 1; i >= 0 && len(out) < n && es[i].meta.LastOffset() >= p.start; i-- {
+			out = append(out, es[i].meta)
+		}
+	}
+	for i, j := 0, len(out)-1; i < j; i, j = i+1, j-1 {
+		out[i], out[j] = out[j], out[i]
+	}
+	return out
+}
+
+// Changed returns a channel closed when EndOffset next grows (or the
+// partition is closed), for long-poll fetches.
+func (p *Partition) Changed() <-chan struct{} {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	return p.changed
+}
+
+// SizeBytes is the bytes of the partition's segments.
+func (p *Partition) SizeBytes() int64 {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	var n int64
+	for _, s := range p.segs {
+		n += s.size
+	}
+	return n
+}
+
+// DeleteBefore moves the log-start offset to offset and deletes the
+// segments wholly before it.
+func (p *Partition) DeleteBefore(offset int64) error {
+	const op = "seglog.DeleteBefore"
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err := p.check(op); err != nil {
+		return err
+	}
+	if offset <= p.start {
+		return nil
+	}
+	if offset > p.endLocked() {
+		return outOfRange(op)
+	}
+	if offset == p.endLocked() && len(p.active().entries) > 0 {
+		if err := p.rollLocked(p.store.keys.Load()); err != nil {
+			return errs.Internalf(op, err)
+		}
+	}
+	cut := 0
+	for cut < len(p.segs)-1 && p.segs[cut].end() <= offset {
+		cut++
+	}
+	return p.truncateFront(op, offset, cut)
+}
+
+// Retain deletes whole segments, never the active one, whose newest batch
+// is older than retentionMs before now, then the oldest while the rest
+// still holds retentionBytes (as Kafka does). A value < 0 means unlimited.
+func (p *Partition) Retain(now time.Time, retentionMs, retentionBytes int64) error {
+	const op = "seglog.Retain"
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err := p.check(op); err != nil {
+		return err
+	}
+	cut := 0
+	if retentionMs >= 0 {
+		limit := now.UnixMilli() - retentionMs
+		for cut < len(p.segs)-1 && p.segs[cut].maxTs < limit {
+			cut++
+		}
+	}
+	if retentionBytes >= 0 {
+		var size int64
+		for _, s := range p.segs[cut:] {
+			size += s.size
+		}
+		for cut < len(p.segs)-1 && size-p.segs[cut].size >= retentionBytes {
+			size -= p.segs[cut].size
+			cut++
+		}
+	}
+	if cut == 0 {
+		return nil
+	}
+	return p.truncateFront(op, max(p.start, p.segs[cut].base), cut)
+}
+
+// truncateFront records the new log-start offset durably, then removes the
+// first cut segments. In that order a crash can leave files below the start
+// offset (removed at the next call) but never expose deleted offsets again.
+func (p *Partition) truncateFront(op string, start int64, cut int) error {
+	var v [8]byte
+	binary.LittleEndian.PutUint64(v[:], uint64(start))
+	if err := p.store.writeMeta(op, opPut, nsPartition, p.name, v[:]); err != nil {
+		return err
+	}
+	p.start = start
+	for _, seg := range p.segs[:cut] {
+		seg.f.Close()
+		if err := os.Remove(filepath.Join(p.dir, segmentName(seg.base))); err != nil {
+			return errs.Internalf(op, err)
+		}
+		if err := os.Remove(filepath.Join(p.dir, indexName(seg.base))); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return errs.Internalf(op, err)
+		}
+	}
+	p.segs = append([]*segment(nil), p.segs[cut:]...)
+	if err := syncDir(p.dir); err != nil {
+		return errs.Internalf(op, err)
+	}
+	return nil
+}
+
+func (p *Partition) keyIDs(set map[string]bool) {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	for _, s := range p.segs {
+		for k := range s.keys {
+			set[k] = true
+		}
+		set[s.indexKey] = true
+	}
+}
+
+func (p *Partition) closeSegments() error {
+	var first error
+	for _, s := range p.segs {
+		if err := s.f.Sync(); err != nil && first == nil {
+			first = err
+		}
+		s.f.Close()
+	}
+	if !p.closed {
+		p.closed = true
+		close(p.changed)
+	}
+	return first
+}
+
+func (p *Partition) close() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.closeSegments()
+}

@@ -1,0 +1,246 @@
+package seglog
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+
+	"github.com/keyline/keyline/internal/errs"
+)
+
+// ReencryptTo makes dek the sealing key at once and then rewrites every
+// block sealed by another key (segments, indexes, metadata) while appends
+// and reads carry on, calling progress with bytes done and total. It is
+// resumable: after a crash or a canceled ctx, Open with both keys (dek
+// first) and call it again. When it returns nil, KeyIDsInUse is dek.ID
+// alone and the store no longer holds the old keys.
+//
+// A segment is rewritten whole into a new file and swapped in by rename, so
+// each segment on disk is always entirely under one key or the other.
+func (s *Store) ReencryptTo(ctx context.Context, dek *DEK, progress func(done, total int64)) error {
+	const op = "seglog.ReencryptTo"
+	if err := s.usable(op); err != nil {
+		return err
+	}
+	if s.opts.Unsealed {
+		return errs.E(op, errs.Conflict, "STORE_UNSEALED", "An unsealed store cannot be re-encrypted")
+	}
+	if progress == nil {
+		progress = func(int64, int64) {}
+	}
+	s.reenc.Lock()
+	defer s.reenc.Unlock()
+	kr, err := s.switchKey(op, dek)
+	if err != nil {
+		return err
+	}
+	s.mu.RLock()
+	parts := make([]*Partition, 0, len(s.parts))
+	for _, p := range s.parts {
+		parts = append(parts, p)
+	}
+	s.mu.RUnlock()
+
+	// New appends already use dek; rolling moves whatever the active
+	// segments hold under other keys into sealed segments to rewrite.
+	for _, p := range parts {
+		if err := p.rollAwayFrom(kr); err != nil {
+			return errs.Internalf(op, err)
+		}
+	}
+	if slices.ContainsFunc(s.meta.keyIDs(), func(id string) bool { return id != kr.current }) {
+		if err := s.meta.compact(kr); err != nil {
+			return errs.Internalf(op, err)
+		}
+	}
+
+	type job struct {
+		p   *Partition
+		seg *segment
+	}
+	var jobs []job
+	var total, done int64
+	for _, p := range parts {
+		p.mu.RLock()
+		for _, seg := range p.segs {
+			if !seg.onlyKey(kr.current) {
+				jobs = append(jobs, job{p, seg})
+				total += seg.size
+			}
+		}
+		p.mu.RUnlock()
+	}
+	progress(0, total)
+	for _, j := range jobs {
+		if err := ctx.Err(); err != nil {
+			return ctxError(op, err)
+		}
+		size := j.seg.size
+		if err := j.p.reencryptSegment(ctx, j.seg, kr); err != nil {
+			if ctx.Err() != nil {
+				return ctxError(op, ctx.Err())
+			}
+			return dataError(op, err)
+		}
+		done += size
+		progress(done, total)
+	}
+	for _, id := range s.keyIDs(false) {
+		if id != kr.current {
+			return errs.E(op, errs.Internal, "REENCRYPT_INCOMPLETE", "Blocks under an old key remain after re-encryption")
+		}
+	}
+	final := kr.only()
+	if err := s.writeKeyCheck(final); err != nil {
+		return errs.Internalf(op, err)
+	}
+	s.keys.Store(final)
+	return nil
+}
+
+func (s *Store) checkIDsCopy() []string {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return slices.Clone(s.checkIDs)
+}
+
+// switchKey makes dek the sealing key, after recording its verifier. A dek
+// whose ID is already known must be the same key.
+func (s *Store) switchKey(op string, dek *DEK) (*keyring, error) {
+	cur := s.keys.Load()
+	if _, known := cur.aeads[dek.ID]; known || slices.Contains(s.checkIDsCopy(), dek.ID) {
+		if err := s.checkKnownKey(op, dek); err != nil {
+			return nil, err
+		}
+	}
+	kr, err := cur.with(dek)
+	if err != nil {
+		return nil, errs.E(op, errs.Invalid, "DEK_INVALID", "The data encryption key needs an ID of 1 to 255 bytes and 32 bytes of key")
+	}
+	if err := s.addKeyCheck(kr); err != nil {
+		return nil, errs.Internalf(op, err)
+	}
+	s.keys.Store(kr)
+	return kr, nil
+}
+
+// checkKnownKey opens dek.ID's verifier with dek.
+func (s *Store) checkKnownKey(op string, dek *DEK) error {
+	one, err := newKeyring(s.opts.StoreID, false, []*DEK{dek})
+	if err != nil {
+		return errs.E(op, errs.Invalid, "DEK_INVALID", "The data encryption key needs an ID of 1 to 255 bytes and 32 bytes of key")
+	}
+	b, err := os.ReadFile(filepath.Join(s.dir, "keys.check"))
+	if err != nil {
+		return errs.Internalf(op, err)
+	}
+	for pos := 0; pos < len(b); {
+		h, err := parseHeader(b[pos:])
+		if err != nil || h.blockLen() > len(b)-pos {
+			return errs.E(op, errs.Unprocessable, "DATA_CORRUPT", "The store's key verifier file is damaged")
+		}
+		if h.keyID == dek.ID {
+			if plain, err := one.openCopy(b[pos:], h, blockID{kind: kindCheck, pos: int64(pos)}); err != nil || string(plain) != checkPlain {
+				return errs.E(op, errs.Unprocessable, "DEK_MISMATCH", "The data encryption key does not match the key with its ID")
+			}
+		}
+		pos += h.blockLen()
+	}
+	return nil
+}
+
+// rollAwayFrom rolls the active segment if it holds blocks under keys other
+// than kr's sealing key.
+func (p *Partition) rollAwayFrom(kr *keyring) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.dropped || p.closed || p.active().onlyKey(kr.current) {
+		return nil
+	}
+	return p.rollLocked(kr)
+}
+
+// reencryptSegment rewrites a sealed segment and its index under kr's
+// sealing key into side files, then swaps them in. A segment removed
+// meanwhile (retention, drop) is left alone.
+func (p *Partition) reencryptSegment(ctx context.Context, seg *segment, kr *keyring) error {
+	p.mu.RLock()
+	live := slices.Contains(p.segs, seg) && seg != p.active() && !p.closed
+	f, size := seg.f, seg.size
+	p.mu.RUnlock()
+	if !live {
+		return nil
+	}
+	// Sealed segments do not change, so they are read without the lock; a
+	// concurrent removal closes f and is noticed below.
+	b, err := readAll(f, size)
+	if errors.Is(err, os.ErrClosed) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	ns := newSegment(seg.base, nil)
+	out := make([]byte, 0, len(b)+len(b)/16)
+	n := 0
+	end, err := scanBlocks(b, kr, blockID{kind: kindData, stream: p.name, base: seg.base}, func(_ int64, _ string, plain []byte) error {
+		if n++; n%256 == 0 && ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if len(plain) < metaLen {
+			return errBatch
+		}
+		pos := int64(len(out))
+		out = kr.seal(out, blockID{kind: kindData, stream: p.name, base: seg.base, pos: pos}, plain)
+		ns.add(entry{meta: decodeMeta(plain), pos: pos, len: int32(int64(len(out)) - pos)}, kr.current)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if end != size {
+		return errShort
+	}
+	ns.size = int64(len(out))
+	logPath := filepath.Join(p.dir, segmentName(seg.base))
+	idxPath := filepath.Join(p.dir, indexName(seg.base))
+	idx := kr.seal(nil, blockID{kind: kindIndex, stream: p.name, base: seg.base}, encodeIndex(ns))
+	if err := writeSynced(logPath+rewriteExt, out); err != nil {
+		return err
+	}
+	if err := writeSynced(idxPath+rewriteExt, idx); err != nil {
+		return err
+	}
+
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !slices.Contains(p.segs, seg) || p.closed {
+		os.Remove(logPath + rewriteExt)
+		os.Remove(idxPath + rewriteExt)
+		return nil
+	}
+	// The old index goes first: if we die between the renames, the new
+	// segment has no index and is rescanned on open, never paired with the
+	// old one.
+	if err := os.Remove(idxPath); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	if err := os.Rename(logPath+rewriteExt, logPath); err != nil {
+		return err
+	}
+	if err := os.Rename(idxPath+rewriteExt, idxPath); err != nil {
+		return err
+	}
+	if err := syncDir(p.dir); err != nil {
+		return err
+	}
+	nf, err := os.OpenFile(logPath, os.O_RDWR, 0o600)
+	if err != nil {
+		return err
+	}
+	seg.f.Close()
+	seg.f, seg.size, seg.entries, seg.keys, seg.indexKey = nf, ns.size, ns.entries, ns.keys, kr.current
+	return nil
+}
