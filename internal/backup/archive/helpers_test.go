@@ -227,3 +227,9 @@ func sameImage(t testing.TB, want, got *seglog.Store) {
 }
 
 func tempDir(t testing.TB, name string) string { return filepath.Join(t.TempDir(), name) }
+
+func seglogMeta(records int32) seglog.BatchMeta {
+	return seglog.BatchMeta{Records: records, FirstTimestamp: 1, MaxTimestamp: 2, ProducerID: -1, BaseSequence: -1}
+}
+
+func archivePlainOptions() archive.WriterOptions { return archive.WriterOptions{} }

@@ -36,7 +36,9 @@ func NewLocalRootKey(crn, version string, key []byte) (*LocalRootKey, error) {
 	return &LocalRootKey{crn: crn, version: version, aead: a}, nil
 }
 
-func (k *LocalRootKey) aad() []byte { return []byte("keyline/backup-dek\x00" + k.crn + "\x00" + k.version) }
+func (k *LocalRootKey) aad() []byte {
+	return []byte("keyline/backup-dek\x00" + k.crn + "\x00" + k.version)
+}
 
 // WrapDEK implements KeyWrapper.
 func (k *LocalRootKey) WrapDEK(ctx context.Context, dek []byte) (WrappedDEK, error) {
