@@ -24,7 +24,7 @@ func encodings(marker []byte) [][]byte {
 		for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.URLEncoding} {
 			s := enc.EncodeToString(append(make([]byte, pad), marker...))
 			// Drop the characters mixed with the padding and the tail.
-			out = append(out, []byte(strings.TrimRight(s, "=")[4*((pad+2)/3)+4 : len(s)-4]))
+			out = append(out, []byte(strings.TrimRight(s, "=")[4*((pad+2)/3)+4:len(s)-4]))
 		}
 	}
 	return out
