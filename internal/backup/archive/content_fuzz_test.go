@@ -20,11 +20,7 @@ func sealedRecords(t *testing.T, key KeyWrapper, records []byte) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w.bw.Write(records)
-	if err := w.bw.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.zw.Close(); err != nil {
+	if _, err := w.chunks.Write(records); err != nil {
 		t.Fatal(err)
 	}
 	if err := w.chunks.close(""); err != nil {

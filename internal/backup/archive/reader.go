@@ -26,7 +26,6 @@ type Reader struct {
 	header   Header
 	contents Contents
 	chunks   *chunkReader
-	zr       *zstd.Decoder
 	dec      recordDecoder
 	seq      sequence
 	err      error
@@ -55,15 +54,16 @@ func NewReader(ctx context.Context, src io.Reader, keys KeyWrapper) (*Reader, er
 		return nil, errs.Internalf(op, err)
 	}
 	digest := sha256.Sum256(hb)
-	cr := &chunkReader{src: src, gcm: gcm, digest: digest[:], max: h.ChunkSize + tagLen}
-	zr, err := zstd.NewReader(cr,
-		zstd.WithDecoderConcurrency(min(runtime.GOMAXPROCS(0), 4)),
-		zstd.WithDecoderMaxWindow(8<<20),
-		zstd.WithDecoderMaxMemory(64<<20))
+	concurrency := runtime.GOMAXPROCS(0)
+	dec, err := zstd.NewReader(nil,
+		zstd.WithDecoderConcurrency(concurrency),
+		zstd.WithDecoderMaxMemory(uint64(2*h.ChunkSize)),
+		zstd.WithDecodeAllCapLimit(true))
 	if err != nil {
 		return nil, errs.Internalf(op, err)
 	}
-	r := &Reader{header: h, chunks: cr, zr: zr, dec: recordDecoder{r: bufio.NewReaderSize(zr, 256<<10)}}
+	cr := newChunkReader(src, gcm, dec, digest[:], h.ChunkSize, concurrency)
+	r := &Reader{header: h, chunks: cr, dec: recordDecoder{r: bufio.NewReaderSize(cr, 256<<10)}}
 	rec, err := r.dec.next()
 	if err == nil && rec.Kind != RecordContents {
 		err = errBadRecord
@@ -201,80 +201,9 @@ func (r *Reader) failure(op string, err error) error {
 	return err
 }
 
-// Close stops the decompressor. It does not close the source.
+// Close stops reading ahead. It does not close the source; close the
+// source after the Reader.
 func (r *Reader) Close() {
-	r.zr.Close()
+	r.chunks.close()
 }
 
-// chunkReader authenticates and decrypts chunks in order. It reports
-// io.EOF only after the final chunk, and only when nothing follows it.
-type chunkReader struct {
-	src    io.Reader
-	gcm    cipher.AEAD
-	digest []byte
-	max    int // sealed length limit
-	index  uint64
-	frame  [4]byte
-	sealed []byte
-	plain  []byte // unread plaintext of the current chunk
-	nonce  []byte
-	aad    []byte
-	final  bool
-	err    error
-}
-
-func (c *chunkReader) Read(p []byte) (int, error) {
-	for len(c.plain) == 0 {
-		if c.err != nil {
-			return 0, c.err
-		}
-		if c.final {
-			return 0, io.EOF
-		}
-		if err := c.next(); err != nil {
-			c.err = err
-			return 0, err
-		}
-	}
-	n := copy(p, c.plain)
-	c.plain = c.plain[n:]
-	return n, nil
-}
-
-func (c *chunkReader) next() error {
-	const op = "backup/archive.Read"
-	if _, err := io.ReadFull(c.src, c.frame[:]); err != nil {
-		return readError(op, err)
-	}
-	f := binary.BigEndian.Uint32(c.frame[:])
-	final := f&frameFinal != 0
-	n := int(f &^ frameFinal)
-	if n < tagLen || n > c.max || !final && n == tagLen {
-		return errModified(op)
-	}
-	if cap(c.sealed) < n {
-		c.sealed = make([]byte, c.max)
-	}
-	c.sealed = c.sealed[:n]
-	if _, err := io.ReadFull(c.src, c.sealed); err != nil {
-		return readError(op, err)
-	}
-	c.nonce = chunkNonce(c.nonce, c.index)
-	c.aad = chunkAAD(c.aad, c.digest, c.index, final)
-	plain, err := c.gcm.Open(c.sealed[:0], c.nonce, c.sealed, c.aad)
-	if err != nil {
-		return errModified(op)
-	}
-	if final {
-		var one [1]byte
-		if n, err := io.ReadFull(c.src, one[:]); n > 0 {
-			return errModified(op) // bytes appended after the final chunk
-		} else if err != io.EOF {
-			return readError(op, err)
-		}
-		c.final = true
-	}
-	c.index++
-	c.plain = plain
-	return nil
-}

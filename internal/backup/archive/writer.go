@@ -1,7 +1,6 @@
 package archive
 
 import (
-	"bufio"
 	"context"
 	"crypto/aes"
 	"crypto/cipher"
@@ -9,7 +8,6 @@ import (
 	"encoding/binary"
 	"io"
 	"runtime"
-	"sync/atomic"
 	"time"
 
 	"github.com/klauspost/compress/zstd"
@@ -23,12 +21,13 @@ import (
 type WriterOptions struct {
 	BackupID  string    // required, 1 to 64 bytes
 	Created   time.Time // required; from the service's clock
-	ChunkSize int       // plaintext bytes per sealed chunk; DefaultChunkSize when 0
+	ChunkSize int       // record bytes per sealed chunk; DefaultChunkSize when 0
 	// Level is the zstd level; SpeedFastest when 0. Batches are mostly
 	// compressed already by producers, and the fastest level keeps a
 	// backup as fast as the disk.
 	Level zstd.EncoderLevel
-	// Concurrency is the number of compressing goroutines; GOMAXPROCS when 0.
+	// Concurrency is the number of chunks compressed and sealed at once;
+	// GOMAXPROCS when 0.
 	Concurrency int
 }
 
@@ -39,8 +38,6 @@ type WriterOptions struct {
 // concurrent use.
 type Writer struct {
 	header  Header
-	bw      *bufio.Writer
-	zw      *zstd.Encoder
 	chunks  *chunkWriter
 	seq     sequence
 	scratch []byte
@@ -88,17 +85,16 @@ func NewWriter(ctx context.Context, dst io.Writer, keys KeyWrapper, opts WriterO
 	if _, err := dst.Write(hb); err != nil {
 		return nil, writeError(op, err)
 	}
-	cw := &chunkWriter{dst: dst, gcm: gcm, digest: digest[:], buf: make([]byte, 0, opts.ChunkSize)}
-	zw, err := zstd.NewWriter(cw,
+	enc, err := zstd.NewWriter(nil,
 		zstd.WithEncoderLevel(opts.Level),
 		zstd.WithEncoderConcurrency(opts.Concurrency),
-		zstd.WithWindowSize(1<<20),
+		zstd.WithWindowSize(min(opts.ChunkSize, 1<<20)),
 		// GCM authenticates every byte; a second checksum buys nothing.
 		zstd.WithEncoderCRC(false))
 	if err != nil {
 		return nil, errs.Internalf(op, err)
 	}
-	return &Writer{header: h, zw: zw, chunks: cw, bw: bufio.NewWriterSize(zw, 256<<10)}, nil
+	return &Writer{header: h, chunks: newChunkWriter(dst, gcm, enc, digest[:], opts.ChunkSize, opts.Concurrency)}, nil
 }
 
 // Header is the plain header this Writer wrote.
@@ -128,8 +124,8 @@ func (w *Writer) check(op string, seqErr error) error {
 
 func (w *Writer) write(op string, parts ...[]byte) error {
 	for _, p := range parts {
-		if _, err := w.bw.Write(p); err != nil {
-			w.err = w.chunks.failure(op, err)
+		if _, err := w.chunks.Write(p); err != nil {
+			w.err = writeError(op, err)
 			return w.err
 		}
 	}
@@ -205,21 +201,11 @@ func (w *Writer) Close() error {
 	w.closed = true
 	err := w.write(op, []byte{byte(recordEnd)})
 	if err == nil {
-		if err = w.bw.Flush(); err != nil {
-			err = w.chunks.failure(op, err)
-		}
-	}
-	if err == nil {
-		if err = w.zw.Close(); err != nil {
-			err = w.chunks.failure(op, err)
-		}
-	}
-	if err == nil {
 		err = w.chunks.close(op)
 	}
 	if err != nil {
 		w.err = err
-		w.zw.Close()
+		w.chunks.abort()
 	}
 	return err
 }
@@ -232,81 +218,7 @@ func (w *Writer) Abort() {
 		if w.err == nil {
 			w.err = errs.E("backup/archive.Abort", errs.Conflict, "BACKUP_ABORTED", "The backup was abandoned")
 		}
-		w.chunks.aborted.Store(true)
-		w.zw.Close()
+		w.chunks.abort()
 	}
 }
 
-// chunkWriter seals the compressed stream into chunks. A full chunk is
-// sealed only when more bytes follow it, so the last one is always the one
-// Close seals with the final flag.
-type chunkWriter struct {
-	dst     io.Writer
-	gcm     cipher.AEAD
-	digest  []byte
-	buf     []byte
-	out     []byte
-	nonce   []byte
-	aad     []byte
-	index   uint64
-	err     error       // the destination's error, kept to report it as is
-	aborted atomic.Bool // set by Abort while the compressor may be writing
-}
-
-func (c *chunkWriter) Write(p []byte) (int, error) {
-	if c.aborted.Load() {
-		return 0, errs.E("backup/archive.Write", errs.Conflict, "BACKUP_ABORTED", "The backup was abandoned")
-	}
-	n := 0
-	for len(p) > 0 {
-		if len(c.buf) == cap(c.buf) {
-			if err := c.seal(false); err != nil {
-				return n, err
-			}
-		}
-		k := copy(c.buf[len(c.buf):cap(c.buf)], p)
-		c.buf = c.buf[:len(c.buf)+k]
-		p = p[k:]
-		n += k
-	}
-	return n, nil
-}
-
-func (c *chunkWriter) seal(final bool) error {
-	if c.err != nil {
-		return c.err
-	}
-	c.nonce = chunkNonce(c.nonce, c.index)
-	c.aad = chunkAAD(c.aad, c.digest, c.index, final)
-	frame := uint32(len(c.buf) + tagLen)
-	if final {
-		frame |= frameFinal
-	}
-	c.out = binary.BigEndian.AppendUint32(c.out[:0], frame)
-	c.out = c.gcm.Seal(c.out, c.nonce, c.buf, c.aad)
-	if _, err := c.dst.Write(c.out); err != nil {
-		c.err = err
-		return err
-	}
-	c.index++
-	c.buf = c.buf[:0]
-	return nil
-}
-
-func (c *chunkWriter) close(op string) error {
-	if err := c.seal(true); err != nil {
-		return writeError(op, err)
-	}
-	return nil
-}
-
-// failure reports the destination's error when that is what failed.
-func (c *chunkWriter) failure(op string, err error) error {
-	if c.err != nil {
-		return writeError(op, c.err)
-	}
-	if errs.As(err) != nil {
-		return err
-	}
-	return errs.Internalf(op, err)
-}
