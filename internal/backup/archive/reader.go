@@ -206,4 +206,3 @@ func (r *Reader) failure(op string, err error) error {
 func (r *Reader) Close() {
 	r.chunks.close()
 }
-

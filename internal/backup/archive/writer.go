@@ -221,4 +221,3 @@ func (w *Writer) Abort() {
 		w.chunks.abort()
 	}
 }
-

@@ -21,8 +21,8 @@ func Conformance(t *testing.T, newVolume func(t *testing.T) volume.Volume) {
 	t.Run("RoundTripLargeObject", func(t *testing.T) {
 		v := newVolume(t)
 		data := randomBytes(t, 13<<20+12345) // several multipart parts
-		put(t, v, "backups/one.kbk", data)
-		if got := get(t, v, "backups/one.kbk"); !bytes.Equal(got, data) {
+		Put(t, v, "backups/one.kbk", data)
+		if got := Get(t, v, "backups/one.kbk"); !bytes.Equal(got, data) {
 			t.Fatalf("read back %d bytes, they differ from the %d written", len(got), len(data))
 		}
 		info, err := v.Stat(ctx, "backups/one.kbk")
@@ -57,7 +57,7 @@ func Conformance(t *testing.T, newVolume func(t *testing.T) volume.Volume) {
 			t.Run(how, func(t *testing.T) {
 				v := newVolume(t)
 				old := []byte("the older backup")
-				put(t, v, "b", old)
+				Put(t, v, "b", old)
 				cctx, cancel := context.WithCancel(ctx)
 				defer cancel()
 				w, err := v.Create(cctx, "b")
@@ -77,7 +77,7 @@ func Conformance(t *testing.T, newVolume func(t *testing.T) volume.Volume) {
 						t.Fatal("Close after cancel succeeded")
 					}
 				}
-				if got := get(t, v, "b"); !bytes.Equal(got, old) {
+				if got := Get(t, v, "b"); !bytes.Equal(got, old) {
 					t.Fatalf("the older object changed to %d bytes", len(got))
 				}
 				if l := list(t, v, ""); len(l) != 1 {
@@ -88,16 +88,16 @@ func Conformance(t *testing.T, newVolume func(t *testing.T) volume.Volume) {
 	})
 	t.Run("CreateReplacesObject", func(t *testing.T) {
 		v := newVolume(t)
-		put(t, v, "x", []byte("first"))
-		put(t, v, "x", []byte("second, longer"))
-		if got := get(t, v, "x"); string(got) != "second, longer" {
+		Put(t, v, "x", []byte("first"))
+		Put(t, v, "x", []byte("second, longer"))
+		if got := Get(t, v, "x"); string(got) != "second, longer" {
 			t.Fatalf("got %q", got)
 		}
 	})
 	t.Run("ListFiltersByPrefixInNameOrder", func(t *testing.T) {
 		v := newVolume(t)
 		for _, n := range []string{"b/2", "a/1", "b/1", "b10", "c"} {
-			put(t, v, n, []byte(n))
+			Put(t, v, n, []byte(n))
 		}
 		for _, c := range []struct {
 			prefix string
@@ -123,7 +123,7 @@ func Conformance(t *testing.T, newVolume func(t *testing.T) volume.Volume) {
 	})
 	t.Run("DeleteRemovesAndIsIdempotent", func(t *testing.T) {
 		v := newVolume(t)
-		put(t, v, "gone", []byte("x"))
+		Put(t, v, "gone", []byte("x"))
 		for range 2 {
 			if err := v.Delete(ctx, "gone"); err != nil {
 				t.Fatal(err)
@@ -155,13 +155,13 @@ func Conformance(t *testing.T, newVolume func(t *testing.T) volume.Volume) {
 	})
 }
 
-func put(t *testing.T, v volume.Volume, name string, data []byte) {
+// Put writes an object in odd-sized pieces, as a streaming writer does.
+func Put(t *testing.T, v volume.Volume, name string, data []byte) {
 	t.Helper()
 	w, err := v.Create(context.Background(), name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Odd-sized writes, as a streaming writer makes them.
 	for len(data) > 0 {
 		n := min(len(data), 777777)
 		if _, err := w.Write(data[:n]); err != nil {
@@ -174,7 +174,8 @@ func put(t *testing.T, v volume.Volume, name string, data []byte) {
 	}
 }
 
-func get(t *testing.T, v volume.Volume, name string) []byte {
+// Get reads an object whole.
+func Get(t *testing.T, v volume.Volume, name string) []byte {
 	t.Helper()
 	r, err := v.Open(context.Background(), name)
 	if err != nil {
