@@ -24,9 +24,8 @@ import (
 
 	"github.com/klauspost/compress/zstd"
 
+	"github.com/keyline/keyline/internal/backup"
 	"github.com/keyline/keyline/internal/backup/archive"
-	"github.com/keyline/keyline/internal/backup/volume"
-	"github.com/keyline/keyline/internal/backup/volume/dir"
 	"github.com/keyline/keyline/internal/seal"
 	"github.com/keyline/keyline/internal/streams/seglog"
 )
@@ -66,7 +65,7 @@ func main() {
 	}
 	report("fill", total, time.Since(start), fmt.Sprintf("%d batches", batches))
 
-	vol, err := dir.New(filepath.Join(root, "volume", "deployments", "dep-bench"))
+	vol, err := backup.OpenVolume(ctx, backup.VolumeConfig{Kind: "dir", DataDir: root}, "dep-bench")
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -78,7 +77,7 @@ func main() {
 	lastCPU = cpuTime()
 	stop := profile(*cpuprofile, ".backup")
 	start = time.Now()
-	if err := backup(ctx, src, vol, key, archive.WriterOptions{BackupID: "bench-1", Created: time.Now(), ChunkSize: *chunk, Level: zstdLevel(*level)}); err != nil {
+	if _, err := backup.Take(ctx, src, vol, "bench-1.kbk", key, archive.WriterOptions{BackupID: "bench-1", Created: time.Now(), ChunkSize: *chunk, Level: zstdLevel(*level)}, nil); err != nil {
 		log.Fatal(err)
 	}
 	took := time.Since(start)
@@ -94,7 +93,7 @@ func main() {
 	stop = profile(*cpuprofile, ".restore")
 	start = time.Now()
 	dstOpts := seglog.Options{StoreID: "dep-restored", Keys: []*seglog.DEK{{ID: "dek-2", Key: seal.RandomKey()}}}
-	if err := restore(ctx, vol, key, filepath.Join(root, "restored"), dstOpts); err != nil {
+	if _, err := backup.RestoreInto(ctx, vol, "bench-1.kbk", key, filepath.Join(root, "restored"), dstOpts, nil); err != nil {
 		log.Fatal(err)
 	}
 	took = time.Since(start)
@@ -185,38 +184,4 @@ func jsonEvents(rng *mrand.Rand, size int) []byte {
 			rng.IntN(1e8), rng.IntN(1e6), statuses[rng.IntN(len(statuses))], rng.IntN(5000), rng.IntN(100), 1+rng.IntN(9), 1700000000000+rng.Int64N(1e10))
 	}
 	return b[:size]
-}
-
-func backup(ctx context.Context, src *seglog.Store, vol volume.Volume, key archive.KeyWrapper, opts archive.WriterOptions) error {
-	obj, err := vol.Create(ctx, "bench-1.kbk")
-	if err != nil {
-		return err
-	}
-	w, err := archive.NewWriter(ctx, obj, key, opts)
-	if err == nil {
-		if err = archive.Snapshot(ctx, src, w, nil); err == nil {
-			err = w.Close()
-		} else {
-			w.Abort()
-		}
-	}
-	if err != nil {
-		volume.Abort(obj)
-		return err
-	}
-	return obj.Close()
-}
-
-func restore(ctx context.Context, vol volume.Volume, key archive.KeyWrapper, dir string, opts seglog.Options) error {
-	obj, err := vol.Open(ctx, "bench-1.kbk")
-	if err != nil {
-		return err
-	}
-	defer obj.Close()
-	r, err := archive.NewReader(ctx, obj, key)
-	if err != nil {
-		return err
-	}
-	defer r.Close()
-	return archive.RestoreDir(ctx, r, dir, opts, nil)
 }

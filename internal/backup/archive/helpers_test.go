@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keyline/keyline/internal/backup"
 	"github.com/keyline/keyline/internal/backup/archive"
 	"github.com/keyline/keyline/internal/backup/volume"
 	"github.com/keyline/keyline/internal/seal"
@@ -109,31 +110,15 @@ func fillStore(t testing.TB, s *seglog.Store, batches int, marker []byte) {
 // backupTo writes a backup of s into a new object of v.
 func backupTo(t testing.TB, s *seglog.Store, v volume.Volume, name string, opts archive.WriterOptions) archive.Header {
 	t.Helper()
-	ctx := context.Background()
-	obj, err := v.Create(ctx, name)
-	if err != nil {
-		t.Fatal(err)
-	}
 	if opts.BackupID == "" {
 		opts.BackupID = "backup-" + name
 	}
 	opts.Created = time.Date(2026, 11, 27, 15, 0, 0, 0, time.UTC)
-	w, err := archive.NewWriter(ctx, obj, rootKey(t), opts)
+	h, err := backup.Take(context.Background(), s, v, name, rootKey(t), opts, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := archive.Snapshot(ctx, s, w, nil); err != nil {
-		volume.Abort(obj)
-		t.Fatal(err)
-	}
-	if err := w.Close(); err != nil {
-		volume.Abort(obj)
-		t.Fatal(err)
-	}
-	if err := obj.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return w.Header()
+	return h
 }
 
 // backupBytes is a backup of s in memory.

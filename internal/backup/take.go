@@ -1,0 +1,57 @@
+package backup
+
+import (
+	"context"
+
+	"github.com/keyline/keyline/internal/backup/archive"
+	"github.com/keyline/keyline/internal/backup/volume"
+	"github.com/keyline/keyline/internal/streams/seglog"
+)
+
+// Take writes a backup of store to the object name of vol. The object
+// appears only when the whole backup was written and sealed; on any error
+// nothing new is left on the volume (an older object of that name stays).
+func Take(ctx context.Context, store *seglog.Store, vol volume.Volume, name string, keys archive.KeyWrapper, opts archive.WriterOptions, progress archive.Progress) (archive.Header, error) {
+	obj, err := vol.Create(ctx, name)
+	if err != nil {
+		return archive.Header{}, err
+	}
+	w, err := archive.NewWriter(ctx, obj, keys, opts)
+	if err != nil {
+		volume.Abort(obj)
+		return archive.Header{}, err
+	}
+	if err := archive.Snapshot(ctx, store, w, progress); err != nil {
+		w.Abort()
+		volume.Abort(obj)
+		return archive.Header{}, err
+	}
+	if err := w.Close(); err != nil {
+		volume.Abort(obj)
+		return archive.Header{}, err
+	}
+	if err := obj.Close(); err != nil {
+		return archive.Header{}, err
+	}
+	return w.Header(), nil
+}
+
+// RestoreInto restores the backup in the object name of vol as a new store
+// at dir (opened with opts: the new deployment's own DEK). dir appears only
+// when the whole backup was read and authenticated.
+func RestoreInto(ctx context.Context, vol volume.Volume, name string, keys archive.KeyWrapper, dir string, opts seglog.Options, progress archive.Progress) (archive.Header, error) {
+	obj, err := vol.Open(ctx, name)
+	if err != nil {
+		return archive.Header{}, err
+	}
+	defer obj.Close()
+	r, err := archive.NewReader(ctx, obj, keys)
+	if err != nil {
+		return archive.Header{}, err
+	}
+	defer r.Close()
+	if err := archive.RestoreDir(ctx, r, dir, opts, progress); err != nil {
+		return archive.Header{}, err
+	}
+	return r.Header(), nil
+}
