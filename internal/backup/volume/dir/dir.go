@@ -95,13 +95,19 @@ func (v *Volume) mkdirs(dir string) error {
 }
 
 type writer struct {
-	ctx   context.Context
-	f     *os.File
-	final string
-	mu    sync.Mutex
-	done  bool
-	err   error // first write error: Close then discards the object
+	ctx     context.Context
+	f       *os.File
+	final   string
+	mu      sync.Mutex
+	done    bool
+	err     error // first write error: Close then discards the object
+	written int64
+	flushed int64 // bytes handed to startWriteback
 }
+
+// writebackStep is how much is written before the kernel is asked to
+// write it back.
+const writebackStep = 8 << 20
 
 func (w *writer) Write(p []byte) (int, error) {
 	const op = "backup/volume/dir.Write"
@@ -114,9 +120,14 @@ func (w *writer) Write(p []byte) (int, error) {
 		return 0, w.err
 	}
 	n, err := w.f.Write(p)
+	w.written += int64(n)
 	if err != nil {
 		w.err = errs.Internalf(op, err)
 		return n, w.err
+	}
+	if w.written-w.flushed >= writebackStep {
+		startWriteback(w.f, w.flushed, w.written-w.flushed)
+		w.flushed = w.written
 	}
 	return n, nil
 }
