@@ -292,10 +292,10 @@ func (kr *keyring) openCopy(b []byte, h header, id blockID) ([]byte, error) {
 
 // scanBlocks walks the blocks of a whole file held in b, calling visit with
 // each block's position, key ID and plain bytes (aliasing b). It returns the
-// end of the last good block. A damaged block with no good block after it is
-// a torn tail: scanBlocks stops there without error and the caller decides
-// whether a tail may be cut. A damaged block followed by a good one, or a
-// block sealed by a key not in the ring, is an error.
+// end of the last good block. A damaged block with no well-formed block
+// after it is a torn tail: scanBlocks stops there without error and the
+// caller decides whether a tail may be cut. A damaged block followed by a
+// well-formed one, or a block sealed by a key not in the ring, is an error.
 func scanBlocks(b []byte, kr *keyring, id blockID, visit func(pos int64, keyID string, plain []byte) error) (int64, error) {
 	pos := 0
 	for pos < len(b) {

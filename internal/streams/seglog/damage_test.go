@@ -83,8 +83,14 @@ func assertNoMarker(t *testing.T, dir, marker string) {
 // by truncation and by garbling everything after the point, and checks that
 // Open keeps every block that ends before the damage and nothing else.
 func TestTornTailIsCut(t *testing.T) {
+	for _, unsealed := range []bool{false, true} {
+		t.Run(modeName(unsealed), func(t *testing.T) { testTornTail(t, unsealed) })
+	}
+}
+
+func testTornTail(t *testing.T, unsealed bool) {
 	dir := t.TempDir()
-	opts := Options{StoreID: "dep-1", Keys: []*DEK{newDEK(t, "k1")}, SegmentBytes: 1 << 20}
+	opts := Options{StoreID: "dep-1", Keys: []*DEK{newDEK(t, "k1")}, SegmentBytes: 1 << 20, Unsealed: unsealed}
 	s := openStore(t, dir, opts)
 	p := mustPartition(t, s, "p")
 	appendN(t, p, 12, 40, 2)
@@ -97,7 +103,7 @@ func TestTornTailIsCut(t *testing.T) {
 	}
 	var cuts []int
 	for _, e := range entries {
-		cuts = append(cuts, int(e.pos), int(e.pos)+1, int(e.pos)+5, int(e.pos)+14, int(e.pos)+int(e.len)/2, int(e.pos+int64(e.len))-1)
+		cuts = append(cuts, int(e.pos), int(e.pos)+5, int(e.pos)+14, int(e.pos)+int(e.len)/2, int(e.pos+int64(e.len))-1)
 	}
 	for _, garble := range []bool{false, true} {
 		for _, cut := range cuts {
@@ -148,6 +154,10 @@ func TestCorruptionInTheMiddleIsAnError(t *testing.T) {
 	p := mustPartition(t, s, "p")
 	appendN(t, p, 12, 200, 1) // three batches per segment
 	sealed, active := p.segs[0], p.active()
+	sealedEntries, err := p.entriesOf(sealed, s.keys.Load())
+	if err != nil {
+		t.Fatal(err)
+	}
 	s.Close()
 
 	flip := func(path string, at int64) func() {
@@ -165,7 +175,7 @@ func TestCorruptionInTheMiddleIsAnError(t *testing.T) {
 		}
 	})
 	t.Run("sealed segment: Read refuses that batch", func(t *testing.T) {
-		restore := flip(filepath.Join(dir, "p", "p", segmentName(sealed.base)), sealed.entries[1].pos+40)
+		restore := flip(filepath.Join(dir, "p", "p", segmentName(sealed.base)), sealedEntries[1].pos+40)
 		defer restore()
 		s := openStore(t, dir, opts)
 		p, _ := s.Partition("p", false)
@@ -178,7 +188,7 @@ func TestCorruptionInTheMiddleIsAnError(t *testing.T) {
 		s.Close()
 	})
 	t.Run("sealed segment without index: Open refuses", func(t *testing.T) {
-		restore := flip(filepath.Join(dir, "p", "p", segmentName(sealed.base)), sealed.entries[1].pos+40)
+		restore := flip(filepath.Join(dir, "p", "p", segmentName(sealed.base)), sealedEntries[1].pos+40)
 		defer restore()
 		idx := filepath.Join(dir, "p", "p", indexName(sealed.base))
 		b, _ := os.ReadFile(idx)

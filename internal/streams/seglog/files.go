@@ -13,8 +13,13 @@ func syncDir(dir string) error {
 	if err != nil {
 		return err
 	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
+	return syncClose(d)
+}
+
+// syncClose syncs and closes f, returning the first error.
+func syncClose(f *os.File) error {
+	err := f.Sync()
+	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
 	return err
@@ -38,14 +43,11 @@ func writeSynced(path string, data []byte) error {
 	if err != nil {
 		return err
 	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
 	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return err
+	return syncClose(f)
 }
 
 // readAll reads the first size bytes of f.
@@ -64,14 +66,16 @@ type groupCommit struct {
 	mu      sync.Mutex
 	cond    *sync.Cond
 	pending map[*os.File]struct{}
-	next    uint64 // the round new waiters join
+	next    uint64 // the round new waiters join; next-1 rounds have started
 	done    uint64 // the last finished round
 	busy    bool
+	waiting int // writers inside wait, for tests
 	err     error
+	sync    func(*os.File) error
 }
 
 func newGroupCommit() *groupCommit {
-	g := &groupCommit{pending: map[*os.File]struct{}{}, next: 1}
+	g := &groupCommit{pending: map[*os.File]struct{}{}, next: 1, sync: (*os.File).Sync}
 	g.cond = sync.NewCond(&g.mu)
 	return g
 }
@@ -84,6 +88,8 @@ func (g *groupCommit) wait(f *os.File) error {
 	}
 	g.pending[f] = struct{}{}
 	round := g.next
+	g.waiting++
+	defer func() { g.waiting-- }()
 	for g.done < round {
 		if g.busy {
 			g.cond.Wait()
@@ -95,13 +101,7 @@ func (g *groupCommit) wait(f *os.File) error {
 		leading := g.next
 		g.next++
 		g.mu.Unlock()
-		var err error
-		for f := range files {
-			// A file closed meanwhile was synced by whoever closed it.
-			if e := f.Sync(); e != nil && !errors.Is(e, os.ErrClosed) && err == nil {
-				err = e
-			}
-		}
+		err := g.syncAll(files)
 		g.mu.Lock()
 		if err != nil && g.err == nil {
 			g.err = err
@@ -111,6 +111,36 @@ func (g *groupCommit) wait(f *os.File) error {
 		g.cond.Broadcast()
 	}
 	return g.err
+}
+
+// syncFanout bounds the fsyncs of one round that run at once. Concurrent
+// fsyncs let the file system fold them into one journal commit, where
+// fsyncs in turn would each wait for their own.
+const syncFanout = 16
+
+func (g *groupCommit) syncAll(files map[*os.File]struct{}) error {
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		first error
+		slots = make(chan struct{}, syncFanout)
+	)
+	for f := range files {
+		slots <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-slots }()
+			// A file closed meanwhile was synced by whoever closed it.
+			if err := g.sync(f); err != nil && !errors.Is(err, os.ErrClosed) {
+				mu.Lock()
+				if first == nil {
+					first = err
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	return first
 }
 
 // failed is the sticky fsync error, if any.

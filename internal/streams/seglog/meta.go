@@ -204,11 +204,11 @@ func (j *metaJournal) compactLocked(kr *keyring) error {
 			n++
 		}
 	}
+	// Through a side file and a rename: a half-written newest generation
+	// would otherwise be taken for the journal, its missing records for a
+	// torn tail.
 	path := filepath.Join(j.dir, journalName(gen))
-	if err := writeSynced(path, b); err != nil {
-		return err
-	}
-	if err := syncDir(j.dir); err != nil {
+	if err := writeFileAtomic(path, b); err != nil {
 		return err
 	}
 	f, err := os.OpenFile(path, os.O_RDWR, 0o600)
@@ -263,9 +263,5 @@ func (j *metaJournal) sizeBytes() int64 {
 func (j *metaJournal) close() error {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	err := j.f.Sync()
-	if cerr := j.f.Close(); err == nil {
-		err = cerr
-	}
-	return err
+	return syncClose(j.f)
 }

@@ -3,10 +3,12 @@ package seglog
 import (
 	"context"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -21,6 +23,11 @@ type Partition struct {
 	store *Store
 	name  string
 	dir   string
+	// stream names the partition in its blocks' additional data: the name
+	// and a random incarnation chosen at creation, so blocks of a dropped
+	// partition do not open in a new one of the same name.
+	stream      string
+	incarnation []byte
 
 	mu      sync.RWMutex
 	segs    []*segment // oldest first; the last is active
@@ -29,14 +36,32 @@ type Partition struct {
 	closed  bool // closed or dropped: changed is closed for good
 	dropped bool
 	scratch []byte
+
+	cacheMu sync.Mutex
+	cache   []*segment // sealed segments whose entries are loaded, oldest first
 }
 
-var errGap = errors.New("segments are not contiguous")
+// cachedSegments bounds the sealed segments per partition whose entries
+// stay in memory.
+const cachedSegments = 4
+
+var (
+	errGap             = errors.New("segments are not contiguous")
+	errPartitionRecord = errors.New("partition has no identity record")
+)
+
+const incarnationLen = 16
+
+// partitionRecord is the metadata record of a partition: its log-start
+// offset and incarnation.
+func partitionRecord(start int64, incarnation []byte) []byte {
+	return append(binary.LittleEndian.AppendUint64(nil, uint64(start)), incarnation...)
+}
 
 const maxBatchBytes = maxBodyLen - 1<<10
 
 func newSegment(base int64, f *os.File) *segment {
-	return &segment{base: base, f: f, keys: map[string]int{}, maxTs: math.MinInt64}
+	return &segment{base: base, f: f, next: base, keys: map[string]int{}, maxTs: math.MinInt64}
 }
 
 func (s *Store) loadPartition(name string, kr *keyring) (*Partition, error) {
@@ -48,9 +73,13 @@ func (s *Store) loadPartition(name string, kr *keyring) (*Partition, error) {
 	if err := removeOrphanIndexes(p.dir, bases); err != nil {
 		return nil, err
 	}
-	if v, ok := s.meta.get(nsPartition, name); ok && len(v) == 8 {
-		p.start = int64(binary.LittleEndian.Uint64(v))
+	v, ok := s.meta.get(nsPartition, name)
+	if !ok || len(v) != 8+incarnationLen {
+		return nil, errPartitionRecord
 	}
+	p.start = int64(binary.LittleEndian.Uint64(v))
+	p.incarnation = v[8:]
+	p.stream = name + "/" + hex.EncodeToString(p.incarnation)
 	for i, base := range bases {
 		seg, err := p.openSegment(base, kr, i == len(bases)-1)
 		if err == nil && i > 0 && seg.base != p.segs[i-1].end() {
@@ -71,6 +100,25 @@ func (s *Store) loadPartition(name string, kr *keyring) (*Partition, error) {
 		p.segs = append(p.segs, seg)
 	}
 	p.start = max(p.start, p.segs[0].base)
+	if p.start > p.active().end() {
+		// Unsynced appends lost in a crash after a synced DeleteBefore: the
+		// log resumes at its start offset, never reusing offsets below it.
+		seg, err := p.createSegment(p.start)
+		if err != nil {
+			p.closeSegments()
+			return nil, err
+		}
+		p.segs = append(p.segs, seg)
+	}
+	// Segments wholly below the log start outlive a crash in truncateFront.
+	cut := 0
+	for cut < len(p.segs)-1 && p.segs[cut].end() <= p.start {
+		cut++
+	}
+	if err := p.removeSegments(cut); err != nil {
+		p.closeSegments()
+		return nil, err
+	}
 	return p, nil
 }
 
@@ -126,7 +174,7 @@ func (p *Partition) fillSegment(seg *segment, kr *keyring, active bool) error {
 	if err != nil {
 		return err
 	}
-	end, err := scanSegment(seg, b, kr, p.name)
+	end, err := scanSegment(seg, b, kr, p.stream)
 	if err != nil {
 		return err
 	}
@@ -146,34 +194,90 @@ func (p *Partition) fillSegment(seg *segment, kr *keyring, active bool) error {
 		}
 		return nil
 	}
-	return p.writeIndex(seg, kr)
-}
-
-func (p *Partition) loadIndex(seg *segment, kr *keyring, fileSize int64) error {
-	b, err := os.ReadFile(filepath.Join(p.dir, indexName(seg.base)))
-	if err != nil {
+	if err := p.writeIndex(seg, kr); err != nil {
 		return err
 	}
-	h, err := parseHeader(b)
-	if err != nil {
-		return err
-	}
-	if h.blockLen() != len(b) {
-		return errIndex
-	}
-	plain, err := kr.open(b, h, blockID{kind: kindIndex, stream: p.name, base: seg.base})
-	if err != nil {
-		return err
-	}
-	if err := decodeIndex(seg, plain, fileSize); err != nil {
-		return err
-	}
-	seg.indexKey = h.keyID
+	seg.entries = nil
 	return nil
 }
 
+// loadIndex fills a sealed segment's summary from its index.
+func (p *Partition) loadIndex(seg *segment, kr *keyring, fileSize int64) error {
+	info, keyID, err := p.readIndex(seg.base, kr, fileSize)
+	if err != nil {
+		return err
+	}
+	seg.size, seg.next, seg.maxTs, seg.keys, seg.indexKey = info.size, info.next, info.maxTs, info.keys, keyID
+	return nil
+}
+
+func (p *Partition) readIndex(base int64, kr *keyring, fileSize int64) (indexInfo, string, error) {
+	b, err := os.ReadFile(filepath.Join(p.dir, indexName(base)))
+	if err != nil {
+		return indexInfo{}, "", err
+	}
+	h, err := parseHeader(b)
+	if err != nil {
+		return indexInfo{}, "", err
+	}
+	if h.blockLen() != len(b) {
+		return indexInfo{}, "", errIndex
+	}
+	plain, err := kr.open(b, h, blockID{kind: kindIndex, stream: p.stream, base: base})
+	if err != nil {
+		return indexInfo{}, "", err
+	}
+	info, err := decodeIndex(base, plain, fileSize)
+	return info, h.keyID, err
+}
+
+// entriesOf returns a segment's entries. The caller holds p.mu (read or
+// write). A sealed segment's come from the cache, else from its index, else
+// (index lost) from authenticating the segment itself.
+func (p *Partition) entriesOf(seg *segment, kr *keyring) ([]entry, error) {
+	if seg == p.active() {
+		return seg.entries, nil
+	}
+	if es := seg.cached.Load(); es != nil {
+		return *es, nil
+	}
+	info, _, err := p.readIndex(seg.base, kr, seg.size)
+	if err != nil || info.next != seg.next {
+		b, rerr := readAll(seg.f, seg.size)
+		if rerr != nil {
+			return nil, rerr
+		}
+		scan := newSegment(seg.base, nil)
+		end, serr := scanSegment(scan, b, kr, p.stream)
+		if serr == nil && (end != seg.size || scan.next != seg.next) {
+			serr = errIndex
+		}
+		if serr != nil {
+			return nil, serr
+		}
+		info.entries = scan.entries
+	}
+	p.cacheEntries(seg, info.entries)
+	return info.entries, nil
+}
+
+// cacheEntries keeps es as seg's entries, evicting the oldest cached
+// segment's beyond the bound.
+func (p *Partition) cacheEntries(seg *segment, es []entry) {
+	seg.cached.Store(&es)
+	p.cacheMu.Lock()
+	defer p.cacheMu.Unlock()
+	p.cache = append(p.cache, seg)
+	for len(p.cache) > cachedSegments {
+		if old := p.cache[0]; !slices.Contains(p.cache[1:], old) {
+			old.cached.Store(nil)
+		}
+		p.cache = p.cache[1:]
+	}
+}
+
 func (p *Partition) writeIndex(seg *segment, kr *keyring) error {
-	blk := kr.seal(nil, blockID{kind: kindIndex, stream: p.name, base: seg.base}, encodeIndex(seg))
+	blk := kr.seal(nil, blockID{kind: kindIndex, stream: p.stream, base: seg.base}, encodeIndex(seg))
 	if err := writeFileAtomic(filepath.Join(p.dir, indexName(seg.base)), blk); err != nil {
 		return err
 	}
@@ -210,6 +314,8 @@ func (p *Partition) rollLocked(kr *keyring) error {
 		return err
 	}
 	p.segs = append(p.segs, seg)
+	p.cacheEntries(old, old.entries)
+	old.entries = nil
 	return nil
 }
 
@@ -218,7 +324,7 @@ func (p *Partition) check(op string) error {
 		return err
 	}
 	if p.dropped {
-		return errs.E(op, errs.NotExist, "PARTITION_NOT_FOUND", "The partition was dropped")
+		return errs.E(op, errs.NotExist, CodePartitionNotFound, "The partition was dropped")
 	}
 	return nil
 }
@@ -261,7 +367,7 @@ func (p *Partition) Append(ctx context.Context, m BatchMeta, data []byte) (int64
 	m.BaseOffset = seg.end()
 	m.Size = int32(len(data))
 	var mb [metaLen]byte
-	blk := kr.seal(p.scratch[:0], blockID{kind: kindData, stream: p.name, base: seg.base, pos: seg.size}, encodeMeta(mb[:0], m), data)
+	blk := kr.seal(p.scratch[:0], blockID{kind: kindData, stream: p.stream, base: seg.base, pos: seg.size}, encodeMeta(mb[:0], m), data)
 	if cap(blk) <= 1<<20 {
 		p.scratch = blk
 	}
@@ -289,7 +395,7 @@ func (p *Partition) Append(ctx context.Context, m BatchMeta, data []byte) (int64
 func (p *Partition) endLocked() int64 { return p.active().end() }
 
 func outOfRange(op string) error {
-	return errs.E(op, errs.Invalid, "OFFSET_OUT_OF_RANGE", "The offset is outside the log")
+	return errs.E(op, errs.Invalid, CodeOffsetOutOfRange, "The offset is outside the log")
 }
 
 // readRun is a stretch of consecutive blocks of one segment read at once.
@@ -324,10 +430,15 @@ func (p *Partition) Read(ctx context.Context, from int64, maxBytes int32) ([]Sto
 	si := sort.Search(len(p.segs), func(i int) bool { return p.segs[i].end() > from })
 	for ; si < len(p.segs) && !full; si++ {
 		seg := p.segs[si]
-		i := sort.Search(len(seg.entries), func(i int) bool { return seg.entries[i].meta.LastOffset() >= from })
+		es, err := p.entriesOf(seg, kr)
+		if err != nil {
+			p.mu.RUnlock()
+			return nil, dataError(op, err)
+		}
+		i := sort.Search(len(es), func(i int) bool { return es[i].meta.LastOffset() >= from })
 		j := i
-		for ; j < len(seg.entries); j++ {
-			size := int64(seg.entries[j].meta.Size)
+		for ; j < len(es); j++ {
+			size := int64(es[j].meta.Size)
 			if total > 0 && total+size > int64(maxBytes) {
 				full = true
 				break
@@ -337,13 +448,13 @@ func (p *Partition) Read(ctx context.Context, from int64, maxBytes int32) ([]Sto
 		if j == i {
 			continue
 		}
-		first, last := seg.entries[i], seg.entries[j-1]
+		first, last := es[i], es[j-1]
 		buf := make([]byte, last.pos+int64(last.len)-first.pos)
 		if _, err := seg.f.ReadAt(buf, first.pos); err != nil {
 			p.mu.RUnlock()
 			return nil, errs.Internalf(op, err)
 		}
-		runs = append(runs, readRun{base: seg.base, buf: buf, entries: seg.entries[i:j]})
+		runs = append(runs, readRun{base: seg.base, buf: buf, entries: es[i:j]})
 	}
 	p.mu.RUnlock()
 	var out []StoredBatch
@@ -351,7 +462,7 @@ func (p *Partition) Read(ctx context.Context, from int64, maxBytes int32) ([]Sto
 		first := r.entries[0].pos
 		for _, e := range r.entries {
 			b := r.buf[e.pos-first : e.pos-first+int64(e.len)]
-			plain, err := openBatch(b, kr, blockID{kind: kindData, stream: p.name, base: r.base, pos: e.pos})
+			plain, err := openBatch(b, kr, blockID{kind: kindData, stream: p.stream, base: r.base, pos: e.pos})
 			if err != nil {
 				return nil, dataError(op, err)
 			}
@@ -397,15 +508,18 @@ func (p *Partition) EndOffset() int64 {
 }
 
 // OffsetForTimestamp is the first offset of the first batch whose
-// MaxTimestamp >= ts, or EndOffset when there is none.
+// MaxTimestamp >= ts, or EndOffset when there is none. A segment whose index
+// cannot be read is passed over (Read reports the damage).
 func (p *Partition) OffsetForTimestamp(ts int64) int64 {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
+	kr := p.store.keys.Load()
 	for _, seg := range p.segs {
 		if seg.maxTs < ts {
 			continue
 		}
-		for _, e := range seg.entries {
+		es, _ := p.entriesOf(seg, kr)
+		for _, e := range es {
 			if e.meta.LastOffset() >= p.start && e.meta.MaxTimestamp >= ts {
 				return max(e.meta.BaseOffset, p.start)
 			}
@@ -414,20 +528,23 @@ func (p *Partition) OffsetForTimestamp(ts int64) int64 {
 	return p.endLocked()
 }
 
-// Tail returns the last n batch headers, oldest first.
+// Tail returns the last n batch headers, oldest first; it stops early at a
+// segment whose index cannot be read.
 func (p *Partition) Tail(n int) []BatchMeta {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
+	kr := p.store.keys.Load()
 	var out []BatchMeta
 	for si := len(p.segs) - 1; si >= 0 && len(out) < n; si-- {
-		es := p.segs[si].entries
+		es, err := p.entriesOf(p.segs[si], kr)
+		if err != nil {
+			break
+		}
 		for i := len(es) - 1; i >= 0 && len(out) < n && es[i].meta.LastOffset() >= p.start; i-- {
 			out = append(out, es[i].meta)
 		}
 	}
-	for i, j := 0, len(out)-1; i < j; i, j = i+1, j-1 {
-		out[i], out[j] = out[j], out[i]
-	}
+	slices.Reverse(out)
 	return out
 }
 
@@ -514,26 +631,36 @@ func (p *Partition) Retain(now time.Time, retentionMs, retentionBytes int64) err
 // first cut segments. In that order a crash can leave files below the start
 // offset (removed at the next call) but never expose deleted offsets again.
 func (p *Partition) truncateFront(op string, start int64, cut int) error {
-	var v [8]byte
-	binary.LittleEndian.PutUint64(v[:], uint64(start))
-	if err := p.store.writeMeta(op, opPut, nsPartition, p.name, v[:]); err != nil {
+	if err := p.store.writeMeta(op, opPut, nsPartition, p.name, partitionRecord(start, p.incarnation)); err != nil {
 		return err
 	}
 	p.start = start
-	for _, seg := range p.segs[:cut] {
-		seg.f.Close()
-		if err := os.Remove(filepath.Join(p.dir, segmentName(seg.base))); err != nil {
-			return errs.Internalf(op, err)
-		}
-		if err := os.Remove(filepath.Join(p.dir, indexName(seg.base))); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return errs.Internalf(op, err)
-		}
-	}
-	p.segs = append([]*segment(nil), p.segs[cut:]...)
-	if err := syncDir(p.dir); err != nil {
+	if err := p.removeSegments(cut); err != nil {
 		return errs.Internalf(op, err)
 	}
 	return nil
+}
+
+// removeSegments deletes the first cut segments.
+func (p *Partition) removeSegments(cut int) error {
+	if cut == 0 {
+		return nil
+	}
+	for _, seg := range p.segs[:cut] {
+		seg.f.Close()
+		if err := os.Remove(filepath.Join(p.dir, segmentName(seg.base))); err != nil {
+			return err
+		}
+		if err := os.Remove(filepath.Join(p.dir, indexName(seg.base))); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+	}
+	gone := p.segs[:cut]
+	p.segs = append([]*segment(nil), p.segs[cut:]...)
+	p.cacheMu.Lock()
+	p.cache = slices.DeleteFunc(p.cache, func(s *segment) bool { return slices.Contains(gone, s) })
+	p.cacheMu.Unlock()
+	return syncDir(p.dir)
 }
 
 func (p *Partition) keyIDs(set map[string]bool) {

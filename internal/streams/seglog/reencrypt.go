@@ -78,7 +78,8 @@ func (s *Store) ReencryptTo(ctx context.Context, dek *DEK, progress func(done, t
 			return ctxError(op, err)
 		}
 		size := j.seg.size
-		if err := j.p.reencryptSegment(ctx, j.seg, kr); err != nil {
+		step := func(n int64) { progress(done+n, total) }
+		if err := j.p.reencryptSegment(ctx, j.seg, kr, step); err != nil {
 			if ctx.Err() != nil {
 				return ctxError(op, ctx.Err())
 			}
@@ -91,6 +92,9 @@ func (s *Store) ReencryptTo(ctx context.Context, dek *DEK, progress func(done, t
 		if id != kr.current {
 			return errs.E(op, errs.Internal, "REENCRYPT_INCOMPLETE", "Blocks under an old key remain after re-encryption")
 		}
+	}
+	if err := s.usable(op); err != nil {
+		return err
 	}
 	final := kr.only()
 	if err := s.writeKeyCheck(final); err != nil {
@@ -139,17 +143,19 @@ func (s *Store) checkKnownKey(op string, dek *DEK) error {
 	for pos := 0; pos < len(b); {
 		h, err := parseHeader(b[pos:])
 		if err != nil || h.blockLen() > len(b)-pos {
-			return errs.E(op, errs.Unprocessable, "DATA_CORRUPT", "The store's key verifier file is damaged")
+			return errs.E(op, errs.Unprocessable, CodeCorrupt, "The store's key verifier file is damaged")
 		}
 		if h.keyID == dek.ID {
 			if plain, err := one.openCopy(b[pos:], h, blockID{kind: kindCheck, pos: int64(pos)}); err != nil || string(plain) != checkPlain {
-				return errs.E(op, errs.Unprocessable, "DEK_MISMATCH", "The data encryption key does not match the key with its ID")
+				return errs.E(op, errs.Unprocessable, CodeKeyMismatch, "The data encryption key does not match the key with its ID")
 			}
 		}
 		pos += h.blockLen()
 	}
 	return nil
 }
+
+const progressStep = 4 << 20
 
 // rollAwayFrom rolls the active segment if it holds blocks under keys other
 // than kr's sealing key.
@@ -165,7 +171,8 @@ func (p *Partition) rollAwayFrom(kr *keyring) error {
 // reencryptSegment rewrites a sealed segment and its index under kr's
 // sealing key into side files, then swaps them in. A segment removed
 // meanwhile (retention, drop) is left alone.
-func (p *Partition) reencryptSegment(ctx context.Context, seg *segment, kr *keyring) error {
+// step is told the bytes of the segment done so far, every progressStep.
+func (p *Partition) reencryptSegment(ctx context.Context, seg *segment, kr *keyring, step func(int64)) error {
 	p.mu.RLock()
 	live := slices.Contains(p.segs, seg) && seg != p.active() && !p.closed
 	f, size := seg.f, seg.size
@@ -185,15 +192,20 @@ func (p *Partition) reencryptSegment(ctx context.Context, seg *segment, kr *keyr
 	ns := newSegment(seg.base, nil)
 	out := make([]byte, 0, len(b)+len(b)/16)
 	n := 0
-	end, err := scanBlocks(b, kr, blockID{kind: kindData, stream: p.name, base: seg.base}, func(_ int64, _ string, plain []byte) error {
+	reported := int64(0)
+	end, err := scanBlocks(b, kr, blockID{kind: kindData, stream: p.stream, base: seg.base}, func(at int64, _ string, plain []byte) error {
 		if n++; n%256 == 0 && ctx.Err() != nil {
 			return ctx.Err()
+		}
+		if at-reported >= progressStep {
+			reported = at
+			step(at)
 		}
 		if len(plain) < metaLen {
 			return errBatch
 		}
 		pos := int64(len(out))
-		out = kr.seal(out, blockID{kind: kindData, stream: p.name, base: seg.base, pos: pos}, plain)
+		out = kr.seal(out, blockID{kind: kindData, stream: p.stream, base: seg.base, pos: pos}, plain)
 		ns.add(entry{meta: decodeMeta(plain), pos: pos, len: int32(int64(len(out)) - pos)}, kr.current)
 		return nil
 	})
@@ -206,7 +218,7 @@ func (p *Partition) reencryptSegment(ctx context.Context, seg *segment, kr *keyr
 	ns.size = int64(len(out))
 	logPath := filepath.Join(p.dir, segmentName(seg.base))
 	idxPath := filepath.Join(p.dir, indexName(seg.base))
-	idx := kr.seal(nil, blockID{kind: kindIndex, stream: p.name, base: seg.base}, encodeIndex(ns))
+	idx := kr.seal(nil, blockID{kind: kindIndex, stream: p.stream, base: seg.base}, encodeIndex(ns))
 	if err := writeSynced(logPath+rewriteExt, out); err != nil {
 		return err
 	}
@@ -241,6 +253,7 @@ func (p *Partition) reencryptSegment(ctx context.Context, seg *segment, kr *keyr
 		return err
 	}
 	seg.f.Close()
-	seg.f, seg.size, seg.entries, seg.keys, seg.indexKey = nf, ns.size, ns.entries, ns.keys, kr.current
+	seg.f, seg.size, seg.keys, seg.indexKey = nf, ns.size, ns.keys, kr.current
+	seg.cached.Store(nil) // positions changed; reloaded from the new index when needed
 	return nil
 }

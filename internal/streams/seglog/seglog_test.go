@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -375,6 +377,11 @@ func TestDropPartition(t *testing.T) {
 	appendN(t, p, 3, 10, 1)
 	p.DeleteBefore(2)
 	mustPartition(t, s, "kept")
+	segPath := filepath.Join(dir, "p", "gone", segmentName(0))
+	oldBlocks, err := os.ReadFile(segPath)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := s.DropPartition("gone"); err != nil {
 		t.Fatal(err)
 	}
@@ -392,6 +399,12 @@ func TestDropPartition(t *testing.T) {
 	p = mustPartition(t, s, "gone")
 	if p.StartOffset() != 0 || p.EndOffset() != 0 {
 		t.Fatalf("re-created partition at [%d,%d), want a fresh log", p.StartOffset(), p.EndOffset())
+	}
+	// The dropped partition's blocks do not open in its successor.
+	s.Close()
+	os.WriteFile(segPath, oldBlocks, 0o600)
+	if _, err := Open(dir, opts); !errs.Is(errs.Unprocessable, err) {
+		t.Fatalf("Open with a dropped partition's blocks put back: %v", err)
 	}
 }
 
@@ -512,4 +525,157 @@ func dirSize(t testing.TB, dir string) int64 {
 		return nil
 	})
 	return n
+}
+
+// TestSyncedAppendsShareFsyncs holds the first fsync until every other
+// writer is waiting: all of them must then be served by one more round.
+func TestSyncedAppendsShareFsyncs(t *testing.T) {
+	s := openStore(t, t.TempDir(), Options{Keys: []*DEK{newDEK(t, "k1")}, Sync: true})
+	parts := []*Partition{mustPartition(t, s, "a"), mustPartition(t, s, "b")}
+	g := s.commit
+	before := g.next // creating the partitions synced their records
+	release := make(chan struct{})
+	var syncs atomic.Int64
+	g.sync = func(f *os.File) error {
+		if syncs.Add(1) == 1 {
+			<-release
+		}
+		return f.Sync()
+	}
+	const writers = 8
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Go(func() {
+			if _, err := parts[w%2].Append(context.Background(), BatchMeta{Records: 1}, []byte("x")); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	for {
+		g.mu.Lock()
+		n := g.waiting
+		g.mu.Unlock()
+		if n == writers {
+			break
+		}
+		runtime.Gosched()
+	}
+	close(release)
+	wg.Wait()
+	g.mu.Lock()
+	rounds := g.next - before
+	g.mu.Unlock()
+	if rounds != 2 {
+		t.Fatalf("%d fsync rounds for %d synced appends, want 2", rounds, writers)
+	}
+	if n := syncs.Load(); n > 3 {
+		t.Fatalf("%d fsyncs for 2 partitions in 2 rounds", n)
+	}
+	for _, p := range parts {
+		if p.EndOffset() != writers/2 {
+			t.Fatalf("%s ends at %d", p.name, p.EndOffset())
+		}
+	}
+}
+
+// TestInterruptedCompactionKeepsTheJournal leaves behind what a compaction
+// that died mid-write leaves: a partial side file of the next generation.
+func TestInterruptedCompactionKeepsTheJournal(t *testing.T) {
+	dir := t.TempDir()
+	opts := Options{StoreID: "dep-1", Keys: []*DEK{newDEK(t, "k1")}}
+	s := openStore(t, dir, opts)
+	s.PutMeta("group/a", []byte("1"))
+	s.PutMeta("group/b", []byte("2"))
+	s.Close()
+	journal, _ := os.ReadFile(filepath.Join(dir, journalName(0)))
+	side := filepath.Join(dir, journalName(1)+rewriteExt)
+	os.WriteFile(side, journal[:len(journal)/2], 0o600)
+
+	s = openStore(t, dir, opts)
+	if got := s.ListMeta("group/"); len(got) != 2 {
+		t.Fatalf("ListMeta = %v after an interrupted compaction", got)
+	}
+	if _, err := os.Stat(side); !os.IsNotExist(err) {
+		t.Fatalf("side file left: %v", err)
+	}
+	if err := s.meta.compact(s.keys.Load()); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s = openStore(t, dir, opts)
+	if got := s.ListMeta("group/"); len(got) != 2 || s.meta.gen != 1 {
+		t.Fatalf("after compaction: gen %d, %v", s.meta.gen, got)
+	}
+	if _, err := os.Stat(filepath.Join(dir, journalName(0))); !os.IsNotExist(err) {
+		t.Fatal("old generation left")
+	}
+}
+
+// TestSealedSegmentEntriesAreLoadedOnDemand checks that memory does not
+// grow with the log: sealed segments' entries are read from their index
+// when needed, a few are cached, and a lost index is rebuilt from the
+// segment itself.
+func TestSealedSegmentEntriesAreLoadedOnDemand(t *testing.T) {
+	dir := t.TempDir()
+	opts := Options{StoreID: "dep-1", Keys: []*DEK{newDEK(t, "k1")}, SegmentBytes: 1024}
+	s := openStore(t, dir, opts)
+	appendN(t, mustPartition(t, s, "p"), 60, 300, 1)
+	s.Close()
+
+	s = openStore(t, dir, opts)
+	p, _ := s.Partition("p", false)
+	cached := func() int {
+		n := 0
+		for _, seg := range p.segs[:len(p.segs)-1] {
+			if seg.cached.Load() != nil {
+				n++
+			}
+		}
+		return n
+	}
+	if len(p.segs) < 20 || cached() != 0 {
+		t.Fatalf("%d segments, %d with entries in memory after open", len(p.segs), cached())
+	}
+	checkBatches(t, readAllBatches(t, p), 0, 300)
+	if n := cached(); n == 0 || n > cachedSegments {
+		t.Fatalf("%d sealed segments hold entries after a full read, want 1..%d", n, cachedSegments)
+	}
+	lost := p.segs[2]
+	lost.cached.Store(nil)
+	os.Remove(filepath.Join(dir, "p", "p", indexName(lost.base)))
+	bs, err := p.Read(context.Background(), lost.base, 1)
+	if err != nil || len(bs) != 1 || bs[0].Meta.BaseOffset != lost.base {
+		t.Fatalf("Read from a segment whose index is gone: %v", err)
+	}
+	if got := p.OffsetForTimestamp(lost.base + 1); got != lost.base {
+		t.Fatalf("OffsetForTimestamp = %d, want %d", got, lost.base)
+	}
+	if got := p.Tail(60); len(got) != 60 || got[0].BaseOffset != 0 {
+		t.Fatalf("Tail(60) has %d headers", len(got))
+	}
+}
+
+// TestLogResumesAtItsStartAfterLosingUnsyncedTail simulates a crash that
+// kept a synced DeleteBefore but lost the unsynced batches it passed.
+func TestLogResumesAtItsStartAfterLosingUnsyncedTail(t *testing.T) {
+	dir := t.TempDir()
+	opts := Options{StoreID: "dep-1", Keys: []*DEK{newDEK(t, "k1")}}
+	s := openStore(t, dir, opts)
+	p := mustPartition(t, s, "p")
+	appendN(t, p, 4, 10, 5) // offsets 0..19 in segment 0
+	if err := p.DeleteBefore(12); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	os.Truncate(filepath.Join(dir, "p", "p", segmentName(0)), int64(p.segs[0].size)/4) // loses the tail
+
+	s = openStore(t, dir, opts)
+	p, _ = s.Partition("p", false)
+	if p.StartOffset() != 12 || p.EndOffset() != 12 {
+		t.Fatalf("log [%d,%d), want [12,12)", p.StartOffset(), p.EndOffset())
+	}
+	base, err := p.Append(context.Background(), BatchMeta{Records: 1}, []byte("x"))
+	if err != nil || base != 12 {
+		t.Fatalf("Append = %d, %v; want 12", base, err)
+	}
 }

@@ -4,28 +4,36 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 )
 
 // A segment is one file of a partition's log, named by the offset of its
 // first batch, with an index file written when it stops being active.
 // Offsets inside a segment are contiguous.
+//
+// The active segment keeps an entry per batch in memory. A sealed segment
+// keeps only its summary (end offset, newest timestamp, size, keys); its
+// entries are read from the index file when a read needs them and a few
+// are cached per partition, so memory does not grow with the log.
 type segment struct {
 	base     int64
 	f        *os.File
-	size     int64          // bytes of good blocks
-	entries  []entry        // one per batch, in offset order
-	keys     map[string]int // batches per sealing key ID
-	indexKey string         // key ID that sealed the index file; "" when there is none
+	size     int64                   // bytes of good blocks
+	next     int64                   // the offset after the segment's last batch
+	entries  []entry                 // active segment only, in offset order
+	cached   atomic.Pointer[[]entry] // sealed segment: entries loaded from the index; nil when evicted
+	keys     map[string]int          // batches per sealing key ID
+	indexKey string                  // key ID that sealed the index file; "" when there is none
 	maxTs    int64
 }
 
-// entry is a batch's place in a segment. Entries are kept in memory so that
-// Tail, OffsetForTimestamp and Read's lookup need no disk access.
+// entry is a batch's place in a segment.
 type entry struct {
 	meta BatchMeta
 	pos  int64
@@ -71,20 +79,13 @@ func segmentBases(dir string) ([]int64, error) {
 	return bases, nil
 }
 
-func (s *segment) end() int64 {
-	if len(s.entries) == 0 {
-		return s.base
-	}
-	return s.entries[len(s.entries)-1].meta.LastOffset() + 1
-}
+func (s *segment) end() int64 { return s.next }
 
 func (s *segment) add(e entry, keyID string) {
 	s.entries = append(s.entries, e)
-	if s.keys == nil {
-		s.keys = map[string]int{}
-	}
 	s.keys[keyID]++
 	s.maxTs = max(s.maxTs, e.meta.MaxTimestamp)
+	s.next = e.meta.LastOffset() + 1
 }
 
 // onlyKey reports whether every block of the segment (data and index) is
@@ -180,52 +181,58 @@ func encodeIndex(seg *segment) []byte {
 
 var errIndex = errors.New("index does not match its segment")
 
-// decodeIndex fills seg from an index's plain bytes, checking that the
-// entries are contiguous from the segment base and lie inside the file.
-func decodeIndex(seg *segment, b []byte, fileSize int64) error {
+// indexInfo is what an index holds.
+type indexInfo struct {
+	size    int64
+	next    int64
+	maxTs   int64
+	keys    map[string]int
+	entries []entry
+}
+
+// decodeIndex reads an index's plain bytes, checking that the entries are
+// contiguous from the segment base and cover the file exactly.
+func decodeIndex(base int64, b []byte, fileSize int64) (indexInfo, error) {
+	info := indexInfo{next: base, maxTs: math.MinInt64, keys: map[string]int{}}
 	if len(b) < 12 {
-		return errIndex
+		return info, errIndex
 	}
-	size := int64(binary.LittleEndian.Uint64(b))
-	if size != fileSize {
-		return errIndex
+	info.size = int64(binary.LittleEndian.Uint64(b))
+	if info.size != fileSize {
+		return info, errIndex
 	}
 	nkeys := binary.LittleEndian.Uint32(b[8:])
 	b = b[12:]
-	keys := map[string]int{}
 	for range nkeys {
 		if len(b) < 1 || len(b) < 1+int(b[0])+4 {
-			return errIndex
+			return info, errIndex
 		}
 		k := string(b[1 : 1+b[0]])
-		keys[k] = int(binary.LittleEndian.Uint32(b[1+len(k):]))
+		info.keys[k] = int(binary.LittleEndian.Uint32(b[1+len(k):]))
 		b = b[1+len(k)+4:]
 	}
 	if len(b) < 4 {
-		return errIndex
+		return info, errIndex
 	}
 	n := int(binary.LittleEndian.Uint32(b))
 	b = b[4:]
 	if len(b) != n*entryLen {
-		return errIndex
+		return info, errIndex
 	}
-	entries := make([]entry, n)
-	next, pos := seg.base, int64(0)
-	for i := range entries {
+	info.entries = make([]entry, n)
+	pos := int64(0)
+	for i := range info.entries {
 		e := entry{meta: decodeMeta(b), pos: int64(binary.LittleEndian.Uint64(b[metaLen:])), len: int32(binary.LittleEndian.Uint32(b[metaLen+8:]))}
-		if e.meta.BaseOffset != next || e.meta.Records <= 0 || e.pos != pos || e.len <= 0 {
-			return errIndex
+		if e.meta.BaseOffset != info.next || e.meta.Records <= 0 || e.pos != pos || e.len <= 0 {
+			return info, errIndex
 		}
-		next, pos = e.meta.LastOffset()+1, pos+int64(e.len)
-		entries[i] = e
+		info.next, pos = e.meta.LastOffset()+1, pos+int64(e.len)
+		info.maxTs = max(info.maxTs, e.meta.MaxTimestamp)
+		info.entries[i] = e
 		b = b[entryLen:]
 	}
-	if pos != size {
-		return errIndex
+	if pos != info.size {
+		return info, errIndex
 	}
-	seg.size, seg.entries, seg.keys = size, entries, keys
-	for _, e := range entries {
-		seg.maxTs = max(seg.maxTs, e.meta.MaxTimestamp)
-	}
-	return nil
+	return info, nil
 }

@@ -2,6 +2,7 @@ package seglog
 
 import (
 	"crypto/cipher"
+	"crypto/rand"
 	"errors"
 	"os"
 	"path/filepath"
@@ -15,11 +16,22 @@ import (
 	"github.com/keyline/keyline/internal/errs"
 )
 
+// Reason codes (errs.Error.Code) that callers may act on.
+const (
+	CodeClosed            = "STORE_CLOSED"        // errs.Conflict: the store is closed
+	CodeFailed            = "STORE_FAILED"        // errs.Unavailable: an fsync failed; reopen
+	CodeOffsetOutOfRange  = "OFFSET_OUT_OF_RANGE" // errs.Invalid: below StartOffset or above EndOffset
+	CodeCorrupt           = "DATA_CORRUPT"        // errs.Unprocessable: damaged or moved blocks
+	CodeKeyMismatch       = "DEK_MISMATCH"        // errs.Unprocessable: a DEK is not the one with its ID
+	CodeKeyMissing        = "DEK_MISSING"         // errs.Unprocessable: data sealed by a DEK not supplied
+	CodePartitionNotFound = "PARTITION_NOT_FOUND" // errs.NotExist
+)
+
 // Options configure a Store.
 type Options struct {
 	StoreID      string // goes into every block's additional data (the deployment's id)
 	Keys         []*DEK // Keys[0] seals new blocks; all of them may open blocks
-	Sync         bool   // fsync before Append/PutMeta return (group commit)
+	Sync         bool   // fsync before Append returns (group commit); PutMeta always syncs
 	SegmentBytes int64  // roll segments at this size (default 64 MiB)
 	// Unsealed stores blocks without encryption (a CRC32C stands in for the
 	// tag). BENCHMARK ONLY: it exists so benchmarks can show what encryption
@@ -37,6 +49,18 @@ const defaultSegmentBytes = 64 << 20
 //	meta.<gen>.journal    the metadata journal
 //	p/<partition>/<base>.log, <base>.idx
 //	trash/                dropped partitions, removed on the next open
+//
+// Guarantees and limits:
+//   - With Options.Sync an acknowledged Append survives a crash; Open cuts a
+//     torn or garbled tail of an active segment or of the journal, and
+//     refuses (Unprocessable) damage followed by intact blocks.
+//   - Every block authenticates its place; moving, swapping or copying
+//     blocks or files between partitions, stores or journal generations
+//     fails. Replacing a file with an older copy of itself (rollback), or
+//     cutting an active segment exactly at a block boundary, cannot be told
+//     from an older state of the log.
+//   - Memory: the active segment's batch entries (about 72 bytes a batch)
+//     and a few sealed segments' entries per partition.
 type Store struct {
 	dir    string
 	opts   Options
@@ -153,7 +177,7 @@ func (s *Store) verifyKeys(op string, all *keyring) (*keyring, error) {
 	b, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
 		if !all.unsealed && s.hasData() {
-			return nil, errs.E(op, errs.Unprocessable, "DATA_CORRUPT", "The store's key verifier file is missing (or the store was written unsealed)")
+			return nil, errs.E(op, errs.Unprocessable, CodeCorrupt, "The store's key verifier file is missing (or the store was written unsealed)")
 		}
 		b, err = nil, nil
 	}
@@ -172,13 +196,13 @@ func (s *Store) verifyKeys(op string, all *keyring) (*keyring, error) {
 	for pos < len(b) {
 		h, err := parseHeader(b[pos:])
 		if err != nil || h.blockLen() > len(b)-pos {
-			return nil, errs.E(op, errs.Unprocessable, "DATA_CORRUPT", "The store's key verifier file is damaged")
+			return nil, errs.E(op, errs.Unprocessable, CodeCorrupt, "The store's key verifier file is damaged")
 		}
 		ids = append(ids, h.keyID)
 		if _, ok := all.aeads[h.keyID]; ok {
 			plain, err := all.openCopy(b[pos:], h, blockID{kind: kindCheck, pos: int64(pos)})
 			if err != nil || string(plain) != checkPlain {
-				return nil, errs.E(op, errs.Unprocessable, "DEK_MISMATCH", "A data encryption key does not match the key that sealed this store")
+				return nil, errs.E(op, errs.Unprocessable, CodeKeyMismatch, "A data encryption key does not match the key that sealed this store")
 			}
 			verified[h.keyID] = true
 		}
@@ -250,18 +274,19 @@ func dataError(op string, err error) error {
 	case errs.As(err) != nil:
 		return err
 	case errors.Is(err, errUnknownKey):
-		return errs.E(op, errs.Unprocessable, "DEK_MISSING", "Stored data is sealed with a data encryption key that was not supplied").Because(err)
+		return errs.E(op, errs.Unprocessable, CodeKeyMissing, "Stored data is sealed with a data encryption key that was not supplied").Because(err)
 	case errors.Is(err, errMode):
 		return errs.E(op, errs.Unprocessable, "STORE_MODE", "Stored data was written in another sealing mode").Because(err)
 	case errors.Is(err, errAuth), errors.Is(err, errHeader), errors.Is(err, errShort),
-		errors.Is(err, errBatch), errors.Is(err, errIndex), errors.Is(err, errRecord):
-		return errs.E(op, errs.Unprocessable, "DATA_CORRUPT", "Stored data is damaged or was sealed with another key").Because(err)
+		errors.Is(err, errBatch), errors.Is(err, errIndex), errors.Is(err, errRecord),
+		errors.Is(err, errGap), errors.Is(err, errPartitionRecord):
+		return errs.E(op, errs.Unprocessable, CodeCorrupt, "Stored data is damaged or was sealed with another key").Because(err)
 	}
 	return errs.Internalf(op, err)
 }
 
 func closedError(op string) error {
-	return errs.E(op, errs.Conflict, "STORE_CLOSED", "The log store is closed")
+	return errs.E(op, errs.Conflict, CodeClosed, "The log store is closed")
 }
 
 // usable is nil when the store accepts calls.
@@ -270,7 +295,7 @@ func (s *Store) usable(op string) error {
 		return closedError(op)
 	}
 	if err := s.commit.failed(); err != nil {
-		return errs.E(op, errs.Unavailable, "STORE_FAILED", "The log store failed to sync to disk and accepts no writes").Because(err)
+		return errs.E(op, errs.Unavailable, CodeFailed, "The log store failed to sync to disk and accepts no writes").Because(err)
 	}
 	return nil
 }
@@ -314,8 +339,7 @@ func (s *Store) GetMeta(key string) ([]byte, bool) {
 	return s.meta.get(nsUser, key)
 }
 
-// PutMeta stores value under key; with Options.Sync it is durable when it
-// returns.
+// PutMeta stores value under key; it is durable when it returns.
 func (s *Store) PutMeta(key string, value []byte) error {
 	return s.writeMeta("seglog.PutMeta", opPut, nsUser, key, value)
 }
@@ -336,10 +360,11 @@ func (s *Store) writeMeta(op string, rop, ns byte, key string, value []byte) err
 	if err != nil {
 		return errs.Internalf(op, err)
 	}
-	if s.opts.Sync {
-		if err := s.commit.wait(f); err != nil {
-			return errs.Internalf(op, err)
-		}
+	// Metadata (committed offsets, topic configs, log-start offsets) is
+	// durable on return whatever Options.Sync says: losing it would move
+	// consumers or resurrect deleted records. Group commit keeps it cheap.
+	if err := s.commit.wait(f); err != nil {
+		return errs.Internalf(op, err)
 	}
 	return nil
 }
@@ -379,7 +404,14 @@ func (s *Store) Partition(name string, create bool) (*Partition, error) {
 		return p, nil
 	}
 	if !create {
-		return nil, errs.E(op, errs.NotExist, "PARTITION_NOT_FOUND", "The partition does not exist")
+		return nil, errs.E(op, errs.NotExist, CodePartitionNotFound, "The partition does not exist")
+	}
+	// The record goes first: a directory always has one (DropPartition
+	// removes them in the opposite order).
+	incarnation := make([]byte, incarnationLen)
+	rand.Read(incarnation)
+	if err := s.writeMeta(op, opPut, nsPartition, name, partitionRecord(0, incarnation)); err != nil {
+		return nil, err
 	}
 	if err := os.Mkdir(filepath.Join(s.dir, "p", name), 0o700); err != nil {
 		return nil, errs.Internalf(op, err)
@@ -406,7 +438,7 @@ func (s *Store) DropPartition(name string) error {
 	delete(s.parts, name)
 	s.mu.Unlock()
 	if !ok {
-		return errs.E(op, errs.NotExist, "PARTITION_NOT_FOUND", "The partition does not exist")
+		return errs.E(op, errs.NotExist, CodePartitionNotFound, "The partition does not exist")
 	}
 	p.mu.Lock()
 	p.dropped = true
