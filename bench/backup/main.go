@@ -9,6 +9,7 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"encoding/base64"
 	"flag"
 	"fmt"
 	"log"
@@ -146,7 +147,8 @@ func parseSize(s string) (int64, error) {
 // fill appends batches of 1 KiB to 256 KiB (as producers with linger
 // send them), alternating between partitions, until total bytes of batch
 // data are in. Half the batches are random bytes (already compressed or
-// encrypted payloads), half JSON-like events that compress about 3:1.
+// encrypted payloads), half JSON events with a random session token, which
+// zstd's fastest level shrinks to about a third.
 func fill(ctx context.Context, s *seglog.Store, parts int, total int64) (int, error) {
 	rng := mrand.New(mrand.NewPCG(7, 7))
 	random := make([]byte, 32<<20)
@@ -178,10 +180,14 @@ func fill(ctx context.Context, s *seglog.Store, parts int, total int64) (int, er
 
 func jsonEvents(rng *mrand.Rand, size int) []byte {
 	statuses := []string{"created", "paid", "shipped", "delivered", "returned"}
+	token := make([]byte, 24)
 	b := make([]byte, 0, size+512)
 	for len(b) < size {
-		b = fmt.Appendf(b, `{"order_id":"o-%08d","customer":"c-%06d","status":"%s","amount":%d.%02d,"currency":"EUR","items":%d,"ts":%d}`+"\n",
-			rng.IntN(1e8), rng.IntN(1e6), statuses[rng.IntN(len(statuses))], rng.IntN(5000), rng.IntN(100), 1+rng.IntN(9), 1700000000000+rng.Int64N(1e10))
+		for i := range token {
+			token[i] = byte(rng.Uint32())
+		}
+		b = fmt.Appendf(b, `{"order_id":"o-%08d","customer":"c-%06d","status":"%s","amount":%d.%02d,"currency":"EUR","items":%d,"ts":%d,"session":"%s"}`+"\n",
+			rng.IntN(1e8), rng.IntN(1e6), statuses[rng.IntN(len(statuses))], rng.IntN(5000), rng.IntN(100), 1+rng.IntN(9), 1700000000000+rng.Int64N(1e10), base64.StdEncoding.EncodeToString(token))
 	}
 	return b[:size]
 }
