@@ -39,7 +39,7 @@ func TestRestoreReproducesStoreAtSameOffsets(t *testing.T) {
 			if p := parts["trimmed-0"]; p.Start == 0 || p.Start != p.End {
 				t.Fatalf("trimmed-0 should be empty at a start > 0: [%d,%d)", p.Start, p.End)
 			}
-			h := backupTo(t, src, v, "2026/11/27/b1.kbk", archive.WriterOptions{ChunkSize: 64 << 10})
+			h := backupTo(t, src, v, "2026/11/27/b1.kbk", archive.WriterOptions{ChunkSize: 100_000})
 			if h.WrappedDEK.KeyCRN != testKeyCRN || h.BackupID == "" {
 				t.Fatalf("header = %+v", h)
 			}

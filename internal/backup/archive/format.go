@@ -92,15 +92,22 @@ func encodeHeader(h Header) []byte {
 }
 
 func checkHeader(op string, h Header) error {
-	switch {
-	case h.BackupID == "" || len(h.BackupID) > maxIDLen:
-		return errs.E(op, errs.Invalid, "BACKUP_ID_INVALID", "The backup id must be 1 to 64 bytes").On("field", "backup_id")
-	case h.ChunkSize < minChunkSize || h.ChunkSize > maxChunkSize:
-		return errs.E(op, errs.Invalid, "CHUNK_SIZE_INVALID", "The chunk size must be 4 KiB to 16 MiB").On("field", "chunk_size")
-	case h.WrappedDEK.KeyCRN == "" || len(h.WrappedDEK.KeyCRN) > maxCRNLen,
-		len(h.WrappedDEK.KeyVersion) > maxVerLen,
-		len(h.WrappedDEK.Ciphertext) == 0 || len(h.WrappedDEK.Ciphertext) > maxWrapLen:
+	if err := checkLayout(op, h.BackupID, h.ChunkSize); err != nil {
+		return err
+	}
+	if w := h.WrappedDEK; w.KeyCRN == "" || len(w.KeyCRN) > maxCRNLen || len(w.KeyVersion) > maxVerLen ||
+		len(w.Ciphertext) == 0 || len(w.Ciphertext) > maxWrapLen {
 		return errs.E(op, errs.Invalid, "WRAPPED_DEK_INVALID", "The wrapped backup key is missing or too large")
+	}
+	return nil
+}
+
+func checkLayout(op, backupID string, chunkSize int) error {
+	switch {
+	case backupID == "" || len(backupID) > maxIDLen:
+		return errs.E(op, errs.Invalid, "BACKUP_ID_INVALID", "The backup id must be 1 to 64 bytes").On("field", "backup_id")
+	case chunkSize < minChunkSize || chunkSize > maxChunkSize:
+		return errs.E(op, errs.Invalid, "CHUNK_SIZE_INVALID", "The chunk size must be 4 KiB to 16 MiB").On("field", "chunk_size")
 	}
 	return nil
 }

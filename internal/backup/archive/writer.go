@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"io"
+	"math/bits"
 	"runtime"
 	"time"
 
@@ -22,9 +23,9 @@ type WriterOptions struct {
 	BackupID  string    // required, 1 to 64 bytes
 	Created   time.Time // required; from the service's clock
 	ChunkSize int       // record bytes per sealed chunk; DefaultChunkSize when 0
-	// Level is the zstd level; SpeedFastest when 0. Batches are mostly
-	// compressed already by producers, and the fastest level keeps a
-	// backup as fast as the disk.
+	// Level is the zstd level; SpeedFastest when 0. Many batches come
+	// compressed by their producers already, and the fastest level keeps
+	// a backup about as fast as the disk.
 	Level zstd.EncoderLevel
 	// Concurrency is the number of chunks compressed and sealed at once;
 	// GOMAXPROCS when 0.
@@ -34,8 +35,8 @@ type WriterOptions struct {
 // Writer writes one backup as a stream: Begin with the contents, PutMeta
 // for every metadata entry, then for each partition BeginPartition and
 // PutBatch for each of its batches, then Close. Nothing is buffered beyond
-// a chunk and the compressor's window. A Writer is not safe for
-// concurrent use.
+// the chunks being compressed and sealed (two per core). A Writer is not
+// safe for concurrent use.
 type Writer struct {
 	header  Header
 	chunks  *chunkWriter
@@ -61,6 +62,10 @@ func NewWriter(ctx context.Context, dst io.Writer, keys KeyWrapper, opts WriterO
 	}
 	if opts.Created.IsZero() {
 		return nil, errs.E(op, errs.Invalid, "CREATED_REQUIRED", "The backup's creation time is required")
+	}
+	// Checked before the root key is asked to wrap anything.
+	if err := checkLayout(op, opts.BackupID, opts.ChunkSize); err != nil {
+		return nil, err
 	}
 	dek := seal.RandomKey()
 	defer seal.Wipe(dek)
@@ -88,7 +93,8 @@ func NewWriter(ctx context.Context, dst io.Writer, keys KeyWrapper, opts WriterO
 	enc, err := zstd.NewWriter(nil,
 		zstd.WithEncoderLevel(opts.Level),
 		zstd.WithEncoderConcurrency(opts.Concurrency),
-		zstd.WithWindowSize(min(opts.ChunkSize, 1<<20)),
+		// Each chunk is one frame: a window past the chunk buys nothing.
+		zstd.WithWindowSize(1<<(bits.Len(uint(min(opts.ChunkSize, 1<<20)))-1)),
 		// GCM authenticates every byte; a second checksum buys nothing.
 		zstd.WithEncoderCRC(false))
 	if err != nil {

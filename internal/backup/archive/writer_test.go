@@ -74,10 +74,17 @@ func TestWriterRefusesRecordsOutOfOrder(t *testing.T) {
 }
 
 func TestWriterNeedsIdentityAndTime(t *testing.T) {
+	// Any chunk size in range works, powers of two or not.
+	for _, size := range []int{4 << 10, 100000, 16 << 20} {
+		if _, err := archive.NewWriter(context.Background(), io.Discard, rootKey(t), archive.WriterOptions{BackupID: "b", Created: time.Now(), ChunkSize: size}); err != nil {
+			t.Errorf("chunk size %d: %v", size, err)
+		}
+	}
 	for _, o := range []archive.WriterOptions{
 		{Created: time.Now()},
 		{BackupID: "b"},
 		{BackupID: "b", Created: time.Now(), ChunkSize: 100},
+		{BackupID: string(make([]byte, 65)), Created: time.Now()},
 	} {
 		if _, err := archive.NewWriter(context.Background(), io.Discard, rootKey(t), o); errs.KindOf(err) != errs.Invalid {
 			t.Errorf("NewWriter(%+v) = %v, want Invalid", o, err)
