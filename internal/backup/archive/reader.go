@@ -45,6 +45,9 @@ func NewReader(ctx context.Context, src io.Reader, keys KeyWrapper) (*Reader, er
 		return nil, err
 	}
 	defer seal.Wipe(dek)
+	if len(dek) != seal.KeySize {
+		return nil, errs.E(op, errs.Unprocessable, "BACKUP_MODIFIED", "The backup's key does not unwrap to an AES-256 key")
+	}
 	block, err := aes.NewCipher(dek)
 	if err != nil {
 		return nil, errs.E(op, errs.Unprocessable, "BACKUP_MODIFIED", "The backup's key does not unwrap to an AES-256 key")
@@ -165,7 +168,7 @@ func (r *Reader) Next() (Record, error) {
 	return rec, nil
 }
 
-// finish checks that the compressed stream ends with the end record and
+// finish checks that nothing follows the end record and
 // that the final chunk was read with nothing after it.
 func (r *Reader) finish(op string) error {
 	if _, err := r.dec.r.ReadByte(); err != io.EOF {
