@@ -152,3 +152,34 @@ func TestProgressReachesTotal(t *testing.T) {
 		t.Fatalf("restore progress ended at %v, want %d of %d", last, want, want)
 	}
 }
+
+// TestRetentionDuringSnapshotFailsTheBackup: when retention deletes
+// offsets the backup promised before it read them, the backup fails with
+// Conflict rather than leaving a hole.
+func TestRetentionDuringSnapshotFailsTheBackup(t *testing.T) {
+	ctx := context.Background()
+	src := openStore(t, tempDir(t, "src"), storeOptions("dep-1"))
+	fillStore(t, src, 60, nil)
+	p, err := src.Partition("orders-0", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Progress is first called once the ranges are fixed, before any
+	// batch is read.
+	retention := func(done, total int64) {
+		if done == 0 {
+			if err := p.DeleteBefore(p.EndOffset() - 1); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	w, err := archive.NewWriter(ctx, io.Discard, rootKey(t), archive.WriterOptions{BackupID: "b", Created: time.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Abort()
+	err = archive.Snapshot(ctx, src, w, retention)
+	if e := errs.As(err); e == nil || e.Kind != errs.Conflict || e.Code != "BACKUP_SOURCE_CHANGED" {
+		t.Fatalf("Snapshot = %v, want Conflict BACKUP_SOURCE_CHANGED", err)
+	}
+}
