@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 
 	"github.com/keyline/keyline/internal/backup/volume"
 	"github.com/keyline/keyline/internal/errs"
@@ -60,7 +61,13 @@ func (v *Volume) Create(ctx context.Context, name string) (io.WriteCloser, error
 		return nil, volume.Aborted(op, err)
 	}
 	final := v.path(name)
+	if st, err := os.Lstat(final); err == nil && st.IsDir() {
+		return nil, nameConflict(op)
+	}
 	if err := v.mkdirs(filepath.Dir(final)); err != nil {
+		if errors.Is(err, syscall.ENOTDIR) {
+			return nil, nameConflict(op)
+		}
 		return nil, errs.Internalf(op, err)
 	}
 	f, err := os.CreateTemp(filepath.Dir(final), tempPrefix)
@@ -68,6 +75,12 @@ func (v *Volume) Create(ctx context.Context, name string) (io.WriteCloser, error
 		return nil, errs.Internalf(op, err)
 	}
 	return &writer{ctx: ctx, f: f, final: final}, nil
+}
+
+// nameConflict: a directory cannot hold both "a" and "a/b" (a bucket can);
+// names of backups never nest that way.
+func nameConflict(op string) error {
+	return errs.E(op, errs.Conflict, "OBJECT_NAME_CONFLICT", "An object name is a prefix of another's, which a directory volume cannot hold").On("field", "name")
 }
 
 // mkdirs creates dir and its missing parents below the root, syncing each
@@ -84,6 +97,9 @@ func (v *Volume) mkdirs(dir string) error {
 		if err == nil {
 			err = syncDir(cur)
 		} else if errors.Is(err, fs.ErrExist) {
+			if st, serr := os.Stat(next); serr == nil && !st.IsDir() {
+				return syscall.ENOTDIR
+			}
 			err = nil
 		}
 		if err != nil {

@@ -9,6 +9,7 @@ import (
 	"github.com/keyline/keyline/internal/backup/volume"
 	"github.com/keyline/keyline/internal/backup/volume/dir"
 	"github.com/keyline/keyline/internal/backup/volume/volumetest"
+	"github.com/keyline/keyline/internal/errs"
 )
 
 func TestDirVolumeConformance(t *testing.T) {
@@ -39,5 +40,20 @@ func TestDirVolumeRemovesTemporaryFilesOnOpen(t *testing.T) {
 	entries, _ := os.ReadDir(filepath.Join(root, "a"))
 	if len(entries) != 0 {
 		t.Fatalf("temporary files survived: %v", entries)
+	}
+}
+
+func TestDirVolumeRefusesNestedNames(t *testing.T) {
+	ctx := context.Background()
+	v, err := dir.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	volumetest.Put(t, v, "a", []byte("x"))
+	volumetest.Put(t, v, "b/c", []byte("y"))
+	for _, name := range []string{"a/b", "b"} {
+		if _, err := v.Create(ctx, name); errs.KindOf(err) != errs.Conflict {
+			t.Errorf("Create(%q) = %v, want Conflict", name, err)
+		}
 	}
 }
