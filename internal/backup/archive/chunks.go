@@ -52,7 +52,7 @@ type chunkWriter struct {
 	dst      io.Writer
 	gcm      cipher.AEAD
 	enc      *zstd.Encoder
-	digest   []byte
+	identity []byte
 	seg      []byte
 	index    uint64
 	queue    []*sealJob // in flight, oldest first
@@ -62,8 +62,8 @@ type chunkWriter struct {
 	err      error // the destination's error, or the abort
 }
 
-func newChunkWriter(dst io.Writer, gcm cipher.AEAD, enc *zstd.Encoder, digest []byte, size, concurrency int) *chunkWriter {
-	c := &chunkWriter{dst: dst, gcm: gcm, enc: enc, digest: digest, inflight: 2 * concurrency,
+func newChunkWriter(dst io.Writer, gcm cipher.AEAD, enc *zstd.Encoder, identity []byte, size, concurrency int) *chunkWriter {
+	c := &chunkWriter{dst: dst, gcm: gcm, enc: enc, identity: identity, inflight: 2 * concurrency,
 		plain: newBufPool(size), sealed: newBufPool(4 + sealedBound(size))}
 	c.seg = c.plain.get()
 	return c
@@ -118,7 +118,7 @@ func (c *chunkWriter) seal(j *sealJob, index uint64, final bool) {
 	buf := append(j.out[:0], 0, 0, 0, 0)
 	buf = slices.Grow(c.enc.EncodeAll(j.plain, buf), tagLen)
 	nonce := chunkNonce(make([]byte, 0, 12), index)
-	aad := chunkAAD(make([]byte, 0, 64), c.digest, index, final)
+	aad := chunkAAD(make([]byte, 0, 64), c.identity, index, final)
 	// Sealed in place (the capacity holds the tag): the compressed bytes
 	// become the ciphertext.
 	sealed := c.gcm.Seal(buf[4:4], nonce, buf[4:], aad)
@@ -168,23 +168,23 @@ type openJob struct {
 // reports io.EOF only after the final chunk, and only when nothing follows
 // it.
 type chunkReader struct {
-	src    io.Reader
-	gcm    cipher.AEAD
-	dec    *zstd.Decoder
-	digest []byte
-	size   int // plaintext limit of a chunk
-	jobs   chan *openJob
-	stop   chan struct{}
-	plainP *bufPool
-	sealP  *bufPool
-	cur    *openJob
-	plain  []byte // unread plaintext of cur
-	final  bool
-	err    error
+	src      io.Reader
+	gcm      cipher.AEAD
+	dec      *zstd.Decoder
+	identity []byte
+	size     int // plaintext limit of a chunk
+	jobs     chan *openJob
+	stop     chan struct{}
+	plainP   *bufPool
+	sealP    *bufPool
+	cur      *openJob
+	plain    []byte // unread plaintext of cur
+	final    bool
+	err      error
 }
 
-func newChunkReader(src io.Reader, gcm cipher.AEAD, dec *zstd.Decoder, digest []byte, size, concurrency int) *chunkReader {
-	c := &chunkReader{src: src, gcm: gcm, dec: dec, digest: digest, size: size,
+func newChunkReader(src io.Reader, gcm cipher.AEAD, dec *zstd.Decoder, identity []byte, size, concurrency int) *chunkReader {
+	c := &chunkReader{src: src, gcm: gcm, dec: dec, identity: identity, size: size,
 		jobs: make(chan *openJob, 2*concurrency), stop: make(chan struct{}),
 		plainP: newBufPool(size), sealP: newBufPool(sealedBound(size))}
 	go c.prefetch()
@@ -219,36 +219,42 @@ func (c *chunkReader) prefetch() {
 }
 
 func (c *chunkReader) readChunk(op string, j *openJob, frame []byte) error {
-	if _, err := io.ReadFull(c.src, frame); err != nil {
-		return readError(op, err)
+	var err error
+	j.final, j.sealed, err = readSealedChunk(op, c.src, frame, c.size, c.sealP.get())
+	return err
+}
+
+// readSealedChunk reads the next frame and sealed chunk into buf; after
+// the final chunk it checks that nothing follows.
+func readSealedChunk(op string, src io.Reader, frame []byte, size int, buf []byte) (final bool, sealed []byte, err error) {
+	if _, err := io.ReadFull(src, frame); err != nil {
+		return false, nil, readError(op, err)
 	}
 	f := binary.BigEndian.Uint32(frame)
-	j.final = f&frameFinal != 0
+	final = f&frameFinal != 0
 	n := int(f &^ frameFinal)
-	if n <= tagLen || n > sealedBound(c.size) {
-		return errModified(op)
+	if n <= tagLen || n > sealedBound(size) {
+		return false, nil, errModified(op)
 	}
-	j.sealed = c.sealP.get()[:n]
-	if _, err := io.ReadFull(c.src, j.sealed); err != nil {
-		return readError(op, err)
+	sealed = slices.Grow(buf[:0], n)[:n]
+	if _, err := io.ReadFull(src, sealed); err != nil {
+		return false, nil, readError(op, err)
 	}
-	if j.final {
+	if final {
 		var one [1]byte
-		if n, err := io.ReadFull(c.src, one[:]); n > 0 {
-			return errModified(op) // bytes appended after the final chunk
+		if n, err := io.ReadFull(src, one[:]); n > 0 {
+			return false, nil, errModified(op) // bytes appended after the final chunk
 		} else if err != io.EOF {
-			return readError(op, err)
+			return false, nil, readError(op, err)
 		}
 	}
-	return nil
+	return final, sealed, nil
 }
 
 func (c *chunkReader) open(j *openJob, index uint64) {
 	const op = "backup/archive.Read"
 	defer close(j.done)
-	nonce := chunkNonce(make([]byte, 0, 12), index)
-	aad := chunkAAD(make([]byte, 0, 64), c.digest, index, j.final)
-	compressed, err := c.gcm.Open(j.sealed[:0], nonce, j.sealed, aad)
+	compressed, err := openChunk(c.gcm, c.identity, index, j.final, j.sealed, j.sealed[:0])
 	if err != nil {
 		j.err = errModified(op)
 		return
@@ -259,6 +265,14 @@ func (c *chunkReader) open(j *openJob, index uint64) {
 	if err != nil || len(j.plain) == 0 {
 		j.err = errMalformed(op, "a chunk does not decompress")
 	}
+}
+
+// openChunk authenticates and decrypts chunk index into dst (which may be
+// sealed[:0]).
+func openChunk(gcm cipher.AEAD, identity []byte, index uint64, final bool, sealed, dst []byte) ([]byte, error) {
+	nonce := chunkNonce(make([]byte, 0, 12), index)
+	aad := chunkAAD(make([]byte, 0, 64), identity, index, final)
+	return gcm.Open(dst, nonce, sealed, aad)
 }
 
 func (c *chunkReader) Read(p []byte) (int, error) {

@@ -16,15 +16,22 @@
 //
 // Chunk i is sealed with nonce = 0^32 || i (64-bit BE) under the backup's
 // own DEK, so no nonce repeats under a key; its additional data is a label,
-// the SHA-256 of everything before the first chunk (which binds the backup
-// id, the key that wrapped the DEK and the rest of the header), i and the
-// final flag. A changed byte anywhere, a chunk moved, dropped, repeated or
-// taken from another backup, a missing final chunk, or bytes after it all
-// fail before the reader hands out a record past the damage, and the end of
-// the records is reported only after the final chunk authenticated.
+// the backup's identity (the SHA-256 of the format version, backup id,
+// created time and chunk size), i and the final flag. A changed byte
+// anywhere, a chunk moved, dropped, repeated or taken from another backup,
+// a missing final chunk, or bytes after it all fail before the reader hands
+// out a record past the damage, and the end of the records is reported only
+// after the final chunk authenticated.
+//
+// The wrapping (key CRN, version, wrapped DEK) is outside the identity on
+// purpose: when the customer rotates the root key, Rewrap replaces it
+// without touching the chunks. It needs no binding of its own: a changed
+// wrapping either fails to unwrap or unwraps to another key, under which
+// no chunk opens.
 package archive
 
 import (
+	"crypto/sha256"
 	"encoding/binary"
 	"time"
 
@@ -71,12 +78,15 @@ type WrappedDEK struct {
 	Ciphertext []byte
 }
 
-func encodeHeader(h Header) []byte {
+// encodeHeader returns the header's bytes and the backup's identity, the
+// digest every chunk's additional data holds.
+func encodeHeader(h Header) ([]byte, []byte) {
 	body := make([]byte, 0, 64+len(h.BackupID)+len(h.WrappedDEK.KeyCRN)+len(h.WrappedDEK.Ciphertext))
 	body = append(body, byte(len(h.BackupID)))
 	body = append(body, h.BackupID...)
 	body = binary.BigEndian.AppendUint64(body, uint64(h.Created.UnixNano()))
 	body = binary.BigEndian.AppendUint32(body, uint32(h.ChunkSize))
+	identity := identityDigest(body)
 	body = binary.BigEndian.AppendUint16(body, uint16(len(h.WrappedDEK.KeyCRN)))
 	body = append(body, h.WrappedDEK.KeyCRN...)
 	body = append(body, byte(len(h.WrappedDEK.KeyVersion)))
@@ -88,7 +98,17 @@ func encodeHeader(h Header) []byte {
 	b = append(b, magic...)
 	b = binary.BigEndian.AppendUint16(b, FormatVersion)
 	b = binary.BigEndian.AppendUint32(b, uint32(len(body)))
-	return append(b, body...)
+	return append(b, body...), identity
+}
+
+// identityDigest hashes the format and the identity fields of a header
+// body (backup id, created time, chunk size).
+func identityDigest(fields []byte) []byte {
+	h := sha256.New()
+	h.Write([]byte(magic))
+	h.Write(binary.BigEndian.AppendUint16(nil, FormatVersion))
+	h.Write(fields)
+	return h.Sum(nil)
 }
 
 func checkHeader(op string, h Header) error {
@@ -112,17 +132,19 @@ func checkLayout(op, backupID string, chunkSize int) error {
 	return nil
 }
 
-// decodeHeader parses the header body; ok is false for anything malformed.
-func decodeHeader(body []byte) (h Header, ok bool) {
+// decodeHeader parses the header body and returns the backup's identity;
+// ok is false for anything malformed.
+func decodeHeader(body []byte) (h Header, identity []byte, ok bool) {
 	d := decoder{b: body}
 	id := d.bytes(int(d.u8()))
 	nanos := d.u64()
 	chunk := d.u32()
+	identityLen := len(body) - len(d.b)
 	crn := d.bytes(int(d.u16()))
 	ver := d.bytes(int(d.u8()))
 	wrapped := d.bytes(int(d.u16()))
 	if d.bad || len(d.b) != 0 {
-		return Header{}, false
+		return Header{}, nil, false
 	}
 	h = Header{
 		Version:   FormatVersion,
@@ -135,7 +157,10 @@ func decodeHeader(body []byte) (h Header, ok bool) {
 			Ciphertext: append([]byte(nil), wrapped...),
 		},
 	}
-	return h, checkHeader("", h) == nil
+	if checkHeader("", h) != nil {
+		return Header{}, nil, false
+	}
+	return h, identityDigest(body[:identityLen]), true
 }
 
 // decoder reads fixed fields from a byte slice; bad sticks once a read
@@ -191,9 +216,9 @@ func chunkNonce(dst []byte, index uint64) []byte {
 	return binary.BigEndian.AppendUint64(dst, index)
 }
 
-func chunkAAD(dst []byte, headerDigest []byte, index uint64, final bool) []byte {
+func chunkAAD(dst []byte, identity []byte, index uint64, final bool) []byte {
 	dst = append(dst[:0], aadLabel...)
-	dst = append(dst, headerDigest...)
+	dst = append(dst, identity...)
 	dst = binary.BigEndian.AppendUint64(dst, index)
 	if final {
 		return append(dst, 1)

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/aes"
 	"crypto/cipher"
-	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"io"
@@ -36,7 +35,7 @@ type Reader struct {
 // the table of contents. Errors from keys are returned as they are.
 func NewReader(ctx context.Context, src io.Reader, keys KeyWrapper) (*Reader, error) {
 	const op = "backup/archive.NewReader"
-	h, hb, err := readHeader(op, src)
+	h, identity, err := readHeader(op, src)
 	if err != nil {
 		return nil, err
 	}
@@ -56,7 +55,6 @@ func NewReader(ctx context.Context, src io.Reader, keys KeyWrapper) (*Reader, er
 	if err != nil {
 		return nil, errs.Internalf(op, err)
 	}
-	digest := sha256.Sum256(hb)
 	concurrency := runtime.GOMAXPROCS(0)
 	dec, err := zstd.NewReader(nil,
 		zstd.WithDecoderConcurrency(concurrency),
@@ -65,7 +63,7 @@ func NewReader(ctx context.Context, src io.Reader, keys KeyWrapper) (*Reader, er
 	if err != nil {
 		return nil, errs.Internalf(op, err)
 	}
-	cr := newChunkReader(src, gcm, dec, digest[:], h.ChunkSize, concurrency)
+	cr := newChunkReader(src, gcm, dec, identity, h.ChunkSize, concurrency)
 	r := &Reader{header: h, chunks: cr, dec: recordDecoder{r: bufio.NewReaderSize(cr, 256<<10)}}
 	rec, err := r.dec.next()
 	if err == nil && rec.Kind != RecordContents {
@@ -84,6 +82,8 @@ func NewReader(ctx context.Context, src io.Reader, keys KeyWrapper) (*Reader, er
 	return r, nil
 }
 
+// readHeader reads the plain header and returns it with the backup's
+// identity.
 func readHeader(op string, src io.Reader) (Header, []byte, error) {
 	prefix := make([]byte, prefixLen)
 	if n, err := io.ReadFull(src, prefix); err != nil {
@@ -107,11 +107,11 @@ func readHeader(op string, src io.Reader) (Header, []byte, error) {
 	if _, err := io.ReadFull(src, hb[prefixLen:]); err != nil {
 		return Header{}, nil, readError(op, err)
 	}
-	h, ok := decodeHeader(hb[prefixLen:])
+	h, identity, ok := decodeHeader(hb[prefixLen:])
 	if !ok {
 		return Header{}, nil, errNotBackup(op)
 	}
-	return h, hb, nil
+	return h, identity, nil
 }
 
 // readError turns a failed read of the source into an errs value: a short

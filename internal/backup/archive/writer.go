@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/aes"
 	"crypto/cipher"
-	"crypto/sha256"
 	"encoding/binary"
 	"io"
 	"math/bits"
@@ -77,8 +76,7 @@ func NewWriter(ctx context.Context, dst io.Writer, keys KeyWrapper, opts WriterO
 	if err := checkHeader(op, h); err != nil {
 		return nil, err
 	}
-	hb := encodeHeader(h)
-	digest := sha256.Sum256(hb)
+	hb, identity := encodeHeader(h)
 	block, err := aes.NewCipher(dek)
 	if err != nil {
 		return nil, errs.Internalf(op, err)
@@ -100,7 +98,7 @@ func NewWriter(ctx context.Context, dst io.Writer, keys KeyWrapper, opts WriterO
 	if err != nil {
 		return nil, errs.Internalf(op, err)
 	}
-	return &Writer{header: h, chunks: newChunkWriter(dst, gcm, enc, digest[:], opts.ChunkSize, opts.Concurrency)}, nil
+	return &Writer{header: h, chunks: newChunkWriter(dst, gcm, enc, identity, opts.ChunkSize, opts.Concurrency)}, nil
 }
 
 // Header is the plain header this Writer wrote.
