@@ -64,6 +64,9 @@ func TestTakeAndRestoreIntoNewDeployment(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			if _, c, err := backup.Verify(ctx, vol, "b1.kbk", key); err != nil || c.TotalOffsets() != 150 || c.Meta != 1 {
+				t.Fatalf("Verify = %+v, %v", c, err)
+			}
 			target := filepath.Join(t.TempDir(), "dep-b")
 			opts := seglog.Options{StoreID: "dep-b", Keys: []*seglog.DEK{{ID: "dek-b", Key: seal.RandomKey()}}}
 			got, err := backup.RestoreInto(ctx, vol, "b1.kbk", key, target, opts, nil)
@@ -81,6 +84,22 @@ func TestTakeAndRestoreIntoNewDeployment(t *testing.T) {
 			q, err := dst.Partition("events-0", false)
 			if err != nil || q.EndOffset() != 150 {
 				t.Fatalf("restored partition: %v, end %d", err, q.EndOffset())
+			}
+
+			// The root key rotates: the backup moves to the new version in
+			// place and restores with it.
+			rotated, err := archive.NewLocalRootKey(h.WrappedDEK.KeyCRN, "v2", seal.RandomKey())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := backup.Rewrap(ctx, vol, "b1.kbk", key, rotated); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := backup.RestoreInto(ctx, vol, "b1.kbk", key, filepath.Join(t.TempDir(), "old-key"), opts, nil); errs.KindOf(err) != errs.Unprocessable {
+				t.Fatalf("restore with the old key version after rewrap = %v", err)
+			}
+			if _, err := backup.RestoreInto(ctx, vol, "b1.kbk", rotated, filepath.Join(t.TempDir(), "new-key"), opts, nil); err != nil {
+				t.Fatalf("restore with the rotated key: %v", err)
 			}
 		})
 	}
