@@ -97,8 +97,8 @@ func copyPartition(ctx context.Context, op string, p *seglog.Partition, pr Parti
 			if err == nil && len(bs) == 0 {
 				err = errs.E(op, errs.Internal, "PARTITION_READ_EMPTY", "A partition read returned no batches inside its range")
 			}
-			if e := errs.As(err); e != nil && e.Code == seglog.CodeOffsetOutOfRange {
-				err = errs.E(op, errs.Conflict, "BACKUP_SOURCE_CHANGED", "Retention deleted data of a partition while the backup read it; run the backup again").Because(err)
+			if e := errs.As(err); e != nil && (e.Code == seglog.CodeOffsetOutOfRange || e.Code == seglog.CodePartitionNotFound) {
+				err = errs.E(op, errs.Conflict, "BACKUP_SOURCE_CHANGED", "Retention or a topic deletion removed data while the backup read it; run the backup again").Because(err)
 			}
 			// Keep only batches inside the range fixed at the start.
 			for i, b := range bs {
