@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 
 	"github.com/keyline/keyline/internal/server"
 	"github.com/spf13/cobra"
@@ -27,10 +28,17 @@ func newServeCmd(c *cli) *cobra.Command {
 			if err := s.Listen(); err != nil {
 				return err
 			}
+			keyFile := filepath.Join(cfg.DataDir, "admin-apikey")
 			if s.AdminAPIKey != "" {
-				fmt.Fprintf(c.out, "Created the admin API key (also written to %s/admin-apikey, mode 0600):\n  %s\n", cfg.DataDir, s.AdminAPIKey)
+				fmt.Fprintf(c.out, "Created the admin API key (shown once; also in %s, mode 0600):\n  %s\n", keyFile, s.AdminAPIKey)
 			}
-			fmt.Fprintf(c.out, "Keyline is serving on %s\n  keyline login -a %s --apikey \"$(cat %s/admin-apikey)\"\n", s.URL(), s.URL(), cfg.DataDir)
+			login := fmt.Sprintf("--apikey \"$(cat %s)\"", keyFile)
+			if cfg.AdminAPIKey != "" {
+				login = "--apikey \"$KEYLINE_ADMIN_APIKEY\""
+			} else if _, err := os.Stat(keyFile); err != nil {
+				login = "--apikey <your admin API key>"
+			}
+			fmt.Fprintf(c.out, "Keyline is serving on %s\n  keyline login -a %s %s\n", s.URL(), s.URL(), login)
 			return s.Serve(ctxOf(cmd))
 		},
 	}

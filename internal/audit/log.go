@@ -2,6 +2,7 @@ package audit
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -139,8 +140,13 @@ func (l *Log) writer() {
 
 func (l *Log) commit(group []pending) {
 	err := l.db.Tx(context.Background(), func(tx *store.Tx) error {
+		stmt, err := tx.Prepare(insertEvent)
+		if err != nil {
+			return errs.Internalf("audit.commit", err)
+		}
+		defer stmt.Close()
 		for _, p := range group {
-			if err := l.insert(tx, p.ev); err != nil {
+			if err := l.insertWith(tx.Context(), stmt.ExecContext, p.ev); err != nil {
 				return err
 			}
 		}
@@ -156,7 +162,16 @@ func (l *Log) commit(group []pending) {
 	}
 }
 
+const insertEvent = `INSERT INTO audit_events (id, event_time, account_id, action, outcome, severity, target_id, initiator_id, correlation_id, body)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+
 func (l *Log) insert(tx *store.Tx, ev *Event) error {
+	return l.insertWith(tx.Context(), func(_ context.Context, args ...any) (sql.Result, error) {
+		return tx.Exec(insertEvent, args...)
+	}, ev)
+}
+
+func (l *Log) insertWith(ctx context.Context, exec func(context.Context, ...any) (sql.Result, error), ev *Event) error {
 	if ev.ID == "" {
 		ev.ID = uuid.NewString()
 	}
@@ -170,9 +185,7 @@ func (l *Log) insert(tx *store.Tx, ev *Event) error {
 	if err != nil {
 		return errs.Internalf("audit.insert", err)
 	}
-	_, err = tx.Exec(`INSERT INTO audit_events (id, event_time, account_id, action, outcome, severity, target_id, initiator_id, correlation_id, body)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		ev.ID, store.Time(l.clock.Now()), accountOf(ev), ev.Action, ev.Outcome, ev.Severity, ev.Target.ID, ev.Initiator.ID, ev.CorrelationID, string(body))
+	_, err = exec(ctx, ev.ID, store.Time(l.clock.Now()), accountOf(ev), ev.Action, ev.Outcome, ev.Severity, ev.Target.ID, ev.Initiator.ID, ev.CorrelationID, string(body))
 	if err != nil {
 		return errs.Internalf("audit.insert", err)
 	}

@@ -114,6 +114,7 @@ func TestSeedWalk(t *testing.T) {
 	expireKey := expireCRN[strings.LastIndexByte(expireCRN, ':')+1:]
 	admin.fails(409, "DELETE", client.Path("api", "v2", "keys", expireKey), kpHeader(kpGUID), nil)
 	e.clock.Advance(9*24*time.Hour + time.Minute)
+	admin = e.as(client.New(e.url, adminKey)) // the old token has expired
 	waitFor(t, 20*time.Second, "the expired deployment to be reclaimed and the key to delete without force", func() bool {
 		return admin.do("DELETE", client.Path("api", "v2", "keys", expireKey), kpHeader(kpGUID), nil, nil) == nil
 	})

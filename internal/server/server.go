@@ -30,8 +30,8 @@ type Config struct {
 	// port in [KafkaPortMin, KafkaPortMax]; 0 lets the system choose.
 	KafkaHost                  string
 	KafkaPortMin, KafkaPortMax int
-	Clock         clock.Clock
-	Logger        *slog.Logger
+	Clock                      clock.Clock
+	Logger                     *slog.Logger
 }
 
 // Server is a running Keyline.

@@ -19,9 +19,15 @@ func (b messagehubBroker) Provision(ctx context.Context, inst controller.Instanc
 		Plan: inst.PlanID, Region: inst.Region, ResourceGroup: inst.ResourceGroupID}, params)
 }
 
-func (b messagehubBroker) Suspend(ctx context.Context, inst controller.Instance) error { return b.s.Suspend(ctx, inst.GUID) }
-func (b messagehubBroker) Resume(ctx context.Context, inst controller.Instance) error  { return b.s.Resume(ctx, inst.GUID) }
-func (b messagehubBroker) Reclaim(ctx context.Context, inst controller.Instance) error { return b.s.Reclaim(ctx, inst.GUID) }
+func (b messagehubBroker) Suspend(ctx context.Context, inst controller.Instance) error {
+	return b.s.Suspend(ctx, inst.GUID)
+}
+func (b messagehubBroker) Resume(ctx context.Context, inst controller.Instance) error {
+	return b.s.Resume(ctx, inst.GUID)
+}
+func (b messagehubBroker) Reclaim(ctx context.Context, inst controller.Instance) error {
+	return b.s.Reclaim(ctx, inst.GUID)
+}
 
 func (b messagehubBroker) Credentials(ctx context.Context, inst controller.Instance, key controller.ResourceKey) (map[string]any, error) {
 	return b.s.Credentials(ctx, inst.GUID, key.Name, key.Role)

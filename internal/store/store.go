@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"os"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -37,6 +38,13 @@ type Migration struct {
 // OpenSQLite opens (creating if needed) the database file in dir.
 func OpenSQLite(ctx context.Context, dir string) (*DB, error) {
 	path := filepath.Join(dir, "keyline.db")
+	// Create the file owner-only first: SQLite gives its WAL and shared
+	// memory files the database file's permissions.
+	if f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600); err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	} else {
+		f.Close()
+	}
 	q := url.Values{}
 	q.Add("_pragma", "journal_mode(WAL)")
 	q.Add("_pragma", "synchronous(FULL)")
@@ -167,6 +175,11 @@ func (t *Tx) Query(query string, args ...any) (*sql.Rows, error) {
 // QueryRow runs a query that returns at most one row.
 func (t *Tx) QueryRow(query string, args ...any) *sql.Row {
 	return t.tx.QueryRowContext(t.ctx, query, args...)
+}
+
+// Prepare compiles a statement to run many times in this transaction.
+func (t *Tx) Prepare(query string) (*sql.Stmt, error) {
+	return t.tx.PrepareContext(t.ctx, query)
 }
 
 // OnCommit registers f to run once the transaction has committed (for

@@ -9,6 +9,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
+// maxParallelAppends bounds the goroutines one produce request may use.
+const maxParallelAppends = 32
+
 // handleProduce validates and appends one batch per partition. With acks=0
 // nothing is answered; otherwise the answer comes once the log has the data
 // (durable when the store syncs). Partitions are appended concurrently so
@@ -18,6 +21,7 @@ func (c *conn) handleProduce(ctx context.Context, r *kmsg.ProduceRequest) (kmsg.
 	allowed := c.access.Allows(Writer)
 	badAcks := r.Acks != 0 && r.Acks != 1 && r.Acks != -1
 	var wg sync.WaitGroup
+	slots := make(chan struct{}, maxParallelAppends)
 	for _, rt := range r.Topics {
 		t := c.b.topics.byNameOrNil(rt.Topic)
 		if r.Version >= 13 {
@@ -37,7 +41,11 @@ func (c *conn) handleProduce(ctx context.Context, r *kmsg.ProduceRequest) (kmsg.
 			case badAcks:
 				sp.ErrorCode = kerr.InvalidRequiredAcks.Code
 			default:
-				wg.Go(func() { c.produceTo(ctx, t, rp, sp, r.Version >= 13) })
+				slots <- struct{}{}
+				wg.Go(func() {
+					defer func() { <-slots }()
+					c.produceTo(ctx, t, rp, sp, r.Version >= 13)
+				})
 			}
 		}
 		resp.Topics = append(resp.Topics, st)

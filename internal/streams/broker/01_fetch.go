@@ -2,7 +2,6 @@ package broker
 
 import (
 	"context"
-	"math"
 	"time"
 
 	"github.com/google/uuid"
@@ -11,6 +10,10 @@ import (
 
 	"github.com/keyline/keyline/internal/errs"
 )
+
+// maxFetchBytes caps one fetch response whatever the client asks, as Kafka's
+// fetch.max.bytes (55 MiB) does; at least one batch is always served.
+const maxFetchBytes = 55 << 20
 
 // handleFetch serves stored batches. When fewer than MinBytes are ready it
 // waits up to MaxWaitMillis for any requested partition to change. Fetch
@@ -40,9 +43,9 @@ func (c *conn) handleFetch(ctx context.Context, r *kmsg.FetchRequest) (kmsg.Resp
 // missed.
 func (c *conn) fetchOnce(ctx context.Context, r *kmsg.FetchRequest, changed *[]<-chan struct{}) (*kmsg.FetchResponse, int, bool) {
 	resp := r.ResponseKind().(*kmsg.FetchResponse)
-	budget := int64(math.MaxInt32)
+	budget := int64(maxFetchBytes)
 	if r.Version >= 3 && r.MaxBytes > 0 {
-		budget = int64(r.MaxBytes)
+		budget = min(budget, int64(r.MaxBytes))
 	}
 	allowed := c.access.Allows(Reader)
 	size, failed := 0, false

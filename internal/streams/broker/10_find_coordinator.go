@@ -7,15 +7,16 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
-// handleFindCoordinator points every group at this broker. Transaction
-// coordinators do not exist here.
+// handleFindCoordinator points every group at this broker. Transactional
+// clients are pointed here too, so that InitProducerId can tell them plainly
+// that transactions are refused instead of leaving them to retry.
 func (c *conn) handleFindCoordinator(_ context.Context, r *kmsg.FindCoordinatorRequest) (kmsg.Response, error) {
 	resp := r.ResponseKind().(*kmsg.FindCoordinatorResponse)
 	var code int16
 	switch {
 	case !c.access.Allows(Reader):
 		code = kerr.GroupAuthorizationFailed.Code
-	case r.CoordinatorType != 0:
+	case r.CoordinatorType > 1: // 0 group, 1 transaction, 2 share
 		code = kerr.CoordinatorNotAvailable.Code
 	}
 	node, host, port := c.b.cfg.NodeID, c.b.cfg.AdvertisedHost, c.b.cfg.AdvertisedPort

@@ -1,7 +1,3 @@
-// Package broker is an Event Streams deployment's Kafka listener: the Kafka
-// wire protocol (encoded only through franz-go's kmsg), SASL PLAIN, topics,
-// idempotent produce, fetch, consumer groups and the admin REST API for
-// topics, on top of a Storage that encrypts everything it keeps.
 package broker
 
 import (
@@ -79,6 +75,9 @@ type Config struct {
 	RetentionInterval time.Duration
 	// MaxPartitions caps partitions per topic (default 1000).
 	MaxPartitions int32
+	// MaxConnections caps open connections; more are closed at once
+	// (default 1024).
+	MaxConnections int
 }
 
 // preAuthMaxBytes caps frames before a login: ApiVersions and SASL are tiny,
@@ -135,6 +134,9 @@ func New(cfg Config) (*Broker, error) {
 	}
 	if cfg.MaxPartitions <= 0 {
 		cfg.MaxPartitions = 1000
+	}
+	if cfg.MaxConnections <= 0 {
+		cfg.MaxConnections = 1024
 	}
 	if cfg.ClusterID == "" {
 		cfg.ClusterID = "keyline"
@@ -203,6 +205,12 @@ func (b *Broker) Serve(ctx context.Context) error {
 			nc.Close()
 			return nil
 		}
+		if len(b.conns) >= b.cfg.MaxConnections {
+			b.mu.Unlock()
+			nc.Close()
+			b.log.Warn("kafka connection refused: too many connections", "limit", b.cfg.MaxConnections)
+			continue
+		}
 		b.conns[c] = struct{}{}
 		b.serving.Add(1)
 		b.mu.Unlock()
@@ -256,7 +264,8 @@ func (b *Broker) lockReason() string {
 	return b.locked
 }
 
-// Close stops listening, closes every connection and waits for them.
+// Close stops listening, closes every connection and waits for them. The
+// storage stays open: its owner closes it.
 func (b *Broker) Close() error {
 	b.mu.Lock()
 	if b.closed {

@@ -91,7 +91,9 @@ func (c *conn) serve(parent context.Context) {
 		}
 		start := time.Now()
 		resp, err := c.dispatch(c.ctx, req)
-		c.log.Debug("kafka request", "api", kmsg.NameForKey(req.key), "version", req.version, "took", time.Since(start))
+		if c.log.Enabled(c.ctx, slog.LevelDebug) {
+			c.log.Debug("kafka request", "api", kmsg.NameForKey(req.key), "version", req.version, "took", time.Since(start))
+		}
 		if err != nil {
 			c.logEnd(err)
 			return

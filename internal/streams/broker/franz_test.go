@@ -4,6 +4,10 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -72,5 +76,75 @@ func TestReaderCannotProduce(t *testing.T) {
 	err := cl.ProduceSync(testCtx(t), &kgo.Record{Value: []byte("x")}).FirstErr()
 	if err != kerr.TopicAuthorizationFailed {
 		t.Fatalf("produce as reader: %v, want TOPIC_AUTHORIZATION_FAILED", err)
+	}
+}
+
+func TestAcksZeroProduceIsStoredWithoutAnswer(t *testing.T) {
+	tb := startBroker(t, nil)
+	tb.mustCreate(t, "fire-and-forget", 1)
+	cl := tb.client(t, writerKey, kgo.DefaultProduceTopic("fire-and-forget"), kgo.RequiredAcks(kgo.NoAck()), kgo.DisableIdempotentWrite())
+	produceN(t, cl, "fire-and-forget", 0, 3)
+	// A request after the unanswered produce still gets its own answer.
+	if err := cl.Ping(testCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the records to be stored", func() bool { return endOffset(t, tb, "fire-and-forget") == 3 })
+}
+
+func TestListOffsetsByTimestamp(t *testing.T) {
+	tb := startBroker(t, nil)
+	tb.mustCreate(t, "timeline", 1)
+	cl := tb.client(t, writerKey)
+	base := time.Now().Add(-time.Hour).Truncate(time.Millisecond)
+	for i := range 3 { // one batch per minute
+		r := &kgo.Record{Topic: "timeline", Value: []byte("x"), Timestamp: base.Add(time.Duration(i) * time.Minute)}
+		if err := cl.ProduceSync(testCtx(t), r).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	adm := tb.admin(t, readerKey)
+	tests := []struct {
+		name string
+		list func() (kadm.ListedOffsets, error)
+		want int64
+	}{
+		{"earliest", func() (kadm.ListedOffsets, error) { return adm.ListStartOffsets(testCtx(t), "timeline") }, 0},
+		{"latest", func() (kadm.ListedOffsets, error) { return adm.ListEndOffsets(testCtx(t), "timeline") }, 3},
+		{"at the second record", func() (kadm.ListedOffsets, error) {
+			return adm.ListOffsetsAfterMilli(testCtx(t), base.Add(30*time.Second).UnixMilli(), "timeline")
+		}, 1},
+		{"after the last record", func() (kadm.ListedOffsets, error) {
+			return adm.ListOffsetsAfterMilli(testCtx(t), base.Add(time.Hour).UnixMilli(), "timeline")
+		}, 3}, // kadm maps "none" (-1) to the end offset
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			lo, err := tt.list()
+			if err != nil {
+				t.Fatal(err)
+			}
+			o, _ := lo.Lookup("timeline", 0)
+			if o.Err != nil || o.Offset != tt.want {
+				t.Fatalf("offset %d err %v, want %d", o.Offset, o.Err, tt.want)
+			}
+		})
+	}
+}
+
+func TestUnknownTopicsAreNotAutoCreated(t *testing.T) {
+	tb := startBroker(t, nil)
+	cl := tb.client(t, writerKey)
+	req := kmsg.NewPtrMetadataRequest()
+	req.AllowAutoTopicCreation = true
+	req.Topics = []kmsg.MetadataRequestTopic{{Topic: kmsg.StringPtr("ghost")}}
+	resp, err := req.RequestWith(testCtx(t), cl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code := resp.Topics[0].ErrorCode; code != kerr.UnknownTopicOrPartition.Code {
+		t.Fatalf("metadata for an unknown topic: %v", kerr.ErrorForCode(code))
+	}
+	if len(tb.Topics(t.Context())) != 0 {
+		t.Fatal("a topic was created by a metadata request")
 	}
 }

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -106,6 +107,16 @@ func TestGroupMembersSplitPartitionsAndRebalanceOnLeave(t *testing.T) {
 	cl2, done2 := member()
 	waitFor(t, "two members with two partitions each", func() bool { return sameCounts(assignments(t, adm, "g1"), 2, 2) })
 	waitFor(t, "all records consumed", func() bool { mu.Lock(); defer mu.Unlock(); return len(seen) == 40 })
+
+	listed, err := adm.ListGroups(testCtx(t))
+	if err != nil || listed["g1"].State != "Stable" {
+		t.Fatalf("ListGroups: %v %+v", err, listed)
+	}
+	for _, k := range tb.store.metaKeys() {
+		if strings.Contains(k, "g1") {
+			t.Fatalf("storage key %q holds a group name", k)
+		}
+	}
 
 	cl2.Close() // leaves the group
 	<-done2

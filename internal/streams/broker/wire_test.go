@@ -201,3 +201,44 @@ func TestSASLHandshakeV0TakesBarePlainToken(t *testing.T) {
 		t.Fatalf("metadata after v0 login: %v controller %d", err, resp.ControllerID)
 	}
 }
+
+func TestConnectionsOverTheLimitAreClosed(t *testing.T) {
+	tb := startBroker(t, nil, func(c *Config) { c.MaxConnections = 1 })
+	first := dialRaw(t, tb)
+	first.login(readerKey)
+	second := dialRaw(t, tb)
+	if !second.closed() {
+		t.Fatal("a connection over the limit stayed open")
+	}
+	first.nc.Close()
+	waitFor(t, "the slot to free", func() bool {
+		rc := dialRaw(t, tb)
+		req := kmsg.NewPtrApiVersionsRequest()
+		rc.send(req, 1)
+		return rc.recv(req.ResponseKind(), false) == nil
+	})
+}
+
+func TestRefusedLoginAnswers58ThenCloses(t *testing.T) {
+	tb := startBroker(t, nil)
+	rc := dialRaw(t, tb)
+	hs := kmsg.NewPtrSASLHandshakeRequest()
+	hs.Version, hs.Mechanism = 1, "PLAIN"
+	rc.send(hs, 1)
+	if err := rc.recv(hs.ResponseKind(), false); err != nil {
+		t.Fatal(err)
+	}
+	auth := kmsg.NewPtrSASLAuthenticateRequest()
+	auth.Version, auth.SASLAuthBytes = 2, []byte("\x00token\x00guess")
+	rc.send(auth, 2)
+	resp := auth.ResponseKind().(*kmsg.SASLAuthenticateResponse)
+	if err := rc.recv(resp, true); err != nil {
+		t.Fatal(err)
+	}
+	if resp.ErrorCode != kerr.SaslAuthenticationFailed.Code || resp.ErrorMessage == nil || *resp.ErrorMessage != "the API key is not valid" {
+		t.Fatalf("refusal: code %d message %v", resp.ErrorCode, resp.ErrorMessage)
+	}
+	if !rc.closed() {
+		t.Fatal("connection open after a refused login")
+	}
+}
