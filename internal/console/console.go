@@ -260,7 +260,7 @@ func (c *Console) signinPage(w http.ResponseWriter, r *http.Request) {
 
 func (c *Console) renderSignin(w http.ResponseWriter, r *http.Request, status int, msg string) {
 	token := randomToken()
-	http.SetCookie(w, c.cookie(signinCookie, token, c.cfg.Clock.Now().Add(time.Hour)))
+	http.SetCookie(w, c.cookie(signinCookie, token, time.Hour))
 	c.render(w, r, nil, status, "signin", view{Title: "Sign in", CSRF: token, Data: map[string]any{
 		"Next": safeNext(r.FormValue("next")), "Error": msg,
 	}})
@@ -297,8 +297,8 @@ func (c *Console) signin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	sess := c.sessions.create(*p, tok.AccessToken, c.cfg.Clock.Now().Add(time.Duration(tok.ExpiresIn)*time.Second))
-	http.SetCookie(w, c.cookie(signinCookie, "", time.Time{}))
-	http.SetCookie(w, c.cookie(sessionCookie, sess.id, time.Time{}))
+	http.SetCookie(w, c.cookie(signinCookie, "", 0))
+	http.SetCookie(w, c.cookie(sessionCookie, sess.id, 0))
 	http.Redirect(w, r, safeNext(r.PostForm.Get("next")), http.StatusSeeOther)
 }
 
@@ -320,6 +320,6 @@ func (c *Console) exchange(ctx context.Context, apikey string) (tokenResponse, e
 
 func (c *Console) signout(w http.ResponseWriter, r *http.Request, s *session, _ *caller) {
 	c.sessions.delete(s.id)
-	http.SetCookie(w, c.cookie(sessionCookie, "", time.Time{}))
+	http.SetCookie(w, c.cookie(sessionCookie, "", 0))
 	http.Redirect(w, r, "/console/signin", http.StatusSeeOther)
 }

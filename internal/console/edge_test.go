@@ -11,8 +11,10 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/keyline/keyline/internal/auth"
+	"github.com/keyline/keyline/internal/clock"
 	"github.com/keyline/keyline/internal/console"
 	"github.com/keyline/keyline/internal/errs"
 	"github.com/keyline/keyline/internal/httpapi"
@@ -122,11 +124,15 @@ func (e *identityEdge) handler() http.Handler {
 }
 
 func startEdge(t *testing.T, secure bool) (*httptest.Server, *identityEdge) {
+	return startEdgeWithClock(t, secure, nil)
+}
+
+func startEdgeWithClock(t *testing.T, secure bool, clk clock.Clock) (*httptest.Server, *identityEdge) {
 	t.Helper()
 	idp := newIdentityEdge()
 	mux := http.NewServeMux()
 	api := idp.handler()
-	c, err := console.New(console.Config{API: api, Authn: idp, Authz: idp, Secure: secure})
+	c, err := console.New(console.Config{API: api, Authn: idp, Authz: idp, Secure: secure, Clock: clk})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -338,5 +344,33 @@ func TestSignInRedirectStaysOnTheConsole(t *testing.T) {
 		if !strings.HasPrefix(loc, "/console/") || strings.HasPrefix(loc, "//") {
 			t.Errorf("next=%q redirected to %q", next, loc)
 		}
+	}
+}
+
+func TestSessionsEndWithTheirTokenOrAfterIdling(t *testing.T) {
+	cases := []struct {
+		name  string
+		steps []time.Duration // clock advances between page views
+		live  bool
+	}{
+		{"used within the token's life", []time.Duration{20 * time.Minute, 20 * time.Minute, 15 * time.Minute}, true},
+		{"past the token's expiry", []time.Duration{25 * time.Minute, 25 * time.Minute, 25 * time.Minute}, false},
+		{"idle for half an hour", []time.Duration{31 * time.Minute}, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			clk := clock.NewFake(time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC))
+			srv, _ := startEdgeWithClock(t, false, clk)
+			hc := userAgent(t)
+			signIn(t, hc, srv.URL, edgeAdminKey) // the token lives an hour
+			var resp *http.Response
+			for _, d := range tc.steps {
+				clk.Advance(d)
+				resp, _ = fetch(t, hc, "GET", srv.URL+"/console/", nil)
+			}
+			if live := resp.StatusCode == http.StatusOK; live != tc.live {
+				t.Fatalf("session live %v (HTTP %d), want %v", live, resp.StatusCode, tc.live)
+			}
+		})
 	}
 }

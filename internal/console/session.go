@@ -119,12 +119,15 @@ func validCSRF(want, got string) bool {
 	return want != "" && subtle.ConstantTimeCompare([]byte(want), []byte(got)) == 1
 }
 
-func (c *Console) cookie(name, value string, expires time.Time) *http.Cookie {
+// cookie is a console cookie; maxAge is relative, so the browser's clock
+// need not agree with the server's. An empty value deletes the cookie.
+func (c *Console) cookie(name, value string, maxAge time.Duration) *http.Cookie {
 	ck := &http.Cookie{Name: name, Value: value, Path: "/", HttpOnly: true, Secure: c.cfg.Secure, SameSite: http.SameSiteStrictMode}
-	if value == "" {
+	switch {
+	case value == "":
 		ck.MaxAge = -1
-	} else if !expires.IsZero() {
-		ck.Expires = expires
+	case maxAge > 0:
+		ck.MaxAge = int(maxAge / time.Second)
 	}
 	return ck
 }
