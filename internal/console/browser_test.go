@@ -26,7 +26,7 @@ type browser struct {
 	ctx   context.Context
 	base  string
 	shots string
-	mu    sync.Mutex
+	mu    *sync.Mutex // guards out, which Chromium's output is written to
 	out   *bytes.Buffer
 }
 
@@ -63,7 +63,7 @@ func newBrowser(t *testing.T, base string) *browser {
 	if _, err := os.Stat(chromium); err != nil {
 		t.Skip("no Chromium at " + chromium + ": apt-get install -y chromium")
 	}
-	b := &browser{t: t, base: base, shots: screenshotDir(t), out: &bytes.Buffer{}}
+	b := &browser{t: t, base: base, shots: screenshotDir(t), mu: &sync.Mutex{}, out: &bytes.Buffer{}}
 	profile := t.TempDir()
 	// Chromium's singleton socket lives under TMPDIR and its path must stay
 	// short, shorter than t.TempDir() names are.
@@ -76,7 +76,7 @@ func newBrowser(t *testing.T, base string) *browser {
 		chromedp.ExecPath(chromium), chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU,
 		chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-component-update", true),
 		chromedp.Flag("disable-sync", true), chromedp.NoFirstRun, chromedp.UserDataDir(profile),
-		chromedp.Env("TMPDIR=" + tmp), chromedp.CombinedOutput(lockedBuffer{mu: &b.mu, buf: b.out}),
+		chromedp.Env("TMPDIR=" + tmp), chromedp.CombinedOutput(lockedBuffer{mu: b.mu, buf: b.out}),
 	}
 	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancel := chromedp.NewContext(actx)
@@ -106,6 +106,28 @@ func newBrowser(t *testing.T, base string) *browser {
 	})
 	b.do("set the laptop viewport", chromedp.EmulateViewport(1280, 900))
 	return b
+}
+
+// newTab opens a second tab of the same browser, sharing its cookies.
+func (b *browser) newTab() *browser {
+	b.t.Helper()
+	ctx, cancel := chromedp.NewContext(b.ctx)
+	b.t.Cleanup(cancel)
+	// As with the first tab, the first run must not carry a deadline: the
+	// tab would close when it fires.
+	opened := make(chan error, 1)
+	go func() { opened <- chromedp.Do(ctx) }()
+	select {
+	case err := <-opened:
+		if err != nil {
+			b.t.Fatalf("opening a tab: %v", err)
+		}
+	case <-time.After(stepTimeout):
+		b.t.Fatal("a new tab did not open")
+	}
+	tab := &browser{t: b.t, ctx: ctx, base: b.base, shots: b.shots, mu: b.mu, out: b.out}
+	tab.do("set the viewport", chromedp.EmulateViewport(1280, 900))
+	return tab
 }
 
 func (b *browser) output() string {

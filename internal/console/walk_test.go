@@ -192,14 +192,21 @@ func walkSeed(t *testing.T) (*keyline, *browser) {
 	b.waitPage("/console/", `#deployments tr[data-guid="`+depGUID+`"] .badge`, "active")
 	b.open("/console/kms/"+kms.GUID, "#keys")
 
-	// Rotate, and follow the Syncing KMS state task to 100%.
-	b.submit(`#keys tr[data-name="disk-key"] button[data-action="rotate"]`, ".notice.ok")
-	b.contains(".notice.ok", "rotated")
+	// Rotate in a second tab while the deployment's overview is open in the
+	// first, and watch its Tasks panel follow Syncing KMS state to 100%.
 	depURL := get(b, "find the deployment link", chromedp.Evaluate[string](`document.querySelector('#keys tr[data-name="disk-key"] .assoc a').getAttribute("href")`))
 	b.open(depURL, "#tasks-panel")
-	b.waitText("#tasks-panel", "Syncing KMS state")
-	b.waitText(`#tasks-panel li[data-description="Syncing KMS state"]`, "100%")
-	b.waitText(`#tasks-panel li[data-description="Syncing KMS state"]`, "completed")
+	if n := b.count(`#tasks-panel li[data-description="Syncing KMS state"]`); n != 0 {
+		t.Fatalf("%d Syncing KMS state tasks before any rotation", n)
+	}
+	keysTab := b.newTab()
+	keysTab.open("/console/kms/"+kms.GUID, "#keys")
+	keysTab.submit(`#keys tr[data-name="disk-key"] button[data-action="rotate"]`, ".notice.ok")
+	keysTab.contains(".notice.ok", "rotated")
+	b.poll("the open overview to show Syncing KMS state completed at 100%", func() bool {
+		v, _ := eval[string](b, `(() => { const li = document.querySelector('#tasks-panel li[data-description="Syncing KMS state"]'); return li ? li.dataset.status + " " + li.querySelector(".pct").innerText : ""; })()`)
+		return v == "completed 100%"
+	})
 	b.shot("deployment-tasks", 1280, 390)
 
 	// Force delete the key through the confirmation dialog.

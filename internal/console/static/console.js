@@ -54,22 +54,22 @@ document.addEventListener("DOMContentLoaded", () => {
     sync();
   });
 
-  // Tasks panel: poll while a task is queued or running.
+  // Tasks panel: refresh every second while a task is queued or running,
+  // and every few seconds otherwise, since a key rotated elsewhere starts one.
   const panel = document.getElementById("tasks-panel");
   if (panel) {
-    const poll = async () => {
+    const busy = () => {
       const list = panel.querySelector("#tasks");
-      if (!list || list.dataset.polling !== "true") {
-        setTimeout(poll, 5000); // a key action elsewhere may start a task
-        return;
-      }
+      return !!list && list.dataset.polling === "true";
+    };
+    const poll = async () => {
       try {
         const resp = await fetch(panel.dataset.poll, { credentials: "same-origin", headers: { Accept: "text/html" } });
         if (resp.ok) panel.innerHTML = await resp.text();
       } catch (e) { /* keep the last state; retry */ }
-      setTimeout(poll, 1000);
+      setTimeout(poll, busy() ? 1000 : 3000);
     };
-    setTimeout(poll, 1000);
+    setTimeout(poll, busy() ? 1000 : 3000);
   }
 
   // Activity Tracker follow mode through the console's event stream.
