@@ -141,12 +141,12 @@ func walkSeed(t *testing.T) (*keyline, *browser) {
 	b.contains("#new-credentials", "orders-app")
 	b.contains("#new-credentials", "apikey")
 	b.contains("#topics", "orders")
-	b.shot("deployment-active", 1280, 390)
 	b.open("/console/deployments/"+depGUID, "#credentials")
 	if strings.Contains(b.text("#credentials"), "apikey") {
 		t.Fatal("the credentials are shown again after the page that created them")
 	}
 	b.contains("#credentials", "orders-app")
+	b.shot("deployment-active", 1280, 390) // without the one-time credentials
 
 	// The deployment created the dependent authorization for its backups.
 	b.open("/console/iam/authorizations", "#authorizations")

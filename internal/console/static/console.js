@@ -65,6 +65,7 @@ document.addEventListener("DOMContentLoaded", () => {
     const poll = async () => {
       try {
         const resp = await fetch(panel.dataset.poll, { credentials: "same-origin", headers: { Accept: "text/html" } });
+        if (resp.redirected) { window.location.reload(); return; } // signed out: show the sign-in page
         if (resp.ok) panel.innerHTML = await resp.text();
       } catch (e) { /* keep the last state; retry */ }
       setTimeout(poll, busy() ? 1000 : 3000);
