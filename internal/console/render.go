@@ -121,25 +121,7 @@ var funcs = template.FuncMap{
 		}
 		return "neutral"
 	},
-	"stateLabel": func(state string) string { return strings.ReplaceAll(state, "_", " ") },
-	"shortCRN":   shortCRN,
-	"crnPart": func(s, part string) string {
-		c, err := crn.Parse(s)
-		if err != nil {
-			return ""
-		}
-		switch part {
-		case "service":
-			return c.ServiceName
-		case "location":
-			return c.Location
-		case "instance":
-			return c.ServiceInstance
-		case "resource":
-			return c.Resource
-		}
-		return ""
-	},
+	"shortCRN":    shortCRN,
 	"serviceName": serviceDisplayName,
 	"list":        func(v ...string) []string { return v },
 	"json": func(v any) string {
