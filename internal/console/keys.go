@@ -125,18 +125,32 @@ func loadKeys(ctx context.Context, api *caller, guid string, names map[string]in
 				}
 			}
 		}
-		regs, err := loadRegistrations(ctx, api, guid, k.ID, names)
-		if err != nil {
-			return nil, err
+	}
+	// One call for the registrations of every key of the instance.
+	regs, err := listRegistrations(ctx, api, guid, "/api/v2/keys/registrations?limit=5000", names)
+	if err != nil {
+		return nil, err
+	}
+	for i := range keys.Resources {
+		for _, reg := range regs {
+			if reg.KeyID == keys.Resources[i].ID {
+				keys.Resources[i].Registrations = append(keys.Resources[i].Registrations, reg)
+			}
 		}
-		k.Registrations = regs
 	}
 	return keys.Resources, nil
 }
 
+// loadRegistrations lists the resources registered on one key.
 func loadRegistrations(ctx context.Context, api *caller, guid, keyID string, names map[string]instance) ([]registration, error) {
+	return listRegistrations(ctx, api, guid, "/api/v2/keys/"+url.PathEscape(keyID)+"/registrations", names)
+}
+
+// listRegistrations reads a registration collection and names the
+// instances it can.
+func listRegistrations(ctx context.Context, api *caller, guid, path string, names map[string]instance) ([]registration, error) {
 	var regs registrationCollection
-	if err := api.do(ctx, http.MethodGet, "/api/v2/keys/"+url.PathEscape(keyID)+"/registrations", kp(guid), nil, &regs); err != nil {
+	if err := api.do(ctx, http.MethodGet, path, kp(guid), nil, &regs); err != nil {
 		return nil, err
 	}
 	for i := range regs.Resources {
