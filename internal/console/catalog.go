@@ -2,6 +2,8 @@ package console
 
 import (
 	"context"
+
+	"github.com/keyline/keyline/internal/auth"
 	"net/http"
 	"net/url"
 	"slices"
@@ -140,5 +142,9 @@ func (c *Console) provision(w http.ResponseWriter, r *http.Request, s *session, 
 
 // catalog lists what can be created.
 func (c *Console) catalog(w http.ResponseWriter, r *http.Request, s *session, api *caller) {
-	c.render(w, r, s, http.StatusOK, "catalog", view{Title: "Catalog", Nav: "catalog"})
+	ctx := r.Context()
+	c.render(w, r, s, http.StatusOK, "catalog", view{Title: "Catalog", Nav: "catalog", Data: map[string]any{
+		"CanKMS":     c.can(ctx, s, auth.InstanceCreate, auth.Resource{ServiceName: "kms"}),
+		"CanStreams": c.can(ctx, s, auth.InstanceCreate, auth.Resource{ServiceName: "messagehub"}),
+	}})
 }

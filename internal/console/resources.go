@@ -2,6 +2,8 @@ package console
 
 import (
 	"context"
+
+	"github.com/keyline/keyline/internal/auth"
 	"net/http"
 	"net/url"
 	"slices"
@@ -199,7 +201,8 @@ func (c *Console) dashboard(w http.ResponseWriter, r *http.Request, s *session, 
 			streams = append(streams, in)
 		}
 	}
-	v.Data = map[string]any{"KMS": kms, "Streams": streams}
+	v.Data = map[string]any{"KMS": kms, "Streams": streams,
+		"CanCreate": c.can(r.Context(), s, auth.InstanceCreate, auth.Resource{ServiceName: "messagehub"})}
 	c.render(w, r, s, http.StatusOK, "dashboard", v)
 }
 

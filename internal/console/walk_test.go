@@ -286,6 +286,12 @@ func TestReaderSeesNoMutatingControlsAndGets403WhenPostingAnyway(t *testing.T) {
 	if n := b.count("#create-authorization"); n != 0 {
 		t.Error("a reader sees the Create authorization button")
 	}
+	for page, sel := range map[string]string{"/console/": "#create-deployment", "/console/catalog/": "#catalog-kms, #catalog-es"} {
+		b.open(page, "h1")
+		if n := b.count(sel); n != 0 {
+			t.Errorf("a reader sees %s on %s", sel, page)
+		}
+	}
 
 	csrf := b.sessionCSRF()
 	cases := []struct{ path string }{
