@@ -218,6 +218,9 @@ func TestSignInSetsAStrictHttpOnlySessionCookieAndKeepsTheTokenServerSide(t *tes
 		if strings.Contains(dash, "tok-IBMid") || strings.Contains(dash, edgeAdminKey) {
 			t.Error("a page shows the bearer token or the API key")
 		}
+		if resp, _ := fetch(t, hc, "GET", srv.URL+"/console/", nil); (resp.Header.Get("Strict-Transport-Security") != "") != secure {
+			t.Errorf("secure=%v: Strict-Transport-Security %q", secure, resp.Header.Get("Strict-Transport-Security"))
+		}
 		if !strings.Contains(dash, "admin@example.com") {
 			t.Errorf("the dashboard does not name the signed-in user:\n%s", dash)
 		}
