@@ -124,7 +124,7 @@ func (c *Console) routes() {
 	m.Handle("GET /console/deployments/{guid}", c.page(c.deployment))
 	m.Handle("GET /console/deployments/{guid}/tasks", c.page(c.deploymentTasks))
 	m.Handle("POST /console/deployments/{guid}/backups", c.action(c.createBackup))
-	m.Handle("POST /console/deployments/{guid}/backups/{id}/restore", c.action(c.restoreBackup))
+	m.Handle("POST /console/deployments/{guid}/restore", c.action(c.restoreBackup))
 	m.Handle("POST /console/deployments/{guid}/credentials", c.action(c.createCredentials))
 
 	m.Handle("GET /console/activity", c.page(c.activity))

@@ -29,11 +29,13 @@ func (t task) Done() bool {
 	return t.Status == "completed" || t.Status == "failed" || t.Status == "expired"
 }
 
-type backup map[string]any
-
-func (b backup) S(k string) string {
-	s, _ := b[k].(string)
-	return s
+// backup is a deployment backup in the Cloud Databases v5 shape.
+type backup struct {
+	ID           string     `json:"id"`   // the backup's CRN
+	Type         string     `json:"type"` // scheduled, on_demand
+	Status       string     `json:"status"`
+	IsRestorable bool       `json:"is_restorable"`
+	CreatedAt    *time.Time `json:"created_at"`
 }
 
 type topic struct {
@@ -244,7 +246,7 @@ func (c *Console) restoreBackup(w http.ResponseWriter, r *http.Request, s *sessi
 	if name == "" {
 		name = inst.Name + "-restored"
 	}
-	params := map[string]any{"backup_id": r.PathValue("id")}
+	params := map[string]any{"backup_id": r.PostForm.Get("backup_id")}
 	if k := inst.DiskKey(); k != "" {
 		params["disk_encryption_key_crn"] = k
 	}
