@@ -249,6 +249,10 @@ func (b *browser) shot(name string, widths ...int) {
 	}
 	for _, w := range widths {
 		b.do("resize to "+name, chromedp.EmulateViewport(int64(w), 900))
+		// At every width the page fits: nothing makes it scroll sideways.
+		if wide := get(b, "measure "+name, chromedp.Evaluate[int](`document.documentElement.scrollWidth`)); wide > w {
+			b.t.Errorf("%s is %d px wide in a %d px window", name, wide, w)
+		}
 		png := get(b, "screenshot "+name, chromedp.FullScreenshot(100))
 		if err := os.WriteFile(filepath.Join(b.shots, name+"-"+strconv.Itoa(w)+".png"), png, 0o644); err != nil {
 			b.t.Fatal(err)
