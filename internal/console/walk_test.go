@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
 )
 
 // selectByText chooses the option of select #id whose label starts with label.
@@ -424,6 +425,24 @@ func TestKeyLifecycleFromTheKeysPage(t *testing.T) {
 	}
 	if got := b.text(row + `td[data-label="Last rotation"]`); got == "Never" {
 		t.Error("the rotated key shows no last rotation")
+	}
+
+	// The dialog is modal and keyboard friendly: focus starts on Cancel, and
+	// Escape closes it without deleting anything.
+	b.submit(row+`a[data-action="delete"]`, "#delete-dialog")
+	if focused := get(b, "read the focus", chromedp.Evaluate[string](`document.activeElement.textContent.trim()`)); focused != "Cancel" {
+		t.Errorf("the delete dialog opens with focus on %q, want Cancel", focused)
+	}
+	if !get(b, "read modality", chromedp.Evaluate[bool](`document.getElementById("delete-dialog").matches(":modal")`)) {
+		t.Error("the delete dialog is not modal")
+	}
+	b.do("press Escape", chromedp.KeyEvent(kb.Escape))
+	b.poll("the dialog to close", func() bool {
+		n, ok := eval[int](b, `document.querySelectorAll("#delete-dialog").length`)
+		return ok && n == 0
+	})
+	if got := b.keyState("imported-key"); got != "Active" {
+		t.Fatalf("after Escape the key is %q", got)
 	}
 
 	// A key nothing uses deletes without force, and can be restored.
