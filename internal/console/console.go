@@ -126,6 +126,8 @@ func (c *Console) routes() {
 	m.Handle("POST /console/deployments/{guid}/backups", c.action(c.createBackup))
 	m.Handle("POST /console/deployments/{guid}/restore", c.action(c.restoreBackup))
 	m.Handle("POST /console/deployments/{guid}/credentials", c.action(c.createCredentials))
+	m.Handle("POST /console/deployments/{guid}/delete", c.action(c.deleteDeployment))
+	m.Handle("POST /console/deployments/{guid}/reclamation/restore", c.action(c.restoreDeployment))
 
 	m.Handle("GET /console/activity", c.page(c.activity))
 	m.Handle("GET /console/activity/stream", c.page(c.activityStream))

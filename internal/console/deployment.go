@@ -191,7 +191,15 @@ func (c *Console) renderDeployment(w http.ResponseWriter, r *http.Request, s *se
 	data["Topics"] = topics
 	data["Problems"] = problems
 
+	if inst.State == "pending_reclamation" {
+		rec, err := reclamationOf(ctx, api, inst.GUID)
+		note("Reclamation", err)
+		data["Reclamation"] = rec
+	}
+	data["ConfirmDelete"] = r.URL.Query().Get("delete") != "" && inst.State != "pending_reclamation"
+
 	res := auth.Resource{ServiceName: "messagehub", ServiceInstance: inst.GUID}
+	data["CanDelete"] = c.can(ctx, s, auth.InstanceDelete, res)
 	data["CanBackup"] = c.can(ctx, s, auth.BackupCreate, res)
 	data["CanCredentials"] = c.can(ctx, s, auth.KeyCreate, res)
 	data["Active"] = inst.State == "active"
@@ -284,4 +292,56 @@ func (c *Console) createCredentials(w http.ResponseWriter, r *http.Request, s *s
 		return
 	}
 	c.renderDeployment(w, r, s, api, inst, &newCredentials{Name: created.Name, Credentials: created.Credentials})
+}
+
+// reclamation is a deleted instance waiting out its soft-deletion period.
+type reclamation struct {
+	ID         string     `json:"id"`
+	State      string     `json:"state"`
+	TargetTime *time.Time `json:"target_time"`
+}
+
+// reclamationOf finds the instance's pending reclamation, if any.
+func reclamationOf(ctx context.Context, api *caller, guid string) (*reclamation, error) {
+	var out struct {
+		Resources []reclamation `json:"resources"`
+	}
+	if err := api.get(ctx, "/v1/reclamations?"+url.Values{"resource_instance_id": {guid}}.Encode(), &out); err != nil {
+		return nil, err
+	}
+	for i := range out.Resources {
+		if out.Resources[i].State == "SCHEDULED" {
+			return &out.Resources[i], nil
+		}
+	}
+	return nil, nil
+}
+
+// deleteDeployment deletes a deployment; the Resource Controller keeps it
+// for its reclamation period, registered on its keys.
+func (c *Console) deleteDeployment(w http.ResponseWriter, r *http.Request, s *session, api *caller) {
+	guid := r.PathValue("guid")
+	if err := api.do(r.Context(), http.MethodDelete, "/v2/resource_instances/"+url.PathEscape(guid), nil, nil, nil); err != nil {
+		c.renderAPIError(w, r, s, err)
+		return
+	}
+	c.redirect(w, r, s, c.deploymentURL(guid), "Deployment deleted. It can be restored until its reclamation period ends.")
+}
+
+// restoreDeployment restores a deleted deployment from its reclamation.
+func (c *Console) restoreDeployment(w http.ResponseWriter, r *http.Request, s *session, api *caller) {
+	guid := r.PathValue("guid")
+	rec, err := reclamationOf(r.Context(), api, guid)
+	if err == nil && rec == nil {
+		c.renderError(w, r, s, http.StatusConflict, "Nothing to restore", "This deployment is not waiting for reclamation.")
+		return
+	}
+	if err == nil {
+		err = api.do(r.Context(), http.MethodPost, "/v1/reclamations/"+url.PathEscape(rec.ID)+"/actions/restore", nil, map[string]any{}, nil)
+	}
+	if err != nil {
+		c.renderAPIError(w, r, s, err)
+		return
+	}
+	c.redirect(w, r, s, c.deploymentURL(guid), "Deployment restored.")
 }

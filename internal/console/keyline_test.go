@@ -94,17 +94,48 @@ func (k *keyline) createKMS(name, region string) created {
 
 // createKey creates a root key through the API and returns its id.
 func (k *keyline) createKey(kmsGUID, name string) string {
+	id, _ := k.createKeyCRN(kmsGUID, name)
+	return id
+}
+
+// createKeyCRN creates a root key and returns its id and CRN.
+func (k *keyline) createKeyCRN(kmsGUID, name string) (id, crn string) {
 	k.t.Helper()
 	var out struct {
 		Resources []struct {
-			ID string `json:"id"`
+			ID  string `json:"id"`
+			CRN string `json:"crn"`
 		} `json:"resources"`
 	}
 	k.call("POST", "/api/v2/keys", map[string]string{"bluemix-instance": kmsGUID}, map[string]any{
 		"metadata":  map[string]any{"collectionType": "application/vnd.ibm.kms.key+json", "collectionTotal": 1},
 		"resources": []any{map[string]any{"type": "application/vnd.ibm.kms.key+json", "name": name, "extractable": false}},
 	}, &out)
-	return out.Resources[0].ID
+	return out.Resources[0].ID, out.Resources[0].CRN
+}
+
+// authorize lets Event Streams use the keys of a KMS instance (Reader).
+func (k *keyline) authorize(account, kmsGUID string) {
+	k.t.Helper()
+	k.call("POST", "/v1/policies", nil, map[string]any{
+		"type":     "authorization",
+		"subjects": []any{map[string]any{"attributes": []any{map[string]any{"name": "accountId", "value": account}, map[string]any{"name": "serviceName", "value": "messagehub"}}}},
+		"roles":    []any{map[string]any{"role_id": "crn:v1:bluemix:public:iam::::serviceRole:Reader"}},
+		"resources": []any{map[string]any{"attributes": []any{
+			map[string]any{"name": "accountId", "operator": "stringEquals", "value": account},
+			map[string]any{"name": "serviceName", "operator": "stringEquals", "value": "kms"},
+			map[string]any{"name": "serviceInstance", "operator": "stringEquals", "value": kmsGUID},
+		}}},
+	}, nil)
+}
+
+// createDeployment provisions an Event Streams deployment with a disk key.
+func (k *keyline) createDeployment(name, diskKeyCRN string) created {
+	k.t.Helper()
+	var out created
+	k.call("POST", "/v2/resource_instances", nil, map[string]any{"name": name, "resource_plan_id": "eventstreams-gen2-standard", "target": "us-south",
+		"parameters": map[string]any{"disk_encryption_key_crn": diskKeyCRN}}, &out)
+	return out
 }
 
 // createReader invites a user with read-only access to the account and

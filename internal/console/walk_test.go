@@ -497,3 +497,28 @@ func provisionWithoutAuthorization(t *testing.T, k *keyline, b *browser) {
 		}
 	}
 }
+
+func TestDeletedDeploymentWaitsForReclamationAndCanBeRestored(t *testing.T) {
+	k, kms, b := adminWithKMS(t, "recl-kp")
+	_, keyCRN := k.createKeyCRN(kms.GUID, "recl-key")
+	k.authorize(k.account(), kms.GUID)
+	dep := k.createDeployment("es-recl", keyCRN)
+
+	b.open("/console/deployments/"+dep.GUID, "#state")
+	b.waitText("#state-badge", "active")
+	b.submit("#delete-deployment", "#delete-deployment-dialog")
+	b.contains("#delete-deployment-dialog", "9 days")
+	b.submit("#delete-deployment-confirm", "#reclamation")
+	b.contains("#state-badge", "pending reclamation")
+	b.contains("#reclamation", "needs force")
+	b.shot("deployment-reclamation", 1280, 390)
+
+	// Still registered: deleting its key asks for force and names it.
+	b.open("/console/kms/"+kms.GUID+"?delete="+strings.TrimPrefix(keyCRN[strings.LastIndex(keyCRN, ":"):], ":"), "#delete-dialog")
+	b.contains("#shred-targets", "es-recl")
+
+	b.open("/console/deployments/"+dep.GUID, "#restore-deployment")
+	b.submit("#restore-deployment", ".notice.ok")
+	b.contains(".notice.ok", "restored")
+	b.waitPage("/console/deployments/"+dep.GUID, "#state-badge", "active")
+}
