@@ -124,6 +124,21 @@ var funcs = template.FuncMap{
 	"shortCRN":    shortCRN,
 	"serviceName": serviceDisplayName,
 	"list":        func(v ...string) []string { return v },
+	// dict passes named values to a shared template: dict "Key" value ...
+	"dict": func(kv ...any) (map[string]any, error) {
+		if len(kv)%2 != 0 {
+			return nil, fmt.Errorf("dict needs key and value pairs")
+		}
+		m := map[string]any{}
+		for i := 0; i < len(kv); i += 2 {
+			k, ok := kv[i].(string)
+			if !ok {
+				return nil, fmt.Errorf("dict keys must be strings")
+			}
+			m[k] = kv[i+1]
+		}
+		return m, nil
+	},
 	"json": func(v any) string {
 		b, err := json.MarshalIndent(v, "", "  ")
 		if err != nil {
