@@ -68,6 +68,7 @@ func TestScreenshots(t *testing.T) {
 	}
 	k, b := walkSeed(t)
 	provisionWithoutAuthorization(t, k, b)
+	deleteAndRestore(t, k, b)
 	b.do("sign out", chromedp.Click(chromedp.CSS(".who button")), chromedp.WaitVisible(chromedp.ID("signin-form")))
 	b.shot("signin", 1280, 390)
 }
@@ -499,7 +500,16 @@ func provisionWithoutAuthorization(t *testing.T, k *keyline, b *browser) {
 }
 
 func TestDeletedDeploymentWaitsForReclamationAndCanBeRestored(t *testing.T) {
-	k, kms, b := adminWithKMS(t, "recl-kp")
+	k := startKeyline(t)
+	b := newBrowser(t, k.url)
+	b.signIn(keylineAdminKey)
+	deleteAndRestore(t, k, b)
+}
+
+// deleteAndRestore deletes a deployment in the console, checks it waits
+// for reclamation still registered on its key, and restores it.
+func deleteAndRestore(t *testing.T, k *keyline, b *browser) {
+	kms := k.createKMS("recl-kp", "us-south")
 	_, keyCRN := k.createKeyCRN(kms.GUID, "recl-key")
 	k.authorize(k.account(), kms.GUID)
 	dep := k.createDeployment("es-recl", keyCRN)
