@@ -431,11 +431,12 @@ func TestKeyLifecycleFromTheKeysPage(t *testing.T) {
 	// The dialog is modal and keyboard friendly: focus starts on Cancel, and
 	// Escape closes it without deleting anything.
 	b.submit(row+`a[data-action="delete"]`, "#delete-dialog")
+	b.poll("the dialog to become modal", func() bool {
+		modal, _ := eval[bool](b, `document.getElementById("delete-dialog").matches(":modal")`)
+		return modal
+	})
 	if focused := get(b, "read the focus", chromedp.Evaluate[string](`document.activeElement.textContent.trim()`)); focused != "Cancel" {
 		t.Errorf("the delete dialog opens with focus on %q, want Cancel", focused)
-	}
-	if !get(b, "read modality", chromedp.Evaluate[bool](`document.getElementById("delete-dialog").matches(":modal")`)) {
-		t.Error("the delete dialog is not modal")
 	}
 	b.do("press Escape", chromedp.KeyEvent(kb.Escape))
 	b.poll("the dialog to close", func() bool {
