@@ -2,6 +2,21 @@
 // in the binary, that do everything through Keyline's own HTTP APIs, in
 // process, as the signed-in user. It implements no rule of its own: every
 // permission check, validation and audit event is the API's.
+//
+// A user signs in with an API key, which the console exchanges for a bearer
+// token at the API's token endpoint and then forgets. The token stays in an
+// in-memory session; the browser holds only a random session id in an
+// HttpOnly, SameSite=Strict cookie. Every form carries the session's CSRF
+// token, compared in constant time. Each API call is a request to the API's
+// own http.Handler (see inProcess), carrying the browser's address, agent
+// and correlation id, so the Activity Tracker names who really acted.
+//
+// The pages: the resource list; Manage > Access (IAM) > Authorizations with
+// the create form and removal warnings; a Key Protect instance's keys and
+// their lifecycle; the catalog (Key Protect, Event Streams); a deployment's
+// overview with its live Tasks panel; the Activity Tracker with a live
+// follow mode. Controls IAM would refuse are hidden (Config.Authz), and a
+// refused call shows the API's error with its status.
 package console
 
 import (
