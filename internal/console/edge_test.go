@@ -146,14 +146,14 @@ func startEdgeWithClock(t *testing.T, secure bool, clk clock.Clock) (*httptest.S
 }
 
 // userAgent is a browser-like client with a cookie jar that does not follow redirects.
-func userAgent(t *testing.T) *http.Client {
+func userAgent(t testing.TB) *http.Client {
 	jar, _ := cookiejar.New(nil)
 	return &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 }
 
 var csrfInput = regexp.MustCompile(`name="csrf_token" value="([^"]+)"`)
 
-func fetch(t *testing.T, hc *http.Client, method, u string, form url.Values) (*http.Response, string) {
+func fetch(t testing.TB, hc *http.Client, method, u string, form url.Values) (*http.Response, string) {
 	t.Helper()
 	var body io.Reader
 	if form != nil {
@@ -172,7 +172,7 @@ func fetch(t *testing.T, hc *http.Client, method, u string, form url.Values) (*h
 	return resp, string(b)
 }
 
-func csrfOf(t *testing.T, page string) string {
+func csrfOf(t testing.TB, page string) string {
 	t.Helper()
 	m := csrfInput.FindStringSubmatch(page)
 	if m == nil {

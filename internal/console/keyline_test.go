@@ -18,7 +18,7 @@ const keylineAdminKey = "console-admin-api-key-0123456789abcdefghijklmnop"
 
 // keyline is a real Keyline server, every service wired, on loopback.
 type keyline struct {
-	t     *testing.T
+	t     testing.TB
 	srv   *server.Server
 	url   string
 	admin *client.Client
@@ -27,7 +27,7 @@ type keyline struct {
 
 // startKeyline runs `keyline serve` in process on a fresh data directory
 // and skips the test when the server does not mount the console yet.
-func startKeyline(t *testing.T) *keyline {
+func startKeyline(t testing.TB) *keyline {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	clk := clock.NewFake(time.Now().UTC().Truncate(time.Second))
