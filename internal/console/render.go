@@ -121,7 +121,14 @@ var funcs = template.FuncMap{
 		}
 		return "neutral"
 	},
-	"shortCRN":    shortCRN,
+	"shortCRN": shortCRN,
+	// shortID is the start of a UUID, enough to tell versions apart at a glance.
+	"shortID": func(id string) string {
+		if len(id) > 8 {
+			return id[:8] + "…"
+		}
+		return id
+	},
 	"serviceName": serviceDisplayName,
 	"list":        func(v ...string) []string { return v },
 	// dict passes named values to a shared template: dict "Key" value ...
