@@ -34,6 +34,7 @@ import (
 	"github.com/keyline/keyline/internal/auth"
 	"github.com/keyline/keyline/internal/client"
 	"github.com/keyline/keyline/internal/clock"
+	"github.com/keyline/keyline/internal/httpapi"
 )
 
 //go:embed templates/*.html
@@ -80,6 +81,10 @@ func New(cfg Config) (*Console, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Each in-process call gets the API edge's request info of its own (the
+	// API path in audit events), built from the browser's address, agent and
+	// correlation id that inProcess carries over. It is not logged again.
+	cfg.API = httpapi.Middleware(nil, cfg.API)
 	c := &Console{cfg: cfg, sessions: newSessions(cfg.Clock), pages: pages, mux: http.NewServeMux()}
 	c.routes()
 	return c, nil

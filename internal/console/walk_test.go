@@ -405,6 +405,26 @@ func TestKeyLifecycleFromTheKeysPage(t *testing.T) {
 	b.contains(".notice.ok", "imported")
 	b.contains(`#keys tr[data-name="imported-key"]`, "imported")
 
+	// The API audited the call as the console made it: its own path, and
+	// the browser's agent as the initiator's.
+	var audited struct {
+		Events []struct {
+			RequestData map[string]any `json:"requestData"`
+			Initiator   struct {
+				Host struct {
+					Agent string `json:"agent"`
+				} `json:"host"`
+			} `json:"initiator"`
+		} `json:"events"`
+	}
+	k.call("GET", "/v1/audit/events?action=kms.secrets.create", nil, nil, &audited)
+	if len(audited.Events) != 1 {
+		t.Fatalf("%d kms.secrets.create events, want 1", len(audited.Events))
+	}
+	if ev := audited.Events[0]; ev.RequestData["requestURI"] != "/api/v2/keys" || !strings.Contains(ev.Initiator.Host.Agent, "Chrome") {
+		t.Errorf("the key creation was audited with request %v from agent %q", ev.RequestData, ev.Initiator.Host.Agent)
+	}
+
 	row := `#keys tr[data-name="imported-key"] `
 	steps := []struct {
 		button, flash, state string
