@@ -238,12 +238,15 @@ func (c *Console) createAuthorization(w http.ResponseWriter, r *http.Request, s 
 	f := r.PostForm
 	in := authorizationInput{SourceService: f.Get("source_service"), TargetService: f.Get("target_service"),
 		TargetInstance: f.Get("target_instance"), Reader: f.Get("role_reader") != "", Delegate: f.Get("delegate") != ""}
-	if f.Get("source_scope") == "instance" {
+	oneInstance := f.Get("source_scope") == "instance"
+	if oneInstance {
 		in.SourceInstance = f.Get("source_instance")
 	}
 	account := s.principal.AccountID
 	subject := []attribute{{Name: "accountId", Value: account}, {Name: "serviceName", Value: in.SourceService}}
-	if in.SourceInstance != "" {
+	// One instance chosen but none picked is sent as such, for the API to
+	// refuse, never silently widened to all instances.
+	if oneInstance {
 		subject = append(subject, attribute{Name: "serviceInstance", Value: in.SourceInstance})
 	}
 	resource := []attribute{{Name: "accountId", Value: account, Operator: "stringEquals"}, {Name: "serviceName", Value: in.TargetService, Operator: "stringEquals"}}

@@ -1,6 +1,8 @@
 package console_test
 
 import (
+	"net/http"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -552,4 +554,24 @@ func deleteAndRestore(t *testing.T, k *keyline, b *browser) {
 	b.submit("#restore-deployment", ".notice.ok")
 	b.contains(".notice.ok", "restored")
 	b.waitPage("/console/deployments/"+dep.GUID, "#state-badge", "active")
+}
+
+func TestChoosingOneSourceInstanceWithoutPickingOneIsRefusedNotWidened(t *testing.T) {
+	k := startKeyline(t)
+	kms := k.createKMS("narrow-kp", "us-south")
+	hc := userAgent(t)
+	csrf := signIn(t, hc, k.url, keylineAdminKey)
+	resp, body := fetch(t, hc, "POST", k.url+"/console/iam/authorizations", url.Values{"csrf_token": {csrf},
+		"source_service": {"messagehub"}, "source_scope": {"instance"}, "source_instance": {""},
+		"target_service": {"kms"}, "target_instance": {kms.GUID}, "role_reader": {"1"}})
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, `id="api-error"`) {
+		t.Fatalf("answered %d:\n%s", resp.StatusCode, body)
+	}
+	var policies struct {
+		Policies []any `json:"policies"`
+	}
+	k.call("GET", "/v1/policies?"+url.Values{"account_id": {k.account()}, "type": {"authorization"}}.Encode(), nil, nil, &policies)
+	if len(policies.Policies) != 0 {
+		t.Fatalf("a refused form created %d authorizations", len(policies.Policies))
+	}
 }
