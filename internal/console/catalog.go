@@ -2,12 +2,13 @@ package console
 
 import (
 	"context"
-
-	"github.com/keyline/keyline/internal/auth"
 	"net/http"
 	"net/url"
 	"slices"
 	"strings"
+
+	"github.com/keyline/keyline/internal/auth"
+	"github.com/keyline/keyline/internal/client"
 )
 
 // Regions the catalog offers Event Streams in, and the regions whose keys
@@ -124,6 +125,13 @@ func (c *Console) provision(w http.ResponseWriter, r *http.Request, s *session, 
 	f := r.PostForm
 	in := provisionInput{Name: strings.TrimSpace(f.Get("name")), Region: f.Get("region"), Plan: f.Get("plan"),
 		KMSInstance: f.Get("kms_instance"), DiskKey: f.Get("disk_key"), BackupKey: f.Get("backup_key")}
+	// A KMS instance chosen without one of its keys is an unfinished form:
+	// provisioning would silently fall back to a generated key.
+	if in.KMSInstance != "" && in.DiskKey == "" {
+		c.renderProvisionForm(w, r, s, api, http.StatusBadRequest, in, &client.Error{Status: http.StatusBadRequest,
+			Message: "Choose the disk encryption key from the Key Protect instance you selected, or choose a randomly generated key."})
+		return
+	}
 	params := map[string]any{}
 	if in.DiskKey != "" {
 		params["disk_encryption_key_crn"] = in.DiskKey

@@ -170,3 +170,20 @@ func (k *keyline) createReader(account string) string {
 	k.call("POST", "/v1/apikeys", nil, map[string]any{"name": "reader-console", "iam_id": iamID}, &key)
 	return key.APIKey
 }
+
+// hasInstance says whether an active or provisioning instance has this name.
+func (k *keyline) hasInstance(name string) bool {
+	k.t.Helper()
+	var list struct {
+		Resources []struct {
+			Name string `json:"name"`
+		} `json:"resources"`
+	}
+	k.call("GET", "/v2/resource_instances", nil, nil, &list)
+	for _, r := range list.Resources {
+		if r.Name == name {
+			return true
+		}
+	}
+	return false
+}

@@ -2,13 +2,13 @@ package console
 
 import (
 	"context"
-
-	"github.com/keyline/keyline/internal/auth"
 	"net/http"
 	"net/url"
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/keyline/keyline/internal/auth"
 )
 
 // instance is a resource instance as the Resource Controller v2 API shows it.

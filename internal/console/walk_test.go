@@ -509,16 +509,8 @@ func provisionWithoutAuthorization(t *testing.T, k *keyline, b *browser) {
 	if got := get(b, "read the preselected target", chromedp.Evaluate[string](`document.getElementById("target_instance").value`)); got != kms.GUID {
 		t.Fatalf("the create form preselects target instance %q, want %s", got, kms.GUID)
 	}
-	var list struct {
-		Resources []struct {
-			Name string `json:"name"`
-		} `json:"resources"`
-	}
-	k.call("GET", "/v2/resource_instances", nil, nil, &list)
-	for _, r := range list.Resources {
-		if r.Name == "es-refused" {
-			t.Fatal("a deployment was created without an authorization")
-		}
+	if k.hasInstance("es-refused") {
+		t.Fatal("a deployment was created without an authorization")
 	}
 }
 
@@ -573,5 +565,20 @@ func TestChoosingOneSourceInstanceWithoutPickingOneIsRefusedNotWidened(t *testin
 	k.call("GET", "/v1/policies?"+url.Values{"account_id": {k.account()}, "type": {"authorization"}}.Encode(), nil, nil, &policies)
 	if len(policies.Policies) != 0 {
 		t.Fatalf("a refused form created %d authorizations", len(policies.Policies))
+	}
+}
+
+func TestAKMSInstanceWithoutAKeyIsNotProvisionedWithAGeneratedKey(t *testing.T) {
+	k := startKeyline(t)
+	kms := k.createKMS("half-kp", "us-south")
+	hc := userAgent(t)
+	csrf := signIn(t, hc, k.url, keylineAdminKey)
+	resp, body := fetch(t, hc, "POST", k.url+"/console/catalog/event-streams", url.Values{"csrf_token": {csrf},
+		"name": {"es-half"}, "region": {"us-south"}, "plan": {"eventstreams-gen2-standard"}, "kms_instance": {kms.GUID}, "disk_key": {""}})
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "Choose the disk encryption key") {
+		t.Fatalf("answered %d:\n%s", resp.StatusCode, body)
+	}
+	if k.hasInstance("es-half") {
+		t.Fatal("the deployment was provisioned with a generated key")
 	}
 }
