@@ -38,6 +38,7 @@ document.addEventListener("DOMContentLoaded", () => {
     const target = document.getElementById(sel.dataset.filters);
     if (!target) return;
     const sync = () => {
+      target.required = !!sel.value; // an instance chosen needs one of its keys
       target.querySelectorAll("optgroup").forEach((g) => {
         const show = !sel.value || g.dataset.instance === sel.value;
         g.hidden = !show;
