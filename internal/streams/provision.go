@@ -112,6 +112,12 @@ func (s *Service) Provision(ctx context.Context, inst Instance, params map[strin
 	if restoreFrom != "" {
 		// The data comes first: a backup that cannot be read fails the
 		// provisioning before anything else is made.
+		// No deployment has this GUID (checked above), so data at its
+		// directory is what a provisioning interrupted by a crash left.
+		if err := removeData(d.dir); err != nil {
+			dek.Wipe()
+			return nil, errs.Internalf(op, err)
+		}
 		opts := seglog.Options{StoreID: inst.GUID, Keys: []*seglog.DEK{{ID: dek.ID, Key: append([]byte(nil), dek.Key...)}}, Sync: true, SegmentBytes: s.cfg.SegmentBytes}
 		err := s.cfg.Restorer.RestoreBackup(ctx, inst, restoreFrom, d.dir, opts)
 		wipeAll(opts.Keys...)
