@@ -263,15 +263,6 @@ func (s *Service) run(actx context.Context, b *Backup, dep streams.DeploymentInf
 
 // take writes the backup to the deployment's volume and returns its size.
 func (s *Service) take(ctx context.Context, b *Backup, dep streams.DeploymentInfo, task *controller.Task) (int64, error) {
-	if b.SealedBy == sealedByBackupKey {
-		// The reconciler: a deleted block storage authorization is made
-		// again while the user's delegation stands; if it cannot be, the
-		// wrap below fails and says why.
-		if err := s.cfg.Delegation.CreateDependentAuthorization(ctx, deploymentIdentity(b.AccountID, b.DeploymentGUID, b.DeploymentCRN),
-			BlockStorage, keyResource(b.KeyCRN), auth.RoleReader); err != nil {
-			s.log.Info("backup: the block storage authorization cannot be re-created", "deployment", b.DeploymentGUID, "err", err)
-		}
-	}
 	vol, err := OpenVolume(ctx, s.cfg.Volumes, b.DeploymentGUID)
 	if err != nil {
 		return 0, err
@@ -290,10 +281,17 @@ func (s *Service) take(ctx context.Context, b *Backup, dep streams.DeploymentInf
 		}
 	}
 	opts := archive.WriterOptions{BackupID: b.ID, Created: b.CreatedAt, ChunkSize: s.cfg.ChunkSize}
-	err = s.cfg.Deployments.ReadLog(ctx, b.DeploymentGUID, func(st *seglog.Store) error {
-		_, err := Take(ctx, st, vol, b.Object, s.rootKey(b), opts, progress)
-		return err
-	})
+	takeBackup := func() error {
+		return s.cfg.Deployments.ReadLog(ctx, b.DeploymentGUID, func(st *seglog.Store) error {
+			_, err := Take(ctx, st, vol, b.Object, s.rootKey(b), opts, progress)
+			return err
+		})
+	}
+	err = takeBackup()
+	if errs.KindOf(err) == errs.Permission && b.SealedBy == sealedByBackupKey && s.recreateDependent(ctx, b) {
+		// Take leaves nothing behind when it fails, so it can run again.
+		err = takeBackup()
+	}
 	if err != nil {
 		return 0, err
 	}
@@ -302,6 +300,21 @@ func (s *Service) take(ctx context.Context, b *Backup, dep streams.DeploymentInf
 		return 0, err
 	}
 	return info.Size, nil
+}
+
+// recreateDependent is the reconciler's second chance, for a block
+// storage authorization that is missing when a backup needs it (the user
+// deleted it and the delegation, then gave the delegation back): it makes
+// it again as the deployment, which IAM allows only while the delegation
+// stands. It reports whether the authorization exists now.
+func (s *Service) recreateDependent(ctx context.Context, b *Backup) bool {
+	err := s.cfg.Delegation.CreateDependentAuthorization(ctx, deploymentIdentity(b.AccountID, b.DeploymentGUID, b.DeploymentCRN),
+		BlockStorage, keyResource(b.KeyCRN), auth.RoleReader)
+	if err != nil {
+		s.log.Info("backup: the block storage authorization cannot be re-created", "deployment", b.DeploymentGUID, "err", err)
+		return false
+	}
+	return true
 }
 
 // failureReason says why a backup failed and how to fix it, with the

@@ -64,6 +64,9 @@ func TestDeletedDelegatorAloneBreaksNothingUntilTheDependentGoes(t *testing.T) {
 	for _, d := range []map[string]any{a, c} {
 		b.admin.mustBackUp(d["crn"].(string))
 	}
+	if evs := b.admin.events("iam-am.policy.create", "failure"); len(evs) != 0 {
+		t.Fatalf("backups under a standing dependent authorization tried to re-create it: %s", dump(evs))
+	}
 	dep := b.dependent()
 	b.deletePolicy(dep)
 	// The reconciler tries, and IAM refuses it for lack of delegation.
