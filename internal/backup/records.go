@@ -68,6 +68,12 @@ CREATE TABLE backup_backups (
 	finished_at TEXT NOT NULL
 );
 CREATE INDEX backup_backups_deployment ON backup_backups (deployment_guid, created_at);
+CREATE TABLE backup_volumes (
+	deployment_guid TEXT PRIMARY KEY,
+	crn TEXT NOT NULL,
+	key_crn TEXT NOT NULL,
+	created_at TEXT NOT NULL
+);
 `}}
 
 const backupColumns = `id, crn, deployment_guid, deployment_crn, deployment_name, account_id, type, status, key_crn, sealed_by, object, size, task_id, reason, created_at, finished_at`

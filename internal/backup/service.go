@@ -11,6 +11,7 @@ import (
 	"github.com/keyline/keyline/internal/audit"
 	"github.com/keyline/keyline/internal/auth"
 	"github.com/keyline/keyline/internal/backup/archive"
+	"github.com/keyline/keyline/internal/backup/volume"
 	"github.com/keyline/keyline/internal/clock"
 	"github.com/keyline/keyline/internal/controller"
 	"github.com/keyline/keyline/internal/crn"
@@ -263,7 +264,7 @@ func (s *Service) run(actx context.Context, b *Backup, dep streams.DeploymentInf
 
 // take writes the backup to the deployment's volume and returns its size.
 func (s *Service) take(ctx context.Context, b *Backup, dep streams.DeploymentInfo, task *controller.Task) (int64, error) {
-	vol, err := OpenVolume(ctx, s.cfg.Volumes, b.DeploymentGUID)
+	vol, err := s.volume(ctx, b)
 	if err != nil {
 		return 0, err
 	}
@@ -300,6 +301,39 @@ func (s *Service) take(ctx context.Context, b *Backup, dep streams.DeploymentInf
 		return 0, err
 	}
 	return info.Size, nil
+}
+
+// volume opens the deployment's backup volume. The first backup makes it:
+// block storage (is) creates it for the deployment, which the audit trail
+// records once, with the key that protects what it holds.
+func (s *Service) volume(ctx context.Context, b *Backup) (volume.Volume, error) {
+	vol, err := OpenVolume(ctx, s.cfg.Volumes, b.DeploymentGUID)
+	if err != nil {
+		return nil, err
+	}
+	dep, err := crn.Parse(b.DeploymentCRN)
+	if err != nil {
+		return nil, errs.Internalf("backup.volume", err)
+	}
+	volCRN := crn.New(BlockStorage, dep.Location, b.AccountID, "").Child("volume", b.DeploymentGUID).String()
+	err = s.db.Tx(ctx, func(tx *store.Tx) error {
+		res, err := tx.Exec(`INSERT INTO backup_volumes (deployment_guid, crn, key_crn, created_at) VALUES (?,?,?,?) ON CONFLICT (deployment_guid) DO NOTHING`,
+			b.DeploymentGUID, volCRN, b.KeyCRN, store.Time(s.clock.Now()))
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return nil
+		}
+		ictx := auth.WithPrincipal(ctx, blockStorage(b.AccountID, b.DeploymentGUID, b.DeploymentCRN))
+		ev := audit.NewEvent(ictx, "is.volume.create", audit.Target{ID: volCRN, Name: b.DeploymentName + "-backups", TypeURI: "is/volume"}, audit.Success, http.StatusCreated)
+		ev.RequestData = mergeData(ev.RequestData, map[string]any{"deploymentId": b.DeploymentCRN, "encryptionKeyCRN": b.KeyCRN})
+		return s.audit.Append(tx, ev)
+	})
+	if err != nil {
+		return nil, errs.Internalf("backup.volume", err)
+	}
+	return vol, nil
 }
 
 // recreateDependent is the reconciler's second chance, for a block

@@ -15,6 +15,7 @@ import (
 // authorization the deployments made: Keyline re-creates it (audited as
 // the deployment's doing) while the user's delegation stands, and both
 // deployments sharing the key keep backing up, their backups restorable.
+// Each has its own backup volume, which block storage (is) created.
 func TestDeletedBlockStorageAuthorizationIsRecreated(t *testing.T) {
 	e := start(t)
 	b := newBYOK(t, e)
@@ -42,7 +43,16 @@ func TestDeletedBlockStorageAuthorizationIsRecreated(t *testing.T) {
 	if !recreated {
 		t.Fatalf("no audit event of the deployment re-creating authorization %s: %s", again["id"], dump(b.admin.events("iam-am.policy.create", "")))
 	}
+	volumes := map[string]int{}
+	for _, ev := range b.admin.events("is.volume.create", "success") {
+		if ev["initiator"].(map[string]any)["name"] == "is" {
+			volumes[ev["requestData"].(map[string]any)["deploymentId"].(string)]++
+		}
+	}
 	for _, d := range []map[string]any{a, c} {
+		if volumes[d["crn"].(string)] != 1 {
+			t.Fatalf("block storage (is) created %d backup volumes for %s, want 1: %v", volumes[d["crn"].(string)], d["name"], volumes)
+		}
 		b.admin.mustBackUp(d["crn"].(string))
 		for _, bk := range b.admin.backups(d["crn"].(string)) {
 			if bk["status"] != "completed" || bk["is_restorable"] != true {
