@@ -124,12 +124,23 @@ func TestRestoreWithTheBackupKeyDisabledFailsClearly(t *testing.T) {
 	e := start(t)
 	b := newBYOK(t, e)
 	src, id, _ := storedBackup(t, e, b)
+	// The new deployment has its own backup key, which nothing may be left on.
+	key2, key2CRN := b.admin.createRootKey(b.kpGUID, "backup-key-2")
+	body := restoreBody("restored", id)
+	body["parameters"].(map[string]any)["backup_encryption_key_crn"] = key2CRN
+	authzBefore := len(b.admin.authorizations(b.account))
 	b.admin.must("POST", client.Path("api", "v2", "keys", b.keyID, "actions", "disable"), kpHeader(b.kpGUID), nil)
-	ce := b.admin.fails(400, "POST", "/v2/resource_instances", nil, restoreBody("restored", id))
+	ce := b.admin.fails(400, "POST", "/v2/resource_instances", nil, body)
 	if !strings.Contains(ce.Message, "disabled") || !strings.Contains(ce.Message, "keyline kp key enable "+b.keyID) || !strings.Contains(ce.Message, "Nothing was restored") {
 		t.Fatalf("restore with the key disabled: %q", ce.Message)
 	}
 	assertNothingHalfMade(t, e, b.admin, src["guid"].(string))
+	if n := len(b.admin.authorizations(b.account)); n != authzBefore {
+		t.Fatalf("the failed restore left authorizations: %d, had %d", n, authzBefore)
+	}
+	if regs := b.admin.must("GET", client.Path("api", "v2", "keys", key2, "registrations"), kpHeader(b.kpGUID), nil); strings.Contains(dump(regs), "messagehub") {
+		t.Fatalf("the failed restore left a registration on the new deployment's key: %s", dump(regs))
+	}
 	failed := false
 	for _, ev := range b.admin.events("event-streams.backup.restore", "failure") {
 		failed = failed || strings.Contains(dump(ev), "disabled")
@@ -141,7 +152,7 @@ func TestRestoreWithTheBackupKeyDisabledFailsClearly(t *testing.T) {
 		t.Fatalf("a backup whose key is disabled is shown restorable: %s", dump(bk))
 	}
 	b.admin.must("POST", client.Path("api", "v2", "keys", b.keyID, "actions", "enable"), kpHeader(b.kpGUID), nil)
-	if dst := b.admin.must("POST", "/v2/resource_instances", nil, restoreBody("restored", id)); dst["state"] != "active" {
+	if dst := b.admin.must("POST", "/v2/resource_instances", nil, body); dst["state"] != "active" {
 		t.Fatalf("restore after enabling the key: %s", dump(dst))
 	}
 }
