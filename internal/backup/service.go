@@ -242,6 +242,11 @@ func (s *Service) run(actx context.Context, b *Backup, dep streams.DeploymentInf
 		ev.ResponseData = map[string]any{"backupId": b.CRN, "sizeBytes": b.Size}
 	} else {
 		ev.Reason.ReasonForFailure = b.Reason
+		if ev.Severity == audit.Normal {
+			// A backup that did not happen needs someone's attention,
+			// whatever its status code (a deleted key is a 410).
+			ev.Severity = audit.Warning
+		}
 	}
 	fctx := context.WithoutCancel(ctx)
 	if err := s.db.Tx(fctx, func(tx *store.Tx) error {

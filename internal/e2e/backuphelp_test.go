@@ -136,7 +136,7 @@ func (a *api) mustFailBackup(deploymentCRN string, why ...string) {
 		a.t.Fatalf("the backup of %s %v, want failed: %s", deploymentCRN, task["status"], dump(task))
 	}
 	ev := a.backupEvent(task)
-	if ev == nil || ev["outcome"] != "failure" {
+	if ev == nil || ev["outcome"] != "failure" || ev["severity"] == "normal" {
 		a.t.Fatalf("no failure event for the failed backup task %s: %s", task["id"], dump(ev))
 	}
 	reason := ev["reason"].(map[string]any)["reasonForFailure"].(string)
