@@ -212,17 +212,17 @@ func (s *Service) start(ctx context.Context, inst *controller.Instance, typ stri
 	actx := context.WithoutCancel(ctx)
 	go func() {
 		defer release()
-		s.run(actx, b, dep, task)
+		s.run(actx, b, task)
 	}()
 	return task, nil
 }
 
 // run takes backup b and records how it ended: in the backup, its task
 // and the audit trail.
-func (s *Service) run(actx context.Context, b *Backup, dep streams.DeploymentInfo, task *controller.Task) {
+func (s *Service) run(actx context.Context, b *Backup, task *controller.Task) {
 	ctx, cancel := context.WithCancel(s.bg)
 	defer cancel()
-	size, err := s.take(ctx, b, dep, task)
+	size, err := s.take(ctx, b, task)
 	b.FinishedAt = s.clock.Now().UTC()
 	code := http.StatusCreated
 	if err == nil {
@@ -268,7 +268,7 @@ func (s *Service) run(actx context.Context, b *Backup, dep streams.DeploymentInf
 }
 
 // take writes the backup to the deployment's volume and returns its size.
-func (s *Service) take(ctx context.Context, b *Backup, dep streams.DeploymentInfo, task *controller.Task) (int64, error) {
+func (s *Service) take(ctx context.Context, b *Backup, task *controller.Task) (int64, error) {
 	vol, err := s.volume(ctx, b)
 	if err != nil {
 		return 0, err
