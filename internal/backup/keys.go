@@ -3,6 +3,7 @@ package backup
 import (
 	"context"
 	"crypto/subtle"
+	"errors"
 	"fmt"
 
 	"github.com/keyline/keyline/internal/auth"
@@ -42,10 +43,18 @@ type kmsRootKey struct {
 	aad       []string
 }
 
+// rootKeyError marks an error as the KMS's refusal to use a backup's root
+// key, so that the reason given to the user speaks of the key only when the
+// key is the cause.
+type rootKeyError struct{ err error }
+
+func (e rootKeyError) Error() string { return e.err.Error() }
+func (e rootKeyError) Unwrap() error { return e.err }
+
 func (k kmsRootKey) WrapDEK(ctx context.Context, dek []byte) (archive.WrappedDEK, error) {
 	wrapped, version, err := k.keys.Wrap(auth.WithPrincipal(ctx, k.principal), k.keyCRN, dek, k.aad)
 	if err != nil {
-		return archive.WrappedDEK{}, err
+		return archive.WrappedDEK{}, rootKeyError{err}
 	}
 	return archive.WrappedDEK{KeyCRN: k.keyCRN, KeyVersion: version, Ciphertext: wrapped}, nil
 }
@@ -55,10 +64,13 @@ func (k kmsRootKey) UnwrapDEK(ctx context.Context, w archive.WrappedDEK) ([]byte
 		return nil, errs.E("backup.UnwrapDEK", errs.Unprocessable, "BACKUP_MODIFIED", "The backup names another root key than the one it was taken with: the backup was modified")
 	}
 	dek, _, _, err := k.keys.Unwrap(auth.WithPrincipal(ctx, k.principal), k.keyCRN, w.Ciphertext, k.aad)
-	if errs.KindOf(err) == errs.Unprocessable {
+	switch {
+	case err == nil:
+		return dek, nil
+	case errs.KindOf(err) == errs.Unprocessable:
 		return nil, errs.E("backup.UnwrapDEK", errs.Unprocessable, "BACKUP_MODIFIED", "The backup's wrapped key does not unwrap: the backup was modified").Because(err)
 	}
-	return dek, err
+	return nil, rootKeyError{err}
 }
 
 // masterKey wraps the data keys of deployments without any key of their
@@ -98,7 +110,11 @@ func (s *Service) rootKey(b *Backup) archive.KeyWrapper {
 // wrap or unwrap, and how to fix it. ok is false when err is not about
 // the key.
 func keyFailure(b *Backup, doing string, err error) (reason string, code int, ok bool) {
-	e := errs.As(err)
+	var ke rootKeyError
+	if !errors.As(err, &ke) {
+		return "", 0, false
+	}
+	e := errs.As(ke.err)
 	if e == nil {
 		return "", 0, false
 	}
@@ -126,7 +142,7 @@ func keyFailure(b *Backup, doing string, err error) (reason string, code int, ok
 	case e.Kind == errs.NotExist:
 		return fmt.Sprintf("%s failed: the %s %s no longer exists (it was deleted and purged), so backups sealed with it can never be read again. Fix: create a new deployment with another backup key",
 			doing, which, b.KeyCRN), 404, true
-	case e.Code == "KEY_ACTION_INVALID_STATE_ERR" || e.Kind == errs.Conflict && e.Code != "DEPLOYMENT_LOCKED":
+	case e.Kind == errs.Conflict:
 		return fmt.Sprintf("%s failed: the %s %s is disabled or expired. Fix: enable it with `keyline kp key enable %s` and try again",
 			doing, which, b.KeyCRN, keyID), 409, true
 	case e.Kind == errs.Unavailable:

@@ -35,7 +35,7 @@ func TestKeyFailuresSayWhyAndHowToFix(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			reason, code, ok := keyFailure(c.b, "The backup", c.err)
+			reason, code, ok := keyFailure(c.b, "The backup", errs.E("backup", errs.Internal, "", "wrapped").Because(rootKeyError{c.err}))
 			if !ok || code != c.code {
 				t.Fatalf("keyFailure = %d, %v; want %d", code, ok, c.code)
 			}
@@ -48,7 +48,10 @@ func TestKeyFailuresSayWhyAndHowToFix(t *testing.T) {
 	}
 	for _, err := range []error{
 		errs.E("streams", errs.Conflict, "DEPLOYMENT_LOCKED", "locked"),
+		errs.E("seglog", errs.Conflict, "STORE_CLOSED", "closed"),
 		errs.E("archive", errs.Unprocessable, "BACKUP_MODIFIED", "modified"),
+		errs.E("volume", errs.NotExist, "OBJECT_NOT_FOUND", "missing"),
+		errs.E("iam", errs.Permission, "access_denied", "not from the KMS"),
 	} {
 		if _, _, ok := keyFailure(byBackupKey, "The backup", err); ok {
 			t.Errorf("%v was taken for a key failure", err)

@@ -2,6 +2,7 @@ package backup
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net/http"
 	"sync"
@@ -294,7 +295,8 @@ func (s *Service) take(ctx context.Context, b *Backup, task *controller.Task) (i
 		})
 	}
 	err = takeBackup()
-	if errs.KindOf(err) == errs.Permission && b.SealedBy == sealedByBackupKey && s.recreateDependent(ctx, b) {
+	var ke rootKeyError
+	if errors.As(err, &ke) && errs.KindOf(err) == errs.Permission && b.SealedBy == sealedByBackupKey && s.recreateDependent(ctx, b) {
 		// Take leaves nothing behind when it fails, so it can run again.
 		err = takeBackup()
 	}

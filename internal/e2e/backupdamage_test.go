@@ -92,11 +92,16 @@ func TestDamagedBackupIsRefusedAtRestore(t *testing.T) {
 			return b
 		}, "BACKUP_MODIFIED", "was modified"},
 		{"not a backup at all", func(b []byte) []byte { return []byte("hello") }, "BACKUP_INVALID", "not a Keyline backup"},
+		{"the file removed", func(b []byte) []byte { return nil }, "BACKUP_MISSING", "missing from the backup volume"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			if err := os.WriteFile(path, c.damage(append([]byte(nil), orig...)), 0o600); err != nil {
+			damaged := c.damage(append([]byte(nil), orig...))
+			if err := os.WriteFile(path, damaged, 0o600); err != nil {
 				t.Fatal(err)
+			}
+			if damaged == nil {
+				os.Remove(path)
 			}
 			err := b.admin.do("POST", "/v2/resource_instances", nil, restoreBody("restored", id), nil)
 			ce, ok := err.(*client.Error)

@@ -2,6 +2,9 @@ package e2e
 
 import (
 	"testing"
+	"time"
+
+	"github.com/keyline/keyline/internal/client"
 )
 
 // TestBackupWithoutABackupKeyUsesTheDiskKey: a deployment with only a disk
@@ -12,7 +15,7 @@ func TestBackupWithoutABackupKeyUsesTheDiskKey(t *testing.T) {
 	admin := e.as(e.admin)
 	account, _ := admin.account()
 	kpGUID := admin.createInstance("kp", "kms", "tiered-pricing", "us-south", nil)["guid"].(string)
-	_, diskCRN := admin.createRootKey(kpGUID, "disk-key")
+	diskID, diskCRN := admin.createRootKey(kpGUID, "disk-key")
 	admin.authorize(account, "messagehub", kpGUID, false)
 	dep := admin.createInstance("es-disk", "messagehub", "standard", "us-south", map[string]any{"disk_encryption_key_crn": diskCRN})
 	depCRN := dep["crn"].(string)
@@ -43,4 +46,12 @@ func TestBackupWithoutABackupKeyUsesTheDiskKey(t *testing.T) {
 	if dst["state"] != "active" {
 		t.Fatalf("restore: %s", dump(dst))
 	}
+
+	// With the disk key disabled the deployment is locked, and a backup
+	// fails saying the data cannot be read and what to do.
+	admin.must("POST", client.Path("api", "v2", "keys", diskID, "actions", "disable"), kpHeader(kpGUID), nil)
+	waitFor(t, 10*time.Second, "the deployment to lock", func() bool {
+		return admin.must("GET", client.Path("v2", "resource_instances", dep["guid"].(string)), nil, nil)["state"] == "inactive"
+	})
+	admin.mustFailBackup(depCRN, "cannot be read now", "disabled", "Fix:")
 }
