@@ -60,6 +60,10 @@ type Config struct {
 	MasterKey   *seal.AEAD // seals backups of deployments without any key
 	// ChunkSize of new backups (archive.DefaultChunkSize when 0).
 	ChunkSize int
+	// Concurrency is how many backups run at once (2 when 0); the others
+	// wait their turn, so a schedule firing for many deployments does not
+	// starve the brokers of CPU.
+	Concurrency int
 }
 
 // Service takes, lists and restores deployment backups, on demand and on
@@ -78,6 +82,7 @@ type Service struct {
 	mu      sync.Mutex
 	running map[string]bool // deployment GUIDs with a backup running
 	wake    chan struct{}
+	slots   chan struct{} // one per backup allowed to run at once
 }
 
 // New opens the backups' table. Backups a previous process left running
@@ -105,9 +110,12 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	}); err != nil {
 		return nil, errs.Internalf(op, err)
 	}
+	if cfg.Concurrency <= 0 {
+		cfg.Concurrency = 2
+	}
 	bg, stop := context.WithCancel(context.Background())
 	return &Service{cfg: cfg, db: cfg.DB, audit: cfg.Audit, clock: cfg.Clock, log: cfg.Logger, keys: cfg.Keys,
-		bg: bg, stop: stop, running: map[string]bool{}, wake: make(chan struct{}, 1)}, nil
+		bg: bg, stop: stop, running: map[string]bool{}, wake: make(chan struct{}, 1), slots: make(chan struct{}, cfg.Concurrency)}, nil
 }
 
 // Close cancels running backups (they fail, leaving no object) and waits
@@ -270,6 +278,12 @@ func (s *Service) run(actx context.Context, b *Backup, task *controller.Task) {
 
 // take writes the backup to the deployment's volume and returns its size.
 func (s *Service) take(ctx context.Context, b *Backup, task *controller.Task) (int64, error) {
+	select {
+	case s.slots <- struct{}{}:
+		defer func() { <-s.slots }()
+	case <-ctx.Done():
+		return 0, errs.E("backup.take", errs.Unavailable, "SHUTTING_DOWN", "Keyline stopped before the backup could start; take it again").Because(ctx.Err())
+	}
 	vol, err := s.volume(ctx, b)
 	if err != nil {
 		return 0, err
