@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"sync"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -60,6 +61,9 @@ type Config struct {
 	MasterKey   *seal.AEAD // seals backups of deployments without any key
 	// ChunkSize of new backups (archive.DefaultChunkSize when 0).
 	ChunkSize int
+	// Retention is how long backups are kept (30 days when 0), as Cloud
+	// Databases keeps them.
+	Retention time.Duration
 	// Concurrency is how many backups run at once (2 when 0); the others
 	// wait their turn, so a schedule firing for many deployments does not
 	// starve the brokers of CPU.
@@ -112,6 +116,9 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	}
 	if cfg.Concurrency <= 0 {
 		cfg.Concurrency = 2
+	}
+	if cfg.Retention <= 0 {
+		cfg.Retention = 30 * 24 * time.Hour
 	}
 	bg, stop := context.WithCancel(context.Background())
 	return &Service{cfg: cfg, db: cfg.DB, audit: cfg.Audit, clock: cfg.Clock, log: cfg.Logger, keys: cfg.Keys,

@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -67,4 +69,42 @@ func (e *env) advanceHour() {
 	n := e.clock.Sleepers()
 	e.clock.Advance(time.Hour)
 	waitFor(e.t, 10*time.Second, "the schedulers to sleep again", func() bool { return e.clock.Sleepers() >= n })
+}
+
+// TestBackupsAreKeptThirtyDays: a backup older than the retention is
+// deleted, its object with it, and the deletion is audited.
+func TestBackupsAreKeptThirtyDays(t *testing.T) {
+	e := start(t)
+	b := newBYOK(t, e)
+	dep := b.deployment("es-a")
+	b.admin.mustBackUp(dep["crn"].(string))
+	old := b.admin.backups(dep["crn"].(string))[0]
+	id := old["id"].(string)
+	path := filepath.Join(e.dir, "backups", "deployments", dep["guid"].(string), id[strings.LastIndex(id, ":")+1:]+".klbackup")
+	e.clock.Advance(29 * 24 * time.Hour)
+	a := e.fresh()
+	waitFor(t, 10*time.Second, "the day's scheduled backup", func() bool { return len(a.backups(dep["crn"].(string))) == 2 })
+	if _, err := os.Stat(path); err != nil {
+		t.Fatalf("a 29-day-old backup was deleted: %v", err)
+	}
+	e.clock.Advance(2 * 24 * time.Hour)
+	a = e.fresh()
+	waitFor(t, 10*time.Second, "the 31-day-old backup to go", func() bool {
+		for _, bk := range a.backups(dep["crn"].(string)) {
+			if bk["id"] == id {
+				return false
+			}
+		}
+		return true
+	})
+	if _, err := os.Stat(path); !os.IsNotExist(err) {
+		t.Fatalf("the expired backup's object is still on the volume: %v", err)
+	}
+	deleted := false
+	for _, ev := range a.events("event-streams.backup.delete", "success") {
+		deleted = deleted || ev["target"].(map[string]any)["id"] == id
+	}
+	if !deleted {
+		t.Fatal("no audit event of the expired backup's deletion")
+	}
 }
