@@ -26,16 +26,7 @@ func (s *Service) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-s.clock.After(wait):
-		case <-s.wake:
 		}
-	}
-}
-
-// Wake makes the scheduler look at the deployments now.
-func (s *Service) Wake() {
-	select {
-	case s.wake <- struct{}{}:
-	default:
 	}
 }
 

@@ -85,8 +85,7 @@ type Service struct {
 	wg      sync.WaitGroup
 	mu      sync.Mutex
 	running map[string]bool // deployment GUIDs with a backup running
-	wake    chan struct{}
-	slots   chan struct{} // one per backup allowed to run at once
+	slots   chan struct{}   // one per backup allowed to run at once
 }
 
 // New opens the backups' table. Backups a previous process left running
@@ -122,7 +121,7 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	}
 	bg, stop := context.WithCancel(context.Background())
 	return &Service{cfg: cfg, db: cfg.DB, audit: cfg.Audit, clock: cfg.Clock, log: cfg.Logger, keys: cfg.Keys,
-		bg: bg, stop: stop, running: map[string]bool{}, wake: make(chan struct{}, 1), slots: make(chan struct{}, cfg.Concurrency)}, nil
+		bg: bg, stop: stop, running: map[string]bool{}, slots: make(chan struct{}, cfg.Concurrency)}, nil
 }
 
 // Close cancels running backups (they fail, leaving no object) and waits
