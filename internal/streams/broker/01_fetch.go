@@ -115,11 +115,16 @@ func (c *conn) readPartition(ctx context.Context, p *partition, offset, limit in
 		sp.ErrorCode = kerr.KafkaStorageError.Code
 		return 0, err
 	}
-	out := []byte{}
+	size := 0
 	for i, b := range batches {
-		if int64(len(out)+len(b.Data)) > limit && !(i == 0 && first) {
+		if int64(size+len(b.Data)) > limit && !(i == 0 && first) {
+			batches = batches[:i]
 			break
 		}
+		size += len(b.Data)
+	}
+	out := make([]byte, 0, size)
+	for _, b := range batches {
 		at := len(out)
 		out = append(out, b.Data...)
 		stampBatch(out[at:], b.Meta.BaseOffset)

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
 	"time"
 
@@ -99,7 +100,7 @@ func (c *conn) serve(parent context.Context) {
 			return
 		}
 		if resp != nil {
-			c.wbuf = appendResponse(c.wbuf[:0], req.corr, resp)
+			c.wbuf = appendResponse(slices.Grow(c.wbuf[:0], responseSizeHint(resp)), req.corr, resp)
 			if !c.write(c.wbuf) {
 				return
 			}

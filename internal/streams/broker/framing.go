@@ -78,6 +78,25 @@ func decodeRequest(frame []byte) (*request, error) {
 	return req, nil
 }
 
+// responseSizeHint is about how many bytes resp encodes to when that is
+// large (a fetch response carries the record batches), so that the
+// response is encoded into one buffer of the right size instead of one
+// regrown, and copied, a dozen times.
+func responseSizeHint(resp kmsg.Response) int {
+	fr, ok := resp.(*kmsg.FetchResponse)
+	if !ok {
+		return 0
+	}
+	n := 64
+	for _, t := range fr.Topics {
+		n += 64 + len(t.Topic)
+		for _, p := range t.Partitions {
+			n += 64 + len(p.RecordBatches) + 16*len(p.AbortedTransactions)
+		}
+	}
+	return n
+}
+
 // appendResponse frames resp for corr. The ApiVersions response header never
 // has the flexible tag byte, so that a client can read it whatever version it
 // asked for.
