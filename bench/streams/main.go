@@ -36,7 +36,7 @@ import (
 
 func main() {
 	seconds := flag.Float64("seconds", 3, "how long each produce run lasts")
-	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the sealed broker runs to this file")
+	cpuprofile := flag.String("cpuprofile", "", "write CPU profiles of the sealed broker's first round to <this>.<size>.<partitions>.produce and .consume")
 	only := flag.String("only", "", "run only this part: throughput, latency, reencrypt or shred")
 	rounds := flag.Int("rounds", 3, "rounds of each throughput run; medians are reported")
 	flag.Parse()
@@ -181,7 +181,7 @@ type result struct {
 
 // run produces for b.produceFor as fast as the client goes, then consumes
 // everything from the start.
-func (b *bench) run(t *target, topic string, partitions int32, size int) result {
+func (b *bench) run(t *target, topic string, partitions int32, size int, profile string) result {
 	t.createTopic(topic, partitions)
 	vals := values(size)
 	prod := t.client(kgo.DefaultProduceTopic(topic))
@@ -190,6 +190,10 @@ func (b *bench) run(t *target, topic string, partitions int32, size int) result 
 	var acked, failed atomic.Int64
 	var latMu sync.Mutex
 	lats := make([]time.Duration, 0, 1<<16)
+	stop := func() {}
+	if profile != "" {
+		stop = startProfile(profile + ".produce")
+	}
 	start := time.Now()
 	n := 0
 	for time.Since(start) < b.produceFor {
@@ -216,6 +220,7 @@ func (b *bench) run(t *target, topic string, partitions int32, size int) result 
 		log.Fatal(err)
 	}
 	took := time.Since(start)
+	stop()
 	if failed.Load() > 0 {
 		log.Fatalf("%d records failed", failed.Load())
 	}
@@ -227,6 +232,9 @@ func (b *bench) run(t *target, topic string, partitions int32, size int) result 
 
 	cons := t.client(kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxBytes(64<<20))
 	defer cons.Close()
+	if profile != "" {
+		stop = startProfile(profile + ".consume")
+	}
 	start = time.Now()
 	got := 0
 	for got < n {
@@ -235,6 +243,7 @@ func (b *bench) run(t *target, topic string, partitions int32, size int) result 
 		got += fs.NumRecords()
 	}
 	r.consumeRate = float64(n) / time.Since(start).Seconds()
+	stop()
 	r.produceMB = r.produceRate * float64(size) / 1e6
 	r.consMB = r.consumeRate * float64(size) / 1e6
 	return r
@@ -265,12 +274,11 @@ func (b *bench) throughput() {
 					default:
 						t = kfakeCluster()
 					}
-					stop := func() {}
+					profile := ""
 					if kind == "keyline sealed" && b.cpuprofile != "" && round == 0 {
-						stop = startProfile(fmt.Sprintf("%s.%d.%d", b.cpuprofile, size, parts))
+						profile = fmt.Sprintf("%s.%d.%d", b.cpuprofile, size, parts)
 					}
-					rounds[kind] = append(rounds[kind], b.run(t, "bench", parts, size))
-					stop()
+					rounds[kind] = append(rounds[kind], b.run(t, "bench", parts, size, profile))
 					t.close()
 				}
 			}

@@ -37,6 +37,7 @@ type conn struct {
 	closing   bool   // close after writing the current response
 	clientID  string // of the request being handled
 	wbuf      []byte
+	rbuf      []byte // produce frames are read into it (see readFrameInto)
 }
 
 func (b *Broker) newConn(nc net.Conn) *conn {
@@ -66,7 +67,7 @@ func (c *conn) serve(parent context.Context) {
 			deadline = loginBy // strangers get little time to log in
 		}
 		c.nc.SetReadDeadline(deadline)
-		frame, err := readFrame(c.nc, max)
+		frame, err := readFrameInto(c.nc, max, &c.rbuf)
 		if err != nil {
 			c.logEnd(err)
 			return

@@ -22,7 +22,7 @@ type Storage interface {
 // PartitionLog is one partition's log. It assigns offsets; the stored batch
 // bytes keep whatever baseOffset the producer sent.
 type PartitionLog interface {
-	Append(ctx context.Context, m seglog.BatchMeta, data []byte) (base int64, err error) // durable on return when the store syncs
+	Append(ctx context.Context, m seglog.BatchMeta, data []byte) (base int64, err error) // durable on return when the store syncs; must not keep data
 	Read(ctx context.Context, from int64, maxBytes int32) ([]seglog.StoredBatch, error)  // batches with LastOffset >= from; >=1 if any
 	StartOffset() int64
 	EndOffset() int64

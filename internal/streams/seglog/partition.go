@@ -35,7 +35,6 @@ type Partition struct {
 	changed chan struct{}
 	closed  bool // closed or dropped: changed is closed for good
 	dropped bool
-	scratch []byte
 
 	cacheMu sync.Mutex
 	cache   []*segment // sealed segments whose entries are loaded, oldest first
@@ -367,19 +366,21 @@ func (p *Partition) Append(ctx context.Context, m BatchMeta, data []byte) (int64
 	m.BaseOffset = seg.end()
 	m.Size = int32(len(data))
 	var mb [metaLen]byte
-	blk := kr.seal(p.scratch[:0], blockID{kind: kindData, stream: p.stream, base: seg.base, pos: seg.size}, encodeMeta(mb[:0], m), data)
-	if cap(blk) <= 1<<20 {
-		p.scratch = blk
-	}
-	if _, err := seg.f.WriteAt(blk, seg.size); err != nil {
+	buf := p.store.blockBuf()
+	blk := kr.seal((*buf)[:0], blockID{kind: kindData, stream: p.stream, base: seg.base, pos: seg.size}, encodeMeta(mb[:0], m), data)
+	_, err := seg.f.WriteAt(blk, seg.size)
+	blkLen := len(blk)
+	*buf = blk
+	p.store.putBlockBuf(buf)
+	if err != nil {
 		// Drop a partial block now; if that fails too, the next append
 		// overwrites it or Open cuts it.
 		seg.f.Truncate(seg.size)
 		p.mu.Unlock()
 		return 0, errs.Internalf(op, err)
 	}
-	seg.add(entry{meta: m, pos: seg.size, len: int32(len(blk))}, kr.current)
-	seg.size += int64(len(blk))
+	seg.add(entry{meta: m, pos: seg.size, len: int32(blkLen)}, kr.current)
+	seg.size += int64(blkLen)
 	close(p.changed)
 	p.changed = make(chan struct{})
 	f := seg.f
