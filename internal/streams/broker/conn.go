@@ -38,6 +38,11 @@ type conn struct {
 	clientID  string // of the request being handled
 	wbuf      []byte
 	rbuf      []byte // produce frames are read into it (see readFrameInto)
+	// arena holds the fetched batches of the response being built; it
+	// comes from the broker's pool and goes back once the response is
+	// written.
+	arena  []byte
+	pooled *[]byte
 }
 
 func (b *Broker) newConn(nc net.Conn) *conn {
@@ -100,15 +105,48 @@ func (c *conn) serve(parent context.Context) {
 			c.logEnd(err)
 			return
 		}
-		if resp != nil {
-			c.wbuf = appendResponse(slices.Grow(c.wbuf[:0], responseSizeHint(resp)), req.corr, resp)
-			if !c.write(c.wbuf) {
-				return
-			}
+		if resp != nil && !c.respond(req.corr, resp) {
+			return
 		}
 		if c.closing {
 			return
 		}
+	}
+}
+
+// bigResponse is the size from which a response is encoded into a pooled
+// buffer rather than the connection's own.
+const bigResponse = 64 << 10
+
+// respond encodes and writes resp, then gives the pooled buffers back.
+func (c *conn) respond(corr int32, resp kmsg.Response) bool {
+	defer c.releaseArena()
+	hint := responseSizeHint(resp)
+	if hint < bigResponse {
+		c.wbuf = appendResponse(slices.Grow(c.wbuf[:0], hint), corr, resp)
+		return c.write(c.wbuf)
+	}
+	buf := c.b.getBuf()
+	*buf = appendResponse(slices.Grow((*buf)[:0], hint), corr, resp)
+	ok := c.write(*buf)
+	c.b.putBuf(buf)
+	return ok
+}
+
+// fetchArena is the buffer fetched batches are read into.
+func (c *conn) fetchArena() []byte {
+	if c.pooled == nil {
+		c.pooled = c.b.getBuf()
+		c.arena = (*c.pooled)[:0]
+	}
+	return c.arena
+}
+
+func (c *conn) releaseArena() {
+	if c.pooled != nil {
+		*c.pooled = c.arena
+		c.b.putBuf(c.pooled)
+		c.pooled, c.arena = nil, nil
 	}
 }
 

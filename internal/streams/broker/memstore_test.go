@@ -128,6 +128,20 @@ func (p *memPartition) Read(_ context.Context, from int64, maxBytes int32) ([]se
 	return out, nil
 }
 
+func (p *memPartition) ReadAppend(ctx context.Context, from int64, maxBytes int32, dst []byte) ([]byte, []byte, []seglog.BatchMeta, error) {
+	bs, err := p.Read(ctx, from, maxBytes)
+	if err != nil {
+		return dst, nil, nil, err
+	}
+	start := len(dst)
+	var metas []seglog.BatchMeta
+	for _, b := range bs {
+		dst = append(dst, b.Data...)
+		metas = append(metas, b.Meta)
+	}
+	return dst, dst[start:], metas, nil
+}
+
 func (p *memPartition) StartOffset() int64 { p.mu.Lock(); defer p.mu.Unlock(); return p.start }
 func (p *memPartition) EndOffset() int64   { p.mu.Lock(); defer p.mu.Unlock(); return p.end }
 func (p *memPartition) SizeBytes() int64   { p.mu.Lock(); defer p.mu.Unlock(); return p.size }

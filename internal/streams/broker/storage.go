@@ -24,6 +24,9 @@ type Storage interface {
 type PartitionLog interface {
 	Append(ctx context.Context, m seglog.BatchMeta, data []byte) (base int64, err error) // durable on return when the store syncs; must not keep data
 	Read(ctx context.Context, from int64, maxBytes int32) ([]seglog.StoredBatch, error)  // batches with LastOffset >= from; >=1 if any
+	// ReadAppend is Read with the batches' bytes appended back to back to
+	// dst (returned grown as buf); batches is that part of buf.
+	ReadAppend(ctx context.Context, from int64, maxBytes int32, dst []byte) (buf, batches []byte, metas []seglog.BatchMeta, err error)
 	StartOffset() int64
 	EndOffset() int64
 	OffsetForTimestamp(ts int64) int64

@@ -410,54 +410,10 @@ type readRun struct {
 // maxBytes of batch data, and at least one batch when one exists.
 func (p *Partition) Read(ctx context.Context, from int64, maxBytes int32) ([]StoredBatch, error) {
 	const op = "seglog.Read"
-	if err := ctx.Err(); err != nil {
-		return nil, ctxError(op, err)
-	}
-	p.mu.RLock()
-	if err := p.check(op); err != nil {
-		p.mu.RUnlock()
+	kr, runs, err := p.readRuns(ctx, op, from, maxBytes, func(n int) []byte { return make([]byte, n) })
+	if err != nil {
 		return nil, err
 	}
-	// The keyring is taken while the lock keeps re-encryption from swapping
-	// these segments, so it still holds whatever key sealed what is read.
-	kr := p.store.keys.Load()
-	end := p.endLocked()
-	if from < p.start || from > end {
-		p.mu.RUnlock()
-		return nil, outOfRange(op)
-	}
-	var runs []readRun
-	total, full := int64(0), false
-	si := sort.Search(len(p.segs), func(i int) bool { return p.segs[i].end() > from })
-	for ; si < len(p.segs) && !full; si++ {
-		seg := p.segs[si]
-		es, err := p.entriesOf(seg, kr)
-		if err != nil {
-			p.mu.RUnlock()
-			return nil, dataError(op, err)
-		}
-		i := sort.Search(len(es), func(i int) bool { return es[i].meta.LastOffset() >= from })
-		j := i
-		for ; j < len(es); j++ {
-			size := int64(es[j].meta.Size)
-			if total > 0 && total+size > int64(maxBytes) {
-				full = true
-				break
-			}
-			total += size
-		}
-		if j == i {
-			continue
-		}
-		first, last := es[i], es[j-1]
-		buf := make([]byte, last.pos+int64(last.len)-first.pos)
-		if _, err := seg.f.ReadAt(buf, first.pos); err != nil {
-			p.mu.RUnlock()
-			return nil, errs.Internalf(op, err)
-		}
-		runs = append(runs, readRun{base: seg.base, buf: buf, entries: es[i:j]})
-	}
-	p.mu.RUnlock()
 	var out []StoredBatch
 	for _, r := range runs {
 		first := r.entries[0].pos
@@ -474,6 +430,131 @@ func (p *Partition) Read(ctx context.Context, from int64, maxBytes int32) ([]Sto
 		}
 	}
 	return out, nil
+}
+
+// ReadAppend is Read for a server that sends the batches on at once: it
+// decrypts them straight into dst, back to back, without a buffer of its
+// own per call. It returns dst grown (to reuse for the next call), batches
+// (the part of it that holds the batches' bytes, which the next call with
+// the same dst overwrites) and the batches' headers, in order.
+func (p *Partition) ReadAppend(ctx context.Context, from int64, maxBytes int32, dst []byte) (buf, batches []byte, metas []BatchMeta, err error) {
+	const op = "seglog.Read"
+	var pooled []*[]byte
+	defer func() {
+		for _, b := range pooled {
+			p.store.putBlockBuf(b)
+		}
+	}()
+	kr, runs, err := p.readRuns(ctx, op, from, maxBytes, func(n int) []byte {
+		b := p.store.blockBuf()
+		pooled = append(pooled, b)
+		*b = slices.Grow((*b)[:0], n)[:n]
+		return *b
+	})
+	if err != nil {
+		return dst, nil, nil, err
+	}
+	total := 0
+	for _, r := range runs {
+		for _, e := range r.entries {
+			total += int(e.meta.Size)
+			metas = append(metas, e.meta)
+		}
+	}
+	// Each block opens into its batch's final place, its header landing
+	// just before it: in the tail of the previous batch, which is why the
+	// blocks open last to first, or, for the first, in metaLen bytes of
+	// headroom.
+	start := len(dst) + metaLen
+	dst = slices.Grow(dst, metaLen+total)[:start+total]
+	end := len(dst)
+	for ri := len(runs) - 1; ri >= 0; ri-- {
+		r := runs[ri]
+		first := r.entries[0].pos
+		for ei := len(r.entries) - 1; ei >= 0; ei-- {
+			e := r.entries[ei]
+			at := end - int(e.meta.Size)
+			b := r.buf[e.pos-first : e.pos-first+int64(e.len)]
+			if err := openBatchTo(dst[at-metaLen:at-metaLen:end], b, kr, blockID{kind: kindData, stream: p.stream, base: r.base, pos: e.pos}, metaLen+int(e.meta.Size)); err != nil {
+				return dst, nil, nil, dataError(op, err)
+			}
+			if m := decodeMeta(dst[at-metaLen : at]); m != e.meta {
+				return dst, nil, nil, dataError(op, errBatch)
+			}
+			end = at
+		}
+	}
+	return dst, dst[start:], metas, nil
+}
+
+// readRuns finds the blocks of the batches Read returns and reads them,
+// each stretch of one segment into a buffer from alloc.
+func (p *Partition) readRuns(ctx context.Context, op string, from int64, maxBytes int32, alloc func(int) []byte) (*keyring, []readRun, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, nil, ctxError(op, err)
+	}
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if err := p.check(op); err != nil {
+		return nil, nil, err
+	}
+	// The keyring is taken while the lock keeps re-encryption from swapping
+	// these segments, so it still holds whatever key sealed what is read.
+	kr := p.store.keys.Load()
+	end := p.endLocked()
+	if from < p.start || from > end {
+		return nil, nil, outOfRange(op)
+	}
+	var runs []readRun
+	total, full := int64(0), false
+	si := sort.Search(len(p.segs), func(i int) bool { return p.segs[i].end() > from })
+	for ; si < len(p.segs) && !full; si++ {
+		seg := p.segs[si]
+		es, err := p.entriesOf(seg, kr)
+		if err != nil {
+			return nil, nil, dataError(op, err)
+		}
+		i := sort.Search(len(es), func(i int) bool { return es[i].meta.LastOffset() >= from })
+		j := i
+		for ; j < len(es); j++ {
+			size := int64(es[j].meta.Size)
+			if total > 0 && total+size > int64(maxBytes) {
+				full = true
+				break
+			}
+			total += size
+		}
+		if j == i {
+			continue
+		}
+		first, last := es[i], es[j-1]
+		buf := alloc(int(last.pos + int64(last.len) - first.pos))
+		if _, err := seg.f.ReadAt(buf, first.pos); err != nil {
+			return nil, nil, errs.Internalf(op, err)
+		}
+		runs = append(runs, readRun{base: seg.base, buf: buf, entries: es[i:j]})
+	}
+	return kr, runs, nil
+}
+
+// openBatchTo opens the data block b into dst's spare capacity, where its
+// plain bytes (want of them) must land exactly.
+func openBatchTo(dst, b []byte, kr *keyring, id blockID, want int) error {
+	h, err := parseHeader(b)
+	if err != nil {
+		return err
+	}
+	if h.blockLen() != len(b) {
+		return errHeader
+	}
+	plain, err := kr.openTo(dst, b, h, id)
+	if err != nil {
+		return err
+	}
+	if len(plain) != want || (want > 0 && &plain[0] != &dst[:1][0]) {
+		return errBatch
+	}
+	return nil
 }
 
 func openBatch(b []byte, kr *keyring, id blockID) ([]byte, error) {
