@@ -85,7 +85,7 @@ const benchKey = "bench-api-key"
 func (b *bench) keyline(unsealed bool) *target {
 	b.n++
 	dir := fmt.Sprintf("%s/store-%d", b.tmp, b.n)
-	opts := seglog.Options{StoreID: "bench", Sync: true, Unsealed: unsealed}
+	opts := seglog.Options{StoreID: "bench", Sync: os.Getenv("BENCH_NOSYNC") == "", Unsealed: unsealed}
 	if !unsealed {
 		key := make([]byte, 32)
 		rand.Read(key)

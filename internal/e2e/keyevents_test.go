@@ -58,8 +58,9 @@ func rotationScenario(t *testing.T, e *env, admin *api, kp string) {
 	var mu sync.Mutex
 	produced := slices.Clone(big)
 	var wg sync.WaitGroup
-	stopProducing := make(chan struct{})
-	wg.Go(func() {
+	stopProducing, producerDone := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(producerDone)
 		for i := 0; ; i++ {
 			select {
 			case <-stopProducing:
@@ -75,7 +76,7 @@ func rotationScenario(t *testing.T, e *env, admin *api, kp string) {
 			produced = append(produced, v)
 			mu.Unlock()
 		}
-	})
+	}()
 	cons := franz(t, dep.reader, kgo.ConsumeTopics("events"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	var consumed []*kgo.Record
 	var consMu sync.Mutex
@@ -126,6 +127,7 @@ func rotationScenario(t *testing.T, e *env, admin *api, kp string) {
 		t.Fatalf("task progress went %v: want it to move and reach 100", seen)
 	}
 	close(stopProducing)
+	<-producerDone
 	mu.Lock()
 	want := slices.Clone(produced)
 	mu.Unlock()

@@ -15,9 +15,11 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
-// conn is one client connection. Requests are read, handled and answered one
-// at a time, in order, as Kafka does; the next request is read only after the
-// previous response is written.
+// conn is one client connection. Requests are read and handled one at a
+// time and answered in order, as Kafka does. A produce request's answer waits
+// for its data to be on disk in a writer goroutine while the next request is
+// read and handled, so that a client's pipelined produce requests (franz-go
+// keeps up to 5 in flight) share fsyncs instead of taking turns.
 // loginTimeout is how long a new connection may take to authenticate.
 const loginTimeout = 30 * time.Second
 
@@ -34,10 +36,11 @@ type conn struct {
 	authed    bool
 	user      string
 	access    Access
-	closing   bool   // close after writing the current response
-	clientID  string // of the request being handled
-	wbuf      []byte
-	rbuf      []byte // produce frames are read into it (see readFrameInto)
+	closing   bool           // close after writing the current response
+	clientID  string         // of the request being handled
+	rbuf      []byte         // produce frames are read into it (see readFrameInto)
+	durable   []func() error // what the request being handled must wait for before its answer
+	out       chan outgoing  // answers in order, to the writer
 	// arena holds the fetched batches of the response being built; it
 	// comes from the broker's pool and goes back once the response is
 	// written.
@@ -58,10 +61,25 @@ func (c *conn) close() {
 	})
 }
 
+// outgoing is a framed answer, written once what it waits for is durable.
+type outgoing struct {
+	buf     *[]byte // from the broker's pool
+	durable []func() error
+}
+
+// maxPipelined bounds the answers waiting to be written: the reader stops
+// reading while that many are pending.
+const maxPipelined = 8
+
 func (c *conn) serve(parent context.Context) {
 	defer c.close()
 	stop := context.AfterFunc(parent, c.close)
 	defer stop()
+	c.out = make(chan outgoing, maxPipelined)
+	written := make(chan struct{})
+	log := c.log // c.log changes at login; the writer keeps its own
+	go func() { defer close(written); c.writeLoop(log) }()
+	defer func() { close(c.out); <-written }()
 	loginBy := time.Now().Add(loginTimeout)
 	for {
 		max := int32(preAuthMaxBytes)
@@ -97,6 +115,7 @@ func (c *conn) serve(parent context.Context) {
 			c.clientID = *req.clientID
 		}
 		start := time.Now()
+		c.durable = nil
 		resp, err := c.dispatch(c.ctx, req)
 		if c.log.Enabled(c.ctx, slog.LevelDebug) {
 			c.log.Debug("kafka request", "api", kmsg.NameForKey(req.key), "version", req.version, "took", time.Since(start))
@@ -114,23 +133,55 @@ func (c *conn) serve(parent context.Context) {
 	}
 }
 
-// bigResponse is the size from which a response is encoded into a pooled
-// buffer rather than the connection's own.
-const bigResponse = 64 << 10
-
-// respond encodes and writes resp, then gives the pooled buffers back.
+// respond frames resp into a pooled buffer (the fetch arena is free again
+// after that) and queues it with what the request waits for.
 func (c *conn) respond(corr int32, resp kmsg.Response) bool {
-	defer c.releaseArena()
-	hint := responseSizeHint(resp)
-	if hint < bigResponse {
-		c.wbuf = appendResponse(slices.Grow(c.wbuf[:0], hint), corr, resp)
-		return c.write(c.wbuf)
-	}
 	buf := c.b.getBuf()
-	*buf = appendResponse(slices.Grow((*buf)[:0], hint), corr, resp)
-	ok := c.write(*buf)
-	c.b.putBuf(buf)
-	return ok
+	*buf = appendResponse(slices.Grow((*buf)[:0], responseSizeHint(resp)), corr, resp)
+	c.releaseArena()
+	return c.queue(outgoing{buf: buf, durable: c.durable})
+}
+
+// queue hands o to the writer; false once the connection is closing.
+func (c *conn) queue(o outgoing) bool {
+	select {
+	case c.out <- o:
+		return true
+	case <-c.ctx.Done():
+		c.b.putBuf(o.buf)
+		return false
+	}
+}
+
+// writeLoop writes the answers in order, each once its data is durable. An
+// answer whose data did not reach the disk is never sent: the connection
+// closes and the client retries.
+func (c *conn) writeLoop(log *slog.Logger) {
+	failed := false
+	for o := range c.out {
+		for _, wait := range o.durable {
+			if failed {
+				break
+			}
+			if err := wait(); err != nil {
+				log.Error("a produced batch did not reach the disk; closing the connection unanswered", "err", err)
+				failed = true
+			}
+		}
+		if !failed {
+			c.nc.SetWriteDeadline(time.Now().Add(c.b.cfg.IdleTimeout))
+			if _, err := c.nc.Write(*o.buf); err != nil {
+				if !errors.Is(err, net.ErrClosed) && c.ctx.Err() == nil {
+					log.Debug("kafka connection closed", "err", err)
+				}
+				failed = true
+			}
+		}
+		c.b.putBuf(o.buf)
+		if failed {
+			c.close()
+		}
+	}
 }
 
 // fetchArena is the buffer fetched batches are read into.
@@ -148,18 +199,6 @@ func (c *conn) releaseArena() {
 		c.b.putBuf(c.pooled)
 		c.pooled, c.arena = nil, nil
 	}
-}
-
-func (c *conn) write(p []byte) bool {
-	c.nc.SetWriteDeadline(time.Now().Add(c.b.cfg.IdleTimeout))
-	if _, err := c.nc.Write(p); err != nil {
-		c.logEnd(err)
-		return false
-	}
-	if cap(c.wbuf) > 1<<20 { // do not pin a large fetch response's buffer
-		c.wbuf = nil
-	}
-	return true
 }
 
 func (c *conn) logEnd(err error) {
@@ -216,7 +255,7 @@ func (c *conn) rawAuthenticate(token []byte) bool {
 	if refusal := c.login(token); refusal != "" {
 		return false
 	}
-	var empty [4]byte
-	binary.BigEndian.PutUint32(empty[:], 0)
-	return c.write(empty[:])
+	buf := c.b.getBuf()
+	*buf = binary.BigEndian.AppendUint32((*buf)[:0], 0)
+	return c.queue(outgoing{buf: buf})
 }

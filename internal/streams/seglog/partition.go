@@ -336,20 +336,35 @@ func ctxError(op string, err error) error {
 // (the end offset before the append). With Options.Sync it returns once the
 // batch is on disk; concurrent appends share the fsync.
 func (p *Partition) Append(ctx context.Context, m BatchMeta, data []byte) (int64, error) {
+	base, durable, err := p.AppendAsync(ctx, m, data)
+	if err == nil && durable != nil {
+		err = durable()
+	}
+	if err != nil {
+		return 0, err
+	}
+	return base, nil
+}
+
+// AppendAsync is Append returning before the fsync: the batch is written
+// and has its offsets, and durable (nil without Options.Sync) waits until
+// it is on disk. A server acknowledges the batch only after durable
+// returns nil, and meanwhile takes further batches, which share the fsync.
+func (p *Partition) AppendAsync(ctx context.Context, m BatchMeta, data []byte) (base int64, durable func() error, err error) {
 	const op = "seglog.Append"
 	if err := ctx.Err(); err != nil {
-		return 0, ctxError(op, err)
+		return 0, nil, ctxError(op, err)
 	}
 	if m.Records <= 0 {
-		return 0, errs.E(op, errs.Invalid, "BATCH_INVALID", "A batch covers at least one offset")
+		return 0, nil, errs.E(op, errs.Invalid, "BATCH_INVALID", "A batch covers at least one offset")
 	}
 	if len(data) > maxBatchBytes {
-		return 0, errs.E(op, errs.TooLarge, "BATCH_TOO_LARGE", "The batch is too large")
+		return 0, nil, errs.E(op, errs.TooLarge, "BATCH_TOO_LARGE", "The batch is too large")
 	}
 	p.mu.Lock()
 	if err := p.check(op); err != nil {
 		p.mu.Unlock()
-		return 0, err
+		return 0, nil, err
 	}
 	// Loaded under the lock so that re-encryption, which rolls every
 	// partition under this lock after switching keys, never finds an old
@@ -359,7 +374,7 @@ func (p *Partition) Append(ctx context.Context, m BatchMeta, data []byte) (int64
 	if len(seg.entries) > 0 && seg.size+int64(kr.blockSize(metaLen+len(data))) > p.store.opts.SegmentBytes {
 		if err := p.rollLocked(kr); err != nil {
 			p.mu.Unlock()
-			return 0, errs.Internalf(op, err)
+			return 0, nil, errs.Internalf(op, err)
 		}
 		seg = p.active()
 	}
@@ -368,7 +383,7 @@ func (p *Partition) Append(ctx context.Context, m BatchMeta, data []byte) (int64
 	var mb [metaLen]byte
 	buf := p.store.blockBuf()
 	blk := kr.seal((*buf)[:0], blockID{kind: kindData, stream: p.stream, base: seg.base, pos: seg.size}, encodeMeta(mb[:0], m), data)
-	_, err := seg.f.WriteAt(blk, seg.size)
+	_, err = seg.f.WriteAt(blk, seg.size)
 	blkLen := len(blk)
 	*buf = blk
 	p.store.putBlockBuf(buf)
@@ -377,7 +392,7 @@ func (p *Partition) Append(ctx context.Context, m BatchMeta, data []byte) (int64
 		// overwrites it or Open cuts it.
 		seg.f.Truncate(seg.size)
 		p.mu.Unlock()
-		return 0, errs.Internalf(op, err)
+		return 0, nil, errs.Internalf(op, err)
 	}
 	seg.add(entry{meta: m, pos: seg.size, len: int32(blkLen)}, kr.current)
 	seg.size += int64(blkLen)
@@ -385,12 +400,15 @@ func (p *Partition) Append(ctx context.Context, m BatchMeta, data []byte) (int64
 	p.changed = make(chan struct{})
 	f := seg.f
 	p.mu.Unlock()
-	if p.store.opts.Sync {
-		if err := p.store.commit.wait(f); err != nil {
-			return 0, errs.Internalf(op, err)
-		}
+	if !p.store.opts.Sync {
+		return m.BaseOffset, nil, nil
 	}
-	return m.BaseOffset, nil
+	return m.BaseOffset, func() error {
+		if err := p.store.commit.wait(f); err != nil {
+			return errs.Internalf(op, err)
+		}
+		return nil
+	}, nil
 }
 
 func (p *Partition) endLocked() int64 { return p.active().end() }
