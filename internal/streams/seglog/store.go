@@ -71,6 +71,11 @@ type Store struct {
 	closed atomic.Bool
 	reenc  sync.Mutex // one re-encryption at a time
 
+	// blocks holds buffers that blocks are sealed into before they are
+	// written, shared by the partitions: a batch of up to a few MiB is
+	// sealed without allocating (and zeroing) a buffer of its size.
+	blocks sync.Pool
+
 	mu       sync.RWMutex
 	parts    map[string]*Partition
 	checkIDs []string // key IDs with a verifier in keys.check
@@ -375,6 +380,23 @@ func (s *Store) ListMeta(prefix string) map[string][]byte {
 		return map[string][]byte{}
 	}
 	return s.meta.list(nsUser, prefix)
+}
+
+// maxPooledBlock bounds the buffers kept for sealing: a rare huge batch
+// does not pin its buffer.
+const maxPooledBlock = 8 << 20
+
+func (s *Store) blockBuf() *[]byte {
+	if b, ok := s.blocks.Get().(*[]byte); ok {
+		return b
+	}
+	return new([]byte)
+}
+
+func (s *Store) putBlockBuf(b *[]byte) {
+	if cap(*b) <= maxPooledBlock {
+		s.blocks.Put(b)
+	}
 }
 
 // Partitions lists the partition names, sorted.
