@@ -44,6 +44,11 @@ func (s *Service) getDeployment(w http.ResponseWriter, r *http.Request) {
 func (s *Service) admin(w http.ResponseWriter, r *http.Request) {
 	const op = "streams.admin"
 	guid := r.PathValue("guid")
+	// Topic names in the path are customer data: the access log shows the
+	// route only.
+	if rest := strings.TrimPrefix(r.URL.Path, "/messagehub/"+guid+"/admin/topics/"); rest != r.URL.Path && rest != "" {
+		httpapi.RedactPath(r.Context(), "/messagehub/"+guid+"/admin/topics/{name}")
+	}
 	d, err := s.get(op, guid)
 	if err != nil {
 		// A stranger learns nothing of which deployments exist.

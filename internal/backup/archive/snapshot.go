@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"math"
 	"os"
 	"path/filepath"
 	"sort"
@@ -184,7 +183,7 @@ func Restore(ctx context.Context, r *Reader, dst *seglog.Store, progress Progres
 		open = false
 		if p == nil { // no batches: only the offsets remain
 			var err error
-			p, err = createPartitionAt(ctx, op, dst, cur.Name, cur.Start)
+			p, err = createPartitionAt(op, dst, cur.Name, cur.Start)
 			return err
 		}
 		if p.StartOffset() < cur.Start { // the first batch straddles the start
@@ -216,7 +215,7 @@ func Restore(ctx context.Context, r *Reader, dst *seglog.Store, progress Progres
 			}
 		case RecordBatch:
 			if p == nil {
-				if p, err = createPartitionAt(ctx, op, dst, cur.Name, rec.Batch.BaseOffset); err != nil {
+				if p, err = createPartitionAt(op, dst, cur.Name, rec.Batch.BaseOffset); err != nil {
 					return err
 				}
 			}
@@ -234,32 +233,12 @@ func Restore(ctx context.Context, r *Reader, dst *seglog.Store, progress Progres
 }
 
 // createPartitionAt creates an empty partition whose next offset is start.
-//
-// seglog has no call for that yet, so offsets below start are taken by
-// placeholder batches without data, which DeleteBefore then removes with
-// their segment; only the log-start offset remains of them. (The lead is
-// asked for seglog.Store.CreatePartitionAt(name, start) to replace this.)
-func createPartitionAt(ctx context.Context, op string, dst *seglog.Store, name string, start int64) (*seglog.Partition, error) {
-	if _, err := dst.Partition(name, false); err == nil {
-		return nil, errs.E(op, errs.Conflict, "RESTORE_PARTITION_EXISTS", "The restore target already has the partition")
+func createPartitionAt(op string, dst *seglog.Store, name string, start int64) (*seglog.Partition, error) {
+	p, err := dst.CreatePartitionAt(name, start)
+	if errs.KindOf(err) == errs.Conflict {
+		return nil, errs.E(op, errs.Conflict, "RESTORE_PARTITION_EXISTS", "The restore target already has the partition").Because(err)
 	}
-	p, err := dst.Partition(name, true)
-	if err != nil {
-		return nil, err
-	}
-	for end := p.EndOffset(); end < start; end = p.EndOffset() {
-		n := int32(min(start-end, math.MaxInt32))
-		placeholder := seglog.BatchMeta{Records: n, FirstTimestamp: -1, MaxTimestamp: -1, ProducerID: -1, ProducerEpoch: -1, BaseSequence: -1}
-		if _, err := p.Append(ctx, placeholder, nil); err != nil {
-			return nil, err
-		}
-	}
-	if start > 0 {
-		if err := p.DeleteBefore(start); err != nil {
-			return nil, err
-		}
-	}
-	return p, nil
+	return p, err
 }
 
 // RestoreDir restores the backup into a new store at dir, and only then:

@@ -13,14 +13,16 @@ import (
 const maxParallelAppends = 32
 
 // handleProduce validates and appends one batch per partition. With acks=0
-// nothing is answered; otherwise the answer comes once the log has the data
-// (durable when the store syncs). Partitions are appended concurrently so
-// that a syncing store can share one fsync among them.
+// nothing is answered; otherwise the answer is written once the log has the
+// data on disk (when the store syncs): the waits go to c.durable, and the
+// connection reads the next request meanwhile, so that pipelined produce
+// requests share fsyncs. Partitions are appended concurrently.
 func (c *conn) handleProduce(ctx context.Context, r *kmsg.ProduceRequest) (kmsg.Response, error) {
 	resp := r.ResponseKind().(*kmsg.ProduceResponse)
 	allowed := c.access.Allows(Writer)
 	badAcks := r.Acks != 0 && r.Acks != 1 && r.Acks != -1
 	var wg sync.WaitGroup
+	var mu sync.Mutex
 	slots := make(chan struct{}, maxParallelAppends)
 	for _, rt := range r.Topics {
 		t := c.b.topics.byNameOrNil(rt.Topic)
@@ -44,7 +46,11 @@ func (c *conn) handleProduce(ctx context.Context, r *kmsg.ProduceRequest) (kmsg.
 				slots <- struct{}{}
 				wg.Go(func() {
 					defer func() { <-slots }()
-					c.produceTo(ctx, t, rp, sp, r.Version >= 13)
+					if durable := c.produceTo(ctx, t, rp, sp, r.Version >= 13); durable != nil {
+						mu.Lock()
+						c.durable = append(c.durable, durable)
+						mu.Unlock()
+					}
 				})
 			}
 		}
@@ -57,28 +63,31 @@ func (c *conn) handleProduce(ctx context.Context, r *kmsg.ProduceRequest) (kmsg.
 	return resp, nil
 }
 
-func (c *conn) produceTo(ctx context.Context, t *topic, rp kmsg.ProduceRequestTopicPartition, sp *kmsg.ProduceResponseTopicPartition, byID bool) {
+// produceTo appends one partition's batch and returns what to wait on
+// before the answer goes out.
+func (c *conn) produceTo(ctx context.Context, t *topic, rp kmsg.ProduceRequestTopicPartition, sp *kmsg.ProduceResponseTopicPartition, byID bool) func() error {
 	p, kerrr := c.b.topics.partition(t, rp.Partition)
 	if kerrr != nil {
 		if byID && t == nil {
 			kerrr = kerr.UnknownTopicID
 		}
 		sp.ErrorCode = kerrr.Code
-		return
+		return nil
 	}
 	meta, kerrr, why := parseBatch(rp.Records)
 	if kerrr != nil {
 		sp.ErrorCode, sp.ErrorMessage = kerrr.Code, &why
-		return
+		return nil
 	}
-	base, kerrr, err := p.append(ctx, meta, rp.Records)
+	base, durable, kerrr, err := p.append(ctx, meta, rp.Records)
 	if err != nil {
 		c.log.Error("appending to a partition failed", "topic_id", t.id.String(), "partition", p.index, "err", err)
 	}
 	if kerrr != nil {
 		sp.ErrorCode = kerrr.Code
-		return
+		return nil
 	}
 	sp.BaseOffset = base
 	sp.LogStartOffset = p.log.StartOffset()
+	return durable
 }

@@ -43,6 +43,7 @@ func (c *conn) handleFetch(ctx context.Context, r *kmsg.FetchRequest) (kmsg.Resp
 // missed.
 func (c *conn) fetchOnce(ctx context.Context, r *kmsg.FetchRequest, changed *[]<-chan struct{}) (*kmsg.FetchResponse, int, bool) {
 	resp := r.ResponseKind().(*kmsg.FetchResponse)
+	c.arena = c.arena[:0] // a response built before is dropped
 	budget := int64(maxFetchBytes)
 	if r.Version >= 3 && r.MaxBytes > 0 {
 		budget = min(budget, int64(r.MaxBytes))
@@ -106,7 +107,8 @@ func (c *conn) readPartition(ctx context.Context, p *partition, offset, limit in
 	if offset == end || (limit <= 0 && !first) {
 		return 0, nil
 	}
-	batches, err := p.log.Read(ctx, offset, int32(max(limit, 1)))
+	arena, data, metas, err := p.log.ReadAppend(ctx, offset, int32(max(limit, 1)), c.fetchArena())
+	c.arena = arena
 	if errs.Is(errs.Invalid, err) { // retention moved the start between the check and the read
 		sp.ErrorCode = kerr.OffsetOutOfRange.Code
 		return 0, nil
@@ -115,17 +117,20 @@ func (c *conn) readPartition(ctx context.Context, p *partition, offset, limit in
 		sp.ErrorCode = kerr.KafkaStorageError.Code
 		return 0, err
 	}
-	out := []byte{}
-	for i, b := range batches {
-		if int64(len(out)+len(b.Data)) > limit && !(i == 0 && first) {
+	size := 0
+	for i, m := range metas {
+		if int64(size)+int64(m.Size) > limit && !(i == 0 && first) {
 			break
 		}
-		at := len(out)
-		out = append(out, b.Data...)
-		stampBatch(out[at:], b.Meta.BaseOffset)
+		stampBatch(data[size:], m.BaseOffset)
+		size += int(m.Size)
 	}
-	sp.RecordBatches = out
-	return len(out), nil
+	// The batches stay in the connection's arena until the response is
+	// written; the next partition's go after them.
+	if size > 0 {
+		sp.RecordBatches = data[:size:size]
+	}
+	return size, nil
 }
 
 // waitAny waits until one of chans is closed (true), d passes or ctx ends.

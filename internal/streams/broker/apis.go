@@ -7,6 +7,7 @@ import (
 )
 
 const (
+	produceKey          int16 = 0
 	saslHandshakeKey    int16 = 17
 	apiVersionsKey      int16 = 18
 	saslAuthenticateKey int16 = 36

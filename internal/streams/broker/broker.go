@@ -95,6 +95,10 @@ type Broker struct {
 	groups    *coordinator
 	producers *producerIDs
 
+	// bufs holds the large buffers fetches are read and encoded into,
+	// shared by the connections so that only active fetches hold one.
+	bufs sync.Pool
+
 	mu      sync.Mutex
 	conns   map[*conn]struct{}
 	locked  string // non-empty: the reason logins are refused
@@ -176,6 +180,24 @@ func New(cfg Config) (*Broker, error) {
 	go func() { defer b.bg.Done(); b.groups.run(b.done) }()
 	go func() { defer b.bg.Done(); b.runRetention() }()
 	return b, nil
+}
+
+// maxPooledBuf bounds the buffers kept in the pool: a rare huge fetch
+// does not pin its buffer.
+const maxPooledBuf = 16 << 20
+
+func (b *Broker) getBuf() *[]byte {
+	if p, ok := b.bufs.Get().(*[]byte); ok {
+		return p
+	}
+	return new([]byte)
+}
+
+func (b *Broker) putBuf(p *[]byte) {
+	if cap(*p) <= maxPooledBuf {
+		*p = (*p)[:0]
+		b.bufs.Put(p)
+	}
 }
 
 // Addr is the address the broker listens on.

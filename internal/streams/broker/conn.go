@@ -8,15 +8,18 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
-// conn is one client connection. Requests are read, handled and answered one
-// at a time, in order, as Kafka does; the next request is read only after the
-// previous response is written.
+// conn is one client connection. Requests are read and handled one at a
+// time and answered in order, as Kafka does. A produce request's answer waits
+// for its data to be on disk in a writer goroutine while the next request is
+// read and handled, so that a client's pipelined produce requests (franz-go
+// keeps up to 5 in flight) share fsyncs instead of taking turns.
 // loginTimeout is how long a new connection may take to authenticate.
 const loginTimeout = 30 * time.Second
 
@@ -33,9 +36,16 @@ type conn struct {
 	authed    bool
 	user      string
 	access    Access
-	closing   bool   // close after writing the current response
-	clientID  string // of the request being handled
-	wbuf      []byte
+	closing   bool           // close after writing the current response
+	clientID  string         // of the request being handled
+	rbuf      []byte         // produce frames are read into it (see readFrameInto)
+	durable   []func() error // what the request being handled must wait for before its answer
+	out       chan outgoing  // answers in order, to the writer
+	// arena holds the fetched batches of the response being built; it
+	// comes from the broker's pool and goes back once the response is
+	// written.
+	arena  []byte
+	pooled *[]byte
 }
 
 func (b *Broker) newConn(nc net.Conn) *conn {
@@ -51,10 +61,25 @@ func (c *conn) close() {
 	})
 }
 
+// outgoing is a framed answer, written once what it waits for is durable.
+type outgoing struct {
+	buf     *[]byte // from the broker's pool
+	durable []func() error
+}
+
+// maxPipelined bounds the answers waiting to be written: the reader stops
+// reading while that many are pending.
+const maxPipelined = 8
+
 func (c *conn) serve(parent context.Context) {
 	defer c.close()
 	stop := context.AfterFunc(parent, c.close)
 	defer stop()
+	c.out = make(chan outgoing, maxPipelined)
+	written := make(chan struct{})
+	log := c.log // c.log changes at login; the writer keeps its own
+	go func() { defer close(written); c.writeLoop(log) }()
+	defer func() { close(c.out); <-written }()
 	loginBy := time.Now().Add(loginTimeout)
 	for {
 		max := int32(preAuthMaxBytes)
@@ -65,7 +90,7 @@ func (c *conn) serve(parent context.Context) {
 			deadline = loginBy // strangers get little time to log in
 		}
 		c.nc.SetReadDeadline(deadline)
-		frame, err := readFrame(c.nc, max)
+		frame, err := readFrameInto(c.nc, max, &c.rbuf)
 		if err != nil {
 			c.logEnd(err)
 			return
@@ -90,6 +115,7 @@ func (c *conn) serve(parent context.Context) {
 			c.clientID = *req.clientID
 		}
 		start := time.Now()
+		c.durable = nil
 		resp, err := c.dispatch(c.ctx, req)
 		if c.log.Enabled(c.ctx, slog.LevelDebug) {
 			c.log.Debug("kafka request", "api", kmsg.NameForKey(req.key), "version", req.version, "took", time.Since(start))
@@ -98,11 +124,8 @@ func (c *conn) serve(parent context.Context) {
 			c.logEnd(err)
 			return
 		}
-		if resp != nil {
-			c.wbuf = appendResponse(c.wbuf[:0], req.corr, resp)
-			if !c.write(c.wbuf) {
-				return
-			}
+		if resp != nil && !c.respond(req.corr, resp) {
+			return
 		}
 		if c.closing {
 			return
@@ -110,16 +133,72 @@ func (c *conn) serve(parent context.Context) {
 	}
 }
 
-func (c *conn) write(p []byte) bool {
-	c.nc.SetWriteDeadline(time.Now().Add(c.b.cfg.IdleTimeout))
-	if _, err := c.nc.Write(p); err != nil {
-		c.logEnd(err)
+// respond frames resp into a pooled buffer (the fetch arena is free again
+// after that) and queues it with what the request waits for.
+func (c *conn) respond(corr int32, resp kmsg.Response) bool {
+	buf := c.b.getBuf()
+	*buf = appendResponse(slices.Grow((*buf)[:0], responseSizeHint(resp)), corr, resp)
+	c.releaseArena()
+	return c.queue(outgoing{buf: buf, durable: c.durable})
+}
+
+// queue hands o to the writer; false once the connection is closing.
+func (c *conn) queue(o outgoing) bool {
+	select {
+	case c.out <- o:
+		return true
+	case <-c.ctx.Done():
+		c.b.putBuf(o.buf)
 		return false
 	}
-	if cap(c.wbuf) > 1<<20 { // do not pin a large fetch response's buffer
-		c.wbuf = nil
+}
+
+// writeLoop writes the answers in order, each once its data is durable. An
+// answer whose data did not reach the disk is never sent: the connection
+// closes and the client retries.
+func (c *conn) writeLoop(log *slog.Logger) {
+	failed := false
+	for o := range c.out {
+		for _, wait := range o.durable {
+			if failed {
+				break
+			}
+			if err := wait(); err != nil {
+				log.Error("a produced batch did not reach the disk; closing the connection unanswered", "err", err)
+				failed = true
+			}
+		}
+		if !failed {
+			c.nc.SetWriteDeadline(time.Now().Add(c.b.cfg.IdleTimeout))
+			if _, err := c.nc.Write(*o.buf); err != nil {
+				if !errors.Is(err, net.ErrClosed) && c.ctx.Err() == nil {
+					log.Debug("kafka connection closed", "err", err)
+				}
+				failed = true
+			}
+		}
+		c.b.putBuf(o.buf)
+		if failed {
+			c.close()
+		}
 	}
-	return true
+}
+
+// fetchArena is the buffer fetched batches are read into.
+func (c *conn) fetchArena() []byte {
+	if c.pooled == nil {
+		c.pooled = c.b.getBuf()
+		c.arena = (*c.pooled)[:0]
+	}
+	return c.arena
+}
+
+func (c *conn) releaseArena() {
+	if c.pooled != nil {
+		*c.pooled = c.arena
+		c.b.putBuf(c.pooled)
+		c.pooled, c.arena = nil, nil
+	}
 }
 
 func (c *conn) logEnd(err error) {
@@ -176,7 +255,7 @@ func (c *conn) rawAuthenticate(token []byte) bool {
 	if refusal := c.login(token); refusal != "" {
 		return false
 	}
-	var empty [4]byte
-	binary.BigEndian.PutUint32(empty[:], 0)
-	return c.write(empty[:])
+	buf := c.b.getBuf()
+	*buf = binary.BigEndian.AppendUint32((*buf)[:0], 0)
+	return c.queue(outgoing{buf: buf})
 }

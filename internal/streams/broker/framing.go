@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -28,6 +29,19 @@ func badFrame(format string, args ...any) error { return &frameError{fmt.Sprintf
 // readFrame reads one size-prefixed frame, refusing sizes over max before
 // allocating anything.
 func readFrame(r io.Reader, max int32) ([]byte, error) {
+	return readFrameInto(r, max, nil)
+}
+
+// maxReusedFrame bounds the frame buffer a connection keeps between
+// requests.
+const maxReusedFrame = 8 << 20
+
+// readFrameInto is readFrame reading into *buf when it is large enough (and
+// keeping a new buffer there when it is not). Only a produce request may
+// stay in *buf: its handler is done with the bytes (the log copies them
+// while sealing) before the next frame is read. Any other request may be
+// kept by its handler (group member metadata, say), so it gets its own copy.
+func readFrameInto(r io.Reader, max int32, buf *[]byte) ([]byte, error) {
 	var size [4]byte
 	if _, err := io.ReadFull(r, size[:]); err != nil {
 		return nil, err
@@ -36,9 +50,21 @@ func readFrame(r io.Reader, max int32) ([]byte, error) {
 	if n < 0 || n > max {
 		return nil, badFrame("frame of %d bytes is over the limit of %d", n, max)
 	}
-	body := make([]byte, n)
+	var body []byte
+	shared := false // body lives in *buf
+	if buf != nil && cap(*buf) >= int(n) {
+		body, shared = (*buf)[:n], true
+	} else {
+		body = make([]byte, n)
+		if buf != nil && n <= maxReusedFrame {
+			*buf, shared = body, true
+		}
+	}
 	if _, err := io.ReadFull(r, body); err != nil {
 		return nil, err
+	}
+	if shared && (len(body) < 2 || int16(binary.BigEndian.Uint16(body)) != produceKey) {
+		body = bytes.Clone(body)
 	}
 	return body, nil
 }
@@ -76,6 +102,25 @@ func decodeRequest(frame []byte) (*request, error) {
 	}
 	req.kreq = kreq
 	return req, nil
+}
+
+// responseSizeHint is about how many bytes resp encodes to when that is
+// large (a fetch response carries the record batches), so that the
+// response is encoded into one buffer of the right size instead of one
+// regrown, and copied, a dozen times.
+func responseSizeHint(resp kmsg.Response) int {
+	fr, ok := resp.(*kmsg.FetchResponse)
+	if !ok {
+		return 0
+	}
+	n := 64
+	for _, t := range fr.Topics {
+		n += 64 + len(t.Topic)
+		for _, p := range t.Partitions {
+			n += 64 + len(p.RecordBatches) + 16*len(p.AbortedTransactions)
+		}
+	}
+	return n
 }
 
 // appendResponse frames resp for corr. The ApiVersions response header never

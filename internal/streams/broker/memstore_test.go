@@ -15,6 +15,10 @@ import (
 // memStore is an in-memory Storage for tests, with the semantics the
 // encrypted seglog store promises.
 type memStore struct {
+	// durable, when set, is what every append's durability waits on (a
+	// test holds or fails it).
+	durable func() error
+
 	mu    sync.Mutex
 	meta  map[string][]byte
 	parts map[string]*memPartition
@@ -70,7 +74,7 @@ func (s *memStore) Partition(name string, create bool) (PartitionLog, error) {
 		if !create {
 			return nil, errors.New("memstore: no such partition")
 		}
-		p = &memPartition{changed: make(chan struct{})}
+		p = &memPartition{store: s, changed: make(chan struct{})}
 		s.parts[name] = p
 	}
 	return p, nil
@@ -90,6 +94,7 @@ func (s *memStore) metaKeys() []string {
 }
 
 type memPartition struct {
+	store      *memStore
 	mu         sync.Mutex
 	start, end int64
 	batches    []seglog.StoredBatch
@@ -97,7 +102,12 @@ type memPartition struct {
 	changed    chan struct{}
 }
 
-func (p *memPartition) Append(_ context.Context, m seglog.BatchMeta, data []byte) (int64, error) {
+func (p *memPartition) AppendAsync(ctx context.Context, m seglog.BatchMeta, data []byte) (int64, func() error, error) {
+	base, err := p.append(ctx, m, data)
+	return base, p.store.durable, err
+}
+
+func (p *memPartition) append(_ context.Context, m seglog.BatchMeta, data []byte) (int64, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	m.BaseOffset = p.end
@@ -126,6 +136,20 @@ func (p *memPartition) Read(_ context.Context, from int64, maxBytes int32) ([]se
 		total += len(b.Data)
 	}
 	return out, nil
+}
+
+func (p *memPartition) ReadAppend(ctx context.Context, from int64, maxBytes int32, dst []byte) ([]byte, []byte, []seglog.BatchMeta, error) {
+	bs, err := p.Read(ctx, from, maxBytes)
+	if err != nil {
+		return dst, nil, nil, err
+	}
+	start := len(dst)
+	var metas []seglog.BatchMeta
+	for _, b := range bs {
+		dst = append(dst, b.Data...)
+		metas = append(metas, b.Meta)
+	}
+	return dst, dst[start:], metas, nil
 }
 
 func (p *memPartition) StartOffset() int64 { p.mu.Lock(); defer p.mu.Unlock(); return p.start }

@@ -28,6 +28,9 @@ type partition struct {
 
 	mu        sync.Mutex // serialises appends with the dedup check
 	producers map[int64]*producerWindow
+	// lastDurable waits for the newest append to be on disk; a retried
+	// duplicate is acknowledged only after it, as its original is.
+	lastDurable func() error
 }
 
 // producerWindow is what a partition remembers of one producer id.
@@ -106,27 +109,29 @@ func (p *partition) check(m seglog.BatchMeta) (dupOffset int64, dup bool, kerrr 
 	return 0, false, nil
 }
 
-// append stores a validated batch and returns its base offset. For an
-// idempotent producer a retried batch is not stored twice.
-func (p *partition) append(ctx context.Context, m seglog.BatchMeta, data []byte) (int64, *kerr.Error, error) {
+// append stores a validated batch and returns its base offset and what to
+// wait on before acknowledging it (nil: nothing). For an idempotent
+// producer a retried batch is not stored twice.
+func (p *partition) append(ctx context.Context, m seglog.BatchMeta, data []byte) (int64, func() error, *kerr.Error, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if m.ProducerID >= 0 {
 		off, dup, kerrr := p.check(m)
 		if kerrr != nil {
-			return 0, kerrr, nil
+			return 0, nil, kerrr, nil
 		}
 		if dup {
-			return off, nil, nil
+			return off, p.lastDurable, nil, nil
 		}
 	}
-	base, err := p.log.Append(ctx, m, data)
+	base, durable, err := p.log.AppendAsync(ctx, m, data)
 	if err != nil {
-		return 0, kerr.KafkaStorageError, err
+		return 0, nil, kerr.KafkaStorageError, err
 	}
+	p.lastDurable = durable
 	if m.ProducerID >= 0 {
 		m.BaseOffset = base
 		p.remember(m)
 	}
-	return base, nil, nil
+	return base, durable, nil, nil
 }

@@ -22,8 +22,14 @@ type Storage interface {
 // PartitionLog is one partition's log. It assigns offsets; the stored batch
 // bytes keep whatever baseOffset the producer sent.
 type PartitionLog interface {
-	Append(ctx context.Context, m seglog.BatchMeta, data []byte) (base int64, err error) // durable on return when the store syncs
-	Read(ctx context.Context, from int64, maxBytes int32) ([]seglog.StoredBatch, error)  // batches with LastOffset >= from; >=1 if any
+	// AppendAsync stores a batch (without keeping data) and returns its base
+	// offset and, when the store syncs, durable, which waits until the batch
+	// is on disk: the batch is acknowledged only after that.
+	AppendAsync(ctx context.Context, m seglog.BatchMeta, data []byte) (base int64, durable func() error, err error)
+	Read(ctx context.Context, from int64, maxBytes int32) ([]seglog.StoredBatch, error) // batches with LastOffset >= from; >=1 if any
+	// ReadAppend is Read with the batches' bytes appended back to back to
+	// dst (returned grown as buf); batches is that part of buf.
+	ReadAppend(ctx context.Context, from int64, maxBytes int32, dst []byte) (buf, batches []byte, metas []seglog.BatchMeta, err error)
 	StartOffset() int64
 	EndOffset() int64
 	OffsetForTimestamp(ts int64) int64

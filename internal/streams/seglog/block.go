@@ -284,6 +284,34 @@ func (kr *keyring) open(b []byte, h header, id blockID) ([]byte, error) {
 	return plain, nil
 }
 
+// openTo is open writing the plain bytes into dst's spare capacity rather
+// than over b; it returns them (dst grown). dst's capacity must not overlap
+// b.
+func (kr *keyring) openTo(dst, b []byte, h header, id blockID) ([]byte, error) {
+	if h.sealed == kr.unsealed {
+		return nil, errMode
+	}
+	if !h.sealed {
+		plain, err := kr.open(b, h, id)
+		if err != nil {
+			return nil, err
+		}
+		return append(dst, plain...), nil
+	}
+	var aadBuf [256]byte
+	aad := kr.aad(aadBuf[:0], id, b[:h.size])
+	body := b[h.size:h.blockLen()]
+	aead, ok := kr.aeads[h.keyID]
+	if !ok {
+		return nil, errUnknownKey
+	}
+	plain, err := aead.Open(dst, body[:nonceLen], body[nonceLen:], aad)
+	if err != nil {
+		return nil, errAuth
+	}
+	return plain, nil
+}
+
 // openCopy is open without touching b (a failed in-place open wipes its
 // output).
 func (kr *keyring) openCopy(b []byte, h header, id blockID) ([]byte, error) {

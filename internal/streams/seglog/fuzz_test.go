@@ -56,6 +56,14 @@ func FuzzBlockDecoder(f *testing.F) {
 				}
 			}
 			openBatch(append([]byte(nil), data...), kr, id)
+			// The fetch path opens into a buffer of exactly the expected
+			// size; a block that does not fit must be refused.
+			for _, want := range []int{0, metaLen + 5, len(data)} {
+				dst := make([]byte, want)
+				if openBatchTo(dst[:0:want], data, kr, id, want) == nil && want > 0 && len(data) < want {
+					t.Fatalf("a %d-byte block opened into %d plain bytes", len(data), want)
+				}
+			}
 		}
 		decodeIndex(0, data, int64(len(data)))
 		j := &metaJournal{live: [2]map[string][]byte{{}, {}}, keys: map[string]int{}}

@@ -35,7 +35,6 @@ type Partition struct {
 	changed chan struct{}
 	closed  bool // closed or dropped: changed is closed for good
 	dropped bool
-	scratch []byte
 
 	cacheMu sync.Mutex
 	cache   []*segment // sealed segments whose entries are loaded, oldest first
@@ -337,20 +336,35 @@ func ctxError(op string, err error) error {
 // (the end offset before the append). With Options.Sync it returns once the
 // batch is on disk; concurrent appends share the fsync.
 func (p *Partition) Append(ctx context.Context, m BatchMeta, data []byte) (int64, error) {
+	base, durable, err := p.AppendAsync(ctx, m, data)
+	if err == nil && durable != nil {
+		err = durable()
+	}
+	if err != nil {
+		return 0, err
+	}
+	return base, nil
+}
+
+// AppendAsync is Append returning before the fsync: the batch is written
+// and has its offsets, and durable (nil without Options.Sync) waits until
+// it is on disk. A server acknowledges the batch only after durable
+// returns nil, and meanwhile takes further batches, which share the fsync.
+func (p *Partition) AppendAsync(ctx context.Context, m BatchMeta, data []byte) (base int64, durable func() error, err error) {
 	const op = "seglog.Append"
 	if err := ctx.Err(); err != nil {
-		return 0, ctxError(op, err)
+		return 0, nil, ctxError(op, err)
 	}
 	if m.Records <= 0 {
-		return 0, errs.E(op, errs.Invalid, "BATCH_INVALID", "A batch covers at least one offset")
+		return 0, nil, errs.E(op, errs.Invalid, "BATCH_INVALID", "A batch covers at least one offset")
 	}
 	if len(data) > maxBatchBytes {
-		return 0, errs.E(op, errs.TooLarge, "BATCH_TOO_LARGE", "The batch is too large")
+		return 0, nil, errs.E(op, errs.TooLarge, "BATCH_TOO_LARGE", "The batch is too large")
 	}
 	p.mu.Lock()
 	if err := p.check(op); err != nil {
 		p.mu.Unlock()
-		return 0, err
+		return 0, nil, err
 	}
 	// Loaded under the lock so that re-encryption, which rolls every
 	// partition under this lock after switching keys, never finds an old
@@ -360,36 +374,41 @@ func (p *Partition) Append(ctx context.Context, m BatchMeta, data []byte) (int64
 	if len(seg.entries) > 0 && seg.size+int64(kr.blockSize(metaLen+len(data))) > p.store.opts.SegmentBytes {
 		if err := p.rollLocked(kr); err != nil {
 			p.mu.Unlock()
-			return 0, errs.Internalf(op, err)
+			return 0, nil, errs.Internalf(op, err)
 		}
 		seg = p.active()
 	}
 	m.BaseOffset = seg.end()
 	m.Size = int32(len(data))
 	var mb [metaLen]byte
-	blk := kr.seal(p.scratch[:0], blockID{kind: kindData, stream: p.stream, base: seg.base, pos: seg.size}, encodeMeta(mb[:0], m), data)
-	if cap(blk) <= 1<<20 {
-		p.scratch = blk
-	}
-	if _, err := seg.f.WriteAt(blk, seg.size); err != nil {
+	buf := p.store.blockBuf()
+	blk := kr.seal((*buf)[:0], blockID{kind: kindData, stream: p.stream, base: seg.base, pos: seg.size}, encodeMeta(mb[:0], m), data)
+	_, err = seg.f.WriteAt(blk, seg.size)
+	blkLen := len(blk)
+	*buf = blk
+	p.store.putBlockBuf(buf)
+	if err != nil {
 		// Drop a partial block now; if that fails too, the next append
 		// overwrites it or Open cuts it.
 		seg.f.Truncate(seg.size)
 		p.mu.Unlock()
-		return 0, errs.Internalf(op, err)
+		return 0, nil, errs.Internalf(op, err)
 	}
-	seg.add(entry{meta: m, pos: seg.size, len: int32(len(blk))}, kr.current)
-	seg.size += int64(len(blk))
+	seg.add(entry{meta: m, pos: seg.size, len: int32(blkLen)}, kr.current)
+	seg.size += int64(blkLen)
 	close(p.changed)
 	p.changed = make(chan struct{})
 	f := seg.f
 	p.mu.Unlock()
-	if p.store.opts.Sync {
-		if err := p.store.commit.wait(f); err != nil {
-			return 0, errs.Internalf(op, err)
-		}
+	if !p.store.opts.Sync {
+		return m.BaseOffset, nil, nil
 	}
-	return m.BaseOffset, nil
+	return m.BaseOffset, func() error {
+		if err := p.store.commit.wait(f); err != nil {
+			return errs.Internalf(op, err)
+		}
+		return nil
+	}, nil
 }
 
 func (p *Partition) endLocked() int64 { return p.active().end() }
@@ -409,54 +428,10 @@ type readRun struct {
 // maxBytes of batch data, and at least one batch when one exists.
 func (p *Partition) Read(ctx context.Context, from int64, maxBytes int32) ([]StoredBatch, error) {
 	const op = "seglog.Read"
-	if err := ctx.Err(); err != nil {
-		return nil, ctxError(op, err)
-	}
-	p.mu.RLock()
-	if err := p.check(op); err != nil {
-		p.mu.RUnlock()
+	kr, runs, err := p.readRuns(ctx, op, from, maxBytes, func(n int) []byte { return make([]byte, n) })
+	if err != nil {
 		return nil, err
 	}
-	// The keyring is taken while the lock keeps re-encryption from swapping
-	// these segments, so it still holds whatever key sealed what is read.
-	kr := p.store.keys.Load()
-	end := p.endLocked()
-	if from < p.start || from > end {
-		p.mu.RUnlock()
-		return nil, outOfRange(op)
-	}
-	var runs []readRun
-	total, full := int64(0), false
-	si := sort.Search(len(p.segs), func(i int) bool { return p.segs[i].end() > from })
-	for ; si < len(p.segs) && !full; si++ {
-		seg := p.segs[si]
-		es, err := p.entriesOf(seg, kr)
-		if err != nil {
-			p.mu.RUnlock()
-			return nil, dataError(op, err)
-		}
-		i := sort.Search(len(es), func(i int) bool { return es[i].meta.LastOffset() >= from })
-		j := i
-		for ; j < len(es); j++ {
-			size := int64(es[j].meta.Size)
-			if total > 0 && total+size > int64(maxBytes) {
-				full = true
-				break
-			}
-			total += size
-		}
-		if j == i {
-			continue
-		}
-		first, last := es[i], es[j-1]
-		buf := make([]byte, last.pos+int64(last.len)-first.pos)
-		if _, err := seg.f.ReadAt(buf, first.pos); err != nil {
-			p.mu.RUnlock()
-			return nil, errs.Internalf(op, err)
-		}
-		runs = append(runs, readRun{base: seg.base, buf: buf, entries: es[i:j]})
-	}
-	p.mu.RUnlock()
 	var out []StoredBatch
 	for _, r := range runs {
 		first := r.entries[0].pos
@@ -473,6 +448,131 @@ func (p *Partition) Read(ctx context.Context, from int64, maxBytes int32) ([]Sto
 		}
 	}
 	return out, nil
+}
+
+// ReadAppend is Read for a server that sends the batches on at once: it
+// decrypts them straight into dst, back to back, without a buffer of its
+// own per call. It returns dst grown (to reuse for the next call), batches
+// (the part of it that holds the batches' bytes, which the next call with
+// the same dst overwrites) and the batches' headers, in order.
+func (p *Partition) ReadAppend(ctx context.Context, from int64, maxBytes int32, dst []byte) (buf, batches []byte, metas []BatchMeta, err error) {
+	const op = "seglog.Read"
+	var pooled []*[]byte
+	defer func() {
+		for _, b := range pooled {
+			p.store.putBlockBuf(b)
+		}
+	}()
+	kr, runs, err := p.readRuns(ctx, op, from, maxBytes, func(n int) []byte {
+		b := p.store.blockBuf()
+		pooled = append(pooled, b)
+		*b = slices.Grow((*b)[:0], n)[:n]
+		return *b
+	})
+	if err != nil {
+		return dst, nil, nil, err
+	}
+	total := 0
+	for _, r := range runs {
+		for _, e := range r.entries {
+			total += int(e.meta.Size)
+			metas = append(metas, e.meta)
+		}
+	}
+	// Each block opens into its batch's final place, its header landing
+	// just before it: in the tail of the previous batch, which is why the
+	// blocks open last to first, or, for the first, in metaLen bytes of
+	// headroom.
+	start := len(dst) + metaLen
+	dst = slices.Grow(dst, metaLen+total)[:start+total]
+	end := len(dst)
+	for ri := len(runs) - 1; ri >= 0; ri-- {
+		r := runs[ri]
+		first := r.entries[0].pos
+		for ei := len(r.entries) - 1; ei >= 0; ei-- {
+			e := r.entries[ei]
+			at := end - int(e.meta.Size)
+			b := r.buf[e.pos-first : e.pos-first+int64(e.len)]
+			if err := openBatchTo(dst[at-metaLen:at-metaLen:end], b, kr, blockID{kind: kindData, stream: p.stream, base: r.base, pos: e.pos}, metaLen+int(e.meta.Size)); err != nil {
+				return dst, nil, nil, dataError(op, err)
+			}
+			if m := decodeMeta(dst[at-metaLen : at]); m != e.meta {
+				return dst, nil, nil, dataError(op, errBatch)
+			}
+			end = at
+		}
+	}
+	return dst, dst[start:], metas, nil
+}
+
+// readRuns finds the blocks of the batches Read returns and reads them,
+// each stretch of one segment into a buffer from alloc.
+func (p *Partition) readRuns(ctx context.Context, op string, from int64, maxBytes int32, alloc func(int) []byte) (*keyring, []readRun, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, nil, ctxError(op, err)
+	}
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if err := p.check(op); err != nil {
+		return nil, nil, err
+	}
+	// The keyring is taken while the lock keeps re-encryption from swapping
+	// these segments, so it still holds whatever key sealed what is read.
+	kr := p.store.keys.Load()
+	end := p.endLocked()
+	if from < p.start || from > end {
+		return nil, nil, outOfRange(op)
+	}
+	var runs []readRun
+	total, full := int64(0), false
+	si := sort.Search(len(p.segs), func(i int) bool { return p.segs[i].end() > from })
+	for ; si < len(p.segs) && !full; si++ {
+		seg := p.segs[si]
+		es, err := p.entriesOf(seg, kr)
+		if err != nil {
+			return nil, nil, dataError(op, err)
+		}
+		i := sort.Search(len(es), func(i int) bool { return es[i].meta.LastOffset() >= from })
+		j := i
+		for ; j < len(es); j++ {
+			size := int64(es[j].meta.Size)
+			if total > 0 && total+size > int64(maxBytes) {
+				full = true
+				break
+			}
+			total += size
+		}
+		if j == i {
+			continue
+		}
+		first, last := es[i], es[j-1]
+		buf := alloc(int(last.pos + int64(last.len) - first.pos))
+		if _, err := seg.f.ReadAt(buf, first.pos); err != nil {
+			return nil, nil, errs.Internalf(op, err)
+		}
+		runs = append(runs, readRun{base: seg.base, buf: buf, entries: es[i:j]})
+	}
+	return kr, runs, nil
+}
+
+// openBatchTo opens the data block b into dst's spare capacity, where its
+// plain bytes (want of them) must land exactly.
+func openBatchTo(dst, b []byte, kr *keyring, id blockID, want int) error {
+	h, err := parseHeader(b)
+	if err != nil {
+		return err
+	}
+	if h.blockLen() != len(b) {
+		return errHeader
+	}
+	plain, err := kr.openTo(dst, b, h, id)
+	if err != nil {
+		return err
+	}
+	if len(plain) != want || (want > 0 && &plain[0] != &dst[:1][0]) {
+		return errBatch
+	}
+	return nil
 }
 
 func openBatch(b []byte, kr *keyring, id blockID) ([]byte, error) {

@@ -1,0 +1,415 @@
+// Command streams measures an Event Streams deployment's data plane with a
+// real franz-go client over loopback: produce and consume records/s and MB/s
+// for 100-byte and 1 KiB records on 1 and 6 partitions (acks=all,
+// idempotent), for the broker over the encrypted log, over the same log with
+// encryption switched off (seglog's benchmark-only Unsealed mode), and for
+// franz-go's in-memory kfake cluster as a reference; then produce latency,
+// re-encryption speed under load, and the time from a key's force delete to
+// the last Kafka connection closed, through a whole Keyline server.
+//
+// Client and broker share the machine, so the figures are end to end. Values
+// are random (incompressible) and sent uncompressed.
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"flag"
+	"fmt"
+	"log"
+	"log/slog"
+	"os"
+	"runtime/pprof"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/sasl/plain"
+
+	"github.com/keyline/keyline/internal/streams/broker"
+	"github.com/keyline/keyline/internal/streams/seglog"
+)
+
+func main() {
+	seconds := flag.Float64("seconds", 3, "how long each produce run lasts")
+	cpuprofile := flag.String("cpuprofile", "", "write CPU profiles of the sealed broker's first round to <this>.<size>.<partitions>.produce and .consume")
+	only := flag.String("only", "", "run only this part: throughput, latency, reencrypt or shred")
+	rounds := flag.Int("rounds", 3, "rounds of each throughput run; medians are reported")
+	flag.Parse()
+	b := &bench{produceFor: time.Duration(*seconds * float64(time.Second)), cpuprofile: *cpuprofile, rounds: max(*rounds, 1)}
+	tmp, err := os.MkdirTemp("", "bench-streams")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer os.RemoveAll(tmp)
+	b.tmp = tmp
+
+	if *only == "" || *only == "throughput" {
+		b.throughput()
+	}
+	if *only == "" || *only == "latency" {
+		b.latency()
+	}
+	if *only == "" || *only == "reencrypt" {
+		b.reencrypt()
+	}
+	if *only == "" || *only == "shred" {
+		b.shred()
+	}
+}
+
+type bench struct {
+	tmp        string
+	produceFor time.Duration
+	cpuprofile string
+	rounds     int
+	n          int
+}
+
+// target is a running Kafka endpoint to measure.
+type target struct {
+	addr  string
+	sasl  bool
+	store *seglog.Store // nil for kfake
+	close func()
+}
+
+const benchKey = "bench-api-key"
+
+// keyline starts a broker over a fresh store, sealed or not, syncing as a
+// deployment does.
+func (b *bench) keyline(unsealed bool) *target {
+	b.n++
+	dir := fmt.Sprintf("%s/store-%d", b.tmp, b.n)
+	opts := seglog.Options{StoreID: "bench", Sync: os.Getenv("BENCH_NOSYNC") == "", Unsealed: unsealed}
+	if !unsealed {
+		key := make([]byte, 32)
+		rand.Read(key)
+		opts.Keys = []*seglog.DEK{{ID: "dek-bench", Key: key}}
+	}
+	st, err := seglog.Open(dir, opts)
+	if err != nil {
+		log.Fatal(err)
+	}
+	brk, err := broker.New(broker.Config{Addr: "127.0.0.1:0", Storage: storage{st}, ClusterID: "bench",
+		Logger: slog.New(slog.DiscardHandler),
+		Authenticate: func(_ context.Context, user, pass string) (broker.Access, error) {
+			if user == "token" && pass == benchKey {
+				return broker.Manager, nil
+			}
+			return broker.NoAccess, fmt.Errorf("the API key is not valid")
+		}})
+	if err != nil {
+		log.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); brk.Serve(context.Background()) }()
+	return &target{addr: brk.Addr().String(), sasl: true, store: st, close: func() {
+		brk.Close()
+		<-done
+		st.Close()
+		os.RemoveAll(dir)
+	}}
+}
+
+func kfakeCluster() *target {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1))
+	if err != nil {
+		log.Fatal(err)
+	}
+	return &target{addr: c.ListenAddrs()[0], close: c.Close}
+}
+
+// storage is the encrypted log as the broker's storage.
+type storage struct{ *seglog.Store }
+
+func (s storage) Partition(name string, create bool) (broker.PartitionLog, error) {
+	p, err := s.Store.Partition(name, create)
+	if err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+func (t *target) client(opts ...kgo.Opt) *kgo.Client {
+	all := []kgo.Opt{kgo.SeedBrokers(t.addr), kgo.ProducerLinger(5 * time.Millisecond),
+		kgo.ProducerBatchCompression(kgo.NoCompression()), kgo.MaxBufferedRecords(1 << 16)}
+	if t.sasl {
+		all = append(all, kgo.SASL(plain.Auth{User: "token", Pass: benchKey}.AsMechanism()))
+	}
+	cl, err := kgo.NewClient(append(all, opts...)...)
+	if err != nil {
+		log.Fatal(err)
+	}
+	return cl
+}
+
+func (t *target) createTopic(name string, partitions int32, opts ...kgo.Opt) {
+	cl := t.client(opts...)
+	defer cl.Close()
+	resp, err := kadm.NewClient(cl).CreateTopics(context.Background(), partitions, 1, nil, name)
+	if err == nil {
+		err = resp.Error()
+	}
+	if err != nil {
+		log.Fatalf("create topic: %v", err)
+	}
+}
+
+// values is a pool of random values of one size.
+func values(size int) [][]byte {
+	out := make([][]byte, 4096)
+	for i := range out {
+		out[i] = make([]byte, size)
+		rand.Read(out[i])
+	}
+	return out
+}
+
+type result struct {
+	produced          int
+	produceRate       float64 // records/s
+	consumeRate       float64
+	size              int
+	p50, p99, pMax    time.Duration // time from Produce to acknowledgement, under load
+	produceMB, consMB float64
+}
+
+// run produces for b.produceFor as fast as the client goes, then consumes
+// everything from the start.
+func (b *bench) run(t *target, topic string, partitions int32, size int, profile string) result {
+	t.createTopic(topic, partitions)
+	vals := values(size)
+	prod := t.client(kgo.DefaultProduceTopic(topic))
+	defer prod.Close()
+	ctx := context.Background()
+	var acked, failed atomic.Int64
+	var latMu sync.Mutex
+	lats := make([]time.Duration, 0, 1<<16)
+	stop := func() {}
+	if profile != "" {
+		stop = startProfile(profile + ".produce")
+	}
+	start := time.Now()
+	n := 0
+	for time.Since(start) < b.produceFor {
+		for range 256 {
+			sent := time.Now()
+			sample := n%64 == 0
+			prod.Produce(ctx, &kgo.Record{Value: vals[n%len(vals)]}, func(_ *kgo.Record, err error) {
+				if err != nil {
+					failed.Add(1)
+					return
+				}
+				acked.Add(1)
+				if sample {
+					d := time.Since(sent)
+					latMu.Lock()
+					lats = append(lats, d)
+					latMu.Unlock()
+				}
+			})
+			n++
+		}
+	}
+	if err := prod.Flush(ctx); err != nil {
+		log.Fatal(err)
+	}
+	took := time.Since(start)
+	stop()
+	if failed.Load() > 0 {
+		log.Fatalf("%d records failed", failed.Load())
+	}
+	r := result{produced: n, size: size, produceRate: float64(n) / took.Seconds()}
+	slices.Sort(lats)
+	if len(lats) > 0 {
+		r.p50, r.p99, r.pMax = lats[len(lats)/2], lats[len(lats)*99/100], lats[len(lats)-1]
+	}
+
+	cons := t.client(kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxBytes(64<<20))
+	defer cons.Close()
+	if profile != "" {
+		stop = startProfile(profile + ".consume")
+	}
+	start = time.Now()
+	got := 0
+	for got < n {
+		fs := cons.PollFetches(ctx)
+		fs.EachError(func(_ string, _ int32, err error) { log.Fatalf("fetch: %v", err) })
+		got += fs.NumRecords()
+	}
+	r.consumeRate = float64(n) / time.Since(start).Seconds()
+	stop()
+	r.produceMB = r.produceRate * float64(size) / 1e6
+	r.consMB = r.consumeRate * float64(size) / 1e6
+	return r
+}
+
+func (b *bench) throughput() {
+	fmt.Printf("== throughput: franz-go, acks=all, idempotent, linger 5ms, no compression, random values; median of %d rounds ==\n", b.rounds)
+	fmt.Printf("%-18s %5s %5s %13s %8s %13s %8s %10s %10s\n", "broker", "size", "parts", "produce rec/s", "MB/s", "consume rec/s", "MB/s", "p50 ack*", "p99 ack*")
+	type key struct {
+		size  int
+		parts int32
+	}
+	results := map[string]map[key]result{}
+	kinds := []string{"keyline sealed", "keyline unsealed", "kfake (memory)"}
+	for _, size := range []int{100, 1024} {
+		for _, parts := range []int32{1, 6} {
+			rounds := map[string][]result{}
+			// Kinds alternate within a round so that noise from a shared
+			// machine falls on all of them alike.
+			for round := range b.rounds {
+				for _, kind := range kinds {
+					var t *target
+					switch kind {
+					case "keyline sealed":
+						t = b.keyline(false)
+					case "keyline unsealed":
+						t = b.keyline(true)
+					default:
+						t = kfakeCluster()
+					}
+					profile := ""
+					if kind == "keyline sealed" && b.cpuprofile != "" && round == 0 {
+						profile = fmt.Sprintf("%s.%d.%d", b.cpuprofile, size, parts)
+					}
+					rounds[kind] = append(rounds[kind], b.run(t, "bench", parts, size, profile))
+					t.close()
+				}
+			}
+			for _, kind := range kinds {
+				r := medianResult(rounds[kind])
+				if results[kind] == nil {
+					results[kind] = map[key]result{}
+				}
+				results[kind][key{size, parts}] = r
+				fmt.Printf("%-18s %5d %5d %13.0f %8.1f %13.0f %8.1f %10s %10s\n", kind, size, parts, r.produceRate, r.produceMB,
+					r.consumeRate, r.consMB, r.p50.Round(100*time.Microsecond), r.p99.Round(100*time.Microsecond))
+			}
+		}
+	}
+	fmt.Println("* from Produce to acknowledgement at full speed: mostly time queued in the client's buffer")
+	fmt.Println("-- ratios (produce / consume) --")
+	for _, size := range []int{100, 1024} {
+		for _, parts := range []int32{1, 6} {
+			k := key{size, parts}
+			s, u, f := results["keyline sealed"][k], results["keyline unsealed"][k], results["kfake (memory)"][k]
+			fmt.Printf("%4dB x%d: encryption costs %6.1f%% / %6.1f%% of throughput; sealed vs kfake %.2fx / %.2fx\n", size, parts,
+				100*(1-s.produceRate/u.produceRate), 100*(1-s.consumeRate/u.consumeRate), s.produceRate/f.produceRate, s.consumeRate/f.consumeRate)
+		}
+	}
+}
+
+// medianResult takes each figure's median over the rounds.
+func medianResult(rs []result) result {
+	med := func(f func(result) float64) float64 {
+		vs := make([]float64, len(rs))
+		for i, r := range rs {
+			vs[i] = f(r)
+		}
+		slices.Sort(vs)
+		return vs[len(vs)/2]
+	}
+	out := rs[0]
+	out.produceRate = med(func(r result) float64 { return r.produceRate })
+	out.consumeRate = med(func(r result) float64 { return r.consumeRate })
+	out.produceMB = out.produceRate * float64(out.size) / 1e6
+	out.consMB = out.consumeRate * float64(out.size) / 1e6
+	out.p50 = time.Duration(med(func(r result) float64 { return float64(r.p50) }))
+	out.p99 = time.Duration(med(func(r result) float64 { return float64(r.p99) }))
+	return out
+}
+
+// latency produces one record at a time (acks=all, fsync) and reports the
+// round trip.
+func (b *bench) latency() {
+	t := b.keyline(false)
+	defer t.close()
+	t.createTopic("latency", 1)
+	cl := t.client(kgo.DefaultProduceTopic("latency"), kgo.ProducerLinger(0))
+	defer cl.Close()
+	val := values(100)[0]
+	var lats []time.Duration
+	ctx := context.Background()
+	for i := range 2000 {
+		start := time.Now()
+		if err := cl.ProduceSync(ctx, &kgo.Record{Value: val}).FirstErr(); err != nil {
+			log.Fatal(err)
+		}
+		if i >= 100 {
+			lats = append(lats, time.Since(start))
+		}
+	}
+	slices.Sort(lats)
+	fmt.Printf("== produce latency, one 100-byte record at a time, acks=all + fsync (sealed): p50 %v, p99 %v, max %v ==\n",
+		lats[len(lats)/2].Round(time.Microsecond), lats[len(lats)*99/100].Round(time.Microsecond), lats[len(lats)-1].Round(time.Microsecond))
+}
+
+// reencrypt fills a sealed log, then re-encrypts it under a new DEK while a
+// producer keeps writing.
+func (b *bench) reencrypt() {
+	t := b.keyline(false)
+	defer t.close()
+	t.createTopic("reenc", 6)
+	vals := values(1024)
+	prod := t.client(kgo.DefaultProduceTopic("reenc"))
+	defer prod.Close()
+	ctx := context.Background()
+	for i := range 300_000 {
+		prod.Produce(ctx, &kgo.Record{Value: vals[i%len(vals)]}, nil)
+	}
+	if err := prod.Flush(ctx); err != nil {
+		log.Fatal(err)
+	}
+	before := t.store.SizeBytes()
+	var live atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				prod.Flush(ctx)
+				return
+			default:
+			}
+			prod.Produce(ctx, &kgo.Record{Value: vals[i%len(vals)]}, func(_ *kgo.Record, err error) {
+				if err == nil {
+					live.Add(1)
+				}
+			})
+		}
+	})
+	time.Sleep(200 * time.Millisecond) // the producer is at speed
+	key := make([]byte, 32)
+	rand.Read(key)
+	live.Store(0)
+	start := time.Now()
+	var total int64
+	if err := t.store.ReencryptTo(ctx, &seglog.DEK{ID: "dek-next", Key: key}, func(done, all int64) { total = all }); err != nil {
+		log.Fatal(err)
+	}
+	took := time.Since(start)
+	produced := live.Load()
+	close(stop)
+	wg.Wait()
+	fmt.Printf("== re-encryption under load: %.0f MB (of %.0f MB stored) in %v = %.1f MB/s, while producing %.0f rec/s of 1 KiB ==\n",
+		float64(total)/1e6, float64(before)/1e6, took.Round(time.Millisecond), float64(total)/1e6/took.Seconds(), float64(produced)/took.Seconds())
+}
+
+// startProfile writes a CPU profile to path until the returned func is called.
+func startProfile(path string) func() {
+	f, err := os.Create(path)
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		log.Fatal(err)
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }
+}
