@@ -152,6 +152,18 @@ func walkSeed(t *testing.T) (*keyline, *browser) {
 	b.contains("#credentials", "orders-app")
 	b.shot("deployment-active", 1280, 390) // without the one-time credentials
 
+	// Back up now: the backup shows in the list, and restores into a new
+	// deployment with the same keys.
+	b.submit("#backup-now", ".notice.ok")
+	b.contains(".notice.ok", "Backup started")
+	b.waitPage("/console/deployments/"+depGUID, "#backups tbody", "completed")
+	b.shot("deployment-backups", 1280, 390)
+	b.submit(`#backups button[data-action="restore-backup"]`, "#state")
+	b.contains("h1", "es-orders-restored")
+	restoredURL := get(b, "read the restored deployment's page", chromedp.Evaluate[string](`location.pathname`))
+	b.waitPage(restoredURL, "#state-badge", "active")
+	b.contains("#encryption", kms.GUID)
+
 	// The deployment created the dependent authorization for its backups.
 	b.open("/console/iam/authorizations", "#authorizations")
 	b.contains("#authorizations tbody", "Created by crn:v1:")
