@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/dustin/go-humanize"
 	"github.com/keyline/keyline/internal/auth"
 	"github.com/keyline/keyline/internal/crn"
 )
@@ -36,7 +37,13 @@ type backup struct {
 	Status       string     `json:"status"`
 	IsRestorable bool       `json:"is_restorable"`
 	CreatedAt    *time.Time `json:"created_at"`
+	SizeBytes    int64      `json:"size_bytes"`
+	KeyCRN       string     `json:"encryption_key_crn"`
+	Reason       string     `json:"reason"`
 }
+
+// Size is the backup's size for people ("1.5 KiB").
+func (b backup) Size() string { return humanize.IBytes(uint64(max(b.SizeBytes, 0))) }
 
 type topic struct {
 	Name              string `json:"name"`
