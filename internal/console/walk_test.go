@@ -246,9 +246,17 @@ func walkSeed(t *testing.T) (*keyline, *browser) {
 	b.contains("#encryption", "Destroyed")
 	b.shot("deployment-disabled", 1280, 390)
 
-	// The Activity Tracker shows the deletion.
+	// The Activity Tracker shows the deletion, and the key's own events.
 	b.open("/console/activity?action=kms.secrets.delete", "#events")
 	b.contains("#events tbody", "kms.secrets.delete")
+	b.open("/console/kms/"+kms.GUID, "#keys")
+	b.submit(`#keys tr[data-name="disk-key"] a[aria-label="Events of key disk-key"]`, "#events")
+	for _, action := range []string{"kms.secrets.rotate", "kms.secrets.delete"} {
+		b.contains("#events tbody", action)
+	}
+	if n := get(b, "count other targets", chromedp.Evaluate[int](`new Set([...document.querySelectorAll('#events tbody td[data-label="Target"] [title]')].map(e => e.title)).size`)); n != 1 {
+		t.Errorf("the key's events name %d different targets", n)
+	}
 	b.open("/console/activity", "#events")
 	b.shot("activity", 1280, 390)
 
