@@ -131,6 +131,35 @@ func (db *DB) Tx(ctx context.Context, fn func(*Tx) error) error {
 	if err != nil {
 		return errs.Internalf("store.Tx", err)
 	}
+	return db.run(ctx, sqlTx, fn)
+}
+
+// TxNoSync is Tx for records that must survive the process being killed
+// but may wait for the next synced commit to survive a power loss: the
+// commit reaches the operating system (so a kill -9 loses nothing) without
+// its own fsync. SQLite's WAL is sequential, so the next Tx's fsync makes
+// these commits durable too. The audit trail of calls that change no state
+// uses it; every state change uses Tx.
+func (db *DB) TxNoSync(ctx context.Context, fn func(*Tx) error) error {
+	conn, err := db.write.Conn(ctx)
+	if err != nil {
+		return errs.Internalf("store.TxNoSync", err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, "PRAGMA synchronous=NORMAL"); err != nil {
+		return errs.Internalf("store.TxNoSync", err)
+	}
+	// Put the connection back to FULL whatever happens, before another
+	// transaction can use it.
+	defer conn.ExecContext(context.WithoutCancel(ctx), "PRAGMA synchronous=FULL")
+	sqlTx, err := conn.BeginTx(ctx, nil)
+	if err != nil {
+		return errs.Internalf("store.TxNoSync", err)
+	}
+	return db.run(ctx, sqlTx, fn)
+}
+
+func (db *DB) run(ctx context.Context, sqlTx *sql.Tx, fn func(*Tx) error) error {
 	tx := &Tx{tx: sqlTx, ctx: ctx}
 	if err := fn(tx); err != nil {
 		sqlTx.Rollback()

@@ -12,7 +12,6 @@ import (
 	"github.com/keyline/keyline/internal/auth"
 	"github.com/keyline/keyline/internal/backup"
 	"github.com/keyline/keyline/internal/controller/rcapi"
-	"github.com/keyline/keyline/internal/errs"
 	"github.com/keyline/keyline/internal/httpapi"
 )
 
@@ -36,45 +35,6 @@ func (a *API) Register(mux *http.ServeMux) {
 	mux.Handle("POST /v5/ibm/deployments/{id}/backups", a.handle(a.create))
 	mux.Handle("GET /v5/ibm/deployments/{id}/backups", a.handle(a.list))
 	mux.Handle("GET /v5/ibm/backups/{id}", a.handle(a.get))
-}
-
-type handlerFunc func(ctx context.Context, w http.ResponseWriter, r *http.Request) error
-
-func (a *API) handle(h handlerFunc) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ctx, _, err := httpapi.Authenticate(r, a.authn)
-		if err == nil {
-			err = h(ctx, w, r.WithContext(ctx))
-		}
-		if err != nil {
-			a.writeError(w, r, err)
-		}
-	})
-}
-
-type errorJSON struct {
-	Message    string          `json:"message"`
-	StatusCode int             `json:"status_code"`
-	Errors     []errorItemJSON `json:"errors"`
-	Trace      string          `json:"trace"`
-}
-
-type errorItemJSON struct {
-	Code    string       `json:"code"`
-	Message string       `json:"message"`
-	Target  *errs.Target `json:"target,omitempty"`
-}
-
-// writeError answers in the same error format as the tasks API beside it.
-func (a *API) writeError(w http.ResponseWriter, r *http.Request, err error) {
-	e := errs.As(err)
-	if e == nil || e.Kind == errs.Internal || e.Kind == errs.Other {
-		a.logger.Error("backups", "path", r.URL.Path, "err", err, "correlation_id", httpapi.CorrelationID(r.Context()))
-		e = errs.Internalf("backupapi", err)
-	}
-	status := e.Kind.Status()
-	httpapi.WriteJSON(w, status, errorJSON{Message: e.Msg, StatusCode: status,
-		Errors: []errorItemJSON{{Code: e.Code, Message: e.Msg, Target: e.Target}}, Trace: httpapi.CorrelationID(r.Context())})
 }
 
 func (a *API) create(ctx context.Context, w http.ResponseWriter, r *http.Request) error {
@@ -143,4 +103,10 @@ func toJSON(v backup.View) backupJSON {
 		out.CompletedAt = &t
 	}
 	return out
+}
+
+// handle authenticates the caller, runs h, and writes its error in the
+// platform error format.
+func (a *API) handle(h httpapi.Handler) http.Handler {
+	return httpapi.Platform(a.authn, a.logger, "backups", h)
 }
