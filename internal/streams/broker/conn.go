@@ -15,14 +15,14 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
+// loginTimeout is how long a new connection may take to authenticate.
+const loginTimeout = 30 * time.Second
+
 // conn is one client connection. Requests are read and handled one at a
 // time and answered in order, as Kafka does. A produce request's answer waits
 // for its data to be on disk in a writer goroutine while the next request is
 // read and handled, so that a client's pipelined produce requests (franz-go
 // keeps up to 5 in flight) share fsyncs instead of taking turns.
-// loginTimeout is how long a new connection may take to authenticate.
-const loginTimeout = 30 * time.Second
-
 type conn struct {
 	b      *Broker
 	nc     net.Conn
@@ -134,10 +134,10 @@ func (c *conn) serve(parent context.Context) {
 	}
 }
 
-// respond frames resp into a pooled buffer (the fetch arena is free again
-// after that) and queues it with what the request waits for.
-// Only large answers (fetches) use pooled buffers: a small one waiting for
-// an fsync must not hold a pooled buffer of many MiB.
+// respond frames resp (the fetch arena is free again after that) and queues
+// it with what the request waits for. Only large answers (fetches) use
+// pooled buffers: a small one waiting for an fsync must not hold a pooled
+// buffer of many MiB.
 func (c *conn) respond(corr int32, resp kmsg.Response) bool {
 	hint := responseSizeHint(resp)
 	o := outgoing{buf: new([]byte), durable: c.durable}
