@@ -17,6 +17,7 @@ func newResourceCmd(c *cli) *cobra.Command {
 	cmd.AddCommand(c.instanceCreateCmd(), c.instancesCmd(), c.instanceShowCmd(), c.instanceDeleteCmd(),
 		c.serviceKeyCreateCmd(), c.reclamationsCmd(), c.reclamationActionCmd("reclamation-restore", "restore", "Restore a deleted instance"),
 		c.reclamationActionCmd("reclamation-delete", "reclaim", "Delete an instance for good (unrecoverable)"), c.tasksCmd())
+	cmd.AddCommand(c.backupCmds()...)
 	return cmd
 }
 

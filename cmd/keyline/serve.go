@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
+	"strings"
 
 	"github.com/keyline/keyline/internal/server"
 	"github.com/spf13/cobra"
@@ -18,6 +20,9 @@ func newServeCmd(c *cli) *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg.AdminAPIKey = os.Getenv("KEYLINE_ADMIN_APIKEY")
 			cfg.MasterKeyFile = os.Getenv("KEYLINE_MASTER_KEY_FILE")
+			if err := backupVolumeFromEnv(cmd, &cfg); err != nil {
+				return err
+			}
 			cfg.Logger = slog.New(slog.NewTextHandler(c.errOut, nil))
 			s, err := server.New(ctxOf(cmd), cfg)
 			if err != nil {
@@ -27,14 +32,52 @@ func newServeCmd(c *cli) *cobra.Command {
 			if err := s.Listen(); err != nil {
 				return err
 			}
+			keyFile := filepath.Join(cfg.DataDir, "admin-apikey")
 			if s.AdminAPIKey != "" {
-				fmt.Fprintf(c.out, "Created the admin API key (also written to %s/admin-apikey, mode 0600):\n  %s\n", cfg.DataDir, s.AdminAPIKey)
+				fmt.Fprintf(c.out, "Created the admin API key (shown once; also in %s, mode 0600):\n  %s\n", keyFile, s.AdminAPIKey)
 			}
-			fmt.Fprintf(c.out, "Keyline is serving on %s\n  keyline login -a %s --apikey \"$(cat %s/admin-apikey)\"\n", s.URL(), s.URL(), cfg.DataDir)
+			login := fmt.Sprintf("--apikey \"$(cat %s)\"", keyFile)
+			if cfg.AdminAPIKey != "" {
+				login = "--apikey \"$KEYLINE_ADMIN_APIKEY\""
+			} else if _, err := os.Stat(keyFile); err != nil {
+				login = "--apikey <your admin API key>"
+			}
+			fmt.Fprintf(c.out, "Keyline is serving on %s\n  keyline login -a %s %s\n", s.URL(), s.URL(), login)
 			return s.Serve(ctxOf(cmd))
 		},
 	}
 	cmd.Flags().StringVar(&cfg.DataDir, "data-dir", "./keyline-data", "where Keyline keeps its data")
 	cmd.Flags().StringVar(&cfg.Listen, "listen", "127.0.0.1:8080", "the HTTP address of every API")
+	f := cmd.Flags()
+	f.StringVar(&cfg.Backups.Kind, "backup-volume", "dir", "where backups are kept: dir (<data-dir>/backups) or s3 [$KEYLINE_BACKUP_VOLUME]")
+	f.StringVar(&cfg.Backups.S3.Endpoint, "backup-s3-endpoint", "", "S3 endpoint host:port [$KEYLINE_BACKUP_S3_ENDPOINT]")
+	f.StringVar(&cfg.Backups.S3.Bucket, "backup-s3-bucket", "", "S3 bucket of the backups [$KEYLINE_BACKUP_S3_BUCKET]")
+	f.StringVar(&cfg.Backups.S3.Region, "backup-s3-region", "", "S3 region (default us-east-1) [$KEYLINE_BACKUP_S3_REGION]")
+	f.StringVar(&cfg.Backups.S3.Prefix, "backup-s3-prefix", "", "key prefix ending in '/' [$KEYLINE_BACKUP_S3_PREFIX]")
+	f.BoolVar(&cfg.Backups.S3.Secure, "backup-s3-https", false, "use HTTPS to reach S3 [$KEYLINE_BACKUP_S3_HTTPS=true]")
 	return cmd
+}
+
+// backupVolumeFromEnv completes the backup volume settings from the
+// environment: flags win, and the S3 credentials come only from it
+// (KEYLINE_BACKUP_S3_ACCESS_KEY, KEYLINE_BACKUP_S3_SECRET_KEY), so that
+// they never show in a process list.
+func backupVolumeFromEnv(cmd *cobra.Command, cfg *server.Config) error {
+	b := &cfg.Backups
+	for flag, dst := range map[string]*string{"backup-volume": &b.Kind, "backup-s3-endpoint": &b.S3.Endpoint,
+		"backup-s3-bucket": &b.S3.Bucket, "backup-s3-region": &b.S3.Region, "backup-s3-prefix": &b.S3.Prefix} {
+		env := "KEYLINE_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
+		if v := os.Getenv(env); v != "" && !cmd.Flags().Changed(flag) {
+			*dst = v
+		}
+	}
+	if v := os.Getenv("KEYLINE_BACKUP_S3_HTTPS"); v == "true" && !cmd.Flags().Changed("backup-s3-https") {
+		b.S3.Secure = true
+	}
+	b.S3.AccessKey = os.Getenv("KEYLINE_BACKUP_S3_ACCESS_KEY")
+	b.S3.SecretKey = os.Getenv("KEYLINE_BACKUP_S3_SECRET_KEY")
+	if b.Kind == "s3" && (b.S3.Endpoint == "" || b.S3.Bucket == "") {
+		return usageError{fmt.Errorf("--backup-volume s3 needs --backup-s3-endpoint and --backup-s3-bucket (or KEYLINE_BACKUP_S3_ENDPOINT and KEYLINE_BACKUP_S3_BUCKET)")}
+	}
+	return nil
 }

@@ -103,22 +103,5 @@ func (a *API) follow(w http.ResponseWriter, r *http.Request, f Filter) {
 
 // writeError answers in IBM's platform error format.
 func writeError(w http.ResponseWriter, r *http.Request, err error) {
-	e := errs.As(err)
-	if e == nil {
-		e = errs.Internalf("audit", err)
-	}
-	status := e.Kind.Status()
-	code := e.Code
-	if code == "" {
-		code = e.Kind.String()
-	}
-	body := map[string]any{
-		"trace":       httpapi.CorrelationID(r.Context()),
-		"status_code": status,
-		"errors":      []map[string]any{{"code": code, "message": e.Msg}},
-	}
-	if e.Target != nil {
-		body["errors"].([]map[string]any)[0]["target"] = e.Target
-	}
-	httpapi.WriteJSON(w, status, body)
+	httpapi.WritePlatformError(w, r, nil, "audit", err)
 }

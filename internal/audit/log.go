@@ -2,6 +2,7 @@ package audit
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -20,7 +21,7 @@ import (
 var migrations = []store.Migration{{ID: "audit/0001", SQL: `
 CREATE TABLE audit_events (
 	seq INTEGER PRIMARY KEY AUTOINCREMENT,
-	id TEXT NOT NULL UNIQUE,
+	id TEXT NOT NULL,
 	event_time TEXT NOT NULL,
 	account_id TEXT NOT NULL,
 	action TEXT NOT NULL,
@@ -32,7 +33,6 @@ CREATE TABLE audit_events (
 	body TEXT NOT NULL
 );
 CREATE INDEX audit_events_account ON audit_events(account_id, seq);
-CREATE INDEX audit_events_action ON audit_events(account_id, action, seq);
 CREATE INDEX audit_events_target ON audit_events(account_id, target_id, seq)`}}
 
 // Log stores and serves audit events.
@@ -84,9 +84,11 @@ func (l *Log) Append(tx *store.Tx, ev *Event) error {
 	return nil
 }
 
-// Record stores ev durably for a call that changed no state (a read, a
-// wrap, a denial). Concurrent calls share one transaction (group commit);
-// Record returns once ev is committed.
+// Record stores ev for a call that changed no state (a read, a wrap, a
+// denial). Concurrent calls share one transaction (group commit); Record
+// returns once ev is committed to the operating system, so killing the
+// process loses nothing; the next state change's fsync (or SQLite's
+// checkpoint) carries it to the disk (store.TxNoSync).
 func (l *Log) Record(ctx context.Context, ev *Event) error {
 	p := pending{ev: ev, done: make(chan error, 1)}
 	select {
@@ -138,9 +140,14 @@ func (l *Log) writer() {
 }
 
 func (l *Log) commit(group []pending) {
-	err := l.db.Tx(context.Background(), func(tx *store.Tx) error {
+	err := l.db.TxNoSync(context.Background(), func(tx *store.Tx) error {
+		stmt, err := tx.Prepare(insertEvent)
+		if err != nil {
+			return errs.Internalf("audit.commit", err)
+		}
+		defer stmt.Close()
 		for _, p := range group {
-			if err := l.insert(tx, p.ev); err != nil {
+			if err := l.insertWith(tx.Context(), stmt.ExecContext, p.ev); err != nil {
 				return err
 			}
 		}
@@ -156,7 +163,16 @@ func (l *Log) commit(group []pending) {
 	}
 }
 
+const insertEvent = `INSERT INTO audit_events (id, event_time, account_id, action, outcome, severity, target_id, initiator_id, correlation_id, body)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+
 func (l *Log) insert(tx *store.Tx, ev *Event) error {
+	return l.insertWith(tx.Context(), func(_ context.Context, args ...any) (sql.Result, error) {
+		return tx.Exec(insertEvent, args...)
+	}, ev)
+}
+
+func (l *Log) insertWith(ctx context.Context, exec func(context.Context, ...any) (sql.Result, error), ev *Event) error {
 	if ev.ID == "" {
 		ev.ID = uuid.NewString()
 	}
@@ -170,9 +186,7 @@ func (l *Log) insert(tx *store.Tx, ev *Event) error {
 	if err != nil {
 		return errs.Internalf("audit.insert", err)
 	}
-	_, err = tx.Exec(`INSERT INTO audit_events (id, event_time, account_id, action, outcome, severity, target_id, initiator_id, correlation_id, body)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		ev.ID, store.Time(l.clock.Now()), accountOf(ev), ev.Action, ev.Outcome, ev.Severity, ev.Target.ID, ev.Initiator.ID, ev.CorrelationID, string(body))
+	_, err = exec(ctx, ev.ID, store.Time(l.clock.Now()), accountOf(ev), ev.Action, ev.Outcome, ev.Severity, ev.Target.ID, ev.Initiator.ID, ev.CorrelationID, string(body))
 	if err != nil {
 		return errs.Internalf("audit.insert", err)
 	}

@@ -66,9 +66,11 @@ func TestCLIFollowsTheSeed(t *testing.T) {
 	}
 
 	// The admin key file was written owner-only, and never appears in the logs.
-	st, err := os.Stat(filepath.Join(dir, "master.key"))
-	if err != nil || st.Mode().Perm() != 0o600 {
-		t.Fatalf("master.key: %v %v", st, err)
+	for _, name := range []string{"master.key", "keyline.db"} {
+		st, err := os.Stat(filepath.Join(dir, name))
+		if err != nil || st.Mode().Perm() != 0o600 {
+			t.Fatalf("%s must be owner-only: %v %v", name, st, err)
+		}
 	}
 	if strings.Contains(p.logs(), adminKey) {
 		t.Fatal("the server logged the admin API key")

@@ -43,10 +43,15 @@ func start(t *testing.T) *env {
 	return startIn(t, dir, clock.NewFake(time.Now().UTC().Truncate(time.Second)))
 }
 
-func startIn(t *testing.T, dir string, clk *clock.Fake) *env {
+// startIn runs a Keyline on dir; opts adjust its configuration.
+func startIn(t *testing.T, dir string, clk *clock.Fake, opts ...func(*server.Config)) *env {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	srv, err := server.New(ctx, server.Config{DataDir: dir, Listen: "127.0.0.1:0", AdminAPIKey: adminKey, Clock: clk, Logger: testLogger(t)})
+	cfg := server.Config{DataDir: dir, Listen: "127.0.0.1:0", AdminAPIKey: adminKey, Clock: clk, Logger: testLogger(t)}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	srv, err := server.New(ctx, cfg)
 	if err != nil {
 		cancel()
 		t.Fatal(err)

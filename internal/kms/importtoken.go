@@ -17,6 +17,7 @@ import (
 
 	"github.com/keyline/keyline/internal/auth"
 	"github.com/keyline/keyline/internal/errs"
+	"github.com/keyline/keyline/internal/seal"
 	"github.com/keyline/keyline/internal/store"
 )
 
@@ -67,7 +68,7 @@ func (s *Service) CreateImportToken(ctx context.Context, guid string, expiration
 		if err != nil {
 			return errs.Internalf(op, err)
 		}
-		defer wipe(der)
+		defer seal.Wipe(der)
 		pubDER, err := x509.MarshalPKIXPublicKey(&priv.PublicKey)
 		if err != nil {
 			return errs.Internalf(op, err)
@@ -165,7 +166,7 @@ func (s *Service) importWithToken(tx *store.Tx, op, guid, payload, encNonce, iv,
 	if err != nil {
 		return nil, errs.E(op, errs.Internal, "INCOMPLETE_METADATA_ERR", "Key metadata became corrupted").Because(err)
 	}
-	defer wipe(der)
+	defer seal.Wipe(der)
 	k, err := x509.ParsePKCS8PrivateKey(der)
 	priv, ok := k.(*rsa.PrivateKey)
 	if err != nil || !ok {
@@ -176,11 +177,11 @@ func (s *Service) importWithToken(tx *store.Tx, op, guid, payload, encNonce, iv,
 		return nil, errs.E(op, errs.Invalid, "INVALID_FIELD_ERR", "The field 'payload' must be: key material encrypted with the import token").On("field", "payload")
 	}
 	if err := checkMaterial(op, material, extractable); err != nil {
-		wipe(material)
+		seal.Wipe(material)
 		return nil, err
 	}
 	if err := checkNonce(op, material, encNonce, iv, t.nonce); err != nil {
-		wipe(material)
+		seal.Wipe(material)
 		return nil, err
 	}
 	return material, nil

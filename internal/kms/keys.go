@@ -2,7 +2,6 @@ package kms
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
 	"regexp"
@@ -14,6 +13,7 @@ import (
 	"github.com/keyline/keyline/internal/auth"
 	"github.com/keyline/keyline/internal/crn"
 	"github.com/keyline/keyline/internal/errs"
+	"github.com/keyline/keyline/internal/seal"
 	"github.com/keyline/keyline/internal/store"
 )
 
@@ -469,7 +469,7 @@ func (s *Service) CreateKey(ctx context.Context, guid string, in CreateKeyInput)
 		if err != nil {
 			return err
 		}
-		defer wipe(material)
+		defer seal.Wipe(material)
 		id := uuid.NewString()
 		p := principalID(ctx)
 		tags, _ := json.Marshal(nonNil(in.Tags))
@@ -553,21 +553,13 @@ func nonNil(s []string) []string {
 	return s
 }
 
-func wipe(b []byte) {
-	for i := range b {
-		b[i] = 0
-	}
-}
-
 // keyMaterial generates, decodes or unwraps (import token) the new key's material.
 func (s *Service) keyMaterial(tx *store.Tx, op string, inst Instance, in CreateKeyInput) ([]byte, error) {
 	if in.Payload == "" {
 		if in.EncryptedNonce != "" || in.IV != "" {
 			return nil, errs.E(op, errs.Invalid, "INVALID_FIELD_ERR", "The field 'payload' must be: provided with 'encryptedNonce' and 'iv'").On("field", "payload")
 		}
-		m := make([]byte, 32)
-		rand.Read(m)
-		return m, nil
+		return seal.RandomKey(), nil
 	}
 	if in.EncryptedNonce != "" || in.IV != "" {
 		return s.importWithToken(tx, op, inst.GUID, in.Payload, in.EncryptedNonce, in.IV, in.EncryptionAlgorithm, in.Extractable)
@@ -668,7 +660,7 @@ func (s *Service) GetKey(ctx context.Context, guid, idOrAlias string) (Key, erro
 				return err
 			}
 			out.Payload = base64.StdEncoding.EncodeToString(m)
-			wipe(m)
+			seal.Wipe(m)
 		}
 		return nil
 	})

@@ -101,7 +101,8 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 
 // CreateInstance records a new Key Protect instance (called by the resource
 // controller when a kms instance is provisioned). It also creates the
-// instance's "default" key ring.
+// instance's "default" key ring. Creating the same instance again is a
+// no-op, so the controller may retry after a crash.
 func (s *Service) CreateInstance(ctx context.Context, in Instance) error {
 	const op = "kms.CreateInstance"
 	if in.GUID == "" || in.AccountID == "" {
@@ -118,7 +119,11 @@ func (s *Service) CreateInstance(ctx context.Context, in Instance) error {
 		if _, err := tx.Exec(`INSERT INTO kms_instances (guid, crn, account_id, region, created_at) VALUES (?, ?, ?, ?, ?)`,
 			in.GUID, in.CRN, in.AccountID, in.Region, now); err != nil {
 			if store.IsUnique(err) {
-				return errs.E(op, errs.Conflict, "INSTANCE_EXISTS_ERR", "The instance already exists")
+				var account string
+				if err := tx.QueryRow(`SELECT account_id FROM kms_instances WHERE guid = ?`, in.GUID).Scan(&account); err == nil && account == in.AccountID {
+					return errInstanceExists
+				}
+				return errs.E(op, errs.Conflict, "INSTANCE_EXISTS_ERR", "An instance with this GUID exists in another account")
 			}
 			return errs.Internalf(op, err)
 		}
@@ -126,8 +131,14 @@ func (s *Service) CreateInstance(ctx context.Context, in Instance) error {
 		return err
 	})
 	s.hot.invalidate()
+	if err == errInstanceExists {
+		return nil
+	}
 	return err
 }
+
+// errInstanceExists rolls back a repeated CreateInstance, which then succeeds.
+var errInstanceExists = errs.E("kms.CreateInstance", errs.Conflict, "INSTANCE_EXISTS_ERR", "The instance already exists")
 
 // DeleteInstance removes an instance and everything in it (called by the
 // resource controller once the instance's reclamation has ended). Key

@@ -2,12 +2,12 @@ package kms
 
 import (
 	"context"
-	"crypto/rand"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/keyline/keyline/internal/auth"
 	"github.com/keyline/keyline/internal/errs"
+	"github.com/keyline/keyline/internal/seal"
 	"github.com/keyline/keyline/internal/store"
 )
 
@@ -42,7 +42,7 @@ func (s *Service) Rotate(ctx context.Context, guid, idOrAlias string, in RotateI
 		case !k.Imported && in.Payload != "":
 			return errs.E(op, errs.Invalid, "INVALID_QUERY_PARAM_ERR", "The query_param 'payload' must be: provided only if key is imported").On("query_param", "payload")
 		case !k.Imported:
-			material = randomKey()
+			material = seal.RandomKey()
 		case in.Payload == "":
 			return errs.E(op, errs.Invalid, "KEY_PAYLOAD_REQ_ERR",
 				"This root key was created with user-supplied key material: Key material is required to perform a 'rotate' action")
@@ -54,7 +54,7 @@ func (s *Service) Rotate(ctx context.Context, guid, idOrAlias string, in RotateI
 		if err != nil {
 			return err
 		}
-		defer wipe(material)
+		defer seal.Wipe(material)
 		return s.rotate(c, material)
 	})
 }
@@ -67,14 +67,6 @@ func rotatableState(op string, k *keyRow, now time.Time) error {
 		return nil
 	}
 	return errInvalidState(op)
-}
-
-func randomKey() []byte {
-	m := make([]byte, 32)
-	if _, err := rand.Read(m); err != nil {
-		panic("kms: no randomness: " + err.Error())
-	}
-	return m
 }
 
 // rotate stores material as the key's new latest version, in c's transaction.

@@ -145,7 +145,7 @@ func (s *Service) writeRegistration(ctx context.Context, op, action, guid, keyID
 			if in.PreventKeyDeletion == nil {
 				return errs.E(op, errs.Invalid, "INVALID_FIELD_ERR", "The field 'preventKeyDeletion' must be: provided").On("field", "preventKeyDeletion")
 			}
-			existing = Registration{KeyVersion: KeyVersion{ID: c.key.LatestVersion}}
+			existing = Registration{} // any version of the key; the latest if none is named
 		case auth.KMSRegistrationWrite:
 			if !found {
 				return errs.E(op, errs.NotExist, "REGISTRATION_NOT_FOUND_ERR", "The registration does not exist")
@@ -170,6 +170,9 @@ func (s *Service) writeRegistration(ctx context.Context, op, action, guid, keyID
 				return err
 			}
 			existing.KeyVersion.ID = *in.KeyVersionID
+		}
+		if existing.KeyVersion.ID == "" {
+			existing.KeyVersion.ID = c.key.LatestVersion
 		}
 		if found {
 			_, err = c.tx.Exec(`UPDATE kms_registrations SET description = ?, metadata = ?, prevent_key_deletion = ?, key_version_id = ?,

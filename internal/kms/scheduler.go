@@ -8,6 +8,7 @@ import (
 	"github.com/keyline/keyline/internal/auth"
 	"github.com/keyline/keyline/internal/errs"
 	"github.com/keyline/keyline/internal/httpapi"
+	"github.com/keyline/keyline/internal/seal"
 	"github.com/keyline/keyline/internal/store"
 )
 
@@ -99,6 +100,10 @@ func (s *Service) runScheduled(ctx context.Context, w dueWork) error {
 		if err != nil {
 			return err
 		}
+		// The scheduler acts as the KMS itself: that is who the Activity
+		// Tracker shows as the initiator.
+		ctx := auth.WithPrincipal(ctx, &auth.Principal{IAMID: "crn-kms-scheduler", AccountID: in.AccountID, Name: "Key Protect scheduler",
+			Type: auth.Service, ServiceName: "kms", SourceCRN: in.CRN})
 		ev := success(w.action, keyTarget(in, k))
 		ev.RequestData["instanceID"] = in.GUID
 		ev.RequestData["initiatedBy"] = "scheduler"
@@ -108,9 +113,9 @@ func (s *Service) runScheduled(ctx context.Context, w dueWork) error {
 		case auth.KMSKeyPurge:
 			err = purge(c)
 		case auth.KMSKeyRotate:
-			m := randomKey()
+			m := seal.RandomKey()
 			err = s.rotate(c, m)
-			wipe(m)
+			seal.Wipe(m)
 		default:
 			now := store.Time(c.now)
 			_, err = tx.Exec(`UPDATE kms_keys SET state = ?, last_update_date = ? WHERE id = ?`, StateDeactivated, now, k.ID)

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/keyline/keyline/internal/audit"
+	"github.com/keyline/keyline/internal/backup"
 	"github.com/keyline/keyline/internal/clock"
 	"github.com/keyline/keyline/internal/errs"
 	"github.com/keyline/keyline/internal/seal"
@@ -32,6 +33,9 @@ type Config struct {
 	KafkaPortMin, KafkaPortMax int
 	Clock                      clock.Clock
 	Logger                     *slog.Logger
+	// Backups says where deployment backups are kept: a directory under
+	// DataDir by default, or an S3-compatible bucket.
+	Backups backup.VolumeConfig
 }
 
 // Server is a running Keyline.

@@ -63,13 +63,13 @@ func (d deploymentStates) SetState(ctx context.Context, guid, state, reason stri
 
 // wireStreams builds Event Streams deployments on the KMS, IAM and the
 // controller, and registers messagehub in the catalog.
-func (s *Server) wireStreams(ctx context.Context, iamSvc *iam.Service, keys streams.KeyService, ctl *controller.Controller) (*streams.Service, error) {
+func (s *Server) wireStreams(ctx context.Context, iamSvc *iam.Service, keys streams.KeyService, ctl *controller.Controller, restore streams.Restorer) (*streams.Service, error) {
 	svc, err := streams.New(ctx, streams.Config{
 		DB: s.db, Audit: s.Audit, Clock: s.cfg.Clock, Logger: s.cfg.Logger,
 		Keys: keys, Identity: streams.IAMIdentity(iamSvc),
 		Tasks: deploymentTasks{ctl}, States: deploymentStates{ctl}, MasterKey: s.master,
 		DataDir: s.cfg.DataDir, ListenHost: s.cfg.KafkaHost, PortMin: s.cfg.KafkaPortMin, PortMax: s.cfg.KafkaPortMax,
-		AdminURL: s.URL(),
+		AdminURL: s.URL(), Restorer: restore,
 	})
 	if err != nil {
 		return nil, err

@@ -5,6 +5,7 @@ import (
 	"net/http"
 
 	"github.com/keyline/keyline/internal/audit"
+	"github.com/keyline/keyline/internal/backup"
 	"github.com/keyline/keyline/internal/controller"
 	"github.com/keyline/keyline/internal/controller/rcapi"
 	"github.com/keyline/keyline/internal/httpapi"
@@ -21,6 +22,7 @@ type services struct {
 	kms        *kms.Service
 	controller *controller.Controller
 	streams    *streams.Service
+	backups    *backup.Service
 
 	cancel context.CancelFunc
 	done   []chan struct{}
@@ -55,7 +57,12 @@ func (s *Server) wire(ctx context.Context) error {
 		return err
 	}
 	s.svc = &services{iam: iamSvc, kms: kmsSvc, controller: ctl}
-	if s.svc.streams, err = s.wireStreams(ctx, iamSvc, streams.KMSKeys(kmsSvc), ctl); err != nil {
+	keys := streams.KMSKeys(kmsSvc)
+	restore := &restorer{}
+	if s.svc.streams, err = s.wireStreams(ctx, iamSvc, keys, ctl, restore); err != nil {
+		return err
+	}
+	if s.svc.backups, err = s.wireBackups(ctx, iamSvc, keys, ctl, s.svc.streams, restore); err != nil {
 		return err
 	}
 
@@ -66,7 +73,7 @@ func (s *Server) wire(ctx context.Context) error {
 
 	bg, cancel := context.WithCancel(context.Background())
 	s.svc.cancel = cancel
-	s.svc.run(bg, kmsSvc.Run, ctl.Run)
+	s.svc.run(bg, kmsSvc.Run, ctl.Run, s.svc.backups.Run)
 	// Deployments start last: they unwrap their keys through the KMS and
 	// IAM, and a deployment whose key is unusable stays locked, saying why.
 	return s.svc.streams.Start(ctx)
@@ -93,6 +100,10 @@ func (s *Server) handler() http.Handler {
 func (s *Server) stop() {
 	if s.svc == nil {
 		return
+	}
+	if s.svc.backups != nil {
+		// Running backups read the deployments' logs: they stop first.
+		s.svc.backups.Close()
 	}
 	if s.svc.streams != nil {
 		s.svc.streams.Close()

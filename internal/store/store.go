@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"os"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -37,6 +38,13 @@ type Migration struct {
 // OpenSQLite opens (creating if needed) the database file in dir.
 func OpenSQLite(ctx context.Context, dir string) (*DB, error) {
 	path := filepath.Join(dir, "keyline.db")
+	// Create the file owner-only first: SQLite gives its WAL and shared
+	// memory files the database file's permissions.
+	if f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600); err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	} else {
+		f.Close()
+	}
 	q := url.Values{}
 	q.Add("_pragma", "journal_mode(WAL)")
 	q.Add("_pragma", "synchronous(FULL)")
@@ -123,6 +131,35 @@ func (db *DB) Tx(ctx context.Context, fn func(*Tx) error) error {
 	if err != nil {
 		return errs.Internalf("store.Tx", err)
 	}
+	return db.run(ctx, sqlTx, fn)
+}
+
+// TxNoSync is Tx for records that must survive the process being killed
+// but may wait for the next synced commit to survive a power loss: the
+// commit reaches the operating system (so a kill -9 loses nothing) without
+// its own fsync. SQLite's WAL is sequential, so the next Tx's fsync makes
+// these commits durable too. The audit trail of calls that change no state
+// uses it; every state change uses Tx.
+func (db *DB) TxNoSync(ctx context.Context, fn func(*Tx) error) error {
+	conn, err := db.write.Conn(ctx)
+	if err != nil {
+		return errs.Internalf("store.TxNoSync", err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, "PRAGMA synchronous=NORMAL"); err != nil {
+		return errs.Internalf("store.TxNoSync", err)
+	}
+	// Put the connection back to FULL whatever happens, before another
+	// transaction can use it.
+	defer conn.ExecContext(context.WithoutCancel(ctx), "PRAGMA synchronous=FULL")
+	sqlTx, err := conn.BeginTx(ctx, nil)
+	if err != nil {
+		return errs.Internalf("store.TxNoSync", err)
+	}
+	return db.run(ctx, sqlTx, fn)
+}
+
+func (db *DB) run(ctx context.Context, sqlTx *sql.Tx, fn func(*Tx) error) error {
 	tx := &Tx{tx: sqlTx, ctx: ctx}
 	if err := fn(tx); err != nil {
 		sqlTx.Rollback()
@@ -167,6 +204,11 @@ func (t *Tx) Query(query string, args ...any) (*sql.Rows, error) {
 // QueryRow runs a query that returns at most one row.
 func (t *Tx) QueryRow(query string, args ...any) *sql.Row {
 	return t.tx.QueryRowContext(t.ctx, query, args...)
+}
+
+// Prepare compiles a statement to run many times in this transaction.
+func (t *Tx) Prepare(query string) (*sql.Stmt, error) {
+	return t.tx.PrepareContext(t.ctx, query)
 }
 
 // OnCommit registers f to run once the transaction has committed (for

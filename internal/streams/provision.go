@@ -66,6 +66,10 @@ func (s *Service) Provision(ctx context.Context, inst Instance, params map[strin
 	if err != nil {
 		return nil, err
 	}
+	restoreFrom, err := s.checkBackupParams(params)
+	if err != nil {
+		return nil, err
+	}
 	var warnings []string
 	if backup != nil {
 		if !backupKeyRegions[backup.info.Region] {
@@ -104,27 +108,49 @@ func (s *Service) Provision(ctx context.Context, inst Instance, params map[strin
 		dek.Wipe()
 		return nil, s.keyAccessError(op, ParamDiskKey, rec.DiskKeyCRN, err)
 	}
+	d := s.newDeployment(rec)
+	if restoreFrom != "" {
+		// The data comes first: a backup that cannot be read fails the
+		// provisioning before anything else is made.
+		// No deployment has this GUID (checked above), so data at its
+		// directory is what a provisioning interrupted by a crash left.
+		if err := removeData(d.dir); err != nil {
+			dek.Wipe()
+			return nil, errs.Internalf(op, err)
+		}
+		opts := seglog.Options{StoreID: inst.GUID, Keys: []*seglog.DEK{{ID: dek.ID, Key: append([]byte(nil), dek.Key...)}}, Sync: true, SegmentBytes: s.cfg.SegmentBytes}
+		err := s.cfg.Restorer.RestoreBackup(ctx, inst, restoreFrom, d.dir, opts)
+		wipeAll(opts.Keys...)
+		if err != nil {
+			dek.Wipe()
+			return nil, err
+		}
+	}
+	// undo removes the restored data of a provisioning that fails before
+	// the deployment is served.
+	undo := func(err error) ([]string, error) {
+		dek.Wipe()
+		removeData(d.dir)
+		return nil, err
+	}
 	if backup != nil {
 		// The deployment's backups live on block storage, which needs its
 		// own authorization to the key, created by the deployment.
 		if err := s.iam.CreateDependentAuthorization(ctx, servicePrincipal(inst.AccountID, inst.GUID, inst.CRN), "is", backupTarget(backup.crn), auth.RoleReader); err != nil {
-			dek.Wipe()
 			if errs.KindOf(err) == errs.Permission {
-				return nil, errs.Ef(op, errs.Invalid, "S2S_DELEGATION_MISSING", "Missing or mis-configured S2S Authorization Policy. The service could not delegate access to the backup encryption key specified as %s to Block Storage: the messagehub -> kms authorization needs the Reader and AuthorizationDelegator roles; create it with `keyline iam authorization-policy-create messagehub kms Reader,AuthorizationDelegator --target-service-instance-id %s`",
-					backup.crn, backup.info.InstanceGUID).On("field", ParamBackupKey)
+				return undo(errs.Ef(op, errs.Invalid, "S2S_DELEGATION_MISSING", "Missing or mis-configured S2S Authorization Policy. The service could not delegate access to the backup encryption key specified as %s to Block Storage: the messagehub -> kms authorization needs the Reader and AuthorizationDelegator roles; create it with `keyline iam authorization-policy-create messagehub kms Reader,AuthorizationDelegator --target-service-instance-id %s`",
+					backup.crn, backup.info.InstanceGUID).On("field", ParamBackupKey))
 			}
-			return nil, errs.Internalf(op, err)
+			return undo(errs.Internalf(op, err))
 		}
 	}
 	registered, err := s.register(actx, rec, disk, backup)
 	if err != nil {
-		dek.Wipe()
 		for _, k := range registered {
 			s.keys.Unregister(actx, k, rec.CRN)
 		}
-		return nil, err
+		return undo(err)
 	}
-	d := s.newDeployment(rec)
 	s.mu.Lock()
 	if _, dup := s.deployments[inst.GUID]; dup {
 		s.mu.Unlock()
@@ -292,6 +318,51 @@ func (s *Service) keyAccessError(op, param, keyCRN string, err error) error {
 		return errs.E(op, errs.Unavailable, "KMS_UNAVAILABLE", "Key Protect cannot be reached now: try again").Because(err)
 	}
 	return errs.Internalf(op, err)
+}
+
+// checkBackupParams validates the backup parameters and returns the
+// backup to restore ("" for none).
+func (s *Service) checkBackupParams(params map[string]any) (string, error) {
+	const op = "streams.Provision"
+	if v, ok := params[ParamBackupSchedule]; ok && v != nil {
+		if _, err := BackupScheduleHours(params); err != nil {
+			return "", err
+		}
+	}
+	raw, ok := params[ParamBackupID]
+	if !ok || raw == nil {
+		return "", nil
+	}
+	id, ok := raw.(string)
+	if id = strings.TrimSpace(id); !ok || id == "" {
+		return "", errs.Ef(op, errs.Invalid, "INVALID_BACKUP_ID", "%s must be the CRN of a backup: list them with `keyline resource backups DEPLOYMENT`", ParamBackupID).On("field", ParamBackupID)
+	}
+	if s.cfg.Restorer == nil {
+		return "", errs.E(op, errs.Invalid, "RESTORE_UNAVAILABLE", "This Keyline cannot restore backups").On("field", ParamBackupID)
+	}
+	return id, nil
+}
+
+// BackupScheduleHours is the hours between scheduled backups the
+// parameters ask for: 24 (daily) when absent, 1 to 168 otherwise.
+func BackupScheduleHours(params map[string]any) (int, error) {
+	raw, ok := params[ParamBackupSchedule]
+	if !ok || raw == nil {
+		return 24, nil
+	}
+	var h float64
+	switch v := raw.(type) {
+	case float64:
+		h = v
+	case int:
+		h = float64(v)
+	default:
+		h = -1
+	}
+	if h != float64(int(h)) || h < 1 || h > 168 {
+		return 0, errs.Ef("streams.Provision", errs.Invalid, "INVALID_BACKUP_SCHEDULE", "%s must be a whole number of hours between scheduled backups, 1 to 168 (24 is daily)", ParamBackupSchedule).On("field", ParamBackupSchedule)
+	}
+	return int(h), nil
 }
 
 // paramString is a string parameter as Provision reads it ("" if absent).

@@ -166,6 +166,9 @@ type Config struct {
 	PollInterval time.Duration
 	// SegmentBytes overrides the log's segment size (tests use small ones).
 	SegmentBytes int64
+	// Restorer restores a backup into a deployment provisioned with
+	// parameter backup_id; without one, that parameter is refused.
+	Restorer Restorer
 }
 
 // Service runs every deployment of this Keyline.

@@ -52,48 +52,6 @@ func (a *API) Register(mux *http.ServeMux) {
 	mux.Handle("GET /v5/ibm/tasks/{id}", a.handle(a.getTask))
 }
 
-type handlerFunc func(ctx context.Context, w http.ResponseWriter, r *http.Request) error
-
-// handle authenticates the caller, runs h, and writes its error in the
-// Resource Controller's error format.
-func (a *API) handle(h handlerFunc) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ctx, _, err := httpapi.Authenticate(r, a.authn)
-		if err == nil {
-			err = h(ctx, w, r.WithContext(ctx))
-		}
-		if err != nil {
-			a.writeError(w, r, err)
-		}
-	})
-}
-
-type errorJSON struct {
-	Message    string          `json:"message"`
-	StatusCode int             `json:"status_code"`
-	Errors     []errorItemJSON `json:"errors"`
-	Trace      string          `json:"trace"`
-}
-
-type errorItemJSON struct {
-	Code    string       `json:"code"`
-	Message string       `json:"message"`
-	Target  *errs.Target `json:"target,omitempty"`
-}
-
-func (a *API) writeError(w http.ResponseWriter, r *http.Request, err error) {
-	e := errs.As(err)
-	if e == nil || e.Kind == errs.Internal || e.Kind == errs.Other {
-		a.logger.Error("resource controller", "path", r.URL.Path, "err", err, "correlation_id", httpapi.CorrelationID(r.Context()))
-		if e == nil || e.Kind == errs.Other {
-			e = errs.Internalf("rcapi", err)
-		}
-	}
-	status := e.Kind.Status()
-	httpapi.WriteJSON(w, status, errorJSON{Message: e.Msg, StatusCode: status,
-		Errors: []errorItemJSON{{Code: e.Code, Message: e.Msg, Target: e.Target}}, Trace: httpapi.CorrelationID(r.Context())})
-}
-
 func (a *API) createInstance(ctx context.Context, w http.ResponseWriter, r *http.Request) error {
 	const op = "rcapi.createInstance"
 	var body createInstanceBody
@@ -365,4 +323,10 @@ func TaskBody(task *controller.Task) any {
 	return struct {
 		Task taskJSON `json:"task"`
 	}{toTask(task)}
+}
+
+// handle authenticates the caller, runs h, and writes its error in the
+// platform error format.
+func (a *API) handle(h httpapi.Handler) http.Handler {
+	return httpapi.Platform(a.authn, a.logger, "resource controller", h)
 }

@@ -197,6 +197,29 @@ func TestOfficialClientImportedRootKeys(t *testing.T) {
 	wantErr(t, err, 409, "IMPORT_TOKEN_EXPIRED_ERR")
 }
 
+func TestCreateKeyWithOptions(t *testing.T) {
+	e := newEnv(t)
+	c := e.client(manager)
+	exp := e.clock.Now().Add(48 * time.Hour)
+	k := must[*kp.Key](t)(c.CreateKeyWithOptions(e.ctx, "with-options", false, kp.WithDescription("customer data"),
+		kp.WithTags([]string{"prod", "eu"}), kp.WithAliases([]string{"opt-alias"}), kp.WithExpiration(&exp)))
+	got := must[*kp.Key](t)(c.GetKeyMetadata(e.ctx, "opt-alias"))
+	if got.ID != k.ID || got.Description != "customer data" || len(got.Tags) != 2 || got.Expiration == nil || !got.Expiration.Equal(exp) {
+		t.Fatalf("key = %+v", got)
+	}
+	// Secure import with the SHA-1 variant of RSA-OAEP.
+	must[*kp.ImportTokenMetadata](t)(c.CreateImportToken(e.ctx, 600, 1))
+	tok := must[*kp.ImportTokenKeyResponse](t)(c.GetImportTokenTransportKey(e.ctx))
+	secret := base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{0x17}, 16))
+	enc, err := kp.EncryptKeyWithSHA1(secret, tok.Payload)
+	ok(t, err)
+	nonce, iv, err := kp.EncryptNonce(secret, tok.Nonce, "")
+	ok(t, err)
+	imp := must[*kp.Key](t)(c.CreateKeyWithOptions(e.ctx, "sha1-import", false, kp.WithPayload(enc, &nonce, &iv, true)))
+	w := must[[]byte](t)(c.Wrap(e.ctx, imp.ID, b64([]byte("0123456789abcdef")), nil))
+	must[[]byte](t)(c.Unwrap(e.ctx, imp.ID, w, nil))
+}
+
 func TestReaderIsRefusedCreateDeleteWrap(t *testing.T) {
 	e := newEnv(t)
 	key := must[*kp.Key](t)(e.client(manager).CreateRootKey(e.ctx, "reader-test", nil))
@@ -332,6 +355,14 @@ func TestPoliciesThroughOfficialClient(t *testing.T) {
 	wantErr(t, err, 400, "INVALID_FIELD_ERR")
 	_, err = c.SetRotationPolicy(e.ctx, key.ID, 13)
 	wantErr(t, err, 400, "INVALID_FIELD_ERR")
+	// The deprecated single-policy calls read and write the rotation policy.
+	old := must[*kp.Policy](t)(c.SetPolicy(e.ctx, key.ID, kp.ReturnRepresentation, 4))
+	if old.Rotation == nil || old.Rotation.Interval != 4 {
+		t.Fatalf("SetPolicy = %+v", old)
+	}
+	if got := must[*kp.Policy](t)(c.GetPolicy(e.ctx, key.ID)); got.Rotation == nil || got.Rotation.Interval != 4 || got.CRN != key.CRN {
+		t.Fatalf("GetPolicy = %+v", got)
+	}
 	ps := must[[]kp.Policy](t)(c.SetPolicies(e.ctx, key.ID, true, 2, true, true))
 	if len(ps) != 2 {
 		t.Fatalf("SetPolicies returned %d", len(ps))

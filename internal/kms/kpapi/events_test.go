@@ -191,6 +191,10 @@ func TestRegistrationsAreServiceToServiceOnly(t *testing.T) {
 func TestOddRequestsGetKeyProtectErrors(t *testing.T) {
 	e := newEnv(t)
 	key := must[*kp.Key](t)(e.client(manager).CreateRootKey(e.ctx, "odd", nil))
+	protected := must[*kp.Key](t)(e.client(manager).CreateRootKey(e.ctx, "protected", nil))
+	no := false
+	must[kms.Registration](t)(e.svc.CreateRegistration(asService(), instance, protected.ID,
+		"crn:v1:bluemix:public:messagehub:us-south:a/"+account+":dep-0003::", kms.RegistrationInput{PreventKeyDeletion: &no}))
 	wrapPath := "keys/" + key.ID + "/actions/wrap"
 	big := `{"plaintext":"` + strings.Repeat("A", 70000) + `"}`
 	cases := []struct {
@@ -210,6 +214,7 @@ func TestOddRequestsGetKeyProtectErrors(t *testing.T) {
 		{"oversize body", "POST", wrapPath, big, nil, 413, "BODY_TOO_LARGE_ERR"},
 		{"unwrap without body", "POST", "keys/" + key.ID + "/actions/unwrap", "", nil, 400, "NO_BODY_ERR"},
 		{"unwrap garbage", "POST", "keys/" + key.ID + "/actions/unwrap", `{"ciphertext":"aGVsbG8gd29ybGQ="}`, nil, 422, "UNPROCESSABLE_CIPHERTEXT_ERR"},
+		{"delete protected", "DELETE", "keys/" + protected.ID, "", nil, 409, "PROTECTED_RESOURCE_ERR"},
 		{"too much aad", "POST", wrapPath, `{"aad":["` + strings.Repeat("x", 256) + `"]}`, nil, 400, "INVALID_FIELD_ERR"},
 		{"unknown action", "POST", "keys/" + key.ID + "/actions/explode", `null`, nil, 400, "INVALID_QUERY_PARAM_ERR"},
 		{"bad limit", "GET", "keys?limit=0", "", nil, 400, "INVALID_QUERY_PARAM_ERR"},
@@ -254,8 +259,17 @@ func TestOddRequestsGetKeyProtectErrors(t *testing.T) {
 			}
 		})
 	}
+	// The error message follows Key Protect's pattern word for word.
+	if _, body, _ := e.raw("DELETE", "keys/"+protected.ID, manager, ""); !strings.Contains(body,
+		`"errorMsg":"Conflict: Key could not be deleted: Please see 'reasons' for more details (PROTECTED_RESOURCE_ERR)"`) {
+		t.Fatalf("error body = %s", body)
+	}
+	if _, body, _ := e.raw("POST", "keys/"+key.ID+"/actions/unwrap", manager, `{"ciphertext":"aGVsbG8gd29ybGQ="}`); !strings.Contains(body,
+		`"errorMsg":"Unprocessable Entity: Key could not be unwrapped: Please see 'reasons' for more details (UNPROCESSABLE_CIPHERTEXT_ERR)"`) {
+		t.Fatalf("error body = %s", body)
+	}
 	st, body, hdr := e.raw("HEAD", "keys", reader, "")
-	if st != 200 || hdr.Get("Key-Total") != "1" || body != "" {
+	if st != 200 || hdr.Get("Key-Total") != "2" || body != "" {
 		t.Fatalf("HEAD /keys = %d %q Key-Total=%q", st, body, hdr.Get("Key-Total"))
 	}
 	st, body, _ = e.raw("DELETE", "keys/"+key.ID, manager, "", "Prefer", "return=representation")

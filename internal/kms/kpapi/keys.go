@@ -237,17 +237,25 @@ type actionResponse struct {
 	RewrappedKeyVersion *kms.KeyVersion `json:"rewrappedKeyVersion,omitempty"`
 }
 
-// actionNames are the audit actions of the key actions.
-var actionNames = map[string]string{"wrap": "kms.secrets.wrap", "unwrap": "kms.secrets.unwrap", "rewrap": "kms.secrets.rewrap",
-	"rotate": "kms.secrets.rotate", "enable": "kms.secrets.enable", "disable": "kms.secrets.disable",
-	"setKeyForDeletion": "kms.secrets.setkeyfordeletion", "unsetKeyForDeletion": "kms.secrets.unsetkeyfordeletion",
-	"sync": "kms.secrets.sync", "restore": "kms.secrets.restore"}
+// keyActions are the audit action and error phrase of each key action.
+var keyActions = map[string]struct{ action, phrase string }{
+	"wrap":                {"kms.secrets.wrap", "Key could not be wrapped"},
+	"unwrap":              {"kms.secrets.unwrap", "Key could not be unwrapped"},
+	"rewrap":              {"kms.secrets.rewrap", "Key could not be rewrapped"},
+	"rotate":              {"kms.secrets.rotate", "Key could not be rotated"},
+	"enable":              {"kms.secrets.enable", "Key could not be enabled"},
+	"disable":             {"kms.secrets.disable", "Key could not be disabled"},
+	"setKeyForDeletion":   {"kms.secrets.setkeyfordeletion", "Key could not be set for deletion"},
+	"unsetKeyForDeletion": {"kms.secrets.unsetkeyfordeletion", "Key could not be unset for deletion"},
+	"sync":                {"kms.secrets.sync", "Key could not be synced"},
+}
 
 func (a *API) keyActionFromPath(c *call) error { return a.keyAction(c, c.r.PathValue("action")) }
 
 func (a *API) keyActionFromQuery(c *call) error {
 	act := c.r.URL.Query().Get("action")
 	if act == "restore" {
+		c.action, c.phrase = "kms.secrets.restore", "Key could not be restored"
 		return a.restoreKey(c)
 	}
 	return a.keyAction(c, act)
@@ -264,8 +272,8 @@ func decodeB64(field, s string) ([]byte, error) {
 func (a *API) keyAction(c *call, action string) error {
 	const op = "kpapi.keyAction"
 	ctx, id := c.r.Context(), c.r.PathValue("id")
-	if known := actionNames[action]; known != "" {
-		c.action = known
+	if ka, known := keyActions[action]; known {
+		c.action, c.phrase = ka.action, ka.phrase
 	}
 	var body actionRequest
 	if err := decodeBody(c.r, &body, action == "unwrap" || action == "rewrap"); err != nil {

@@ -63,6 +63,7 @@ type call struct {
 	r      *http.Request
 	guid   string
 	action string // the audit action, refined by handlers that serve several
+	phrase string // "Key could not be wrapped", likewise
 }
 
 // Register adds the API's routes to mux. The server wraps the mux in
@@ -104,8 +105,13 @@ func (a *API) Register(mux *http.ServeMux) {
 	h("POST "+p+"key_rings/{ring}", route{auth.KMSKeyRingCreate, "Key ring could not be created", a.createKeyRing})
 	h("DELETE "+p+"key_rings/{ring}", route{auth.KMSKeyRingDelete, "Key ring could not be deleted", a.deleteKeyRing})
 	mux.Handle(p, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, "Request could not be processed",
-			errs.E("kpapi", errs.NotExist, "NOT_FOUND_ERR", "No Key Protect endpoint has this method and path"))
+		err := errs.E("kpapi", errs.NotExist, "NOT_FOUND_ERR", "No Key Protect endpoint has this method and path")
+		ctx := r.Context()
+		if actx, _, aerr := httpapi.Authenticate(r, a.authn); aerr == nil {
+			ctx = actx
+		}
+		a.kms.RecordRefusal(ctx, "kms.secrets.default", strings.TrimSpace(r.Header.Get("Bluemix-Instance")), err)
+		writeError(w, "Request could not be processed", err)
 	}))
 }
 
@@ -120,7 +126,7 @@ func (a *API) handler(rt route) http.Handler {
 			return
 		}
 		r = r.WithContext(ctx)
-		c := &call{w: w, r: r, guid: guid, action: rt.action}
+		c := &call{w: w, r: r, guid: guid, action: rt.action, phrase: rt.phrase}
 		if err := rt.fn(c); err != nil {
 			if errs.KindOf(err) == errs.Other || errs.KindOf(err) == errs.Internal {
 				a.log.Error("kpapi: request failed", "path", r.URL.Path, "err", err)
@@ -130,7 +136,7 @@ func (a *API) handler(rt route) http.Handler {
 			if e := errs.As(err); e == nil || !strings.HasPrefix(e.Op, "kms.") {
 				a.kms.RecordRefusal(r.Context(), c.action, guid, err)
 			}
-			writeError(w, rt.phrase, err)
+			writeError(w, c.phrase, err)
 		}
 	})
 }

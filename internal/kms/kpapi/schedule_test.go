@@ -72,7 +72,7 @@ func TestSchedulerRotatesOnPolicyAndPurgesAfter90Days(t *testing.T) {
 	waitFor(t, "the expired key's deactivation", func() bool {
 		evs, _ := auditEvents(e)
 		for _, ev := range evs {
-			if ev.Action == "kms.secrets.expire" && ev.Outcome == "success" {
+			if ev.Action == "kms.secrets.expire" && ev.Outcome == "success" && ev.Initiator == "crn-kms-scheduler" {
 				return true
 			}
 		}

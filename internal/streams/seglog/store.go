@@ -428,11 +428,40 @@ func (s *Store) Partition(name string, create bool) (*Partition, error) {
 	if !create {
 		return nil, errs.E(op, errs.NotExist, CodePartitionNotFound, "The partition does not exist")
 	}
+	return s.createPartitionLocked(op, name, 0)
+}
+
+// CreatePartitionAt creates an empty partition whose log-start and end
+// offsets are start, so that its first append lands at start: a restore
+// rebuilds a partition whose older offsets retention had removed. It is
+// durable on return, and Conflict when the partition exists.
+func (s *Store) CreatePartitionAt(name string, start int64) (*Partition, error) {
+	const op = "seglog.CreatePartitionAt"
+	if !partitionName.MatchString(name) {
+		return nil, errs.E(op, errs.Invalid, "PARTITION_NAME_INVALID", "A partition name is 1 to 200 letters, digits, '_' or '-'").On("field", "name")
+	}
+	if start < 0 {
+		return nil, errs.E(op, errs.Invalid, "START_OFFSET_INVALID", "A partition's start offset is not negative").On("field", "start")
+	}
+	if err := s.usable(op); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.parts[name]; ok {
+		return nil, errs.E(op, errs.Conflict, "PARTITION_EXISTS", "The partition already exists")
+	}
+	return s.createPartitionLocked(op, name, start)
+}
+
+// createPartitionLocked records and creates a partition starting at start;
+// the caller holds s.mu.
+func (s *Store) createPartitionLocked(op, name string, start int64) (*Partition, error) {
 	// The record goes first: a directory always has one (DropPartition
 	// removes them in the opposite order).
 	incarnation := make([]byte, incarnationLen)
 	rand.Read(incarnation)
-	if err := s.writeMeta(op, opPut, nsPartition, name, partitionRecord(0, incarnation)); err != nil {
+	if err := s.writeMeta(op, opPut, nsPartition, name, partitionRecord(start, incarnation)); err != nil {
 		return nil, err
 	}
 	if err := os.Mkdir(filepath.Join(s.dir, "p", name), 0o700); err != nil {
