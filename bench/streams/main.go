@@ -23,6 +23,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -170,13 +171,21 @@ func values(size int) [][]byte {
 	return out
 }
 
+// cpuTime is the CPU time this process (client and broker) has used.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
 type result struct {
-	produced          int
-	produceRate       float64 // records/s
-	consumeRate       float64
-	size              int
-	p50, p99, pMax    time.Duration // time from Produce to acknowledgement, under load
-	produceMB, consMB float64
+	produceCPU, consumeCPU float64 // CPU µs per record, client and broker together
+	produced               int
+	produceRate            float64 // records/s
+	consumeRate            float64
+	size                   int
+	p50, p99, pMax         time.Duration // time from Produce to acknowledgement, under load
+	produceMB, consMB      float64
 }
 
 // run produces for b.produceFor as fast as the client goes, then consumes
@@ -194,7 +203,7 @@ func (b *bench) run(t *target, topic string, partitions int32, size int, profile
 	if profile != "" {
 		stop = startProfile(profile + ".produce")
 	}
-	start := time.Now()
+	start, cpu0 := time.Now(), cpuTime()
 	n := 0
 	for time.Since(start) < b.produceFor {
 		for range 256 {
@@ -220,11 +229,12 @@ func (b *bench) run(t *target, topic string, partitions int32, size int, profile
 		log.Fatal(err)
 	}
 	took := time.Since(start)
+	produceCPU := cpuTime() - cpu0
 	stop()
 	if failed.Load() > 0 {
 		log.Fatalf("%d records failed", failed.Load())
 	}
-	r := result{produced: n, size: size, produceRate: float64(n) / took.Seconds()}
+	r := result{produced: n, size: size, produceRate: float64(n) / took.Seconds(), produceCPU: float64(produceCPU.Microseconds()) / float64(n)}
 	slices.Sort(lats)
 	if len(lats) > 0 {
 		r.p50, r.p99, r.pMax = lats[len(lats)/2], lats[len(lats)*99/100], lats[len(lats)-1]
@@ -235,7 +245,7 @@ func (b *bench) run(t *target, topic string, partitions int32, size int, profile
 	if profile != "" {
 		stop = startProfile(profile + ".consume")
 	}
-	start = time.Now()
+	start, cpu0 = time.Now(), cpuTime()
 	got := 0
 	for got < n {
 		fs := cons.PollFetches(ctx)
@@ -243,6 +253,7 @@ func (b *bench) run(t *target, topic string, partitions int32, size int, profile
 		got += fs.NumRecords()
 	}
 	r.consumeRate = float64(n) / time.Since(start).Seconds()
+	r.consumeCPU = float64((cpuTime() - cpu0).Microseconds()) / float64(n)
 	stop()
 	r.produceMB = r.produceRate * float64(size) / 1e6
 	r.consMB = r.consumeRate * float64(size) / 1e6
@@ -251,7 +262,7 @@ func (b *bench) run(t *target, topic string, partitions int32, size int, profile
 
 func (b *bench) throughput() {
 	fmt.Printf("== throughput: franz-go, acks=all, idempotent, linger 5ms, no compression, random values; median of %d rounds ==\n", b.rounds)
-	fmt.Printf("%-18s %5s %5s %13s %8s %13s %8s %10s %10s\n", "broker", "size", "parts", "produce rec/s", "MB/s", "consume rec/s", "MB/s", "p50 ack*", "p99 ack*")
+	fmt.Printf("%-18s %5s %5s %13s %8s %9s %13s %8s %9s %10s %10s\n", "broker", "size", "parts", "produce rec/s", "MB/s", "CPU µs/r", "consume rec/s", "MB/s", "CPU µs/r", "p50 ack*", "p99 ack*")
 	type key struct {
 		size  int
 		parts int32
@@ -288,19 +299,21 @@ func (b *bench) throughput() {
 					results[kind] = map[key]result{}
 				}
 				results[kind][key{size, parts}] = r
-				fmt.Printf("%-18s %5d %5d %13.0f %8.1f %13.0f %8.1f %10s %10s\n", kind, size, parts, r.produceRate, r.produceMB,
-					r.consumeRate, r.consMB, r.p50.Round(100*time.Microsecond), r.p99.Round(100*time.Microsecond))
+				fmt.Printf("%-18s %5d %5d %13.0f %8.1f %9.3f %13.0f %8.1f %9.3f %10s %10s\n", kind, size, parts, r.produceRate, r.produceMB, r.produceCPU,
+					r.consumeRate, r.consMB, r.consumeCPU, r.p50.Round(100*time.Microsecond), r.p99.Round(100*time.Microsecond))
 			}
 		}
 	}
+	fmt.Println("CPU µs/r: CPU time of the whole process (franz-go client and broker) per record, which a busy machine disturbs far less than rates")
 	fmt.Println("* from Produce to acknowledgement at full speed: mostly time queued in the client's buffer")
 	fmt.Println("-- ratios (produce / consume) --")
 	for _, size := range []int{100, 1024} {
 		for _, parts := range []int32{1, 6} {
 			k := key{size, parts}
 			s, u, f := results["keyline sealed"][k], results["keyline unsealed"][k], results["kfake (memory)"][k]
-			fmt.Printf("%4dB x%d: encryption costs %6.1f%% / %6.1f%% of throughput; sealed vs kfake %.2fx / %.2fx\n", size, parts,
-				100*(1-s.produceRate/u.produceRate), 100*(1-s.consumeRate/u.consumeRate), s.produceRate/f.produceRate, s.consumeRate/f.consumeRate)
+			fmt.Printf("%4dB x%d: encryption costs %6.1f%% / %6.1f%% of throughput and %5.1f%% / %5.1f%% more CPU per record; sealed vs kfake %.2fx / %.2fx\n", size, parts,
+				100*(1-s.produceRate/u.produceRate), 100*(1-s.consumeRate/u.consumeRate), 100*(s.produceCPU/u.produceCPU-1), 100*(s.consumeCPU/u.consumeCPU-1),
+				s.produceRate/f.produceRate, s.consumeRate/f.consumeRate)
 		}
 	}
 }
@@ -320,6 +333,8 @@ func medianResult(rs []result) result {
 	out.consumeRate = med(func(r result) float64 { return r.consumeRate })
 	out.produceMB = out.produceRate * float64(out.size) / 1e6
 	out.consMB = out.consumeRate * float64(out.size) / 1e6
+	out.produceCPU = med(func(r result) float64 { return r.produceCPU })
+	out.consumeCPU = med(func(r result) float64 { return r.consumeCPU })
 	out.p50 = time.Duration(med(func(r result) float64 { return float64(r.p50) }))
 	out.p99 = time.Duration(med(func(r result) float64 { return float64(r.p99) }))
 	return out

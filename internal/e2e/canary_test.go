@@ -92,7 +92,7 @@ func TestCanaryNeverReachesDisk(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range []string{"keyline.db", "keyline.db-wal"} {
+	for _, name := range []string{"keyline.db", "keyline.db-wal", "keyline.db-shm"} {
 		if _, err := os.Stat(filepath.Join(dir, name)); err != nil {
 			t.Errorf("the scan missed %s: %v", name, err)
 		}

@@ -15,14 +15,14 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
+// loginTimeout is how long a new connection may take to authenticate.
+const loginTimeout = 30 * time.Second
+
 // conn is one client connection. Requests are read and handled one at a
 // time and answered in order, as Kafka does. A produce request's answer waits
 // for its data to be on disk in a writer goroutine while the next request is
 // read and handled, so that a client's pipelined produce requests (franz-go
 // keeps up to 5 in flight) share fsyncs instead of taking turns.
-// loginTimeout is how long a new connection may take to authenticate.
-const loginTimeout = 30 * time.Second
-
 type conn struct {
 	b      *Broker
 	nc     net.Conn
@@ -63,7 +63,8 @@ func (c *conn) close() {
 
 // outgoing is a framed answer, written once what it waits for is durable.
 type outgoing struct {
-	buf     *[]byte // from the broker's pool
+	buf     *[]byte
+	pooled  bool // buf goes back to the broker's pool once written
 	durable []func() error
 }
 
@@ -133,14 +134,24 @@ func (c *conn) serve(parent context.Context) {
 	}
 }
 
-// respond frames resp into a pooled buffer (the fetch arena is free again
-// after that) and queues it with what the request waits for.
+// respond frames resp (the fetch arena is free again after that) and queues
+// it with what the request waits for. Only large answers (fetches) use
+// pooled buffers: a small one waiting for an fsync must not hold a pooled
+// buffer of many MiB.
 func (c *conn) respond(corr int32, resp kmsg.Response) bool {
-	buf := c.b.getBuf()
-	*buf = appendResponse(slices.Grow((*buf)[:0], responseSizeHint(resp)), corr, resp)
+	hint := responseSizeHint(resp)
+	o := outgoing{buf: new([]byte), durable: c.durable}
+	if hint >= bigResponse {
+		o.buf, o.pooled = c.b.getBuf(), true
+	}
+	*o.buf = appendResponse(slices.Grow((*o.buf)[:0], hint), corr, resp)
 	c.releaseArena()
-	return c.queue(outgoing{buf: buf, durable: c.durable})
+	return c.queue(o)
 }
+
+// bigResponse is the size from which an answer is encoded into a pooled
+// buffer.
+const bigResponse = 64 << 10
 
 // queue hands o to the writer; false once the connection is closing.
 func (c *conn) queue(o outgoing) bool {
@@ -148,8 +159,14 @@ func (c *conn) queue(o outgoing) bool {
 	case c.out <- o:
 		return true
 	case <-c.ctx.Done():
-		c.b.putBuf(o.buf)
+		c.release(o)
 		return false
+	}
+}
+
+func (c *conn) release(o outgoing) {
+	if o.pooled {
+		c.b.putBuf(o.buf)
 	}
 }
 
@@ -177,7 +194,7 @@ func (c *conn) writeLoop(log *slog.Logger) {
 				failed = true
 			}
 		}
-		c.b.putBuf(o.buf)
+		c.release(o)
 		if failed {
 			c.close()
 		}
@@ -255,7 +272,6 @@ func (c *conn) rawAuthenticate(token []byte) bool {
 	if refusal := c.login(token); refusal != "" {
 		return false
 	}
-	buf := c.b.getBuf()
-	*buf = binary.BigEndian.AppendUint32((*buf)[:0], 0)
-	return c.queue(outgoing{buf: buf})
+	empty := binary.BigEndian.AppendUint32(nil, 0)
+	return c.queue(outgoing{buf: &empty})
 }

@@ -6,7 +6,8 @@
 // Where things are:
 //
 //	broker.go     Config, New, Serve, Lock/Unlock/Close, access levels
-//	conn.go       one connection: frames in, one request at a time, SASL state
+//	conn.go       one connection: frames in, one request at a time, answers in
+//	              order from a writer that waits for produced data to be durable
 //	framing.go    size-prefixed frames, request headers, response framing
 //	apis.go       advertised versions and the dispatch to handlers
 //	NN_name.go    one file per API key, named as in franz-go's kfake
