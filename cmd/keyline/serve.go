@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/keyline/keyline/internal/server"
@@ -49,6 +50,8 @@ func newServeCmd(c *cli) *cobra.Command {
 	cmd.Flags().StringVar(&cfg.DataDir, "data-dir", "./keyline-data", "where Keyline keeps its data")
 	cmd.Flags().StringVar(&cfg.Listen, "listen", "127.0.0.1:8080", "the HTTP address of every API")
 	f := cmd.Flags()
+	f.StringVar(&cfg.KafkaHost, "kafka-host", "127.0.0.1", "the address deployments' Kafka listeners bind and advertise")
+	f.Var(portRange{&cfg.KafkaPortMin, &cfg.KafkaPortMax}, "kafka-ports", "MIN-MAX ports for deployments' Kafka listeners (default: any free port)")
 	f.StringVar(&cfg.Backups.Kind, "backup-volume", "dir", "where backups are kept: dir (<data-dir>/backups) or s3 [$KEYLINE_BACKUP_VOLUME]")
 	f.StringVar(&cfg.Backups.S3.Endpoint, "backup-s3-endpoint", "", "S3 endpoint host:port [$KEYLINE_BACKUP_S3_ENDPOINT]")
 	f.StringVar(&cfg.Backups.S3.Bucket, "backup-s3-bucket", "", "S3 bucket of the backups [$KEYLINE_BACKUP_S3_BUCKET]")
@@ -81,3 +84,26 @@ func backupVolumeFromEnv(cmd *cobra.Command, cfg *server.Config) error {
 	}
 	return nil
 }
+
+// portRange parses MIN-MAX into two ports.
+type portRange struct{ min, max *int }
+
+func (p portRange) String() string {
+	if p.min == nil || *p.min == 0 {
+		return ""
+	}
+	return fmt.Sprintf("%d-%d", *p.min, *p.max)
+}
+
+func (p portRange) Set(s string) error {
+	lo, hi, ok := strings.Cut(s, "-")
+	a, err1 := strconv.Atoi(lo)
+	b, err2 := strconv.Atoi(hi)
+	if !ok || err1 != nil || err2 != nil || a < 1 || b > 65535 || a > b {
+		return fmt.Errorf("want MIN-MAX with 1 <= MIN <= MAX <= 65535, like 9093-9192")
+	}
+	*p.min, *p.max = a, b
+	return nil
+}
+
+func (portRange) Type() string { return "range" }
