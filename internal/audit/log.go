@@ -41,6 +41,8 @@ type Log struct {
 	clock  clock.Clock
 	logger *slog.Logger
 
+	insertStmt *sql.Stmt
+
 	batch chan pending
 	stop  chan struct{}
 	done  chan struct{}
@@ -62,7 +64,11 @@ func New(ctx context.Context, db *store.DB, clk clock.Clock, logger *slog.Logger
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	l := &Log{db: db, clock: clk, logger: logger, batch: make(chan pending, 1024), stop: make(chan struct{}),
+	stmt, err := db.Prepare(ctx, insertEvent)
+	if err != nil {
+		return nil, err
+	}
+	l := &Log{db: db, clock: clk, logger: logger, insertStmt: stmt, batch: make(chan pending, 1024), stop: make(chan struct{}),
 		done: make(chan struct{}), changed: make(chan struct{})}
 	go l.writer()
 	return l, nil
@@ -72,6 +78,7 @@ func New(ctx context.Context, db *store.DB, clk clock.Clock, logger *slog.Logger
 func (l *Log) Close() {
 	close(l.stop)
 	<-l.done
+	l.insertStmt.Close()
 }
 
 // Append records ev inside tx, the transaction of the state change it
@@ -141,11 +148,7 @@ func (l *Log) writer() {
 
 func (l *Log) commit(group []pending) {
 	err := l.db.TxNoSync(context.Background(), func(tx *store.Tx) error {
-		stmt, err := tx.Prepare(insertEvent)
-		if err != nil {
-			return errs.Internalf("audit.commit", err)
-		}
-		defer stmt.Close()
+		stmt := tx.Stmt(l.insertStmt)
 		for _, p := range group {
 			if err := l.insertWith(tx.Context(), stmt.ExecContext, p.ev); err != nil {
 				return err

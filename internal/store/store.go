@@ -26,6 +26,17 @@ import (
 type DB struct {
 	write *sql.DB
 	read  *sql.DB
+
+	// relaxed says whether the one write connection is in
+	// synchronous=NORMAL (TxNoSync) rather than FULL. Only the holder of the
+	// connection reads or writes it.
+	relaxed bool
+}
+
+// Prepare compiles a statement once for the write transactions that run it
+// often (Tx.Stmt). Call it outside any transaction.
+func (db *DB) Prepare(ctx context.Context, query string) (*sql.Stmt, error) {
+	return db.write.PrepareContext(ctx, query)
 }
 
 // Migration is one versioned schema change. ID orders migrations within a
@@ -127,11 +138,7 @@ func splitStatements(s string) []string {
 // rolls back otherwise; functions registered with OnCommit run after a
 // successful commit.
 func (db *DB) Tx(ctx context.Context, fn func(*Tx) error) error {
-	sqlTx, err := db.write.BeginTx(ctx, nil)
-	if err != nil {
-		return errs.Internalf("store.Tx", err)
-	}
-	return db.run(ctx, sqlTx, fn)
+	return db.tx(ctx, false, fn)
 }
 
 // TxNoSync is Tx for records that must survive the process being killed
@@ -141,25 +148,31 @@ func (db *DB) Tx(ctx context.Context, fn func(*Tx) error) error {
 // these commits durable too. The audit trail of calls that change no state
 // uses it; every state change uses Tx.
 func (db *DB) TxNoSync(ctx context.Context, fn func(*Tx) error) error {
-	conn, err := db.write.Conn(ctx)
-	if err != nil {
-		return errs.Internalf("store.TxNoSync", err)
-	}
-	defer conn.Close()
-	if _, err := conn.ExecContext(ctx, "PRAGMA synchronous=NORMAL"); err != nil {
-		return errs.Internalf("store.TxNoSync", err)
-	}
-	// Put the connection back to FULL whatever happens, before another
-	// transaction can use it.
-	defer conn.ExecContext(context.WithoutCancel(ctx), "PRAGMA synchronous=FULL")
-	sqlTx, err := conn.BeginTx(ctx, nil)
-	if err != nil {
-		return errs.Internalf("store.TxNoSync", err)
-	}
-	return db.run(ctx, sqlTx, fn)
+	return db.tx(ctx, true, fn)
 }
 
-func (db *DB) run(ctx context.Context, sqlTx *sql.Tx, fn func(*Tx) error) error {
+// tx runs fn on the write connection, first switching its synchronous
+// mode when this transaction needs the other one.
+func (db *DB) tx(ctx context.Context, relaxed bool, fn func(*Tx) error) error {
+	conn, err := db.write.Conn(ctx)
+	if err != nil {
+		return errs.Internalf("store.Tx", err)
+	}
+	defer conn.Close()
+	if db.relaxed != relaxed {
+		mode := "FULL"
+		if relaxed {
+			mode = "NORMAL"
+		}
+		if _, err := conn.ExecContext(ctx, "PRAGMA synchronous="+mode); err != nil {
+			return errs.Internalf("store.Tx", err)
+		}
+		db.relaxed = relaxed
+	}
+	sqlTx, err := conn.BeginTx(ctx, nil)
+	if err != nil {
+		return errs.Internalf("store.Tx", err)
+	}
 	tx := &Tx{tx: sqlTx, ctx: ctx}
 	if err := fn(tx); err != nil {
 		sqlTx.Rollback()
@@ -206,9 +219,10 @@ func (t *Tx) QueryRow(query string, args ...any) *sql.Row {
 	return t.tx.QueryRowContext(t.ctx, query, args...)
 }
 
-// Prepare compiles a statement to run many times in this transaction.
-func (t *Tx) Prepare(query string) (*sql.Stmt, error) {
-	return t.tx.PrepareContext(t.ctx, query)
+// Stmt returns a statement prepared with DB.Prepare for use in this
+// transaction; on the write connection it is compiled once and reused.
+func (t *Tx) Stmt(stmt *sql.Stmt) *sql.Stmt {
+	return t.tx.StmtContext(t.ctx, stmt)
 }
 
 // OnCommit registers f to run once the transaction has committed (for

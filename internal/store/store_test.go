@@ -76,3 +76,36 @@ func TestStoredTimesSortAsText(t *testing.T) {
 		}
 	}
 }
+
+func TestStateChangesAlwaysCommitSynchronously(t *testing.T) {
+	ctx := context.Background()
+	db, err := OpenSQLite(ctx, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	mode := func(tx *Tx) int {
+		var m int
+		if err := tx.QueryRow(`PRAGMA synchronous`).Scan(&m); err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	for i, step := range []struct {
+		nosync bool
+		want   int // 1 NORMAL, 2 FULL
+	}{{false, 2}, {true, 1}, {true, 1}, {false, 2}, {true, 1}, {false, 2}} {
+		run := db.Tx
+		if step.nosync {
+			run = db.TxNoSync
+		}
+		if err := run(ctx, func(tx *Tx) error {
+			if got := mode(tx); got != step.want {
+				t.Errorf("step %d: synchronous=%d, want %d", i, got, step.want)
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
