@@ -154,9 +154,23 @@ func (db *DB) TxNoSync(ctx context.Context, fn func(*Tx) error) error {
 // tx runs fn on the write connection, first switching its synchronous
 // mode when this transaction needs the other one.
 func (db *DB) tx(ctx context.Context, relaxed bool, fn func(*Tx) error) error {
+	tx, err := db.commit(ctx, relaxed, fn)
+	if err != nil {
+		return err
+	}
+	// The connection is back in the pool: OnCommit functions may start
+	// transactions of their own.
+	for _, f := range tx.onCommit {
+		f()
+	}
+	return nil
+}
+
+// commit runs fn in a transaction on the write connection and commits it.
+func (db *DB) commit(ctx context.Context, relaxed bool, fn func(*Tx) error) (*Tx, error) {
 	conn, err := db.write.Conn(ctx)
 	if err != nil {
-		return errs.Internalf("store.Tx", err)
+		return nil, errs.Internalf("store.Tx", err)
 	}
 	defer conn.Close()
 	if db.relaxed != relaxed {
@@ -165,26 +179,23 @@ func (db *DB) tx(ctx context.Context, relaxed bool, fn func(*Tx) error) error {
 			mode = "NORMAL"
 		}
 		if _, err := conn.ExecContext(ctx, "PRAGMA synchronous="+mode); err != nil {
-			return errs.Internalf("store.Tx", err)
+			return nil, errs.Internalf("store.Tx", err)
 		}
 		db.relaxed = relaxed
 	}
 	sqlTx, err := conn.BeginTx(ctx, nil)
 	if err != nil {
-		return errs.Internalf("store.Tx", err)
+		return nil, errs.Internalf("store.Tx", err)
 	}
 	tx := &Tx{tx: sqlTx, ctx: ctx}
 	if err := fn(tx); err != nil {
 		sqlTx.Rollback()
-		return err
+		return nil, err
 	}
 	if err := sqlTx.Commit(); err != nil {
-		return errs.Internalf("store.Tx", err)
+		return nil, errs.Internalf("store.Tx", err)
 	}
-	for _, f := range tx.onCommit {
-		f()
-	}
-	return nil
+	return tx, nil
 }
 
 // Read runs fn in a read-only transaction that sees one consistent snapshot.

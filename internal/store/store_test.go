@@ -109,3 +109,33 @@ func TestStateChangesAlwaysCommitSynchronously(t *testing.T) {
 		}
 	}
 }
+
+func TestOnCommitMayStartATransaction(t *testing.T) {
+	ctx := context.Background()
+	db, err := OpenSQLite(ctx, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	db.Migrate(ctx, []Migration{{ID: "t/0001", SQL: "CREATE TABLE n (v INTEGER)"}})
+	done := make(chan error, 1)
+	go func() {
+		done <- db.Tx(ctx, func(tx *Tx) error {
+			tx.OnCommit(func() {
+				if err := db.TxNoSync(ctx, func(tx *Tx) error { _, err := tx.Exec(`INSERT INTO n VALUES (2)`); return err }); err != nil {
+					t.Error(err)
+				}
+			})
+			_, err := tx.Exec(`INSERT INTO n VALUES (1)`)
+			return err
+		})
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a transaction started from OnCommit deadlocked on the write connection")
+	}
+}
