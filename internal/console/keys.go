@@ -116,13 +116,15 @@ func loadKeys(ctx context.Context, api *caller, guid string, names map[string]in
 	}
 	for i := range keys.Resources {
 		k := &keys.Resources[i]
-		k.Rotation = "Manual"
 		var pol policyCollection
-		if err := api.do(ctx, http.MethodGet, "/api/v2/keys/"+url.PathEscape(k.ID)+"/policies?policy=rotation", kp(guid), nil, &pol); err == nil {
-			for _, p := range pol.Resources {
-				if p.Rotation != nil && p.Rotation.Enabled != nil && *p.Rotation.Enabled && p.Rotation.IntervalMonth != nil {
-					k.Rotation = "Every " + plural(*p.Rotation.IntervalMonth, "month")
-				}
+		if err := api.do(ctx, http.MethodGet, "/api/v2/keys/"+url.PathEscape(k.ID)+"/policies?policy=rotation", kp(guid), nil, &pol); err != nil {
+			k.Rotation = "Unknown (" + apiError(err).Message + ")" // say so rather than guess "Manual"
+			continue
+		}
+		k.Rotation = "Manual"
+		for _, p := range pol.Resources {
+			if p.Rotation != nil && p.Rotation.Enabled != nil && *p.Rotation.Enabled && p.Rotation.IntervalMonth != nil {
+				k.Rotation = "Every " + plural(*p.Rotation.IntervalMonth, "month")
 			}
 		}
 	}

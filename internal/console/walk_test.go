@@ -469,6 +469,18 @@ func TestKeyLifecycleFromTheKeysPage(t *testing.T) {
 	if got := b.text(row + `td[data-label="Last rotation"]`); got == "Never" {
 		t.Error("the rotated key shows no last rotation")
 	}
+	if got := b.text(row + `td[data-label="Rotation policy"]`); got != "Manual" {
+		t.Errorf("a key without a rotation policy shows %q", got)
+	}
+	keyID := get(b, "read the key id", chromedp.Evaluate[string](`document.querySelector('#keys tr[data-name="imported-key"]').dataset.key`))
+	k.call("PUT", "/api/v2/keys/"+keyID+"/policies?policy=rotation", map[string]string{"bluemix-instance": kms.GUID}, map[string]any{
+		"metadata":  map[string]any{"collectionType": "application/vnd.ibm.kms.policy+json", "collectionTotal": 1},
+		"resources": []any{map[string]any{"type": "application/vnd.ibm.kms.policy+json", "rotation": map[string]any{"enabled": true, "interval_month": 3}}},
+	}, nil)
+	b.open("/console/kms/"+kms.GUID, "#keys")
+	if got := b.text(row + `td[data-label="Rotation policy"]`); got != "Every 3 months" {
+		t.Errorf("a key rotated every 3 months shows %q", got)
+	}
 
 	// The dialog is modal and keyboard friendly: focus starts on Cancel, and
 	// Escape closes it without deleting anything.
