@@ -43,7 +43,7 @@ func newServeCmd(c *cli) *cobra.Command {
 			} else if _, err := os.Stat(keyFile); err != nil {
 				login = "--apikey <your admin API key>"
 			}
-			fmt.Fprintf(c.out, "Keyline is serving on %s\n  keyline login -a %s %s\n", s.URL(), s.URL(), login)
+			fmt.Fprintf(c.out, "Keyline is serving on %s\n  web console: %s/\n  keyline login -a %s %s\n", s.URL(), s.URL(), s.URL(), login)
 			return s.Serve(ctxOf(cmd))
 		},
 	}
