@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/keyline/keyline/internal/client"
+	"github.com/spf13/cobra"
 )
 
 func errorf(format string, args ...any) error { return fmt.Errorf(format, args...) }
@@ -22,6 +23,13 @@ func whoami(ctx context.Context, cl *client.Client) (account, iamID string, err 
 		return "", "", err
 	}
 	return str(d, "account_id"), str(d, "iam_id"), nil
+}
+
+// withAccount returns a client and the account of the caller's API key.
+func (c *cli) withAccount(cmd *cobra.Command) (*client.Client, string, error) {
+	cl := c.client()
+	account, _, err := whoami(ctxOf(cmd), cl)
+	return cl, account, err
 }
 
 // list reads a JSON array field of a decoded object as objects.

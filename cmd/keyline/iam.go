@@ -93,8 +93,7 @@ func (c *cli) serviceIDCreateCmd() *cobra.Command {
 	return &cobra.Command{
 		Use: "service-id-create NAME", Short: "Create a service ID", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cl := c.client()
-			account, _, err := whoami(ctxOf(cmd), cl)
+			cl, account, err := c.withAccount(cmd)
 			if err != nil {
 				return err
 			}
@@ -116,8 +115,7 @@ func (c *cli) serviceAPIKeyCreateCmd() *cobra.Command {
 	return &cobra.Command{
 		Use: "service-api-key-create NAME SERVICE_ID_IAM_ID", Short: "Create an API key for a service ID or an invited user (shown once)", Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cl := c.client()
-			account, _, err := whoami(ctxOf(cmd), cl)
+			cl, account, err := c.withAccount(cmd)
 			if err != nil {
 				return err
 			}
@@ -130,8 +128,7 @@ func (c *cli) userInviteCmd() *cobra.Command {
 	return &cobra.Command{
 		Use: "user-invite EMAIL", Short: "Add a user to the account", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cl := c.client()
-			account, _, err := whoami(ctxOf(cmd), cl)
+			cl, account, err := c.withAccount(cmd)
 			if err != nil {
 				return err
 			}
@@ -153,8 +150,7 @@ func (c *cli) policyCreateCmd() *cobra.Command {
 			if roles == "" || service == "" {
 				return usageError{errorf("--roles and --service-name are required")}
 			}
-			cl := c.client()
-			account, _, err := whoami(ctxOf(cmd), cl)
+			cl, account, err := c.withAccount(cmd)
 			if err != nil {
 				return err
 			}
@@ -209,8 +205,7 @@ func (c *cli) authzCreateCmd() *cobra.Command {
 		Short: "Authorize a service to use another (e.g. messagehub kms Reader,AuthorizationDelegator)",
 		Args:  cobra.ExactArgs(3),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cl := c.client()
-			account, _, err := whoami(ctxOf(cmd), cl)
+			cl, account, err := c.withAccount(cmd)
 			if err != nil {
 				return err
 			}
@@ -295,8 +290,7 @@ func (c *cli) authzListCmd() *cobra.Command {
 	return &cobra.Command{
 		Use: "authorization-policies", Short: "List service authorizations (Role, Source, Target, Type)", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cl := c.client()
-			account, _, err := whoami(ctxOf(cmd), cl)
+			cl, account, err := c.withAccount(cmd)
 			if err != nil {
 				return err
 			}
