@@ -41,7 +41,9 @@ type Log struct {
 	clock  clock.Clock
 	logger *slog.Logger
 
-	insertStmt *sql.Stmt
+	// insertRows[i] inserts 1<<i events in one statement: a group commit
+	// runs a few multi-row inserts rather than one per event.
+	insertRows [insertSizes]*sql.Stmt
 
 	batch chan pending
 	stop  chan struct{}
@@ -64,12 +66,16 @@ func New(ctx context.Context, db *store.DB, clk clock.Clock, logger *slog.Logger
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	stmt, err := db.Prepare(ctx, insertEvent)
-	if err != nil {
-		return nil, err
-	}
-	l := &Log{db: db, clock: clk, logger: logger, insertStmt: stmt, batch: make(chan pending, 1024), stop: make(chan struct{}),
+	l := &Log{db: db, clock: clk, logger: logger, batch: make(chan pending, 1024), stop: make(chan struct{}),
 		done: make(chan struct{}), changed: make(chan struct{})}
+	for i := range l.insertRows {
+		stmt, err := db.Prepare(ctx, insertEvents(1<<i))
+		if err != nil {
+			l.closeStmts()
+			return nil, err
+		}
+		l.insertRows[i] = stmt
+	}
 	go l.writer()
 	return l, nil
 }
@@ -78,7 +84,15 @@ func New(ctx context.Context, db *store.DB, clk clock.Clock, logger *slog.Logger
 func (l *Log) Close() {
 	close(l.stop)
 	<-l.done
-	l.insertStmt.Close()
+	l.closeStmts()
+}
+
+func (l *Log) closeStmts() {
+	for _, stmt := range l.insertRows {
+		if stmt != nil {
+			stmt.Close()
+		}
+	}
 }
 
 // Append records ev inside tx, the transaction of the state change it
@@ -148,11 +162,24 @@ func (l *Log) writer() {
 
 func (l *Log) commit(group []pending) {
 	err := l.db.TxNoSync(context.Background(), func(tx *store.Tx) error {
-		stmt := tx.Stmt(l.insertStmt)
-		for _, p := range group {
-			if err := l.insertWith(tx.Context(), stmt.ExecContext, p.ev); err != nil {
-				return err
+		args := make([]any, 0, eventColumns*min(len(group), 1<<(insertSizes-1)))
+		for rest := group; len(rest) > 0; {
+			// The largest prepared size that fits what is left.
+			size := insertSizes - 1
+			for 1<<size > len(rest) {
+				size--
 			}
+			args = args[:0]
+			for _, p := range rest[:1<<size] {
+				var err error
+				if args, err = l.appendRow(args, p.ev); err != nil {
+					return err
+				}
+			}
+			if _, err := tx.Stmt(l.insertRows[size]).ExecContext(tx.Context(), args...); err != nil {
+				return errs.Internalf("audit.insert", err)
+			}
+			rest = rest[1<<size:]
 		}
 		return nil
 	})
@@ -166,34 +193,54 @@ func (l *Log) commit(group []pending) {
 	}
 }
 
-const insertEvent = `INSERT INTO audit_events (id, event_time, account_id, action, outcome, severity, target_id, initiator_id, correlation_id, body)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+const (
+	// insertSizes is how many multi-row insert statements are prepared:
+	// for 1, 2, 4, ... 1<<(insertSizes-1) events.
+	insertSizes  = 7
+	eventColumns = 10
+)
 
-func (l *Log) insert(tx *store.Tx, ev *Event) error {
-	return l.insertWith(tx.Context(), func(_ context.Context, args ...any) (sql.Result, error) {
-		return tx.Exec(insertEvent, args...)
-	}, ev)
+// insertEvents is the statement that inserts n events.
+func insertEvents(n int) string {
+	var b strings.Builder
+	b.WriteString(`INSERT INTO audit_events (id, event_time, account_id, action, outcome, severity, target_id, initiator_id, correlation_id, body) VALUES `)
+	for i := range n {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString("(?,?,?,?,?,?,?,?,?,?)")
+	}
+	return b.String()
 }
 
-func (l *Log) insertWith(ctx context.Context, exec func(context.Context, ...any) (sql.Result, error), ev *Event) error {
+func (l *Log) insert(tx *store.Tx, ev *Event) error {
+	args, err := l.appendRow(nil, ev)
+	if err != nil {
+		return err
+	}
+	if _, err := tx.Exec(insertEvents(1), args...); err != nil {
+		return errs.Internalf("audit.insert", err)
+	}
+	return nil
+}
+
+// appendRow completes ev and appends its row's column values to args.
+func (l *Log) appendRow(args []any, ev *Event) ([]any, error) {
+	now := l.clock.Now()
 	if ev.ID == "" {
 		ev.ID = uuid.NewString()
 	}
 	if ev.EventTime == "" {
-		ev.EventTime = formatTime(l.clock.Now())
+		ev.EventTime = formatTime(now)
 	}
 	if ev.Observer.Name == "" {
 		ev.Observer.Name = "ActivityTracker"
 	}
 	body, err := json.Marshal(ev)
 	if err != nil {
-		return errs.Internalf("audit.insert", err)
+		return args, errs.Internalf("audit.insert", err)
 	}
-	_, err = exec(ctx, ev.ID, store.Time(l.clock.Now()), accountOf(ev), ev.Action, ev.Outcome, ev.Severity, ev.Target.ID, ev.Initiator.ID, ev.CorrelationID, string(body))
-	if err != nil {
-		return errs.Internalf("audit.insert", err)
-	}
-	return nil
+	return append(args, ev.ID, store.Time(now), accountOf(ev), ev.Action, ev.Outcome, ev.Severity, ev.Target.ID, ev.Initiator.ID, ev.CorrelationID, string(body)), nil
 }
 
 // accountOf is the account whose Activity Tracker shows the event: the
