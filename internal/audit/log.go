@@ -3,7 +3,6 @@ package audit
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -53,8 +52,10 @@ type Log struct {
 	changed chan struct{} // closed and replaced whenever events commit
 }
 
+// pending is an event waiting for the group commit: its row's column
+// values, built by the caller (in parallel) rather than by the one writer.
 type pending struct {
-	ev   *Event
+	row  []any
 	done chan error
 }
 
@@ -111,7 +112,11 @@ func (l *Log) Append(tx *store.Tx, ev *Event) error {
 // process loses nothing; the next state change's fsync (or SQLite's
 // checkpoint) carries it to the disk (store.TxNoSync).
 func (l *Log) Record(ctx context.Context, ev *Event) error {
-	p := pending{ev: ev, done: make(chan error, 1)}
+	row, err := l.row(ev)
+	if err != nil {
+		return err
+	}
+	p := pending{row: row, done: make(chan error, 1)}
 	select {
 	case l.batch <- p:
 	case <-l.stop:
@@ -171,10 +176,7 @@ func (l *Log) commit(group []pending) {
 			}
 			args = args[:0]
 			for _, p := range rest[:1<<size] {
-				var err error
-				if args, err = l.appendRow(args, p.ev); err != nil {
-					return err
-				}
+				args = append(args, p.row...)
 			}
 			if _, err := tx.Stmt(l.insertRows[size]).ExecContext(tx.Context(), args...); err != nil {
 				return errs.Internalf("audit.insert", err)
@@ -214,33 +216,34 @@ func insertEvents(n int) string {
 }
 
 func (l *Log) insert(tx *store.Tx, ev *Event) error {
-	args, err := l.appendRow(nil, ev)
+	row, err := l.row(ev)
 	if err != nil {
 		return err
 	}
-	if _, err := tx.Exec(insertEvents(1), args...); err != nil {
+	if _, err := tx.Exec(insertEvents(1), row...); err != nil {
 		return errs.Internalf("audit.insert", err)
 	}
 	return nil
 }
 
-// appendRow completes ev and appends its row's column values to args.
-func (l *Log) appendRow(args []any, ev *Event) ([]any, error) {
-	now := l.clock.Now()
+// row completes ev and returns its row's column values, in the order of
+// insertEvents.
+func (l *Log) row(ev *Event) ([]any, error) {
+	now := store.Time(l.clock.Now())
 	if ev.ID == "" {
 		ev.ID = uuid.NewString()
 	}
 	if ev.EventTime == "" {
-		ev.EventTime = formatTime(now)
+		ev.EventTime = formatTime(store.ParseTime(now))
 	}
 	if ev.Observer.Name == "" {
-		ev.Observer.Name = "ActivityTracker"
+		ev.Observer.Name = observerName
 	}
-	body, err := json.Marshal(ev)
+	body, err := encodeBody(ev, now)
 	if err != nil {
-		return args, errs.Internalf("audit.insert", err)
+		return nil, errs.Internalf("audit.insert", err)
 	}
-	return append(args, ev.ID, store.Time(now), accountOf(ev), ev.Action, ev.Outcome, ev.Severity, ev.Target.ID, ev.Initiator.ID, ev.CorrelationID, string(body)), nil
+	return []any{ev.ID, now, accountOf(ev), ev.Action, ev.Outcome, ev.Severity, ev.Target.ID, ev.Initiator.ID, ev.CorrelationID, string(body)}, nil
 }
 
 // accountOf is the account whose Activity Tracker shows the event: the
@@ -335,28 +338,27 @@ func (l *Log) Query(ctx context.Context, f Filter) (Page, error) {
 	args = append(args, f.Limit+1)
 	page := Page{Limit: f.Limit, Events: []Event{}}
 	err := l.db.Read(ctx, func(tx *store.Tx) error {
-		rows, err := tx.Query(`SELECT seq, body FROM audit_events WHERE `+where+` ORDER BY seq DESC LIMIT ?`, args...)
+		rows, err := tx.Query(`SELECT `+rowColumns+` FROM audit_events WHERE `+where+` ORDER BY seq DESC LIMIT ?`, args...)
 		if err != nil {
 			return err
 		}
 		defer rows.Close()
 		var lastSeq int64
 		for rows.Next() {
-			var seq int64
-			var body string
-			if err := rows.Scan(&seq, &body); err != nil {
+			var r storedRow
+			if err := rows.Scan(r.dest()...); err != nil {
 				return err
 			}
 			if len(page.Events) == f.Limit {
 				page.Next = strconv.FormatInt(lastSeq, 10)
 				break
 			}
-			var ev Event
-			if err := json.Unmarshal([]byte(body), &ev); err != nil {
+			ev, err := r.event()
+			if err != nil {
 				return err
 			}
 			page.Events = append(page.Events, ev)
-			lastSeq = seq
+			lastSeq = r.seq
 		}
 		return rows.Err()
 	})
@@ -384,20 +386,21 @@ func (l *Log) Follow(ctx context.Context, f Filter) (<-chan Event, error) {
 			changed := l.changedChan()
 			var batch []Event
 			err := l.db.Read(ctx, func(tx *store.Tx) error {
-				rows, err := tx.Query(`SELECT seq, body FROM audit_events WHERE `+where+` AND seq > ? ORDER BY seq LIMIT 500`, append(append([]any(nil), args...), last)...)
+				rows, err := tx.Query(`SELECT `+rowColumns+` FROM audit_events WHERE `+where+` AND seq > ? ORDER BY seq LIMIT 500`, append(append([]any(nil), args...), last)...)
 				if err != nil {
 					return err
 				}
 				defer rows.Close()
 				for rows.Next() {
-					var body string
-					if err := rows.Scan(&last, &body); err != nil {
+					var r storedRow
+					if err := rows.Scan(r.dest()...); err != nil {
 						return err
 					}
-					var ev Event
-					if err := json.Unmarshal([]byte(body), &ev); err != nil {
+					ev, err := r.event()
+					if err != nil {
 						return err
 					}
+					last = r.seq
 					batch = append(batch, ev)
 				}
 				return rows.Err()

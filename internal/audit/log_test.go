@@ -2,6 +2,7 @@ package audit
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
@@ -153,5 +154,59 @@ func TestSeverityFollowsActivityTrackerRules(t *testing.T) {
 		if got := SeverityFor(tc.action, tc.code); got != tc.want {
 			t.Errorf("%s %d: %s, want %s", tc.action, tc.code, got, tc.want)
 		}
+	}
+}
+
+func TestStoredEventsReadBackUnchanged(t *testing.T) {
+	l, db := newLog(t)
+	ctx := benchContext()
+	typical := wrapEvent(ctx)
+	unusual := NewEvent(context.Background(), "iam-identity.apikey.login", Target{ID: "not-a-crn", Name: "k"}, Failure, 401)
+	unusual.Message = ""
+	unusual.Observer.Name = "Elsewhere"
+	unusual.Reason.ReasonType = "Custom"
+	unusual.Reason.ReasonForFailure = "expired"
+	unusual.Initiator.AuthnID = "other-id"
+	unusual.Initiator.AuthnName = "other-name"
+	unusual.Initiator.Host = Host{Address: "::1", AddressType: "IPv4"}
+	unusual.EventTime = "2026-01-02T03:04:05.00+0000"
+	unusual.DataEvent = true
+	unusual.SaveServiceCopy = false
+	unusual.LogSourceCRN = "crn:v1:bluemix:public:atracker:global:a/x::"
+	unusual.Account = acct
+	for _, ev := range []*Event{typical, unusual} {
+		want := *ev
+		if err := l.Record(ctx, ev); err != nil {
+			t.Fatal(err)
+		}
+		want.ID, want.EventTime, want.Account = ev.ID, ev.EventTime, ""
+		page, err := l.Query(ctx, Filter{AccountID: acct, Limit: 1})
+		if err != nil || len(page.Events) != 1 {
+			t.Fatalf("query: %v %+v", err, page)
+		}
+		got, _ := json.Marshal(page.Events[0])
+		wantJSON, _ := json.Marshal(want)
+		if string(got) != string(wantJSON) {
+			t.Errorf("read back\n%s\nwant\n%s", got, wantJSON)
+		}
+	}
+	// Rows written before the compact body hold the whole event.
+	legacy := wrapEvent(ctx)
+	legacy.ID, legacy.EventTime = "legacy-1", "2026-11-27T09:00:00.00+0000"
+	body, _ := json.Marshal(legacy)
+	if err := db.Tx(ctx, func(tx *store.Tx) error {
+		_, err := tx.Exec(`INSERT INTO audit_events (id, event_time, account_id, action, outcome, severity, target_id, initiator_id, correlation_id, body)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, legacy.ID, store.Time(time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC)), acct, legacy.Action, legacy.Outcome,
+			legacy.Severity, legacy.Target.ID, legacy.Initiator.ID, legacy.CorrelationID, string(body))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	page, err := l.Query(ctx, Filter{AccountID: acct, Limit: 1})
+	if err != nil || len(page.Events) != 1 {
+		t.Fatalf("query: %v %+v", err, page)
+	}
+	if got, _ := json.Marshal(page.Events[0]); string(got) != string(body) {
+		t.Errorf("legacy row read back\n%s\nwant\n%s", got, body)
 	}
 }
