@@ -210,3 +210,41 @@ func TestStoredEventsReadBackUnchanged(t *testing.T) {
 		t.Errorf("legacy row read back\n%s\nwant\n%s", got, body)
 	}
 }
+
+func TestTargetQueryFindsEventsStoredBeforeTargetKeys(t *testing.T) {
+	ctx := context.Background()
+	db, err := store.OpenSQLite(ctx, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := db.Migrate(ctx, migrations[:1]); err != nil {
+		t.Fatal(err)
+	}
+	old := wrapEvent(benchContext())
+	old.ID, old.EventTime = "before-0002", "2026-11-27T09:00:00.00+0000"
+	body, _ := json.Marshal(old)
+	if err := db.Tx(ctx, func(tx *store.Tx) error {
+		_, err := tx.Exec(`INSERT INTO audit_events (id, event_time, account_id, action, outcome, severity, target_id, initiator_id, correlation_id, body)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, old.ID, store.Time(time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC)), acct, old.Action, old.Outcome,
+			old.Severity, old.Target.ID, old.Initiator.ID, old.CorrelationID, string(body))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	l, err := New(ctx, db, clock.Real{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if err := l.Record(ctx, NewEvent(ctx, "kms.secrets.read", keyTarget("other"), Success, 200)); err != nil {
+		t.Fatal(err)
+	}
+	page, err := l.Query(ctx, Filter{AccountID: acct, Target: old.Target.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(page.Events) != 1 || page.Events[0].ID != "before-0002" {
+		t.Fatalf("target query found %+v, want the event stored before audit/0002", page.Events)
+	}
+}

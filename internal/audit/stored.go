@@ -88,9 +88,9 @@ func encodeBody(ev *Event, rowTime string) ([]byte, error) {
 
 // storedRow is an event's row as read back.
 type storedRow struct {
-	seq                                                                  int64
+	seq                                                                 int64
 	id, eventTime, action, outcome, severity, target, initiator, corrID string
-	body                                                                 []byte
+	body                                                                []byte
 }
 
 // rowColumns are the columns scanned into a storedRow, in its order.

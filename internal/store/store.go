@@ -44,6 +44,9 @@ func (db *DB) Prepare(ctx context.Context, query string) (*sql.Stmt, error) {
 type Migration struct {
 	ID  string
 	SQL string
+	// Func, when set, runs after SQL in the same transaction, for data
+	// changes SQL alone cannot make (values computed in Go).
+	Func func(*Tx) error
 }
 
 // OpenSQLite opens (creating if needed) the database file in dir.
@@ -111,6 +114,11 @@ func (db *DB) Migrate(ctx context.Context, ms []Migration) error {
 			}
 			for _, stmt := range splitStatements(m.SQL) {
 				if _, err := tx.Exec(stmt); err != nil {
+					return fmt.Errorf("migration %s: %w", m.ID, err)
+				}
+			}
+			if m.Func != nil {
+				if err := m.Func(tx); err != nil {
 					return fmt.Errorf("migration %s: %w", m.ID, err)
 				}
 			}
