@@ -193,15 +193,7 @@ func TestStoredEventsReadBackUnchanged(t *testing.T) {
 	// Rows written before the compact body hold the whole event.
 	legacy := wrapEvent(ctx)
 	legacy.ID, legacy.EventTime = "legacy-1", "2026-11-27T09:00:00.00+0000"
-	body, _ := json.Marshal(legacy)
-	if err := db.Tx(ctx, func(tx *store.Tx) error {
-		_, err := tx.Exec(`INSERT INTO audit_events (id, event_time, account_id, action, outcome, severity, target_id, initiator_id, correlation_id, body)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, legacy.ID, store.Time(time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC)), acct, legacy.Action, legacy.Outcome,
-			legacy.Severity, legacy.Target.ID, legacy.Initiator.ID, legacy.CorrelationID, string(body))
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
+	body := insertWholeEventRow(t, db, legacy)
 	page, err := l.Query(ctx, Filter{AccountID: acct, Limit: 1})
 	if err != nil || len(page.Events) != 1 {
 		t.Fatalf("query: %v %+v", err, page)
@@ -223,15 +215,7 @@ func TestTargetQueryFindsEventsStoredBeforeTargetKeys(t *testing.T) {
 	}
 	old := wrapEvent(benchContext())
 	old.ID, old.EventTime = "before-0002", "2026-11-27T09:00:00.00+0000"
-	body, _ := json.Marshal(old)
-	if err := db.Tx(ctx, func(tx *store.Tx) error {
-		_, err := tx.Exec(`INSERT INTO audit_events (id, event_time, account_id, action, outcome, severity, target_id, initiator_id, correlation_id, body)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, old.ID, store.Time(time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC)), acct, old.Action, old.Outcome,
-			old.Severity, old.Target.ID, old.Initiator.ID, old.CorrelationID, string(body))
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
+	insertWholeEventRow(t, db, old)
 	l, err := New(ctx, db, clock.Real{}, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -247,4 +231,20 @@ func TestTargetQueryFindsEventsStoredBeforeTargetKeys(t *testing.T) {
 	if len(page.Events) != 1 || page.Events[0].ID != "before-0002" {
 		t.Fatalf("target query found %+v, want the event stored before audit/0002", page.Events)
 	}
+}
+
+// insertWholeEventRow stores ev as rows were stored before the compact
+// body and the target key (audit/0001), and returns the stored body.
+func insertWholeEventRow(t *testing.T, db *store.DB, ev *Event) []byte {
+	t.Helper()
+	body, _ := json.Marshal(ev)
+	if err := db.Tx(context.Background(), func(tx *store.Tx) error {
+		_, err := tx.Exec(`INSERT INTO audit_events (id, event_time, account_id, action, outcome, severity, target_id, initiator_id, correlation_id, body)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, ev.ID, store.Time(time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC)), acct, ev.Action, ev.Outcome,
+			ev.Severity, ev.Target.ID, ev.Initiator.ID, ev.CorrelationID, string(body))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return body
 }
