@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"log/slog"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -196,18 +197,31 @@ func (l *Log) writer() {
 				}
 			}
 		}
-		group := []pending{first}
-	drain:
-		for len(group) < maxBatch {
-			select {
-			case p := <-l.batch:
-				group = append(group, p)
-			default:
-				break drain
-			}
-		}
+		group := l.gather(first)
 		l.commit(group)
 	}
+}
+
+// gather takes the events queued behind first. The writer is woken by
+// the first event of a burst, usually before the other callers of the
+// burst have queued theirs: it yields the processor while that brings more
+// in, so that one commit carries many events. With nothing else to run,
+// Gosched returns at once, so a lone call is not delayed.
+func (l *Log) gather(first pending) []pending {
+	group := []pending{first}
+	for len(group) < maxBatch {
+		select {
+		case p := <-l.batch:
+			group = append(group, p)
+			continue
+		default:
+		}
+		runtime.Gosched()
+		if len(l.batch) == 0 {
+			break
+		}
+	}
+	return group
 }
 
 func (l *Log) commit(group []pending) {
