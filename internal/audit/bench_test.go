@@ -59,3 +59,16 @@ func BenchmarkRecordParallel(b *testing.B) {
 	})
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "events/s")
 }
+
+// BenchmarkEventRow measures what each Record caller does before queueing:
+// completing the event and encoding its row.
+func BenchmarkEventRow(b *testing.B) {
+	l := &Log{clock: clock.Real{}}
+	ctx := benchContext()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := l.row(wrapEvent(ctx)); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

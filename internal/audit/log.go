@@ -288,17 +288,18 @@ func (l *Log) insert(tx *store.Tx, ev *Event) error {
 // row completes ev and returns its row's column values, in the order of
 // insertEvents.
 func (l *Log) row(ev *Event) ([]any, error) {
-	now := store.Time(l.clock.Now())
+	t := l.clock.Now()
+	now, derivedTime := store.Time(t), formatTime(t)
 	if ev.ID == "" {
 		ev.ID = uuid.NewString()
 	}
 	if ev.EventTime == "" {
-		ev.EventTime = formatTime(store.ParseTime(now))
+		ev.EventTime = derivedTime
 	}
 	if ev.Observer.Name == "" {
 		ev.Observer.Name = observerName
 	}
-	body, err := encodeBody(ev, now)
+	body, err := encodeBody(ev, derivedTime)
 	if err != nil {
 		return nil, errs.Internalf("audit.insert", err)
 	}

@@ -55,8 +55,9 @@ func orDerived(v *string, derived string) string {
 	return *v
 }
 
-// encodeBody is the stored body of ev, whose row stores rowTime.
-func encodeBody(ev *Event, rowTime string) ([]byte, error) {
+// encodeBody is the stored body of ev; derivedTime is the eventTime a
+// reader derives from the row's time (formatTime of it).
+func encodeBody(ev *Event, derivedTime string) ([]byte, error) {
 	in := ev.Initiator
 	b := storedBody{
 		Message:          unlessEqual(ev.Message, messageFor(ev.Action, ev.Outcome)),
@@ -80,7 +81,7 @@ func encodeBody(ev *Event, rowTime string) ([]byte, error) {
 		LogSourceCRN:     ev.LogSourceCRN,
 		NoServiceCopy:    !ev.SaveServiceCopy,
 	}
-	if ev.EventTime != formatTime(store.ParseTime(rowTime)) {
+	if ev.EventTime != derivedTime {
 		b.EventTime = ev.EventTime
 	}
 	return json.Marshal(b)
