@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -43,6 +44,7 @@ type DB struct {
 	wake            chan struct{}
 	stop            chan struct{}
 	stopped         chan struct{}
+	closeOnce       sync.Once
 	// finish asks the writer to checkpoint the few frames committed while
 	// the checkpointer ran: SQLite restarts the WAL from its beginning only
 	// when a write starts with the log fully checkpointed, so without this
@@ -148,7 +150,7 @@ func OpenSQLite(ctx context.Context, dir string) (*DB, error) {
 
 // Close closes the database.
 func (db *DB) Close() error {
-	close(db.stop)
+	db.closeOnce.Do(func() { close(db.stop) })
 	<-db.stopped
 	return errors.Join(db.read.Close(), db.checkpoint.Close(), db.write.Close())
 }
