@@ -156,7 +156,8 @@ func TestWALStaysBoundedUnderSteadyWrites(t *testing.T) {
 	}
 	// Each commit adds at least two 4 KiB pages to the WAL; checkpoints must
 	// let SQLite reuse the log from its start rather than grow it forever.
-	const commits = 8 * checkpointEvery
+	db.checkpointEvery = 128
+	commits := 8 * db.checkpointEvery
 	row := strings.Repeat("x", 6000)
 	for i := 0; i < commits; i++ {
 		if err := db.TxNoSync(ctx, func(tx *Tx) error {
