@@ -24,6 +24,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/keyline/keyline/internal/auth"
@@ -153,6 +154,7 @@ func measure(client *http.Client, token, name string, workers int, d time.Durati
 	)
 	deadline := time.Now().Add(d)
 	start := time.Now()
+	cpuStart := processCPU()
 	for w := 0; w < workers; w++ {
 		wg.Add(1)
 		go func(w int) {
@@ -196,6 +198,7 @@ func measure(client *http.Client, token, name string, workers int, d time.Durati
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
+	cpu := processCPU() - cpuStart
 	if firstErr != nil {
 		return nil, fmt.Errorf("%d failures, first: %w", failures.Load(), firstErr)
 	}
@@ -206,7 +209,22 @@ func measure(client *http.Client, token, name string, workers int, d time.Durati
 		}
 		return lat[int(float64(len(lat)-1)*p)]
 	}
-	fmt.Printf("%-6s workers=%-3d ops=%-8d ops/s=%-9.0f p50=%-10v p99=%v\n", name, workers, len(lat),
-		float64(len(lat))/elapsed.Seconds(), pct(0.50).Round(time.Microsecond), pct(0.99).Round(time.Microsecond))
+	// CPU per operation (server and client, this process) is steadier than
+	// ops/s on a machine shared with other work.
+	var cpuPerOp time.Duration
+	if len(lat) > 0 {
+		cpuPerOp = cpu / time.Duration(len(lat))
+	}
+	fmt.Printf("%-6s workers=%-3d ops=%-8d ops/s=%-9.0f p50=%-10v p99=%-10v cpu/op=%v\n", name, workers, len(lat),
+		float64(len(lat))/elapsed.Seconds(), pct(0.50).Round(time.Microsecond), pct(0.99).Round(time.Microsecond), cpuPerOp.Round(time.Microsecond))
 	return lastBody, nil
+}
+
+// processCPU is the CPU time this process has used (user and system).
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -2,6 +2,7 @@ package audit
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
@@ -154,4 +155,96 @@ func TestSeverityFollowsActivityTrackerRules(t *testing.T) {
 			t.Errorf("%s %d: %s, want %s", tc.action, tc.code, got, tc.want)
 		}
 	}
+}
+
+func TestStoredEventsReadBackUnchanged(t *testing.T) {
+	l, db := newLog(t)
+	ctx := benchContext()
+	typical := wrapEvent(ctx)
+	unusual := NewEvent(context.Background(), "iam-identity.apikey.login", Target{ID: "not-a-crn", Name: "k"}, Failure, 401)
+	unusual.Message = ""
+	unusual.Observer.Name = "Elsewhere"
+	unusual.Reason.ReasonType = "Custom"
+	unusual.Reason.ReasonForFailure = "expired"
+	unusual.Initiator.AuthnID = "other-id"
+	unusual.Initiator.AuthnName = "other-name"
+	unusual.Initiator.Host = Host{Address: "::1", AddressType: "IPv4"}
+	unusual.EventTime = "2026-01-02T03:04:05.00+0000"
+	unusual.DataEvent = true
+	unusual.SaveServiceCopy = false
+	unusual.LogSourceCRN = "crn:v1:bluemix:public:atracker:global:a/x::"
+	unusual.Account = acct
+	for _, ev := range []*Event{typical, unusual} {
+		want := *ev
+		if err := l.Record(ctx, ev); err != nil {
+			t.Fatal(err)
+		}
+		want.ID, want.EventTime, want.Account = ev.ID, ev.EventTime, ""
+		page, err := l.Query(ctx, Filter{AccountID: acct, Limit: 1})
+		if err != nil || len(page.Events) != 1 {
+			t.Fatalf("query: %v %+v", err, page)
+		}
+		got, _ := json.Marshal(page.Events[0])
+		wantJSON, _ := json.Marshal(want)
+		if string(got) != string(wantJSON) {
+			t.Errorf("read back\n%s\nwant\n%s", got, wantJSON)
+		}
+	}
+	// Rows written before the compact body hold the whole event.
+	legacy := wrapEvent(ctx)
+	legacy.ID, legacy.EventTime = "legacy-1", "2026-11-27T09:00:00.00+0000"
+	body := insertWholeEventRow(t, db, legacy)
+	page, err := l.Query(ctx, Filter{AccountID: acct, Limit: 1})
+	if err != nil || len(page.Events) != 1 {
+		t.Fatalf("query: %v %+v", err, page)
+	}
+	if got, _ := json.Marshal(page.Events[0]); string(got) != string(body) {
+		t.Errorf("legacy row read back\n%s\nwant\n%s", got, body)
+	}
+}
+
+func TestTargetQueryFindsEventsStoredBeforeTargetKeys(t *testing.T) {
+	ctx := context.Background()
+	db, err := store.OpenSQLite(ctx, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := db.Migrate(ctx, migrations[:1]); err != nil {
+		t.Fatal(err)
+	}
+	old := wrapEvent(benchContext())
+	old.ID, old.EventTime = "before-0002", "2026-11-27T09:00:00.00+0000"
+	insertWholeEventRow(t, db, old)
+	l, err := New(ctx, db, clock.Real{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if err := l.Record(ctx, NewEvent(ctx, "kms.secrets.read", keyTarget("other"), Success, 200)); err != nil {
+		t.Fatal(err)
+	}
+	page, err := l.Query(ctx, Filter{AccountID: acct, Target: old.Target.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(page.Events) != 1 || page.Events[0].ID != "before-0002" {
+		t.Fatalf("target query found %+v, want the event stored before audit/0002", page.Events)
+	}
+}
+
+// insertWholeEventRow stores ev as rows were stored before the compact
+// body and the target key (audit/0001), and returns the stored body.
+func insertWholeEventRow(t *testing.T, db *store.DB, ev *Event) []byte {
+	t.Helper()
+	body, _ := json.Marshal(ev)
+	if err := db.Tx(context.Background(), func(tx *store.Tx) error {
+		_, err := tx.Exec(`INSERT INTO audit_events (id, event_time, account_id, action, outcome, severity, target_id, initiator_id, correlation_id, body)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, ev.ID, store.Time(time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC)), acct, ev.Action, ev.Outcome,
+			ev.Severity, ev.Target.ID, ev.Initiator.ID, ev.CorrelationID, string(body))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return body
 }

@@ -15,6 +15,8 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/keyline/keyline/internal/errs"
@@ -31,6 +33,51 @@ type DB struct {
 	// synchronous=NORMAL (TxNoSync) rather than FULL. Only the holder of the
 	// connection reads or writes it.
 	relaxed bool
+
+	// Checkpoints (copying the WAL into the database file, then fsync) run
+	// on their own connection, not in the commit that crosses SQLite's
+	// threshold: there they stalled every writer behind an fsync (the p99
+	// of wrap and unwrap). sinceCheckpoint counts commits (holder of the
+	// write connection only); every checkpointEvery it wakes checkpointer.
+	checkpoint      *sql.DB
+	sinceCheckpoint int
+	checkpointEvery int
+	wake            chan struct{}
+	stop            chan struct{}
+	stopped         chan struct{}
+	closeOnce       sync.Once
+	// finish asks the writer to checkpoint the few frames committed while
+	// the checkpointer ran: SQLite restarts the WAL from its beginning only
+	// when a write starts with the log fully checkpointed, so without this
+	// last step a busy database's WAL grows without bound.
+	finish atomic.Bool
+}
+
+// checkpointEvery is how many commits pass between checkpoints. Audit
+// group commits write about three WAL pages each, so the log grows to
+// some 13,000 pages (50 MiB) between checkpoints, then SQLite reuses it
+// from its start: far fewer checkpoint fsyncs than SQLite's default (1000
+// pages), each rarer stall off the p99 of wrap and unwrap, and pages
+// rewritten by many commits (index leaves, the table's last page) copied
+// once.
+const checkpointEvery = 4096
+
+// checkpointer runs a passive checkpoint whenever woken, until Close: it
+// never blocks readers or the writer.
+func (db *DB) checkpointer() {
+	defer close(db.stopped)
+	for {
+		select {
+		case <-db.wake:
+		case <-db.stop:
+			return
+		}
+		if _, err := db.checkpoint.Exec(`PRAGMA wal_checkpoint(PASSIVE)`); err != nil {
+			// The next wake retries; SQLite's WAL stays correct meanwhile.
+			continue
+		}
+		db.finish.Store(true)
+	}
 }
 
 // Prepare compiles a statement once for the write transactions that run it
@@ -44,6 +91,9 @@ func (db *DB) Prepare(ctx context.Context, query string) (*sql.Stmt, error) {
 type Migration struct {
 	ID  string
 	SQL string
+	// Func, when set, runs after SQL in the same transaction, for data
+	// changes SQL alone cannot make (values computed in Go).
+	Func func(*Tx) error
 }
 
 // OpenSQLite opens (creating if needed) the database file in dir.
@@ -59,6 +109,7 @@ func OpenSQLite(ctx context.Context, dir string) (*DB, error) {
 	q := url.Values{}
 	q.Add("_pragma", "journal_mode(WAL)")
 	q.Add("_pragma", "synchronous(FULL)")
+	q.Add("_pragma", "wal_autocheckpoint(0)") // the checkpointer's job
 	q.Add("_pragma", "busy_timeout(10000)")
 	q.Add("_pragma", "foreign_keys(ON)")
 	q.Add("_txlock", "immediate")
@@ -82,7 +133,17 @@ func OpenSQLite(ctx context.Context, dir string) (*DB, error) {
 		return nil, err
 	}
 	r.SetMaxOpenConns(4)
-	db := &DB{write: w, read: r}
+	cq := url.Values{}
+	cq.Add("_pragma", "busy_timeout(10000)")
+	c, err := sql.Open("sqlite", "file:"+path+"?"+cq.Encode())
+	if err != nil {
+		w.Close()
+		r.Close()
+		return nil, err
+	}
+	c.SetMaxOpenConns(1)
+	db := &DB{write: w, read: r, checkpoint: c, checkpointEvery: checkpointEvery, wake: make(chan struct{}, 1), stop: make(chan struct{}), stopped: make(chan struct{})}
+	go db.checkpointer()
 	if _, err := w.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (id TEXT PRIMARY KEY, applied_at TEXT NOT NULL)`); err != nil {
 		db.Close()
 		return nil, err
@@ -92,7 +153,9 @@ func OpenSQLite(ctx context.Context, dir string) (*DB, error) {
 
 // Close closes the database.
 func (db *DB) Close() error {
-	return errors.Join(db.read.Close(), db.write.Close())
+	db.closeOnce.Do(func() { close(db.stop) })
+	<-db.stopped
+	return errors.Join(db.read.Close(), db.checkpoint.Close(), db.write.Close())
 }
 
 // Migrate applies, in ID order, the migrations that have not run yet, each in
@@ -111,6 +174,11 @@ func (db *DB) Migrate(ctx context.Context, ms []Migration) error {
 			}
 			for _, stmt := range splitStatements(m.SQL) {
 				if _, err := tx.Exec(stmt); err != nil {
+					return fmt.Errorf("migration %s: %w", m.ID, err)
+				}
+			}
+			if m.Func != nil {
+				if err := m.Func(tx); err != nil {
 					return fmt.Errorf("migration %s: %w", m.ID, err)
 				}
 			}
@@ -183,6 +251,10 @@ func (db *DB) commit(ctx context.Context, relaxed bool, fn func(*Tx) error) (*Tx
 		}
 		db.relaxed = relaxed
 	}
+	if db.finish.Swap(false) {
+		// Best effort: on failure the next checkpoint tries again.
+		conn.ExecContext(ctx, `PRAGMA wal_checkpoint(PASSIVE)`)
+	}
 	sqlTx, err := conn.BeginTx(ctx, nil)
 	if err != nil {
 		return nil, errs.Internalf("store.Tx", err)
@@ -194,6 +266,13 @@ func (db *DB) commit(ctx context.Context, relaxed bool, fn func(*Tx) error) (*Tx
 	}
 	if err := sqlTx.Commit(); err != nil {
 		return nil, errs.Internalf("store.Tx", err)
+	}
+	if db.sinceCheckpoint++; db.sinceCheckpoint >= db.checkpointEvery {
+		db.sinceCheckpoint = 0
+		select {
+		case db.wake <- struct{}{}:
+		default: // a checkpoint is already due
+		}
 	}
 	return tx, nil
 }

@@ -3,6 +3,9 @@ package store
 import (
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -137,5 +140,38 @@ func TestOnCommitMayStartATransaction(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("a transaction started from OnCommit deadlocked on the write connection")
+	}
+}
+
+func TestWALStaysBoundedUnderSteadyWrites(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	db, err := OpenSQLite(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := db.Migrate(ctx, []Migration{{ID: "t/0001", SQL: `CREATE TABLE blobs (id INTEGER PRIMARY KEY, v TEXT NOT NULL)`}}); err != nil {
+		t.Fatal(err)
+	}
+	// Each commit adds at least two 4 KiB pages to the WAL; checkpoints must
+	// let SQLite reuse the log from its start rather than grow it forever.
+	db.checkpointEvery = 128
+	commits := 8 * db.checkpointEvery
+	row := strings.Repeat("x", 6000)
+	for i := 0; i < commits; i++ {
+		if err := db.TxNoSync(ctx, func(tx *Tx) error {
+			_, err := tx.Exec(`INSERT INTO blobs (v) VALUES (?)`, row)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fi, err := os.Stat(filepath.Join(dir, "keyline.db-wal"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if written := int64(commits * 2 * 4096); fi.Size() > written/2 {
+		t.Fatalf("WAL is %d bytes after %d bytes of commits: it is not being reused", fi.Size(), written)
 	}
 }

@@ -1,0 +1,146 @@
+package audit
+
+import (
+	"bytes"
+	"encoding/json"
+
+	"github.com/keyline/keyline/internal/store"
+)
+
+// storedBody is how an event's body is kept in its row: what the row's
+// columns already hold (id, time, action, outcome, severity, target and
+// initiator ids, correlation id) and what follows from them (the default
+// message, observer, reason type, address type, authn id and name) is left
+// out, and the keys are short. Every event is written once and most are
+// never read, so the smaller row (fewer WAL pages per group commit) is
+// worth the work of rebuilding the event on the rare read.
+type storedBody struct {
+	EventTime        string         `json:"t,omitempty"` // only when not the row's time
+	Message          *string        `json:"m,omitempty"` // nil: messageFor(action, outcome)
+	InitiatorName    string         `json:"in,omitempty"`
+	InitiatorType    string         `json:"it,omitempty"`
+	Credential       string         `json:"ic,omitempty"`
+	HostAddress      string         `json:"ha,omitempty"`
+	HostAddressType  *string        `json:"hat,omitempty"` // nil: addressType(address)
+	HostAgent        string         `json:"hu,omitempty"`
+	AuthnID          *string        `json:"ai,omitempty"` // nil: the initiator id
+	AuthnName        *string        `json:"an,omitempty"` // nil: the initiator name
+	TargetName       string         `json:"tn,omitempty"`
+	TargetType       string         `json:"tt,omitempty"`
+	Observer         *string        `json:"o,omitempty"` // nil: "ActivityTracker"
+	ReasonCode       int            `json:"rc,omitempty"`
+	ReasonType       *string        `json:"rt,omitempty"` // nil: reasonType(code)
+	ReasonForFailure string         `json:"rf,omitempty"`
+	RequestData      map[string]any `json:"rq,omitempty"`
+	ResponseData     map[string]any `json:"rs,omitempty"`
+	DataEvent        bool           `json:"de,omitempty"`
+	LogSourceCRN     string         `json:"ls,omitempty"`
+	NoServiceCopy    bool           `json:"nsc,omitempty"` // saveServiceCopy is usually true
+}
+
+const observerName = "ActivityTracker"
+
+// unlessEqual is nil when v is the value the reader derives anyway.
+func unlessEqual(v, derived string) *string {
+	if v == derived {
+		return nil
+	}
+	return &v
+}
+
+func orDerived(v *string, derived string) string {
+	if v == nil {
+		return derived
+	}
+	return *v
+}
+
+// encodeBody is the stored body of ev; derivedTime is the eventTime a
+// reader derives from the row's time (formatTime of it).
+func encodeBody(ev *Event, derivedTime string) ([]byte, error) {
+	in := ev.Initiator
+	b := storedBody{
+		Message:          unlessEqual(ev.Message, messageFor(ev.Action, ev.Outcome)),
+		InitiatorName:    in.Name,
+		InitiatorType:    in.TypeURI,
+		Credential:       in.Credential.Type,
+		HostAddress:      in.Host.Address,
+		HostAddressType:  unlessEqual(in.Host.AddressType, addressType(in.Host.Address)),
+		HostAgent:        in.Host.Agent,
+		AuthnID:          unlessEqual(in.AuthnID, in.ID),
+		AuthnName:        unlessEqual(in.AuthnName, in.Name),
+		TargetName:       ev.Target.Name,
+		TargetType:       ev.Target.TypeURI,
+		Observer:         unlessEqual(ev.Observer.Name, observerName),
+		ReasonCode:       ev.Reason.ReasonCode,
+		ReasonType:       unlessEqual(ev.Reason.ReasonType, reasonType(ev.Reason.ReasonCode)),
+		ReasonForFailure: ev.Reason.ReasonForFailure,
+		RequestData:      ev.RequestData,
+		ResponseData:     ev.ResponseData,
+		DataEvent:        ev.DataEvent,
+		LogSourceCRN:     ev.LogSourceCRN,
+		NoServiceCopy:    !ev.SaveServiceCopy,
+	}
+	if ev.EventTime != derivedTime {
+		b.EventTime = ev.EventTime
+	}
+	return json.Marshal(b)
+}
+
+// storedRow is an event's row as read back.
+type storedRow struct {
+	seq                                                                 int64
+	id, eventTime, action, outcome, severity, target, initiator, corrID string
+	body                                                                []byte
+}
+
+// rowColumns are the columns scanned into a storedRow, in its order.
+const rowColumns = `seq, id, event_time, action, outcome, severity, target_id, initiator_id, correlation_id, body`
+
+func (r *storedRow) dest() []any {
+	return []any{&r.seq, &r.id, &r.eventTime, &r.action, &r.outcome, &r.severity, &r.target, &r.initiator, &r.corrID, &r.body}
+}
+
+// event rebuilds the event a row stores. Rows written before the compact
+// body hold the whole event as JSON (it starts with its "id").
+func (r *storedRow) event() (Event, error) {
+	var ev Event
+	if bytes.HasPrefix(r.body, []byte(`{"id":`)) {
+		err := json.Unmarshal(r.body, &ev)
+		return ev, err
+	}
+	var b storedBody
+	if err := json.Unmarshal(r.body, &b); err != nil {
+		return ev, err
+	}
+	ev = Event{
+		ID:        r.id,
+		EventTime: b.EventTime,
+		Action:    r.action,
+		Outcome:   r.outcome,
+		Message:   orDerived(b.Message, messageFor(r.action, r.outcome)),
+		Severity:  r.severity,
+		Initiator: Initiator{
+			ID:         r.initiator,
+			Name:       b.InitiatorName,
+			TypeURI:    b.InitiatorType,
+			Credential: Credential{Type: b.Credential},
+			Host:       Host{Address: b.HostAddress, AddressType: orDerived(b.HostAddressType, addressType(b.HostAddress)), Agent: b.HostAgent},
+			AuthnID:    orDerived(b.AuthnID, r.initiator),
+			AuthnName:  orDerived(b.AuthnName, b.InitiatorName),
+		},
+		Target:          Target{ID: r.target, Name: b.TargetName, TypeURI: b.TargetType},
+		Observer:        Observer{Name: orDerived(b.Observer, observerName)},
+		Reason:          Reason{ReasonCode: b.ReasonCode, ReasonType: orDerived(b.ReasonType, reasonType(b.ReasonCode)), ReasonForFailure: b.ReasonForFailure},
+		RequestData:     b.RequestData,
+		ResponseData:    b.ResponseData,
+		CorrelationID:   r.corrID,
+		DataEvent:       b.DataEvent,
+		LogSourceCRN:    b.LogSourceCRN,
+		SaveServiceCopy: !b.NoServiceCopy,
+	}
+	if ev.EventTime == "" {
+		ev.EventTime = formatTime(store.ParseTime(r.eventTime))
+	}
+	return ev, nil
+}
