@@ -381,13 +381,7 @@ func (s *Service) GetAPIKey(ctx context.Context, id string) (APIKey, error) {
 	if err != nil {
 		return APIKey{}, err
 	}
-	target := auditTarget(key.CRN, key.Name, "iam-identity/apikey")
-	if err := s.mayManage(ctx, p, ActionAPIKeyGet, owner); err != nil {
-		s.recordFailure(ctx, ActionAPIKeyGet, target, err)
-		return APIKey{}, err
-	}
-	s.recordRead(ctx, ActionAPIKeyGet, target)
-	return key, nil
+	return s.readAPIKey(ctx, p, key, owner)
 }
 
 // APIKeyDetails returns the record of the API key whose value is apikey: the
@@ -402,6 +396,12 @@ func (s *Service) APIKeyDetails(ctx context.Context, apikey string) (APIKey, err
 	if err != nil {
 		return APIKey{}, err
 	}
+	return s.readAPIKey(ctx, p, key, owner)
+}
+
+// readAPIKey returns key to p if p may manage its owner, auditing the read
+// or the refusal.
+func (s *Service) readAPIKey(ctx context.Context, p *auth.Principal, key APIKey, owner identity) (APIKey, error) {
 	target := auditTarget(key.CRN, key.Name, "iam-identity/apikey")
 	if err := s.mayManage(ctx, p, ActionAPIKeyGet, owner); err != nil {
 		s.recordFailure(ctx, ActionAPIKeyGet, target, err)
