@@ -74,7 +74,7 @@ func (c *cli) instanceCreateCmd() *cobra.Command {
 func (c *cli) printInstance(in map[string]any) {
 	pairs := [][2]string{
 		{"Name", str(in, "name")}, {"ID", str(in, "id")}, {"GUID", str(in, "guid")},
-		{"Location", str(in, "region_id")}, {"Service Name", str(in, "resource_id")}, {"Service Plan Name", str(in, "resource_plan_id")},
+		{"Location", str(in, "region_id")}, {"Service Name", firstNonEmpty(str(in, "sub_type"), str(in, "resource_id"))}, {"Service Plan ID", str(in, "resource_plan_id")},
 		{"State", str(in, "state")},
 	}
 	if r := str(in, "state_reason"); r != "" {
@@ -123,7 +123,7 @@ func (c *cli) instancesCmd() *cobra.Command {
 			}
 			var rows [][]string
 			for _, in := range list(out, "resources") {
-				rows = append(rows, []string{str(in, "name"), str(in, "guid"), str(in, "region_id"), str(in, "resource_id"), str(in, "state")})
+				rows = append(rows, []string{str(in, "name"), str(in, "guid"), str(in, "region_id"), firstNonEmpty(str(in, "sub_type"), str(in, "resource_id")), str(in, "state")})
 			}
 			c.table([]string{"Name", "GUID", "Location", "Service", "State"}, rows)
 			return nil
