@@ -3,6 +3,7 @@ package archive
 import (
 	"context"
 	"errors"
+	"github.com/keyline/keyline/internal/durable"
 	"io"
 	"os"
 	"path/filepath"
@@ -272,7 +273,7 @@ func RestoreDir(ctx context.Context, r *Reader, dir string, opts seglog.Options,
 	}
 	if err == nil {
 		if err = os.Rename(tmp, dir); err == nil {
-			err = syncDir(filepath.Dir(dir))
+			err = durable.SyncDir(filepath.Dir(dir))
 		}
 		if err != nil {
 			err = errs.Internalf(op, err)
@@ -283,16 +284,4 @@ func RestoreDir(ctx context.Context, r *Reader, dir string, opts seglog.Options,
 		return err
 	}
 	return nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }

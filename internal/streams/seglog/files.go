@@ -5,25 +5,9 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+
+	"github.com/keyline/keyline/internal/durable"
 )
-
-// syncDir makes a directory's entries (new, renamed, removed files) durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	return syncClose(d)
-}
-
-// syncClose syncs and closes f, returning the first error.
-func syncClose(f *os.File) error {
-	err := f.Sync()
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return err
-}
 
 // writeFileAtomic replaces path with data: a crash leaves either the old
 // file or the new one, both complete.
@@ -35,7 +19,7 @@ func writeFileAtomic(path string, data []byte) error {
 	if err := os.Rename(tmp, path); err != nil {
 		return err
 	}
-	return syncDir(filepath.Dir(path))
+	return durable.SyncDir(filepath.Dir(path))
 }
 
 func writeSynced(path string, data []byte) error {
@@ -47,7 +31,7 @@ func writeSynced(path string, data []byte) error {
 		f.Close()
 		return err
 	}
-	return syncClose(f)
+	return durable.SyncClose(f)
 }
 
 // readAll reads the first size bytes of f.

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/keyline/keyline/internal/durable"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -263,5 +264,5 @@ func (j *metaJournal) sizeBytes() int64 {
 func (j *metaJournal) close() error {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	return syncClose(j.f)
+	return durable.SyncClose(j.f)
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
+	"github.com/keyline/keyline/internal/durable"
 	"math"
 	"os"
 	"path/filepath"
@@ -289,7 +290,7 @@ func (p *Partition) createSegment(base int64) (*segment, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := syncDir(p.dir); err != nil {
+	if err := durable.SyncDir(p.dir); err != nil {
 		f.Close()
 		return nil, err
 	}
@@ -760,7 +761,7 @@ func (p *Partition) removeSegments(cut int) error {
 	p.cacheMu.Lock()
 	p.cache = slices.DeleteFunc(p.cache, func(s *segment) bool { return slices.Contains(gone, s) })
 	p.cacheMu.Unlock()
-	return syncDir(p.dir)
+	return durable.SyncDir(p.dir)
 }
 
 func (p *Partition) keyIDs(set map[string]bool) {

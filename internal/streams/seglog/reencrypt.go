@@ -3,6 +3,7 @@ package seglog
 import (
 	"context"
 	"errors"
+	"github.com/keyline/keyline/internal/durable"
 	"os"
 	"path/filepath"
 	"slices"
@@ -245,7 +246,7 @@ func (p *Partition) reencryptSegment(ctx context.Context, seg *segment, kr *keyr
 	if err := os.Rename(idxPath+rewriteExt, idxPath); err != nil {
 		return err
 	}
-	if err := syncDir(p.dir); err != nil {
+	if err := durable.SyncDir(p.dir); err != nil {
 		return err
 	}
 	nf, err := os.OpenFile(logPath, os.O_RDWR, 0o600)

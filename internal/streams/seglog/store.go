@@ -4,6 +4,7 @@ import (
 	"crypto/cipher"
 	"crypto/rand"
 	"errors"
+	"github.com/keyline/keyline/internal/durable"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -467,7 +468,7 @@ func (s *Store) createPartitionLocked(op, name string, start int64) (*Partition,
 	if err := os.Mkdir(filepath.Join(s.dir, "p", name), 0o700); err != nil {
 		return nil, errs.Internalf(op, err)
 	}
-	if err := syncDir(filepath.Join(s.dir, "p")); err != nil {
+	if err := durable.SyncDir(filepath.Join(s.dir, "p")); err != nil {
 		return nil, errs.Internalf(op, err)
 	}
 	p, err := s.loadPartition(name, s.keys.Load())
@@ -502,7 +503,7 @@ func (s *Store) DropPartition(name string) error {
 		err = os.Rename(p.dir, filepath.Join(trash, name))
 	}
 	if err == nil {
-		err = syncDir(filepath.Join(s.dir, "p"))
+		err = durable.SyncDir(filepath.Join(s.dir, "p"))
 	}
 	if err == nil {
 		err = s.writeMeta(op, opDel, nsPartition, name, nil)

@@ -5,6 +5,7 @@ package dir
 import (
 	"context"
 	"errors"
+	"github.com/keyline/keyline/internal/durable"
 	"io"
 	"io/fs"
 	"os"
@@ -95,7 +96,7 @@ func (v *Volume) mkdirs(dir string) error {
 		next := filepath.Join(cur, seg)
 		err := os.Mkdir(next, 0o700)
 		if err == nil {
-			err = syncDir(cur)
+			err = durable.SyncDir(cur)
 		} else if errors.Is(err, fs.ErrExist) {
 			if st, serr := os.Stat(next); serr == nil && !st.IsDir() {
 				return syscall.ENOTDIR
@@ -174,7 +175,7 @@ func (w *writer) Close() error {
 		err = os.Rename(tmp, w.final)
 	}
 	if err == nil {
-		err = syncDir(filepath.Dir(w.final))
+		err = durable.SyncDir(filepath.Dir(w.final))
 	}
 	if err != nil {
 		os.Remove(tmp)
@@ -305,22 +306,10 @@ func (v *Volume) Delete(ctx context.Context, name string) error {
 		return nil
 	}
 	if err == nil {
-		err = syncDir(filepath.Dir(p))
+		err = durable.SyncDir(filepath.Dir(p))
 	}
 	if err != nil {
 		return errs.Internalf(op, err)
 	}
 	return nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }
