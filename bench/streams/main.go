@@ -19,8 +19,11 @@ import (
 	"log"
 	"log/slog"
 	"os"
+	"runtime/debug"
 	"runtime/pprof"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -37,11 +40,15 @@ import (
 
 func main() {
 	seconds := flag.Float64("seconds", 3, "how long each produce run lasts")
-	cpuprofile := flag.String("cpuprofile", "", "write CPU profiles of the sealed broker's first round to <this>.<size>.<partitions>.produce and .consume")
+	cpuprofile := flag.String("cpuprofile", "", "write CPU profiles of the keyline brokers' first round to <this>.<sealed|unsealed>.<size>.<partitions>.produce and .consume")
 	only := flag.String("only", "", "run only this part: throughput, latency, reencrypt or shred")
 	rounds := flag.Int("rounds", 3, "rounds of each throughput run; medians are reported")
+	verbose := flag.Bool("v", false, "print every round's figures to stderr, not only the medians")
+	sizes := flag.String("sizes", "100,1024", "record sizes of the throughput runs, comma-separated")
+	parts := flag.String("partitions", "1,6", "partition counts of the throughput runs, comma-separated")
 	flag.Parse()
-	b := &bench{produceFor: time.Duration(*seconds * float64(time.Second)), cpuprofile: *cpuprofile, rounds: max(*rounds, 1)}
+	b := &bench{produceFor: time.Duration(*seconds * float64(time.Second)), cpuprofile: *cpuprofile, rounds: max(*rounds, 1),
+		verbose: *verbose, sizes: intList("sizes", *sizes), parts: intList("partitions", *parts)}
 	tmp, err := os.MkdirTemp("", "bench-streams")
 	if err != nil {
 		log.Fatal(err)
@@ -68,7 +75,24 @@ type bench struct {
 	produceFor time.Duration
 	cpuprofile string
 	rounds     int
+	verbose    bool
+	sizes      []int
+	parts      []int
 	n          int
+}
+
+// intList parses a comma-separated list of positive integers, or exits
+// saying which flag is wrong.
+func intList(name, s string) []int {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n <= 0 {
+			log.Fatalf("-%s: %q is not a positive integer", name, f)
+		}
+		out = append(out, n)
+	}
+	return out
 }
 
 // target is a running Kafka endpoint to measure.
@@ -269,13 +293,15 @@ func (b *bench) throughput() {
 	}
 	results := map[string]map[key]result{}
 	kinds := []string{"keyline sealed", "keyline unsealed", "kfake (memory)"}
-	for _, size := range []int{100, 1024} {
-		for _, parts := range []int32{1, 6} {
+	for _, size := range b.sizes {
+		for _, p := range b.parts {
+			parts := int32(p)
 			rounds := map[string][]result{}
 			// Kinds alternate within a round so that noise from a shared
 			// machine falls on all of them alike.
 			for round := range b.rounds {
-				for _, kind := range kinds {
+				for i := range kinds {
+					kind := kinds[(i+round)%len(kinds)]
 					var t *target
 					switch kind {
 					case "keyline sealed":
@@ -286,11 +312,17 @@ func (b *bench) throughput() {
 						t = kfakeCluster()
 					}
 					profile := ""
-					if kind == "keyline sealed" && b.cpuprofile != "" && round == 0 {
-						profile = fmt.Sprintf("%s.%d.%d", b.cpuprofile, size, parts)
+					if kind != "kfake (memory)" && b.cpuprofile != "" && round == 0 {
+						profile = fmt.Sprintf("%s.%s.%d.%d", b.cpuprofile, strings.Fields(kind)[1], size, parts)
 					}
-					rounds[kind] = append(rounds[kind], b.run(t, "bench", parts, size, profile))
+					r := b.run(t, "bench", parts, size, profile)
+					if b.verbose {
+						fmt.Fprintf(os.Stderr, "round %d %-16s produce %9.0f rec/s %.3f µs/r, consume %9.0f rec/s %.3f µs/r\n",
+							round, kind, r.produceRate, r.produceCPU, r.consumeRate, r.consumeCPU)
+					}
+					rounds[kind] = append(rounds[kind], r)
 					t.close()
+					settleDisk()
 				}
 			}
 			for _, kind := range kinds {
@@ -307,8 +339,9 @@ func (b *bench) throughput() {
 	fmt.Println("CPU µs/r: CPU time of the whole process (franz-go client and broker) per record, which a busy machine disturbs far less than rates")
 	fmt.Println("* from Produce to acknowledgement at full speed: mostly time queued in the client's buffer")
 	fmt.Println("-- ratios (produce / consume) --")
-	for _, size := range []int{100, 1024} {
-		for _, parts := range []int32{1, 6} {
+	for _, size := range b.sizes {
+		for _, p := range b.parts {
+			parts := int32(p)
 			k := key{size, parts}
 			s, u, f := results["keyline sealed"][k], results["keyline unsealed"][k], results["kfake (memory)"][k]
 			fmt.Printf("%4dB x%d: encryption costs %6.1f%% / %6.1f%% of throughput and %5.1f%% / %5.1f%% more CPU per record; sealed vs kfake %.2fx / %.2fx\n", size, parts,
@@ -427,4 +460,19 @@ func startProfile(path string) func() {
 		log.Fatal(err)
 	}
 	return func() { pprof.StopCPUProfile(); f.Close() }
+}
+
+// settleDisk flushes what the last run left in the page cache (and the
+// discards of its deleted files) before the next run starts, so that no run
+// pays for its predecessor's writeback: at 1 KiB a run writes gigabytes,
+// more than this machine's disk absorbs at the rate the broker produces it.
+func settleDisk() {
+	start := time.Now()
+	syscall.Sync()
+	// kfake keeps a run's records on the heap; hand that memory back now
+	// rather than in the middle of the next run.
+	debug.FreeOSMemory()
+	if d := time.Since(start); d > time.Second {
+		fmt.Fprintf(os.Stderr, "settling the disk took %s\n", d.Round(time.Millisecond))
+	}
 }
