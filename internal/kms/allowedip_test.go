@@ -2,6 +2,7 @@ package kms
 
 import (
 	"context"
+	"net/netip"
 	"testing"
 
 	"github.com/keyline/keyline/internal/errs"
@@ -83,6 +84,32 @@ func TestAllowedIPPolicyFailsClosed(t *testing.T) {
 			}
 			if !tc.enabled && err != nil {
 				t.Fatalf("a disabled policy refused a call: %v", err)
+			}
+		})
+	}
+}
+
+// BenchmarkAllowedIPCheck is the policy's cost on every call (wrap included):
+// for an instance with no policy, and for one whose 64 CIDRs end with the
+// caller's.
+func BenchmarkAllowedIPCheck(b *testing.B) {
+	cidrs := make([]string, 0, 64)
+	for i := range 63 {
+		cidrs = append(cidrs, netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i), 0, 0}), 16).String())
+	}
+	l, err := newIPAllowList(append(cidrs, "127.0.0.0/8"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	s := &Service{allowedIP: newAllowedIPIndex()}
+	s.allowedIP.set("with-policy", l)
+	ctx := WithClientAddr(context.Background(), "127.0.0.1:50000")
+	for _, guid := range []string{"no-policy", "with-policy"} {
+		b.Run(guid, func(b *testing.B) {
+			for b.Loop() {
+				if err := s.checkClientAddr(ctx, "bench", guid); err != nil {
+					b.Fatal(err)
+				}
 			}
 		})
 	}
