@@ -51,6 +51,8 @@ type DB struct {
 	// when a write starts with the log fully checkpointed, so without this
 	// last step a busy database's WAL grows without bound.
 	finish atomic.Bool
+	// checkpoints counts the checkpointer's completed passes.
+	checkpoints atomic.Int64
 }
 
 // checkpointEvery is how many commits pass between checkpoints. Audit
@@ -77,6 +79,7 @@ func (db *DB) checkpointer() {
 			continue
 		}
 		db.finish.Store(true)
+		db.checkpoints.Add(1)
 	}
 }
 
