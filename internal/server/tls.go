@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -24,11 +25,14 @@ type certificate struct {
 	seen    [2]fileStamp // of certFile and keyFile when last read
 }
 
-// fileStamp tells whether a file changed since it was read: writing a file
-// in place or renaming another onto it changes its mtime or size.
+// fileStamp tells whether a file changed since it was read: writing it in
+// place changes its mtime or size, renaming another onto it its inode, and
+// a chmod 600 that makes a refused key acceptable its mode.
 type fileStamp struct {
-	mod  time.Time
-	size int64
+	mod   time.Time
+	size  int64
+	inode uint64
+	mode  fs.FileMode
 }
 
 // loadCertificate reads the pair once; a missing, unreadable, malformed or
@@ -95,7 +99,10 @@ func (c *certificate) stamps() ([2]fileStamp, error) {
 		if err != nil {
 			return out, fmt.Errorf("TLS: %w", err)
 		}
-		out[i] = fileStamp{mod: st.ModTime(), size: st.Size()}
+		out[i] = fileStamp{mod: st.ModTime(), size: st.Size(), mode: st.Mode()}
+		if sys, ok := st.Sys().(*syscall.Stat_t); ok {
+			out[i].inode = sys.Ino
+		}
 	}
 	return out, nil
 }
