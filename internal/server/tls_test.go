@@ -131,3 +131,19 @@ func TestCertificateReloadsWhenItsFilesChange(t *testing.T) {
 		t.Fatalf("serving %s with the files gone, want the fourth certificate still", got)
 	}
 }
+
+// BenchmarkCertificateUnchanged is what each handshake pays to learn that
+// the certificate files did not change.
+func BenchmarkCertificateUnchanged(b *testing.B) {
+	pair := tlstest.Issue(b, b.TempDir(), "server", "127.0.0.1")
+	c, err := loadCertificate(pair.CertFile, pair.KeyFile, quiet)
+	if err != nil {
+		b.Fatal(err)
+	}
+	hello := &tls.ClientHelloInfo{ServerName: "127.0.0.1"}
+	for b.Loop() {
+		if _, err := c.get(hello); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
