@@ -7,6 +7,9 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"strings"
+
+	"github.com/keyline/keyline/internal/client"
 )
 
 // transport is how the CLI reaches the server: the system's roots (which
@@ -47,8 +50,13 @@ type failing struct{ err error }
 
 func (f failing) RoundTrip(*http.Request) (*http.Response, error) { return nil, f.err }
 
-// explainTLS turns a certificate the CLI does not trust into advice.
+// explainTLS turns a certificate the CLI does not trust, or plain HTTP
+// sent to an HTTPS server, into advice.
 func explainTLS(err error) error {
+	var plain *client.Error
+	if errors.As(err, &plain) && plain.Status == http.StatusBadRequest && strings.Contains(plain.Message, "HTTPS server") {
+		return fmt.Errorf("%w\nThe server speaks HTTPS: use an https:// endpoint (keyline login -a https://HOST:PORT ...)", err)
+	}
 	var verify *tls.CertificateVerificationError
 	var unknown x509.UnknownAuthorityError
 	var host x509.HostnameError

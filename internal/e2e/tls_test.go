@@ -52,6 +52,10 @@ func TestServeOverTLS(t *testing.T) {
 		if code != 1 || !strings.Contains(errOut, "--cacert") || !strings.Contains(errOut, "certificate") {
 			t.Fatalf("login without the CA: exit %d, want 1 with advice to pass --cacert:\n%s", code, errOut)
 		}
+		_, errOut, code = c.run("login", "-a", "http://"+addr, "--apikey", adminKey, "--cacert", pair.CertFile)
+		if code != 1 || !strings.Contains(errOut, "use an https:// endpoint") {
+			t.Fatalf("login over plain HTTP: exit %d, want 1 with advice to use https:\n%s", code, errOut)
+		}
 		c.must("login", "--apikey", adminKey, "--cacert", pair.CertFile)
 		// Later commands trust the CA login remembered.
 		var kp map[string]any

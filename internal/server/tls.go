@@ -74,14 +74,14 @@ func (c *certificate) get(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	stamps, err := c.stamps()
-	if err != nil || stamps == c.seen {
-		if err != nil && stamps != c.seen {
-			c.seen = stamps
-			c.log.Warn("TLS: the certificate files are unreadable; still serving the previous certificate", "err", err)
-		}
+	if stamps == c.seen {
 		return c.current, nil
 	}
-	c.seen = stamps
+	c.seen = stamps // said once per change, not at every handshake
+	if err != nil {
+		c.log.Warn("TLS: the certificate files are unreadable; still serving the previous certificate", "err", err)
+		return c.current, nil
+	}
 	next, err := readPair(c.certFile, c.keyFile)
 	if err != nil {
 		c.log.Warn("TLS: the changed certificate does not load; still serving the previous one", "err", err)
