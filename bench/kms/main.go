@@ -3,6 +3,7 @@
 // its audit trail in-process.
 //
 //	go run ./bench/kms -duration 5s -workers 1,16
+//	go run ./bench/kms -allowed-ip 10.0.0.0/8,127.0.0.0/8   (with an enabled allowedIP policy)
 package main
 
 import (
@@ -43,13 +44,14 @@ func main() {
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile here")
 	auditKind := flag.String("audit", "at", "audit trail: at (the Activity Tracker, group-committed) or none (KMS cost only)")
 	authKind := flag.String("auth", "iam", "authentication and authorization: iam (Keyline's IAM, signed tokens) or table (a fixed table)")
+	allowedIP := flag.String("allowed-ip", "", "comma list of CIDRs: enable an allowedIP policy on the instance (it must admit 127.0.0.1)")
 	flag.Parse()
-	if err := run(*duration, *workerList, *cpuProfile, *auditKind, *authKind); err != nil {
+	if err := run(*duration, *workerList, *cpuProfile, *auditKind, *authKind, *allowedIP); err != nil {
 		log.Fatal(err)
 	}
 }
 
-func run(duration time.Duration, workerList, cpuProfile, auditKind, authKind string) error {
+func run(duration time.Duration, workerList, cpuProfile, auditKind, authKind, allowedIP string) error {
 	ctx := context.Background()
 	dir, err := os.MkdirTemp("", "kms-bench-")
 	if err != nil {
@@ -90,6 +92,14 @@ func run(duration time.Duration, workerList, cpuProfile, auditKind, authKind str
 	if err != nil {
 		return err
 	}
+	if allowedIP != "" {
+		on := true
+		policy := kms.InstancePolicy{PolicyType: kms.InstancePolicyAllowedIP, PolicyData: kms.InstancePolicyData{Enabled: &on,
+			Attributes: &kms.InstancePolicyAttr{AllowedIP: strings.Split(allowedIP, ",")}}}
+		if err := svc.SetInstancePolicies(auth.WithPrincipal(ctx, ba.caller), instance, kms.InstancePolicyAllowedIP, []kms.InstancePolicy{policy}); err != nil {
+			return err
+		}
+	}
 	token := ba.token
 	mux := http.NewServeMux()
 	kpapi.New(svc, ba.authn, nil).Register(mux)
@@ -110,7 +120,7 @@ func run(duration time.Duration, workerList, cpuProfile, auditKind, authKind str
 		pprof.StartCPUProfile(f)
 		defer pprof.StopCPUProfile()
 	}
-	fmt.Printf("kms bench: GOMAXPROCS=%d, %s per run, audit=%s, auth=%s\n", runtime.GOMAXPROCS(0), duration, auditKind, authKind)
+	fmt.Printf("kms bench: GOMAXPROCS=%d, %s per run, audit=%s, auth=%s, allowed-ip=%q\n", runtime.GOMAXPROCS(0), duration, auditKind, authKind, allowedIP)
 	dek := base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{0x5a}, 32))
 	wrapBody := []byte(`{"plaintext":"` + dek + `","aad":["bench"]}`)
 	for _, ws := range strings.Split(workerList, ",") {

@@ -34,6 +34,13 @@ type CredentialRevoker interface {
 	RevokeCredentials(ctx context.Context, inst Instance, key ResourceKey) error
 }
 
+// ParameterChecker is implemented by brokers that validate a create
+// request's parameters before anything is stored: it returns them under
+// their canonical names, or an error (errs kinds) that refuses the request.
+type ParameterChecker interface {
+	CheckParameters(params map[string]any) (map[string]any, error)
+}
+
 // ParameterUpdater is implemented by brokers that accept new parameters on an
 // existing instance (PATCH with parameters). Brokers without it refuse them.
 type ParameterUpdater interface {

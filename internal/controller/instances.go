@@ -134,6 +134,11 @@ func (c *Controller) CreateInstance(ctx context.Context, req CreateInstanceReque
 	if err := c.authz.Authorize(ctx, p, auth.InstanceCreate, auth.Resource{AccountID: p.AccountID, ServiceName: svc.Name}); err != nil {
 		return refused(err)
 	}
+	if checker, ok := entry.broker.(ParameterChecker); ok {
+		if inst.Parameters, err = checker.CheckParameters(inst.Parameters); err != nil {
+			return refused(err)
+		}
+	}
 	if err := c.db.Tx(ctx, func(tx *store.Tx) error { return insertInstance(tx, inst) }); err != nil {
 		return nil, err
 	}

@@ -72,7 +72,8 @@ type Service struct {
 	log    *slog.Logger
 	tick   time.Duration
 
-	hot *hotCache
+	hot       *hotCache
+	allowedIP *allowedIPIndex // enabled allowedIP policies, by instance
 
 	notifyMu sync.Mutex
 	notify   map[string]chan struct{}
@@ -95,8 +96,12 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	if cfg.SchedulerTick <= 0 {
 		cfg.SchedulerTick = time.Minute
 	}
-	return &Service{db: cfg.DB, master: cfg.Master, clock: cfg.Clock, authz: cfg.Authorizer, audit: cfg.Audit,
-		log: cfg.Logger, tick: cfg.SchedulerTick, hot: newHotCache(), notify: map[string]chan struct{}{}}, nil
+	s := &Service{db: cfg.DB, master: cfg.Master, clock: cfg.Clock, authz: cfg.Authorizer, audit: cfg.Audit,
+		log: cfg.Logger, tick: cfg.SchedulerTick, hot: newHotCache(), allowedIP: newAllowedIPIndex(), notify: map[string]chan struct{}{}}
+	if err := s.loadAllowedIP(ctx); err != nil {
+		return nil, err
+	}
+	return s, nil
 }
 
 // CreateInstance records a new Key Protect instance (called by the resource
@@ -150,6 +155,7 @@ func (s *Service) DeleteInstance(ctx context.Context, guid string) error {
 		if err != nil {
 			return errs.Internalf(op, err)
 		}
+		tx.OnCommit(func() { s.refreshAllowedIP(ctx, guid) })
 		if n, _ := res.RowsAffected(); n == 0 {
 			return errs.E(op, errs.NotExist, "INSTANCE_NOT_FOUND_ERR", "The instance does not exist")
 		}
@@ -176,8 +182,19 @@ func (s *Service) DeleteInstance(ctx context.Context, guid string) error {
 
 // instance returns the instance named by guid if the caller may address it:
 // it must exist and belong to the caller's account (a service principal acts
-// across accounts through authorizations, which the authorizer checks).
+// across accounts through authorizations, which the authorizer checks), and
+// a network call must come from an address the instance's allowedIP policy
+// allows. Every call on an instance passes here, so none bypasses the policy.
 func (s *Service) instance(ctx context.Context, op, guid string) (*auth.Principal, Instance, error) {
+	p, in, err := s.addressable(ctx, op, guid)
+	if err == nil {
+		err = s.checkClientAddr(ctx, op, in.GUID)
+	}
+	return p, in, err
+}
+
+// addressable is instance without the allowedIP policy.
+func (s *Service) addressable(ctx context.Context, op, guid string) (*auth.Principal, Instance, error) {
 	p := auth.FromContext(ctx)
 	if p == nil {
 		return nil, Instance{}, errs.E(op, errs.Unauthenticated, "UNAUTHORIZED_ERR", "The user does not have access to the specified resource")

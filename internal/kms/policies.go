@@ -409,15 +409,22 @@ func (s *Service) SetInstancePolicies(ctx context.Context, guid, typ string, in 
 			}
 		}
 		ev.RequestData["policyTypes"] = types
+		if seen[InstancePolicyAllowedIP] {
+			// Enforced from its commit on: the index is swapped then.
+			tx.OnCommit(func() { s.refreshAllowedIP(ctx, inst.GUID) })
+		}
 		return nil
 	})
 }
 
 // AllowedIPPort is the private endpoint port of an instance with an enabled
-// allowedIP policy (0 when it has none).
+// allowedIP policy (0 when it has none). Key Protect documents this call as
+// bypassing the allowedIP policy: a client locked out by it can still learn
+// the port to use.
 func (s *Service) AllowedIPPort(ctx context.Context, guid string) (int, error) {
 	const op = "kms.AllowedIPPort"
 	port := 0
+	ctx = exemptFromAllowedIP(ctx)
 	err := s.onInstance(ctx, op, guid, auth.KMSInstancePolRead, false, func(tx *store.Tx, in Instance, ev *AuditEvent) error {
 		ev.Action = "kms.instance-allowed-ip-port.read"
 		ps, err := readInstancePolicies(tx, in.GUID, InstancePolicyAllowedIP)

@@ -19,6 +19,10 @@ func (b messagehubBroker) Provision(ctx context.Context, inst controller.Instanc
 		Plan: inst.PlanID, Region: inst.Region, ResourceGroup: inst.ResourceGroupID}, params)
 }
 
+func (messagehubBroker) CheckParameters(params map[string]any) (map[string]any, error) {
+	return streams.CheckParameters(params)
+}
+
 func (b messagehubBroker) Suspend(ctx context.Context, inst controller.Instance) error {
 	return b.s.Suspend(ctx, inst.GUID)
 }

@@ -62,7 +62,8 @@ func (a *API) createInstance(ctx context.Context, w http.ResponseWriter, r *http
 	if params == nil {
 		params = map[string]any{}
 	}
-	for name, v := range map[string]*string{"disk_encryption_key_crn": body.DiskEncryptionKeyCRN, "backup_encryption_key_crn": body.BackupEncryptionKeyCRN} {
+	for name, v := range map[string]*string{"disk_encryption_key_crn": body.DiskEncryptionKeyCRN, "backup_encryption_key_crn": body.BackupEncryptionKeyCRN,
+		"disk_encryption_key": body.DiskEncryptionKey} {
 		if v == nil {
 			continue
 		}

@@ -204,6 +204,9 @@ type createInstanceBody struct {
 	// the body; they mean the same as inside parameters.
 	DiskEncryptionKeyCRN   *string `json:"disk_encryption_key_crn"`
 	BackupEncryptionKeyCRN *string `json:"backup_encryption_key_crn"`
+	// Its prose names the disk key "disk_encryption_key"; the service's
+	// broker maps that name to disk_encryption_key_crn.
+	DiskEncryptionKey *string `json:"disk_encryption_key"`
 }
 
 type updateInstanceBody struct {

@@ -79,7 +79,8 @@ func TestRemainingClientCalls(t *testing.T) {
 	if ip := must[*kp.InstancePolicy](t)(c.GetDualAuthInstancePolicy(ctx)); ip == nil || *ip.PolicyData.Enabled {
 		t.Fatalf("dual auth = %+v", ip)
 	}
-	ok(t, c.SetAllowedIPInstancePolicy(ctx, true, []string{"192.0.2.0/24"}))
+	// The policy is enforced: the test client (127.0.0.1) must be inside it.
+	ok(t, c.SetAllowedIPInstancePolicy(ctx, true, []string{"192.0.2.0/24", "127.0.0.0/8"}))
 	if ip := must[*kp.InstancePolicy](t)(c.GetAllowedIPInstancePolicy(ctx)); ip == nil || !*ip.PolicyData.Enabled {
 		t.Fatalf("allowed ip = %+v", ip)
 	}

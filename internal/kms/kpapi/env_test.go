@@ -171,3 +171,18 @@ func ok(t *testing.T, err error) {
 		t.Fatal(err)
 	}
 }
+
+// kpErrorBody is Key Protect's error envelope, as tests read it.
+type kpErrorBody struct {
+	Metadata struct {
+		CollectionType string `json:"collectionType"`
+	} `json:"metadata"`
+	Resources []struct {
+		ErrorMsg string `json:"errorMsg"`
+		Reasons  []struct {
+			Code    string `json:"code"`
+			Message string `json:"message"`
+			Status  int    `json:"status"`
+		} `json:"reasons"`
+	} `json:"resources"`
+}

@@ -237,18 +237,7 @@ func TestOddRequestsGetKeyProtectErrors(t *testing.T) {
 			if tc.code == "" {
 				return
 			}
-			var eb struct {
-				Metadata struct {
-					CollectionType string `json:"collectionType"`
-				} `json:"metadata"`
-				Resources []struct {
-					ErrorMsg string `json:"errorMsg"`
-					Reasons  []struct {
-						Code   string `json:"code"`
-						Status int    `json:"status"`
-					} `json:"reasons"`
-				} `json:"resources"`
-			}
+			var eb kpErrorBody
 			if err := json.Unmarshal([]byte(body), &eb); err != nil || len(eb.Resources) != 1 || len(eb.Resources[0].Reasons) != 1 {
 				t.Fatalf("not a Key Protect error body: %s", body)
 			}

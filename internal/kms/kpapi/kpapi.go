@@ -57,6 +57,29 @@ type route struct {
 	fn             func(c *call) error
 }
 
+// refined is the audit action and phrase of a request on rt as precisely as
+// the request line tells it: a key action is named by its path or query.
+func (rt route) refined(r *http.Request) (action, phrase string) {
+	if rt.action != actionKeyDefault {
+		return rt.action, rt.phrase
+	}
+	act := r.PathValue("action")
+	if act == "" {
+		act = r.URL.Query().Get("action")
+	}
+	if act == "restore" {
+		return auth.KMSKeyRestore, "Key could not be restored"
+	}
+	if ka, ok := keyActions[act]; ok {
+		return ka.action, ka.phrase
+	}
+	return rt.action, rt.phrase
+}
+
+// actionKeyDefault is the audit action of a key action request until the
+// action is known.
+const actionKeyDefault = "kms.secrets.default"
+
 // call is one authenticated request.
 type call struct {
 	w      http.ResponseWriter
@@ -70,7 +93,7 @@ type call struct {
 // httpapi.Middleware, which gives each request its correlation id.
 func (a *API) Register(mux *http.ServeMux) {
 	const p = "/api/v2/"
-	h := func(pattern string, rt route) { mux.Handle(pattern, a.handler(rt)) }
+	h := func(pattern string, rt route) { mux.Handle(pattern, a.handler(rt, true)) }
 	// /keys/registrations before /keys/{id}: "registrations" is not an alias.
 	h("GET "+p+"keys/registrations", route{auth.KMSRegistrationList, "Registrations could not be listed", a.listAllRegistrations})
 	h("POST "+p+"keys", route{auth.KMSKeyCreate, "Key could not be created", a.createKey(false)})
@@ -84,13 +107,15 @@ func (a *API) Register(mux *http.ServeMux) {
 	h("DELETE "+p+"keys/{id}/purge", route{auth.KMSKeyPurge, "Key could not be purged", a.purgeKey})
 	h("POST "+p+"keys/{id}/restore", route{auth.KMSKeyRestore, "Key could not be restored", a.restoreKey})
 	h("GET "+p+"keys/{id}/versions", route{auth.KMSKeyVersionsList, "Key versions could not be listed", a.listVersions})
-	h("POST "+p+"keys/{id}/actions/{action}", route{"kms.secrets.default", "Key action could not be performed", a.keyActionFromPath})
-	h("POST "+p+"keys/{id}", route{"kms.secrets.default", "Key action could not be performed", a.keyActionFromQuery})
+	h("POST "+p+"keys/{id}/actions/{action}", route{actionKeyDefault, "Key action could not be performed", a.keyActionFromPath})
+	h("POST "+p+"keys/{id}", route{actionKeyDefault, "Key action could not be performed", a.keyActionFromQuery})
 	h("GET "+p+"keys/{id}/policies", route{auth.KMSPoliciesRead, "Policies could not be retrieved", a.getPolicies})
 	h("PUT "+p+"keys/{id}/policies", route{auth.KMSPoliciesWrite, "Policies could not be set", a.putPolicies})
 	h("GET "+p+"instance/policies", route{auth.KMSInstancePolRead, "Instance policies could not be retrieved", a.getInstancePolicies})
 	h("PUT "+p+"instance/policies", route{auth.KMSInstancePolWrite, "Instance policies could not be set", a.putInstancePolicies})
-	h("GET "+p+"instance/allowed_ip_port", route{"kms.instance-allowed-ip-port.read", "Allowed IP port could not be retrieved", a.allowedIPPort})
+	// Key Protect documents this one endpoint as bypassing the allowedIP
+	// policy, so that a client outside it can still learn the port to use.
+	mux.Handle("GET "+p+"instance/allowed_ip_port", a.handler(route{"kms.instance-allowed-ip-port.read", "Allowed IP port could not be retrieved", a.allowedIPPort}, false))
 	h("POST "+p+"import_token", route{auth.KMSImportTokenCreate, "Import token could not be created", a.createImportToken})
 	h("GET "+p+"import_token", route{auth.KMSImportTokenRead, "Import token could not be retrieved", a.getImportToken})
 	h("GET "+p+"keys/{id}/registrations", route{auth.KMSRegistrationList, "Registrations could not be listed", a.listKeyRegistrations})
@@ -110,12 +135,17 @@ func (a *API) Register(mux *http.ServeMux) {
 		if actx, _, aerr := httpapi.Authenticate(r, a.authn); aerr == nil {
 			ctx = actx
 		}
-		a.kms.RecordRefusal(ctx, "kms.secrets.default", strings.TrimSpace(r.Header.Get("Bluemix-Instance")), err)
+		a.kms.RecordRefusal(ctx, actionKeyDefault, strings.TrimSpace(r.Header.Get("Bluemix-Instance")), err)
 		writeError(w, "Request could not be processed", err)
 	}))
 }
 
-func (a *API) handler(rt route) http.Handler {
+// handler serves rt. Every call carries its client's address (the TCP peer,
+// never a forwarding header) into the service, which enforces the
+// instance's allowedIP policy with it; with admit, a call from outside the
+// policy is refused here already, before its body is read, so that any
+// request from there gets the same 401.
+func (a *API) handler(rt route, admit bool) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		guid := strings.TrimSpace(r.Header.Get("Bluemix-Instance"))
 		ctx, _, err := httpapi.Authenticate(r, a.authn)
@@ -124,6 +154,14 @@ func (a *API) handler(rt route) http.Handler {
 			a.kms.RecordRefusal(r.Context(), rt.action, guid, e)
 			writeError(w, rt.phrase, e)
 			return
+		}
+		ctx = kms.WithClientAddr(ctx, r.RemoteAddr)
+		if admit {
+			action, phrase := rt.refined(r)
+			if err := a.kms.AdmitClient(ctx, action, guid); err != nil {
+				writeError(w, phrase, err)
+				return
+			}
 		}
 		r = r.WithContext(ctx)
 		c := &call{w: w, r: r, guid: guid, action: rt.action, phrase: rt.phrase}
