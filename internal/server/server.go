@@ -156,11 +156,11 @@ func (s *Server) Serve(ctx context.Context) error {
 			return err
 		}
 	}
-	s.http = &http.Server{Handler: s.handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second}
+	// The TLS handshake must finish within ReadHeaderTimeout too.
+	s.http = &http.Server{Handler: s.handler(), TLSConfig: s.tls, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second}
 	errc := make(chan error, 1)
 	go func() {
 		if s.tls != nil {
-			s.http.TLSConfig = s.tls
 			errc <- s.http.ServeTLS(s.ln, "", "")
 			return
 		}
