@@ -43,6 +43,7 @@ func exitCode(err error, stderr io.Writer) int {
 	if err == nil {
 		return exitOK
 	}
+	err = explainTLS(err)
 	fmt.Fprintln(stderr, "FAILED")
 	fmt.Fprintln(stderr, err)
 	var ue usageError
@@ -87,6 +88,9 @@ func newRoot(out, errOut io.Writer) *cobra.Command {
 type config struct {
 	Endpoint string `json:"endpoint"`
 	APIKey   string `json:"apikey"`
+	// CACert is the file of the CA that signed the server's certificate,
+	// trusted besides the system's roots (keyline login --cacert).
+	CACert string `json:"cacert,omitempty"`
 }
 
 func configPath() string {
@@ -122,7 +126,9 @@ func (c *cli) client() *client.Client {
 	cfg := loadConfig()
 	endpoint := firstNonEmpty(c.endpoint, os.Getenv("KEYLINE_ENDPOINT"), cfg.Endpoint, "http://127.0.0.1:8080")
 	apikey := firstNonEmpty(os.Getenv("KEYLINE_APIKEY"), cfg.APIKey)
-	return client.New(endpoint, apikey)
+	cl := client.New(endpoint, apikey)
+	cl.HTTP.Transport = transport(cfg.CACert)
+	return cl
 }
 
 func firstNonEmpty(vals ...string) string {

@@ -15,13 +15,16 @@ import (
 func newServeCmd(c *cli) *cobra.Command {
 	cfg := server.Config{}
 	cmd := &cobra.Command{
-		Use:   "serve [--data-dir DIR] [--listen ADDR]",
+		Use:   "serve [--data-dir DIR] [--listen ADDR] [--tls-cert FILE --tls-key FILE]",
 		Short: "Run every Keyline service in this process on embedded storage",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg.AdminAPIKey = os.Getenv("KEYLINE_ADMIN_APIKEY")
 			cfg.MasterKeyFile = os.Getenv("KEYLINE_MASTER_KEY_FILE")
 			if err := backupVolumeFromEnv(cmd, &cfg); err != nil {
+				return err
+			}
+			if err := tlsFromEnv(cmd, &cfg); err != nil {
 				return err
 			}
 			cfg.Logger = slog.New(slog.NewTextHandler(c.errOut, nil))
@@ -58,7 +61,31 @@ func newServeCmd(c *cli) *cobra.Command {
 	f.StringVar(&cfg.Backups.S3.Region, "backup-s3-region", "", "S3 region (default us-east-1) [$KEYLINE_BACKUP_S3_REGION]")
 	f.StringVar(&cfg.Backups.S3.Prefix, "backup-s3-prefix", "", "key prefix ending in '/' [$KEYLINE_BACKUP_S3_PREFIX]")
 	f.BoolVar(&cfg.Backups.S3.Secure, "backup-s3-https", false, "use HTTPS to reach S3 [$KEYLINE_BACKUP_S3_HTTPS=true]")
+	f.StringVar(&cfg.TLSCertFile, "tls-cert", "", "PEM certificate (chain) to serve HTTPS and Kafka SASL_SSL with; needs --tls-key [$KEYLINE_TLS_CERT]")
+	f.StringVar(&cfg.TLSKeyFile, "tls-key", "", "PEM private key of --tls-cert, mode 0600 [$KEYLINE_TLS_KEY]")
 	return cmd
+}
+
+// tlsFromEnv completes the certificate settings from the environment
+// (flags win) and insists on both files or neither.
+func tlsFromEnv(cmd *cobra.Command, cfg *server.Config) error {
+	for flag, dst := range map[string]*string{"tls-cert": &cfg.TLSCertFile, "tls-key": &cfg.TLSKeyFile} {
+		if v := os.Getenv(envOf(flag)); v != "" && !cmd.Flags().Changed(flag) {
+			*dst = v
+		}
+	}
+	switch {
+	case cfg.TLSCertFile != "" && cfg.TLSKeyFile == "":
+		return usageError{fmt.Errorf("--tls-cert needs --tls-key (or KEYLINE_TLS_KEY): the certificate's private key is missing")}
+	case cfg.TLSCertFile == "" && cfg.TLSKeyFile != "":
+		return usageError{fmt.Errorf("--tls-key needs --tls-cert (or KEYLINE_TLS_CERT): the certificate is missing")}
+	}
+	return nil
+}
+
+// envOf is the environment variable that stands in for a serve flag.
+func envOf(flag string) string {
+	return "KEYLINE_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
 }
 
 // backupVolumeFromEnv completes the backup volume settings from the
@@ -69,8 +96,7 @@ func backupVolumeFromEnv(cmd *cobra.Command, cfg *server.Config) error {
 	b := &cfg.Backups
 	for flag, dst := range map[string]*string{"backup-volume": &b.Kind, "backup-s3-endpoint": &b.S3.Endpoint,
 		"backup-s3-bucket": &b.S3.Bucket, "backup-s3-region": &b.S3.Region, "backup-s3-prefix": &b.S3.Prefix} {
-		env := "KEYLINE_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
-		if v := os.Getenv(env); v != "" && !cmd.Flags().Changed(flag) {
+		if v := os.Getenv(envOf(flag)); v != "" && !cmd.Flags().Changed(flag) {
 			*dst = v
 		}
 	}

@@ -6,6 +6,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"net"
@@ -119,9 +121,25 @@ func freePort(t *testing.T) string {
 // serveProcess starts `keyline serve` on dir and waits until it answers.
 func serveProcess(t *testing.T, dir string, extraEnv ...string) *proc {
 	t.Helper()
+	return serveProcessWith(t, dir, serveOptions{env: extraEnv})
+}
+
+// serveOptions adjust how serveProcessWith starts `keyline serve`.
+type serveOptions struct {
+	args []string
+	env  []string
+	// ca, when set, is the CA of the server's certificate: the server is
+	// reached over https and trusted through it.
+	ca *x509.CertPool
+}
+
+// serveProcessWith starts `keyline serve` on dir with more arguments and
+// environment, and waits until it answers.
+func serveProcessWith(t *testing.T, dir string, o serveOptions) *proc {
+	t.Helper()
 	addr := freePort(t)
-	cmd := exec.Command(binary(t), "serve", "--data-dir", dir, "--listen", addr)
-	cmd.Env = append(append(os.Environ(), "KEYLINE_ADMIN_APIKEY="+adminKey), extraEnv...)
+	cmd := exec.Command(binary(t), append([]string{"serve", "--data-dir", dir, "--listen", addr}, o.args...)...)
+	cmd.Env = append(append(os.Environ(), "KEYLINE_ADMIN_APIKEY="+adminKey), o.env...)
 	var mu sync.Mutex
 	buf := &bytes.Buffer{}
 	pr, pw := io.Pipe()
@@ -138,10 +156,15 @@ func serveProcess(t *testing.T, dir string, extraEnv ...string) *proc {
 		t.Fatal(err)
 	}
 	p := &proc{cmd: cmd, url: "http://" + addr, output: buf, mu: &mu}
+	hc := http.DefaultClient
+	if o.ca != nil {
+		p.url = "https://" + addr
+		hc = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: o.ca}}}
+	}
 	t.Cleanup(func() { p.kill(); pw.Close() })
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
-		resp, err := http.Get(p.url + "/healthz")
+		resp, err := hc.Get(p.url + "/healthz")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 {
@@ -176,6 +199,7 @@ type cli struct {
 	t    *testing.T
 	home string
 	url  string
+	env  []string // more environment for every command
 }
 
 func newCLI(t *testing.T, url string) *cli {
@@ -186,7 +210,7 @@ func newCLI(t *testing.T, url string) *cli {
 func (c *cli) run(args ...string) (string, string, int) {
 	c.t.Helper()
 	cmd := exec.Command(binary(c.t), args...)
-	cmd.Env = append(os.Environ(), "KEYLINE_HOME="+c.home, "KEYLINE_ENDPOINT="+c.url)
+	cmd.Env = append(append(os.Environ(), "KEYLINE_HOME="+c.home, "KEYLINE_ENDPOINT="+c.url), c.env...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()

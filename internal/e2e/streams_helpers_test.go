@@ -3,6 +3,8 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -27,6 +29,26 @@ type kafkaCreds struct {
 	AdminURL string
 	User     string
 	APIKey   string
+	// CAFile, when set, is the CA of the brokers' certificate: clients
+	// speak SASL_SSL and trust it.
+	CAFile string
+}
+
+// tlsConfig trusts c.CAFile (nil without one).
+func (c kafkaCreds) tlsConfig(t testing.TB) *tls.Config {
+	t.Helper()
+	if c.CAFile == "" {
+		return nil
+	}
+	pem, err := os.ReadFile(c.CAFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		t.Fatalf("%s holds no certificate", c.CAFile)
+	}
+	return &tls.Config{RootCAs: pool}
 }
 
 // streamsDeployment is a messagehub instance provisioned with a Key
@@ -95,8 +117,12 @@ func (a *api) deploymentInfo(guid string) map[string]any {
 // franz is a franz-go client logged in with the credentials.
 func franz(t testing.TB, c kafkaCreds, opts ...kgo.Opt) *kgo.Client {
 	t.Helper()
-	all := append([]kgo.Opt{kgo.SeedBrokers(c.Brokers...), kgo.SASL(plain.Auth{User: c.User, Pass: c.APIKey}.AsMechanism()),
-		kgo.RetryTimeout(10 * time.Second)}, opts...)
+	all := []kgo.Opt{kgo.SeedBrokers(c.Brokers...), kgo.SASL(plain.Auth{User: c.User, Pass: c.APIKey}.AsMechanism()),
+		kgo.RetryTimeout(10 * time.Second)}
+	if tc := c.tlsConfig(t); tc != nil {
+		all = append(all, kgo.DialTLSConfig(tc))
+	}
+	all = append(all, opts...)
 	cl, err := kgo.NewClient(all...)
 	if err != nil {
 		t.Fatal(err)
@@ -233,8 +259,13 @@ func kcat(t testing.TB, c kafkaCreds, stdin string, args ...string) (stdout, std
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
 	defer cancel()
-	base := []string{"-b", strings.Join(c.Brokers, ","), "-X", "security.protocol=SASL_PLAINTEXT", "-X", "sasl.mechanisms=PLAIN",
+	base := []string{"-b", strings.Join(c.Brokers, ","), "-X", "sasl.mechanisms=PLAIN",
 		"-X", "sasl.username=" + c.User, "-X", "sasl.password=" + c.APIKey}
+	if c.CAFile != "" {
+		base = append(base, "-X", "security.protocol=SASL_SSL", "-X", "ssl.ca.location="+c.CAFile)
+	} else {
+		base = append(base, "-X", "security.protocol=SASL_PLAINTEXT")
+	}
 	cmd := exec.CommandContext(ctx, kcatPath, append(base, args...)...)
 	cmd.Stdin = strings.NewReader(stdin)
 	var out, errOut bytes.Buffer

@@ -4,6 +4,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -36,6 +37,11 @@ type Config struct {
 	// Backups says where deployment backups are kept: a directory under
 	// DataDir by default, or an S3-compatible bucket.
 	Backups backup.VolumeConfig
+	// TLSCertFile and TLSKeyFile, both or neither, are a PEM certificate
+	// chain and its private key (mode 0600). With them the HTTP listener
+	// serves HTTPS only and every deployment's Kafka listener SASL_SSL;
+	// changed files are read again at the next handshake.
+	TLSCertFile, TLSKeyFile string
 }
 
 // Server is a running Keyline.
@@ -45,6 +51,7 @@ type Server struct {
 	master *seal.AEAD
 	Audit  *audit.Log
 	mux    *http.ServeMux
+	tls    *tls.Config // nil: plain HTTP and SASL_PLAINTEXT
 	http   *http.Server
 	ln     net.Listener
 	svc    *services
@@ -73,6 +80,11 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
+	// A bad certificate fails the start before anything is written.
+	cert, err := loadCertificate(cfg.TLSCertFile, cfg.TLSKeyFile, cfg.Logger)
+	if err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data directory: %w", err)
 	}
@@ -85,6 +97,9 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, db: db, master: master, mux: http.NewServeMux()}
+	if cert != nil {
+		s.tls = cert.tlsConfig()
+	}
 	// Bind first: service credentials advertise the address.
 	if err := s.Listen(); err != nil {
 		db.Close()
@@ -125,19 +140,32 @@ func (s *Server) Listen() error {
 // Addr is the bound address (after Listen).
 func (s *Server) Addr() string { return s.ln.Addr().String() }
 
-// URL is the base URL of the APIs (after Listen).
-func (s *Server) URL() string { return "http://" + s.Addr() }
+// URL is the base URL of the APIs (after Listen): https when TLS is on.
+func (s *Server) URL() string {
+	if s.tls != nil {
+		return "https://" + s.Addr()
+	}
+	return "http://" + s.Addr()
+}
 
-// Serve serves HTTP until ctx ends, then shuts down gracefully.
+// Serve serves HTTP (HTTPS only, with TLS) until ctx ends, then shuts down
+// gracefully.
 func (s *Server) Serve(ctx context.Context) error {
 	if s.ln == nil {
 		if err := s.Listen(); err != nil {
 			return err
 		}
 	}
-	s.http = &http.Server{Handler: s.handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second}
+	// The TLS handshake must finish within ReadHeaderTimeout too.
+	s.http = &http.Server{Handler: s.handler(), TLSConfig: s.tls, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second}
 	errc := make(chan error, 1)
-	go func() { errc <- s.http.Serve(s.ln) }()
+	go func() {
+		if s.tls != nil {
+			errc <- s.http.ServeTLS(s.ln, "", "")
+			return
+		}
+		errc <- s.http.Serve(s.ln)
+	}()
 	select {
 	case err := <-errc:
 		if errors.Is(err, http.ErrServerClosed) {

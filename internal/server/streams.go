@@ -73,7 +73,7 @@ func (s *Server) wireStreams(ctx context.Context, iamSvc *iam.Service, keys stre
 		Keys: keys, Identity: streams.IAMIdentity(iamSvc),
 		Tasks: deploymentTasks{ctl}, States: deploymentStates{ctl}, MasterKey: s.master,
 		DataDir: s.cfg.DataDir, ListenHost: s.cfg.KafkaHost, PortMin: s.cfg.KafkaPortMin, PortMax: s.cfg.KafkaPortMax,
-		AdminURL: s.URL(), Restorer: restore,
+		AdminURL: s.URL(), Restorer: restore, TLS: s.tls,
 	})
 	if err != nil {
 		return nil, err

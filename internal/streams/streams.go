@@ -10,6 +10,7 @@ package streams
 
 import (
 	"context"
+	"crypto/tls"
 	"log/slog"
 	"net/http"
 	"sync"
@@ -161,6 +162,9 @@ type Config struct {
 	AdvertisedHost string
 	// AdminURL is the base URL of the Keyline HTTP listener, for credentials.
 	AdminURL string
+	// TLS, when set, makes every deployment's Kafka listener speak SASL_SSL
+	// (as Event Streams does) instead of SASL_PLAINTEXT.
+	TLS *tls.Config
 	// PollInterval is how often pending key events are looked for when no
 	// notification comes (default 30 s).
 	PollInterval time.Duration

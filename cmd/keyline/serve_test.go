@@ -1,0 +1,72 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/keyline/keyline/internal/tlstest"
+)
+
+// runCLI runs keyline args in process and returns its exit code and stderr.
+func runCLI(t *testing.T, args ...string) (int, string) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	root := newRoot(&out, &errOut)
+	root.SetArgs(args)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	code := exitCode(root.ExecuteContext(ctx), &errOut)
+	return code, errOut.String()
+}
+
+func TestServeRefusesABadCertificateBeforeWritingAnything(t *testing.T) {
+	dir := t.TempDir()
+	pairs := tlstest.IssueRefusable(t, dir)
+	good, other, loose := pairs.Good, pairs.Other, pairs.Loose
+	for _, tc := range []struct {
+		name string
+		args []string
+		env  map[string]string
+		code int
+		want []string
+	}{
+		{name: "certificate without key", args: []string{"--tls-cert", good.CertFile}, code: exitUsage,
+			want: []string{"--tls-cert needs --tls-key", "private key is missing"}},
+		{name: "key without certificate", args: []string{"--tls-key", good.KeyFile}, code: exitUsage,
+			want: []string{"--tls-key needs --tls-cert", "certificate is missing"}},
+		{name: "key from the environment only", env: map[string]string{"KEYLINE_TLS_KEY": good.KeyFile}, code: exitUsage,
+			want: []string{"certificate is missing"}},
+		{name: "key readable by others", args: []string{"--tls-cert", loose.CertFile, "--tls-key", loose.KeyFile}, code: exitFailure,
+			want: []string{loose.KeyFile, "readable by group or others"}},
+		{name: "mismatched pair", args: []string{"--tls-cert", good.CertFile, "--tls-key", other.KeyFile}, code: exitFailure,
+			want: []string{good.CertFile, other.KeyFile, "do not make a pair"}},
+		{name: "flags win over the environment", args: []string{"--tls-cert", good.CertFile, "--tls-key", other.KeyFile},
+			env: map[string]string{"KEYLINE_TLS_CERT": other.CertFile, "KEYLINE_TLS_KEY": other.KeyFile}, code: exitFailure,
+			want: []string{good.CertFile, "do not make a pair"}},
+		{name: "mismatched pair from the environment", env: map[string]string{"KEYLINE_TLS_CERT": good.CertFile, "KEYLINE_TLS_KEY": other.KeyFile},
+			code: exitFailure, want: []string{good.CertFile, other.KeyFile, "do not make a pair"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for k, v := range tc.env {
+				t.Setenv(k, v)
+			}
+			data := filepath.Join(t.TempDir(), "data")
+			code, stderr := runCLI(t, append([]string{"serve", "--data-dir", data, "--listen", "127.0.0.1:0"}, tc.args...)...)
+			if code != tc.code {
+				t.Fatalf("exit %d, want %d:\n%s", code, tc.code, stderr)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(stderr, w) {
+					t.Errorf("stderr does not say %q:\n%s", w, stderr)
+				}
+			}
+			if _, err := os.Stat(data); !os.IsNotExist(err) {
+				t.Errorf("the data directory was created (%v) though the start failed", err)
+			}
+		})
+	}
+}
