@@ -24,6 +24,9 @@ func newServeCmd(c *cli) *cobra.Command {
 			if err := backupVolumeFromEnv(cmd, &cfg); err != nil {
 				return err
 			}
+			if err := addressesFromEnv(cmd, &cfg); err != nil {
+				return err
+			}
 			if err := tlsFromEnv(cmd, &cfg); err != nil {
 				return err
 			}
@@ -63,6 +66,8 @@ func newServeCmd(c *cli) *cobra.Command {
 	f.BoolVar(&cfg.Backups.S3.Secure, "backup-s3-https", false, "use HTTPS to reach S3 [$KEYLINE_BACKUP_S3_HTTPS=true]")
 	f.StringVar(&cfg.TLSCertFile, "tls-cert", "", "PEM certificate (chain) to serve HTTPS and Kafka SASL_SSL with; needs --tls-key [$KEYLINE_TLS_CERT]")
 	f.StringVar(&cfg.TLSKeyFile, "tls-key", "", "PEM private key of --tls-cert, mode 0600 [$KEYLINE_TLS_KEY]")
+	f.StringVar(&cfg.PublicURL, "public-url", "", "the APIs' base URL as clients reach it, for credentials (default: the --listen address) [$KEYLINE_PUBLIC_URL]")
+	f.StringVar(&cfg.KafkaAdvertisedHost, "kafka-advertised-host", "", "the host Kafka clients are told to connect to (default: --kafka-host, or this host's name for 0.0.0.0) [$KEYLINE_KAFKA_ADVERTISED_HOST]")
 	return cmd
 }
 
@@ -79,6 +84,20 @@ func tlsFromEnv(cmd *cobra.Command, cfg *server.Config) error {
 		return usageError{fmt.Errorf("--tls-cert needs --tls-key (or KEYLINE_TLS_KEY): the certificate's private key is missing")}
 	case cfg.TLSCertFile == "" && cfg.TLSKeyFile != "":
 		return usageError{fmt.Errorf("--tls-key needs --tls-cert (or KEYLINE_TLS_CERT): the certificate is missing")}
+	}
+	return nil
+}
+
+// addressesFromEnv completes the advertised addresses from the environment
+// (flags win) and checks the public URL.
+func addressesFromEnv(cmd *cobra.Command, cfg *server.Config) error {
+	for flag, dst := range map[string]*string{"public-url": &cfg.PublicURL, "kafka-advertised-host": &cfg.KafkaAdvertisedHost} {
+		if v := os.Getenv(envOf(flag)); v != "" && !cmd.Flags().Changed(flag) {
+			*dst = v
+		}
+	}
+	if _, err := server.ParsePublicURL(cfg.PublicURL); err != nil {
+		return usageError{fmt.Errorf("--public-url: %w", err)}
 	}
 	return nil
 }

@@ -23,7 +23,7 @@ func runCLI(t *testing.T, args ...string) (int, string) {
 	return code, errOut.String()
 }
 
-func TestServeRefusesABadCertificateBeforeWritingAnything(t *testing.T) {
+func TestServeRefusesBadSettingsBeforeWritingAnything(t *testing.T) {
 	dir := t.TempDir()
 	pairs := tlstest.IssueRefusable(t, dir)
 	good, other, loose := pairs.Good, pairs.Other, pairs.Loose
@@ -47,6 +47,10 @@ func TestServeRefusesABadCertificateBeforeWritingAnything(t *testing.T) {
 		{name: "flags win over the environment", args: []string{"--tls-cert", good.CertFile, "--tls-key", other.KeyFile},
 			env: map[string]string{"KEYLINE_TLS_CERT": other.CertFile, "KEYLINE_TLS_KEY": other.KeyFile}, code: exitFailure,
 			want: []string{good.CertFile, "do not make a pair"}},
+		{name: "public URL without a scheme", args: []string{"--public-url", "keyline.example.com:8443"}, code: exitUsage,
+			want: []string{"--public-url", "give the scheme and host"}},
+		{name: "public URL from the environment", env: map[string]string{"KEYLINE_PUBLIC_URL": "https://keyline.example.com/api"}, code: exitUsage,
+			want: []string{"--public-url", "/api"}},
 		{name: "mismatched pair from the environment", env: map[string]string{"KEYLINE_TLS_CERT": good.CertFile, "KEYLINE_TLS_KEY": other.KeyFile},
 			code: exitFailure, want: []string{good.CertFile, other.KeyFile, "do not make a pair"}},
 	} {

@@ -10,8 +10,11 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/keyline/keyline/internal/audit"
@@ -42,6 +45,15 @@ type Config struct {
 	// serves HTTPS only and every deployment's Kafka listener SASL_SSL;
 	// changed files are read again at the next handshake.
 	TLSCertFile, TLSKeyFile string
+	// PublicURL is the APIs' base URL as clients reach it (a proxy, a DNS
+	// name), used in service credentials and printed at start. Default: the
+	// bound address, or this host's name when Listen binds every interface.
+	PublicURL string
+	// KafkaAdvertisedHost is the host deployments' credentials and metadata
+	// tell Kafka clients to connect to. Default: KafkaHost, or this host's
+	// name when KafkaHost binds every interface (as Kafka's own
+	// advertised.listeners does).
+	KafkaAdvertisedHost string
 }
 
 // Server is a running Keyline.
@@ -79,6 +91,14 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	publicURL, err := ParsePublicURL(cfg.PublicURL)
+	if err != nil {
+		return nil, err
+	}
+	cfg.PublicURL = publicURL
+	if cfg.KafkaAdvertisedHost == "" {
+		cfg.KafkaAdvertisedHost = reachableHost(cfg.KafkaHost)
 	}
 	// A bad certificate fails the start before anything is written.
 	cert, err := loadCertificate(cfg.TLSCertFile, cfg.TLSKeyFile, cfg.Logger)
@@ -142,10 +162,44 @@ func (s *Server) Addr() string { return s.ln.Addr().String() }
 
 // URL is the base URL of the APIs (after Listen): https when TLS is on.
 func (s *Server) URL() string {
-	if s.tls != nil {
-		return "https://" + s.Addr()
+	if s.cfg.PublicURL != "" {
+		return s.cfg.PublicURL
 	}
-	return "http://" + s.Addr()
+	scheme := "http://"
+	if s.tls != nil {
+		scheme = "https://"
+	}
+	host, port, err := net.SplitHostPort(s.Addr())
+	if err != nil {
+		return scheme + s.Addr()
+	}
+	return scheme + net.JoinHostPort(reachableHost(host), port)
+}
+
+// ParsePublicURL validates a --public-url: an http or https URL with a host
+// and nothing after it but an optional "/". It returns it without the "/".
+func ParsePublicURL(raw string) (string, error) {
+	if raw == "" {
+		return "", nil
+	}
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil ||
+		(u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
+		return "", fmt.Errorf("public URL %q: give the scheme and host (and port) clients use, like https://keyline.example.com:8443", raw)
+	}
+	return strings.TrimSuffix(raw, "/"), nil
+}
+
+// reachableHost is host, or this machine's name when host is empty or
+// binds every interface, since 0.0.0.0 or :: is no address to connect to.
+func reachableHost(host string) string {
+	if ip, err := netip.ParseAddr(host); host != "" && (err != nil || !ip.IsUnspecified()) {
+		return host
+	}
+	if name, err := os.Hostname(); err == nil && name != "" {
+		return name
+	}
+	return "localhost"
 }
 
 // Serve serves HTTP (HTTPS only, with TLS) until ctx ends, then shuts down
