@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"errors"
+	"net/url"
 	"testing"
 	"time"
 
@@ -30,7 +31,19 @@ func TestDeletedResourceKeyCutsKafkaConnections(t *testing.T) {
 	other := franz(t, dep.writer, kgo.DefaultProduceTopic("revoked"))
 	produceValues(t, other, "revoked", numbered("other", 0, 5))
 
+	account, _ := admin.account()
+	serviceIDs := func() int {
+		q := url.Values{"account_id": {account}, "name": {"ServiceId-" + doomed.KeyGUID}}
+		return len(admin.must("GET", "/v1/serviceids?"+q.Encode(), nil, nil)["serviceids"].([]any))
+	}
+	if n := serviceIDs(); n != 1 {
+		t.Fatalf("%d service IDs named after the resource key, want 1", n)
+	}
+
 	admin.must("DELETE", client.Path("v2", "resource_keys", doomed.KeyGUID), nil, nil)
+	if n := serviceIDs(); n != 0 {
+		t.Fatalf("the resource key's service ID outlived it (%d left)", n)
+	}
 
 	err := franz(t, doomed, kgo.RetryTimeout(time.Second)).Ping(testCtx(t))
 	if !errors.Is(err, kerr.SaslAuthenticationFailed) {
