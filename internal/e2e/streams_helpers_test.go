@@ -25,6 +25,7 @@ import (
 
 // kafkaCreds are the Event Streams service credentials of one resource key.
 type kafkaCreds struct {
+	KeyGUID  string // of the resource key
 	Brokers  []string
 	AdminURL string
 	User     string
@@ -95,7 +96,7 @@ func (a *api) credentials(guid, name, role string) kafkaCreds {
 	if !ok {
 		a.t.Fatalf("resource key without credentials: %s", dump(out))
 	}
-	var kc kafkaCreds
+	kc := kafkaCreds{KeyGUID: out["guid"].(string)}
 	for _, b := range c["kafka_brokers_sasl"].([]any) {
 		kc.Brokers = append(kc.Brokers, b.(string))
 	}

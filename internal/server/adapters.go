@@ -54,7 +54,7 @@ type credentials struct{ iam *iam.Service }
 
 func (c *credentials) create(ctx context.Context, inst controller.Instance, key controller.ResourceKey, defaultRole string) (apikey, iamID string, err error) {
 	role := firstNonEmpty(key.Role, defaultRole)
-	sid, err := c.iam.CreateServiceID(ctx, iam.ServiceIDRequest{AccountID: inst.AccountID, Name: "ServiceId-" + key.GUID,
+	sid, err := c.iam.CreateServiceID(ctx, iam.ServiceIDRequest{AccountID: inst.AccountID, Name: serviceIDName(key),
 		Description: "Service credentials " + key.Name + " of " + inst.CRN.String()})
 	if err != nil {
 		return "", "", err
@@ -80,9 +80,15 @@ func (c *credentials) create(ctx context.Context, inst controller.Instance, key 
 	return secret, sid.IAMID, nil
 }
 
-// revoke deletes the service ID of a resource key, and with it its API keys.
+// serviceIDName names a resource key's service ID after the key's GUID, so
+// that revoking the key finds it again.
+func serviceIDName(key controller.ResourceKey) string { return "ServiceId-" + key.GUID }
+
+// revoke deletes the service ID of a resource key, and with it its API keys
+// and access policies (iam deletes them with the identity). Revoking again,
+// or after the instance is gone, finds nothing and succeeds.
 func (c *credentials) revoke(ctx context.Context, key controller.ResourceKey) error {
-	ids, err := c.iam.ListServiceIDs(ctx, key.AccountID, "ServiceId-"+key.GUID)
+	ids, err := c.iam.ListServiceIDs(ctx, key.AccountID, serviceIDName(key))
 	if err != nil {
 		return err
 	}

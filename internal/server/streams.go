@@ -12,7 +12,10 @@ import (
 
 // messagehubBroker is the Event Streams side of messagehub instances in the
 // resource controller.
-type messagehubBroker struct{ s *streams.Service }
+type messagehubBroker struct {
+	s     *streams.Service
+	creds *credentials
+}
 
 func (b messagehubBroker) Provision(ctx context.Context, inst controller.Instance, params map[string]any) ([]string, error) {
 	return b.s.Provision(ctx, streams.Instance{GUID: inst.GUID, CRN: inst.CRN.String(), AccountID: inst.AccountID, Name: inst.Name,
@@ -34,7 +37,18 @@ func (b messagehubBroker) Reclaim(ctx context.Context, inst controller.Instance)
 }
 
 func (b messagehubBroker) Credentials(ctx context.Context, inst controller.Instance, key controller.ResourceKey) (map[string]any, error) {
-	return b.s.Credentials(ctx, inst.GUID, key.Name, key.Role)
+	return b.s.Credentials(ctx, inst.GUID, serviceIDName(key), key.Name, key.Role)
+}
+
+// RevokeCredentials deletes the resource key's service ID with its API key
+// and access policy, then has the deployment's broker re-check its live
+// Kafka connections at once, so that those the key opened are cut.
+func (b messagehubBroker) RevokeCredentials(ctx context.Context, inst controller.Instance, key controller.ResourceKey) error {
+	if err := b.creds.revoke(ctx, key); err != nil {
+		return err
+	}
+	b.s.CredentialsRevoked(inst.GUID)
+	return nil
 }
 
 // deploymentTasks lets deployments start tasks in the resource controller.
@@ -78,7 +92,7 @@ func (s *Server) wireStreams(ctx context.Context, iamSvc *iam.Service, keys stre
 	if err != nil {
 		return nil, err
 	}
-	if err := ctl.Register(controller.EventStreams(), messagehubBroker{svc}); err != nil {
+	if err := ctl.Register(controller.EventStreams(), messagehubBroker{svc, &credentials{iamSvc}}); err != nil {
 		return nil, err
 	}
 	// A deleted dependent (is -> kms) authorization is re-created while the

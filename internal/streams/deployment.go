@@ -393,7 +393,7 @@ func (s *Service) kafkaLogin(guid, account string) broker.Authenticator {
 		p, err := s.iam.AuthenticateAPIKey(ctx, password)
 		if err != nil {
 			if k := errs.KindOf(err); k == errs.Unavailable || k == errs.Internal || k == errs.Other {
-				return broker.NoAccess, errors.New("the API key cannot be checked now; try again")
+				return broker.NoAccess, broker.Temporary("the API key cannot be checked now; try again")
 			}
 			return broker.NoAccess, errors.New("the API key is not valid")
 		}
@@ -402,7 +402,7 @@ func (s *Service) kafkaLogin(guid, account string) broker.Authenticator {
 			if errs.KindOf(err) == errs.Permission {
 				return broker.NoAccess, fmt.Errorf("the API key has no Reader, Writer or Manager role on Event Streams instance %s", guid)
 			}
-			return broker.NoAccess, errors.New("the API key's access cannot be checked now; try again")
+			return broker.NoAccess, broker.Temporary("the API key's access cannot be checked now; try again")
 		}
 		return lv.access, nil
 	}

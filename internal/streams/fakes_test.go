@@ -377,7 +377,7 @@ func (i *testIAM) CreateDependentAuthorization(_ context.Context, source *auth.P
 	return nil
 }
 
-func (i *testIAM) CreateServiceCredentials(_ context.Context, account, guid, name, role string) (string, string, error) {
+func (i *testIAM) CreateServiceCredentials(_ context.Context, account, guid, _, _, role string) (string, string, error) {
 	key := i.grant(account, guid, role)
 	return key, i.apikeys[key].principal.IAMID, nil
 }

@@ -194,8 +194,9 @@ func (s *Service) Reclaim(ctx context.Context, guid string) error {
 }
 
 // Credentials makes service credentials for a deployment in Event Streams'
-// shape: a new service ID API key with role on the deployment.
-func (s *Service) Credentials(ctx context.Context, guid, name, role string) (map[string]any, error) {
+// shape: a new service ID (named serviceID, so that whoever revokes them
+// finds it again) with an API key named name and role on the deployment.
+func (s *Service) Credentials(ctx context.Context, guid, serviceID, name, role string) (map[string]any, error) {
 	const op = "streams.Credentials"
 	d, err := s.get(op, guid)
 	if err != nil {
@@ -205,7 +206,7 @@ func (s *Service) Credentials(ctx context.Context, guid, name, role string) (map
 	if role == "" {
 		role = auth.RoleManager
 	}
-	apikey, iamID, err := s.iam.CreateServiceCredentials(ctx, rec.AccountID, guid, name, role)
+	apikey, iamID, err := s.iam.CreateServiceCredentials(ctx, rec.AccountID, guid, serviceID, name, role)
 	if err != nil {
 		return nil, err
 	}
@@ -223,6 +224,25 @@ func (s *Service) Credentials(ctx context.Context, guid, name, role string) (map
 		"iam_role_crn":       role,
 		"iam_apikey_name":    name,
 	}, nil
+}
+
+// CredentialsRevoked has the deployment's broker check every live Kafka
+// connection's login now rather than at its next periodic sweep: called once
+// a deployment's credentials are deleted in IAM, it cuts the connections
+// they opened. Nothing to do for a deployment that is gone or not serving.
+func (s *Service) CredentialsRevoked(guid string) {
+	s.mu.Lock()
+	d := s.deployments[guid]
+	s.mu.Unlock()
+	if d == nil {
+		return
+	}
+	d.mu.Lock()
+	brk := d.brk
+	d.mu.Unlock()
+	if brk != nil {
+		brk.Reauthorize()
+	}
 }
 
 func (s *Service) brokerAddrs(rec record) []string {

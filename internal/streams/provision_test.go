@@ -145,7 +145,7 @@ func TestProduceAndConsumeOverSASL(t *testing.T) {
 		}
 	})
 	t.Run("a login refused says why", func(t *testing.T) {
-		creds, _ := h.svc.Credentials(context.Background(), inst.GUID, "x", auth.RoleReader)
+		creds, _ := h.svc.Credentials(context.Background(), inst.GUID, "ServiceId-x", "x", auth.RoleReader)
 		brokers := creds["kafka_brokers_sasl"].([]string)
 		for _, tc := range []struct{ user, pass, want string }{
 			{"admin", creds["api_key"].(string), `the SASL user name must be "token"`},

@@ -68,7 +68,7 @@ func TestSeedFlowsOverRealKMSAndIAM(t *testing.T) {
 	}
 
 	creds := func(role string, opts ...kgo.Opt) *kgo.Client {
-		c, err := svc.Credentials(env.AsAdmin(), guid, "creds-"+uuid.NewString()[:8], role)
+		c, err := svc.Credentials(env.AsAdmin(), guid, "ServiceId-"+uuid.NewString(), "creds-"+uuid.NewString()[:8], role)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -143,8 +143,8 @@ func (a iamIdentity) CreateDependentAuthorization(ctx context.Context, source *a
 	return err
 }
 
-func (a iamIdentity) CreateServiceCredentials(ctx context.Context, account, guid, name, role string) (string, string, error) {
-	sid, err := a.CreateServiceID(ctx, iam.ServiceIDRequest{AccountID: account, Name: name})
+func (a iamIdentity) CreateServiceCredentials(ctx context.Context, account, guid, serviceID, name, role string) (string, string, error) {
+	sid, err := a.CreateServiceID(ctx, iam.ServiceIDRequest{AccountID: account, Name: serviceID})
 	if err != nil {
 		return "", "", err
 	}

@@ -107,9 +107,9 @@ type Identity interface {
 	// created by source (a deployment); it needs source's delegator role and
 	// fails with errs.Permission otherwise.
 	CreateDependentAuthorization(ctx context.Context, source *auth.Principal, dependentService string, target auth.Resource, role string) error
-	// CreateServiceCredentials makes a service ID with an API key and an
-	// access policy granting role on the deployment.
-	CreateServiceCredentials(ctx context.Context, accountID, deploymentGUID, name, role string) (apikey, iamID string, err error)
+	// CreateServiceCredentials makes a service ID named serviceID with an API
+	// key named name and an access policy granting role on the deployment.
+	CreateServiceCredentials(ctx context.Context, accountID, deploymentGUID, serviceID, name, role string) (apikey, iamID string, err error)
 }
 
 // Tasks starts Cloud Databases style tasks on a deployment.

@@ -19,7 +19,7 @@ const maxParallelAppends = 32
 // requests share fsyncs. Partitions are appended concurrently.
 func (c *conn) handleProduce(ctx context.Context, r *kmsg.ProduceRequest) (kmsg.Response, error) {
 	resp := r.ResponseKind().(*kmsg.ProduceResponse)
-	allowed := c.access.Allows(Writer)
+	allowed := c.access().Allows(Writer)
 	badAcks := r.Acks != 0 && r.Acks != 1 && r.Acks != -1
 	var wg sync.WaitGroup
 	var mu sync.Mutex

@@ -48,7 +48,7 @@ func (c *conn) fetchOnce(ctx context.Context, r *kmsg.FetchRequest, changed *[]<
 	if r.Version >= 3 && r.MaxBytes > 0 {
 		budget = min(budget, int64(r.MaxBytes))
 	}
-	allowed := c.access.Allows(Reader)
+	allowed := c.access().Allows(Reader)
 	size, failed := 0, false
 	for _, rt := range r.Topics {
 		t := c.b.topics.byNameOrNil(rt.Topic)

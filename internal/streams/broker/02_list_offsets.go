@@ -17,7 +17,7 @@ const (
 // is the high watermark whatever the isolation level.
 func (c *conn) handleListOffsets(ctx context.Context, r *kmsg.ListOffsetsRequest) (kmsg.Response, error) {
 	resp := r.ResponseKind().(*kmsg.ListOffsetsResponse)
-	allowed := c.access.Allows(Reader)
+	allowed := c.access().Allows(Reader)
 	for _, rt := range r.Topics {
 		t := c.b.topics.byNameOrNil(rt.Topic)
 		st := kmsg.NewListOffsetsResponseTopic()

@@ -16,7 +16,7 @@ func (c *conn) handleMetadata(ctx context.Context, r *kmsg.MetadataRequest) (kms
 	resp.Brokers = []kmsg.MetadataResponseBroker{{NodeID: node, Host: c.b.cfg.AdvertisedHost, Port: c.b.cfg.AdvertisedPort}}
 	resp.ClusterID = &c.b.cfg.ClusterID
 	resp.ControllerID = node
-	if !c.access.Allows(Reader) {
+	if !c.access().Allows(Reader) {
 		return resp, nil
 	}
 	// v0: an empty list means all topics; v1+: null means all.
@@ -32,7 +32,7 @@ func (c *conn) handleMetadata(ctx context.Context, r *kmsg.MetadataRequest) (kms
 		if rt.Topic != nil {
 			name = *rt.Topic
 			t = c.b.topics.byNameOrNil(name)
-			if t == nil && c.b.cfg.AutoCreateTopics && (r.Version < 4 || r.AllowAutoTopicCreation) && c.access.Allows(Writer) {
+			if t == nil && c.b.cfg.AutoCreateTopics && (r.Version < 4 || r.AllowAutoTopicCreation) && c.access().Allows(Writer) {
 				t, _ = c.b.topics.create(name, 1, c.b.cfg.MaxPartitions, nil)
 			}
 		} else if t = c.b.topics.byIDOrNil(uuid.UUID(rt.TopicID)); t != nil {

@@ -13,7 +13,7 @@ func (c *conn) handleOffsetCommit(_ context.Context, r *kmsg.OffsetCommitRequest
 	resp := r.ResponseKind().(*kmsg.OffsetCommitResponse)
 	offsets := map[offsetKey]committed{}
 	codes := make([][]int16, len(r.Topics))
-	allowed := c.access.Allows(Reader)
+	allowed := c.access().Allows(Reader)
 	for i, rt := range r.Topics {
 		t := c.b.topics.byNameOrNil(rt.Topic)
 		missing := kerr.UnknownTopicOrPartition

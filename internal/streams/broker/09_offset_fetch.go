@@ -44,7 +44,7 @@ func (c *conn) handleOffsetFetch(_ context.Context, r *kmsg.OffsetFetchRequest) 
 func (c *conn) fetchGroupOffsets(group string, topics []kmsg.OffsetFetchRequestGroupTopic, byID bool) kmsg.OffsetFetchResponseGroup {
 	out := kmsg.NewOffsetFetchResponseGroup()
 	out.Group = group
-	if !c.access.Allows(Reader) {
+	if !c.access().Allows(Reader) {
 		out.ErrorCode = kerr.GroupAuthorizationFailed.Code
 		return out
 	}

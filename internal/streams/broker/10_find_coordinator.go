@@ -14,7 +14,7 @@ func (c *conn) handleFindCoordinator(_ context.Context, r *kmsg.FindCoordinatorR
 	resp := r.ResponseKind().(*kmsg.FindCoordinatorResponse)
 	var code int16
 	switch {
-	case !c.access.Allows(Reader):
+	case !c.access().Allows(Reader):
 		code = kerr.GroupAuthorizationFailed.Code
 	case r.CoordinatorType > 1: // 0 group, 1 transaction, 2 share
 		code = kerr.CoordinatorNotAvailable.Code

@@ -12,7 +12,7 @@ import (
 // handleListGroups lists groups, filtered by state (v4+) and type (v5+).
 func (c *conn) handleListGroups(_ context.Context, r *kmsg.ListGroupsRequest) (kmsg.Response, error) {
 	resp := r.ResponseKind().(*kmsg.ListGroupsResponse)
-	if !c.access.Allows(Reader) {
+	if !c.access().Allows(Reader) {
 		resp.ErrorCode = kerr.GroupAuthorizationFailed.Code
 		return resp, nil
 	}

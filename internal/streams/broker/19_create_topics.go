@@ -27,7 +27,7 @@ func (c *conn) handleCreateTopics(ctx context.Context, r *kmsg.CreateTopicsReque
 		}
 		var err error
 		switch {
-		case !c.access.Allows(Manager):
+		case !c.access().Allows(Manager):
 			st.ErrorCode = kerr.TopicAuthorizationFailed.Code
 			st.ErrorMessage = kmsg.StringPtr("creating topics needs the Manager role")
 		case rt.ReplicationFactor != -1 && rt.ReplicationFactor != 1:

@@ -28,7 +28,7 @@ func (c *conn) handleDeleteTopics(_ context.Context, r *kmsg.DeleteTopicsRequest
 			t = c.b.topics.byIDOrNil(uuid.UUID(rt.TopicID))
 		}
 		switch {
-		case !c.access.Allows(Manager):
+		case !c.access().Allows(Manager):
 			st.ErrorCode = kerr.TopicAuthorizationFailed.Code
 		case t == nil && rt.Topic == nil:
 			st.ErrorCode = kerr.UnknownTopicID.Code

@@ -13,7 +13,7 @@ func (c *conn) handleInitProducerID(_ context.Context, r *kmsg.InitProducerIDReq
 	resp := r.ResponseKind().(*kmsg.InitProducerIDResponse)
 	resp.ProducerID, resp.ProducerEpoch = -1, -1
 	switch {
-	case !c.access.Allows(Writer):
+	case !c.access().Allows(Writer):
 		resp.ErrorCode = kerr.ClusterAuthorizationFailed.Code
 	case r.TransactionalID != nil:
 		resp.ErrorCode = kerr.TransactionalIDAuthorizationFailed.Code

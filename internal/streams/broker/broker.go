@@ -78,6 +78,10 @@ type Config struct {
 	// MaxConnections caps open connections; more are closed at once
 	// (default 1024).
 	MaxConnections int
+	// Reauthorize is how often every connection's login is checked again
+	// with Authenticate (default 5 s): deleted credentials, a removed
+	// policy or a lowered role reach live connections within it.
+	Reauthorize time.Duration
 }
 
 // preAuthMaxBytes caps frames before a login: ApiVersions and SASL are tiny,
@@ -104,6 +108,7 @@ type Broker struct {
 	locked  string // non-empty: the reason logins are refused
 	closed  bool
 	done    chan struct{}
+	recheck chan struct{} // asks for a re-authorization sweep now
 	bg      sync.WaitGroup
 	serving sync.WaitGroup
 }
@@ -142,10 +147,14 @@ func New(cfg Config) (*Broker, error) {
 	if cfg.MaxConnections <= 0 {
 		cfg.MaxConnections = 1024
 	}
+	if cfg.Reauthorize <= 0 {
+		cfg.Reauthorize = 5 * time.Second
+	}
 	if cfg.ClusterID == "" {
 		cfg.ClusterID = "keyline"
 	}
-	b := &Broker{cfg: cfg, log: cfg.Logger, clock: cfg.Clock, conns: map[*conn]struct{}{}, done: make(chan struct{})}
+	b := &Broker{cfg: cfg, log: cfg.Logger, clock: cfg.Clock, conns: map[*conn]struct{}{}, done: make(chan struct{}),
+		recheck: make(chan struct{}, 1)}
 	var err error
 	if b.topics, err = openCatalog(cfg.Storage, b.log); err != nil {
 		return nil, errs.Internalf(op, err)
@@ -176,9 +185,10 @@ func New(cfg Config) (*Broker, error) {
 			b.cfg.AdvertisedPort = int32(p)
 		}
 	}
-	b.bg.Add(2)
+	b.bg.Add(3)
 	go func() { defer b.bg.Done(); b.groups.run(b.done) }()
 	go func() { defer b.bg.Done(); b.runRetention() }()
+	go func() { defer b.bg.Done(); b.runReauthorization() }()
 	return b, nil
 }
 

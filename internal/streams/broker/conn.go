@@ -10,6 +10,7 @@ import (
 	"net"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -35,12 +36,14 @@ type conn struct {
 	rawSASL   bool   // SaslHandshake v0: the next frame is a bare PLAIN token
 	authed    bool
 	user      string
-	access    Access
-	closing   bool           // close after writing the current response
-	clientID  string         // of the request being handled
-	rbuf      []byte         // produce frames are read into it (see readFrameInto)
-	durable   []func() error // what the request being handled must wait for before its answer
-	out       chan outgoing  // answers in order, to the writer
+	// sess is the current login, read by the handlers and replaced by the
+	// broker's re-authorization sweep; nil grants nothing.
+	sess     atomic.Pointer[session]
+	closing  bool           // close after writing the current response
+	clientID string         // of the request being handled
+	rbuf     []byte         // produce frames are read into it (see readFrameInto)
+	durable  []func() error // what the request being handled must wait for before its answer
+	out      chan outgoing  // answers in order, to the writer
 	// arena holds the fetched batches of the response being built; it
 	// comes from the broker's pool and goes back once the response is
 	// written.
@@ -243,7 +246,7 @@ func (c *conn) login(token []byte) (refusal string) {
 	if len(parts[0]) > 0 && string(parts[0]) != user {
 		return "authorization identity must be empty or equal the user name"
 	}
-	ctx, cancel := context.WithTimeout(c.ctx, 30*time.Second)
+	ctx, cancel := context.WithTimeout(c.ctx, authTimeout)
 	defer cancel()
 	access, err := c.b.cfg.Authenticate(ctx, user, password)
 	if err != nil || access == NoAccess {
@@ -258,7 +261,8 @@ func (c *conn) login(token []byte) (refusal string) {
 	if reason := c.b.lockReason(); reason != "" {
 		return reason
 	}
-	c.authed, c.user, c.access = true, user, access
+	c.authed, c.user = true, user
+	c.sess.Store(&session{user: user, password: password, access: access})
 	c.log = c.log.With("user", user)
 	c.log.Debug("kafka login", "access", access.String())
 	return ""

@@ -4,16 +4,21 @@ import "time"
 
 // runRetention applies each topic's retention.ms and retention.bytes
 // periodically until the broker closes.
-func (b *Broker) runRetention() {
-	t := time.NewTicker(b.cfg.RetentionInterval)
+func (b *Broker) runRetention() { b.every(b.cfg.RetentionInterval, nil, b.applyRetention) }
+
+// every runs fn each interval and whenever wake fires (a nil wake never
+// does), until the broker closes.
+func (b *Broker) every(interval time.Duration, wake <-chan struct{}, fn func()) {
+	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
 		select {
 		case <-b.done:
 			return
 		case <-t.C:
-			b.applyRetention()
+		case <-wake:
 		}
+		fn()
 	}
 }
 
