@@ -15,7 +15,7 @@ import (
 func newResourceCmd(c *cli) *cobra.Command {
 	cmd := &cobra.Command{Use: "resource", Short: "Service instances, credentials, reclamations and tasks"}
 	cmd.AddCommand(c.instanceCreateCmd(), c.instancesCmd(), c.instanceShowCmd(), c.instanceDeleteCmd(),
-		c.serviceKeyCreateCmd(), c.reclamationsCmd(), c.reclamationActionCmd("reclamation-restore", "restore", "Restore a deleted instance"),
+		c.serviceKeyCreateCmd(), c.serviceKeysCmd(), c.serviceKeyShowCmd(), c.serviceKeyDeleteCmd(), c.reclamationsCmd(), c.reclamationActionCmd("reclamation-restore", "restore", "Restore a deleted instance"),
 		c.reclamationActionCmd("reclamation-delete", "reclaim", "Delete an instance for good (unrecoverable)"), c.tasksCmd())
 	cmd.AddCommand(c.backupCmds()...)
 	return cmd
@@ -134,23 +134,30 @@ func (c *cli) instancesCmd() *cobra.Command {
 	return cmd
 }
 
-// instanceID resolves a name, GUID or CRN to the instance.
+// instance resolves a name, GUID or CRN to the instance.
 func (c *cli) instance(cmd *cobra.Command, cl *client.Client, ref string) (map[string]any, error) {
+	return c.lookup(cmd, cl, "resource_instances", "service instance", ref,
+		url.Values{"state": {"active,provisioning,inactive,pending_reclamation,failed"}})
+}
+
+// lookup finds one item of /v2/<collection> by GUID or CRN, or else by name
+// (with the extra query q), which must name exactly one.
+func (c *cli) lookup(cmd *cobra.Command, cl *client.Client, collection, noun, ref string, q url.Values) (map[string]any, error) {
 	var out map[string]any
 	if strings.HasPrefix(ref, "crn:") || looksLikeGUID(ref) {
-		err := cl.Do(ctxOf(cmd), clientReq("GET", client.Path("v2", "resource_instances", ref), nil), &out)
+		err := cl.Do(ctxOf(cmd), clientReq("GET", client.Path("v2", collection, ref), nil), &out)
 		return out, err
 	}
-	q := url.Values{"name": {ref}, "state": {"active,provisioning,inactive,pending_reclamation,failed"}}
-	if err := cl.Do(ctxOf(cmd), clientReq("GET", "/v2/resource_instances?"+q.Encode(), nil), &out); err != nil {
+	q.Set("name", ref)
+	if err := cl.Do(ctxOf(cmd), clientReq("GET", "/v2/"+collection+"?"+q.Encode(), nil), &out); err != nil {
 		return nil, err
 	}
 	found := list(out, "resources")
 	if len(found) == 0 {
-		return nil, &client.Error{Status: 404, Message: fmt.Sprintf("no service instance is named %q", ref)}
+		return nil, &client.Error{Status: 404, Message: fmt.Sprintf("no %s is named %q", noun, ref)}
 	}
 	if len(found) > 1 {
-		return nil, usageError{fmt.Errorf("%d service instances are named %q: use the GUID", len(found), ref)}
+		return nil, usageError{fmt.Errorf("%d %ss are named %q: use the GUID", len(found), noun, ref)}
 	}
 	return found[0], nil
 }
@@ -177,19 +184,26 @@ func (c *cli) instanceShowCmd() *cobra.Command {
 }
 
 func (c *cli) instanceDeleteCmd() *cobra.Command {
+	return c.deleteCmd("service-instance-delete NAME|GUID|CRN [-f]", "Delete a service instance (it waits in reclamation first)",
+		"resource_instances", c.instance, "Service instance %s was deleted; it can be restored until its reclamation ends.")
+}
+
+// deleteCmd is a command that resolves its argument with resolve, then
+// deletes it under /v2/<collection>/<guid> and says done (with its name).
+func (c *cli) deleteCmd(use, short, collection string, resolve func(*cobra.Command, *client.Client, string) (map[string]any, error), done string) *cobra.Command {
 	var force bool
 	cmd := &cobra.Command{
-		Use: "service-instance-delete NAME|GUID|CRN [-f]", Short: "Delete a service instance (it waits in reclamation first)", Args: cobra.ExactArgs(1),
+		Use: use, Short: short, Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cl := c.client()
-			in, err := c.instance(cmd, cl, args[0])
+			it, err := resolve(cmd, cl, args[0])
 			if err != nil {
 				return err
 			}
-			if err := cl.Do(ctxOf(cmd), clientReq("DELETE", client.Path("v2", "resource_instances", str(in, "guid")), nil), nil); err != nil {
+			if err := cl.Do(ctxOf(cmd), clientReq("DELETE", client.Path("v2", collection, str(it, "guid")), nil), nil); err != nil {
 				return err
 			}
-			c.ok("Service instance %s was deleted; it can be restored until its reclamation ends.", str(in, "name"))
+			c.ok(done, str(it, "name"))
 			return nil
 		},
 	}
@@ -227,6 +241,76 @@ func (c *cli) serviceKeyCreateCmd() *cobra.Command {
 	}
 	cmd.Flags().String("instance-name", "", "the service instance")
 	return cmd
+}
+
+func (c *cli) serviceKeysCmd() *cobra.Command {
+	var inst string
+	cmd := &cobra.Command{
+		Use: "service-keys [--instance-name INSTANCE]", Short: "List service credentials (their secrets were shown once, at creation)", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl := c.client()
+			q := url.Values{}
+			if inst != "" {
+				in, err := c.instance(cmd, cl, inst)
+				if err != nil {
+					return err
+				}
+				q.Set("source", str(in, "guid"))
+			}
+			var out map[string]any
+			if err := cl.Do(ctxOf(cmd), clientReq("GET", "/v2/resource_keys?"+q.Encode(), nil), &out); err != nil {
+				return err
+			}
+			if c.output == "json" {
+				return c.printJSON(out)
+			}
+			var rows [][]string
+			for _, k := range list(out, "resources") {
+				rows = append(rows, []string{str(k, "name"), str(k, "guid"), str(k, "state"), roleName(str(k, "role")), str(k, "created_at")})
+			}
+			c.table([]string{"Name", "GUID", "State", "Role", "Created At"}, rows)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&inst, "instance-name", "", "only the credentials of this service instance (name, GUID or CRN)")
+	return cmd
+}
+
+func (c *cli) serviceKeyShowCmd() *cobra.Command {
+	return &cobra.Command{
+		Use: "service-key NAME|GUID|CRN", Short: "Show service credentials (not their secret: it was shown once, at creation)", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			k, err := c.serviceKey(cmd, c.client(), args[0])
+			if err != nil {
+				return err
+			}
+			if c.output == "json" {
+				return c.printJSON(k)
+			}
+			c.fields([2]string{"Name", str(k, "name")}, [2]string{"GUID", str(k, "guid")}, [2]string{"CRN", str(k, "crn")},
+				[2]string{"State", str(k, "state")}, [2]string{"Role", roleName(str(k, "role"))},
+				[2]string{"Source", str(k, "source_crn")}, [2]string{"Created At", str(k, "created_at")})
+			return nil
+		},
+	}
+}
+
+func (c *cli) serviceKeyDeleteCmd() *cobra.Command {
+	return c.deleteCmd("service-key-delete NAME|GUID|CRN [-f]", "Delete service credentials: their API key stops working and their connections are closed",
+		"resource_keys", c.serviceKey, "Service key %s was deleted; its API key no longer works.")
+}
+
+// serviceKey resolves a name, GUID or CRN to the resource key.
+func (c *cli) serviceKey(cmd *cobra.Command, cl *client.Client, ref string) (map[string]any, error) {
+	return c.lookup(cmd, cl, "resource_keys", "service key", ref, url.Values{})
+}
+
+// roleName is the last part of a role CRN ("Writer" of crn:v1:...:role:Writer).
+func roleName(role string) string {
+	if i := strings.LastIndex(role, ":"); i >= 0 {
+		return role[i+1:]
+	}
+	return role
 }
 
 func (c *cli) reclamationsCmd() *cobra.Command {
