@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/jackc/pgx/v5/pgconn"
 	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" driver
@@ -20,8 +21,14 @@ import (
 // postgres is the PostgreSQL side of a DB: the cache of rewritten
 // statements. Services run the same SQL on both backends.
 type postgres struct {
-	queries sync.Map // SQLite-dialect query -> PostgreSQL query
+	queries sync.Map     // SQLite-dialect query -> PostgreSQL query
+	cached  atomic.Int64 // entries in queries
 }
+
+// maxCachedQueries bounds the cache: services' statements are constants
+// or few combinations of filters, so this is never reached unless a
+// caller builds SQL from values, whose rewrites are then not kept.
+const maxCachedQueries = 4096
 
 // OpenPostgres opens the PostgreSQL database at databaseURL and creates the
 // migrations table if needed. One Keyline process owns the database: writes
@@ -71,7 +78,11 @@ func (db *DB) query(q string) string {
 		return t.(string)
 	}
 	t := translatePlaceholders(q)
-	db.pg.queries.Store(q, t)
+	if db.pg.cached.Load() < maxCachedQueries {
+		if _, loaded := db.pg.queries.LoadOrStore(q, t); !loaded {
+			db.pg.cached.Add(1)
+		}
+	}
 	return t
 }
 
