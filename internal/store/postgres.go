@@ -41,7 +41,14 @@ func OpenPostgres(ctx context.Context, databaseURL string) (*DB, error) {
 		return nil, errs.E(op, errs.Invalid, "BAD_DATABASE_URL", "the database URL must be a postgres:// or postgresql:// URL")
 	}
 	shown := Redact(databaseURL)
-	w, err := sql.Open("pgx", databaseURL)
+	// Every writer connection starts synchronous, whatever the server's
+	// default: the store switches it off only for TxNoSync (setSync), so
+	// a replaced connection can only be more durable than asked.
+	wq := u.Query()
+	wq.Set("synchronous_commit", "on")
+	wu := *u
+	wu.RawQuery = wq.Encode()
+	w, err := sql.Open("pgx", wu.String())
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %s", shown, redactErr(err, databaseURL))
 	}

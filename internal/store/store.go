@@ -35,8 +35,10 @@ type DB struct {
 	pg *postgres
 
 	// relaxed says whether the one write connection is in
-	// synchronous=NORMAL (TxNoSync) rather than FULL. Only the holder of the
-	// connection reads or writes it.
+	// synchronous=NORMAL (TxNoSync) rather than FULL, on PostgreSQL
+	// synchronous_commit=off rather than on. Only the holder of the
+	// connection reads or writes it. Switching only on a change saves a
+	// statement per commit in runs of audit group commits.
 	relaxed bool
 
 	// Checkpoints (copying the WAL into the database file, then fsync) run
@@ -265,22 +267,16 @@ func (db *DB) commit(ctx context.Context, relaxed bool, fn func(*Tx) error) (*Tx
 		return nil, errs.Internalf("store.Tx", err)
 	}
 	defer conn.Close()
-	if db.pg == nil {
-		if err := db.prepareSQLite(ctx, conn, relaxed); err != nil {
-			return nil, errs.Internalf("store.Tx", err)
-		}
+	if err := db.setSync(ctx, conn, relaxed); err != nil {
+		return nil, errs.Internalf("store.Tx", err)
+	}
+	if db.pg == nil && db.finish.Swap(false) {
+		// Best effort: on failure the next checkpoint tries again.
+		conn.ExecContext(ctx, `PRAGMA wal_checkpoint(PASSIVE)`)
 	}
 	sqlTx, err := conn.BeginTx(ctx, nil)
 	if err != nil {
 		return nil, errs.Internalf("store.Tx", err)
-	}
-	if db.pg != nil && relaxed {
-		// The commit reaches the server (a Keyline kill loses nothing)
-		// without waiting for PostgreSQL to flush its WAL.
-		if _, err := sqlTx.ExecContext(ctx, `SET LOCAL synchronous_commit = off`); err != nil {
-			sqlTx.Rollback()
-			return nil, errs.Internalf("store.Tx", err)
-		}
 	}
 	tx := &Tx{tx: sqlTx, ctx: ctx, db: db}
 	if err := fn(tx); err != nil {
@@ -303,23 +299,22 @@ func (db *DB) commit(ctx context.Context, relaxed bool, fn func(*Tx) error) (*Tx
 	return tx, nil
 }
 
-// prepareSQLite switches the write connection's synchronous mode when this
-// transaction needs the other one, and finishes a checkpoint if one ran.
-func (db *DB) prepareSQLite(ctx context.Context, conn *sql.Conn, relaxed bool) error {
-	if db.relaxed != relaxed {
-		mode := "FULL"
-		if relaxed {
-			mode = "NORMAL"
-		}
-		if _, err := conn.ExecContext(ctx, "PRAGMA synchronous="+mode); err != nil {
-			return err
-		}
-		db.relaxed = relaxed
+// setSync switches the write connection's commit mode when this
+// transaction needs the other one. Relaxed, a commit reaches SQLite's WAL
+// in the operating system, or PostgreSQL's server, without waiting for a
+// flush to disk: killing Keyline loses nothing.
+func (db *DB) setSync(ctx context.Context, conn *sql.Conn, relaxed bool) error {
+	if db.relaxed == relaxed {
+		return nil
 	}
-	if db.finish.Swap(false) {
-		// Best effort: on failure the next checkpoint tries again.
-		conn.ExecContext(ctx, `PRAGMA wal_checkpoint(PASSIVE)`)
+	stmt := map[bool]string{false: "PRAGMA synchronous=FULL", true: "PRAGMA synchronous=NORMAL"}[relaxed]
+	if db.pg != nil {
+		stmt = map[bool]string{false: "SET synchronous_commit = on", true: "SET synchronous_commit = off"}[relaxed]
 	}
+	if _, err := conn.ExecContext(ctx, stmt); err != nil {
+		return err
+	}
+	db.relaxed = relaxed
 	return nil
 }
 
