@@ -198,3 +198,44 @@ func TestOpenRejectsOtherURLsWithoutShowingThePassword(t *testing.T) {
 		}
 	}
 }
+
+// TestReadSeesOneSnapshot commits a write in the middle of a Read: the Read's
+// later queries must not see it (PostgreSQL's default isolation would).
+func TestReadSeesOneSnapshot(t *testing.T) {
+	ctx := context.Background()
+	db := storetest.Open(t)
+	if err := db.Migrate(ctx, []store.Migration{{ID: "t/0001", SQL: "CREATE TABLE n (v INTEGER)"}}); err != nil {
+		t.Fatal(err)
+	}
+	insert := func(v int) {
+		if err := db.Tx(ctx, func(tx *store.Tx) error { _, err := tx.Exec(`INSERT INTO n (v) VALUES (?)`, v); return err }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	insert(1)
+	count := func(tx *store.Tx) int {
+		var n int
+		if err := tx.QueryRow(`SELECT COUNT(*) FROM n`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if err := db.Read(ctx, func(tx *store.Tx) error {
+		before := count(tx)
+		insert(2)
+		if after := count(tx); after != before {
+			t.Errorf("one Read counted %d rows, then %d after another transaction committed", before, after)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Read(ctx, func(tx *store.Tx) error {
+		if n := count(tx); n != 2 {
+			t.Errorf("a new Read counts %d rows, want 2", n)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
