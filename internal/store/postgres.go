@@ -40,7 +40,10 @@ func OpenPostgres(ctx context.Context, databaseURL string) (*DB, error) {
 	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
 		return nil, errs.E(op, errs.Invalid, "BAD_DATABASE_URL", "the database URL must be a postgres:// or postgresql:// URL")
 	}
-	shown := Redact(databaseURL)
+	// Drivers may quote the connection string they failed on.
+	fail := func(err error) error {
+		return fmt.Errorf("open %s: %s", Redact(databaseURL), redactErr(err, databaseURL))
+	}
 	// Every writer connection starts synchronous, whatever the server's
 	// default: the store switches it off only for TxNoSync (setSync), so
 	// a replaced connection can only be more durable than asked.
@@ -50,7 +53,7 @@ func OpenPostgres(ctx context.Context, databaseURL string) (*DB, error) {
 	wu.RawQuery = wq.Encode()
 	w, err := sql.Open("pgx", wu.String())
 	if err != nil {
-		return nil, fmt.Errorf("open %s: %s", shown, redactErr(err, databaseURL))
+		return nil, fail(err)
 	}
 	// One writer connection: services rely on writes being serial, as
 	// they are on SQLite.
@@ -59,19 +62,19 @@ func OpenPostgres(ctx context.Context, databaseURL string) (*DB, error) {
 	w.SetConnMaxIdleTime(0)
 	if err := w.PingContext(ctx); err != nil {
 		w.Close()
-		return nil, fmt.Errorf("open %s: %s", shown, redactErr(err, databaseURL))
+		return nil, fail(err)
 	}
 	r, err := sql.Open("pgx", databaseURL)
 	if err != nil {
 		w.Close()
-		return nil, fmt.Errorf("open %s: %s", shown, redactErr(err, databaseURL))
+		return nil, fail(err)
 	}
 	r.SetMaxOpenConns(4)
 	r.SetMaxIdleConns(4)
 	db := &DB{write: w, read: r, pg: &postgres{}}
 	if _, err := w.ExecContext(ctx, translateDDL(`CREATE TABLE IF NOT EXISTS schema_migrations (id TEXT PRIMARY KEY, applied_at TEXT NOT NULL)`)); err != nil {
 		db.Close()
-		return nil, fmt.Errorf("open %s: %s", shown, redactErr(err, databaseURL))
+		return nil, fail(err)
 	}
 	return db, nil
 }
@@ -213,8 +216,7 @@ func Redact(databaseURL string) string {
 	return u.Redacted()
 }
 
-// redactErr is err's message with any password of databaseURL removed:
-// drivers may quote the connection string they failed on.
+// redactErr is err's message with any password of databaseURL removed.
 func redactErr(err error, databaseURL string) string {
 	msg := err.Error()
 	if u, perr := url.Parse(databaseURL); perr == nil && u.User != nil {
