@@ -4,6 +4,7 @@
 //
 //	go run ./bench/kms -duration 5s -workers 1,16
 //	go run ./bench/kms -allowed-ip 10.0.0.0/8,127.0.0.0/8   (with an enabled allowedIP policy)
+//	go run ./bench/kms -database-url 'postgres://...'       (metadata in an empty PostgreSQL database)
 package main
 
 import (
@@ -45,20 +46,21 @@ func main() {
 	auditKind := flag.String("audit", "at", "audit trail: at (the Activity Tracker, group-committed) or none (KMS cost only)")
 	authKind := flag.String("auth", "iam", "authentication and authorization: iam (Keyline's IAM, signed tokens) or table (a fixed table)")
 	allowedIP := flag.String("allowed-ip", "", "comma list of CIDRs: enable an allowedIP policy on the instance (it must admit 127.0.0.1)")
+	databaseURL := flag.String("database-url", "", "keep the metadata in this empty PostgreSQL database rather than SQLite in a temporary directory")
 	flag.Parse()
-	if err := run(*duration, *workerList, *cpuProfile, *auditKind, *authKind, *allowedIP); err != nil {
+	if err := run(*duration, *workerList, *cpuProfile, *auditKind, *authKind, *allowedIP, *databaseURL); err != nil {
 		log.Fatal(err)
 	}
 }
 
-func run(duration time.Duration, workerList, cpuProfile, auditKind, authKind, allowedIP string) error {
+func run(duration time.Duration, workerList, cpuProfile, auditKind, authKind, allowedIP, databaseURL string) error {
 	ctx := context.Background()
 	dir, err := os.MkdirTemp("", "kms-bench-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	db, err := store.OpenSQLite(ctx, dir)
+	db, err := store.Open(ctx, dir, databaseURL)
 	if err != nil {
 		return err
 	}

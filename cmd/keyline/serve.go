@@ -15,7 +15,7 @@ import (
 func newServeCmd(c *cli) *cobra.Command {
 	cfg := server.Config{}
 	cmd := &cobra.Command{
-		Use:   "serve [--data-dir DIR] [--listen ADDR] [--tls-cert FILE --tls-key FILE]",
+		Use:   "serve [--data-dir DIR] [--database-url URL] [--listen ADDR] [--tls-cert FILE --tls-key FILE]",
 		Short: "Run every Keyline service in this process on embedded storage",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -29,6 +29,9 @@ func newServeCmd(c *cli) *cobra.Command {
 			}
 			if err := tlsFromEnv(cmd, &cfg); err != nil {
 				return err
+			}
+			if v := os.Getenv("KEYLINE_DATABASE_URL"); v != "" && !cmd.Flags().Changed("database-url") {
+				cfg.DatabaseURL = v
 			}
 			cfg.Logger = slog.New(slog.NewTextHandler(c.errOut, nil))
 			s, err := server.New(ctxOf(cmd), cfg)
@@ -67,6 +70,7 @@ func newServeCmd(c *cli) *cobra.Command {
 	f.StringVar(&cfg.TLSCertFile, "tls-cert", "", "PEM certificate (chain) to serve HTTPS and Kafka SASL_SSL with; needs --tls-key [$KEYLINE_TLS_CERT]")
 	f.StringVar(&cfg.TLSKeyFile, "tls-key", "", "PEM private key of --tls-cert, mode 0600 [$KEYLINE_TLS_KEY]")
 	f.StringVar(&cfg.PublicURL, "public-url", "", "the APIs' base URL as clients reach it, for credentials (default: the --listen address) [$KEYLINE_PUBLIC_URL]")
+	f.StringVar(&cfg.DatabaseURL, "database-url", "", "keep metadata in this PostgreSQL database (postgres://user@host/db) instead of SQLite in --data-dir; prefer the variable for a URL with a password [$KEYLINE_DATABASE_URL]")
 	f.StringVar(&cfg.KafkaAdvertisedHost, "kafka-advertised-host", "", "the host Kafka clients are told to connect to (default: --kafka-host, or this host's name for 0.0.0.0) [$KEYLINE_KAFKA_ADVERTISED_HOST]")
 	return cmd
 }

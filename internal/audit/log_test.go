@@ -12,16 +12,14 @@ import (
 	"github.com/keyline/keyline/internal/auth"
 	"github.com/keyline/keyline/internal/clock"
 	"github.com/keyline/keyline/internal/store"
+	"github.com/keyline/keyline/internal/store/storetest"
 )
 
 const acct = "0123456789abcdef0123456789abcdef"
 
 func newLog(t *testing.T) (*Log, *store.DB) {
 	t.Helper()
-	db, err := store.OpenSQLite(context.Background(), t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := storetest.Open(t)
 	l, err := New(context.Background(), db, clock.NewFake(time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -205,11 +203,7 @@ func TestStoredEventsReadBackUnchanged(t *testing.T) {
 
 func TestTargetQueryFindsEventsStoredBeforeTargetKeys(t *testing.T) {
 	ctx := context.Background()
-	db, err := store.OpenSQLite(ctx, t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := storetest.Open(t)
 	if err := db.Migrate(ctx, migrations[:1]); err != nil {
 		t.Fatal(err)
 	}

@@ -121,18 +121,24 @@ func (s *Service) CreateInstance(ctx context.Context, in Instance) error {
 	}
 	now := store.Time(s.clock.Now())
 	err := s.db.Tx(ctx, func(tx *store.Tx) error {
-		if _, err := tx.Exec(`INSERT INTO kms_instances (guid, crn, account_id, region, created_at) VALUES (?, ?, ?, ?, ?)`,
-			in.GUID, in.CRN, in.AccountID, in.Region, now); err != nil {
-			if store.IsUnique(err) {
-				var account string
-				if err := tx.QueryRow(`SELECT account_id FROM kms_instances WHERE guid = ?`, in.GUID).Scan(&account); err == nil && account == in.AccountID {
-					return errInstanceExists
-				}
-				return errs.E(op, errs.Conflict, "INSTANCE_EXISTS_ERR", "An instance with this GUID exists in another account")
-			}
+		// ON CONFLICT rather than catching the uniqueness error: on
+		// PostgreSQL a failed statement aborts the whole transaction, so
+		// the lookup below could not run after it.
+		res, err := tx.Exec(`INSERT INTO kms_instances (guid, crn, account_id, region, created_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (guid) DO NOTHING`,
+			in.GUID, in.CRN, in.AccountID, in.Region, now)
+		if err != nil {
 			return errs.Internalf(op, err)
 		}
-		_, err := tx.Exec(`INSERT INTO kms_key_rings (instance_guid, id, created_by, creation_date) VALUES (?, 'default', '', ?)`, in.GUID, now)
+		if n, err := res.RowsAffected(); err != nil {
+			return errs.Internalf(op, err)
+		} else if n == 0 {
+			var account string
+			if err := tx.QueryRow(`SELECT account_id FROM kms_instances WHERE guid = ?`, in.GUID).Scan(&account); err == nil && account == in.AccountID {
+				return errInstanceExists
+			}
+			return errs.E(op, errs.Conflict, "INSTANCE_EXISTS_ERR", "An instance with this GUID exists in another account")
+		}
+		_, err = tx.Exec(`INSERT INTO kms_key_rings (instance_guid, id, created_by, creation_date) VALUES (?, 'default', '', ?)`, in.GUID, now)
 		return err
 	})
 	s.hot.invalidate()

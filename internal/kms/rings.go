@@ -76,7 +76,7 @@ func (s *Service) DeleteKeyRing(ctx context.Context, guid, id string, force bool
 			return errs.E(op, errs.Invalid, "KEY_RING_DEFAULT_ERR", "The default key ring cannot be deleted")
 		}
 		var live, destroyed int
-		if err := tx.QueryRow(`SELECT COALESCE(SUM(state <> 5), 0), COALESCE(SUM(state = 5), 0) FROM kms_keys WHERE instance_guid = ? AND key_ring = ?`,
+		if err := tx.QueryRow(`SELECT COUNT(CASE WHEN state <> 5 THEN 1 END), COUNT(CASE WHEN state = 5 THEN 1 END) FROM kms_keys WHERE instance_guid = ? AND key_ring = ?`,
 			in.GUID, id).Scan(&live, &destroyed); err != nil {
 			return errs.Internalf(op, err)
 		}

@@ -31,6 +31,10 @@ type Config struct {
 	Listen        string // default 127.0.0.1:8080
 	MasterKeyFile string // default <DataDir>/master.key
 	AdminAPIKey   string // the admin API key's value on first start; random when empty
+	// DatabaseURL, when set (postgres://...), keeps the metadata in that
+	// PostgreSQL database instead of SQLite in DataDir. One Keyline
+	// process per database: nothing coordinates several. Never logged.
+	DatabaseURL string
 	// Kafka listeners of deployments bind KafkaHost (default 127.0.0.1) on a
 	// port in [KafkaPortMin, KafkaPortMax]; 0 lets the system choose.
 	KafkaHost                  string
@@ -112,7 +116,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	db, err := store.OpenSQLite(ctx, cfg.DataDir)
+	db, err := store.Open(ctx, cfg.DataDir, cfg.DatabaseURL)
 	if err != nil {
 		return nil, err
 	}

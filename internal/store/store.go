@@ -1,8 +1,9 @@
 // Package store keeps Keyline's metadata in a SQL database: embedded SQLite
-// (pure Go, no cgo) by default. Services write portable SQL with '?'
-// placeholders, run it in transactions through this package, and register
-// versioned migrations; a PostgreSQL backend can be added here without
-// touching the services.
+// (pure Go, no cgo) by default, PostgreSQL when given a database URL.
+// Services write portable SQL with '?' placeholders, run it in
+// transactions through this package, and register versioned migrations;
+// for PostgreSQL this package rewrites placeholders and column types, so
+// services never know which backend they run on.
 package store
 
 import (
@@ -29,9 +30,15 @@ type DB struct {
 	write *sql.DB
 	read  *sql.DB
 
+	// pg is set for PostgreSQL: queries are rewritten (see postgres.go)
+	// and SQLite's checkpointer and PRAGMAs are not used.
+	pg *postgres
+
 	// relaxed says whether the one write connection is in
-	// synchronous=NORMAL (TxNoSync) rather than FULL. Only the holder of the
-	// connection reads or writes it.
+	// synchronous=NORMAL (TxNoSync) rather than FULL, on PostgreSQL
+	// synchronous_commit=off rather than on. Only the holder of the
+	// connection reads or writes it. Switching only on a change saves a
+	// statement per commit in runs of audit group commits.
 	relaxed bool
 
 	// Checkpoints (copying the WAL into the database file, then fsync) run
@@ -86,7 +93,7 @@ func (db *DB) checkpointer() {
 // Prepare compiles a statement once for the write transactions that run it
 // often (Tx.Stmt). Call it outside any transaction.
 func (db *DB) Prepare(ctx context.Context, query string) (*sql.Stmt, error) {
-	return db.write.PrepareContext(ctx, query)
+	return db.write.PrepareContext(ctx, db.query(query))
 }
 
 // Migration is one versioned schema change. ID orders migrations within a
@@ -97,6 +104,16 @@ type Migration struct {
 	// Func, when set, runs after SQL in the same transaction, for data
 	// changes SQL alone cannot make (values computed in Go).
 	Func func(*Tx) error
+}
+
+// Open opens the metadata database: SQLite in dir when databaseURL is
+// empty, else the PostgreSQL database at databaseURL (postgres:// or
+// postgresql://). Errors never include the URL's password.
+func Open(ctx context.Context, dir, databaseURL string) (*DB, error) {
+	if databaseURL == "" {
+		return OpenSQLite(ctx, dir)
+	}
+	return OpenPostgres(ctx, databaseURL)
 }
 
 // OpenSQLite opens (creating if needed) the database file in dir.
@@ -156,6 +173,9 @@ func OpenSQLite(ctx context.Context, dir string) (*DB, error) {
 
 // Close closes the database.
 func (db *DB) Close() error {
+	if db.pg != nil {
+		return errors.Join(db.read.Close(), db.write.Close())
+	}
 	db.closeOnce.Do(func() { close(db.stop) })
 	<-db.stopped
 	return errors.Join(db.read.Close(), db.checkpoint.Close(), db.write.Close())
@@ -176,6 +196,9 @@ func (db *DB) Migrate(ctx context.Context, ms []Migration) error {
 				return nil
 			}
 			for _, stmt := range splitStatements(m.SQL) {
+				if db.pg != nil {
+					stmt = translateDDL(stmt)
+				}
 				if _, err := tx.Exec(stmt); err != nil {
 					return fmt.Errorf("migration %s: %w", m.ID, err)
 				}
@@ -244,17 +267,10 @@ func (db *DB) commit(ctx context.Context, relaxed bool, fn func(*Tx) error) (*Tx
 		return nil, errs.Internalf("store.Tx", err)
 	}
 	defer conn.Close()
-	if db.relaxed != relaxed {
-		mode := "FULL"
-		if relaxed {
-			mode = "NORMAL"
-		}
-		if _, err := conn.ExecContext(ctx, "PRAGMA synchronous="+mode); err != nil {
-			return nil, errs.Internalf("store.Tx", err)
-		}
-		db.relaxed = relaxed
+	if err := db.setSync(ctx, conn, relaxed); err != nil {
+		return nil, errs.Internalf("store.Tx", err)
 	}
-	if db.finish.Swap(false) {
+	if db.pg == nil && db.finish.Swap(false) {
 		// Best effort: on failure the next checkpoint tries again.
 		conn.ExecContext(ctx, `PRAGMA wal_checkpoint(PASSIVE)`)
 	}
@@ -262,13 +278,16 @@ func (db *DB) commit(ctx context.Context, relaxed bool, fn func(*Tx) error) (*Tx
 	if err != nil {
 		return nil, errs.Internalf("store.Tx", err)
 	}
-	tx := &Tx{tx: sqlTx, ctx: ctx}
+	tx := &Tx{tx: sqlTx, ctx: ctx, db: db}
 	if err := fn(tx); err != nil {
 		sqlTx.Rollback()
 		return nil, err
 	}
 	if err := sqlTx.Commit(); err != nil {
 		return nil, errs.Internalf("store.Tx", err)
+	}
+	if db.pg != nil {
+		return tx, nil
 	}
 	if db.sinceCheckpoint++; db.sinceCheckpoint >= db.checkpointEvery {
 		db.sinceCheckpoint = 0
@@ -280,36 +299,62 @@ func (db *DB) commit(ctx context.Context, relaxed bool, fn func(*Tx) error) (*Tx
 	return tx, nil
 }
 
+// setSync switches the write connection's commit mode when this
+// transaction needs the other one. Relaxed, a commit reaches SQLite's WAL
+// in the operating system, or PostgreSQL's server, without waiting for a
+// flush to disk: killing Keyline loses nothing.
+func (db *DB) setSync(ctx context.Context, conn *sql.Conn, relaxed bool) error {
+	if db.relaxed == relaxed {
+		return nil
+	}
+	stmt := map[bool]string{false: "PRAGMA synchronous=FULL", true: "PRAGMA synchronous=NORMAL"}[relaxed]
+	if db.pg != nil {
+		stmt = map[bool]string{false: "SET synchronous_commit = on", true: "SET synchronous_commit = off"}[relaxed]
+	}
+	if _, err := conn.ExecContext(ctx, stmt); err != nil {
+		return err
+	}
+	db.relaxed = relaxed
+	return nil
+}
+
 // Read runs fn in a read-only transaction that sees one consistent snapshot.
 func (db *DB) Read(ctx context.Context, fn func(*Tx) error) error {
-	sqlTx, err := db.read.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	opts := &sql.TxOptions{ReadOnly: true}
+	if db.pg != nil {
+		// PostgreSQL's default (read committed) takes a snapshot per
+		// statement; SQLite's read transactions see one for their life.
+		opts.Isolation = sql.LevelRepeatableRead
+	}
+	sqlTx, err := db.read.BeginTx(ctx, opts)
 	if err != nil {
 		return errs.Internalf("store.Read", err)
 	}
 	defer sqlTx.Rollback()
-	return fn(&Tx{tx: sqlTx, ctx: ctx})
+	return fn(&Tx{tx: sqlTx, ctx: ctx, db: db})
 }
 
 // Tx is a transaction in progress.
 type Tx struct {
 	tx       *sql.Tx
 	ctx      context.Context
+	db       *DB
 	onCommit []func()
 }
 
 // Exec runs a statement.
 func (t *Tx) Exec(query string, args ...any) (sql.Result, error) {
-	return t.tx.ExecContext(t.ctx, query, args...)
+	return t.tx.ExecContext(t.ctx, t.db.query(query), t.db.args(args)...)
 }
 
 // Query runs a query.
 func (t *Tx) Query(query string, args ...any) (*sql.Rows, error) {
-	return t.tx.QueryContext(t.ctx, query, args...)
+	return t.tx.QueryContext(t.ctx, t.db.query(query), t.db.args(args)...)
 }
 
 // QueryRow runs a query that returns at most one row.
 func (t *Tx) QueryRow(query string, args ...any) *sql.Row {
-	return t.tx.QueryRowContext(t.ctx, query, args...)
+	return t.tx.QueryRowContext(t.ctx, t.db.query(query), t.db.args(args)...)
 }
 
 // Stmt returns a statement prepared with DB.Prepare for use in this
@@ -330,7 +375,7 @@ func IsNoRows(err error) bool { return errors.Is(err, sql.ErrNoRows) }
 
 // IsUnique reports whether err is a uniqueness violation.
 func IsUnique(err error) bool {
-	return err != nil && strings.Contains(err.Error(), "UNIQUE constraint failed")
+	return err != nil && (strings.Contains(err.Error(), "UNIQUE constraint failed") || isPGUnique(err))
 }
 
 // timeLayout is RFC 3339 with a fixed nine-digit fraction, so that stored

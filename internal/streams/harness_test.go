@@ -18,6 +18,7 @@ import (
 	"github.com/keyline/keyline/internal/crn"
 	"github.com/keyline/keyline/internal/seal"
 	"github.com/keyline/keyline/internal/store"
+	"github.com/keyline/keyline/internal/store/storetest"
 )
 
 const (
@@ -45,11 +46,7 @@ func newHarness(t testing.TB) *harness {
 	t.Helper()
 	dir := t.TempDir()
 	ctx := context.Background()
-	db, err := store.OpenSQLite(ctx, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
+	db := storetest.Open(t)
 	al, err := audit.New(ctx, db, clock.Real{}, nil)
 	if err != nil {
 		t.Fatal(err)

@@ -22,6 +22,7 @@ import (
 	"github.com/keyline/keyline/internal/errs"
 	"github.com/keyline/keyline/internal/httpapi"
 	"github.com/keyline/keyline/internal/store"
+	"github.com/keyline/keyline/internal/store/storetest"
 )
 
 // recordingBroker is a service that keeps its instances in memory and
@@ -179,6 +180,7 @@ func newPolicies() *accessPolicies {
 type env struct {
 	t        testing.TB
 	dir      string
+	dbURL    string // "" for SQLite in dir
 	clock    *clock.Fake
 	policies *accessPolicies
 	kms, es  *recordingBroker
@@ -192,7 +194,7 @@ type env struct {
 var epoch = time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC)
 
 func newEnv(t testing.TB) *env {
-	e := &env{t: t, dir: t.TempDir(), clock: clock.NewFake(epoch), policies: newPolicies(), kms: newBroker(), es: newBroker()}
+	e := &env{t: t, dir: t.TempDir(), dbURL: storetest.URL(t), clock: clock.NewFake(epoch), policies: newPolicies(), kms: newBroker(), es: newBroker()}
 	e.start()
 	t.Cleanup(e.shutdown)
 	return e
@@ -203,7 +205,7 @@ func newEnv(t testing.TB) *env {
 func (e *env) start() {
 	t := e.t
 	ctx := context.Background()
-	db, err := store.OpenSQLite(ctx, e.dir)
+	db, err := store.Open(ctx, e.dir, e.dbURL)
 	if err != nil {
 		t.Fatal(err)
 	}

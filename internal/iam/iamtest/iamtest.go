@@ -14,6 +14,7 @@ import (
 	"github.com/keyline/keyline/internal/iam"
 	"github.com/keyline/keyline/internal/seal"
 	"github.com/keyline/keyline/internal/store"
+	"github.com/keyline/keyline/internal/store/storetest"
 )
 
 // Env is a bootstrapped IAM service.
@@ -31,16 +32,12 @@ type Env struct {
 // Issuer is the token issuer of test services.
 const Issuer = "https://iam.test"
 
-// New starts IAM on a fresh database in t.TempDir(), on a fake clock,
+// New starts IAM on a fresh database (storetest.Open), on a fake clock,
 // bootstrapped with a random administrator API key.
 func New(t testing.TB) *Env {
 	t.Helper()
 	ctx := context.Background()
-	db, err := store.OpenSQLite(ctx, t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
+	db := storetest.Open(t)
 	master, err := seal.New(seal.RandomKey())
 	if err != nil {
 		t.Fatal(err)

@@ -18,6 +18,7 @@ import (
 	"github.com/keyline/keyline/internal/kms/kpapi"
 	"github.com/keyline/keyline/internal/seal"
 	"github.com/keyline/keyline/internal/store"
+	"github.com/keyline/keyline/internal/store/storetest"
 )
 
 func TestMain(m *testing.M) {
@@ -55,11 +56,7 @@ type env struct {
 func newEnv(t testing.TB) *env {
 	t.Helper()
 	ctx := context.Background()
-	db, err := store.OpenSQLite(ctx, t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
+	db := storetest.Open(t)
 	master, err := seal.New(seal.RandomKey())
 	if err != nil {
 		t.Fatal(err)
