@@ -146,6 +146,7 @@ func (c *Console) routes() {
 	m.Handle("POST /console/deployments/{guid}/backups", c.action(c.createBackup))
 	m.Handle("POST /console/deployments/{guid}/restore", c.action(c.restoreBackup))
 	m.Handle("POST /console/deployments/{guid}/credentials", c.action(c.createCredentials))
+	m.Handle("POST /console/deployments/{guid}/credentials/{key}/delete", c.action(c.deleteCredentials))
 	m.Handle("POST /console/deployments/{guid}/delete", c.action(c.deleteDeployment))
 	m.Handle("POST /console/deployments/{guid}/reclamation/restore", c.action(c.restoreDeployment))
 

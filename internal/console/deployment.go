@@ -118,13 +118,25 @@ func (c *Console) deployment(w http.ResponseWriter, r *http.Request, s *session,
 	c.renderDeployment(w, r, s, api, inst, nil)
 }
 
-// renderDeployment shows the overview; credentials are shown only in the
-// response that created them.
 // newCredentials are service credentials just created, shown this once.
 type newCredentials struct {
 	Name        string
 	Credentials map[string]any
 }
+
+// credential is a resource key (service credentials) as the Resource
+// Controller lists it, without its secret part.
+type credential struct {
+	Name      string     `json:"name"`
+	GUID      string     `json:"guid"`
+	SourceCRN string     `json:"source_crn"` // the instance the key belongs to
+	Role      string     `json:"role"`
+	State     string     `json:"state"`
+	CreatedAt *time.Time `json:"created_at"`
+}
+
+// renderDeployment shows the overview; credentials are shown only in the
+// response that created them.
 
 func (c *Console) renderDeployment(w http.ResponseWriter, r *http.Request, s *session, api *caller, inst instance, created *newCredentials) {
 	ctx := r.Context()
@@ -178,16 +190,19 @@ func (c *Console) renderDeployment(w http.ResponseWriter, r *http.Request, s *se
 	data["Backups"] = backups.Backups
 
 	var creds struct {
-		Resources []struct {
-			Name      string     `json:"name"`
-			GUID      string     `json:"guid"`
-			Role      string     `json:"role"`
-			State     string     `json:"state"`
-			CreatedAt *time.Time `json:"created_at"`
-		} `json:"resources"`
+		Resources []credential `json:"resources"`
 	}
 	note("Service credentials", api.get(ctx, "/v2/resource_instances/"+url.PathEscape(inst.GUID)+"/resource_keys", &creds))
 	data["Credentials"] = creds.Resources
+	// ?delete_credentials= opens the confirmation for one of the listed
+	// credentials; anything else opens nothing.
+	if id := r.URL.Query().Get("delete_credentials"); id != "" {
+		for _, cr := range creds.Resources {
+			if cr.GUID == id {
+				data["DeleteCredentials"] = cr
+			}
+		}
+	}
 
 	// Topics live in the data plane: readable only while the deployment can
 	// unwrap its key. When it cannot, the page says so instead of failing.
@@ -209,6 +224,7 @@ func (c *Console) renderDeployment(w http.ResponseWriter, r *http.Request, s *se
 	data["CanDelete"] = c.can(ctx, s, auth.InstanceDelete, res)
 	data["CanBackup"] = c.can(ctx, s, auth.BackupCreate, res)
 	data["CanCredentials"] = c.can(ctx, s, auth.KeyCreate, res)
+	data["CanDeleteCredentials"] = c.can(ctx, s, auth.KeyDelete, res)
 	data["Active"] = inst.State == "active"
 	v.Data = data
 	c.render(w, r, s, http.StatusOK, "deployment", v)
@@ -299,6 +315,35 @@ func (c *Console) createCredentials(w http.ResponseWriter, r *http.Request, s *s
 		return
 	}
 	c.renderDeployment(w, r, s, api, inst, &newCredentials{Name: created.Name, Credentials: created.Credentials})
+}
+
+// deleteCredentials deletes one of the deployment's service credentials. The
+// API revokes their API key and closes the Kafka connections it opened; the
+// console first checks that the key is this deployment's, so a form posted
+// to one deployment never deletes another's credentials.
+func (c *Console) deleteCredentials(w http.ResponseWriter, r *http.Request, s *session, api *caller) {
+	ctx := r.Context()
+	inst, err := c.loadDeployment(ctx, api, r.PathValue("guid"))
+	if err != nil {
+		c.renderAPIError(w, r, s, err)
+		return
+	}
+	var key credential
+	if err := api.get(ctx, "/v2/resource_keys/"+url.PathEscape(r.PathValue("key")), &key); err != nil {
+		c.renderAPIError(w, r, s, err)
+		return
+	}
+	if key.SourceCRN != inst.CRN || key.GUID == "" {
+		c.renderError(w, r, s, http.StatusNotFound, "Not found",
+			"These service credentials do not belong to the deployment "+inst.Name+", so nothing was deleted.")
+		return
+	}
+	if err := api.do(ctx, http.MethodDelete, "/v2/resource_keys/"+url.PathEscape(key.GUID), nil, nil, nil); err != nil {
+		c.renderAPIError(w, r, s, err)
+		return
+	}
+	c.redirect(w, r, s, c.deploymentURL(inst.GUID), "Service credentials "+key.Name+
+		" deleted: their API key no longer works, and Kafka connections opened with it are closed.")
 }
 
 // reclamation is a deleted instance waiting out its soft-deletion period.

@@ -71,14 +71,13 @@ func TestScreenshots(t *testing.T) {
 	k, b := walkSeed(t)
 	provisionWithoutAuthorization(t, k, b)
 	deleteAndRestore(t, k, b)
+	deleteCredentialsInConsole(t, k, b)
 	b.do("sign out", chromedp.Click(chromedp.CSS(".who button")), chromedp.WaitVisible(chromedp.ID("signin-form")))
 	b.shot("signin", 1280, 390)
 }
 
 func walkSeed(t *testing.T) (*keyline, *browser) {
-	k := startKeyline(t)
-	b := newBrowser(t, k.url)
-	b.signIn(keylineAdminKey)
+	k, b := signedInAdmin(t)
 	b.open("/console/", "h1")
 	b.shot("resources-empty", 1280, 390)
 
@@ -408,11 +407,16 @@ func (b *browser) waitPage(path, sel, want string) {
 // adminWithKMS starts Keyline with one Key Protect instance and a browser
 // signed in as the administrator.
 func adminWithKMS(t *testing.T, kmsName string) (*keyline, created, *browser) {
+	k, b := signedInAdmin(t)
+	return k, k.createKMS(kmsName, "us-south"), b
+}
+
+// signedInAdmin starts Keyline and a browser signed in as the administrator.
+func signedInAdmin(t *testing.T) (*keyline, *browser) {
 	k := startKeyline(t)
-	kms := k.createKMS(kmsName, "us-south")
 	b := newBrowser(t, k.url)
 	b.signIn(keylineAdminKey)
-	return k, kms, b
+	return k, b
 }
 
 func TestKeyLifecycleFromTheKeysPage(t *testing.T) {
@@ -519,9 +523,7 @@ func TestKeyLifecycleFromTheKeysPage(t *testing.T) {
 }
 
 func TestProvisioningWithoutAuthorizationLinksToTheCreateForm(t *testing.T) {
-	k := startKeyline(t)
-	b := newBrowser(t, k.url)
-	b.signIn(keylineAdminKey)
+	k, b := signedInAdmin(t)
 	provisionWithoutAuthorization(t, k, b)
 }
 
@@ -547,9 +549,7 @@ func provisionWithoutAuthorization(t *testing.T, k *keyline, b *browser) {
 }
 
 func TestDeletedDeploymentWaitsForReclamationAndCanBeRestored(t *testing.T) {
-	k := startKeyline(t)
-	b := newBrowser(t, k.url)
-	b.signIn(keylineAdminKey)
+	k, b := signedInAdmin(t)
 	deleteAndRestore(t, k, b)
 }
 
