@@ -49,6 +49,9 @@ type conn struct {
 	// written.
 	arena  []byte
 	pooled *[]byte
+	// readArenas hold the batches of partitions read concurrently for the
+	// response being built; they go back to the pool with the arena.
+	readArenas []*[]byte
 }
 
 func (b *Broker) newConn(nc net.Conn) *conn {
@@ -219,6 +222,16 @@ func (c *conn) releaseArena() {
 		c.b.putBuf(c.pooled)
 		c.pooled, c.arena = nil, nil
 	}
+	c.releaseReadArenas()
+}
+
+func (c *conn) releaseReadArenas() {
+	for _, a := range c.readArenas {
+		if a != nil {
+			c.b.putBuf(a)
+		}
+	}
+	c.readArenas = c.readArenas[:0]
 }
 
 func (c *conn) logEnd(err error) {
