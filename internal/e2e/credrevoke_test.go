@@ -10,6 +10,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/keyline/keyline/internal/client"
+	"github.com/keyline/keyline/internal/clock"
+	"github.com/keyline/keyline/internal/server"
 )
 
 // TestDeletedResourceKeyCutsKafkaConnections deletes the resource key whose
@@ -17,7 +19,9 @@ import (
 // the producer's live connection is cut and its next produce fails, while the
 // deployment's other credentials, live connections included, keep working.
 func TestDeletedResourceKeyCutsKafkaConnections(t *testing.T) {
-	e := start(t)
+	// The periodic check is set far beyond the test's deadlines, so only
+	// the sweep that deleting the key triggers can cut the connection.
+	e := startIn(t, t.TempDir(), clock.NewFake(time.Now().UTC().Truncate(time.Second)), func(c *server.Config) { c.KafkaReauthorize = time.Hour })
 	admin := e.as(e.admin)
 	dep := admin.provisionDeployment(admin.keyProtect("revoke-kp"), "revoke")
 	createTopic(t, dep.manager, "revoked", 1)

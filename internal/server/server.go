@@ -58,6 +58,9 @@ type Config struct {
 	// name when KafkaHost binds every interface (as Kafka's own
 	// advertised.listeners does).
 	KafkaAdvertisedHost string
+	// KafkaReauthorize is how often live Kafka logins are checked against
+	// IAM again (default 5 s).
+	KafkaReauthorize time.Duration
 }
 
 // Server is a running Keyline.

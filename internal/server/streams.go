@@ -86,7 +86,7 @@ func (s *Server) wireStreams(ctx context.Context, iamSvc *iam.Service, keys stre
 		DB: s.db, Audit: s.Audit, Clock: s.cfg.Clock, Logger: s.cfg.Logger,
 		Keys: keys, Identity: streams.IAMIdentity(iamSvc),
 		Tasks: deploymentTasks{ctl}, States: deploymentStates{ctl}, MasterKey: s.master,
-		DataDir: s.cfg.DataDir, ListenHost: s.cfg.KafkaHost, AdvertisedHost: s.cfg.KafkaAdvertisedHost, PortMin: s.cfg.KafkaPortMin, PortMax: s.cfg.KafkaPortMax,
+		DataDir: s.cfg.DataDir, ListenHost: s.cfg.KafkaHost, AdvertisedHost: s.cfg.KafkaAdvertisedHost, Reauthorize: s.cfg.KafkaReauthorize, PortMin: s.cfg.KafkaPortMin, PortMax: s.cfg.KafkaPortMax,
 		AdminURL: s.URL(), Restorer: restore, TLS: s.tls,
 	})
 	if err != nil {

@@ -287,7 +287,7 @@ func (s *Service) startBroker(d *deployment, storage broker.Storage, reason stri
 	}
 	h := newHandoff(f.ln.Addr())
 	brk, err := broker.New(broker.Config{NodeID: 0, Listener: h, Storage: storage, ClusterID: guid, AdvertisedHost: s.cfg.AdvertisedHost,
-		TLS: s.cfg.TLS, Authenticate: s.kafkaLogin(guid, account), Logger: s.log.With("deployment", guid), Clock: s.clock})
+		TLS: s.cfg.TLS, Reauthorize: s.cfg.Reauthorize, Authenticate: s.kafkaLogin(guid, account), Logger: s.log.With("deployment", guid), Clock: s.clock})
 	if err != nil {
 		return nil, nil, err
 	}

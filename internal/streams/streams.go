@@ -165,6 +165,10 @@ type Config struct {
 	// TLS, when set, makes every deployment's Kafka listener speak SASL_SSL
 	// (as Event Streams does) instead of SASL_PLAINTEXT.
 	TLS *tls.Config
+	// Reauthorize is how often each deployment's broker checks its live
+	// Kafka logins again (default 5 s). Revoked credentials are swept at
+	// once whatever it is.
+	Reauthorize time.Duration
 	// PollInterval is how often pending key events are looked for when no
 	// notification comes (default 30 s).
 	PollInterval time.Duration
