@@ -3,6 +3,7 @@ package kms
 import (
 	"context"
 	"encoding/json"
+	"maps"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -92,11 +93,7 @@ func (x *allowedIPIndex) lookup(guid string) (ipAllowList, bool) {
 // set installs the instance's allow list; a nil list removes the instance
 // (no enabled policy). The caller holds x.mu.
 func (x *allowedIPIndex) set(guid string, l ipAllowList) {
-	old := *x.m.Load()
-	next := make(map[string]ipAllowList, len(old)+1)
-	for k, v := range old {
-		next[k] = v
-	}
+	next := maps.Clone(*x.m.Load())
 	if l == nil {
 		delete(next, guid)
 	} else {
