@@ -5,7 +5,6 @@ package dir
 import (
 	"context"
 	"errors"
-	"github.com/keyline/keyline/internal/durable"
 	"io"
 	"io/fs"
 	"os"
@@ -16,6 +15,7 @@ import (
 	"syscall"
 
 	"github.com/keyline/keyline/internal/backup/volume"
+	"github.com/keyline/keyline/internal/durable"
 	"github.com/keyline/keyline/internal/errs"
 )
 
@@ -119,7 +119,7 @@ type writer struct {
 	done    bool
 	err     error // first write error: Close then discards the object
 	written int64
-	flushed int64 // bytes handed to startWriteback
+	flushed int64 // bytes handed to durable.StartWriteback
 }
 
 // writebackStep is how much is written before the kernel is asked to
@@ -143,7 +143,7 @@ func (w *writer) Write(p []byte) (int, error) {
 		return n, w.err
 	}
 	if w.written-w.flushed >= writebackStep {
-		startWriteback(w.f, w.flushed, w.written-w.flushed)
+		durable.StartWriteback(w.f, w.flushed, w.written-w.flushed)
 		w.flushed = w.written
 	}
 	return n, nil
