@@ -35,6 +35,11 @@ func FuzzBlockDecoder(f *testing.F) {
 		seg.add(entry{meta: BatchMeta{Records: 1, Size: 5}, len: int32(len(b))}, kr.current)
 		f.Add(encodeIndex(seg))
 	}
+	chunked := sealed.only()
+	chunked.shift = minChunkShift
+	big := chunked.seal(nil, id, encodeMeta(meta[:0], BatchMeta{Records: 1, Size: 200}), batchData(0, 200))
+	f.Add(big)
+	f.Add(big[:len(big)-20])
 	f.Add(encodeRecord(opPut, nsUser, "topic/x", []byte("v")))
 	f.Add([]byte{})
 	f.Add([]byte("KL\x01\x01\xff\xff\xff\x7f\x00"))

@@ -96,7 +96,7 @@ func openMeta(dir string, kr *keyring) (*metaJournal, error) {
 	if err == nil {
 		var b []byte
 		if b, err = readAll(j.f, st.Size()); err == nil {
-			j.size, err = scanBlocks(b, kr, j.id(), func(_ int64, keyID string, plain []byte) error {
+			j.size, err = scanBlocks(b, kr, j.id(), func(_ int64, _ int, keyID string, plain []byte) error {
 				j.keys[keyID]++
 				return j.apply(plain)
 			})

@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
-	"github.com/keyline/keyline/internal/durable"
 	"math"
 	"os"
 	"path/filepath"
@@ -15,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/keyline/keyline/internal/durable"
 	"github.com/keyline/keyline/internal/errs"
 )
 
@@ -383,8 +383,10 @@ func (p *Partition) AppendAsync(ctx context.Context, m BatchMeta, data []byte) (
 	m.Size = int32(len(data))
 	var mb [metaLen]byte
 	buf := p.store.blockBuf()
-	blk := kr.seal((*buf)[:0], blockID{kind: kindData, stream: p.stream, base: seg.base, pos: seg.size}, encodeMeta(mb[:0], m), data)
-	_, err = seg.f.WriteAt(blk, seg.size)
+	// A large batch is written, and its writeback started, piece by piece
+	// while the rest of it is sealed.
+	bw := &blockWriter{f: seg.f, off: seg.size, total: kr.blockSize(metaLen + len(data)), kick: p.store.opts.Sync}
+	blk, err := kr.sealEmit((*buf)[:0], blockID{kind: kindData, stream: p.stream, base: seg.base, pos: seg.size}, bw.emit, encodeMeta(mb[:0], m), data)
 	blkLen := len(blk)
 	*buf = blk
 	p.store.putBlockBuf(buf)

@@ -194,7 +194,7 @@ func (p *Partition) reencryptSegment(ctx context.Context, seg *segment, kr *keyr
 	out := make([]byte, 0, len(b)+len(b)/16)
 	n := 0
 	reported := int64(0)
-	end, err := scanBlocks(b, kr, blockID{kind: kindData, stream: p.stream, base: seg.base}, func(at int64, _ string, plain []byte) error {
+	end, err := scanBlocks(b, kr, blockID{kind: kindData, stream: p.stream, base: seg.base}, func(at int64, _ int, _ string, plain []byte) error {
 		if n++; n%256 == 0 && ctx.Err() != nil {
 			return ctx.Err()
 		}

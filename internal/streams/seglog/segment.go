@@ -130,7 +130,7 @@ var errBatch = errors.New("batch block is inconsistent")
 // the active segment.
 func scanSegment(seg *segment, b []byte, kr *keyring, stream string) (int64, error) {
 	next := seg.base
-	return scanBlocks(b, kr, blockID{kind: kindData, stream: stream, base: seg.base}, func(pos int64, keyID string, plain []byte) error {
+	return scanBlocks(b, kr, blockID{kind: kindData, stream: stream, base: seg.base}, func(pos int64, blockLen int, keyID string, plain []byte) error {
 		if len(plain) < metaLen {
 			return errBatch
 		}
@@ -139,16 +139,9 @@ func scanSegment(seg *segment, b []byte, kr *keyring, stream string) (int64, err
 			return errBatch
 		}
 		next = m.LastOffset() + 1
-		seg.add(entry{meta: m, pos: pos, len: int32(seg.blockLen(kr, keyID, len(plain)))}, keyID)
+		seg.add(entry{meta: m, pos: pos, len: int32(blockLen)}, keyID)
 		return nil
 	})
-}
-
-func (s *segment) blockLen(kr *keyring, keyID string, plainLen int) int {
-	if kr.unsealed {
-		return headerFixed + 2*crcLen + plainLen
-	}
-	return headerFixed + len(keyID) + crcLen + nonceLen + plainLen + tagLen
 }
 
 // The index file is one block: the segment's size, the key IDs of its

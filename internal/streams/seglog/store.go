@@ -215,7 +215,7 @@ func (s *Store) verifyKeys(op string, all *keyring) (*keyring, error) {
 		pos += h.blockLen()
 	}
 	s.checkIDs = ids
-	kr := &keyring{storeID: all.storeID, current: all.current, aeads: map[string]cipher.AEAD{}}
+	kr := &keyring{storeID: all.storeID, current: all.current, aeads: map[string]cipher.AEAD{}, shift: all.shift}
 	for id, a := range all.aeads {
 		if verified[id] || id == all.current {
 			kr.aeads[id] = a
