@@ -39,6 +39,8 @@ type Partition struct {
 
 	cacheMu sync.Mutex
 	cache   []*segment // sealed segments whose entries are loaded, oldest first
+
+	aheadState
 }
 
 // cachedSegments bounds the sealed segments per partition whose entries
@@ -459,6 +461,34 @@ func (p *Partition) Read(ctx context.Context, from int64, maxBytes int32) ([]Sto
 // (the part of it that holds the batches' bytes, which the next call with
 // the same dst overwrites) and the batches' headers, in order.
 func (p *Partition) ReadAppend(ctx context.Context, from int64, maxBytes int32, dst []byte) (buf, batches []byte, metas []BatchMeta, err error) {
+	if ra := p.takeAhead(ctx, from, maxBytes); ra != nil {
+		var ok bool
+		buf, batches, metas, ok = p.fromAhead(ra, from, dst)
+		go p.releaseAhead(ra)
+		if ok {
+			p.store.aheadHits.Add(1)
+			p.readOn(maxBytes, batches, metas)
+			return buf, batches, metas, nil
+		}
+	}
+	buf, batches, metas, err = p.readAppend(ctx, from, maxBytes, dst)
+	if err == nil {
+		p.readOn(maxBytes, batches, metas)
+	}
+	return buf, batches, metas, err
+}
+
+// readOn starts a read-ahead after a large read that left more behind it.
+func (p *Partition) readOn(maxBytes int32, batches []byte, metas []BatchMeta) {
+	if len(batches) < aheadMinBytes || len(metas) == 0 {
+		return
+	}
+	if next := metas[len(metas)-1].LastOffset() + 1; next < p.EndOffset() {
+		p.startReadAhead(next, maxBytes)
+	}
+}
+
+func (p *Partition) readAppend(ctx context.Context, from int64, maxBytes int32, dst []byte) (buf, batches []byte, metas []BatchMeta, err error) {
 	const op = "seglog.Read"
 	var pooled []*[]byte
 	defer func() {
@@ -778,6 +808,7 @@ func (p *Partition) keyIDs(set map[string]bool) {
 }
 
 func (p *Partition) closeSegments() error {
+	p.discardAhead()
 	var first error
 	for _, s := range p.segs {
 		if err := s.f.Sync(); err != nil && first == nil {

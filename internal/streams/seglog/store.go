@@ -70,7 +70,11 @@ type Store struct {
 	meta   *metaJournal
 	lock   *os.File
 	closed atomic.Bool
-	reenc  sync.Mutex // one re-encryption at a time
+	// aheadBytes is what the partitions' read-aheads may hold at once;
+	// aheadHits counts reads served from them (for tests).
+	aheadBytes atomic.Int64
+	aheadHits  atomic.Int64
+	reenc      sync.Mutex // one re-encryption at a time
 
 	// blocks holds buffers that blocks are sealed into before they are
 	// written, shared by the partitions: a batch of up to a few MiB is
