@@ -295,6 +295,7 @@ func (b *bench) throughput() {
 		parts int32
 	}
 	results := map[string]map[key]result{}
+	perRound := map[key]map[string][]result{}
 	kinds := []string{"keyline sealed", "keyline unsealed", "kfake (memory)"}
 	for _, size := range b.sizes {
 		for _, p := range b.parts {
@@ -328,6 +329,7 @@ func (b *bench) throughput() {
 					settleDisk()
 				}
 			}
+			perRound[key{size, parts}] = rounds
 			for _, kind := range kinds {
 				r := medianResult(rounds[kind])
 				if results[kind] == nil {
@@ -341,15 +343,24 @@ func (b *bench) throughput() {
 	}
 	fmt.Println("CPU µs/r: CPU time of the whole process (franz-go client and broker) per record, which a busy machine disturbs far less than rates")
 	fmt.Println("* from Produce to acknowledgement at full speed: mostly time queued in the client's buffer")
-	fmt.Println("-- ratios (produce / consume) --")
+	fmt.Println("-- ratios (produce / consume), each the median over rounds of the ratio within a round, [lowest, highest] --")
 	for _, size := range b.sizes {
 		for _, p := range b.parts {
-			parts := int32(p)
-			k := key{size, parts}
-			s, u, f := results["keyline sealed"][k], results["keyline unsealed"][k], results["kfake (memory)"][k]
-			fmt.Printf("%4dB x%d: encryption costs %6.1f%% / %6.1f%% of throughput and %5.1f%% / %5.1f%% more CPU per record; sealed vs kfake %.2fx / %.2fx\n", size, parts,
-				100*(1-s.produceRate/u.produceRate), 100*(1-s.consumeRate/u.consumeRate), 100*(s.produceCPU/u.produceCPU-1), 100*(s.consumeCPU/u.consumeCPU-1),
-				s.produceRate/f.produceRate, s.consumeRate/f.consumeRate)
+			rs := perRound[key{size, int32(p)}]
+			s, u, f := rs["keyline sealed"], rs["keyline unsealed"], rs["kfake (memory)"]
+			cost := func(rate func(result) float64) string {
+				return pairedRatio(s, u, func(a, b result) float64 { return 100 * (1 - rate(a)/rate(b)) }, "%.1f%%")
+			}
+			more := func(cpu func(result) float64) string {
+				return pairedRatio(s, u, func(a, b result) float64 { return 100 * (cpu(a)/cpu(b) - 1) }, "%.1f%%")
+			}
+			vs := func(rate func(result) float64) string {
+				return pairedRatio(s, f, func(a, b result) float64 { return rate(a) / rate(b) }, "%.2fx")
+			}
+			produce, consume := func(r result) float64 { return r.produceRate }, func(r result) float64 { return r.consumeRate }
+			fmt.Printf("%4dB x%d: encryption costs %s / %s of throughput and %s / %s more CPU per record; sealed vs kfake %s / %s\n", size, p,
+				cost(produce), cost(consume), more(func(r result) float64 { return r.produceCPU }), more(func(r result) float64 { return r.consumeCPU }),
+				vs(produce), vs(consume))
 		}
 	}
 	seal, open := aesGCMRates()
@@ -391,6 +402,18 @@ func aesGCMRates() (seal, open float64) {
 		}
 	})
 	return seal, open
+}
+
+// pairedRatio computes f(a[i], b[i]) for each round i, where a and b ran
+// back to back, so slow drifts of a shared machine fall on both, and
+// formats the median with the lowest and highest.
+func pairedRatio(a, b []result, f func(a, b result) float64, format string) string {
+	vs := make([]float64, len(a))
+	for i := range a {
+		vs[i] = f(a[i], b[i])
+	}
+	slices.Sort(vs)
+	return fmt.Sprintf(format+" ["+format+", "+format+"]", vs[len(vs)/2], vs[0], vs[len(vs)-1])
 }
 
 // medianResult takes each figure's median over the rounds.
