@@ -136,13 +136,24 @@ func (b *browser) output() string {
 	return b.out.String()
 }
 
-// do runs steps with the step timeout and fails the test on error.
+// do runs steps with the step timeout and fails the test on error. Right
+// after a page replaced itself (a form posted), chromedp may still resolve
+// a selector to a node of the old document, which Chromium then refuses
+// before acting on it ("Could not find node with given id"); such steps
+// are run again once chromedp has the new document.
 func (b *browser) do(step string, actions ...chromedp.Action[chromedp.Void]) {
 	b.t.Helper()
 	ctx, cancel := context.WithTimeout(b.ctx, stepTimeout)
 	defer cancel()
-	if err := chromedp.Do(ctx, actions...); err != nil {
-		b.t.Fatalf("%s: %v (page %s)\n%s", step, err, b.location(), b.bodyText())
+	for {
+		err := chromedp.Do(ctx, actions...)
+		if err == nil {
+			return
+		}
+		if !strings.Contains(err.Error(), "Could not find node with given id") || ctx.Err() != nil {
+			b.t.Fatalf("%s: %v (page %s)\n%s", step, err, b.location(), b.bodyText())
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 

@@ -51,6 +51,9 @@ func (b *browser) submit(button, then string) {
 	if b.count(then) == 0 {
 		b.t.Fatalf("submit %s: the console shows an error instead of %s:\n%s", button, then, b.bodyText())
 	}
+	// Let chromedp's view of the page catch up with the new document
+	// before the next step looks for nodes in it.
+	b.do("wait for "+then, chromedp.WaitVisible(chromedp.CSS(then)))
 }
 
 // TestConsoleWalksTheSeed follows the seed's UI path in a browser:
