@@ -12,7 +12,10 @@ import (
 // of the log behind it starts preparing the next read of the same size
 // on a goroutine of its own, so that reading and decrypting it overlap
 // the sending and the consumer's handling of the last. The next
-// ReadAppend from where this one ended takes the prepared batches.
+// ReadAppend from where this one ended takes the prepared batches. A
+// partition keeps up to aheadSlots prepared reads, so that consumers of
+// several groups catching up at different offsets do not throw away each
+// other's.
 //
 // What is prepared is plain data in memory only, as a fetch's response
 // is: it is wiped when taken, replaced or discarded, and a closed or
@@ -29,6 +32,7 @@ const (
 	// of a store's (deployment's) at once.
 	aheadMaxBytes   = 8 << 20
 	aheadStoreBytes = 64 << 20
+	aheadSlots      = 4
 )
 
 type readAhead struct {
@@ -41,18 +45,29 @@ type readAhead struct {
 	err      error
 }
 
-// startReadAhead prepares ReadAppend(from, maxBytes) unless the store's
-// budget is spent, replacing what the partition had prepared.
+// startReadAhead prepares ReadAppend(from, maxBytes) unless it is being
+// prepared already or the store's budget is spent, in place of the
+// partition's oldest prepared read when all slots are taken.
 func (p *Partition) startReadAhead(from int64, maxBytes int32) {
 	s := p.store
-	if maxBytes > aheadMaxBytes || s.aheadBytes.Add(int64(maxBytes)) > aheadStoreBytes {
-		if maxBytes <= aheadMaxBytes {
-			s.aheadBytes.Add(-int64(maxBytes))
-		}
+	if maxBytes > aheadMaxBytes {
+		return
+	}
+	p.aheadMu.Lock()
+	defer p.aheadMu.Unlock()
+	if slices.ContainsFunc(p.aheads, func(ra *readAhead) bool { return ra.from == from && ra.maxBytes == maxBytes }) {
+		return
+	}
+	if len(p.aheads) == aheadSlots {
+		go p.releaseAhead(p.aheads[0])
+		p.aheads = slices.Delete(p.aheads, 0, 1)
+	}
+	if s.aheadBytes.Add(int64(maxBytes)) > aheadStoreBytes {
+		s.aheadBytes.Add(-int64(maxBytes))
 		return
 	}
 	ra := &readAhead{from: from, maxBytes: maxBytes, done: make(chan struct{}), buf: s.blockBuf()}
-	p.swapAhead(ra)
+	p.aheads = append(p.aheads, ra)
 	go func() {
 		defer close(ra.done)
 		var buf []byte
@@ -65,12 +80,13 @@ func (p *Partition) startReadAhead(from int64, maxBytes int32) {
 // there is one, once it is finished; the caller releases it.
 func (p *Partition) takeAhead(ctx context.Context, from int64, maxBytes int32) *readAhead {
 	p.aheadMu.Lock()
-	ra := p.ahead
-	if ra == nil || ra.from != from || ra.maxBytes != maxBytes {
+	i := slices.IndexFunc(p.aheads, func(ra *readAhead) bool { return ra.from == from && ra.maxBytes == maxBytes })
+	if i < 0 {
 		p.aheadMu.Unlock()
 		return nil
 	}
-	p.ahead = nil
+	ra := p.aheads[i]
+	p.aheads = slices.Delete(p.aheads, i, i+1)
 	p.aheadMu.Unlock()
 	select {
 	case <-ra.done:
@@ -91,17 +107,13 @@ func (p *Partition) releaseAhead(ra *readAhead) {
 }
 
 // discardAhead drops what the partition has prepared.
-func (p *Partition) discardAhead() { p.swapAhead(nil) }
-
-// swapAhead makes ra the partition's read-ahead and releases the one it
-// replaces.
-func (p *Partition) swapAhead(ra *readAhead) {
+func (p *Partition) discardAhead() {
 	p.aheadMu.Lock()
-	old := p.ahead
-	p.ahead = ra
+	old := p.aheads
+	p.aheads = nil
 	p.aheadMu.Unlock()
-	if old != nil {
-		go p.releaseAhead(old)
+	for _, ra := range old {
+		go p.releaseAhead(ra)
 	}
 }
 
@@ -127,5 +139,5 @@ func (p *Partition) fromAhead(ra *readAhead, from int64, dst []byte) (buf, batch
 // aheadState is the read-ahead part of a Partition.
 type aheadState struct {
 	aheadMu sync.Mutex
-	ahead   *readAhead
+	aheads  []*readAhead // oldest first, at most aheadSlots
 }

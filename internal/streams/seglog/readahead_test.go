@@ -51,11 +51,12 @@ func waitAheadReleased(t *testing.T, s *Store) {
 func waitAheadReady(t *testing.T, p *Partition) {
 	t.Helper()
 	p.aheadMu.Lock()
-	ra := p.ahead
-	p.aheadMu.Unlock()
-	if ra == nil {
+	if len(p.aheads) == 0 {
+		p.aheadMu.Unlock()
 		t.Fatal("no read-ahead started")
 	}
+	ra := p.aheads[len(p.aheads)-1]
+	p.aheadMu.Unlock()
 	<-ra.done
 	if ra.err != nil || len(ra.metas) == 0 {
 		t.Fatalf("read-ahead: %d batches, %v", len(ra.metas), ra.err)
@@ -87,6 +88,51 @@ func TestReadAheadServesSequentialReadersTheSameBatches(t *testing.T) {
 		}
 		waitAheadReleased(t, s)
 	}
+}
+
+// TestReadAheadServesSeveralReadersAtOnce: consumers of different groups
+// catching up on one partition at different offsets, their reads
+// interleaved, each find their next batches prepared.
+func TestReadAheadServesSeveralReadersAtOnce(t *testing.T) {
+	s := openStore(t, t.TempDir(), Options{Keys: []*DEK{newDEK(t, "dek-1")}})
+	p := mustPartition(t, s, "p0")
+	appendN(t, p, 300, 20<<10, 2)
+	var want []byte
+	for _, b := range readAllBatches(t, p) {
+		want = append(want, b.Data...)
+	}
+	type reader struct {
+		from int64
+		got  []byte
+	}
+	readers := []*reader{{from: 0}, {from: 200}, {from: 400}}
+	reads := 0
+	for more := true; more; {
+		more = false
+		for _, r := range readers {
+			if r.from >= p.EndOffset() {
+				continue
+			}
+			more = true
+			_, batches, metas, err := p.ReadAppend(context.Background(), r.from, 200<<10, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r.got = append(r.got, batches...)
+			r.from = metas[len(metas)-1].LastOffset() + 1
+			reads++
+		}
+	}
+	for i, r := range readers {
+		skip := len(want) - len(r.got)
+		if skip < 0 || !bytes.Equal(r.got, want[skip:]) {
+			t.Fatalf("reader %d got other bytes than the log holds", i)
+		}
+	}
+	if hits := s.aheadHits.Load(); hits < int64(reads-2*len(readers)) {
+		t.Fatalf("%d of %d interleaved reads came from the read-ahead", hits, reads)
+	}
+	waitAheadReleased(t, s)
 }
 
 // TestReadAheadNeverServesDeletedOrClosedData: a prepared read is not
