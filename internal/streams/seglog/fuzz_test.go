@@ -90,6 +90,9 @@ func FuzzOpenDamagedStore(f *testing.F) {
 		p, _ := s.Partition(name, true)
 		appendN(f, p, 6, 150, 2)
 	}
+	// A batch over one chunk, so that damage also lands in chunked blocks.
+	big, _ := s.Partition("big", true)
+	appendN(f, big, 1, 70<<10, 1)
 	p, _ := s.Partition("a", false)
 	p.DeleteBefore(3)
 	s.PutMeta("topic/t", []byte("config"))
@@ -144,6 +147,9 @@ func FuzzOpenDamagedStore(f *testing.F) {
 					break
 				}
 				from = bs[len(bs)-1].Meta.LastOffset() + 1
+			}
+			if _, _, _, err := p.ReadAppend(context.Background(), p.StartOffset(), 1<<20, nil); err != nil && errs.As(err) == nil {
+				t.Fatalf("ReadAppend failed with a non-errs error: %v", err)
 			}
 			if _, err := p.Append(context.Background(), BatchMeta{Records: 1}, []byte("after damage")); err != nil && errs.As(err) == nil {
 				t.Fatalf("Append failed with a non-errs error: %v", err)
