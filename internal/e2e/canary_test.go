@@ -53,13 +53,24 @@ func TestCanaryNeverReachesDisk(t *testing.T) {
 			}
 		})
 	}
-	if err := prod.Flush(ctx); err != nil {
-		t.Fatal(err)
+	// Two records of 600 KiB: batches the log seals in chunks and writes
+	// piece by piece while sealing.
+	const big = 2
+	for range big {
+		v := bytes.Repeat([]byte("big-"+marker+"-"), (600<<10)/len("big-"+marker+"-"))
+		prod.Produce(ctx, &kgo.Record{Topic: topic, Value: v}, func(_ *kgo.Record, err error) {
+			if err != nil {
+				t.Errorf("produce: %v", err)
+			}
+		})
+		if err := prod.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
 	}
 	group := "group-" + marker
 	cons := franz(t, dep.reader, kgo.ConsumerGroup(group), kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.DisableAutoCommit())
-	got := consumeRecords(t, cons, n)
+	got := consumeRecords(t, cons, n+big)
 	if !bytes.Contains(got[0].Value, []byte(marker)) || len(got[0].Headers) != 1 {
 		t.Fatalf("the records do not come back as produced: %q", got[0].Value)
 	}
