@@ -233,14 +233,18 @@ func (kr *keyring) blockSize(plainLen int) int {
 	return hdr + nonceLen + plainLen + tagLen
 }
 
+// large reports whether a new block of plainLen bytes is over one chunk:
+// then sealEmit hands it out in pieces, and seals it (if sealed) in
+// chunks. A keyring without a shift makes no block large.
+func (kr *keyring) large(plainLen int) bool { return kr.shift != 0 && plainLen > 1<<kr.shift }
+
 // chunks is the number of chunks a new sealed block of plainLen bytes is
-// cut into, 0 when it is not chunked (a keyring without a shift never
-// chunks).
+// cut into, 0 when it is not chunked.
 func (kr *keyring) chunks(plainLen int) int {
-	cs := 1 << kr.shift
-	if kr.unsealed || kr.shift == 0 || plainLen <= cs {
+	if kr.unsealed || !kr.large(plainLen) {
 		return 0
 	}
+	cs := 1 << kr.shift
 	return (plainLen + cs - 1) / cs
 }
 
@@ -331,7 +335,7 @@ func (kr *keyring) sealEmit(dst []byte, id blockID, emit func(block []byte) erro
 			piece := dst[plainStart+at : plainStart+min(plainLen, at+emitEvery)]
 			copyRange(piece, parts, at)
 			crc = crc32.Update(crc, castagnoli, piece)
-			if emit != nil && at+len(piece) < plainLen && kr.shift != 0 && plainLen > 1<<kr.shift {
+			if emit != nil && at+len(piece) < plainLen && kr.large(plainLen) {
 				if err := emit(dst[start : plainStart+at+len(piece)]); err != nil {
 					return dst, err
 				}

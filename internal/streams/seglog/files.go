@@ -43,16 +43,17 @@ var startWriteback = durable.StartWriteback
 const pageSize = 4096
 
 // blockWriter writes one block at off as sealEmit hands it out, piece by
-// piece. With kick, each piece's whole pages (but the block's last) go to
-// the disk at once, which then writes them while the next piece is
-// sealed, so that the fsync after the block finds little left to flush.
+// piece. With kick, the pages each piece completes (from the one it began
+// in, which the piece before left unfinished) go to the disk at once,
+// which then writes them while the next piece is sealed, so that the fsync
+// after the block finds little left to flush. The block's last piece is
+// left to that fsync.
 type blockWriter struct {
-	f      *os.File
-	off    int64
-	total  int // the block's length
-	kick   bool
-	sent   int   // bytes written so far
-	kicked int64 // file offset up to which writeback was started
+	f     *os.File
+	off   int64
+	total int // the block's length
+	kick  bool
+	sent  int // bytes written so far
 }
 
 func (w *blockWriter) emit(b []byte) error {
@@ -61,15 +62,9 @@ func (w *blockWriter) emit(b []byte) error {
 		return err
 	}
 	w.sent = len(b)
-	if !w.kick || w.sent == w.total {
-		return nil
-	}
-	if w.kicked == 0 {
-		w.kicked = w.off &^ (pageSize - 1)
-	}
-	if whole := (w.off + int64(w.sent)) &^ (pageSize - 1); whole > w.kicked {
-		startWriteback(w.f, w.kicked, whole-w.kicked)
-		w.kicked = whole
+	if w.kick && w.sent < w.total {
+		from, to := at&^(pageSize-1), (w.off+int64(w.sent))&^(pageSize-1)
+		startWriteback(w.f, from, to-from)
 	}
 	return nil
 }
