@@ -226,6 +226,10 @@ func TestOddRequestsGetKeyProtectErrors(t *testing.T) {
 		{"null body on enable", "POST", "keys/" + key.ID + "/actions/disable", `null`, nil, 204, ""},
 		{"legacy action query", "POST", "keys/" + key.ID + "?action=enable", ``, nil, 204, ""},
 		{"wrap with empty object", "POST", wrapPath, `{}`, nil, 200, ""},
+		{"create as text/plain", "POST", "keys", `{"metadata":{"collectionType":"application/vnd.ibm.kms.key+json","collectionTotal":1},"resources":[{"name":"ab"}]}`, []string{"Content-Type", "text/plain"}, 415, "UNSUPPORTED_MEDIA_TYPE_ERR"},
+		{"wrap as a form", "POST", wrapPath, `{}`, []string{"Content-Type", "application/x-www-form-urlencoded"}, 415, "UNSUPPORTED_MEDIA_TYPE_ERR"},
+		{"unparseable content type", "POST", wrapPath, `{}`, []string{"Content-Type", "application/json; =;"}, 415, "UNSUPPORTED_MEDIA_TYPE_ERR"},
+		{"create as application/json", "POST", "keys", `{"metadata":{"collectionType":"application/vnd.ibm.kms.key+json","collectionTotal":1},"resources":[{"name":"ab"}]}`, []string{"Content-Type", "application/json; charset=utf-8"}, 201, ""},
 		{"json content type variant", "POST", wrapPath, `{"aad":["a"]}`, []string{"Content-Type", "application/vnd.ibm.kms.key_action+json"}, 200, ""},
 	}
 	for _, tc := range cases {
@@ -257,8 +261,9 @@ func TestOddRequestsGetKeyProtectErrors(t *testing.T) {
 		`"errorMsg":"Unprocessable Entity: Key could not be unwrapped: Please see 'reasons' for more details (UNPROCESSABLE_CIPHERTEXT_ERR)"`) {
 		t.Fatalf("error body = %s", body)
 	}
+	// The two keys above and the one created as application/json.
 	st, body, hdr := e.raw("HEAD", "keys", reader, "")
-	if st != 200 || hdr.Get("Key-Total") != "2" || body != "" {
+	if st != 200 || hdr.Get("Key-Total") != "3" || body != "" {
 		t.Fatalf("HEAD /keys = %d %q Key-Total=%q", st, body, hdr.Get("Key-Total"))
 	}
 	st, body, _ = e.raw("DELETE", "keys/"+key.ID, manager, "", "Prefer", "return=representation")

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"mime"
 	"net/http"
 	"strconv"
 	"strings"
@@ -271,10 +272,14 @@ func decodeCollection[T any](r *http.Request, min, max int) ([]T, error) {
 	return c.Resources, nil
 }
 
-// decodeBody decodes a JSON body (any Content-Type; field names in any
-// case; unknown fields refused). An empty or null body is an error only
-// when required.
+// decodeBody decodes a JSON body (field names in any case; unknown fields
+// refused). An empty or null body is an error only when required. The body
+// must be JSON: a Content-Type, when sent, must say so (IBM's Go client
+// sends none), as Key Protect refuses text/plain and forms.
 func decodeBody(r *http.Request, v any, required bool) error {
+	if err := jsonContentType(r); err != nil {
+		return err
+	}
 	err := httpapi.DecodeJSON(r, v, maxBody, required)
 	if e := errs.As(err); e != nil && e.Kind == errs.TooLarge {
 		e.Code = "BODY_TOO_LARGE_ERR"
@@ -356,4 +361,20 @@ func drainBody(r *http.Request) error {
 		return errs.E("kpapi", errs.Invalid, "BAD_BODY_ERR", "The request body is not valid JSON")
 	}
 	return nil
+}
+
+// jsonContentType refuses a body declared as anything but JSON:
+// application/json or a JSON media type such as
+// application/vnd.ibm.kms.key+json.
+func jsonContentType(r *http.Request) error {
+	ct := r.Header.Get("Content-Type")
+	if ct == "" {
+		return nil
+	}
+	mt, _, err := mime.ParseMediaType(ct)
+	if err == nil && (mt == "application/json" || strings.HasPrefix(mt, "application/") && strings.HasSuffix(mt, "+json")) {
+		return nil
+	}
+	return errs.E("kpapi", errs.UnsupportedMedia, "UNSUPPORTED_MEDIA_TYPE_ERR",
+		"The Content-Type header must be application/json or application/vnd.ibm.kms.key+json").On("header", "Content-Type")
 }
