@@ -144,7 +144,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		db.Close()
 		return nil, err
 	}
-	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
+	s.mux.HandleFunc("GET /healthz", s.health)
 	return s, nil
 }
 
@@ -259,3 +259,14 @@ func writeAdminKey(dir, key string) error {
 }
 
 func errsAs(err error) *errs.Error { return errs.As(err) }
+
+// health answers load balancers and operators: 200 "ok", or 503 with what
+// is failing.
+func (s *Server) health(w http.ResponseWriter, r *http.Request) {
+	if n := s.svc.streams.FailingKafkaListeners(); n > 0 {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		fmt.Fprintf(w, "degraded: %d Kafka listeners cannot accept connections (see the log)\n", n)
+		return
+	}
+	w.Write([]byte("ok\n"))
+}

@@ -1,8 +1,11 @@
 package streams
 
 import (
+	"log/slog"
 	"net"
 	"sync"
+
+	"github.com/keyline/keyline/internal/streams/broker"
 )
 
 // front owns a deployment's Kafka socket and hands each accepted connection
@@ -10,15 +13,16 @@ import (
 // encrypted log, or locked over nothing) never closes the socket, so a
 // locked deployment still answers and says why it refuses a login.
 type front struct {
-	ln net.Listener
+	ln     net.Listener
+	accept *broker.Acceptor
 
 	mu  sync.Mutex
 	cur *handoff
 	wg  sync.WaitGroup
 }
 
-func newFront(ln net.Listener) *front {
-	f := &front{ln: ln}
+func newFront(ln net.Listener, log *slog.Logger) *front {
+	f := &front{ln: ln, accept: broker.NewAcceptor(ln, log)}
 	f.wg.Add(1)
 	go f.run()
 	return f
@@ -27,12 +31,9 @@ func newFront(ln net.Listener) *front {
 func (f *front) run() {
 	defer f.wg.Done()
 	for {
-		c, err := f.ln.Accept()
+		c, err := f.accept.Accept()
 		if err != nil {
-			if ne, ok := err.(net.Error); ok && ne.Timeout() {
-				continue
-			}
-			return
+			return // closed: any other error is retried by the acceptor
 		}
 		f.mu.Lock()
 		h := f.cur
@@ -42,6 +43,9 @@ func (f *front) run() {
 		}
 	}
 }
+
+// health reports the accept loop's state.
+func (f *front) health() broker.ListenerHealth { return f.accept.Health() }
 
 // attach makes h receive the next connections.
 func (f *front) attach(h *handoff) {
@@ -93,3 +97,21 @@ func (h *handoff) Close() error {
 }
 
 func (h *handoff) Addr() net.Addr { return h.addr }
+
+// FailingKafkaListeners counts the deployments whose Kafka listener cannot
+// accept connections right now (out of descriptors, say): they are retried
+// with backoff, and /healthz reports them.
+func (s *Service) FailingKafkaListeners() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, d := range s.deployments {
+		d.mu.Lock()
+		f := d.front
+		d.mu.Unlock()
+		if f != nil && !f.health().Healthy {
+			n++
+		}
+	}
+	return n
+}
