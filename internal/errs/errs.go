@@ -11,18 +11,18 @@ import (
 type Kind uint8
 
 const (
-	Other           Kind = iota // unclassified: 500
-	Invalid                     // bad input: 400
-	Unauthenticated             // no or bad credentials: 401
-	Permission                  // authenticated but not allowed: 403
-	NotExist                    // 404
-	Conflict                    // state forbids the action: 409
-	Gone                        // deleted: 410
-	TooLarge                    // body over the limit: 413
-	Unprocessable               // well-formed but cannot be processed: 422
-	Unavailable                 // a dependency is down: 503
-	Internal                    // a bug or corrupted state: 500
-	UnsupportedMedia            // a body in a format the API does not take: 415
+	Other            Kind = iota // unclassified: 500
+	Invalid                      // bad input: 400
+	Unauthenticated              // no or bad credentials: 401
+	Permission                   // authenticated but not allowed: 403
+	NotExist                     // 404
+	Conflict                     // state forbids the action: 409
+	Gone                         // deleted: 410
+	TooLarge                     // body over the limit: 413
+	Unprocessable                // well-formed but cannot be processed: 422
+	Unavailable                  // a dependency is down: 503
+	Internal                     // a bug or corrupted state: 500
+	UnsupportedMedia             // a body in a format the API does not take: 415
 )
 
 var kindNames = [...]string{"other", "invalid", "unauthenticated", "permission", "not_exist", "conflict", "gone", "too_large", "unprocessable", "unavailable", "internal", "unsupported_media"}

@@ -203,4 +203,3 @@ func TestConnectionThatNeverLogsInIsClosedAtTheLoginTimeout(t *testing.T) {
 		t.Fatalf("a logged-in connection still counts as waiting to log in (%d)", n)
 	}
 }
-
