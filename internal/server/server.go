@@ -17,6 +17,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/net/netutil"
+
 	"github.com/keyline/keyline/internal/audit"
 	"github.com/keyline/keyline/internal/backup"
 	"github.com/keyline/keyline/internal/clock"
@@ -61,6 +63,13 @@ type Config struct {
 	// KafkaReauthorize is how often live Kafka logins are checked against
 	// IAM again (default 5 s).
 	KafkaReauthorize time.Duration
+	// HTTPMaxConnections caps the HTTP listener's open connections (APIs
+	// and console); more wait to be accepted (default 4096).
+	HTTPMaxConnections int
+	// HTTPBodyTimeout is how long a client may take to send a request's
+	// body once its headers are in (default 30 s); idle keep-alive
+	// connections close after two minutes, headers must come within 10 s.
+	HTTPBodyTimeout time.Duration
 }
 
 // Server is a running Keyline.
@@ -86,6 +95,12 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	if cfg.Listen == "" {
 		cfg.Listen = "127.0.0.1:8080"
+	}
+	if cfg.HTTPMaxConnections <= 0 {
+		cfg.HTTPMaxConnections = 4096
+	}
+	if cfg.HTTPBodyTimeout <= 0 {
+		cfg.HTTPBodyTimeout = 30 * time.Second
 	}
 	if cfg.MasterKeyFile == "" {
 		cfg.MasterKeyFile = filepath.Join(cfg.DataDir, "master.key")
@@ -217,15 +232,19 @@ func (s *Server) Serve(ctx context.Context) error {
 			return err
 		}
 	}
-	// The TLS handshake must finish within ReadHeaderTimeout too.
-	s.http = &http.Server{Handler: s.handler(), TLSConfig: s.tls, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second}
+	// The TLS handshake must finish within ReadHeaderTimeout too. There is
+	// no ReadTimeout or WriteTimeout: they would cut the Activity Tracker's
+	// follow streams; bodies get their own deadline (bodyDeadline).
+	s.http = &http.Server{Handler: bodyDeadline(s.cfg.HTTPBodyTimeout, s.handler()), TLSConfig: s.tls,
+		ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second}
+	ln := netutil.LimitListener(s.ln, s.cfg.HTTPMaxConnections)
 	errc := make(chan error, 1)
 	go func() {
 		if s.tls != nil {
-			errc <- s.http.ServeTLS(s.ln, "", "")
+			errc <- s.http.ServeTLS(ln, "", "")
 			return
 		}
-		errc <- s.http.Serve(s.ln)
+		errc <- s.http.Serve(ln)
 	}()
 	select {
 	case err := <-errc:
@@ -269,4 +288,18 @@ func (s *Server) health(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Write([]byte("ok\n"))
+}
+
+// bodyDeadline gives a request with a body until timeout to send it all: a
+// client dribbling its body, or announcing a chunk it never sends, is cut
+// off instead of holding its connection forever. Only reads have the
+// deadline, so a slow answer or a follow stream is not cut; the server
+// sets the connection's deadlines anew for its next request.
+func bodyDeadline(timeout time.Duration, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Body != nil && r.Body != http.NoBody {
+			http.NewResponseController(w).SetReadDeadline(time.Now().Add(timeout))
+		}
+		next.ServeHTTP(w, r)
+	})
 }
