@@ -19,6 +19,7 @@ const (
 	batchCRCStart       = 21
 
 	attrCompression   = 0x07
+	attrLogAppendTime = 0x08
 	attrTransactional = 0x10
 	attrControl       = 0x20
 )

@@ -131,6 +131,42 @@ func TestListOffsetsByTimestamp(t *testing.T) {
 	}
 }
 
+// TestListOffsetsByTimestampFindsTheRecordInsideABatch: replay from a time
+// must start at the first record at or after it, not at its batch's start
+// (kcat -Q, librdkafka's offsets_for_times and franz-go all ask this).
+func TestListOffsetsByTimestampFindsTheRecordInsideABatch(t *testing.T) {
+	for name, codec := range map[string]kgo.CompressionCodec{"uncompressed": kgo.NoCompression(), "zstd": kgo.ZstdCompression(),
+		"lz4": kgo.Lz4Compression(), "gzip": kgo.GzipCompression(), "snappy": kgo.SnappyCompression()} {
+		t.Run(name, func(t *testing.T) {
+			tb := startBroker(t, nil)
+			tb.mustCreate(t, "timeline", 1)
+			cl := tb.client(t, writerKey, kgo.ProducerBatchCompression(codec), kgo.ProducerLinger(time.Second))
+			base := time.Now().Add(-time.Hour).Truncate(time.Millisecond)
+			var rs []*kgo.Record
+			for i := range 6 { // one batch, a record every 10 s
+				rs = append(rs, &kgo.Record{Topic: "timeline", Value: []byte("payload payload payload"), Timestamp: base.Add(time.Duration(i) * 10 * time.Second)})
+			}
+			if err := cl.ProduceSync(testCtx(t), rs...).FirstErr(); err != nil {
+				t.Fatal(err)
+			}
+			adm := tb.admin(t, readerKey)
+			for at, want := range map[time.Duration]int64{0: 0, 25 * time.Second: 3, 30 * time.Second: 3, 50 * time.Second: 5, time.Hour: 6} {
+				lo, err := adm.ListOffsetsAfterMilli(testCtx(t), base.Add(at).UnixMilli(), "timeline")
+				if err != nil {
+					t.Fatal(err)
+				}
+				o, _ := lo.Lookup("timeline", 0)
+				if o.Err != nil || o.Offset != want {
+					t.Fatalf("offset for +%v = %d (err %v), want %d", at, o.Offset, o.Err, want)
+				}
+				if want < 6 && o.Timestamp != base.Add(time.Duration(want)*10*time.Second).UnixMilli() {
+					t.Fatalf("timestamp for +%v = %d, want the record's", at, o.Timestamp)
+				}
+			}
+		})
+	}
+}
+
 func TestUnknownTopicsAreNotAutoCreated(t *testing.T) {
 	tb := startBroker(t, nil)
 	cl := tb.client(t, writerKey)
