@@ -39,9 +39,13 @@ var apis = map[int16]versionRange{
 	20: {0, 6},  // DeleteTopics
 	21: {0, 2},  // DeleteRecords
 	22: {0, 5},  // InitProducerId
+	23: {0, 4},  // OffsetForLeaderEpoch
 	32: {0, 4},  // DescribeConfigs
 	36: {0, 2},  // SaslAuthenticate
 	37: {0, 3},  // CreatePartitions
+	42: {0, 2},  // DeleteGroups
+	47: {0, 0},  // OffsetDelete
+	60: {0, 1},  // DescribeCluster
 }
 
 // dispatch runs the handler for a decoded request. A nil response means none
@@ -72,6 +76,14 @@ func (c *conn) dispatch(ctx context.Context, req *request) (kmsg.Response, error
 		return c.handleSyncGroup(ctx, r)
 	case *kmsg.DescribeGroupsRequest:
 		return c.handleDescribeGroups(ctx, r)
+	case *kmsg.DeleteGroupsRequest:
+		return c.handleDeleteGroups(ctx, r)
+	case *kmsg.OffsetDeleteRequest:
+		return c.handleOffsetDelete(ctx, r)
+	case *kmsg.OffsetForLeaderEpochRequest:
+		return c.handleOffsetForLeaderEpoch(ctx, r)
+	case *kmsg.DescribeClusterRequest:
+		return c.handleDescribeCluster(ctx, r)
 	case *kmsg.ListGroupsRequest:
 		return c.handleListGroups(ctx, r)
 	case *kmsg.SASLHandshakeRequest:

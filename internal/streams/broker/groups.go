@@ -565,6 +565,69 @@ func (co *coordinator) forgetTopic(id uuid.UUID) {
 	}
 }
 
+// deleteGroup deletes a group that has no members, with its committed
+// offsets.
+func (co *coordinator) deleteGroup(name string) *kerr.Error {
+	co.mu.Lock()
+	defer co.mu.Unlock()
+	g := co.groups[name]
+	switch {
+	case g == nil:
+		return kerr.GroupIDNotFound
+	case len(g.members) > 0 || g.state != groupEmpty:
+		return kerr.NonEmptyGroup
+	}
+	if g.storageID != "" {
+		if err := co.st.DeleteMeta(groupMetaPrefix + g.storageID); err != nil {
+			co.log.Warn("deleting a group's record failed", "err", err)
+			return kerr.CoordinatorNotAvailable
+		}
+	}
+	delete(co.groups, name)
+	return nil
+}
+
+// deleteOffsets deletes a group's committed offsets at keys (by topic
+// name), except those of topics a member subscribes to, which it returns.
+func (co *coordinator) deleteOffsets(name string, keys map[string][]offsetKey) (map[string]bool, *kerr.Error) {
+	co.mu.Lock()
+	defer co.mu.Unlock()
+	g := co.groups[name]
+	if g == nil {
+		return nil, kerr.GroupIDNotFound
+	}
+	subscribed := map[string]bool{}
+	if g.protoType == "consumer" {
+		for _, m := range g.members {
+			var meta kmsg.ConsumerMemberMetadata
+			if meta.ReadFrom(m.metadata(g.protocol)) == nil {
+				for _, t := range meta.Topics {
+					subscribed[t] = true
+				}
+			}
+		}
+	}
+	changed := false
+	for topic, ks := range keys {
+		if subscribed[topic] {
+			continue
+		}
+		for _, k := range ks {
+			if _, ok := g.offsets[k]; ok {
+				delete(g.offsets, k)
+				changed = true
+			}
+		}
+	}
+	if changed {
+		if err := co.save(g); err != nil {
+			co.log.Warn("deleting committed offsets failed", "err", err)
+			return nil, kerr.CoordinatorNotAvailable
+		}
+	}
+	return subscribed, nil
+}
+
 // committedOffsets returns a group's offsets (nil if it has none).
 func (co *coordinator) committedOffsets(groupName string) map[offsetKey]committed {
 	co.mu.Lock()

@@ -1,0 +1,27 @@
+package broker
+
+import (
+	"context"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// handleDescribeCluster names the cluster and its one broker, which is also
+// its controller, as Metadata does.
+func (c *conn) handleDescribeCluster(_ context.Context, r *kmsg.DescribeClusterRequest) (kmsg.Response, error) {
+	resp := r.ResponseKind().(*kmsg.DescribeClusterResponse)
+	if !c.access().Allows(Reader) {
+		resp.ErrorCode = kerr.ClusterAuthorizationFailed.Code
+		return resp, nil
+	}
+	if r.EndpointType > 1 { // 2 is the controllers' endpoint, which clients cannot reach
+		resp.ErrorCode = kerr.UnsupportedEndpointType.Code
+		return resp, nil
+	}
+	resp.EndpointType = r.EndpointType
+	resp.ClusterID = c.b.cfg.ClusterID
+	resp.ControllerID = c.b.cfg.NodeID
+	resp.Brokers = []kmsg.DescribeClusterResponseBroker{{NodeID: c.b.cfg.NodeID, Host: c.b.cfg.AdvertisedHost, Port: c.b.cfg.AdvertisedPort}}
+	return resp, nil
+}
