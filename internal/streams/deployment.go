@@ -109,7 +109,7 @@ func (s *Service) listen(ctx context.Context, d *deployment) error {
 		}
 	}
 	d.mu.Lock()
-	d.front = newFront(ln, s.log.With("deployment", d.guid))
+	d.front = newFront(ln)
 	d.mu.Unlock()
 	return nil
 }

@@ -1,11 +1,8 @@
 package streams
 
 import (
-	"log/slog"
 	"net"
 	"sync"
-
-	"github.com/keyline/keyline/internal/streams/broker"
 )
 
 // front owns a deployment's Kafka socket and hands each accepted connection
@@ -13,16 +10,15 @@ import (
 // encrypted log, or locked over nothing) never closes the socket, so a
 // locked deployment still answers and says why it refuses a login.
 type front struct {
-	ln     net.Listener
-	accept *broker.Acceptor
+	ln net.Listener
 
 	mu  sync.Mutex
 	cur *handoff
 	wg  sync.WaitGroup
 }
 
-func newFront(ln net.Listener, log *slog.Logger) *front {
-	f := &front{ln: ln, accept: broker.NewAcceptor(ln, log)}
+func newFront(ln net.Listener) *front {
+	f := &front{ln: ln}
 	f.wg.Add(1)
 	go f.run()
 	return f
@@ -31,9 +27,12 @@ func newFront(ln net.Listener, log *slog.Logger) *front {
 func (f *front) run() {
 	defer f.wg.Done()
 	for {
-		c, err := f.accept.Accept()
+		c, err := f.ln.Accept()
 		if err != nil {
-			return // closed: any other error is retried by the acceptor
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				continue
+			}
+			return
 		}
 		f.mu.Lock()
 		h := f.cur
@@ -43,9 +42,6 @@ func (f *front) run() {
 		}
 	}
 }
-
-// health reports the accept loop's state.
-func (f *front) health() broker.ListenerHealth { return f.accept.Health() }
 
 // attach makes h receive the next connections.
 func (f *front) attach(h *handoff) {
@@ -97,21 +93,3 @@ func (h *handoff) Close() error {
 }
 
 func (h *handoff) Addr() net.Addr { return h.addr }
-
-// FailingKafkaListeners counts the deployments whose Kafka listener cannot
-// accept connections right now (out of descriptors, say): they are retried
-// with backoff, and /healthz reports them.
-func (s *Service) FailingKafkaListeners() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	n := 0
-	for _, d := range s.deployments {
-		d.mu.Lock()
-		f := d.front
-		d.mu.Unlock()
-		if f != nil && !f.health().Healthy {
-			n++
-		}
-	}
-	return n
-}

@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"log/slog"
 	"net"
 	"strconv"
@@ -77,16 +78,6 @@ type Config struct {
 	// MaxConnections caps open connections; more are closed at once
 	// (default 1024).
 	MaxConnections int
-	// MaxPreAuthConnections caps connections that have not logged in yet,
-	// apart from MaxConnections, so strangers cannot hold the slots of
-	// clients with credentials (default 256).
-	MaxPreAuthConnections int
-	// MaxPreAuthPerSource caps connections not logged in yet from one IP
-	// address (default 32).
-	MaxPreAuthPerSource int
-	// LoginTimeout is how long a new connection may take to log in
-	// (default 10 s).
-	LoginTimeout time.Duration
 	// Reauthorize is how often every connection's login is checked again
 	// with Authenticate (default 5 s): deleted credentials, a removed
 	// policy or a lowered role reach live connections within it.
@@ -103,8 +94,6 @@ type Broker struct {
 	log   *slog.Logger
 	clock Clock
 	ln    net.Listener
-	// accept keeps accepting from ln through errors that pass.
-	accept *Acceptor
 
 	topics    *catalog
 	groups    *coordinator
@@ -114,20 +103,14 @@ type Broker struct {
 	// shared by the connections so that only active fetches hold one.
 	bufs sync.Pool
 
-	mu    sync.Mutex
-	conns map[*conn]struct{}
-	// preAuth counts the connections not logged in yet, in all and by
-	// source address.
-	preAuth         int
-	preAuthBySource map[string]int
-	// refusedLog and badFrameLog hold back floods of the same warning.
-	refusedLog, badFrameLog logLimiter
-	locked                  string // non-empty: the reason logins are refused
-	closed                  bool
-	done                    chan struct{}
-	recheck                 chan struct{} // asks for a re-authorization sweep now
-	bg                      sync.WaitGroup
-	serving                 sync.WaitGroup
+	mu      sync.Mutex
+	conns   map[*conn]struct{}
+	locked  string // non-empty: the reason logins are refused
+	closed  bool
+	done    chan struct{}
+	recheck chan struct{} // asks for a re-authorization sweep now
+	bg      sync.WaitGroup
+	serving sync.WaitGroup
 }
 
 // New opens the deployment's state from storage and listens, but does not
@@ -164,23 +147,13 @@ func New(cfg Config) (*Broker, error) {
 	if cfg.MaxConnections <= 0 {
 		cfg.MaxConnections = 1024
 	}
-	if cfg.MaxPreAuthConnections <= 0 {
-		cfg.MaxPreAuthConnections = 256
-	}
-	if cfg.MaxPreAuthPerSource <= 0 {
-		cfg.MaxPreAuthPerSource = 32
-	}
-	if cfg.LoginTimeout <= 0 {
-		cfg.LoginTimeout = 10 * time.Second
-	}
 	if cfg.Reauthorize <= 0 {
 		cfg.Reauthorize = 5 * time.Second
 	}
 	if cfg.ClusterID == "" {
 		cfg.ClusterID = "keyline"
 	}
-	b := &Broker{cfg: cfg, log: cfg.Logger, clock: cfg.Clock, conns: map[*conn]struct{}{}, preAuthBySource: map[string]int{},
-		refusedLog: logLimiter{every: 10 * time.Second}, badFrameLog: logLimiter{every: 10 * time.Second}, done: make(chan struct{}),
+	b := &Broker{cfg: cfg, log: cfg.Logger, clock: cfg.Clock, conns: map[*conn]struct{}{}, done: make(chan struct{}),
 		recheck: make(chan struct{}, 1)}
 	var err error
 	if b.topics, err = openCatalog(cfg.Storage, b.log); err != nil {
@@ -202,7 +175,6 @@ func New(cfg Config) (*Broker, error) {
 		ln = tls.NewListener(ln, cfg.TLS)
 	}
 	b.ln = ln
-	b.accept = NewAcceptor(ln, b.log)
 	if b.cfg.AdvertisedHost == "" || b.cfg.AdvertisedPort == 0 {
 		host, port, _ := net.SplitHostPort(ln.Addr().String())
 		if b.cfg.AdvertisedHost == "" {
@@ -246,10 +218,15 @@ func (b *Broker) Serve(ctx context.Context) error {
 	stop := context.AfterFunc(ctx, func() { b.Close() })
 	defer stop()
 	for {
-		nc, err := b.accept.Accept()
+		nc, err := b.ln.Accept()
 		if err != nil {
 			if b.isClosed() {
 				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				time.Sleep(10 * time.Millisecond)
+				continue
 			}
 			return err
 		}
@@ -263,19 +240,9 @@ func (b *Broker) Serve(ctx context.Context) error {
 		if len(b.conns) >= b.cfg.MaxConnections {
 			b.mu.Unlock()
 			nc.Close()
-			b.logLimited(&b.refusedLog, slog.LevelWarn, "kafka connections refused: too many connections", "limit", b.cfg.MaxConnections)
+			b.log.Warn("kafka connection refused: too many connections", "limit", b.cfg.MaxConnections)
 			continue
 		}
-		if b.preAuth >= b.cfg.MaxPreAuthConnections || b.preAuthBySource[c.source] >= b.cfg.MaxPreAuthPerSource {
-			b.mu.Unlock()
-			nc.Close()
-			b.logLimited(&b.refusedLog, slog.LevelWarn, "kafka connections refused: too many connections waiting to log in",
-				"limit", b.cfg.MaxPreAuthConnections, "per_source_limit", b.cfg.MaxPreAuthPerSource)
-			continue
-		}
-		b.preAuth++
-		b.preAuthBySource[c.source]++
-		c.preAuth = true
 		b.conns[c] = struct{}{}
 		b.serving.Add(1)
 		b.mu.Unlock()
@@ -284,7 +251,6 @@ func (b *Broker) Serve(ctx context.Context) error {
 			c.serve(ctx)
 			b.mu.Lock()
 			delete(b.conns, c)
-			b.leavePreAuthLocked(c)
 			b.mu.Unlock()
 		}()
 	}
@@ -352,48 +318,4 @@ func (b *Broker) Close() error {
 	b.serving.Wait()
 	b.bg.Wait()
 	return err
-}
-
-// leavePreAuthLocked counts c as no longer waiting to log in; b.mu is held.
-func (b *Broker) leavePreAuthLocked(c *conn) {
-	if !c.preAuth {
-		return
-	}
-	c.preAuth = false
-	b.preAuth--
-	if n := b.preAuthBySource[c.source] - 1; n > 0 {
-		b.preAuthBySource[c.source] = n
-	} else {
-		delete(b.preAuthBySource, c.source)
-	}
-}
-
-// loggedIn moves c from the connections waiting to log in to the others.
-func (b *Broker) loggedIn(c *conn) {
-	b.mu.Lock()
-	b.leavePreAuthLocked(c)
-	b.mu.Unlock()
-}
-
-// PreAuthConnections is how many connections have not logged in yet.
-func (b *Broker) PreAuthConnections() int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.preAuth
-}
-
-// ListenerHealth reports the broker's accept loop.
-func (b *Broker) ListenerHealth() ListenerHealth { return b.accept.Health() }
-
-// logLimited logs msg unless l let a line through less than its interval
-// ago; the next line that passes says how many were held back.
-func (b *Broker) logLimited(l *logLimiter, level slog.Level, msg string, args ...any) {
-	ok, suppressed := l.allow(time.Now())
-	if !ok {
-		return
-	}
-	if suppressed > 0 {
-		args = append(args, "suppressed", suppressed)
-	}
-	b.log.Log(context.Background(), level, msg, args...)
 }

@@ -16,6 +16,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
+// loginTimeout is how long a new connection may take to authenticate.
+const loginTimeout = 30 * time.Second
+
 // conn is one client connection. Requests are read and handled one at a
 // time and answered in order, as Kafka does. A produce request's answer waits
 // for its data to be on disk in a writer goroutine while the next request is
@@ -32,8 +35,6 @@ type conn struct {
 	mechanism string // set by SaslHandshake
 	rawSASL   bool   // SaslHandshake v0: the next frame is a bare PLAIN token
 	authed    bool
-	source    string // the client's IP address
-	preAuth   bool   // counted among the connections waiting to log in; guarded by the broker's mu
 	user      string
 	// sess is the current login, read by the handlers and replaced by the
 	// broker's re-authorization sweep; nil grants nothing.
@@ -55,12 +56,7 @@ type conn struct {
 
 func (b *Broker) newConn(nc net.Conn) *conn {
 	ctx, cancel := context.WithCancel(context.Background())
-	remote := nc.RemoteAddr().String()
-	source := remote
-	if host, _, err := net.SplitHostPort(remote); err == nil {
-		source = host
-	}
-	return &conn{b: b, nc: nc, ctx: ctx, cancel: cancel, source: source, log: b.log.With("remote", remote)}
+	return &conn{b: b, nc: nc, ctx: ctx, cancel: cancel, log: b.log.With("remote", nc.RemoteAddr().String())}
 }
 
 // close ends the connection at once, waking any handler that waits.
@@ -91,7 +87,7 @@ func (c *conn) serve(parent context.Context) {
 	log := c.log // c.log changes at login; the writer keeps its own
 	go func() { defer close(written); c.writeLoop(log) }()
 	defer func() { close(c.out); <-written }()
-	loginBy := time.Now().Add(c.b.cfg.LoginTimeout)
+	loginBy := time.Now().Add(loginTimeout)
 	for {
 		max := int32(preAuthMaxBytes)
 		deadline := time.Now().Add(c.b.cfg.IdleTimeout)
@@ -118,7 +114,7 @@ func (c *conn) serve(parent context.Context) {
 			return
 		}
 		if !c.authed && req.key != apiVersionsKey && req.key != saslHandshakeKey && req.key != saslAuthenticateKey {
-			c.b.logLimited(&c.b.badFrameLog, slog.LevelInfo, "kafka request before authentication refused", "key", req.key)
+			c.log.Info("kafka request before authentication refused", "key", req.key)
 			return
 		}
 		c.clientID = ""
@@ -242,8 +238,7 @@ func (c *conn) logEnd(err error) {
 	var fe *frameError
 	switch {
 	case errors.As(err, &fe):
-		c.b.logLimited(&c.b.badFrameLog, slog.LevelWarn, "kafka connection closed: bad request", "reason", fe.msg,
-			"remote", c.nc.RemoteAddr().String())
+		c.log.Warn("kafka connection closed: bad request", "reason", fe.msg)
 	case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed), c.ctx.Err() != nil:
 	default:
 		c.log.Debug("kafka connection closed", "err", err)
@@ -280,7 +275,6 @@ func (c *conn) login(token []byte) (refusal string) {
 		return reason
 	}
 	c.authed, c.user = true, user
-	c.b.loggedIn(c)
 	c.sess.Store(&session{user: user, password: password, access: access})
 	c.log = c.log.With("user", user)
 	c.log.Debug("kafka login", "access", access.String())
