@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/keyline/keyline/internal/server"
 	"github.com/spf13/cobra"
@@ -61,6 +62,9 @@ func newServeCmd(c *cli) *cobra.Command {
 	f := cmd.Flags()
 	f.StringVar(&cfg.KafkaHost, "kafka-host", "127.0.0.1", "the address deployments' Kafka listeners bind and advertise")
 	f.Var(portRange{&cfg.KafkaPortMin, &cfg.KafkaPortMax}, "kafka-ports", "MIN-MAX ports for deployments' Kafka listeners (default: any free port)")
+	f.IntVar(&cfg.KafkaMaxUnauthenticated, "kafka-max-unauthenticated", 256, "per deployment, the Kafka connections that have not logged in yet; more are closed at once")
+	f.IntVar(&cfg.KafkaMaxUnauthenticatedPerIP, "kafka-max-unauthenticated-per-ip", 32, "per deployment, the Kafka connections from one address that have not logged in yet")
+	f.DurationVar(&cfg.KafkaLoginTimeout, "kafka-login-timeout", 10*time.Second, "how long a new Kafka connection may take to log in")
 	f.StringVar(&cfg.Backups.Kind, "backup-volume", "dir", "where backups are kept: dir (<data-dir>/backups) or s3 [$KEYLINE_BACKUP_VOLUME]")
 	f.StringVar(&cfg.Backups.S3.Endpoint, "backup-s3-endpoint", "", "S3 endpoint host:port [$KEYLINE_BACKUP_S3_ENDPOINT]")
 	f.StringVar(&cfg.Backups.S3.Bucket, "backup-s3-bucket", "", "S3 bucket of the backups [$KEYLINE_BACKUP_S3_BUCKET]")

@@ -61,6 +61,12 @@ type Config struct {
 	// KafkaReauthorize is how often live Kafka logins are checked against
 	// IAM again (default 5 s).
 	KafkaReauthorize time.Duration
+	// KafkaMaxUnauthenticated and KafkaMaxUnauthenticatedPerIP cap each
+	// deployment's Kafka connections that have not logged in (defaults 256
+	// and 32 per source address); KafkaLoginTimeout is how long they may
+	// take to log in (default 10 s).
+	KafkaMaxUnauthenticated, KafkaMaxUnauthenticatedPerIP int
+	KafkaLoginTimeout                                     time.Duration
 }
 
 // Server is a running Keyline.
