@@ -18,6 +18,7 @@ type front struct {
 	ln     net.Listener
 	log    *slog.Logger
 	errLog ratelog.Limiter
+	okLog  ratelog.Limiter // a listener short of descriptors flaps
 	done   chan struct{}
 
 	mu     sync.Mutex
@@ -97,7 +98,7 @@ func (f *front) accepting() {
 	f.mu.Lock()
 	f.health.Healthy = true
 	f.mu.Unlock()
-	f.log.Info("streams: Kafka listener accepts connections again", "addr", f.ln.Addr().String())
+	f.okLog.Log(f.log, slog.LevelInfo, "streams: Kafka listener accepts connections again", "addr", f.ln.Addr().String())
 }
 
 // status says how the socket fares.
