@@ -70,6 +70,12 @@ type Config struct {
 	// body once its headers are in (default 30 s); idle keep-alive
 	// connections close after two minutes, headers must come within 10 s.
 	HTTPBodyTimeout time.Duration
+	// KafkaMaxUnauthenticated and KafkaMaxUnauthenticatedPerIP cap each
+	// deployment's Kafka connections that have not logged in (defaults 256
+	// and 32 per source address); KafkaLoginTimeout is how long they may
+	// take to log in (default 10 s).
+	KafkaMaxUnauthenticated, KafkaMaxUnauthenticatedPerIP int
+	KafkaLoginTimeout                                     time.Duration
 }
 
 // Server is a running Keyline.
@@ -159,7 +165,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		db.Close()
 		return nil, err
 	}
-	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
+	s.mux.HandleFunc("GET /healthz", s.health)
 	return s, nil
 }
 

@@ -109,7 +109,7 @@ func (s *Service) listen(ctx context.Context, d *deployment) error {
 		}
 	}
 	d.mu.Lock()
-	d.front = newFront(ln)
+	d.front = newFront(ln, s.log.With("deployment", d.guid))
 	d.mu.Unlock()
 	return nil
 }
@@ -287,7 +287,8 @@ func (s *Service) startBroker(d *deployment, storage broker.Storage, reason stri
 	}
 	h := newHandoff(f.ln.Addr())
 	brk, err := broker.New(broker.Config{NodeID: 0, Listener: h, Storage: storage, ClusterID: guid, AdvertisedHost: s.cfg.AdvertisedHost,
-		TLS: s.cfg.TLS, Reauthorize: s.cfg.Reauthorize, Authenticate: s.kafkaLogin(guid, account), Logger: s.log.With("deployment", guid), Clock: s.clock})
+		TLS: s.cfg.TLS, Reauthorize: s.cfg.Reauthorize, MaxPreAuthConnections: s.cfg.MaxPreAuthConnections, MaxPreAuthPerIP: s.cfg.MaxPreAuthPerIP,
+		LoginTimeout: s.cfg.LoginTimeout, Authenticate: s.kafkaLogin(guid, account), Logger: s.log.With("deployment", guid), Clock: s.clock})
 	if err != nil {
 		return nil, nil, err
 	}

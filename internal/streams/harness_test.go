@@ -40,6 +40,8 @@ type harness struct {
 	tasks  *testTasks
 	states *testStates
 	svc    *Service
+	// configure, when set, changes the Config of the next start.
+	configure func(*Config)
 }
 
 func newHarness(t testing.TB) *harness {
@@ -62,9 +64,13 @@ func newHarness(t testing.TB) *harness {
 // start runs a new Service over the harness's storage, as after a restart.
 func (h *harness) start() {
 	h.t.Helper()
-	svc, err := New(context.Background(), Config{DB: h.db, Audit: h.audit, Keys: h.kms, Identity: h.iam, Tasks: h.tasks,
+	cfg := Config{DB: h.db, Audit: h.audit, Keys: h.kms, Identity: h.iam, Tasks: h.tasks,
 		States: h.states, MasterKey: h.master, DataDir: filepath.Join(h.dir, "data"), AdminURL: "http://127.0.0.1:9",
-		SegmentBytes: 16 << 10, PollInterval: 20 * time.Millisecond})
+		SegmentBytes: 16 << 10, PollInterval: 20 * time.Millisecond}
+	if h.configure != nil {
+		h.configure(&cfg)
+	}
+	svc, err := New(context.Background(), cfg)
 	if err != nil {
 		h.t.Fatal(err)
 	}

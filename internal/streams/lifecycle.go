@@ -10,6 +10,7 @@ import (
 	"github.com/keyline/keyline/internal/auth"
 	"github.com/keyline/keyline/internal/errs"
 	"github.com/keyline/keyline/internal/store"
+	"github.com/keyline/keyline/internal/streams/broker"
 )
 
 // Instance states as the resource controller shows them.
@@ -273,6 +274,11 @@ type DeploymentInfo struct {
 	Reencrypting           bool      `json:"reencrypting"`
 	CreatedAt              time.Time `json:"created_at"`
 	UpdatedAt              time.Time `json:"updated_at"`
+
+	// KafkaListener and KafkaConnections say how the Kafka socket fares;
+	// absent while the deployment is suspended.
+	KafkaListener    *ListenerHealth          `json:"kafka_listener,omitempty"`
+	KafkaConnections *broker.ConnectionCounts `json:"kafka_connections,omitempty"`
 }
 
 // Deployment returns a deployment's metadata.
@@ -286,6 +292,17 @@ func (s *Service) Deployment(ctx context.Context, guid string) (DeploymentInfo, 
 		Region: rec.Region, DiskEncryptionKeyCRN: rec.DiskKeyCRN, BackupEncryptionKeyCRN: rec.BackupKeyCRN,
 		KeyVersion: rec.KeyVersion, State: StateActive, Reason: lock, KafkaBrokers: s.brokerAddrs(rec),
 		KafkaAdminURL: s.adminURL(guid), Reencrypting: rec.NextDEKID != "", CreatedAt: rec.CreatedAt, UpdatedAt: rec.UpdatedAt}
+	d.mu.Lock()
+	f, brk := d.front, d.brk
+	d.mu.Unlock()
+	if f != nil {
+		h := f.status()
+		info.KafkaListener = &h
+	}
+	if brk != nil {
+		n := brk.Connections()
+		info.KafkaConnections = &n
+	}
 	switch {
 	case rec.Suspended:
 		info.State = StateSuspended

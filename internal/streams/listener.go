@@ -1,8 +1,13 @@
 package streams
 
 import (
+	"errors"
+	"log/slog"
 	"net"
 	"sync"
+	"time"
+
+	"github.com/keyline/keyline/internal/ratelog"
 )
 
 // front owns a deployment's Kafka socket and hands each accepted connection
@@ -10,29 +15,65 @@ import (
 // encrypted log, or locked over nothing) never closes the socket, so a
 // locked deployment still answers and says why it refuses a login.
 type front struct {
-	ln net.Listener
+	ln     net.Listener
+	log    *slog.Logger
+	errLog ratelog.Limiter
+	okLog  ratelog.Limiter // a listener short of descriptors flaps
+	done   chan struct{}
 
-	mu  sync.Mutex
-	cur *handoff
-	wg  sync.WaitGroup
+	mu     sync.Mutex
+	cur    *handoff
+	health ListenerHealth
+	wg     sync.WaitGroup
 }
 
-func newFront(ln net.Listener) *front {
-	f := &front{ln: ln}
+// ListenerHealth is how a deployment's Kafka socket fares: an accept that
+// fails (out of file descriptors, say) is retried, and counted here.
+type ListenerHealth struct {
+	Healthy      bool       `json:"healthy"` // the last accept succeeded, or none failed
+	AcceptErrors uint64     `json:"accept_errors"`
+	LastError    string     `json:"last_error,omitempty"`
+	LastErrorAt  *time.Time `json:"last_error_at,omitempty"`
+}
+
+func newFront(ln net.Listener, log *slog.Logger) *front {
+	f := &front{ln: ln, log: log, done: make(chan struct{}), health: ListenerHealth{Healthy: true}}
 	f.wg.Add(1)
 	go f.run()
 	return f
 }
 
+// Accept errors are retried after a pause doubling from minAcceptBackoff to
+// maxAcceptBackoff, as net/http does: running out of file descriptors
+// (EMFILE, ENFILE) or memory passes once connections close, and a
+// connection aborted before its accept concerns that connection only. Only
+// closing the socket stops the loop.
+const (
+	minAcceptBackoff = 5 * time.Millisecond
+	maxAcceptBackoff = time.Second
+)
+
 func (f *front) run() {
 	defer f.wg.Done()
+	var backoff time.Duration
 	for {
 		c, err := f.ln.Accept()
 		if err != nil {
-			if ne, ok := err.(net.Error); ok && ne.Timeout() {
-				continue
+			if errors.Is(err, net.ErrClosed) {
+				return
 			}
-			return
+			backoff = min(max(2*backoff, minAcceptBackoff), maxAcceptBackoff)
+			f.acceptFailed(err, backoff)
+			select {
+			case <-time.After(backoff):
+			case <-f.done:
+				return
+			}
+			continue
+		}
+		if backoff != 0 {
+			backoff = 0
+			f.accepting()
 		}
 		f.mu.Lock()
 		h := f.cur
@@ -41,6 +82,30 @@ func (f *front) run() {
 			c.Close()
 		}
 	}
+}
+
+func (f *front) acceptFailed(err error, retryIn time.Duration) {
+	now := time.Now()
+	f.mu.Lock()
+	f.health.Healthy = false
+	f.health.AcceptErrors++
+	f.health.LastError, f.health.LastErrorAt = err.Error(), &now
+	f.mu.Unlock()
+	f.errLog.Log(f.log, slog.LevelError, "streams: Kafka listener cannot accept connections; retrying", "addr", f.ln.Addr().String(), "err", err, "retry_in", retryIn)
+}
+
+func (f *front) accepting() {
+	f.mu.Lock()
+	f.health.Healthy = true
+	f.mu.Unlock()
+	f.okLog.Log(f.log, slog.LevelInfo, "streams: Kafka listener accepts connections again", "addr", f.ln.Addr().String())
+}
+
+// status says how the socket fares.
+func (f *front) status() ListenerHealth {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.health
 }
 
 // attach makes h receive the next connections.
@@ -52,6 +117,7 @@ func (f *front) attach(h *handoff) {
 
 // close stops accepting; brokers are closed by their owner.
 func (f *front) close() {
+	close(f.done)
 	f.ln.Close()
 	f.wg.Wait()
 }
@@ -93,3 +159,21 @@ func (h *handoff) Close() error {
 }
 
 func (h *handoff) Addr() net.Addr { return h.addr }
+
+// FailingKafkaListeners counts the deployments whose Kafka listener cannot
+// accept connections right now (out of descriptors, say): they are retried
+// with backoff, and /healthz reports them.
+func (s *Service) FailingKafkaListeners() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, d := range s.deployments {
+		d.mu.Lock()
+		f := d.front
+		d.mu.Unlock()
+		if f != nil && !f.status().Healthy {
+			n++
+		}
+	}
+	return n
+}

@@ -169,6 +169,12 @@ type Config struct {
 	// Kafka logins again (default 5 s). Revoked credentials are swept at
 	// once whatever it is.
 	Reauthorize time.Duration
+	// MaxPreAuthConnections and MaxPreAuthPerIP cap each deployment's
+	// Kafka connections that have not logged in, in all (default 256) and
+	// from one source address (default 32); LoginTimeout is how long they
+	// may take to log in (default 10 s). See broker.Config.
+	MaxPreAuthConnections, MaxPreAuthPerIP int
+	LoginTimeout                           time.Duration
 	// PollInterval is how often pending key events are looked for when no
 	// notification comes (default 30 s).
 	PollInterval time.Duration

@@ -78,6 +78,15 @@ type Config struct {
 	// MaxConnections caps open connections; more are closed at once
 	// (default 1024).
 	MaxConnections int
+	// MaxPreAuthConnections caps the connections that have not logged in
+	// yet (default 256), and MaxPreAuthPerIP those from one source address
+	// (default 32): strangers cannot take the slots of clients that logged
+	// in, nor one host those of every other.
+	MaxPreAuthConnections int
+	MaxPreAuthPerIP       int
+	// LoginTimeout is how long a new connection may take to log in
+	// (default 10 s).
+	LoginTimeout time.Duration
 	// Reauthorize is how often every connection's login is checked again
 	// with Authenticate (default 5 s): deleted credentials, a removed
 	// policy or a lowered role reach live connections within it.
@@ -105,6 +114,8 @@ type Broker struct {
 
 	mu      sync.Mutex
 	conns   map[*conn]struct{}
+	preAuth admission // the connections not logged in yet
+	quiet   quietLogs
 	locked  string // non-empty: the reason logins are refused
 	closed  bool
 	done    chan struct{}
@@ -147,6 +158,15 @@ func New(cfg Config) (*Broker, error) {
 	if cfg.MaxConnections <= 0 {
 		cfg.MaxConnections = 1024
 	}
+	if cfg.MaxPreAuthConnections <= 0 {
+		cfg.MaxPreAuthConnections = min(256, cfg.MaxConnections)
+	}
+	if cfg.MaxPreAuthPerIP <= 0 {
+		cfg.MaxPreAuthPerIP = min(32, cfg.MaxPreAuthConnections)
+	}
+	if cfg.LoginTimeout <= 0 {
+		cfg.LoginTimeout = 10 * time.Second
+	}
 	if cfg.Reauthorize <= 0 {
 		cfg.Reauthorize = 5 * time.Second
 	}
@@ -154,7 +174,7 @@ func New(cfg Config) (*Broker, error) {
 		cfg.ClusterID = "keyline"
 	}
 	b := &Broker{cfg: cfg, log: cfg.Logger, clock: cfg.Clock, conns: map[*conn]struct{}{}, done: make(chan struct{}),
-		recheck: make(chan struct{}, 1)}
+		recheck: make(chan struct{}, 1), preAuth: admission{perIP: map[string]int{}}}
 	var err error
 	if b.topics, err = openCatalog(cfg.Storage, b.log); err != nil {
 		return nil, errs.Internalf(op, err)
@@ -237,20 +257,19 @@ func (b *Broker) Serve(ctx context.Context) error {
 			nc.Close()
 			return nil
 		}
-		if len(b.conns) >= b.cfg.MaxConnections {
+		if refusal := b.admit(c); refusal != "" {
 			b.mu.Unlock()
 			nc.Close()
-			b.log.Warn("kafka connection refused: too many connections", "limit", b.cfg.MaxConnections)
+			b.quiet.refused.Log(b.log, slog.LevelWarn, "kafka connection refused: "+refusal, "remote", c.ip)
 			continue
 		}
-		b.conns[c] = struct{}{}
 		b.serving.Add(1)
 		b.mu.Unlock()
 		go func() {
 			defer b.serving.Done()
 			c.serve(ctx)
 			b.mu.Lock()
-			delete(b.conns, c)
+			b.forget(c)
 			b.mu.Unlock()
 		}()
 	}

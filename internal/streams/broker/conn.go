@@ -16,9 +16,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
-// loginTimeout is how long a new connection may take to authenticate.
-const loginTimeout = 30 * time.Second
-
 // conn is one client connection. Requests are read and handled one at a
 // time and answered in order, as Kafka does. A produce request's answer waits
 // for its data to be on disk in a writer goroutine while the next request is
@@ -27,6 +24,7 @@ const loginTimeout = 30 * time.Second
 type conn struct {
 	b      *Broker
 	nc     net.Conn
+	ip     string // the source address, as admission counts it
 	log    *slog.Logger
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -35,6 +33,7 @@ type conn struct {
 	mechanism string // set by SaslHandshake
 	rawSASL   bool   // SaslHandshake v0: the next frame is a bare PLAIN token
 	authed    bool
+	preAuth   bool // holds a stranger's slot (guarded by b.mu)
 	user      string
 	// sess is the current login, read by the handlers and replaced by the
 	// broker's re-authorization sweep; nil grants nothing.
@@ -56,7 +55,7 @@ type conn struct {
 
 func (b *Broker) newConn(nc net.Conn) *conn {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &conn{b: b, nc: nc, ctx: ctx, cancel: cancel, log: b.log.With("remote", nc.RemoteAddr().String())}
+	return &conn{b: b, nc: nc, ip: sourceIP(nc.RemoteAddr()), ctx: ctx, cancel: cancel, log: b.log.With("remote", nc.RemoteAddr().String())}
 }
 
 // close ends the connection at once, waking any handler that waits.
@@ -87,7 +86,7 @@ func (c *conn) serve(parent context.Context) {
 	log := c.log // c.log changes at login; the writer keeps its own
 	go func() { defer close(written); c.writeLoop(log) }()
 	defer func() { close(c.out); <-written }()
-	loginBy := time.Now().Add(loginTimeout)
+	loginBy := time.Now().Add(c.b.cfg.LoginTimeout)
 	for {
 		max := int32(preAuthMaxBytes)
 		deadline := time.Now().Add(c.b.cfg.IdleTimeout)
@@ -114,7 +113,7 @@ func (c *conn) serve(parent context.Context) {
 			return
 		}
 		if !c.authed && req.key != apiVersionsKey && req.key != saslHandshakeKey && req.key != saslAuthenticateKey {
-			c.log.Info("kafka request before authentication refused", "key", req.key)
+			c.b.quiet.early.Log(c.log, slog.LevelInfo, "kafka request before authentication refused", "key", req.key)
 			return
 		}
 		c.clientID = ""
@@ -238,7 +237,7 @@ func (c *conn) logEnd(err error) {
 	var fe *frameError
 	switch {
 	case errors.As(err, &fe):
-		c.log.Warn("kafka connection closed: bad request", "reason", fe.msg)
+		c.b.quiet.badRequest.Log(c.log, slog.LevelWarn, "kafka connection closed: bad request", "reason", fe.msg)
 	case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed), c.ctx.Err() != nil:
 	default:
 		c.log.Debug("kafka connection closed", "err", err)
@@ -267,7 +266,7 @@ func (c *conn) login(token []byte) (refusal string) {
 		if err != nil && err.Error() != "" {
 			msg = err.Error()
 		}
-		c.log.Info("kafka login refused", "user", user)
+		c.b.quiet.loginRefused.Log(c.log, slog.LevelInfo, "kafka login refused", "user", user)
 		return msg
 	}
 	// The lock may have come while the callback ran.
@@ -275,6 +274,7 @@ func (c *conn) login(token []byte) (refusal string) {
 		return reason
 	}
 	c.authed, c.user = true, user
+	c.b.loggedIn(c)
 	c.sess.Store(&session{user: user, password: password, access: access})
 	c.log = c.log.With("user", user)
 	c.log.Debug("kafka login", "access", access.String())
