@@ -63,7 +63,7 @@ func (c *cli) waitTask(cmd *cobra.Command, cl *client.Client, id string) (map[st
 		task := obj(out, "task")
 		status := str(task, "status")
 		if c.output != "json" {
-			fmt.Fprintf(c.errOut, "\r%s %s", progressBar(int(numberOf(task, "progress_percent")), 30), str(task, "description"))
+			c.drawTask(c.errOut, task)
 		}
 		if status != "running" && status != "queued" {
 			if c.output != "json" {
@@ -81,7 +81,7 @@ func (c *cli) waitTask(cmd *cobra.Command, cl *client.Client, id string) (map[st
 
 func (c *cli) printTask(t map[string]any) {
 	pairs := [][2]string{{"Task", str(t, "id")}, {"Description", str(t, "description")}, {"Status", str(t, "status")},
-		{"Progress", str(t, "progress_percent") + "%"}}
+		{"Progress", fmt.Sprintf("%d%%", taskPercent(t))}}
 	if r := str(t, "reason"); r != "" {
 		pairs = append(pairs, [2]string{"Reason", r})
 	}

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"errors"
+	"fmt"
 	"net/url"
 	"strings"
 
@@ -209,6 +211,22 @@ func (c *cli) authzCreateCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			// The policy matches instances by GUID: a name or CRN would
+			// write a policy that matches nothing, so look it up.
+			for _, ref := range []*string{&srcInst, &tgtInst} {
+				if *ref == "" {
+					continue
+				}
+				in, err := c.instance(cmd, cl, *ref)
+				if err != nil {
+					var ae *client.Error
+					if errors.As(err, &ae) && ae.Status == 404 {
+						return &client.Error{Status: 404, Message: fmt.Sprintf("no service instance %q: name the instance by its name, GUID or CRN (see 'keyline resource service-instances')", *ref)}
+					}
+					return err
+				}
+				*ref = str(in, "guid")
+			}
 			subj := []map[string]any{{"name": "accountId", "value": account}, {"name": "serviceName", "value": args[0]}}
 			if srcInst != "" {
 				subj = append(subj, map[string]any{"name": "serviceInstance", "value": srcInst})
@@ -231,8 +249,8 @@ func (c *cli) authzCreateCmd() *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&srcInst, "source-service-instance-id", "", "one source instance GUID (default: all instances)")
-	cmd.Flags().StringVar(&tgtInst, "target-service-instance-id", "", "one target instance GUID (default: all instances)")
+	cmd.Flags().StringVar(&srcInst, "source-service-instance-id", "", "one source instance: GUID, name or CRN (default: all instances)")
+	cmd.Flags().StringVar(&tgtInst, "target-service-instance-id", "", "one target instance: GUID, name or CRN (default: all instances)")
 	return cmd
 }
 
@@ -334,6 +352,9 @@ func (c *cli) authzDeleteCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use: "authorization-policy-delete ID [-f]", Short: "Delete a service authorization", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := c.confirm(force, fmt.Sprintf("Delete authorization policy %s? Deployments that use keys through it can lose access to them.", args[0])); err != nil {
+				return err
+			}
 			if err := c.client().Do(ctxOf(cmd), clientReq("DELETE", client.Path("v1", "policies", args[0]), nil), nil); err != nil {
 				return err
 			}
@@ -341,6 +362,6 @@ func (c *cli) authzDeleteCmd() *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().BoolVarP(&force, "force", "f", false, "do not ask for confirmation")
+	forceFlag(cmd, &force)
 	return cmd
 }

@@ -2,6 +2,8 @@ package main
 
 import (
 	"encoding/base64"
+	"errors"
+	"fmt"
 	"net/url"
 	"os"
 
@@ -21,7 +23,7 @@ func newKPCmd(c *cli) *cobra.Command {
 	key := &cobra.Command{Use: "key", Short: "Manage one key"}
 	key.AddCommand(k.createCmd(), k.showCmd(), k.actionCmd("rotate", "Rotate a root key (adds a version)"),
 		k.actionCmd("disable", "Disable a root key (deployments using it lock)"), k.actionCmd("enable", "Enable a disabled root key"),
-		k.deleteCmd(), k.restoreCmd(), k.syncCmd())
+		k.deleteCmd(), k.purgeCmd(), k.restoreCmd(), k.syncCmd())
 	cmd.AddCommand(k.keysCmd(), key, k.registrationsCmd())
 	return cmd
 }
@@ -77,9 +79,9 @@ func (k *kpCmd) keysCmd() *cobra.Command {
 				if key["extractable"] == true {
 					kind = "standard"
 				}
-				rows = append(rows, []string{str(key, "id"), str(key, "name"), stateName(str(key, "state")), kind, str(key, "lastRotateDate")})
+				rows = append(rows, []string{str(key, "id"), str(key, "name"), stateName(str(key, "state")), kind, str(key, "lastRotateDate"), str(key, "crn")})
 			}
-			k.table([]string{"Key ID", "Key Name", "State", "Type", "Last Rotated"}, rows)
+			k.table([]string{"Key ID", "Key Name", "State", "Type", "Last Rotated", "CRN"}, rows)
 			return nil
 		},
 	}
@@ -190,33 +192,95 @@ func (k *kpCmd) actionCmd(action, short string) *cobra.Command {
 	}
 }
 
+// What deleting and purging a key mean, for the help of both commands.
+const keyDeletionTimeline = `Deleting a key destroys it at once: nothing can be encrypted or decrypted with it, and data it
+protects becomes unreadable. For 30 days the deletion can be undone with 'keyline kp key restore'
+(from 30 seconds after the deletion), which makes that data readable again. From 4 hours after the
+deletion the key can be purged with 'keyline kp key purge', which removes it and its registrations
+for good: purged, it can never be restored and what it protected is lost. A deleted key that nobody
+purges is purged automatically 90 days after its deletion.`
+
 func (k *kpCmd) deleteCmd() *cobra.Command {
-	var force bool
+	var forceDelete, force bool
 	cmd := &cobra.Command{
-		Use: "delete KEY_ID|ALIAS [--force]", Short: "Delete a key; --force deletes a key that protects resources (cryptoshredding)", Args: cobra.ExactArgs(1),
+		Use:   "delete KEY_ID|ALIAS [--force-delete] [-f]",
+		Short: "Delete a key (restorable for 30 days); --force-delete also deletes a key that protects resources",
+		Long: "Delete a key.\n\n" + keyDeletionTimeline + `
+
+A key registered to resources (see 'keyline kp registrations') is refused with PROTECTED_RESOURCE_ERR
+unless --force-delete is given: then those resources (Event Streams deployments and their backups)
+lose their data until the key is restored (cryptoshredding).
+
+-f (--force) only skips the confirmation question, as on every keyline command; it never forces
+the deletion of a registered key. (In 'ibmcloud kp key delete', --force is the force deletion:
+here it is spelled --force-delete.)`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			question := fmt.Sprintf("Delete key %s? It can be restored for 30 days.", args[0])
+			if forceDelete {
+				question = fmt.Sprintf("Delete key %s even if resources use it? Their data stays unreadable unless the key is restored within 30 days.", args[0])
+			}
+			if err := k.confirm(force, question); err != nil {
+				return err
+			}
 			path := client.Path("keys", args[0])
-			if force {
+			if forceDelete {
 				path += "?force=true"
 			}
 			var out map[string]any
 			if err := k.do(cmd, "DELETE", path, map[string]string{"Prefer": "return=representation"}, nil, &out); err != nil {
+				var ae *client.Error
+				if errors.As(err, &ae) && ae.Code == "PROTECTED_RESOURCE_ERR" {
+					return fmt.Errorf("%w\nThe key protects resources: list them with 'keyline kp registrations -k %s -i %s'; delete it anyway with --force-delete (their data becomes unreadable)", err, args[0], k.instanceRef())
+				}
 				return err
 			}
 			if k.output == "json" {
 				return k.printJSON(out)
 			}
-			k.ok("Deleted key %s.", args[0])
+			k.ok("Deleted key %s. It can be restored with 'keyline kp key restore %s -i %s' for 30 days, and purged for good after 4 hours.", args[0], args[0], k.instanceRef())
 			return nil
 		},
 	}
-	cmd.Flags().BoolVarP(&force, "force", "f", false, "delete even though resources are registered (destroys their data)")
+	cmd.Flags().BoolVar(&forceDelete, "force-delete", false, "delete even though resources are registered to the key (their data becomes unreadable)")
+	forceFlag(cmd, &force)
 	return cmd
+}
+
+func (k *kpCmd) purgeCmd() *cobra.Command {
+	var force bool
+	cmd := &cobra.Command{
+		Use:   "purge KEY_ID [-f]",
+		Short: "Remove a deleted key for good (from 4 hours after its deletion; it can then never be restored)",
+		Long:  "Purge a deleted key.\n\n" + keyDeletionTimeline,
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := k.confirm(force, fmt.Sprintf("Purge key %s? It can never be restored, and what it protected is lost for good.", args[0])); err != nil {
+				return err
+			}
+			var out map[string]any
+			if err := k.do(cmd, "DELETE", client.Path("keys", args[0], "purge"), map[string]string{"Prefer": "return=representation"}, nil, &out); err != nil {
+				return err
+			}
+			if k.output == "json" {
+				return k.printJSON(out)
+			}
+			k.ok("Purged key %s: it is gone for good.", args[0])
+			return nil
+		},
+	}
+	forceFlag(cmd, &force)
+	return cmd
+}
+
+// instanceRef is how to name the instance again in a hint.
+func (k *kpCmd) instanceRef() string {
+	return firstNonEmpty(k.instance, os.Getenv("KP_INSTANCE_ID"), "INSTANCE")
 }
 
 func (k *kpCmd) restoreCmd() *cobra.Command {
 	return &cobra.Command{
-		Use: "restore KEY_ID", Short: "Restore a deleted root key (within 30 days)", Args: cobra.ExactArgs(1),
+		Use: "restore KEY_ID", Short: "Restore a deleted root key (from 30 seconds to 30 days after its deletion, unless purged)", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var out map[string]any
 			if err := k.do(cmd, "POST", client.Path("keys", args[0], "restore"), nil, nil, &out); err != nil {

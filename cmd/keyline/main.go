@@ -9,6 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -62,26 +64,98 @@ func exitCode(err error, stderr io.Writer) int {
 
 // cli is the state every client command shares.
 type cli struct {
+	in          io.Reader // where confirmations are read (os.Stdin)
 	out, errOut io.Writer
 	output      string // "" (tables) or "json"
 	endpoint    string
 }
 
 func newRoot(out, errOut io.Writer) *cobra.Command {
-	c := &cli{out: out, errOut: errOut}
+	c := &cli{in: os.Stdin, out: out, errOut: errOut}
 	root := &cobra.Command{
 		Use:           "keyline",
 		Short:         "Keyline: bring your own key for event streaming",
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
+			switch strings.ToLower(c.output) {
+			case "":
+			case "json":
+				c.output = "json"
+			default:
+				return usageError{fmt.Errorf("--output %s is not a format: the only one is json (the default is tables)", c.output)}
+			}
+			if c.endpoint != "" {
+				u, err := endpointURL(c.endpoint)
+				if err != nil {
+					return usageError{err}
+				}
+				c.endpoint = u
+			}
+			return nil
+		},
 	}
 	root.SetOut(out)
 	root.SetErr(errOut)
-	root.PersistentFlags().StringVar(&c.output, "output", "", "output format: json")
-	root.PersistentFlags().StringVarP(&c.endpoint, "api-endpoint", "a", "", "Keyline URL (default: from `keyline login`, or KEYLINE_ENDPOINT, or http://127.0.0.1:8080)")
+	root.PersistentFlags().StringVar(&c.output, "output", "", "output format: json (default: tables)")
+	root.PersistentFlags().StringVarP(&c.endpoint, "api-endpoint", "a", "", "Keyline URL or host:port (default: from 'keyline login', or KEYLINE_ENDPOINT, or http://127.0.0.1:8080)")
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(newServeCmd(c), newLoginCmd(c), newIAMCmd(c), newResourceCmd(c), newKPCmd(c), newEventsCmd(c))
+	refuseUnknownSubcommands(root)
 	return root
+}
+
+// refuseUnknownSubcommands makes every group below the root (kp, kp key,
+// iam, resource) answer a word that is none of its commands with a usage
+// error and suggestions, as cobra does for the root, instead of printing
+// its help and succeeding. A group named alone still prints its help.
+func refuseUnknownSubcommands(root *cobra.Command) {
+	for _, cmd := range root.Commands() {
+		if cmd.HasSubCommands() && !cmd.Runnable() {
+			cmd.Args = cobra.ArbitraryArgs
+			cmd.RunE = func(cmd *cobra.Command, args []string) error {
+				if len(args) == 0 {
+					return cmd.Help()
+				}
+				msg := fmt.Sprintf("unknown command %q for %q", args[0], cmd.CommandPath())
+				if cmd.SuggestionsMinimumDistance <= 0 {
+					cmd.SuggestionsMinimumDistance = 2 // cobra's default, set only on the root's path
+				}
+				if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+					msg += "\n\nDid you mean this?\n\t" + strings.Join(s, "\n\t")
+				}
+				return usageError{fmt.Errorf("%s\n\nRun '%s --help' for its commands", msg, cmd.CommandPath())}
+			}
+		}
+		refuseUnknownSubcommands(cmd)
+	}
+}
+
+// endpointURL reads -a: a URL, or host[:port] without a scheme, which means
+// http on a loopback address (a local server) and https anywhere else.
+func endpointURL(s string) (string, error) {
+	orig := strings.TrimSpace(s)
+	s = orig
+	if !strings.Contains(s, "://") {
+		host := s
+		if i := strings.IndexByte(host, '/'); i >= 0 {
+			host = host[:i]
+		}
+		if h, _, err := net.SplitHostPort(host); err == nil {
+			host = h
+		}
+		host = strings.Trim(host, "[]")
+		scheme := "https://"
+		if ip := net.ParseIP(host); host == "localhost" || (ip != nil && ip.IsLoopback()) {
+			scheme = "http://"
+		}
+		s = scheme + s
+	}
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return "", fmt.Errorf("-a %s is not a Keyline endpoint: give a URL such as https://keyline.example.com or host:port (http for a loopback address, https otherwise)", orig)
+	}
+	return strings.TrimRight(u.String(), "/"), nil
 }
 
 // config is what `keyline login` remembers, in ~/.keyline/config.json (0600).
@@ -126,6 +200,9 @@ func (c *cli) client() *client.Client {
 	cfg := loadConfig()
 	endpoint := firstNonEmpty(c.endpoint, os.Getenv("KEYLINE_ENDPOINT"), cfg.Endpoint, "http://127.0.0.1:8080")
 	apikey := firstNonEmpty(os.Getenv("KEYLINE_APIKEY"), cfg.APIKey)
+	if u, err := endpointURL(endpoint); err == nil {
+		endpoint = u
+	}
 	cl := client.New(endpoint, apikey)
 	cl.HTTP.Transport = transport(cfg.CACert)
 	return cl

@@ -3,12 +3,14 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/url"
 	"os"
 	"strings"
 	"time"
 
 	"github.com/keyline/keyline/internal/client"
+	"github.com/keyline/keyline/internal/controller"
 	"github.com/spf13/cobra"
 )
 
@@ -16,7 +18,7 @@ func newResourceCmd(c *cli) *cobra.Command {
 	cmd := &cobra.Command{Use: "resource", Short: "Service instances, credentials, reclamations and tasks"}
 	cmd.AddCommand(c.instanceCreateCmd(), c.instancesCmd(), c.instanceShowCmd(), c.instanceDeleteCmd(),
 		c.serviceKeyCreateCmd(), c.serviceKeysCmd(), c.serviceKeyShowCmd(), c.serviceKeyDeleteCmd(), c.reclamationsCmd(), c.reclamationActionCmd("reclamation-restore", "restore", "Restore a deleted instance"),
-		c.reclamationActionCmd("reclamation-delete", "reclaim", "Delete an instance for good (unrecoverable)"), c.tasksCmd())
+		c.reclamationActionCmd("reclamation-delete", "reclaim", "Delete an instance for good (unrecoverable) [-f]"), c.tasksCmd())
 	cmd.AddCommand(c.backupCmds()...)
 	return cmd
 }
@@ -45,7 +47,23 @@ func (c *cli) instanceCreateCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "service-instance-create NAME SERVICE_NAME SERVICE_PLAN_NAME LOCATION [-p @JSON_FILE|JSON_STRING]",
 		Short: "Create a service instance (kms, messagehub)",
-		Args:  cobra.ExactArgs(4),
+		Long: `Create a service instance: a Key Protect instance (kms tiered-pricing) or an Event Streams
+deployment (messagehub standard).
+
+An Event Streams deployment can be encrypted with your own Key Protect root keys, named by their
+full CRN (crn:v1:bluemix:public:kms:<region>:a/<account>:<instance GUID>:key:<key ID>), which
+'keyline kp keys -i INSTANCE' and 'keyline kp key show KEY_ID -i INSTANCE' print in full:
+  disk_encryption_key_crn     the key of the deployment's data
+  backup_encryption_key_crn   the key of its backups (default: the disk key)
+The deployment needs the messagehub -> kms authorization first (Reader and
+AuthorizationDelegator roles): see 'keyline iam authorization-policy-create --help'.
+` + controller.BackupKeyRegionAdvice(),
+		Example: `  keyline resource service-instance-create my-kp kms tiered-pricing us-south
+  keyline resource service-instance-create my-es messagehub standard us-south -p '{
+    "disk_encryption_key_crn": "crn:v1:bluemix:public:kms:us-south:a/4a7d5c0e9f1b4e3d8c2a6b5f0e9d8c7b:0f3c2a1e-7b6d-4c5e-9a8f-1e2d3c4b5a69:key:9d8c7b6a-5f4e-4d3c-8b2a-1f0e9d8c7b6a",
+    "backup_encryption_key_crn": "crn:v1:bluemix:public:kms:eu-de:a/4a7d5c0e9f1b4e3d8c2a6b5f0e9d8c7b:7e6d5c4b-3a29-4f18-8e7d-6c5b4a392817:key:1a2b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d"}'
+  keyline resource service-instance-create my-es messagehub standard us-south -p @params.json`,
+		Args: cobra.ExactArgs(4),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			p, err := readParams(params)
 			if err != nil {
@@ -102,6 +120,10 @@ func (c *cli) printInstance(in map[string]any) {
 	c.fields(pairs...)
 }
 
+// listedStates are the states service-instances lists by default: all but
+// removed and pending_reclamation (those are under reclamations).
+const listedStates = "active,provisioning,inactive,failed"
+
 func (c *cli) instancesCmd() *cobra.Command {
 	var service, state string
 	cmd := &cobra.Command{
@@ -111,9 +133,10 @@ func (c *cli) instancesCmd() *cobra.Command {
 			if service != "" {
 				q.Set("resource_id", service)
 			}
-			if state != "" {
-				q.Set("state", state)
-			}
+			// The API lists only active and provisioning instances unless
+			// asked; a person wants to see the locked (inactive) and
+			// failed ones too, with their state.
+			q.Set("state", firstNonEmpty(state, listedStates))
 			var out map[string]any
 			if err := c.client().Do(ctxOf(cmd), clientReq("GET", "/v2/resource_instances?"+q.Encode(), nil), &out); err != nil {
 				return err
@@ -123,14 +146,21 @@ func (c *cli) instancesCmd() *cobra.Command {
 			}
 			var rows [][]string
 			for _, in := range list(out, "resources") {
-				rows = append(rows, []string{str(in, "name"), str(in, "guid"), str(in, "region_id"), firstNonEmpty(str(in, "sub_type"), str(in, "resource_id")), str(in, "state")})
+				st := str(in, "state")
+				if r := str(in, "state_reason"); r != "" {
+					st += " (" + r + ")"
+				}
+				rows = append(rows, []string{str(in, "name"), str(in, "guid"), str(in, "region_id"), firstNonEmpty(str(in, "sub_type"), str(in, "resource_id")), st})
 			}
 			c.table([]string{"Name", "GUID", "Location", "Service", "State"}, rows)
+			if state == "" {
+				fmt.Fprintln(c.out, "\nDeleted instances waiting for reclamation: keyline resource reclamations")
+			}
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&service, "service-name", "", "only instances of this service")
-	cmd.Flags().StringVar(&state, "state", "", "only instances in this state")
+	cmd.Flags().StringVar(&state, "state", "", "only instances in these states, comma separated (default "+listedStates+")")
 	return cmd
 }
 
@@ -185,12 +215,13 @@ func (c *cli) instanceShowCmd() *cobra.Command {
 
 func (c *cli) instanceDeleteCmd() *cobra.Command {
 	return c.deleteCmd("service-instance-delete NAME|GUID|CRN [-f]", "Delete a service instance (it waits in reclamation first)",
-		"resource_instances", c.instance, "Service instance %s was deleted; it can be restored until its reclamation ends.")
+		"resource_instances", c.instance, "Delete service instance %s (%s)? It can be restored until its reclamation ends.",
+		"Service instance %s was deleted; it can be restored until its reclamation ends.")
 }
 
 // deleteCmd is a command that resolves its argument with resolve, then
 // deletes it under /v2/<collection>/<guid> and says done (with its name).
-func (c *cli) deleteCmd(use, short, collection string, resolve func(*cobra.Command, *client.Client, string) (map[string]any, error), done string) *cobra.Command {
+func (c *cli) deleteCmd(use, short, collection string, resolve func(*cobra.Command, *client.Client, string) (map[string]any, error), question, done string) *cobra.Command {
 	var force bool
 	cmd := &cobra.Command{
 		Use: use, Short: short, Args: cobra.ExactArgs(1),
@@ -200,6 +231,9 @@ func (c *cli) deleteCmd(use, short, collection string, resolve func(*cobra.Comma
 			if err != nil {
 				return err
 			}
+			if err := c.confirm(force, fmt.Sprintf(question, str(it, "name"), str(it, "guid"))); err != nil {
+				return err
+			}
 			if err := cl.Do(ctxOf(cmd), clientReq("DELETE", client.Path("v2", collection, str(it, "guid")), nil), nil); err != nil {
 				return err
 			}
@@ -207,7 +241,7 @@ func (c *cli) deleteCmd(use, short, collection string, resolve func(*cobra.Comma
 			return nil
 		},
 	}
-	cmd.Flags().BoolVarP(&force, "force", "f", false, "do not ask for confirmation")
+	forceFlag(cmd, &force)
 	return cmd
 }
 
@@ -297,7 +331,8 @@ func (c *cli) serviceKeyShowCmd() *cobra.Command {
 
 func (c *cli) serviceKeyDeleteCmd() *cobra.Command {
 	return c.deleteCmd("service-key-delete NAME|GUID|CRN [-f]", "Delete service credentials: their API key stops working and their connections are closed",
-		"resource_keys", c.serviceKey, "Service key %s was deleted; its API key no longer works.")
+		"resource_keys", c.serviceKey, "Delete service key %s (%s)? Its API key stops working at once and cannot be restored.",
+		"Service key %s was deleted; its API key no longer works.")
 }
 
 // serviceKey resolves a name, GUID or CRN to the resource key.
@@ -347,6 +382,11 @@ func (c *cli) reclamationActionCmd(use, action, short string) *cobra.Command {
 	cmd := &cobra.Command{
 		Use: use + " ID [--comment COMMENT]", Short: short, Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if action == "reclaim" {
+				if err := c.confirm(force, fmt.Sprintf("Delete the instance of reclamation %s for good? It can never be restored.", args[0])); err != nil {
+					return err
+				}
+			}
 			var out map[string]any
 			body := map[string]any{"comment": comment}
 			if err := c.client().Do(ctxOf(cmd), client.Request{Method: "POST", Path: client.Path("v1", "reclamations", args[0], "actions", action), Body: body}, &out); err != nil {
@@ -361,7 +401,7 @@ func (c *cli) reclamationActionCmd(use, action, short string) *cobra.Command {
 	}
 	cmd.Flags().StringVar(&comment, "comment", "", "comment")
 	if action == "reclaim" {
-		cmd.Flags().BoolVarP(&force, "force", "f", false, "do not ask for confirmation")
+		forceFlag(cmd, &force)
 	}
 	return cmd
 }
@@ -377,6 +417,7 @@ func (c *cli) tasksCmd() *cobra.Command {
 				return err
 			}
 			path := client.Path("v5", "ibm", "deployments", str(in, "crn"), "tasks")
+			drawn := "" // the task whose progress bar is on screen
 			for {
 				var out map[string]any
 				if err := cl.Do(ctxOf(cmd), clientReq("GET", path, nil), &out); err != nil {
@@ -391,6 +432,12 @@ func (c *cli) tasksCmd() *cobra.Command {
 				}
 				if !wait || !running {
 					if wait && c.output != "json" {
+						// Finish the bar on screen with the task's end.
+						for _, t := range tasks {
+							if str(t, "id") == drawn {
+								c.drawTask(c.out, t)
+							}
+						}
 						fmt.Fprintln(c.out)
 					}
 					if c.output == "json" {
@@ -398,7 +445,7 @@ func (c *cli) tasksCmd() *cobra.Command {
 					}
 					var rows [][]string
 					for _, t := range tasks {
-						rows = append(rows, []string{str(t, "description"), str(t, "status"), str(t, "progress_percent") + "%", str(t, "created_at"), str(t, "id")})
+						rows = append(rows, []string{str(t, "description"), str(t, "status"), fmt.Sprintf("%d%%", taskPercent(t)), str(t, "created_at"), str(t, "id")})
 					}
 					c.table([]string{"Description", "Status", "Progress", "Created", "ID"}, rows)
 					return nil
@@ -406,7 +453,8 @@ func (c *cli) tasksCmd() *cobra.Command {
 				if c.output != "json" {
 					for _, t := range tasks {
 						if s := str(t, "status"); s == "running" || s == "queued" {
-							fmt.Fprintf(c.out, "\r%s %s", progressBar(int(numberOf(t, "progress_percent")), 30), str(t, "description"))
+							c.drawTask(c.out, t)
+							drawn = str(t, "id")
 							break
 						}
 					}
@@ -426,6 +474,20 @@ func (c *cli) tasksCmd() *cobra.Command {
 func numberOf(m map[string]any, key string) float64 {
 	f, _ := m[key].(float64)
 	return f
+}
+
+// taskPercent is how far a task got: a completed task is done, whatever
+// its last progress report said.
+func taskPercent(t map[string]any) int {
+	if str(t, "status") == "completed" {
+		return 100
+	}
+	return int(numberOf(t, "progress_percent"))
+}
+
+// drawTask redraws the progress bar line of a task.
+func (c *cli) drawTask(w io.Writer, t map[string]any) {
+	fmt.Fprintf(w, "\r%s %s", progressBar(taskPercent(t), 30), str(t, "description"))
 }
 
 // progressBar draws [#####-----] 50%.

@@ -137,14 +137,14 @@ func keyFailure(b *Backup, doing string, err error) (reason string, code int, ok
 			doing, which, b.KeyCRN, kpInstance), 403, true
 	case e.Kind == errs.Gone:
 		return fmt.Sprintf("%s failed: the %s %s was deleted, which shreds every backup sealed with it and stops new ones. "+
-			"Fix: restore the key within 30 days of its deletion (`keyline kp key restore %s`), or create a new deployment with another backup key",
-			doing, which, b.KeyCRN, keyID), 410, true
+			"Fix: restore the key within 30 days of its deletion (`keyline kp key restore %s -i %s`), or create a new deployment with another backup key",
+			doing, which, b.KeyCRN, keyID, kpInstance), 410, true
 	case e.Kind == errs.NotExist:
 		return fmt.Sprintf("%s failed: the %s %s no longer exists (it was deleted and purged), so backups sealed with it can never be read again. Fix: create a new deployment with another backup key",
 			doing, which, b.KeyCRN), 404, true
 	case e.Kind == errs.Conflict:
-		return fmt.Sprintf("%s failed: the %s %s is disabled or expired. Fix: enable it with `keyline kp key enable %s` and try again",
-			doing, which, b.KeyCRN, keyID), 409, true
+		return fmt.Sprintf("%s failed: the %s %s is disabled or expired. Fix: enable it with `keyline kp key enable %s -i %s` and try again",
+			doing, which, b.KeyCRN, keyID, kpInstance), 409, true
 	case e.Kind == errs.Unavailable:
 		return fmt.Sprintf("%s failed: Key Protect cannot be reached now. Fix: try again later", doing), 503, true
 	}

@@ -26,11 +26,11 @@ func TestKeyFailuresSayWhyAndHowToFix(t *testing.T) {
 		{"deployment not authorized", byDiskKey, errs.E("kms", errs.Permission, "access_denied", "no"), 403,
 			[]string{"disk key", "authorization-policy-create messagehub kms Reader --target-service-instance-id kp-guid"}},
 		{"key deleted", byBackupKey, errs.E("kms", errs.Gone, "KEY_DELETED_ERR", "gone"), 410,
-			[]string{"was deleted", "shreds", "keyline kp key restore key-id"}},
+			[]string{"was deleted", "shreds", "keyline kp key restore key-id -i kp-guid"}},
 		{"key purged", byBackupKey, errs.E("kms", errs.NotExist, "KEY_NOT_FOUND_ERR", "none"), 404,
 			[]string{"purged", "can never be read again"}},
 		{"key disabled", byBackupKey, errs.E("kms", errs.Conflict, "KEY_ACTION_INVALID_STATE_ERR", "state"), 409,
-			[]string{"disabled", "keyline kp key enable key-id"}},
+			[]string{"disabled", "keyline kp key enable key-id -i kp-guid"}},
 		{"KMS down", byBackupKey, errs.E("kms", errs.Unavailable, "", "down"), 503, []string{"cannot be reached", "try again"}},
 	}
 	for _, c := range cases {

@@ -54,8 +54,9 @@ func TestCLIFollowsTheSeed(t *testing.T) {
 	if out := c.must("kp", "registrations", "-i", guid); !strings.Contains(out, "messagehub") {
 		t.Fatalf("kp registrations does not show the deployment:\n%s", out)
 	}
-	_, errOut, code = c.run("kp", "key", "delete", key["id"].(string), "-i", guid)
-	if code != 1 || !strings.Contains(errOut, "PROTECTED_RESOURCE_ERR") {
+	// -f only skips the question: a registered key needs --force-delete.
+	_, errOut, code = c.run("kp", "key", "delete", key["id"].(string), "-i", guid, "-f")
+	if code != 1 || !strings.Contains(errOut, "PROTECTED_RESOURCE_ERR") || !strings.Contains(errOut, "--force-delete") {
 		t.Fatalf("deleting a registered key: exit %d: %s", code, errOut)
 	}
 	if _, _, code := c.run("resource", "service-instance", "no-such-thing"); code != 3 {

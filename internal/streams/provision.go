@@ -252,11 +252,11 @@ func (s *Service) checkKeyParam(actx context.Context, inst Instance, params map[
 		return nil, nil
 	}
 	if !strings.HasPrefix(str, "crn:") && bareKeyID.MatchString(str) {
-		return nil, errs.Ef(op, errs.Invalid, "KEY_CRN_REQUIRED", "%s must be the key's full CRN (crn:v1:...:key:<id>), not just its ID: copy it from `keyline kp key show %s --output json`", param, str).On("field", param)
+		return nil, errs.Ef(op, errs.Invalid, "KEY_CRN_REQUIRED", "%s must be the key's full CRN (crn:v1:...:key:<id>), not just its ID: copy it from the CRN column of `keyline kp keys -i <Key Protect instance>`, or from `keyline kp key show %s -i <Key Protect instance>`", param, str).On("field", param)
 	}
 	c, err := crn.Parse(str)
 	if err != nil {
-		return nil, errs.Ef(op, errs.Invalid, "INVALID_KEY_CRN", "%s is not a valid key CRN: %s; copy the key's CRN from `keyline kp key show <id> --output json`", param, errMsg(err)).On("field", param)
+		return nil, errs.Ef(op, errs.Invalid, "INVALID_KEY_CRN", "%s is not a valid key CRN: %s; copy the key's CRN from the CRN column of `keyline kp keys -i <Key Protect instance>`", param, errMsg(err)).On("field", param)
 	}
 	if c.ServiceName != "kms" || c.ResourceType != "key" || c.Resource == "" || c.ServiceInstance == "" {
 		return nil, errs.Ef(op, errs.Invalid, "INVALID_KEY_CRN", "%s must be the CRN of a Key Protect key (crn:v1:<cname>:<ctype>:kms:<region>:a/<account>:<instance>:key:<id>); %s is not one", param, str).On("field", param)
@@ -270,11 +270,11 @@ func (s *Service) checkKeyParam(actx context.Context, inst Instance, params map[
 	}
 	switch {
 	case info.Extractable:
-		return nil, errs.Ef(op, errs.Invalid, "KEY_NOT_ROOT", "%s %s is a standard key, which cannot protect other keys: use a root key (create one with `keyline kp key create <name>` without --standard-key)", param, str).On("field", param)
+		return nil, errs.Ef(op, errs.Invalid, "KEY_NOT_ROOT", "%s %s is a standard key, which cannot protect other keys: use a root key (create one with `keyline kp key create <name> -i %s` without --standard-key)", param, str, c.ServiceInstance).On("field", param)
 	case info.State == KeyDestroyed:
-		return nil, errs.Ef(op, errs.Invalid, "KEY_DELETED", "%s %s has been deleted: restore it within 30 days of deletion (`keyline kp key restore %s`) or use another root key", param, str, c.Resource).On("field", param)
+		return nil, errs.Ef(op, errs.Invalid, "KEY_DELETED", "%s %s has been deleted: restore it within 30 days of deletion (`keyline kp key restore %s -i %s`) or use another root key", param, str, c.Resource, c.ServiceInstance).On("field", param)
 	case info.State == KeySuspended:
-		return nil, errs.Ef(op, errs.Invalid, "KEY_DISABLED", "%s %s is disabled: enable it with `keyline kp key enable %s` or use another root key", param, str, c.Resource).On("field", param)
+		return nil, errs.Ef(op, errs.Invalid, "KEY_DISABLED", "%s %s is disabled: enable it with `keyline kp key enable %s -i %s` or use another root key", param, str, c.Resource, c.ServiceInstance).On("field", param)
 	case info.State == KeyDeactivated:
 		return nil, errs.Ef(op, errs.Invalid, "KEY_EXPIRED", "%s %s has expired and can no longer wrap keys: use another root key", param, str).On("field", param)
 	case info.State != KeyActive:
@@ -311,7 +311,11 @@ func (s *Service) keyAccessError(op, param, keyCRN string, err error) error {
 		return errs.Ef(op, errs.Invalid, "S2S_AUTHORIZATION_MISSING", "Missing or mis-configured S2S Authorization Policy. The service could not configure access to the encryption key specified as %s: create one with `keyline iam authorization-policy-create messagehub kms %s --target-service-instance-id %s`",
 			keyCRN, roles, inst).On("field", param)
 	case errs.NotExist, errs.Gone:
-		return errs.Ef(op, errs.Invalid, "KEY_NOT_FOUND", "%s %s does not exist: check the CRN with `keyline kp keys --output json`", param, keyCRN).On("field", param)
+		inst := "<Key Protect instance>"
+		if c, perr := crn.Parse(keyCRN); perr == nil {
+			inst = c.ServiceInstance
+		}
+		return errs.Ef(op, errs.Invalid, "KEY_NOT_FOUND", "%s %s does not exist: check the CRN with `keyline kp keys -i %s`", param, keyCRN, inst).On("field", param)
 	case errs.Invalid, errs.Conflict, errs.Unprocessable:
 		return errs.Ef(op, errs.Invalid, "KEY_UNUSABLE", "%s %s cannot be used: %s", param, keyCRN, errMsg(err)).On("field", param)
 	case errs.Unavailable:

@@ -35,6 +35,7 @@ func TestProvisionRefusesBadKeys(t *testing.T) {
 	missing := crn.New("kms", "us-south", testAccount, kpInstance).Child("key", "0b1c2d3e-0000-0000-0000-000000000000").String()
 	tokyo := h.kms.addKey(t, testAccount, "jp-tok", kpInstance, false)
 	rootID := strings.TrimPrefix(root[strings.LastIndex(root, ":"):], ":")
+	disabledID := disabled[strings.LastIndex(disabled, ":")+1:]
 
 	tests := []struct {
 		name   string
@@ -43,13 +44,13 @@ func TestProvisionRefusesBadKeys(t *testing.T) {
 		want   string
 	}{
 		{"bare key ID", map[string]any{ParamDiskKey: rootID}, "KEY_CRN_REQUIRED",
-			"disk_encryption_key_crn must be the key's full CRN (crn:v1:...:key:<id>), not just its ID: copy it from `keyline kp key show " + rootID + " --output json`"},
+			"disk_encryption_key_crn must be the key's full CRN (crn:v1:...:key:<id>), not just its ID: copy it from the CRN column of `keyline kp keys -i <Key Protect instance>`, or from `keyline kp key show " + rootID + " -i <Key Protect instance>`"},
 		{"malformed CRN", map[string]any{ParamDiskKey: "crn:v1:bluemix:public:kms:us-south"}, "INVALID_KEY_CRN", "disk_encryption_key_crn is not a valid key CRN: a CRN has 10 segments"},
 		{"not a key CRN", map[string]any{ParamDiskKey: crn.New("kms", "us-south", testAccount, kpInstance).String()}, "INVALID_KEY_CRN", "must be the CRN of a Key Protect key"},
 		{"not a string", map[string]any{ParamDiskKey: 42}, "INVALID_KEY_CRN", "must be a string"},
 		{"standard key", map[string]any{ParamDiskKey: standard}, "KEY_NOT_ROOT", "is a standard key"},
 		{"deleted key", map[string]any{ParamDiskKey: deleted}, "KEY_DELETED", "has been deleted"},
-		{"disabled key", map[string]any{ParamDiskKey: disabled}, "KEY_DISABLED", "is disabled: enable it with `keyline kp key enable"},
+		{"disabled key", map[string]any{ParamDiskKey: disabled}, "KEY_DISABLED", "is disabled: enable it with `keyline kp key enable " + disabledID + " -i " + kpInstance + "`"},
 		{"key of another account", map[string]any{ParamDiskKey: foreign}, "KEY_OTHER_ACCOUNT", "belongs to account " + otherAccount + ", not to the deployment's account " + testAccount},
 		{"key that does not exist", map[string]any{ParamDiskKey: missing}, "KEY_NOT_FOUND", "does not exist"},
 		{"no authorization", map[string]any{ParamDiskKey: unauthorized}, "S2S_AUTHORIZATION_MISSING",
