@@ -23,6 +23,7 @@ import (
 	"github.com/keyline/keyline/internal/errs"
 	"github.com/keyline/keyline/internal/seal"
 	"github.com/keyline/keyline/internal/store"
+	"golang.org/x/net/netutil"
 )
 
 // Config is what `keyline serve` is started with.
@@ -61,6 +62,16 @@ type Config struct {
 	// KafkaReauthorize is how often live Kafka logins are checked against
 	// IAM again (default 5 s).
 	KafkaReauthorize time.Duration
+	// The HTTP listener's limits, against clients that hold connections
+	// without finishing requests: a request body must arrive within
+	// RequestBodyTimeout (default 30 s), each response write finish within
+	// WriteTimeout (default 30 s; a stream may wait between writes as long
+	// as it likes), an idle keep-alive connection closes after IdleTimeout
+	// (default 120 s), and at most MaxConnections (default 1024) are open at
+	// once, the console's own calls to the APIs included; more wait to be
+	// accepted.
+	RequestBodyTimeout, WriteTimeout, IdleTimeout time.Duration
+	MaxConnections                                int
 }
 
 // Server is a running Keyline.
@@ -98,6 +109,17 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	for _, d := range []struct {
+		v   *time.Duration
+		def time.Duration
+	}{{&cfg.RequestBodyTimeout, defaultBodyTimeout}, {&cfg.WriteTimeout, defaultWriteTimeout}, {&cfg.IdleTimeout, defaultIdleTimeout}} {
+		if *d.v <= 0 {
+			*d.v = d.def
+		}
+	}
+	if cfg.MaxConnections <= 0 {
+		cfg.MaxConnections = defaultMaxConnections
 	}
 	publicURL, err := ParsePublicURL(cfg.PublicURL)
 	if err != nil {
@@ -160,7 +182,7 @@ func (s *Server) Listen() error {
 	if err != nil {
 		return err
 	}
-	s.ln = ln
+	s.ln = netutil.LimitListener(ln, s.cfg.MaxConnections)
 	return nil
 }
 
@@ -217,8 +239,11 @@ func (s *Server) Serve(ctx context.Context) error {
 			return err
 		}
 	}
-	// The TLS handshake must finish within ReadHeaderTimeout too.
-	s.http = &http.Server{Handler: s.handler(), TLSConfig: s.tls, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second}
+	// The TLS handshake must finish within ReadHeaderTimeout too. Bodies
+	// and writes have per-request deadlines (withDeadlines), not the
+	// server's whole-request ones, which would cut event streams.
+	s.http = &http.Server{Handler: withDeadlines(s.handler(), s.cfg.RequestBodyTimeout, s.cfg.WriteTimeout),
+		TLSConfig: s.tls, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: s.cfg.IdleTimeout}
 	errc := make(chan error, 1)
 	go func() {
 		if s.tls != nil {
