@@ -619,8 +619,10 @@ func (c *Controller) DeleteInstance(ctx context.Context, id string, recursive bo
 	now := c.now()
 	inst.DeletedAt, inst.DeletedBy, inst.UpdatedAt, inst.UpdatedBy = now, p.IAMID, now, p.IAMID
 	if inst.State == StateFailed {
-		// Nothing was provisioned to keep: erase what the broker may have begun.
-		if err := entry.broker.Reclaim(ctx, *inst); err != nil {
+		// Nothing was provisioned to keep: erase what the broker may have
+		// begun. A broker that never got as far as knowing the instance has
+		// nothing to erase.
+		if err := entry.broker.Reclaim(ctx, *inst); err != nil && !errs.Is(errs.NotExist, err) {
 			return fail(brokerError(op, err))
 		}
 		inst.State = StateRemoved
