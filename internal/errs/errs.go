@@ -22,9 +22,10 @@ const (
 	Unprocessable               // well-formed but cannot be processed: 422
 	Unavailable                 // a dependency is down: 503
 	Internal                    // a bug or corrupted state: 500
+	UnsupportedMedia            // a body in a Content-Type the API does not take: 415
 )
 
-var kindNames = [...]string{"other", "invalid", "unauthenticated", "permission", "not_exist", "conflict", "gone", "too_large", "unprocessable", "unavailable", "internal"}
+var kindNames = [...]string{"other", "invalid", "unauthenticated", "permission", "not_exist", "conflict", "gone", "too_large", "unprocessable", "unavailable", "internal", "unsupported_media"}
 
 func (k Kind) String() string {
 	if int(k) < len(kindNames) {
@@ -54,6 +55,8 @@ func (k Kind) Status() int {
 		return 422
 	case Unavailable:
 		return 503
+	case UnsupportedMedia:
+		return 415
 	}
 	return 500
 }

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"mime"
 	"net/http"
 	"strconv"
 	"strings"
@@ -271,15 +272,34 @@ func decodeCollection[T any](r *http.Request, min, max int) ([]T, error) {
 	return c.Resources, nil
 }
 
-// decodeBody decodes a JSON body (any Content-Type; field names in any
-// case; unknown fields refused). An empty or null body is an error only
-// when required.
+// decodeBody decodes a JSON body (field names in any case; unknown fields
+// refused). An empty or null body is an error only when required.
 func decodeBody(r *http.Request, v any, required bool) error {
+	if err := checkContentType(r); err != nil {
+		return err
+	}
 	err := httpapi.DecodeJSON(r, v, maxBody, required)
 	if e := errs.As(err); e != nil && e.Kind == errs.TooLarge {
 		e.Code = "BODY_TOO_LARGE_ERR"
 	}
 	return err
+}
+
+// checkContentType refuses a body declared as anything but JSON, as Key
+// Protect does: application/json or one of its own JSON types
+// (application/vnd.ibm.kms.key+json and the like). No Content-Type at all
+// is taken as JSON, since IBM's Go client never sends one.
+func checkContentType(r *http.Request) error {
+	ct := r.Header.Get("Content-Type")
+	if ct == "" {
+		return nil
+	}
+	mt, _, err := mime.ParseMediaType(ct)
+	if err == nil && (mt == "application/json" || strings.HasPrefix(mt, "application/") && strings.HasSuffix(mt, "+json")) {
+		return nil
+	}
+	return errs.E("kpapi", errs.UnsupportedMedia, "UNSUPPORTED_MEDIA_TYPE_ERR",
+		"The Content-Type must be application/json or application/vnd.ibm.kms.key+json").On("header", "Content-Type")
 }
 
 // preferMinimal reports whether the client asked for no body back.
