@@ -3,6 +3,7 @@ package e2e
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -11,19 +12,19 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keyline/keyline/internal/client"
 	"github.com/keyline/keyline/internal/server"
+	"github.com/keyline/keyline/internal/tlstest"
 )
 
 // limited starts a Keyline with short HTTP limits.
-func limited(t *testing.T, maxConns int) *env {
+func limited(t *testing.T, maxConns int, opts ...func(*server.Config)) *env {
 	t.Helper()
-	return startIn(t, t.TempDir(), nil, func(c *server.Config) {
+	return startIn(t, t.TempDir(), nil, append([]func(*server.Config){func(c *server.Config) {
 		c.Clock = nil // the real clock: deadlines are the network's
 		c.RequestBodyTimeout = time.Second
 		c.WriteTimeout = time.Second
 		c.MaxConnections = maxConns
-	})
+	}}, opts...)...)
 }
 
 // closedBy reads conn until the server closes it and fails the test when
@@ -136,40 +137,62 @@ func TestSlowBodiesDoNotStarveOthersAtTheCap(t *testing.T) {
 	resp.Body.Close()
 }
 
-// An event stream runs past the body and write timeouts: they bound a
-// request's body and each write, not a response's life.
+// An event stream runs past the body and write timeouts, over HTTP/1.1 and
+// over HTTP/2 (with TLS): they bound a request's body and each write, not a
+// response's life.
 func TestFollowOutlivesTheTimeouts(t *testing.T) {
-	e := limited(t, 0)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	body, err := e.admin.Stream(ctx, client.Request{Method: "GET", Path: "/v1/audit/events?follow=true"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer body.Close()
-	lines := make(chan string)
-	go func() {
-		sc := bufio.NewScanner(body)
-		sc.Buffer(nil, 1<<20)
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-		close(lines)
-	}()
-	time.Sleep(3 * time.Second) // three times either timeout, with the stream idle
-	e.as(e.admin).createInstance("kp-after-the-timeout", "kms", "tiered-pricing", "us-south", nil)
-	deadline := time.After(60 * time.Second)
-	for {
-		select {
-		case l, ok := <-lines:
-			if !ok {
-				t.Fatal("the stream ended")
+	for _, h2 := range []bool{false, true} {
+		t.Run(map[bool]string{false: "http/1.1", true: "http/2"}[h2], func(t *testing.T) {
+			var opts []func(*server.Config)
+			transport := &http.Transport{}
+			if h2 {
+				pair := tlstest.Issue(t, t.TempDir(), "keyline", "127.0.0.1", "localhost")
+				opts = append(opts, func(c *server.Config) { c.TLSCertFile, c.TLSKeyFile = pair.CertFile, pair.KeyFile })
+				transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pair.Pool()}, ForceAttemptHTTP2: true}
 			}
-			if strings.Contains(l, "kp-after-the-timeout") {
-				return
+			e := limited(t, 0, opts...)
+			e.admin.HTTP.Transport = transport
+			token, err := e.admin.Token(context.Background())
+			if err != nil {
+				t.Fatal(err)
 			}
-		case <-deadline:
-			t.Fatal("no event for the instance created after the timeouts")
-		}
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			req, _ := http.NewRequestWithContext(ctx, "GET", e.url+"/v1/audit/events?follow=true", nil)
+			req.Header.Set("Authorization", "Bearer "+token)
+			resp, err := (&http.Client{Transport: transport}).Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			if resp.StatusCode != 200 || (resp.ProtoMajor == 2) != h2 {
+				t.Fatalf("follow: %s over %s", resp.Status, resp.Proto)
+			}
+			lines := make(chan string)
+			go func() {
+				sc := bufio.NewScanner(resp.Body)
+				sc.Buffer(nil, 1<<20)
+				for sc.Scan() {
+					lines <- sc.Text()
+				}
+				close(lines)
+			}()
+			time.Sleep(3 * time.Second) // three times either timeout, with the stream idle
+			e.as(e.admin).createInstance("kp-after-the-timeout", "kms", "tiered-pricing", "us-south", nil)
+			deadline := time.After(60 * time.Second)
+			for {
+				select {
+				case l, ok := <-lines:
+					if !ok {
+						t.Fatal("the stream ended")
+					}
+					if strings.Contains(l, "kp-after-the-timeout") {
+						return
+					}
+				case <-deadline:
+					t.Fatal("no event for the instance created after the timeouts")
+				}
+			}
+		})
 	}
 }

@@ -24,18 +24,17 @@ const (
 // has (or when there is none), the connection has no read deadline, so a
 // stream can run as long as its client reads. Each write (and flush) must
 // finish within write of its start, so a client that stops reading is let
-// go while one that waits quietly for the next event is not.
+// go while one that waits quietly for the next event is not; what is still
+// buffered when the handler returns gets one more write deadline.
 func withDeadlines(next http.Handler, body, write time.Duration) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rc := http.NewResponseController(w)
-		if body > 0 && r.Body != nil && r.Body != http.NoBody {
+		if body > 0 && r.ContentLength != 0 && r.Body != nil && r.Body != http.NoBody {
 			rc.SetReadDeadline(time.Now().Add(body))
 			r.Body = &deadlineBody{ReadCloser: r.Body, rc: rc}
 		}
 		if write > 0 {
 			pw := &progressWriter{ResponseWriter: w, rc: rc, d: write}
-			// A keep-alive connection keeps the last request's deadline.
-			pw.extend()
 			w = pw
 			// The server flushes what is buffered after the handler returns.
 			defer pw.extend()
@@ -63,7 +62,9 @@ func (b *deadlineBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// progressWriter gives each write and flush its own deadline.
+// progressWriter gives each write and flush its own deadline, lifted once
+// it is done: over HTTP/2 a stream whose write deadline passes is reset
+// even when nothing is being written, which would end a quiet stream.
 type progressWriter struct {
 	http.ResponseWriter
 	rc *http.ResponseController
@@ -71,20 +72,20 @@ type progressWriter struct {
 }
 
 func (p *progressWriter) extend() { p.rc.SetWriteDeadline(time.Now().Add(p.d)) }
+func (p *progressWriter) lift()   { p.rc.SetWriteDeadline(time.Time{}) }
 
 func (p *progressWriter) Write(b []byte) (int, error) {
 	p.extend()
+	defer p.lift()
 	return p.ResponseWriter.Write(b)
 }
 
-func (p *progressWriter) Flush() {
-	p.extend()
-	p.rc.Flush()
-}
+func (p *progressWriter) Flush() { p.FlushError() }
 
 // FlushError lets http.ResponseController report a failed flush.
 func (p *progressWriter) FlushError() error {
 	p.extend()
+	defer p.lift()
 	return p.rc.Flush()
 }
 
