@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -187,6 +188,12 @@ func (c *cli) lookup(cmd *cobra.Command, cl *client.Client, collection, noun, re
 		return nil, &client.Error{Status: 404, Message: fmt.Sprintf("no %s is named %q", noun, ref)}
 	}
 	if len(found) > 1 {
+		// A failed provisioning leaves its instance behind under the name,
+		// usually beside the one that worked: the live one is meant.
+		live := slices.DeleteFunc(slices.Clone(found), func(in map[string]any) bool { return str(in, "state") == "failed" })
+		if len(live) == 1 {
+			return live[0], nil
+		}
 		return nil, usageError{fmt.Errorf("%d %ss are named %q: use the GUID", len(found), noun, ref)}
 	}
 	return found[0], nil

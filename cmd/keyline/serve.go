@@ -75,9 +75,11 @@ func newServeCmd(c *cli) *cobra.Command {
 	f.StringVar(&cfg.TLSKeyFile, "tls-key", "", "PEM private key of --tls-cert, mode 0600 [$KEYLINE_TLS_KEY]")
 	f.StringVar(&cfg.PublicURL, "public-url", "", "the APIs' base URL as clients reach it, for credentials (default: the --listen address) [$KEYLINE_PUBLIC_URL]")
 	f.StringVar(&cfg.DatabaseURL, "database-url", "", "keep metadata in this PostgreSQL database (postgres://user@host/db) instead of SQLite in --data-dir; prefer the variable for a URL with a password [$KEYLINE_DATABASE_URL]")
-	f.IntVar(&cfg.HTTPMaxConnections, "http-max-connections", 4096, "open HTTP connections at most (APIs and console); more wait to be accepted")
-	f.DurationVar(&cfg.HTTPBodyTimeout, "http-body-timeout", 30*time.Second, "how long a client may take to send a request body")
 	f.StringVar(&cfg.KafkaAdvertisedHost, "kafka-advertised-host", "", "the host Kafka clients are told to connect to (default: --kafka-host, or this host's name for 0.0.0.0) [$KEYLINE_KAFKA_ADVERTISED_HOST]")
+	f.DurationVar(&cfg.RequestBodyTimeout, "http-body-timeout", 30*time.Second, "how long a request's body may take to arrive")
+	f.DurationVar(&cfg.WriteTimeout, "http-write-timeout", 30*time.Second, "how long one response write may take (streams may idle between writes)")
+	f.DurationVar(&cfg.IdleTimeout, "http-idle-timeout", 120*time.Second, "when an idle keep-alive connection is closed")
+	f.IntVar(&cfg.MaxConnections, "http-max-connections", 1024, "HTTP connections open at once; more wait to be accepted")
 	return cmd
 }
 

@@ -619,8 +619,10 @@ func (c *Controller) DeleteInstance(ctx context.Context, id string, recursive bo
 	now := c.now()
 	inst.DeletedAt, inst.DeletedBy, inst.UpdatedAt, inst.UpdatedBy = now, p.IAMID, now, p.IAMID
 	if inst.State == StateFailed {
-		// Nothing was provisioned to keep: erase what the broker may have begun.
-		if err := entry.broker.Reclaim(ctx, *inst); err != nil {
+		// Nothing was provisioned to keep: erase what the broker may have
+		// begun. A broker that never got as far as knowing the instance has
+		// nothing to erase.
+		if err := entry.broker.Reclaim(ctx, *inst); err != nil && !errs.Is(errs.NotExist, err) {
 			return fail(brokerError(op, err))
 		}
 		inst.State = StateRemoved
@@ -665,7 +667,10 @@ func (c *Controller) DeleteInstance(ctx context.Context, id string, recursive bo
 	})
 	if err != nil {
 		// The record still says active: undo the suspension so they agree.
-		if rerr := entry.broker.Resume(ctx, *inst); rerr != nil {
+		// The record keeps the condition it had; the resumed service is in
+		// the same one.
+		hctx, _ := holding(ctx, inst.GUID)
+		if rerr := entry.broker.Resume(hctx, *inst); rerr != nil {
 			c.logger.Error("resume after failed delete", "instance", inst.GUID, "err", rerr)
 		}
 		return nil, err
@@ -766,22 +771,55 @@ func (c *Controller) SetActive(ctx context.Context, guid string) error {
 	return c.setCondition(ctx, guid, StateInactive, StateActive, "")
 }
 
+// setCondition does not take the instance's lock: brokers report from
+// under their own locks, which lifecycle changes holding the instance's lock
+// wait for in turn (a restore resuming a deployment that a key event is
+// locking). The write checks the state it started from instead, and reads
+// again when another change got there first.
 func (c *Controller) setCondition(ctx context.Context, guid, from, to, reason string) error {
 	const op = "controller.SetCondition"
-	inst, unlock, err := c.loadLocked(ctx, op, guid)
-	if err != nil {
-		return err
-	}
-	defer unlock()
-	if inst.State == to && inst.StateReason == reason {
+	if h, ok := ctx.Value(heldKey{}).(*heldCondition); ok && h.guid == guid {
+		h.reported, h.state, h.reason = true, to, reason
 		return nil
 	}
-	if inst.State != from && inst.State != to {
-		return errs.Ef(op, errs.Conflict, "INSTANCE_NOT_ACTIVE", "The instance is %s", inst.State)
+	for attempt := 0; ; attempt++ {
+		inst, err := c.loadInstance(ctx, op, guid)
+		if err != nil {
+			return err
+		}
+		if inst.State == to && inst.StateReason == reason {
+			return nil
+		}
+		if inst.State != from && inst.State != to {
+			return errs.Ef(op, errs.Conflict, "INSTANCE_NOT_ACTIVE", "The instance is %s", inst.State)
+		}
+		prev := inst.State
+		inst.State, inst.StateReason, inst.UpdatedAt = to, reason, c.now()
+		err = c.db.Tx(ctx, func(tx *store.Tx) error { return updateInstance(tx, inst, prev) })
+		if !errs.Is(errs.Conflict, err) || attempt == 2 {
+			return err
+		}
 	}
-	prev := inst.State
-	inst.State, inst.StateReason, inst.UpdatedAt = to, reason, c.now()
-	return c.db.Tx(ctx, func(tx *store.Tx) error { return updateInstance(tx, inst, prev) })
+}
+
+// heldCondition takes the condition a broker reports (SetActive,
+// SetInactive) about the instance whose lifecycle change holds its lock and
+// is calling that broker: the instance is between states, so the change
+// itself applies the condition when it writes the instance.
+type heldCondition struct {
+	guid          string
+	reported      bool
+	state, reason string
+}
+
+type heldKey struct{}
+
+// holding returns ctx carrying a heldCondition for inst: pass it to the
+// broker calls made under inst's lock. Brokers report on the calling
+// goroutine.
+func holding(ctx context.Context, guid string) (context.Context, *heldCondition) {
+	h := &heldCondition{guid: guid}
+	return context.WithValue(ctx, heldKey{}, h), h
 }
 
 // LookupInstance returns an instance by GUID or CRN, in any state, without

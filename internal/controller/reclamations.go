@@ -168,7 +168,8 @@ func (c *Controller) RestoreReclamation(ctx context.Context, id string) (*Reclam
 	// From here the operation runs to its end and is recorded even if the
 	// caller goes away: the broker's work must not go unrecorded.
 	ctx = context.WithoutCancel(ctx)
-	if berr := entry.broker.Resume(ctx, *inst); berr != nil {
+	hctx, held := holding(ctx, inst.GUID)
+	if berr := entry.broker.Resume(hctx, *inst); berr != nil {
 		berr = brokerError(op, berr)
 		err := c.db.Tx(ctx, func(tx *store.Tx) error {
 			if err := setReclamationState(tx, rec.ID, ReclamationScheduled, "", now, p.IAMID); err != nil {
@@ -181,10 +182,16 @@ func (c *Controller) RestoreReclamation(ctx context.Context, id string) (*Reclam
 		}
 		return nil, berr
 	}
-	// It comes back as it was deleted: active, or inactive for its reason.
-	inst.State = StateActive
-	if inst.StateReason != "" {
+	// It comes back in the condition its broker reports (inactive, say,
+	// when its root key was disabled or deleted meanwhile), or else as it
+	// was deleted: active, or inactive for its reason.
+	switch {
+	case held.reported:
+		inst.State, inst.StateReason = held.state, held.reason
+	case inst.StateReason != "":
 		inst.State = StateInactive
+	default:
+		inst.State = StateActive
 	}
 	inst.RestoredAt, inst.RestoredBy, inst.UpdatedAt, inst.UpdatedBy = now, p.IAMID, now, p.IAMID
 	inst.DeletedAt, inst.DeletedBy, inst.ScheduledReclaimAt, inst.ScheduledReclaimBy = time.Time{}, "", time.Time{}, ""

@@ -22,7 +22,7 @@ const (
 	Unprocessable                // well-formed but cannot be processed: 422
 	Unavailable                  // a dependency is down: 503
 	Internal                     // a bug or corrupted state: 500
-	UnsupportedMedia             // a body in a format the API does not take: 415
+	UnsupportedMedia             // a body in a Content-Type the API does not take: 415
 )
 
 var kindNames = [...]string{"other", "invalid", "unauthenticated", "permission", "not_exist", "conflict", "gone", "too_large", "unprocessable", "unavailable", "internal", "unsupported_media"}

@@ -63,19 +63,22 @@ type Config struct {
 	// KafkaReauthorize is how often live Kafka logins are checked against
 	// IAM again (default 5 s).
 	KafkaReauthorize time.Duration
-	// HTTPMaxConnections caps the HTTP listener's open connections (APIs
-	// and console); more wait to be accepted (default 4096).
-	HTTPMaxConnections int
-	// HTTPBodyTimeout is how long a client may take to send a request's
-	// body once its headers are in (default 30 s); idle keep-alive
-	// connections close after two minutes, headers must come within 10 s.
-	HTTPBodyTimeout time.Duration
 	// KafkaMaxUnauthenticated and KafkaMaxUnauthenticatedPerIP cap each
 	// deployment's Kafka connections that have not logged in (defaults 256
 	// and 32 per source address); KafkaLoginTimeout is how long they may
 	// take to log in (default 10 s).
 	KafkaMaxUnauthenticated, KafkaMaxUnauthenticatedPerIP int
 	KafkaLoginTimeout                                     time.Duration
+	// The HTTP listener's limits, against clients that hold connections
+	// without finishing requests: a request body must arrive within
+	// RequestBodyTimeout (default 30 s), each response write finish within
+	// WriteTimeout (default 30 s; a stream may wait between writes as long
+	// as it likes), an idle keep-alive connection closes after IdleTimeout
+	// (default 120 s), and at most MaxConnections (default 1024) are open at
+	// once, the console's own calls to the APIs included; more wait to be
+	// accepted.
+	RequestBodyTimeout, WriteTimeout, IdleTimeout time.Duration
+	MaxConnections                                int
 }
 
 // Server is a running Keyline.
@@ -102,12 +105,6 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.Listen == "" {
 		cfg.Listen = "127.0.0.1:8080"
 	}
-	if cfg.HTTPMaxConnections <= 0 {
-		cfg.HTTPMaxConnections = 4096
-	}
-	if cfg.HTTPBodyTimeout <= 0 {
-		cfg.HTTPBodyTimeout = 30 * time.Second
-	}
 	if cfg.MasterKeyFile == "" {
 		cfg.MasterKeyFile = filepath.Join(cfg.DataDir, "master.key")
 	}
@@ -119,6 +116,17 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	for _, d := range []struct {
+		v   *time.Duration
+		def time.Duration
+	}{{&cfg.RequestBodyTimeout, defaultBodyTimeout}, {&cfg.WriteTimeout, defaultWriteTimeout}, {&cfg.IdleTimeout, defaultIdleTimeout}} {
+		if *d.v <= 0 {
+			*d.v = d.def
+		}
+	}
+	if cfg.MaxConnections <= 0 {
+		cfg.MaxConnections = defaultMaxConnections
 	}
 	publicURL, err := ParsePublicURL(cfg.PublicURL)
 	if err != nil {
@@ -181,7 +189,7 @@ func (s *Server) Listen() error {
 	if err != nil {
 		return err
 	}
-	s.ln = ln
+	s.ln = netutil.LimitListener(ln, s.cfg.MaxConnections)
 	return nil
 }
 
@@ -238,19 +246,18 @@ func (s *Server) Serve(ctx context.Context) error {
 			return err
 		}
 	}
-	// The TLS handshake must finish within ReadHeaderTimeout too. There is
-	// no ReadTimeout or WriteTimeout: they would cut the Activity Tracker's
-	// follow streams; bodies get their own deadline (bodyDeadline).
-	s.http = &http.Server{Handler: bodyDeadline(s.cfg.HTTPBodyTimeout, s.handler()), TLSConfig: s.tls,
-		ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second}
-	ln := netutil.LimitListener(s.ln, s.cfg.HTTPMaxConnections)
+	// The TLS handshake must finish within ReadHeaderTimeout too. Bodies
+	// and writes have per-request deadlines (withDeadlines), not the
+	// server's whole-request ones, which would cut event streams.
+	s.http = &http.Server{Handler: withDeadlines(s.handler(), s.cfg.RequestBodyTimeout, s.cfg.WriteTimeout),
+		TLSConfig: s.tls, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: s.cfg.IdleTimeout}
 	errc := make(chan error, 1)
 	go func() {
 		if s.tls != nil {
-			errc <- s.http.ServeTLS(ln, "", "")
+			errc <- s.http.ServeTLS(s.ln, "", "")
 			return
 		}
-		errc <- s.http.Serve(ln)
+		errc <- s.http.Serve(s.ln)
 	}()
 	select {
 	case err := <-errc:
@@ -294,18 +301,4 @@ func (s *Server) health(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Write([]byte("ok\n"))
-}
-
-// bodyDeadline gives a request with a body until timeout to send it all: a
-// client dribbling its body, or announcing a chunk it never sends, is cut
-// off instead of holding its connection forever. Only reads have the
-// deadline, so a slow answer or a follow stream is not cut; the server
-// sets the connection's deadlines anew for its next request.
-func bodyDeadline(timeout time.Duration, next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Body != nil && r.Body != http.NoBody {
-			http.NewResponseController(w).SetReadDeadline(time.Now().Add(timeout))
-		}
-		next.ServeHTTP(w, r)
-	})
 }

@@ -9,6 +9,9 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"time"
+
+	"golang.org/x/sync/semaphore"
 
 	"github.com/keyline/keyline/internal/auth"
 	"github.com/keyline/keyline/internal/errs"
@@ -37,7 +40,7 @@ type deployment struct {
 
 	// op serializes what changes the data plane: key events, suspend,
 	// resume, reclaim. A re-encryption holds it while producers carry on.
-	op sync.Mutex
+	op opLock
 
 	mu        sync.Mutex
 	rec       *record
@@ -53,7 +56,22 @@ type deployment struct {
 }
 
 func (s *Service) newDeployment(rec *record) *deployment {
-	return &deployment{svc: s, dir: s.deploymentDir(rec.GUID), guid: rec.GUID, crn: rec.CRN, account: rec.AccountID, rec: rec}
+	return &deployment{svc: s, dir: s.deploymentDir(rec.GUID), guid: rec.GUID, crn: rec.CRN, account: rec.AccountID, rec: rec,
+		op: opLock{semaphore.NewWeighted(1)}}
+}
+
+// opLock is a mutex whose waiter can give up (lockWithin).
+type opLock struct{ w *semaphore.Weighted }
+
+func (l opLock) Lock()         { l.w.Acquire(context.Background(), 1) }
+func (l opLock) Unlock()       { l.w.Release(1) }
+func (l opLock) TryLock() bool { return l.w.TryAcquire(1) }
+
+// lockWithin locks within wait, or reports false.
+func (l opLock) lockWithin(ctx context.Context, wait time.Duration) bool {
+	ctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	return l.w.Acquire(ctx, 1) == nil
 }
 
 func (d *deployment) snapshot() (record, string, string) {

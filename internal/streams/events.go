@@ -2,6 +2,7 @@ package streams
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/keyline/keyline/internal/audit"
@@ -55,11 +56,14 @@ func (s *Service) handlePending(ctx context.Context) {
 		s.log.Warn("streams: cannot list key events", "err", err)
 		return
 	}
+	// Deployments too busy for an event this round get no later ones
+	// either, so that each deployment sees its key's events in order.
+	busy := map[string]bool{}
 	for _, ev := range evs {
 		if ctx.Err() != nil {
 			return
 		}
-		if err := s.handleEvent(ctx, ev); err != nil {
+		if err := s.handleEvent(ctx, ev, busy); err != nil {
 			s.log.Warn("streams: key event not handled yet", "event", ev.ID, "action", ev.Action, "err", err)
 		}
 	}
@@ -109,9 +113,14 @@ func (s *Service) deploymentByCRN(resourceCRN string) *deployment {
 // handleEvent applies one key event to every deployment it concerns, then
 // acknowledges it. If one deployment fails, the event stays pending and is
 // applied again (each step is idempotent).
-func (s *Service) handleEvent(ctx context.Context, ev KeyEvent) error {
+func (s *Service) handleEvent(ctx context.Context, ev KeyEvent, busy map[string]bool) error {
 	if ev.CorrelationID != "" {
 		ctx = httpapi.WithCorrelationID(ctx, ev.CorrelationID)
+	}
+	for _, rc := range ev.ResourceCRNs {
+		if busy[rc] {
+			return fmt.Errorf("deployment %s: %w", rc, errBusy)
+		}
 	}
 	var ackCtx context.Context
 	version := ev.KeyVersion
@@ -124,6 +133,9 @@ func (s *Service) handleEvent(ctx context.Context, ev KeyEvent) error {
 			ackCtx = d.ctx(ctx)
 		}
 		v, err := s.applyEvent(ctx, d, ev)
+		if errors.Is(err, errBusy) {
+			busy[rc] = true
+		}
 		if err != nil {
 			return fmt.Errorf("deployment %s: %w", rc, err)
 		}
@@ -141,9 +153,15 @@ func (s *Service) handleEvent(ctx context.Context, ev KeyEvent) error {
 	return s.keys.AckEvent(ackCtx, ev, adopterStateFor(ev.Action), version)
 }
 
+// errBusy leaves an event pending: a deployment it concerns was busy with
+// another operation for longer than Config.EventWait.
+var errBusy = errors.New("the deployment is busy with another operation; the event stays pending")
+
 // applyEvent applies ev to d and returns the key version d now uses.
 func (s *Service) applyEvent(ctx context.Context, d *deployment, ev KeyEvent) (string, error) {
-	d.op.Lock()
+	if !d.op.lockWithin(ctx, s.cfg.EventWait) {
+		return "", errBusy
+	}
 	defer d.op.Unlock()
 	rec, _, _ := d.snapshot()
 	if ev.KeyCRN != rec.DiskKeyCRN {

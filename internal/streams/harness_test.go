@@ -66,7 +66,7 @@ func (h *harness) start() {
 	h.t.Helper()
 	cfg := Config{DB: h.db, Audit: h.audit, Keys: h.kms, Identity: h.iam, Tasks: h.tasks,
 		States: h.states, MasterKey: h.master, DataDir: filepath.Join(h.dir, "data"), AdminURL: "http://127.0.0.1:9",
-		SegmentBytes: 16 << 10, PollInterval: 20 * time.Millisecond}
+		SegmentBytes: 16 << 10, PollInterval: 20 * time.Millisecond, EventWait: 500 * time.Millisecond}
 	if h.configure != nil {
 		h.configure(&cfg)
 	}

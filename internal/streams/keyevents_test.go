@@ -185,6 +185,46 @@ func TestDisableLocksAndEnableUnlocks(t *testing.T) {
 	}
 }
 
+// A deployment stuck in an operation (its op lock held, as a restore
+// that never returned held it) leaves its own key events pending while rotation and disable of other deployments take effect.
+func TestStuckDeploymentDoesNotHoldUpOthersKeyEvents(t *testing.T) {
+	h := newHarness(t)
+	stuck, stuckKey := h.provisionWithKey()
+	other, otherKey := h.provisionWithKey()
+	d := h.deployment(stuck.GUID)
+	d.op.Lock()
+	held := true
+	defer func() {
+		if held {
+			d.op.Unlock()
+		}
+	}()
+	stuckDisable := h.kms.act(t, stuckKey, ActionDisable)[0]
+
+	before, _, _ := h.deployment(other.GUID).snapshot()
+	if ack := h.waitAck(h.kms.act(t, otherKey, ActionRotate)[0]); ack.Version == before.KeyVersion {
+		t.Fatalf("rotation ack %+v: still version %s", ack, before.KeyVersion)
+	}
+	if ack := h.waitAck(h.kms.act(t, otherKey, ActionDisable)[0]); ack.State != DEKDisabled {
+		t.Fatalf("disable ack %+v, want DEK_DISABLED", ack)
+	}
+	if info, _ := h.svc.Deployment(context.Background(), other.GUID); info.State != StateInactive {
+		t.Fatalf("the other deployment is %s after its key was disabled", info.State)
+	}
+	if _, ok := h.kms.ackFor(stuckDisable); ok {
+		t.Fatal("the stuck deployment's disable was acknowledged while it was stuck")
+	}
+
+	d.op.Unlock()
+	held = false
+	if ack := h.waitAck(stuckDisable); ack.State != DEKDisabled {
+		t.Fatalf("the stuck deployment's disable, once free: ack %+v", ack)
+	}
+	if info, _ := h.svc.Deployment(context.Background(), stuck.GUID); info.State != StateInactive {
+		t.Fatalf("the stuck deployment is %s after its key was disabled", info.State)
+	}
+}
+
 // disconnects counts the client's closed broker connections.
 type disconnects struct{ n atomic.Int64 }
 

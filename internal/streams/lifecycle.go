@@ -152,6 +152,13 @@ func (s *Service) setSuspended(ctx context.Context, op, guid string, suspended b
 		return err
 	}
 	s.bringUp(ctx, d)
+	// The restored instance is in the condition the deployment is in now,
+	// whichever it was in when deleted.
+	if _, lock, _ := d.snapshot(); lock == "" {
+		if err := s.states.SetState(ctx, d.guid, StateActive, ""); err != nil {
+			s.log.Warn("streams: cannot set the instance state", "deployment", d.guid, "err", err)
+		}
+	}
 	return nil
 }
 

@@ -178,6 +178,11 @@ type Config struct {
 	// PollInterval is how often pending key events are looked for when no
 	// notification comes (default 30 s).
 	PollInterval time.Duration
+	// EventWait is how long the key-event loop waits for a deployment busy
+	// with another operation (default 10 s) before it leaves that
+	// deployment's events pending for a later round and carries on with the
+	// others', so that one stuck deployment cannot hold up every key change.
+	EventWait time.Duration
 	// SegmentBytes overrides the log's segment size (tests use small ones).
 	SegmentBytes int64
 	// Restorer restores a backup into a deployment provisioned with
@@ -230,6 +235,9 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	}
 	if cfg.PollInterval <= 0 {
 		cfg.PollInterval = 30 * time.Second
+	}
+	if cfg.EventWait <= 0 {
+		cfg.EventWait = 10 * time.Second
 	}
 	if err := cfg.DB.Migrate(ctx, migrations); err != nil {
 		return nil, err

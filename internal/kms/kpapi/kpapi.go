@@ -273,11 +273,9 @@ func decodeCollection[T any](r *http.Request, min, max int) ([]T, error) {
 }
 
 // decodeBody decodes a JSON body (field names in any case; unknown fields
-// refused). An empty or null body is an error only when required. The body
-// must be JSON: a Content-Type, when sent, must say so (IBM's Go client
-// sends none), as Key Protect refuses text/plain and forms.
+// refused). An empty or null body is an error only when required.
 func decodeBody(r *http.Request, v any, required bool) error {
-	if err := jsonContentType(r); err != nil {
+	if err := checkContentType(r); err != nil {
 		return err
 	}
 	err := httpapi.DecodeJSON(r, v, maxBody, required)
@@ -285,6 +283,23 @@ func decodeBody(r *http.Request, v any, required bool) error {
 		e.Code = "BODY_TOO_LARGE_ERR"
 	}
 	return err
+}
+
+// checkContentType refuses a body declared as anything but JSON, as Key
+// Protect does: application/json or one of its own JSON types
+// (application/vnd.ibm.kms.key+json and the like). No Content-Type at all
+// is taken as JSON, since IBM's Go client never sends one.
+func checkContentType(r *http.Request) error {
+	ct := r.Header.Get("Content-Type")
+	if ct == "" {
+		return nil
+	}
+	mt, _, err := mime.ParseMediaType(ct)
+	if err == nil && (mt == "application/json" || strings.HasPrefix(mt, "application/") && strings.HasSuffix(mt, "+json")) {
+		return nil
+	}
+	return errs.E("kpapi", errs.UnsupportedMedia, "UNSUPPORTED_MEDIA_TYPE_ERR",
+		"The Content-Type must be application/json or application/vnd.ibm.kms.key+json").On("header", "Content-Type")
 }
 
 // preferMinimal reports whether the client asked for no body back.
@@ -361,20 +376,4 @@ func drainBody(r *http.Request) error {
 		return errs.E("kpapi", errs.Invalid, "BAD_BODY_ERR", "The request body is not valid JSON")
 	}
 	return nil
-}
-
-// jsonContentType refuses a body declared as anything but JSON:
-// application/json or a JSON media type such as
-// application/vnd.ibm.kms.key+json.
-func jsonContentType(r *http.Request) error {
-	ct := r.Header.Get("Content-Type")
-	if ct == "" {
-		return nil
-	}
-	mt, _, err := mime.ParseMediaType(ct)
-	if err == nil && (mt == "application/json" || strings.HasPrefix(mt, "application/") && strings.HasSuffix(mt, "+json")) {
-		return nil
-	}
-	return errs.E("kpapi", errs.UnsupportedMedia, "UNSUPPORTED_MEDIA_TYPE_ERR",
-		"The Content-Type header must be application/json or application/vnd.ibm.kms.key+json").On("header", "Content-Type")
 }
