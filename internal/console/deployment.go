@@ -42,6 +42,21 @@ type backup struct {
 	Reason       string     `json:"reason"`
 }
 
+// Retention is the topic's retention for people ("7 days", "forever").
+func (t topic) Retention() string {
+	switch {
+	case t.RetentionMs < 0:
+		return "Forever"
+	case t.RetentionMs == 0:
+		return "—"
+	case t.RetentionMs%(24*3600_000) == 0:
+		return plural(int(t.RetentionMs/(24*3600_000)), "day")
+	case t.RetentionMs%3600_000 == 0:
+		return plural(int(t.RetentionMs/3600_000), "hour")
+	}
+	return (time.Duration(t.RetentionMs) * time.Millisecond).String()
+}
+
 // Size is the backup's size for people ("1.5 KiB").
 func (b backup) Size() string { return humanize.IBytes(uint64(max(b.SizeBytes, 0))) }
 
@@ -75,6 +90,9 @@ func (c *Console) loadTasks(ctx context.Context, api *caller, inst instance) ([]
 	if err := api.get(ctx, deploymentPath(inst)+"/tasks", &out); err != nil {
 		return nil, err
 	}
+	if t, ok := provisioningTask(inst); ok {
+		out.Tasks = append(out.Tasks, t)
+	}
 	slices.SortStableFunc(out.Tasks, func(a, b task) int {
 		if a.CreatedAt == nil || b.CreatedAt == nil {
 			return 0
@@ -82,6 +100,27 @@ func (c *Console) loadTasks(ctx context.Context, api *caller, inst instance) ([]
 		return b.CreatedAt.Compare(*a.CreatedAt)
 	})
 	return out.Tasks, nil
+}
+
+// provisioningTask is the deployment's creation as a task, from the
+// Resource Controller's last operation, so the Tasks panel says what state
+// provisioning is really in (and any warnings it gave) until another
+// operation follows.
+func provisioningTask(inst instance) (task, bool) {
+	op := inst.LastOperation
+	if op.Type != "create" {
+		return task{}, false
+	}
+	t := task{ID: "provisioning", ResourceType: "instance", Description: "Provisioning deployment",
+		CreatedAt: inst.CreatedAt, UpdatedAt: inst.UpdatedAt, Status: "running"}
+	switch op.State {
+	case "succeeded":
+		t.Status, t.ProgressPercent = "completed", 100
+		t.Reason = strings.Join(op.Warnings, "; ")
+	case "failed":
+		t.Status, t.ProgressPercent, t.Reason = "failed", 100, sentence(op.Description)
+	}
+	return t, true
 }
 
 // keyDetails reads a key's name, state and the version the deployment is
@@ -145,7 +184,7 @@ func (c *Console) renderDeployment(w http.ResponseWriter, r *http.Request, s *se
 	var problems []string
 	note := func(what string, err error) {
 		if err != nil {
-			problems = append(problems, what+": "+apiError(err).Message)
+			problems = append(problems, what+": "+sentence(apiError(err).Message))
 		}
 	}
 	tasks, err := c.loadTasks(ctx, api, inst)
@@ -212,6 +251,14 @@ func (c *Console) renderDeployment(w http.ResponseWriter, r *http.Request, s *se
 	}
 	data["Topics"] = topics
 	data["Problems"] = problems
+	// ?delete_topic= opens the confirmation for one of the listed topics.
+	if name := r.URL.Query().Get("delete_topic"); name != "" {
+		for _, t := range topics {
+			if t.Name == name {
+				data["DeleteTopic"] = t
+			}
+		}
+	}
 
 	if inst.State == "pending_reclamation" {
 		rec, err := reclamationOf(ctx, api, inst.GUID)
@@ -225,6 +272,8 @@ func (c *Console) renderDeployment(w http.ResponseWriter, r *http.Request, s *se
 	data["CanBackup"] = c.can(ctx, s, auth.BackupCreate, res)
 	data["CanCredentials"] = c.can(ctx, s, auth.KeyCreate, res)
 	data["CanDeleteCredentials"] = c.can(ctx, s, auth.KeyDelete, res)
+	// The admin API lets Managers of the deployment manage its topics.
+	data["CanTopics"] = c.can(ctx, s, auth.TopicManage, res)
 	data["Active"] = inst.State == "active"
 	v.Data = data
 	c.render(w, r, s, http.StatusOK, "deployment", v)
