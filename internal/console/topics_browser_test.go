@@ -9,6 +9,12 @@ import (
 
 func TestTopicsAreCreatedListedAndDeletedFromTheDeploymentPage(t *testing.T) {
 	k, b := signedInAdmin(t)
+	manageTopics(t, k, b)
+}
+
+// manageTopics creates a topic from a deployment's page, checks it through
+// the admin API, and deletes it through the confirmation dialog.
+func manageTopics(t *testing.T, k *keyline, b *browser) {
 	kms := k.createKMS("topics-kp", "us-south")
 	_, keyCRN := k.createKeyCRN(kms.GUID, "topics-key")
 	k.authorize(k.account(), kms.GUID)

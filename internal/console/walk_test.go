@@ -76,6 +76,7 @@ func TestScreenshots(t *testing.T) {
 	provisionWithoutAuthorization(t, k, b)
 	deleteAndRestore(t, k, b)
 	deleteCredentialsInConsole(t, k, b)
+	manageTopics(t, k, b)
 	b.do("sign out", chromedp.Click(chromedp.CSS(".who button")), chromedp.WaitVisible(chromedp.ID("signin-form")))
 	b.shot("signin", 1280, 390)
 }
