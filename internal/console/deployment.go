@@ -242,6 +242,15 @@ func (c *Console) renderDeployment(w http.ResponseWriter, r *http.Request, s *se
 			}
 		}
 	}
+	// ?view_credentials= shows one listed credential's secrets again, when
+	// the Resource Controller gives them to this user (it audits the reading).
+	if id := r.URL.Query().Get("view_credentials"); id != "" && created == nil {
+		for _, cr := range creds.Resources {
+			if cr.GUID == id {
+				data["ViewedCredentials"] = c.viewCredentials(ctx, api, cr)
+			}
+		}
+	}
 
 	// Topics live in the data plane: readable only while the deployment can
 	// unwrap its key. When it cannot, the page says so instead of failing.
@@ -377,10 +386,20 @@ func (c *Console) deleteCredentials(w http.ResponseWriter, r *http.Request, s *s
 		c.renderAPIError(w, r, s, err)
 		return
 	}
-	var key credential
-	if err := api.get(ctx, "/v2/resource_keys/"+url.PathEscape(r.PathValue("key")), &key); err != nil {
+	// Found in the deployment's own list (a GET of the key would also read,
+	// and audit reading, its credentials).
+	var creds struct {
+		Resources []credential `json:"resources"`
+	}
+	if err := api.get(ctx, "/v2/resource_instances/"+url.PathEscape(inst.GUID)+"/resource_keys", &creds); err != nil {
 		c.renderAPIError(w, r, s, err)
 		return
+	}
+	var key credential
+	for _, cr := range creds.Resources {
+		if cr.GUID == r.PathValue("key") {
+			key = cr
+		}
 	}
 	if key.SourceCRN != inst.CRN || key.GUID == "" {
 		c.renderError(w, r, s, http.StatusNotFound, "Not found",
@@ -393,6 +412,30 @@ func (c *Console) deleteCredentials(w http.ResponseWriter, r *http.Request, s *s
 	}
 	c.redirect(w, r, s, c.deploymentURL(inst.GUID), "Service credentials "+key.Name+
 		" deleted: their API key no longer works, and Kafka connections opened with it are closed.")
+}
+
+// viewedCredentials are existing credentials shown again, or why not.
+type viewedCredentials struct {
+	Name        string
+	Credentials map[string]any
+	Unavailable string
+}
+
+func (c *Console) viewCredentials(ctx context.Context, api *caller, cr credential) viewedCredentials {
+	var key struct {
+		Credentials map[string]any `json:"credentials"`
+	}
+	v := viewedCredentials{Name: cr.Name}
+	if err := api.get(ctx, "/v2/resource_keys/"+url.PathEscape(cr.GUID), &key); err != nil {
+		v.Unavailable = sentence(apiError(err).Message)
+		return v
+	}
+	if _, redacted := key.Credentials["REDACTED"]; redacted || len(key.Credentials) == 0 {
+		v.Unavailable = "The Resource Controller does not show these credentials to you: they were shown once when created, or viewing them needs the role that can create credentials."
+		return v
+	}
+	v.Credentials = key.Credentials
+	return v
 }
 
 // reclamation is a deleted instance waiting out its soft-deletion period.
