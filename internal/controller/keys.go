@@ -131,17 +131,9 @@ func (c *Controller) CreateResourceKey(ctx context.Context, req CreateKeyRequest
 
 // GetResourceKey returns a key by GUID or CRN, without its credentials.
 func (c *Controller) GetResourceKey(ctx context.Context, id string) (*ResourceKey, error) {
-	const op = "controller.GetResourceKey"
-	p, err := principal(ctx, op)
+	_, key, _, err := c.readableKey(ctx, "controller.GetResourceKey", id)
 	if err != nil {
 		return nil, err
-	}
-	key, inst, err := c.loadKey(ctx, op, id)
-	if err != nil {
-		return nil, err
-	}
-	if err := c.authorize(ctx, op, p, auth.KeyRead, inst); err != nil {
-		return nil, keyHidden(op, err)
 	}
 	return key, nil
 }
@@ -171,16 +163,9 @@ func (c *Controller) sealCredentials(key *ResourceKey, creds map[string]any) (st
 // and no event: GET shows them the key with its credentials redacted.
 func (c *Controller) ResourceKeyCredentials(ctx context.Context, id string) (*ResourceKey, error) {
 	const op = "controller.ResourceKeyCredentials"
-	p, err := principal(ctx, op)
+	p, key, inst, err := c.readableKey(ctx, op, id)
 	if err != nil {
 		return nil, err
-	}
-	key, inst, err := c.loadKey(ctx, op, id)
-	if err != nil {
-		return nil, err
-	}
-	if err := c.authorize(ctx, op, p, auth.KeyRead, inst); err != nil {
-		return nil, keyHidden(op, err)
 	}
 	action := inst.ServiceName + ".key.read"
 	fail := func(err error) (*ResourceKey, error) {
@@ -214,6 +199,23 @@ func (c *Controller) ResourceKeyCredentials(ctx context.Context, id string) (*Re
 	}
 	c.recordEvent(ctx, keyEvent(action, key, nil))
 	return key, nil
+}
+
+// readableKey loads a key the caller may read, with its instance; a key of
+// an instance the caller cannot see is reported missing.
+func (c *Controller) readableKey(ctx context.Context, op, id string) (*auth.Principal, *ResourceKey, *Instance, error) {
+	p, err := principal(ctx, op)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	key, inst, err := c.loadKey(ctx, op, id)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if err := c.authorize(ctx, op, p, auth.KeyRead, inst); err != nil {
+		return nil, nil, nil, keyHidden(op, err)
+	}
+	return p, key, inst, nil
 }
 
 // keyHidden reports a key of another account as a missing key, not a missing instance.
