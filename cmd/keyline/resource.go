@@ -58,7 +58,7 @@ full CRN (crn:v1:bluemix:public:kms:<region>:a/<account>:<instance GUID>:key:<ke
   backup_encryption_key_crn   the key of its backups (default: the disk key)
 The deployment needs the messagehub -> kms authorization first (Reader and
 AuthorizationDelegator roles): see 'keyline iam authorization-policy-create --help'.
-` + controller.BackupKeyRegionAdvice(),
+` + controller.BackupRegionAdvice,
 		Example: `  keyline resource service-instance-create my-kp kms tiered-pricing us-south
   keyline resource service-instance-create my-es messagehub standard us-south -p '{
     "disk_encryption_key_crn": "crn:v1:bluemix:public:kms:us-south:a/4a7d5c0e9f1b4e3d8c2a6b5f0e9d8c7b:0f3c2a1e-7b6d-4c5e-9a8f-1e2d3c4b5a69:key:9d8c7b6a-5f4e-4d3c-8b2a-1f0e9d8c7b6a",

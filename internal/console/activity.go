@@ -29,12 +29,18 @@ type event struct {
 	} `json:"reason"`
 }
 
-// Who names the initiator.
+// Who names the initiator for people: a service that acted on its own
+// (Block Storage creating its backups' authorization, say) is recorded by
+// its short service name, which the console spells out.
 func (e event) Who() string {
-	if e.Initiator.Name != "" {
-		return e.Initiator.Name
+	who := e.Initiator.Name
+	if who == "" {
+		who = e.Initiator.ID
 	}
-	return e.Initiator.ID
+	if d, ok := serviceNames[who]; ok {
+		return d + " (" + who + ")"
+	}
+	return who
 }
 
 // activityQuery keeps only the filters the audit API knows.

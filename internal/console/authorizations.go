@@ -176,7 +176,13 @@ func (c *Console) authorizations(w http.ResponseWriter, r *http.Request, s *sess
 	if err != nil {
 		v.Err = apiError(err)
 	}
+	// Instances by GUID and by CRN, to name the ones authorizations refer to.
+	names := map[string]string{}
+	for crn, in := range instanceNames(r.Context(), api) {
+		names[crn], names[in.GUID] = in.Name, in.Name
+	}
 	data := map[string]any{
+		"Names":          names,
 		"Authorizations": all,
 		"CanManage":      c.can(r.Context(), s, auth.PolicyWrite, auth.Resource{ServiceName: "kms"}),
 	}
@@ -197,7 +203,8 @@ func (c *Console) authorizations(w http.ResponseWriter, r *http.Request, s *sess
 func (c *Console) authorizationForm(w http.ResponseWriter, r *http.Request, s *session, api *caller) {
 	q := r.URL.Query()
 	form := authorizationInput{SourceService: q.Get("source"), SourceInstance: q.Get("source_instance"),
-		TargetService: q.Get("target"), TargetInstance: q.Get("target_instance"), Reader: true, Delegate: q.Get("delegate") != "false"}
+		TargetService: q.Get("target"), TargetInstance: q.Get("target_instance"), Reader: true, Delegate: q.Get("delegate") != "false",
+		Return: returnTo(q.Get("return"))}
 	c.renderAuthorizationForm(w, r, s, api, http.StatusOK, form, nil)
 }
 
@@ -206,6 +213,17 @@ type authorizationInput struct {
 	SourceService, SourceInstance string
 	TargetService, TargetInstance string
 	Reader, Delegate              bool
+	// Return is the console page to go back to once the authorization
+	// exists (the provisioning form that asked for it), or "".
+	Return string
+}
+
+// returnTo keeps a return address on this console; anything else is dropped.
+func returnTo(path string) string {
+	if path == "" || safeNext(path) != path {
+		return ""
+	}
+	return path
 }
 
 func (c *Console) renderAuthorizationForm(w http.ResponseWriter, r *http.Request, s *session, api *caller, status int, in authorizationInput, failed error) {
@@ -237,7 +255,8 @@ func (c *Console) renderAuthorizationForm(w http.ResponseWriter, r *http.Request
 func (c *Console) createAuthorization(w http.ResponseWriter, r *http.Request, s *session, api *caller) {
 	f := r.PostForm
 	in := authorizationInput{SourceService: f.Get("source_service"), TargetService: f.Get("target_service"),
-		TargetInstance: f.Get("target_instance"), Reader: f.Get("role_reader") != "", Delegate: f.Get("delegate") != ""}
+		TargetInstance: f.Get("target_instance"), Reader: f.Get("role_reader") != "", Delegate: f.Get("delegate") != "",
+		Return: returnTo(f.Get("return"))}
 	oneInstance := f.Get("source_scope") == "instance"
 	if oneInstance {
 		in.SourceInstance = f.Get("source_instance")
@@ -267,7 +286,12 @@ func (c *Console) createAuthorization(w http.ResponseWriter, r *http.Request, s 
 		c.renderAuthorizationForm(w, r, s, api, apiError(err).Status, in, err)
 		return
 	}
-	c.redirect(w, r, s, "/console/iam/authorizations", "Authorization created: "+serviceDisplayName(in.SourceService)+" may now use "+serviceDisplayName(in.TargetService)+" keys.")
+	msg := "Authorization created: " + serviceDisplayName(in.SourceService) + " may now use " + serviceDisplayName(in.TargetService) + " keys."
+	if in.Return != "" {
+		c.redirect(w, r, s, in.Return, msg+" Continue where you left off.")
+		return
+	}
+	c.redirect(w, r, s, "/console/iam/authorizations", msg)
 }
 
 func (c *Console) deleteAuthorization(w http.ResponseWriter, r *http.Request, s *session, api *caller) {

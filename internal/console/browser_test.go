@@ -264,6 +264,11 @@ func (b *browser) shot(name string, widths ...int) {
 		if wide := get(b, "measure "+name, chromedp.Evaluate[int](`document.documentElement.scrollWidth`)); wide > w {
 			b.t.Errorf("%s is %d px wide in a %d px window", name, wide, w)
 		}
+		// No table is cut: neither its scroll container nor any cell has
+		// content wider than the room it is given.
+		for _, clipped := range get(b, "measure the tables of "+name, chromedp.Evaluate[[]string](clippedTablesJS+" .concat("+truncatedSelectsJS+")")) {
+			b.t.Errorf("%s at %d px: %s", name, w, clipped)
+		}
 		png := get(b, "screenshot "+name, chromedp.FullScreenshot(100))
 		if err := os.WriteFile(filepath.Join(b.shots, name+"-"+strconv.Itoa(w)+".png"), png, 0o644); err != nil {
 			b.t.Fatal(err)
@@ -271,6 +276,44 @@ func (b *browser) shot(name string, widths ...int) {
 	}
 	b.do("restore the viewport", chromedp.EmulateViewport(1280, 900))
 }
+
+// clippedTablesJS lists every table, and every visible cell, whose content
+// overflows horizontally: a table scrolling sideways inside its wrapper, or
+// a cell cutting its text or buttons. It answers a list of descriptions.
+const clippedTablesJS = `(() => {
+	const out = [];
+	const name = (t) => t.id || (t.closest("section[id]") || {}).id || "a table";
+	document.querySelectorAll("table").forEach((t) => {
+		const wrap = t.parentElement;
+		if (wrap.scrollWidth > wrap.clientWidth + 1) out.push(name(t) + " is " + wrap.scrollWidth + " px wide in " + wrap.clientWidth + " px");
+		const box = wrap.getBoundingClientRect();
+		t.querySelectorAll("th, td").forEach((c) => {
+			if (!c.offsetParent) return;
+			const r = c.getBoundingClientRect();
+			const label = name(t) + " cell " + JSON.stringify(c.innerText.trim().slice(0, 40));
+			if (c.scrollWidth > c.clientWidth + 1) out.push(label + " overflows its cell (" + c.scrollWidth + " > " + c.clientWidth + ")");
+			else if (r.right > box.right + 1 || r.left < box.left - 1) out.push(label + " lies outside the table's box");
+		});
+	});
+	return out;
+})()`
+
+// truncatedSelectsJS lists the visible selects whose chosen option's text
+// is wider than the select shows (its padding and arrow taken away).
+const truncatedSelectsJS = `(() => {
+	const out = [];
+	const ctx = document.createElement("canvas").getContext("2d");
+	document.querySelectorAll("select").forEach((s) => {
+		const o = s.selectedOptions[0];
+		if (!s.offsetParent || !o) return;
+		const st = getComputedStyle(s);
+		ctx.font = st.font;
+		const room = s.clientWidth - parseFloat(st.paddingLeft) - parseFloat(st.paddingRight) - 20;
+		const need = ctx.measureText(o.textContent.trim()).width;
+		if (need > room) out.push("select #" + s.id + " cuts " + JSON.stringify(o.textContent.trim()) + " (" + Math.round(need) + " > " + Math.round(room) + " px)");
+	});
+	return out;
+})()`
 
 func jsString(s string) string {
 	r := strings.NewReplacer(`\`, `\\`, "`", "\\`", `$`, `\$`)

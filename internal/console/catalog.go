@@ -9,14 +9,15 @@ import (
 
 	"github.com/keyline/keyline/internal/auth"
 	"github.com/keyline/keyline/internal/client"
+	"github.com/keyline/keyline/internal/controller"
 )
 
-// Regions the catalog offers Event Streams in, and the regions whose keys
-// may protect backups (the seed's "select regions"). The dropdowns only
-// narrow the choice; the Resource Controller refuses anything else itself.
+// Regions the catalog offers Event Streams in. Backup keys come from
+// controller.BackupKeyRegions (the seed's "select regions"), whose advice
+// the CLI gives too. The dropdowns only narrow the choice; the Resource
+// Controller refuses anything else itself.
 var (
 	streamsRegions = []string{"us-south", "us-east", "eu-de", "eu-gb", "jp-tok", "au-syd", "ca-tor"}
-	backupRegions  = []string{"us-south", "us-east", "eu-de"}
 	streamsPlans   = []struct{ ID, Name string }{{"eventstreams-gen2-standard", "Standard"}}
 	kmsPlans       = []struct{ ID, Name string }{{"tiered-pricing", "Tiered pricing"}}
 )
@@ -27,7 +28,8 @@ func (c *Console) kmsForm(w http.ResponseWriter, r *http.Request, s *session, ap
 }
 
 func (c *Console) renderKMSForm(w http.ResponseWriter, r *http.Request, s *session, status int, form map[string]string, failed error) {
-	v := view{Title: "Create Key Protect", Nav: "catalog", Data: map[string]any{"Form": form, "Regions": streamsRegions, "Plans": kmsPlans}}
+	v := view{Title: "Create Key Protect", Nav: "catalog", Data: map[string]any{"Form": form, "Regions": streamsRegions, "Plans": kmsPlans,
+		"BackupRegionAdvice": controller.BackupRegionAdvice}}
 	if failed != nil {
 		v.Err = apiError(failed)
 	}
@@ -57,8 +59,35 @@ type provisionInput struct {
 	Name, Region, Plan, KMSInstance, DiskKey, BackupKey string
 }
 
+// provisionForm is the catalog's Event Streams form. Its query parameters,
+// named as the form's fields, fill it in again, e.g. on the way back from
+// creating the authorization a failed provisioning asked for.
 func (c *Console) provisionForm(w http.ResponseWriter, r *http.Request, s *session, api *caller) {
-	c.renderProvisionForm(w, r, s, api, http.StatusOK, provisionInput{Region: "us-south", Plan: streamsPlans[0].ID}, nil)
+	in := provisionInputOf(r.URL.Query())
+	if in.Region == "" {
+		in.Region = "us-south"
+	}
+	if in.Plan == "" {
+		in.Plan = streamsPlans[0].ID
+	}
+	c.renderProvisionForm(w, r, s, api, http.StatusOK, in, nil)
+}
+
+func provisionInputOf(f url.Values) provisionInput {
+	return provisionInput{Name: strings.TrimSpace(f.Get("name")), Region: f.Get("region"), Plan: f.Get("plan"),
+		KMSInstance: f.Get("kms_instance"), DiskKey: f.Get("disk_key"), BackupKey: f.Get("backup_key")}
+}
+
+// query is the form as query parameters of the form's page.
+func (in provisionInput) query() url.Values {
+	q := url.Values{}
+	for k, v := range map[string]string{"name": in.Name, "region": in.Region, "plan": in.Plan,
+		"kms_instance": in.KMSInstance, "disk_key": in.DiskKey, "backup_key": in.BackupKey} {
+		if v != "" {
+			q.Set(k, v)
+		}
+	}
+	return q
 }
 
 // rootKeys lists the active root keys of every KMS instance the user can see.
@@ -97,6 +126,8 @@ func (c *Console) renderProvisionForm(w http.ResponseWriter, r *http.Request, s 
 			if in.KMSInstance != "" {
 				q.Set("target_instance", in.KMSInstance)
 			}
+			// Once the authorization exists, back to this form as it was.
+			q.Set("return", "/console/catalog/event-streams?"+in.query().Encode())
 			v.ErrHelpURL = "/console/iam/authorizations/create?" + q.Encode()
 		}
 	}
@@ -106,12 +137,12 @@ func (c *Console) renderProvisionForm(w http.ResponseWriter, r *http.Request, s 
 	}
 	var backup []kmsKeyChoice
 	for _, ch := range choices {
-		if slices.Contains(backupRegions, ch.Instance.RegionID) {
+		if slices.Contains(controller.BackupKeyRegions, ch.Instance.RegionID) {
 			backup = append(backup, ch)
 		}
 	}
 	v.Data = map[string]any{"Form": in, "Regions": streamsRegions, "Plans": streamsPlans, "KMS": choices,
-		"BackupKMS": backup, "BackupRegions": strings.Join(backupRegions, ", ")}
+		"BackupKMS": backup, "BackupRegions": strings.Join(controller.BackupKeyRegions, ", "), "BackupRegionAdvice": controller.BackupRegionAdvice}
 	c.render(w, r, s, status, "provision", v)
 }
 
@@ -122,9 +153,7 @@ func authorizationMissing(code, msg string) bool {
 }
 
 func (c *Console) provision(w http.ResponseWriter, r *http.Request, s *session, api *caller) {
-	f := r.PostForm
-	in := provisionInput{Name: strings.TrimSpace(f.Get("name")), Region: f.Get("region"), Plan: f.Get("plan"),
-		KMSInstance: f.Get("kms_instance"), DiskKey: f.Get("disk_key"), BackupKey: f.Get("backup_key")}
+	in := provisionInputOf(r.PostForm)
 	// A KMS instance chosen without one of its keys is an unfinished form:
 	// provisioning would silently fall back to a generated key.
 	if in.KMSInstance != "" && in.DiskKey == "" {
@@ -145,7 +174,11 @@ func (c *Console) provision(w http.ResponseWriter, r *http.Request, s *session, 
 		c.renderProvisionForm(w, r, s, api, apiError(err).Status, in, err)
 		return
 	}
-	c.redirect(w, r, s, created.Href(), "Deployment "+created.Name+" is being created.")
+	msg := "Deployment " + created.Name + " created."
+	if created.State != "active" {
+		msg = "Deployment " + created.Name + " is being created: follow it in the Tasks panel."
+	}
+	c.redirect(w, r, s, created.Href(), msg)
 }
 
 // catalog lists what can be created.

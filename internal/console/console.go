@@ -148,6 +148,8 @@ func (c *Console) routes() {
 	m.Handle("POST /console/deployments/{guid}/credentials", c.action(c.createCredentials))
 	m.Handle("POST /console/deployments/{guid}/credentials/{key}/delete", c.action(c.deleteCredentials))
 	m.Handle("POST /console/deployments/{guid}/delete", c.action(c.deleteDeployment))
+	m.Handle("POST /console/deployments/{guid}/topics", c.action(c.createTopic))
+	m.Handle("POST /console/deployments/{guid}/topics/{name}/delete", c.action(c.deleteTopic))
 	m.Handle("POST /console/deployments/{guid}/reclamation/restore", c.action(c.restoreDeployment))
 
 	m.Handle("GET /console/activity", c.page(c.activity))

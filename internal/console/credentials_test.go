@@ -167,3 +167,41 @@ func TestCredentialsDeleteIsRefusedWithoutTokenForAnotherDeploymentAndForAReader
 		t.Errorf("after the genuine delete the credentials are %q, want removed", got)
 	}
 }
+
+func TestCredentialsCanBeViewedAgainByThoseAllowedToCreateThem(t *testing.T) {
+	k, b := signedInAdmin(t)
+	dep := k.activeDeployment("es-view")
+	credGUID, apikey := k.createCredentials(dep.GUID, "viewed-app")
+	if apikey == "" {
+		t.Fatal("the credentials have no api_key")
+	}
+	b.open("/console/deployments/"+dep.GUID, "#credentials-list")
+	if strings.Contains(b.text("#credentials"), apikey) {
+		t.Fatal("the deployment page shows the credentials without being asked")
+	}
+	b.submit(`#credentials-list tr[data-credentials="`+credGUID+`"] a[data-action="view-credentials"]`, "#viewed-credentials")
+	b.contains("#viewed-credentials", apikey)
+	var read struct {
+		Events []struct {
+			Target struct {
+				ID string `json:"id"`
+			} `json:"target"`
+		} `json:"events"`
+	}
+	k.call("GET", "/v1/audit/events?action=messagehub.key.read", nil, nil, &read)
+	if len(read.Events) != 1 || !strings.HasSuffix(read.Events[0].Target.ID, credGUID) {
+		t.Fatalf("the viewing was audited as %+v", read.Events)
+	}
+
+	// A reader sees no View action, and asking anyway shows no secret.
+	reader := newBrowser(t, k.url)
+	reader.signIn(k.createReader(k.account()))
+	reader.open("/console/deployments/"+dep.GUID, "#credentials-list")
+	if n := reader.count(`a[data-action="view-credentials"]`); n != 0 {
+		t.Errorf("a reader sees %d View credentials actions", n)
+	}
+	reader.open("/console/deployments/"+dep.GUID+"?view_credentials="+credGUID, "#viewed-credentials")
+	if got := reader.text("#viewed-credentials"); strings.Contains(got, apikey) || !strings.Contains(got, "does not show") {
+		t.Fatalf("a reader asking for the credentials sees %q", got)
+	}
+}

@@ -42,6 +42,21 @@ type backup struct {
 	Reason       string     `json:"reason"`
 }
 
+// Retention is the topic's retention for people ("7 days", "forever").
+func (t topic) Retention() string {
+	switch {
+	case t.RetentionMs < 0:
+		return "Forever"
+	case t.RetentionMs == 0:
+		return "—"
+	case t.RetentionMs%(24*3600_000) == 0:
+		return plural(int(t.RetentionMs/(24*3600_000)), "day")
+	case t.RetentionMs%3600_000 == 0:
+		return plural(int(t.RetentionMs/3600_000), "hour")
+	}
+	return (time.Duration(t.RetentionMs) * time.Millisecond).String()
+}
+
 // Size is the backup's size for people ("1.5 KiB").
 func (b backup) Size() string { return humanize.IBytes(uint64(max(b.SizeBytes, 0))) }
 
@@ -75,6 +90,9 @@ func (c *Console) loadTasks(ctx context.Context, api *caller, inst instance) ([]
 	if err := api.get(ctx, deploymentPath(inst)+"/tasks", &out); err != nil {
 		return nil, err
 	}
+	if t, ok := provisioningTask(inst); ok {
+		out.Tasks = append(out.Tasks, t)
+	}
 	slices.SortStableFunc(out.Tasks, func(a, b task) int {
 		if a.CreatedAt == nil || b.CreatedAt == nil {
 			return 0
@@ -82,6 +100,27 @@ func (c *Console) loadTasks(ctx context.Context, api *caller, inst instance) ([]
 		return b.CreatedAt.Compare(*a.CreatedAt)
 	})
 	return out.Tasks, nil
+}
+
+// provisioningTask is the deployment's creation as a task, from the
+// Resource Controller's last operation, so the Tasks panel says what state
+// provisioning is really in (and any warnings it gave) until another
+// operation follows.
+func provisioningTask(inst instance) (task, bool) {
+	op := inst.LastOperation
+	if op.Type != "create" {
+		return task{}, false
+	}
+	t := task{ID: "provisioning", ResourceType: "instance", Description: "Provisioning deployment",
+		CreatedAt: inst.CreatedAt, UpdatedAt: inst.UpdatedAt, Status: "running"}
+	switch op.State {
+	case "succeeded":
+		t.Status, t.ProgressPercent = "completed", 100
+		t.Reason = strings.Join(op.Warnings, "; ")
+	case "failed":
+		t.Status, t.ProgressPercent, t.Reason = "failed", 100, sentence(op.Description)
+	}
+	return t, true
 }
 
 // keyDetails reads a key's name, state and the version the deployment is
@@ -145,7 +184,7 @@ func (c *Console) renderDeployment(w http.ResponseWriter, r *http.Request, s *se
 	var problems []string
 	note := func(what string, err error) {
 		if err != nil {
-			problems = append(problems, what+": "+apiError(err).Message)
+			problems = append(problems, what+": "+sentence(apiError(err).Message))
 		}
 	}
 	tasks, err := c.loadTasks(ctx, api, inst)
@@ -203,6 +242,15 @@ func (c *Console) renderDeployment(w http.ResponseWriter, r *http.Request, s *se
 			}
 		}
 	}
+	// ?view_credentials= shows one listed credential's secrets again, when
+	// the Resource Controller gives them to this user (it audits the reading).
+	if id := r.URL.Query().Get("view_credentials"); id != "" && created == nil {
+		for _, cr := range creds.Resources {
+			if cr.GUID == id {
+				data["ViewedCredentials"] = c.viewCredentials(ctx, api, cr)
+			}
+		}
+	}
 
 	// Topics live in the data plane: readable only while the deployment can
 	// unwrap its key. When it cannot, the page says so instead of failing.
@@ -212,6 +260,14 @@ func (c *Console) renderDeployment(w http.ResponseWriter, r *http.Request, s *se
 	}
 	data["Topics"] = topics
 	data["Problems"] = problems
+	// ?delete_topic= opens the confirmation for one of the listed topics.
+	if name := r.URL.Query().Get("delete_topic"); name != "" {
+		for _, t := range topics {
+			if t.Name == name {
+				data["DeleteTopic"] = t
+			}
+		}
+	}
 
 	if inst.State == "pending_reclamation" {
 		rec, err := reclamationOf(ctx, api, inst.GUID)
@@ -225,6 +281,8 @@ func (c *Console) renderDeployment(w http.ResponseWriter, r *http.Request, s *se
 	data["CanBackup"] = c.can(ctx, s, auth.BackupCreate, res)
 	data["CanCredentials"] = c.can(ctx, s, auth.KeyCreate, res)
 	data["CanDeleteCredentials"] = c.can(ctx, s, auth.KeyDelete, res)
+	// The admin API lets Managers of the deployment manage its topics.
+	data["CanTopics"] = c.can(ctx, s, auth.TopicManage, res)
 	data["Active"] = inst.State == "active"
 	v.Data = data
 	c.render(w, r, s, http.StatusOK, "deployment", v)
@@ -328,10 +386,20 @@ func (c *Console) deleteCredentials(w http.ResponseWriter, r *http.Request, s *s
 		c.renderAPIError(w, r, s, err)
 		return
 	}
-	var key credential
-	if err := api.get(ctx, "/v2/resource_keys/"+url.PathEscape(r.PathValue("key")), &key); err != nil {
+	// Found in the deployment's own list (a GET of the key would also read,
+	// and audit reading, its credentials).
+	var creds struct {
+		Resources []credential `json:"resources"`
+	}
+	if err := api.get(ctx, "/v2/resource_instances/"+url.PathEscape(inst.GUID)+"/resource_keys", &creds); err != nil {
 		c.renderAPIError(w, r, s, err)
 		return
+	}
+	var key credential
+	for _, cr := range creds.Resources {
+		if cr.GUID == r.PathValue("key") {
+			key = cr
+		}
 	}
 	if key.SourceCRN != inst.CRN || key.GUID == "" {
 		c.renderError(w, r, s, http.StatusNotFound, "Not found",
@@ -344,6 +412,30 @@ func (c *Console) deleteCredentials(w http.ResponseWriter, r *http.Request, s *s
 	}
 	c.redirect(w, r, s, c.deploymentURL(inst.GUID), "Service credentials "+key.Name+
 		" deleted: their API key no longer works, and Kafka connections opened with it are closed.")
+}
+
+// viewedCredentials are existing credentials shown again, or why not.
+type viewedCredentials struct {
+	Name        string
+	Credentials map[string]any
+	Unavailable string
+}
+
+func (c *Console) viewCredentials(ctx context.Context, api *caller, cr credential) viewedCredentials {
+	var key struct {
+		Credentials map[string]any `json:"credentials"`
+	}
+	v := viewedCredentials{Name: cr.Name}
+	if err := api.get(ctx, "/v2/resource_keys/"+url.PathEscape(cr.GUID), &key); err != nil {
+		v.Unavailable = sentence(apiError(err).Message)
+		return v
+	}
+	if _, redacted := key.Credentials["REDACTED"]; redacted || len(key.Credentials) == 0 {
+		v.Unavailable = "The Resource Controller does not show these credentials to you: they were shown once when created, or viewing them needs the role that can create credentials."
+		return v
+	}
+	v.Credentials = key.Credentials
+	return v
 }
 
 // reclamation is a deleted instance waiting out its soft-deletion period.

@@ -183,6 +183,15 @@ func plural(n int, unit string) string {
 }
 
 func (c *Console) keys(w http.ResponseWriter, r *http.Request, s *session, api *caller) {
+	c.renderKeys(w, r, s, api, http.StatusOK, keyInput{}, nil)
+}
+
+// keyInput is the Add a key form, kept when the API refuses it.
+type keyInput struct{ Name, Type, Description, Payload string }
+
+// renderKeys shows an instance's keys; failed is a refused Add a key, shown
+// above the page with the form as the user filled it in.
+func (c *Console) renderKeys(w http.ResponseWriter, r *http.Request, s *session, api *caller, status int, form keyInput, failed error) {
 	guid := r.PathValue("guid")
 	ctx := r.Context()
 	var inst instance
@@ -191,28 +200,35 @@ func (c *Console) keys(w http.ResponseWriter, r *http.Request, s *session, api *
 		return
 	}
 	v := view{Title: inst.Name, Nav: "resources"}
+	if failed != nil {
+		v.Err = apiError(failed)
+	}
 	names := instanceNames(ctx, api)
 	keys, err := loadKeys(ctx, api, guid, names)
-	if err != nil {
+	if err != nil && v.Err == nil {
 		v.Err = apiError(err)
 	}
 	res := auth.Resource{ServiceName: "kms", ServiceInstance: guid, ResourceType: "key"}
 	data := map[string]any{
 		"Instance":  inst,
+		"Form":      form,
 		"Keys":      keys,
 		"CanCreate": c.can(ctx, s, auth.KMSKeyCreate, res),
 		"CanRotate": c.can(ctx, s, auth.KMSKeyRotate, res),
 		"CanManage": c.can(ctx, s, auth.KMSKeyDelete, res),
 	}
-	if id := r.URL.Query().Get("delete"); id != "" {
-		for _, k := range keys {
-			if k.ID == id {
-				data["Delete"] = k
+	// ?delete= and ?disable= open the confirmation of one listed key.
+	for param, dialog := range map[string]string{"delete": "Delete", "disable": "Disable"} {
+		if id := r.URL.Query().Get(param); id != "" {
+			for _, k := range keys {
+				if k.ID == id {
+					data[dialog] = k
+				}
 			}
 		}
 	}
 	v.Data = data
-	c.render(w, r, s, http.StatusOK, "keys", v)
+	c.render(w, r, s, status, "keys", v)
 }
 
 func (c *Console) keysURL(guid string) string { return "/console/kms/" + url.PathEscape(guid) }
@@ -221,17 +237,20 @@ func (c *Console) keysURL(guid string) string { return "/console/kms/" + url.Pat
 func (c *Console) createKey(w http.ResponseWriter, r *http.Request, s *session, api *caller) {
 	guid := r.PathValue("guid")
 	f := r.PostForm
-	res := map[string]any{"type": keyCollectionType, "name": strings.TrimSpace(f.Get("name")), "extractable": f.Get("key_type") == "standard"}
-	if d := strings.TrimSpace(f.Get("description")); d != "" {
-		res["description"] = d
+	form := keyInput{Name: strings.TrimSpace(f.Get("name")), Type: f.Get("key_type"),
+		Description: strings.TrimSpace(f.Get("description")), Payload: strings.TrimSpace(f.Get("payload"))}
+	res := map[string]any{"type": keyCollectionType, "name": form.Name, "extractable": form.Type == "standard"}
+	if form.Description != "" {
+		res["description"] = form.Description
 	}
-	if p := strings.TrimSpace(f.Get("payload")); p != "" {
-		res["payload"] = p
+	if form.Payload != "" {
+		res["payload"] = form.Payload
 	}
 	body := map[string]any{"metadata": map[string]any{"collectionType": keyCollectionType, "collectionTotal": 1}, "resources": []any{res}}
 	var out keyCollection
 	if err := api.do(r.Context(), http.MethodPost, "/api/v2/keys", kp(guid), body, &out); err != nil {
-		c.renderAPIError(w, r, s, err)
+		// The refusal shows on the keys page, above the form as it was sent.
+		c.renderKeys(w, r, s, api, apiError(err).Status, form, err)
 		return
 	}
 	verb := "created"
@@ -255,6 +274,19 @@ func (c *Console) keyAction(w http.ResponseWriter, r *http.Request, s *session, 
 	if !ok {
 		c.renderError(w, r, s, http.StatusNotFound, "Unknown action", "Keys can be rotated, disabled, enabled, restored or deleted.")
 		return
+	}
+	// Disabling a key locks every deployment registered on it: without the
+	// dialog's confirmation, the console shows that dialog instead.
+	if act.path == "/actions/disable" && r.PostForm.Get("confirm") == "" {
+		regs, err := loadRegistrations(r.Context(), api, guid, id, nil)
+		if err != nil {
+			c.renderAPIError(w, r, s, err)
+			return
+		}
+		if len(regs) > 0 {
+			http.Redirect(w, r, c.keysURL(guid)+"?disable="+url.QueryEscape(id), http.StatusSeeOther)
+			return
+		}
 	}
 	var body any
 	if act.path != "/restore" {

@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/keyline/keyline/internal/auth"
 )
@@ -84,12 +86,27 @@ func (i instance) Condition() string {
 // Reason says why the instance is in its state, as the API explains it.
 func (i instance) Reason() string {
 	if i.StateReason != "" {
-		return i.StateReason
+		return sentence(i.StateReason)
 	}
 	if i.State != "active" && i.LastOperation.Description != "" {
-		return i.LastOperation.Description
+		return sentence(i.LastOperation.Description)
 	}
 	return ""
+}
+
+// sentence phrases an API's message for people: APIs answer in lower case
+// without a full stop ("the key was deleted"), a page shows a sentence.
+func sentence(s string) string {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return ""
+	}
+	r, n := utf8.DecodeRuneInString(s)
+	s = string(unicode.ToUpper(r)) + s[n:]
+	if !strings.ContainsAny(s[len(s)-1:], ".!?") {
+		s += "."
+	}
+	return s
 }
 
 // DiskKey and BackupKey are the deployment's key CRNs, wherever the API puts them.

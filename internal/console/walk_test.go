@@ -11,6 +11,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
+	"github.com/keyline/keyline/internal/controller"
 )
 
 // selectByText chooses the option of select #id whose label starts with label.
@@ -75,6 +76,7 @@ func TestScreenshots(t *testing.T) {
 	provisionWithoutAuthorization(t, k, b)
 	deleteAndRestore(t, k, b)
 	deleteCredentialsInConsole(t, k, b)
+	manageTopics(t, k, b)
 	b.do("sign out", chromedp.Click(chromedp.CSS(".who button")), chromedp.WaitVisible(chromedp.ID("signin-form")))
 	b.shot("signin", 1280, 390)
 }
@@ -132,10 +134,18 @@ func walkSeed(t *testing.T) (*keyline, *browser) {
 	b.selectByText("kms_instance", "byok-kp")
 	b.selectByText("disk_key", "disk-key")
 	b.selectByText("backup_key", "backup-key")
+	// The backup advice is the one the CLI gives too.
+	b.contains("#backup-region-advice", controller.BackupRegionAdvice)
 	b.shot("catalog-event-streams", 1280, 390)
 	b.submit("#provision-submit", "#state")
 	b.contains("h1", "es-orders")
 	b.waitText("#state-badge", "active")
+	// Provisioning finished within the request: the page says so, and the
+	// Tasks panel shows the provisioning with its real state.
+	b.contains(".notice.ok", "Deployment es-orders created.")
+	if st := b.text(`#tasks-panel li[data-description="Provisioning deployment"] .badge`); st != "completed" {
+		t.Fatalf("the provisioning task shows %q, want completed", st)
+	}
 	b.contains("#encryption", kms.GUID)
 
 	// While unlocked, the deployment's topics show; service credentials are
@@ -168,7 +178,8 @@ func walkSeed(t *testing.T) (*keyline, *browser) {
 
 	// The deployment created the dependent authorization for its backups.
 	b.open("/console/iam/authorizations", "#authorizations")
-	b.contains("#authorizations tbody", "Created by crn:v1:")
+	b.contains("#authorizations tbody", "Created by es-orders crn:v1:") // named, with its CRN
+	b.contains("#authorizations .instance-name", "byok-kp")
 	b.contains("#authorizations tbody", "Block Storage for VPC")
 	b.shot("authorizations", 1280, 390)
 
@@ -201,8 +212,17 @@ func walkSeed(t *testing.T) (*keyline, *browser) {
 	b.contains(`#keys tr[data-name="disk-key"] .assoc`, "es-orders")
 	b.shot("keys", 1280, 390)
 
-	// Disabling the key locks the deployment; enabling it unlocks it.
-	b.submit(`#keys tr[data-name="disk-key"] button[data-action="disable"]`, ".notice.ok")
+	// Disabling the key locks the deployment, after a confirmation that
+	// names it; enabling the key unlocks it.
+	b.submit(`#keys tr[data-name="disk-key"] [data-action="disable"]`, "#disable-dialog")
+	b.contains("#lock-targets", "es-orders")
+	b.shot("key-disable", 1280, 390)
+	b.do("cancel the disable", chromedp.Click(chromedp.CSS("#disable-dialog a.button")))
+	b.do("back on the keys", chromedp.WaitVisible(chromedp.ID("keys")))
+	b.waitPage("/console/", `#deployments tr[data-guid="`+depGUID+`"] .badge`, "active")
+	b.open("/console/kms/"+kms.GUID, "#keys")
+	b.submit(`#keys tr[data-name="disk-key"] [data-action="disable"]`, "#disable-dialog")
+	b.submit("#disable-confirm", ".notice.ok")
 	b.waitPage("/console/", `#deployments tr[data-guid="`+depGUID+`"] .badge`, "locked: key disabled")
 	b.shot("resources-locked", 1280, 390)
 	b.open("/console/kms/"+kms.GUID, "#keys")
@@ -243,6 +263,9 @@ func walkSeed(t *testing.T) (*keyline, *browser) {
 		t.Fatalf("after the force delete the deployment shows %q", state)
 	}
 	b.contains("#state-reason", "deleted")
+	if reason := b.text("#state-reason"); reason[:1] != strings.ToUpper(reason[:1]) || !strings.HasSuffix(reason, ".") {
+		t.Errorf("the state reason reads %q, not as a sentence", reason)
+	}
 	b.contains("#metadata", "crn:v1:")
 	b.contains("#metadata", "Enabled") // bring your own key, still shown
 	b.contains("#encryption", "Destroyed")
@@ -534,7 +557,7 @@ func TestProvisioningWithoutAuthorizationLinksToTheCreateForm(t *testing.T) {
 // instance no authorization covers, and follows the error's link.
 func provisionWithoutAuthorization(t *testing.T, k *keyline, b *browser) {
 	kms := k.createKMS("lonely-kp", "us-south")
-	k.createKey(kms.GUID, "unauthorized-key")
+	unauthorizedKey := k.createKey(kms.GUID, "unauthorized-key")
 	b.open("/console/catalog/event-streams", "#provision-form")
 	b.do("name the deployment", chromedp.SendKeys(chromedp.ID("name"), "es-refused"))
 	b.selectByText("kms_instance", "lonely-kp")
@@ -545,6 +568,17 @@ func provisionWithoutAuthorization(t *testing.T, k *keyline, b *browser) {
 	b.submit("#api-error-help", "#authorization-form")
 	if got := get(b, "read the preselected target", chromedp.Evaluate[string](`document.getElementById("target_instance").value`)); got != kms.GUID {
 		t.Fatalf("the create form preselects target instance %q, want %s", got, kms.GUID)
+	}
+	// Creating the authorization leads back to the provisioning form, filled
+	// in as it was.
+	b.submit("#authorize", "#provision-form")
+	b.contains(".notice.ok", "Authorization created")
+	form := get(b, "read the form", chromedp.Evaluate[[]string](`["name", "kms_instance", "disk_key"].map(id => document.getElementById(id).value)`))
+	if len(form) != 3 || form[0] != "es-refused" || form[1] != kms.GUID || !strings.HasSuffix(form[2], ":"+unauthorizedKey) {
+		t.Fatalf("back on the provisioning form, it holds %q", form)
+	}
+	if href := get(b, "read Cancel", chromedp.Evaluate[string](`document.getElementById("provision-cancel").getAttribute("href")`)); href != "/console/catalog/" {
+		t.Errorf("the provisioning form's Cancel leads to %q", href)
 	}
 	if k.hasInstance("es-refused") {
 		t.Fatal("a deployment was created without an authorization")

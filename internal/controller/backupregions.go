@@ -2,30 +2,29 @@ package controller
 
 import "strings"
 
-// Where a deployment's backup encryption key (BYOK for backups) may live:
-// the one source of truth for the CLI and the console's advice, and for
-// the checks at provisioning (internal/streams keeps the same lists).
+// The seed's "select regions" for backup keys: bring your own key for
+// backups is offered only with keys in BackupKeyRegions, and of those only
+// keys in DurableBackupKeyRegions survive a region failure, so backups stay
+// restorable whatever the deployment's own region. The console and the CLI
+// both advise from these lists, so they say the same thing.
 var (
-	// BackupKeyRegions are the regions whose Key Protect keys can encrypt
-	// backups ("BYOK for backups is available only in select regions").
-	BackupKeyRegions = []string{"us-south", "us-east", "eu-de"}
-	// DurableBackupKeyRegions are those of them whose keys survive a
-	// region failure ("only keys in the select regions are durable").
+	BackupKeyRegions        = []string{"us-south", "us-east", "eu-de"}
 	DurableBackupKeyRegions = []string{"us-south", "eu-de"}
 )
 
-// BackupKeyRegionAdvice is the sentence that tells a person where to create
-// a backup key, naming both lists.
-func BackupKeyRegionAdvice() string {
-	return "The backup key must be a root key in a Key Protect instance in " + orList(BackupKeyRegions) +
-		", whatever the deployment's location; only keys in " + orList(DurableBackupKeyRegions) +
-		" survive a region failure, so choose one of those to keep backups restorable if a region fails."
-}
+// BackupRegionAdvice is the one sentence people read when they choose a
+// backup encryption key.
+var BackupRegionAdvice = "Backup keys must come from a Key Protect instance in " + orList(BackupKeyRegions) +
+	". Only keys in " + andList(DurableBackupKeyRegions) +
+	" survive a region failure, so choose one of those, whatever the deployment's region."
 
-// orList reads ["a", "b", "c"] as "a, b or c".
-func orList(s []string) string {
-	if len(s) < 2 {
-		return strings.Join(s, "")
+func andList(v []string) string { return joinLast(v, " and ") }
+func orList(v []string) string  { return joinLast(v, " or ") }
+
+// joinLast joins v with commas and last before the final item.
+func joinLast(v []string, last string) string {
+	if len(v) < 2 {
+		return strings.Join(v, "")
 	}
-	return strings.Join(s[:len(s)-1], ", ") + " or " + s[len(s)-1]
+	return strings.Join(v[:len(v)-1], ", ") + last + v[len(v)-1]
 }

@@ -28,6 +28,7 @@ import (
 	"github.com/keyline/keyline/internal/auth"
 	"github.com/keyline/keyline/internal/clock"
 	"github.com/keyline/keyline/internal/errs"
+	"github.com/keyline/keyline/internal/seal"
 	"github.com/keyline/keyline/internal/store"
 )
 
@@ -38,6 +39,10 @@ type Config struct {
 	Clock      clock.Clock
 	Authorizer auth.Authorizer
 	Logger     *slog.Logger
+	// Sealer, when set, keeps new service credentials sealed at rest so that
+	// users allowed to create credentials can view them again, as in the IBM
+	// console. Without it credentials are shown once (onetime credentials).
+	Sealer *seal.AEAD
 }
 
 // Controller keeps the catalog, instances, resource keys, reclamations and tasks.
@@ -47,6 +52,7 @@ type Controller struct {
 	clock  clock.Clock
 	authz  auth.Authorizer
 	logger *slog.Logger
+	sealer *seal.AEAD
 
 	mu       sync.RWMutex
 	services []*catalogEntry
@@ -78,7 +84,7 @@ func New(ctx context.Context, cfg Config) (*Controller, error) {
 	if err := cfg.DB.Migrate(ctx, migrations); err != nil {
 		return nil, err
 	}
-	c := &Controller{db: cfg.DB, audit: cfg.Audit, clock: cfg.Clock, authz: cfg.Authorizer, logger: cfg.Logger, wake: make(chan struct{}, 1)}
+	c := &Controller{db: cfg.DB, audit: cfg.Audit, clock: cfg.Clock, authz: cfg.Authorizer, logger: cfg.Logger, sealer: cfg.Sealer, wake: make(chan struct{}, 1)}
 	c.tasks = &Tasks{c: c}
 	if err := c.recoverInterrupted(ctx); err != nil {
 		return nil, err
@@ -291,4 +297,6 @@ CREATE TABLE rc_tasks (
 	updated_at TEXT NOT NULL
 );
 CREATE INDEX rc_tasks_instance ON rc_tasks (instance_guid, created_at);
+`}, {ID: "controller/0002_resource_key_credentials", SQL: `
+ALTER TABLE rc_resource_keys ADD COLUMN sealed_credentials TEXT NOT NULL DEFAULT '';
 `}}

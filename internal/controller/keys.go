@@ -3,6 +3,8 @@ package controller
 import (
 	"cmp"
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"net/http"
 	"strings"
 	"time"
@@ -11,6 +13,7 @@ import (
 	"github.com/keyline/keyline/internal/auth"
 	"github.com/keyline/keyline/internal/crn"
 	"github.com/keyline/keyline/internal/errs"
+	"github.com/keyline/keyline/internal/seal"
 	"github.com/keyline/keyline/internal/store"
 )
 
@@ -30,8 +33,8 @@ type ResourceKey struct {
 	InstanceCRN  crn.CRN
 	Role         string // a role CRN
 	State        string
-	// Credentials are set only on the key that CreateResourceKey returns:
-	// they are shown once and never stored.
+	// Credentials are set on the key that CreateResourceKey returns and on
+	// the one ResourceKeyCredentials returns; they are stored only sealed.
 	Credentials map[string]any
 
 	CreatedAt, UpdatedAt, DeletedAt time.Time
@@ -104,10 +107,14 @@ func (c *Controller) CreateResourceKey(ctx context.Context, req CreateKeyRequest
 	if err != nil {
 		return fail(brokerError(op, err))
 	}
+	sealed, err := c.sealCredentials(key, creds)
+	if err != nil {
+		return fail(errs.Internalf(op, err))
+	}
 	err = c.db.Tx(ctx, func(tx *store.Tx) error {
-		if _, err := tx.Exec(`INSERT INTO rc_resource_keys (guid, crn, name, account_id, instance_guid, role, state, created_at, created_by, updated_at)
-			VALUES (?,?,?,?,?,?,?,?,?,?)`, key.GUID, key.CRN.String(), key.Name, key.AccountID, key.InstanceGUID, key.Role, key.State,
-			ts(key.CreatedAt), key.CreatedBy, ts(key.UpdatedAt)); err != nil {
+		if _, err := tx.Exec(`INSERT INTO rc_resource_keys (guid, crn, name, account_id, instance_guid, role, state, created_at, created_by, updated_at, sealed_credentials)
+			VALUES (?,?,?,?,?,?,?,?,?,?,?)`, key.GUID, key.CRN.String(), key.Name, key.AccountID, key.InstanceGUID, key.Role, key.State,
+			ts(key.CreatedAt), key.CreatedBy, ts(key.UpdatedAt), sealed); err != nil {
 			return err
 		}
 		return c.appendEvent(ctx, tx, keyEvent(action, key, nil).withStatus(http.StatusCreated))
@@ -124,19 +131,91 @@ func (c *Controller) CreateResourceKey(ctx context.Context, req CreateKeyRequest
 
 // GetResourceKey returns a key by GUID or CRN, without its credentials.
 func (c *Controller) GetResourceKey(ctx context.Context, id string) (*ResourceKey, error) {
-	const op = "controller.GetResourceKey"
-	p, err := principal(ctx, op)
+	_, key, _, err := c.readableKey(ctx, "controller.GetResourceKey", id)
 	if err != nil {
 		return nil, err
+	}
+	return key, nil
+}
+
+// CredentialsViewable says whether keys keep their credentials to be viewed
+// again (false: onetime credentials).
+func (c *Controller) CredentialsViewable() bool { return c.sealer != nil }
+
+// sealCredentials seals creds bound to the key's CRN; "" when the
+// controller keeps no credentials.
+func (c *Controller) sealCredentials(key *ResourceKey, creds map[string]any) (string, error) {
+	if c.sealer == nil {
+		return "", nil
+	}
+	plain, err := json.Marshal(creds)
+	if err != nil {
+		return "", err
+	}
+	defer seal.Wipe(plain)
+	return base64.StdEncoding.EncodeToString(c.sealer.Seal(plain, []byte(key.CRN.String()))), nil
+}
+
+// ResourceKeyCredentials returns an active key with its credentials, to a
+// user who may create credentials for its instance (as the IBM console shows
+// them again to those who could have made them). Each reading is audited
+// as <service>.key.read. A user without that right gets a Permission error
+// and no event: GET shows them the key with its credentials redacted.
+func (c *Controller) ResourceKeyCredentials(ctx context.Context, id string) (*ResourceKey, error) {
+	const op = "controller.ResourceKeyCredentials"
+	p, key, inst, err := c.readableKey(ctx, op, id)
+	if err != nil {
+		return nil, err
+	}
+	action := inst.ServiceName + ".key.read"
+	fail := func(err error) (*ResourceKey, error) {
+		c.recordEvent(ctx, keyEvent(action, key, err))
+		return nil, err
+	}
+	if err := c.authorize(ctx, op, p, auth.KeyCreate, inst); err != nil {
+		return nil, err
+	}
+	var sealed string
+	if err := c.db.Read(ctx, func(tx *store.Tx) error {
+		return tx.QueryRow(`SELECT sealed_credentials FROM rc_resource_keys WHERE guid = ?`, key.GUID).Scan(&sealed)
+	}); err != nil {
+		return nil, err
+	}
+	if key.State != KeyActive || sealed == "" || c.sealer == nil {
+		return nil, errs.E(op, errs.NotExist, "CREDENTIALS_NOT_KEPT",
+			"The credentials of this key were shown once, when it was created, and are not kept: create new credentials")
+	}
+	raw, err := base64.StdEncoding.DecodeString(sealed)
+	if err != nil {
+		return fail(errs.Internalf(op, err))
+	}
+	plain, err := c.sealer.Open(raw, []byte(key.CRN.String()))
+	if err != nil {
+		return fail(errs.Internalf(op, err))
+	}
+	defer seal.Wipe(plain)
+	if err := json.Unmarshal(plain, &key.Credentials); err != nil {
+		return fail(errs.Internalf(op, err))
+	}
+	c.recordEvent(ctx, keyEvent(action, key, nil))
+	return key, nil
+}
+
+// readableKey loads a key the caller may read, with its instance; a key of
+// an instance the caller cannot see is reported missing.
+func (c *Controller) readableKey(ctx context.Context, op, id string) (*auth.Principal, *ResourceKey, *Instance, error) {
+	p, err := principal(ctx, op)
+	if err != nil {
+		return nil, nil, nil, err
 	}
 	key, inst, err := c.loadKey(ctx, op, id)
 	if err != nil {
-		return nil, err
+		return nil, nil, nil, err
 	}
 	if err := c.authorize(ctx, op, p, auth.KeyRead, inst); err != nil {
-		return nil, keyHidden(op, err)
+		return nil, nil, nil, keyHidden(op, err)
 	}
-	return key, nil
+	return p, key, inst, nil
 }
 
 // keyHidden reports a key of another account as a missing key, not a missing instance.

@@ -53,7 +53,7 @@ func TestCLIShowsWhatAPersonNeeds(t *testing.T) {
 	}
 
 	help := c.must("resource", "service-instance-create", "--help")
-	for _, want := range []string{controller.BackupKeyRegionAdvice(), `"backup_encryption_key_crn": "crn:v1:bluemix:public:kms:eu-de:a/`, "kp keys -i INSTANCE"} {
+	for _, want := range []string{controller.BackupRegionAdvice, `"backup_encryption_key_crn": "crn:v1:bluemix:public:kms:eu-de:a/`, "kp keys -i INSTANCE"} {
 		if !strings.Contains(help, want) {
 			t.Fatalf("service-instance-create --help lacks %q:\n%s", want, help)
 		}

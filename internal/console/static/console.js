@@ -14,6 +14,20 @@ document.addEventListener("DOMContentLoaded", () => {
     });
   });
 
+  // Copy buttons put their value (a key's CRN) on the clipboard.
+  document.querySelectorAll("button[data-copy]").forEach((btn) => {
+    const label = btn.textContent;
+    btn.addEventListener("click", async () => {
+      try {
+        await navigator.clipboard.writeText(btn.dataset.copy);
+        btn.textContent = "Copied";
+      } catch (e) {
+        btn.textContent = "Copy failed: select the text";
+      }
+      setTimeout(() => { btn.textContent = label; }, 3000);
+    });
+  });
+
   document.querySelectorAll("[data-back]").forEach((a) => {
     a.addEventListener("click", (e) => {
       if (history.length > 1) { e.preventDefault(); history.back(); }

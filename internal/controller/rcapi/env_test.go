@@ -21,6 +21,7 @@ import (
 	"github.com/keyline/keyline/internal/controller"
 	"github.com/keyline/keyline/internal/errs"
 	"github.com/keyline/keyline/internal/httpapi"
+	"github.com/keyline/keyline/internal/seal"
 	"github.com/keyline/keyline/internal/store"
 	"github.com/keyline/keyline/internal/store/storetest"
 )
@@ -189,6 +190,7 @@ type env struct {
 	ctl      *controller.Controller
 	srv      *httptest.Server
 	stop     func()
+	sealer   *seal.AEAD // nil: onetime credentials
 }
 
 var epoch = time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC)
@@ -213,7 +215,7 @@ func (e *env) start() {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctl, err := controller.New(ctx, controller.Config{DB: db, Audit: log, Clock: e.clock, Authorizer: e.policies})
+	ctl, err := controller.New(ctx, controller.Config{DB: db, Audit: log, Clock: e.clock, Authorizer: e.policies, Sealer: e.sealer})
 	if err != nil {
 		t.Fatal(err)
 	}

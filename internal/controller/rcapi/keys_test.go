@@ -1,11 +1,16 @@
 package rcapi
 
 import (
+	"context"
 	"net/http"
 	"strings"
 	"testing"
 
 	"github.com/keyline/keyline/internal/auth"
+	"github.com/keyline/keyline/internal/clock"
+	"github.com/keyline/keyline/internal/seal"
+	"github.com/keyline/keyline/internal/store"
+	"github.com/keyline/keyline/internal/store/storetest"
 )
 
 func TestResourceKeyCredentialsAreShownOnce(t *testing.T) {
@@ -108,4 +113,51 @@ func TestDeletingAnInstanceWithKeysNeedsRecursive(t *testing.T) {
 	}
 	// No new keys for a deleted instance.
 	e.do("alice", "POST", "/v2/resource_keys", map[string]any{"name": "k2", "source": guid}).want(t, http.StatusConflict)
+}
+
+func TestCredentialsAreViewableAgainByThoseWhoMayCreateThem(t *testing.T) {
+	sealer, err := seal.New(seal.RandomKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{t: t, dir: t.TempDir(), dbURL: storetest.URL(t), clock: clock.NewFake(epoch), policies: newPolicies(), kms: newBroker(), es: newBroker(), sealer: sealer}
+	e.start()
+	t.Cleanup(e.shutdown)
+	guid := e.createInstance("es", esPlan, nil).str("guid")
+	created := e.do("alice", "POST", "/v2/resource_keys", map[string]any{"name": "app", "source": guid, "role": "Writer"}).want(t, http.StatusCreated)
+	kguid, kcrn := created.str("guid"), created.str("crn")
+	secret := "secret-for-" + kguid
+
+	// An administrator sees them again, and the reading is audited.
+	got := e.do("alice", "GET", "/v2/resource_keys/"+kguid, nil).want(t, 200)
+	if got.body["credentials"].(map[string]any)["apikey"] != secret || got.body["onetime_credentials"] != false {
+		t.Fatalf("GET by an administrator: %s", got.raw)
+	}
+	e.checkEvent(t, kcrn, wantEvent{action: "messagehub.key.read", outcome: "success", code: 200, initiator: "IBMid-alice"})
+
+	// A Viewer may see the key, not its credentials.
+	viewed := e.do("viewer", "GET", "/v2/resource_keys/"+kguid, nil).want(t, 200)
+	if strings.Contains(viewed.raw, secret) || viewed.body["credentials"].(map[string]any)["REDACTED"] != "REDACTED" {
+		t.Fatalf("GET by a viewer: %s", viewed.raw)
+	}
+	if n := len(e.events(accountA, "messagehub.key.read")); n != 1 {
+		t.Errorf("%d key.read events, want only the administrator's", n)
+	}
+
+	// At rest they are sealed: the database holds no plain secret.
+	var stored string
+	if err := e.db.Read(context.Background(), func(tx *store.Tx) error {
+		return tx.QueryRow(`SELECT sealed_credentials FROM rc_resource_keys WHERE guid = ?`, kguid).Scan(&stored)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if stored == "" || strings.Contains(stored, secret) {
+		t.Fatalf("stored credentials %q", stored)
+	}
+
+	// Deleted credentials are never shown again.
+	e.do("alice", "DELETE", "/v2/resource_keys/"+kguid, nil).want(t, http.StatusNoContent)
+	if gone := e.do("alice", "GET", "/v2/resource_keys/"+kguid, nil); strings.Contains(gone.raw, secret) {
+		t.Fatalf("GET after delete: %s", gone.raw)
+	}
 }

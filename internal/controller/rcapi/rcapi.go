@@ -195,12 +195,26 @@ func (a *API) createKey(ctx context.Context, w http.ResponseWriter, r *http.Requ
 	return nil
 }
 
+// getKey answers a key with its credentials to users who may create
+// credentials for its instance, as IBM's Resource Controller does, and
+// redacted to the others.
 func (a *API) getKey(ctx context.Context, w http.ResponseWriter, r *http.Request) error {
 	key, err := a.ctl.GetResourceKey(ctx, r.PathValue("id"))
 	if err != nil {
 		return err
 	}
-	httpapi.WriteJSON(w, http.StatusOK, toKey(key))
+	if a.ctl.CredentialsViewable() {
+		withCreds, err := a.ctl.ResourceKeyCredentials(ctx, key.GUID)
+		switch {
+		case err == nil:
+			key = withCreds
+		case !errs.Is(errs.Permission, err) && !errs.Is(errs.NotExist, err):
+			return err
+		}
+	}
+	out := toKey(key)
+	out.OnetimeCredentials = !a.ctl.CredentialsViewable()
+	httpapi.WriteJSON(w, http.StatusOK, out)
 	return nil
 }
 
