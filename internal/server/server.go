@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/keyline/keyline/internal/audit"
@@ -61,6 +62,9 @@ type Config struct {
 	// KafkaReauthorize is how often live Kafka logins are checked against
 	// IAM again (default 5 s).
 	KafkaReauthorize time.Duration
+	// Dev allows the dev seal (the master key in MasterKeyFile); a data
+	// directory never given to `keyline operator init` is in it too.
+	Dev bool
 }
 
 // Server is a running Keyline.
@@ -75,12 +79,63 @@ type Server struct {
 	ln     net.Listener
 	svc    *services
 
+	barrier *barrier                      // the seal state
+	live    atomic.Pointer[http.ServeMux] // the APIs; nil while sealed
+	sealedKafka
+
 	// AdminAPIKey is set when this start created the admin API key.
 	AdminAPIKey string
 }
 
-// New opens the data directory and builds every service.
+// New opens the data directory and builds every service, or, when the
+// master key is sealed, only the seal status and unseal APIs.
 func New(ctx context.Context, cfg Config) (*Server, error) {
+	cfg = withDefaults(cfg)
+	publicURL, err := ParsePublicURL(cfg.PublicURL)
+	if err != nil {
+		return nil, err
+	}
+	cfg.PublicURL = publicURL
+	if cfg.KafkaAdvertisedHost == "" {
+		cfg.KafkaAdvertisedHost = reachableHost(cfg.KafkaHost)
+	}
+	// A bad certificate fails the start before anything is written.
+	cert, err := loadCertificate(cfg.TLSCertFile, cfg.TLSKeyFile, cfg.Logger)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data directory: %w", err)
+	}
+	db, err := store.Open(ctx, cfg.DataDir, cfg.DatabaseURL)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, db: db}
+	if cert != nil {
+		s.tls = cert.tlsConfig()
+	}
+	// Bind first: service credentials advertise the address.
+	if err := s.Listen(); err != nil {
+		db.Close()
+		return nil, err
+	}
+	if s.Audit, err = audit.New(ctx, db, cfg.Clock, cfg.Logger); err != nil {
+		s.ln.Close()
+		db.Close()
+		return nil, err
+	}
+	if err := s.openSeal(ctx); err != nil {
+		s.Audit.Close()
+		s.ln.Close()
+		db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// withDefaults fills in what cfg leaves out.
+func withDefaults(cfg Config) Config {
 	if cfg.DataDir == "" {
 		cfg.DataDir = "keyline-data"
 	}
@@ -99,57 +154,11 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
-	publicURL, err := ParsePublicURL(cfg.PublicURL)
-	if err != nil {
-		return nil, err
-	}
-	cfg.PublicURL = publicURL
-	if cfg.KafkaAdvertisedHost == "" {
-		cfg.KafkaAdvertisedHost = reachableHost(cfg.KafkaHost)
-	}
-	// A bad certificate fails the start before anything is written.
-	cert, err := loadCertificate(cfg.TLSCertFile, cfg.TLSKeyFile, cfg.Logger)
-	if err != nil {
-		return nil, err
-	}
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("data directory: %w", err)
-	}
-	master, err := seal.LoadMasterKey(cfg.MasterKeyFile)
-	if err != nil {
-		return nil, err
-	}
-	db, err := store.Open(ctx, cfg.DataDir, cfg.DatabaseURL)
-	if err != nil {
-		return nil, err
-	}
-	s := &Server{cfg: cfg, db: db, master: master, mux: http.NewServeMux()}
-	if cert != nil {
-		s.tls = cert.tlsConfig()
-	}
-	// Bind first: service credentials advertise the address.
-	if err := s.Listen(); err != nil {
-		db.Close()
-		return nil, err
-	}
-	if s.Audit, err = audit.New(ctx, db, cfg.Clock, cfg.Logger); err != nil {
-		s.ln.Close()
-		db.Close()
-		return nil, err
-	}
-	if err := s.wire(ctx); err != nil {
-		s.stop()
-		s.Audit.Close()
-		s.ln.Close()
-		db.Close()
-		return nil, err
-	}
-	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
-	return s, nil
+	return cfg
 }
 
-// Handler is the HTTP handler of every API.
-func (s *Server) Handler() http.Handler { return s.mux }
+// Handler is the HTTP handler of every API (and of the seal while sealed).
+func (s *Server) Handler() http.Handler { return http.HandlerFunc(s.route) }
 
 // Listen binds the HTTP listener (New already did); Addr tells where.
 func (s *Server) Listen() error {
@@ -242,6 +251,7 @@ func (s *Server) Serve(ctx context.Context) error {
 
 // Close releases everything.
 func (s *Server) Close() error {
+	s.closeSealedListeners()
 	s.stop()
 	s.Audit.Close()
 	return s.db.Close()
