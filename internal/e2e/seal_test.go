@@ -8,12 +8,17 @@ import (
 	"database/sql"
 	"encoding/base64"
 	"encoding/hex"
+	"errors"
+	"fmt"
 	"io"
 	"io/fs"
+	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -240,4 +245,98 @@ func openWith(key, sealed []byte) ([]byte, error) {
 	block, _ := aes.NewCipher(key)
 	gcm, _ := cipher.NewGCM(block)
 	return gcm.Open(nil, sealed[:12], sealed[12:], []byte("keyline/seal/key-check"))
+}
+
+// operator seal is an emergency brake: under a wrap load and a producing
+// client, every Kafka connection is closed by the time the call returns,
+// the APIs answer 503, and the seal is audited.
+func TestOperatorSealClosesConnectionsAndIsAudited(t *testing.T) {
+	dir, shares := shamirDir(t)
+	e := startIn(t, dir, clock.NewFake(time.Now().UTC().Truncate(time.Second)))
+	unseal(t, e.admin, shares[:3]...)
+	a := e.as(e.admin)
+	d := a.provisionDeployment(a.keyProtect("brake-kp"), "brake-es")
+	kpGUID := a.keyProtect("brake-kp2")
+	keyID, _ := a.createRootKey(kpGUID, "brake-root")
+	createTopic(t, d.manager, "brake", 1)
+	before := numbered("before", 0, 20)
+	produceValues(t, franz(t, d.writer), "brake", before)
+
+	// A Kafka connection in use, a producer, and wrap callers.
+	conn, err := net.Dial("tcp", d.writer.Brokers[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	producer := franz(t, d.writer)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			producer.ProduceSync(ctx, &kgo.Record{Topic: "brake", Value: fmt.Appendf(nil, "load-%d", i)})
+			cancel()
+		}
+	}()
+	for w := 0; w < 2; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				a.do("POST", client.Path("api", "v2", "keys", keyID, "actions", "wrap"), kpHeader(kpGUID), map[string]any{"plaintext": sealPlaintext}, nil)
+			}
+		}()
+	}
+	time.Sleep(300 * time.Millisecond) // let the load run
+
+	began := time.Now()
+	st, err := e.admin.Seal(context.Background())
+	took := time.Since(began)
+	if err != nil || !st.Sealed {
+		t.Fatalf("seal = %+v, %v", st, err)
+	}
+	// Closed by the time the call returned: the read ends at once with
+	// EOF or a reset, not at its (generous) deadline.
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := conn.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("the Kafka connection is still open after the seal: %v", err)
+	}
+	t.Logf("operator seal under load returned after %v", took)
+	close(stop)
+	wg.Wait()
+	assertSealed(t, e.url, d, kpGUID)
+
+	// Unsealed again, everything is back, and the seal was audited.
+	unseal(t, e.admin, shares[1:4]...)
+	q := url.Values{"action": {"keyline.sys.seal"}}
+	events := a.must("GET", "/v1/audit/events?"+q.Encode(), nil, nil)["events"].([]any)
+	if len(events) != 1 {
+		t.Fatalf("%d audit events of the seal, want 1", len(events))
+	}
+	if ev := events[0].(map[string]any); ev["outcome"] != "success" {
+		t.Errorf("seal event: %v", ev)
+	}
+	cl := franz(t, d.reader, kgo.ConsumeTopics("brake"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	got := valuesOf(t, consumeRecords(t, cl, len(before)))[0]
+	if err := sameSet(got[:len(before)], before); err != nil {
+		t.Fatal(err)
+	}
+
+	// A dev server cannot be sealed (its key is a file beside the data).
+	dev := start(t)
+	if _, err := dev.admin.Seal(context.Background()); err == nil || !strings.Contains(err.Error(), "dev") {
+		t.Fatalf("seal of a dev server: %v", err)
+	}
 }
