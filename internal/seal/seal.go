@@ -109,6 +109,26 @@ func LoadMasterKey(path string) (*AEAD, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read master key %s: %w", path, err)
 	}
+	key, err := decodeMasterKey(path, data)
+	if err != nil {
+		return nil, err
+	}
+	defer Wipe(key)
+	return New(key)
+}
+
+// ReadMasterKey returns the master key in the file at path, which must
+// exist: a dev data directory being moved to another seal.
+func ReadMasterKey(path string) ([]byte, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read master key %s: %w", path, err)
+	}
+	defer Wipe(data)
+	return decodeMasterKey(path, data)
+}
+
+func decodeMasterKey(path string, data []byte) ([]byte, error) {
 	if st, err := os.Stat(path); err == nil && st.Mode().Perm()&0o077 != 0 {
 		return nil, fmt.Errorf("master key %s is readable by group or others (mode %v): chmod 600 it", path, st.Mode().Perm())
 	}
@@ -116,6 +136,5 @@ func LoadMasterKey(path string) (*AEAD, error) {
 	if err != nil || len(key) != KeySize {
 		return nil, fmt.Errorf("master key %s must hold the base64 of %d random bytes", path, KeySize)
 	}
-	defer Wipe(key)
-	return New(key)
+	return key, nil
 }

@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/netutil"
@@ -79,6 +80,9 @@ type Config struct {
 	// accepted.
 	RequestBodyTimeout, WriteTimeout, IdleTimeout time.Duration
 	MaxConnections                                int
+	// Dev allows the dev seal (the master key in MasterKeyFile); a data
+	// directory never given to `keyline operator init` is in it too.
+	Dev bool
 }
 
 // Server is a running Keyline.
@@ -93,12 +97,63 @@ type Server struct {
 	ln     net.Listener
 	svc    *services
 
+	barrier *barrier                      // the seal state
+	live    atomic.Pointer[http.ServeMux] // the APIs; nil while sealed
+	sealedKafka
+
 	// AdminAPIKey is set when this start created the admin API key.
 	AdminAPIKey string
 }
 
-// New opens the data directory and builds every service.
+// New opens the data directory and builds every service, or, when the
+// master key is sealed, only the seal status and unseal APIs.
 func New(ctx context.Context, cfg Config) (*Server, error) {
+	cfg = withDefaults(cfg)
+	publicURL, err := ParsePublicURL(cfg.PublicURL)
+	if err != nil {
+		return nil, err
+	}
+	cfg.PublicURL = publicURL
+	if cfg.KafkaAdvertisedHost == "" {
+		cfg.KafkaAdvertisedHost = reachableHost(cfg.KafkaHost)
+	}
+	// A bad certificate fails the start before anything is written.
+	cert, err := loadCertificate(cfg.TLSCertFile, cfg.TLSKeyFile, cfg.Logger)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data directory: %w", err)
+	}
+	db, err := store.Open(ctx, cfg.DataDir, cfg.DatabaseURL)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, db: db}
+	if cert != nil {
+		s.tls = cert.tlsConfig()
+	}
+	// Bind first: service credentials advertise the address.
+	if err := s.Listen(); err != nil {
+		db.Close()
+		return nil, err
+	}
+	if s.Audit, err = audit.New(ctx, db, cfg.Clock, cfg.Logger); err != nil {
+		s.ln.Close()
+		db.Close()
+		return nil, err
+	}
+	if err := s.openSeal(ctx); err != nil {
+		s.Audit.Close()
+		s.ln.Close()
+		db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// withDefaults fills in what cfg leaves out.
+func withDefaults(cfg Config) Config {
 	if cfg.DataDir == "" {
 		cfg.DataDir = "keyline-data"
 	}
@@ -128,57 +183,11 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.MaxConnections <= 0 {
 		cfg.MaxConnections = defaultMaxConnections
 	}
-	publicURL, err := ParsePublicURL(cfg.PublicURL)
-	if err != nil {
-		return nil, err
-	}
-	cfg.PublicURL = publicURL
-	if cfg.KafkaAdvertisedHost == "" {
-		cfg.KafkaAdvertisedHost = reachableHost(cfg.KafkaHost)
-	}
-	// A bad certificate fails the start before anything is written.
-	cert, err := loadCertificate(cfg.TLSCertFile, cfg.TLSKeyFile, cfg.Logger)
-	if err != nil {
-		return nil, err
-	}
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("data directory: %w", err)
-	}
-	master, err := seal.LoadMasterKey(cfg.MasterKeyFile)
-	if err != nil {
-		return nil, err
-	}
-	db, err := store.Open(ctx, cfg.DataDir, cfg.DatabaseURL)
-	if err != nil {
-		return nil, err
-	}
-	s := &Server{cfg: cfg, db: db, master: master, mux: http.NewServeMux()}
-	if cert != nil {
-		s.tls = cert.tlsConfig()
-	}
-	// Bind first: service credentials advertise the address.
-	if err := s.Listen(); err != nil {
-		db.Close()
-		return nil, err
-	}
-	if s.Audit, err = audit.New(ctx, db, cfg.Clock, cfg.Logger); err != nil {
-		s.ln.Close()
-		db.Close()
-		return nil, err
-	}
-	if err := s.wire(ctx); err != nil {
-		s.stop()
-		s.Audit.Close()
-		s.ln.Close()
-		db.Close()
-		return nil, err
-	}
-	s.mux.HandleFunc("GET /healthz", s.health)
-	return s, nil
+	return cfg
 }
 
-// Handler is the HTTP handler of every API.
-func (s *Server) Handler() http.Handler { return s.mux }
+// Handler is the HTTP handler of every API (and of the seal while sealed).
+func (s *Server) Handler() http.Handler { return http.HandlerFunc(s.route) }
 
 // Listen binds the HTTP listener (New already did); Addr tells where.
 func (s *Server) Listen() error {
@@ -274,6 +283,7 @@ func (s *Server) Serve(ctx context.Context) error {
 
 // Close releases everything.
 func (s *Server) Close() error {
+	s.closeSealedListeners()
 	s.stop()
 	s.Audit.Close()
 	return s.db.Close()
@@ -295,7 +305,13 @@ func errsAs(err error) *errs.Error { return errs.As(err) }
 // health answers load balancers and operators: 200 "ok", or 503 with what
 // is failing.
 func (s *Server) health(w http.ResponseWriter, r *http.Request) {
-	if n := s.svc.streams.FailingKafkaListeners(); n > 0 {
+	svc := s.svc // nil once sealed
+	if svc == nil || svc.streams == nil {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		w.Write([]byte("sealed\n"))
+		return
+	}
+	if n := svc.streams.FailingKafkaListeners(); n > 0 {
 		w.WriteHeader(http.StatusServiceUnavailable)
 		fmt.Fprintf(w, "degraded: %d Kafka listeners cannot accept connections (see the log)\n", n)
 		return

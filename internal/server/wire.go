@@ -101,7 +101,7 @@ func (v *services) run(ctx context.Context, loops ...func(context.Context) error
 
 // handler is every route behind the shared HTTP edge.
 func (s *Server) handler() http.Handler {
-	return httpapi.Middleware(s.cfg.Logger, s.mux)
+	return httpapi.Middleware(s.cfg.Logger, http.HandlerFunc(s.route))
 }
 
 // stop ends the services' background work.
