@@ -78,7 +78,7 @@ func newServeCmd(c *cli) *cobra.Command {
 	f.StringVar(&cfg.TLSKeyFile, "tls-key", "", "PEM private key of --tls-cert, mode 0600 [$KEYLINE_TLS_KEY]")
 	f.StringVar(&cfg.PublicURL, "public-url", "", "the APIs' base URL as clients reach it, for credentials (default: the --listen address) [$KEYLINE_PUBLIC_URL]")
 	f.StringVar(&cfg.DatabaseURL, "database-url", "", "keep metadata in this PostgreSQL database (postgres://user@host/db) instead of SQLite in --data-dir; prefer the variable for a URL with a password [$KEYLINE_DATABASE_URL]")
-	f.BoolVar(&cfg.Dev, "dev", false, "allow the dev seal: the master key in a file in --data-dir, not protected at rest (the default until `keyline operator init`)")
+	f.BoolVar(&cfg.Dev, "dev", false, "allow the dev seal: the master key in a file in --data-dir, not protected at rest (the default until 'keyline operator init')")
 	f.StringVar(&cfg.KafkaAdvertisedHost, "kafka-advertised-host", "", "the host Kafka clients are told to connect to (default: --kafka-host, or this host's name for 0.0.0.0) [$KEYLINE_KAFKA_ADVERTISED_HOST]")
 	f.DurationVar(&cfg.RequestBodyTimeout, "http-body-timeout", 30*time.Second, "how long a request's body may take to arrive")
 	f.DurationVar(&cfg.WriteTimeout, "http-write-timeout", 30*time.Second, "how long one response write may take (streams may idle between writes)")
