@@ -126,8 +126,8 @@ func run(ctx context.Context, cfg config) (bool, error) {
 	if err := prepareTopics(ctx, es, fillParts, cfg.fillMB); err != nil {
 		return false, err
 	}
-	fmt.Printf("soak: GOMAXPROCS=%d, server pid %d at %s, Kafka %s, RLIMIT_NOFILE %d; baseline %s, hostile %s\n",
-		runtime.GOMAXPROCS(0), srv.cmd.Process.Pid, srv.url, es.Brokers[0], cfg.nofile, cfg.baseline, cfg.duration)
+	fmt.Printf("soak: GOMAXPROCS=%d, server pid %d at %s, Kafka %s, RLIMIT_NOFILE %s; baseline %s, hostile %s\n",
+		runtime.GOMAXPROCS(0), srv.cmd.Process.Pid, srv.url, es.Brokers[0], limitOf(cfg.nofile), cfg.baseline, cfg.duration)
 
 	sm := &sampler{abortRSS: cfg.rssAbort}
 	go sm.run(ctx, srv, cancel)
@@ -226,7 +226,7 @@ func report(cfg config, sm *sampler, srv *server, h *hostile, phases ...*phase) 
 			failures = append(failures, fmt.Sprintf("consumers missed records in the %s phase", p.name))
 		}
 	}
-	fmt.Printf("hostile clients (server RLIMIT_NOFILE %d):\n  %v\n  %v\n  %v\n", cfg.nofile, &h.logins, &h.bodies, &h.fetch)
+	fmt.Printf("hostile clients (server RLIMIT_NOFILE %s; peak open counts soak's side):\n  %v\n  %v\n  %v\n", limitOf(cfg.nofile), &h.logins, &h.bodies, &h.fetch)
 
 	base, attacked := phases[0], phases[1]
 	var ratios []string
@@ -275,4 +275,11 @@ func ms(d time.Duration) string {
 		return "-"
 	}
 	return fmt.Sprintf("%.1fms", float64(d)/1e6)
+}
+
+func limitOf(nofile uint64) string {
+	if nofile == 0 {
+		return "inherited"
+	}
+	return fmt.Sprint(nofile)
 }
