@@ -270,7 +270,9 @@ func TestOperatorSealClosesConnectionsAndIsAudited(t *testing.T) {
 	defer conn.Close()
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
-	producer := franz(t, d.writer)
+	// Records in flight when the server seals would be retried for ever:
+	// bound their delivery so the load stops when the test says so.
+	producer := franz(t, d.writer, kgo.RecordDeliveryTimeout(3*time.Second), kgo.RecordRetries(3))
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -315,6 +317,7 @@ func TestOperatorSealClosesConnectionsAndIsAudited(t *testing.T) {
 	}
 	t.Logf("operator seal under load returned after %v", took)
 	close(stop)
+	producer.Close() // fails what is still buffered
 	wg.Wait()
 	assertSealed(t, e.url, d, kpGUID)
 
