@@ -259,7 +259,7 @@ func (l *Log) gather(first pending) []pending {
 }
 
 // maxLinger bounds how long a group commit waits for callers it expects.
-const maxLinger = 300 * time.Microsecond
+const maxLinger = time.Millisecond
 
 func (l *Log) commit(group []pending) {
 	err := l.db.TxNoSync(context.Background(), func(tx *store.Tx) error {
