@@ -3,10 +3,14 @@ package main
 import (
 	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/keyline/keyline/internal/server"
 	"github.com/spf13/cobra"
@@ -14,6 +18,7 @@ import (
 
 func newServeCmd(c *cli) *cobra.Command {
 	cfg := server.Config{}
+	var pprofAddr string
 	cmd := &cobra.Command{
 		Use:   "serve [--data-dir DIR] [--database-url URL] [--listen ADDR] [--tls-cert FILE --tls-key FILE]",
 		Short: "Run every Keyline service in this process on embedded storage",
@@ -32,6 +37,13 @@ func newServeCmd(c *cli) *cobra.Command {
 			}
 			if v := os.Getenv("KEYLINE_DATABASE_URL"); v != "" && !cmd.Flags().Changed("database-url") {
 				cfg.DatabaseURL = v
+			}
+			if pprofAddr != "" {
+				stop, err := servePprof(pprofAddr)
+				if err != nil {
+					return err
+				}
+				defer stop()
 			}
 			cfg.Logger = slog.New(slog.NewTextHandler(c.errOut, nil))
 			s, err := server.New(ctxOf(cmd), cfg)
@@ -72,7 +84,35 @@ func newServeCmd(c *cli) *cobra.Command {
 	f.StringVar(&cfg.PublicURL, "public-url", "", "the APIs' base URL as clients reach it, for credentials (default: the --listen address) [$KEYLINE_PUBLIC_URL]")
 	f.StringVar(&cfg.DatabaseURL, "database-url", "", "keep metadata in this PostgreSQL database (postgres://user@host/db) instead of SQLite in --data-dir; prefer the variable for a URL with a password [$KEYLINE_DATABASE_URL]")
 	f.StringVar(&cfg.KafkaAdvertisedHost, "kafka-advertised-host", "", "the host Kafka clients are told to connect to (default: --kafka-host, or this host's name for 0.0.0.0) [$KEYLINE_KAFKA_ADVERTISED_HOST]")
+	f.StringVar(&pprofAddr, "pprof", "", "serve Go's profiles (net/http/pprof) on this loopback address, apart from the APIs, for the operator (off by default)")
 	return cmd
+}
+
+// servePprof serves net/http/pprof on its own listener. Profiles show
+// the process's inner workings and their endpoints take no credentials, so
+// only a loopback address is accepted: only someone on this host (the
+// operator) reaches them.
+func servePprof(addr string) (stop func(), err error) {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, usageError{fmt.Errorf("--pprof %q: %w", addr, err)}
+	}
+	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		return nil, usageError{fmt.Errorf("--pprof %q: give a loopback address (127.0.0.1:PORT): profiles take no credentials", addr)}
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("--pprof: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(ln)
+	return func() { srv.Close() }, nil
 }
 
 // tlsFromEnv completes the certificate settings from the environment
