@@ -1,6 +1,8 @@
 // Command kms measures the Key Protect API's wrap and unwrap throughput and
-// latency over real HTTP (loopback, keep-alive), with the KMS, its store and
-// its audit trail in-process.
+// latency over real HTTP (loopback, keep-alive). The KMS, its store and its
+// audit trail run in a child process (this program again, with -serve), so
+// that the CPU time per operation is the server's alone, apart from the
+// load generator's; -cpuprofile profiles that server process.
 //
 //	go run ./bench/kms -duration 5s -workers 1,16
 //	go run ./bench/kms -allowed-ip 10.0.0.0/8,127.0.0.0/8   (with an enabled allowedIP policy)
@@ -8,6 +10,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/base64"
@@ -19,6 +22,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"runtime"
 	"runtime/pprof"
 	"slices"
@@ -47,13 +51,30 @@ func main() {
 	authKind := flag.String("auth", "iam", "authentication and authorization: iam (Keyline's IAM, signed tokens) or table (a fixed table)")
 	allowedIP := flag.String("allowed-ip", "", "comma list of CIDRs: enable an allowedIP policy on the instance (it must admit 127.0.0.1)")
 	databaseURL := flag.String("database-url", "", "keep the metadata in this empty PostgreSQL database rather than SQLite in a temporary directory")
+	serve := flag.Bool("serve", false, "be the server: print its address on stdout and answer CPU queries on stdin (run by the bench itself)")
 	flag.Parse()
-	if err := run(*duration, *workerList, *cpuProfile, *auditKind, *authKind, *allowedIP, *databaseURL); err != nil {
+	var err error
+	if *serve {
+		err = runServer(*cpuProfile, *auditKind, *authKind, *allowedIP, *databaseURL)
+	} else {
+		err = runLoad(*duration, *workerList)
+	}
+	if err != nil {
 		log.Fatal(err)
 	}
 }
 
-func run(duration time.Duration, workerList, cpuProfile, auditKind, authKind, allowedIP, databaseURL string) error {
+// serverInfo is what the server process tells the load generator.
+type serverInfo struct {
+	Base  string `json:"base"` // URL of the root key's actions, ending in '/'
+	Token string `json:"token"`
+	Label string `json:"label"`
+}
+
+// runServer sets up the KMS and serves it until stdin closes. Each line
+// read from stdin is answered with the process's CPU time so far, in
+// nanoseconds.
+func runServer(cpuProfile, auditKind, authKind, allowedIP, databaseURL string) error {
 	ctx := context.Background()
 	dir, err := os.MkdirTemp("", "kms-bench-")
 	if err != nil {
@@ -102,7 +123,6 @@ func run(duration time.Duration, workerList, cpuProfile, auditKind, authKind, al
 			return err
 		}
 	}
-	token := ba.token
 	mux := http.NewServeMux()
 	kpapi.New(svc, ba.authn, nil).Register(mux)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -112,8 +132,6 @@ func run(duration time.Duration, workerList, cpuProfile, auditKind, authKind, al
 	srv := &http.Server{Handler: httpapi.Middleware(nil, mux)}
 	go srv.Serve(ln)
 	defer srv.Close()
-	base := "http://" + ln.Addr().String() + "/api/v2/keys/" + key.ID + "/actions/"
-
 	if cpuProfile != "" {
 		f, err := os.Create(cpuProfile)
 		if err != nil {
@@ -122,7 +140,81 @@ func run(duration time.Duration, workerList, cpuProfile, auditKind, authKind, al
 		pprof.StartCPUProfile(f)
 		defer pprof.StopCPUProfile()
 	}
-	fmt.Printf("kms bench: GOMAXPROCS=%d, %s per run, audit=%s, auth=%s, allowed-ip=%q\n", runtime.GOMAXPROCS(0), duration, auditKind, authKind, allowedIP)
+	info := serverInfo{Base: "http://" + ln.Addr().String() + "/api/v2/keys/" + key.ID + "/actions/", Token: ba.token,
+		Label: fmt.Sprintf("server GOMAXPROCS=%d, audit=%s, auth=%s, allowed-ip=%q", runtime.GOMAXPROCS(0), auditKind, authKind, allowedIP)}
+	if err := json.NewEncoder(os.Stdout).Encode(info); err != nil {
+		return err
+	}
+	in := bufio.NewScanner(os.Stdin)
+	for in.Scan() {
+		fmt.Println(int64(processCPU()))
+	}
+	return nil
+}
+
+// server is the server process as the load generator sees it.
+type server struct {
+	serverInfo
+	cmd *exec.Cmd
+	in  io.WriteCloser
+	out *bufio.Scanner
+}
+
+// startServer runs this program again with -serve and the flags it was
+// given.
+func startServer() (*server, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	s := &server{cmd: exec.Command(exe, append([]string{"-serve"}, os.Args[1:]...)...)}
+	s.cmd.Stderr = os.Stderr
+	if s.in, err = s.cmd.StdinPipe(); err != nil {
+		return nil, err
+	}
+	stdout, err := s.cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := s.cmd.Start(); err != nil {
+		return nil, err
+	}
+	s.out = bufio.NewScanner(stdout)
+	if !s.out.Scan() || json.Unmarshal(s.out.Bytes(), &s.serverInfo) != nil {
+		s.stop()
+		return nil, fmt.Errorf("the server process did not start: %v", s.out.Err())
+	}
+	return s, nil
+}
+
+// cpu is the server process's CPU time so far.
+func (s *server) cpu() (time.Duration, error) {
+	if _, err := io.WriteString(s.in, "cpu\n"); err != nil {
+		return 0, err
+	}
+	if !s.out.Scan() {
+		return 0, fmt.Errorf("the server process went away: %v", s.out.Err())
+	}
+	n, err := strconv.ParseInt(s.out.Text(), 10, 64)
+	return time.Duration(n), err
+}
+
+// stop closes the server's stdin and waits for it to write its profile
+// and exit.
+func (s *server) stop() error {
+	s.in.Close()
+	return s.cmd.Wait()
+}
+
+// runLoad starts the server process and measures wrap and unwrap against it.
+func runLoad(duration time.Duration, workerList string) error {
+	srv, err := startServer()
+	if err != nil {
+		return err
+	}
+	defer srv.stop()
+	base, token := srv.Base, srv.Token
+	fmt.Printf("kms bench: load GOMAXPROCS=%d, %s per run; %s\n", runtime.GOMAXPROCS(0), duration, srv.Label)
 	dek := base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{0x5a}, 32))
 	wrapBody := []byte(`{"plaintext":"` + dek + `","aad":["bench"]}`)
 	for _, ws := range strings.Split(workerList, ",") {
@@ -131,7 +223,7 @@ func run(duration time.Duration, workerList, cpuProfile, auditKind, authKind, al
 			return fmt.Errorf("bad worker count %q", ws)
 		}
 		client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: workers, MaxConnsPerHost: workers}}
-		wrapped, err := measure(client, token, "wrap", workers, duration, func(i int, last []byte) (string, []byte) {
+		wrapped, err := measure(srv, client, token, "wrap", workers, duration, func(i int, last []byte) (string, []byte) {
 			return base + "wrap", wrapBody
 		})
 		if err != nil {
@@ -144,18 +236,18 @@ func run(duration time.Duration, workerList, cpuProfile, auditKind, authKind, al
 			return fmt.Errorf("wrap answered %s", wrapped)
 		}
 		unwrapBody := []byte(`{"ciphertext":"` + ct.Ciphertext + `","aad":["bench"]}`)
-		if _, err := measure(client, token, "unwrap", workers, duration, func(int, []byte) (string, []byte) {
+		if _, err := measure(srv, client, token, "unwrap", workers, duration, func(int, []byte) (string, []byte) {
 			return base + "unwrap", unwrapBody
 		}); err != nil {
 			return err
 		}
 		client.CloseIdleConnections()
 	}
-	return nil
+	return srv.stop()
 }
 
 // measure runs workers clients for d and prints throughput and latency.
-func measure(client *http.Client, token, name string, workers int, d time.Duration, next func(int, []byte) (string, []byte)) ([]byte, error) {
+func measure(srv *server, client *http.Client, token, name string, workers int, d time.Duration, next func(int, []byte) (string, []byte)) ([]byte, error) {
 	var (
 		wg       sync.WaitGroup
 		mu       sync.Mutex
@@ -167,6 +259,10 @@ func measure(client *http.Client, token, name string, workers int, d time.Durati
 	deadline := time.Now().Add(d)
 	start := time.Now()
 	cpuStart := processCPU()
+	serverStart, err := srv.cpu()
+	if err != nil {
+		return nil, err
+	}
 	for w := 0; w < workers; w++ {
 		wg.Add(1)
 		go func(w int) {
@@ -211,6 +307,10 @@ func measure(client *http.Client, token, name string, workers int, d time.Durati
 	wg.Wait()
 	elapsed := time.Since(start)
 	cpu := processCPU() - cpuStart
+	serverEnd, err := srv.cpu()
+	if err != nil {
+		return nil, err
+	}
 	if firstErr != nil {
 		return nil, fmt.Errorf("%d failures, first: %w", failures.Load(), firstErr)
 	}
@@ -221,14 +321,18 @@ func measure(client *http.Client, token, name string, workers int, d time.Durati
 		}
 		return lat[int(float64(len(lat)-1)*p)]
 	}
-	// CPU per operation (server and client, this process) is steadier than
-	// ops/s on a machine shared with other work.
-	var cpuPerOp time.Duration
-	if len(lat) > 0 {
-		cpuPerOp = cpu / time.Duration(len(lat))
+	// CPU per operation is steadier than ops/s on a machine shared with
+	// other work; the server's is the figure to watch, the load
+	// generator's (client) is shown apart.
+	perOp := func(d time.Duration) time.Duration {
+		if len(lat) == 0 {
+			return 0
+		}
+		return (d / time.Duration(len(lat))).Round(100 * time.Nanosecond)
 	}
-	fmt.Printf("%-6s workers=%-3d ops=%-8d ops/s=%-9.0f p50=%-10v p99=%-10v cpu/op=%v\n", name, workers, len(lat),
-		float64(len(lat))/elapsed.Seconds(), pct(0.50).Round(time.Microsecond), pct(0.99).Round(time.Microsecond), cpuPerOp.Round(time.Microsecond))
+	fmt.Printf("%-6s workers=%-3d ops=%-8d ops/s=%-9.0f p50=%-10v p99=%-10v server-cpu/op=%-8v client-cpu/op=%v\n", name, workers, len(lat),
+		float64(len(lat))/elapsed.Seconds(), pct(0.50).Round(time.Microsecond), pct(0.99).Round(time.Microsecond),
+		perOp(serverEnd-serverStart), perOp(cpu))
 	return lastBody, nil
 }
 

@@ -3,6 +3,9 @@ package main
 import (
 	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -15,6 +18,7 @@ import (
 
 func newServeCmd(c *cli) *cobra.Command {
 	cfg := server.Config{}
+	var pprofAddr string
 	cmd := &cobra.Command{
 		Use:   "serve [--data-dir DIR] [--database-url URL] [--listen ADDR] [--tls-cert FILE --tls-key FILE]",
 		Short: "Run every Keyline service in this process on embedded storage",
@@ -33,6 +37,13 @@ func newServeCmd(c *cli) *cobra.Command {
 			}
 			if v := os.Getenv("KEYLINE_DATABASE_URL"); v != "" && !cmd.Flags().Changed("database-url") {
 				cfg.DatabaseURL = v
+			}
+			if pprofAddr != "" {
+				stop, err := servePprof(pprofAddr)
+				if err != nil {
+					return err
+				}
+				defer stop()
 			}
 			cfg.Logger = slog.New(slog.NewTextHandler(c.errOut, nil))
 			s, err := server.New(ctxOf(cmd), cfg)
@@ -84,7 +95,35 @@ func newServeCmd(c *cli) *cobra.Command {
 	f.DurationVar(&cfg.WriteTimeout, "http-write-timeout", 30*time.Second, "how long one response write may take (streams may idle between writes)")
 	f.DurationVar(&cfg.IdleTimeout, "http-idle-timeout", 120*time.Second, "when an idle keep-alive connection is closed")
 	f.IntVar(&cfg.MaxConnections, "http-max-connections", 1024, "HTTP connections open at once; more wait to be accepted")
+	f.StringVar(&pprofAddr, "pprof", "", "serve Go's profiles (net/http/pprof) on this loopback address, apart from the APIs, for the operator (off by default)")
 	return cmd
+}
+
+// servePprof serves net/http/pprof on its own listener. Profiles show
+// the process's inner workings and their endpoints take no credentials, so
+// only a loopback address is accepted: only someone on this host (the
+// operator) reaches them.
+func servePprof(addr string) (stop func(), err error) {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, usageError{fmt.Errorf("--pprof %q: %w", addr, err)}
+	}
+	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		return nil, usageError{fmt.Errorf("--pprof %q: give a loopback address (127.0.0.1:PORT): profiles take no credentials", addr)}
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("--pprof: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(ln)
+	return func() { srv.Close() }, nil
 }
 
 // tlsFromEnv completes the certificate settings from the environment

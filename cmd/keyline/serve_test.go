@@ -51,6 +51,8 @@ func TestServeRefusesBadSettingsBeforeWritingAnything(t *testing.T) {
 			want: []string{"--public-url", "give the scheme and host"}},
 		{name: "public URL from the environment", env: map[string]string{"KEYLINE_PUBLIC_URL": "https://keyline.example.com/api"}, code: exitUsage,
 			want: []string{"--public-url", "/api"}},
+		{name: "profiles beyond loopback", args: []string{"--pprof", "0.0.0.0:6060"}, code: exitUsage,
+			want: []string{"--pprof", "give a loopback address"}},
 		{name: "mismatched pair from the environment", env: map[string]string{"KEYLINE_TLS_CERT": good.CertFile, "KEYLINE_TLS_KEY": other.KeyFile},
 			code: exitFailure, want: []string{good.CertFile, other.KeyFile, "do not make a pair"}},
 	} {

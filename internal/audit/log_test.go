@@ -242,3 +242,25 @@ func insertWholeEventRow(t *testing.T, db *store.DB, ev *Event) []byte {
 	}
 	return body
 }
+
+// After a burst the writer expects as many events per commit as callers
+// waited; a lone caller then must not keep paying the wait for company that
+// no longer comes.
+func TestGroupCommitStopsWaitingWhenTheLoadFalls(t *testing.T) {
+	l, _ := newLog(t)
+	ctx := context.Background()
+	l.peak = 16 // as after a burst of 16 concurrent callers; the writer reads it only after the first send
+	for i := range 3 {
+		if err := l.Record(ctx, NewEvent(ctx, "kms.secrets.wrap", keyTarget("0"), Success, 200)); err != nil {
+			t.Fatal(err)
+		}
+		// Record returns after the writer gathered its group: no race.
+		if l.peak != 1 {
+			t.Fatalf("after lone call %d the writer expects groups of %d, want 1", i, l.peak)
+		}
+	}
+	page, err := l.Query(ctx, Filter{AccountID: acct})
+	if err != nil || len(page.Events) != 3 {
+		t.Fatalf("stored %d events (%v), want 3", len(page.Events), err)
+	}
+}
