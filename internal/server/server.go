@@ -61,6 +61,10 @@ type Config struct {
 	// KafkaReauthorize is how often live Kafka logins are checked against
 	// IAM again (default 5 s).
 	KafkaReauthorize time.Duration
+	// Kafka memory budgets, per process and per deployment (0: the
+	// defaults); see streams.Config.
+	KafkaFetchMemory, KafkaDeploymentFetchMemory     int64
+	KafkaRequestMemory, KafkaDeploymentRequestMemory int64
 }
 
 // Server is a running Keyline.

@@ -88,6 +88,8 @@ func (s *Server) wireStreams(ctx context.Context, iamSvc *iam.Service, keys stre
 		Tasks: deploymentTasks{ctl}, States: deploymentStates{ctl}, MasterKey: s.master,
 		DataDir: s.cfg.DataDir, ListenHost: s.cfg.KafkaHost, AdvertisedHost: s.cfg.KafkaAdvertisedHost, Reauthorize: s.cfg.KafkaReauthorize, PortMin: s.cfg.KafkaPortMin, PortMax: s.cfg.KafkaPortMax,
 		AdminURL: s.URL(), Restorer: restore, TLS: s.tls,
+		FetchMemory: s.cfg.KafkaFetchMemory, DeploymentFetchMemory: s.cfg.KafkaDeploymentFetchMemory,
+		RequestMemory: s.cfg.KafkaRequestMemory, DeploymentRequestMemory: s.cfg.KafkaDeploymentRequestMemory,
 	})
 	if err != nil {
 		return nil, err
