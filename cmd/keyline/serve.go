@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"net/http/pprof"
@@ -12,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/dustin/go-humanize"
 	"github.com/keyline/keyline/internal/server"
 	"github.com/spf13/cobra"
 )
@@ -90,6 +92,10 @@ func newServeCmd(c *cli) *cobra.Command {
 	f.StringVar(&cfg.PublicURL, "public-url", "", "the APIs' base URL as clients reach it, for credentials (default: the --listen address) [$KEYLINE_PUBLIC_URL]")
 	f.StringVar(&cfg.DatabaseURL, "database-url", "", "keep metadata in this PostgreSQL database (postgres://user@host/db) instead of SQLite in --data-dir; prefer the variable for a URL with a password [$KEYLINE_DATABASE_URL]")
 	f.BoolVar(&cfg.Dev, "dev", false, "allow the dev seal: the master key in a file in --data-dir, not protected at rest (the default until 'keyline operator init')")
+	f.Var(byteSize{&cfg.KafkaFetchMemory}, "kafka-fetch-memory", "memory all deployments' Kafka fetch responses may hold at once, e.g. 1GiB (default 1GiB)")
+	f.Var(byteSize{&cfg.KafkaDeploymentFetchMemory}, "kafka-fetch-memory-per-deployment", "memory one deployment's Kafka fetch responses may hold at once (default 256MiB)")
+	f.Var(byteSize{&cfg.KafkaRequestMemory}, "kafka-request-memory", "memory all deployments' large Kafka requests (produce) may hold at once (default 512MiB)")
+	f.Var(byteSize{&cfg.KafkaDeploymentRequestMemory}, "kafka-request-memory-per-deployment", "memory one deployment's large Kafka requests may hold at once; it also caps one request, at most 100MiB (default 256MiB)")
 	f.StringVar(&cfg.KafkaAdvertisedHost, "kafka-advertised-host", "", "the host Kafka clients are told to connect to (default: --kafka-host, or this host's name for 0.0.0.0) [$KEYLINE_KAFKA_ADVERTISED_HOST]")
 	f.DurationVar(&cfg.RequestBodyTimeout, "http-body-timeout", 30*time.Second, "how long a request's body may take to arrive")
 	f.DurationVar(&cfg.WriteTimeout, "http-write-timeout", 30*time.Second, "how long one response write may take (streams may idle between writes)")
@@ -207,3 +213,24 @@ func (p portRange) Set(s string) error {
 }
 
 func (portRange) Type() string { return "range" }
+
+// byteSize parses a size such as 256MiB or 1GB into bytes.
+type byteSize struct{ n *int64 }
+
+func (b byteSize) String() string {
+	if b.n == nil || *b.n == 0 {
+		return ""
+	}
+	return humanize.IBytes(uint64(*b.n))
+}
+
+func (b byteSize) Set(s string) error {
+	n, err := humanize.ParseBytes(s)
+	if err != nil || n == 0 || n > math.MaxInt64 {
+		return fmt.Errorf("want a size such as 256MiB or 1GiB")
+	}
+	*b.n = int64(n)
+	return nil
+}
+
+func (byteSize) Type() string { return "size" }

@@ -83,6 +83,10 @@ type Config struct {
 	// Dev allows the dev seal (the master key in MasterKeyFile); a data
 	// directory never given to `keyline operator init` is in it too.
 	Dev bool
+	// Kafka memory budgets, per process and per deployment (0: the
+	// defaults); see streams.Config.
+	KafkaFetchMemory, KafkaDeploymentFetchMemory     int64
+	KafkaRequestMemory, KafkaDeploymentRequestMemory int64
 }
 
 // Server is a running Keyline.

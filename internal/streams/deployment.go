@@ -306,7 +306,9 @@ func (s *Service) startBroker(d *deployment, storage broker.Storage, reason stri
 	h := newHandoff(f.ln.Addr())
 	brk, err := broker.New(broker.Config{NodeID: 0, Listener: h, Storage: storage, ClusterID: guid, AdvertisedHost: s.cfg.AdvertisedHost,
 		TLS: s.cfg.TLS, Reauthorize: s.cfg.Reauthorize, MaxPreAuthConnections: s.cfg.MaxPreAuthConnections, MaxPreAuthPerIP: s.cfg.MaxPreAuthPerIP,
-		LoginTimeout: s.cfg.LoginTimeout, Authenticate: s.kafkaLogin(guid, account), Logger: s.log.With("deployment", guid), Clock: s.clock})
+		LoginTimeout: s.cfg.LoginTimeout, Authenticate: s.kafkaLogin(guid, account), Logger: s.log.With("deployment", guid), Clock: s.clock,
+		FetchMemory: s.cfg.DeploymentFetchMemory, SharedFetchMemory: s.fetchMem,
+		RequestMemory: s.cfg.DeploymentRequestMemory, SharedRequestMemory: s.requestMem})
 	if err != nil {
 		return nil, nil, err
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/keyline/keyline/internal/errs"
 	"github.com/keyline/keyline/internal/seal"
 	"github.com/keyline/keyline/internal/store"
+	"github.com/keyline/keyline/internal/streams/broker"
 )
 
 // ServiceName is the deployments' service name in CRNs, IAM and the KMS.
@@ -188,6 +189,14 @@ type Config struct {
 	// Restorer restores a backup into a deployment provisioned with
 	// parameter backup_id; without one, that parameter is refused.
 	Restorer Restorer
+	// FetchMemory bounds what every deployment's Kafka fetch responses
+	// hold at once (default 1 GiB), DeploymentFetchMemory what one
+	// deployment's do (default broker.DefaultFetchMemory); RequestMemory
+	// and DeploymentRequestMemory bound large request frames (produce
+	// requests) likewise (defaults 512 MiB and
+	// broker.DefaultRequestMemory). See broker.Config.
+	FetchMemory, DeploymentFetchMemory     int64
+	RequestMemory, DeploymentRequestMemory int64
 }
 
 // Service runs every deployment of this Keyline.
@@ -201,6 +210,10 @@ type Service struct {
 	iam    Identity
 	tasks  Tasks
 	states InstanceStates
+
+	// fetchMem and requestMem are the process's Kafka memory budgets,
+	// which every deployment's broker shares.
+	fetchMem, requestMem *broker.MemoryBudget
 
 	mu          sync.Mutex
 	deployments map[string]*deployment // by GUID
@@ -239,12 +252,19 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	if cfg.EventWait <= 0 {
 		cfg.EventWait = 10 * time.Second
 	}
+	if cfg.FetchMemory <= 0 {
+		cfg.FetchMemory = 1 << 30
+	}
+	if cfg.RequestMemory <= 0 {
+		cfg.RequestMemory = 512 << 20
+	}
 	if err := cfg.DB.Migrate(ctx, migrations); err != nil {
 		return nil, err
 	}
 	return &Service{cfg: cfg, db: cfg.DB, audit: cfg.Audit, clock: cfg.Clock, log: cfg.Logger, keys: cfg.Keys,
 		iam: cfg.Identity, tasks: cfg.Tasks, states: cfg.States, deployments: map[string]*deployment{},
-		events: make(chan struct{}, 1)}, nil
+		events:   make(chan struct{}, 1),
+		fetchMem: broker.NewMemoryBudget(cfg.FetchMemory), requestMem: broker.NewMemoryBudget(cfg.RequestMemory)}, nil
 }
 
 // servicePrincipal is the identity a deployment acts as towards the KMS.

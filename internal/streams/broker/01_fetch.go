@@ -25,17 +25,18 @@ func (c *conn) handleFetch(ctx context.Context, r *kmsg.FetchRequest) (kmsg.Resp
 	deadline := time.Now().Add(time.Duration(r.MaxWaitMillis) * time.Millisecond)
 	for {
 		var changed []<-chan struct{}
-		resp, size, failed := c.fetchOnce(ctx, r, &changed)
+		resp, size, failed := c.fetchOnce(ctx, r, deadline, &changed)
 		if failed || size >= int(r.MinBytes) || len(changed) == 0 {
 			return resp, nil
 		}
+		c.releaseArena() // what was read is not held while waiting
 		wait := time.Until(deadline)
 		if wait <= 0 || !waitAny(ctx, changed, wait) {
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
 			}
 			// One last read: data may have come just as the wait ended.
-			resp, _, _ = c.fetchOnce(ctx, r, nil)
+			resp, _, _ = c.fetchOnce(ctx, r, deadline, nil)
 			return resp, nil
 		}
 	}
@@ -43,23 +44,17 @@ func (c *conn) handleFetch(ctx context.Context, r *kmsg.FetchRequest) (kmsg.Resp
 
 // fetchOnce builds a response from what is stored now, collecting each
 // partition's change signal first so no append between read and wait is
-// missed.
-func (c *conn) fetchOnce(ctx context.Context, r *kmsg.FetchRequest, changed *[]<-chan struct{}) (*kmsg.FetchResponse, int, bool) {
+// missed. What it reads it first reserves from the fetch budgets, waiting
+// for them until deadline at most.
+func (c *conn) fetchOnce(ctx context.Context, r *kmsg.FetchRequest, deadline time.Time, changed *[]<-chan struct{}) (*kmsg.FetchResponse, int, bool) {
 	resp := r.ResponseKind().(*kmsg.FetchResponse)
-	c.releaseReadArenas()
-	c.arena = c.arena[:0] // a response built before is dropped
+	c.releaseArena() // a response built before is dropped
 	budget := int64(maxFetchBytes)
 	if r.Version >= 3 && r.MaxBytes > 0 {
 		budget = min(budget, int64(r.MaxBytes))
 	}
 	allowed := c.access().Allows(Reader)
 	// First every partition's answer without data, and what to read.
-	type read struct {
-		topic, part int
-		t           *topic
-		p           *partition
-		offset, max int64
-	}
 	var reads []read
 	var wanted int64
 	for ti, rt := range r.Topics {
@@ -104,13 +99,17 @@ func (c *conn) fetchOnce(ctx context.Context, r *kmsg.FetchRequest, changed *[]<
 			c.log.Error("reading a partition failed", "topic_id", rd.t.id.String(), "partition", rd.p.index, "err", err)
 		}
 	}
+	// Only the partition whose first batch the budgets were reserved for
+	// may exceed its limit with it.
+	budget, oversize, over := c.reserveFetch(ctx, deadline, r, reads, budget, wanted)
 	size := 0
-	if len(reads) > 1 && wanted <= budget && runtime.GOMAXPROCS(0) > 1 {
+	if len(reads) > 1 && wanted+over <= budget && runtime.GOMAXPROCS(0) > 1 {
 		// Every partition gets its full PartitionMaxBytes, so they can be
 		// read (and decrypted) at once, each into an arena of its own.
 		// Only the first partition with data may exceed its limit with one
-		// oversized batch (KIP-74); a later one's is dropped afterwards and
-		// fetched by the client's next request.
+		// oversized batch (KIP-74); should an earlier one have had data
+		// meanwhile, that batch is dropped afterwards and fetched by the
+		// client's next request.
 		ns := make([]int, len(reads))
 		arenas := make([]*[]byte, len(reads))
 		var next atomic.Int64
@@ -121,7 +120,7 @@ func (c *conn) fetchOnce(ctx context.Context, r *kmsg.FetchRequest, changed *[]<
 					rd := reads[i]
 					arenas[i] = c.b.getBuf()
 					var err error
-					*arenas[i], ns[i], err = c.readPartition(ctx, rd.p, rd.offset, rd.max, true, sp(rd), (*arenas[i])[:0])
+					*arenas[i], ns[i], err = c.readPartition(ctx, rd.p, rd.offset, rd.max, i == oversize, sp(rd), (*arenas[i])[:0])
 					logErr(rd, err)
 				}
 			})
@@ -135,15 +134,16 @@ func (c *conn) fetchOnce(ctx context.Context, r *kmsg.FetchRequest, changed *[]<
 			size += ns[i]
 		}
 	} else {
-		for _, rd := range reads {
+		for i, rd := range reads {
 			limit := min(rd.max, budget-int64(size))
 			var n int
 			var err error
-			c.arena, n, err = c.readPartition(ctx, rd.p, rd.offset, limit, size == 0, sp(rd), c.fetchArena())
+			c.arena, n, err = c.readPartition(ctx, rd.p, rd.offset, limit, size == 0 && i == oversize, sp(rd), c.fetchArena())
 			logErr(rd, err)
 			size += n
 		}
 	}
+	c.holdArenas()
 	failed := false
 	for _, st := range resp.Topics {
 		for _, p := range st.Partitions {
@@ -151,6 +151,84 @@ func (c *conn) fetchOnce(ctx context.Context, r *kmsg.FetchRequest, changed *[]<
 		}
 	}
 	return resp, size, failed
+}
+
+// read is a partition a fetch reads, and where its answer goes.
+type read struct {
+	topic, part int
+	t           *topic
+	p           *partition
+	offset, max int64
+}
+
+// reserveFetch reserves from the fetch budgets what reads need, waiting for
+// them until deadline at most, and returns how many bytes of batches they
+// may return (0: none), which read may return one batch over its limit
+// (KIP-74), and by how much. That read is the first with data: the
+// reservation always covers its first batch, or when that is larger than
+// the budgets, is all of them, so that a consumer alone makes progress.
+func (c *conn) reserveFetch(ctx context.Context, deadline time.Time, r *kmsg.FetchRequest, reads []read, budget, wanted int64) (int64, int, int64) {
+	oversize, first := -1, int64(0)
+	for i, rd := range reads {
+		if n := rd.p.log.FirstBatchSize(rd.offset); n > 0 {
+			oversize, first = i, int64(n)
+			break
+		}
+	}
+	if oversize < 0 {
+		return 0, -1, 0
+	}
+	over := max(first-reads[oversize].max, 0)
+	data := max(min(budget, wanted+over), first)
+	// The batches are held twice: read (with their sealed blocks) and
+	// then encoded (with the arena they were read into). The rest of the
+	// response is small.
+	overhead := int64(4<<10 + 512*len(r.Topics))
+	for _, t := range r.Topics {
+		overhead += 512 * int64(len(t.Partitions))
+	}
+	need := func(d int64) int64 { return 2*d + overhead }
+	wait, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+	got := c.b.fetchMem.reserve(wait, need(data), need(first))
+	if got == 0 {
+		return 0, -1, 0
+	}
+	c.mem.fetchReserved = got
+	return min(budget, max((got-overhead)/2, 0)), oversize, over
+}
+
+// holdArenas records what the response's arenas hold.
+func (c *conn) holdArenas() {
+	n := int64(len(c.arena))
+	for _, a := range c.readArenas {
+		if a != nil {
+			n += int64(len(*a))
+		}
+	}
+	c.b.fetchMem.hold(n - c.mem.fetchHeld)
+	c.mem.fetchHeld = n
+}
+
+// holdResponse moves n bytes, a fetch response encoded from the arenas,
+// from the fetch's reservation to its answer, which holds them until it is
+// written.
+func (c *conn) holdResponse(n int) heldResponse {
+	if c.mem.fetchReserved == 0 {
+		return heldResponse{}
+	}
+	h := heldResponse{reserved: min(int64(n), c.mem.fetchReserved), held: int64(n)}
+	c.mem.fetchReserved -= h.reserved
+	c.b.fetchMem.hold(h.held)
+	return h
+}
+
+// releaseFetchMemory gives back what the response being built holds of the
+// fetch budgets.
+func (c *conn) releaseFetchMemory() {
+	c.b.fetchMem.hold(-c.mem.fetchHeld)
+	c.b.fetchMem.release(c.mem.fetchReserved)
+	c.mem.fetchHeld, c.mem.fetchReserved = 0, 0
 }
 
 // readPartition fills sp from offset, reading the batches into arena, and
@@ -164,7 +242,9 @@ func (c *conn) readPartition(ctx context.Context, p *partition, offset, limit in
 		sp.ErrorCode = kerr.OffsetOutOfRange.Code
 		return arena, 0, nil
 	}
-	if offset == end || (limit <= 0 && !first) {
+	// A read always returns its first batch: one over the limit is not
+	// read at all unless it may be served.
+	if offset == end || (!first && (limit <= 0 || int64(p.log.FirstBatchSize(offset)) > limit)) {
 		return arena, 0, nil
 	}
 	arena, data, metas, err := p.log.ReadAppend(ctx, offset, int32(max(limit, 1)), arena)

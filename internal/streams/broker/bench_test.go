@@ -3,6 +3,9 @@ package broker
 import (
 	"crypto/rand"
 	"fmt"
+	"runtime"
+	"runtime/metrics"
+	"sync"
 	"testing"
 	"time"
 
@@ -71,4 +74,68 @@ func BenchmarkFetch(b *testing.B) {
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "records/s")
 		})
 	}
+}
+
+// BenchmarkConcurrentFetchMemory has 50 fetchers read a 24 MiB topic at
+// once, asking for everything (MaxBytes 2^31-1), and reports the most the
+// fetch responses held at once (the broker's gauge) and the heap's
+// high-water mark, with an unbounded budget (as before the budget) and
+// with the default one.
+func BenchmarkConcurrentFetchMemory(b *testing.B) {
+	for _, bc := range []struct {
+		name   string
+		budget int64
+	}{{"unbounded", 1 << 40}, {"default", DefaultFetchMemory}} {
+		b.Run(bc.name, func(b *testing.B) {
+			tb := startBroker(b, nil, func(c *Config) { c.FetchMemory = bc.budget })
+			fill(b, tb, "wide", 2, 24<<20, 128<<10)
+			heapPeak := sampleHeapPeak(b)
+			b.ResetTimer()
+			for range b.N {
+				var wg sync.WaitGroup
+				for range 50 {
+					wg.Go(func() {
+						if err := readAll(longCtx(b), tb, "wide", 2, 5000); err != nil {
+							b.Error(err)
+						}
+					})
+				}
+				wg.Wait()
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(tb.FetchMemory().Peak)/(1<<20), "fetch-peak-MiB")
+			b.ReportMetric(float64(heapPeak())/(1<<20), "heap-peak-MiB")
+		})
+	}
+}
+
+// sampleHeapPeak samples the heap's live objects every few milliseconds
+// until the returned func is called, which reports the most seen.
+func sampleHeapPeak(b *testing.B) func() uint64 {
+	runtime.GC()
+	stop, done := make(chan struct{}), make(chan uint64)
+	go func() {
+		s := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
+		var peak uint64
+		tick := time.NewTicker(2 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			metrics.Read(s)
+			peak = max(peak, s[0].Value.Uint64())
+			select {
+			case <-stop:
+				done <- peak
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	var once sync.Once
+	var peak uint64
+	report := func() uint64 {
+		once.Do(func() { close(stop); peak = <-done })
+		return peak
+	}
+	b.Cleanup(func() { report() })
+	return report
 }

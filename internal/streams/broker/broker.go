@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"strconv"
@@ -69,7 +70,8 @@ type Config struct {
 	AutoCreateTopics bool
 	// IdleTimeout closes a connection that sends nothing (default 10 min).
 	IdleTimeout time.Duration
-	// MaxRequestBytes caps a request frame (default 100 MiB).
+	// MaxRequestBytes caps a request frame (default 100 MiB, or
+	// RequestMemory when that is less); it may not exceed RequestMemory.
 	MaxRequestBytes int32
 	// RetentionInterval is how often retention runs (default 1 min).
 	RetentionInterval time.Duration
@@ -91,7 +93,30 @@ type Config struct {
 	// with Authenticate (default 5 s): deleted credentials, a removed
 	// policy or a lowered role reach live connections within it.
 	Reauthorize time.Duration
+
+	// FetchMemory bounds what the broker's fetch responses hold at once,
+	// from their read until they are written (default 256 MiB); a fetch
+	// holds about twice the data it returns, read and then encoded. When it
+	// is spent a fetch is answered with less data, or waits for it up to
+	// its MaxWaitMillis and is answered without; a batch larger than all of
+	// it is still served, alone. SharedFetchMemory, when set, is the
+	// process's budget, which fetches take from too.
+	FetchMemory       int64
+	SharedFetchMemory *MemoryBudget
+	// RequestMemory bounds the request frames over 64 KiB (produce
+	// requests, mostly) being read and handled at once (default 256 MiB):
+	// a frame waits until its size is free. A frame larger than it, or than
+	// SharedRequestMemory (the process's budget, when set), closes the
+	// connection.
+	RequestMemory       int64
+	SharedRequestMemory *MemoryBudget
 }
+
+// Default memory budgets of one broker.
+const (
+	DefaultFetchMemory   = 256 << 20
+	DefaultRequestMemory = 256 << 20
+)
 
 // preAuthMaxBytes caps frames before a login: ApiVersions and SASL are tiny,
 // and a stranger must not make us allocate 100 MiB.
@@ -108,9 +133,12 @@ type Broker struct {
 	groups    *coordinator
 	producers *producerIDs
 
-	// bufs holds the large buffers fetches are read and encoded into,
-	// shared by the connections so that only active fetches hold one.
+	// bufs holds the large buffers fetches are read and encoded into (and
+	// produce requests read into), shared by the connections so that only
+	// active requests hold one.
 	bufs sync.Pool
+	// fetchMem and requestMem bound what those requests hold at once.
+	fetchMem, requestMem budgets
 
 	mu      sync.Mutex
 	conns   map[*conn]struct{}
@@ -146,8 +174,17 @@ func New(cfg Config) (*Broker, error) {
 	if cfg.IdleTimeout <= 0 {
 		cfg.IdleTimeout = 10 * time.Minute
 	}
+	if cfg.FetchMemory <= 0 {
+		cfg.FetchMemory = DefaultFetchMemory
+	}
+	if cfg.RequestMemory <= 0 {
+		cfg.RequestMemory = DefaultRequestMemory
+	}
 	if cfg.MaxRequestBytes <= 0 {
-		cfg.MaxRequestBytes = 100 << 20
+		cfg.MaxRequestBytes = int32(min(100<<20, cfg.RequestMemory))
+	}
+	if int64(cfg.MaxRequestBytes) > cfg.RequestMemory {
+		return nil, errs.E(op, errs.Invalid, "", fmt.Sprintf("the largest request (%d bytes) must fit in the request memory (%d bytes)", cfg.MaxRequestBytes, cfg.RequestMemory))
 	}
 	if cfg.RetentionInterval <= 0 {
 		cfg.RetentionInterval = time.Minute
@@ -174,7 +211,8 @@ func New(cfg Config) (*Broker, error) {
 		cfg.ClusterID = "keyline"
 	}
 	b := &Broker{cfg: cfg, log: cfg.Logger, clock: cfg.Clock, conns: map[*conn]struct{}{}, done: make(chan struct{}),
-		recheck: make(chan struct{}, 1), preAuth: admission{perIP: map[string]int{}}}
+		recheck: make(chan struct{}, 1), preAuth: admission{perIP: map[string]int{}},
+		fetchMem: newBudgets(cfg.FetchMemory, cfg.SharedFetchMemory), requestMem: newBudgets(cfg.RequestMemory, cfg.SharedRequestMemory)}
 	var err error
 	if b.topics, err = openCatalog(cfg.Storage, b.log); err != nil {
 		return nil, errs.Internalf(op, err)
@@ -229,6 +267,13 @@ func (b *Broker) putBuf(p *[]byte) {
 		b.bufs.Put(p)
 	}
 }
+
+// FetchMemory reports the broker's own fetch budget: how much its fetch
+// responses hold now, and the most they held at once.
+func (b *Broker) FetchMemory() MemoryUse { return b.fetchMem[0].Use() }
+
+// RequestMemory reports the broker's own request budget likewise.
+func (b *Broker) RequestMemory() MemoryUse { return b.requestMem[0].Use() }
 
 // Addr is the address the broker listens on.
 func (b *Broker) Addr() net.Addr { return b.ln.Addr() }

@@ -40,7 +40,8 @@ type conn struct {
 	sess     atomic.Pointer[session]
 	closing  bool           // close after writing the current response
 	clientID string         // of the request being handled
-	rbuf     []byte         // produce frames are read into it (see readFrameInto)
+	rbuf     []byte         // small produce frames are read into it (see readFrameInto)
+	mem      connMemory     // of the broker's memory budgets
 	durable  []func() error // what the request being handled must wait for before its answer
 	out      chan outgoing  // answers in order, to the writer
 	// arena holds the fetched batches of the response being built; it
@@ -71,6 +72,7 @@ type outgoing struct {
 	buf     *[]byte
 	pooled  bool // buf goes back to the broker's pool once written
 	durable []func() error
+	mem     heldResponse // of the fetch budgets, until written
 }
 
 // maxPipelined bounds the answers waiting to be written: the reader stops
@@ -79,6 +81,7 @@ const maxPipelined = 8
 
 func (c *conn) serve(parent context.Context) {
 	defer c.close()
+	defer c.releaseMemory()
 	stop := context.AfterFunc(parent, c.close)
 	defer stop()
 	c.out = make(chan outgoing, maxPipelined)
@@ -96,7 +99,7 @@ func (c *conn) serve(parent context.Context) {
 			deadline = loginBy // strangers get little time to log in
 		}
 		c.nc.SetReadDeadline(deadline)
-		frame, err := readFrameInto(c.nc, max, &c.rbuf)
+		frame, err := c.readRequest(max)
 		if err != nil {
 			c.logEnd(err)
 			return
@@ -150,6 +153,7 @@ func (c *conn) respond(corr int32, resp kmsg.Response) bool {
 		o.buf, o.pooled = c.b.getBuf(), true
 	}
 	*o.buf = appendResponse(slices.Grow((*o.buf)[:0], hint), corr, resp)
+	o.mem = c.holdResponse(len(*o.buf))
 	c.releaseArena()
 	return c.queue(o)
 }
@@ -170,6 +174,7 @@ func (c *conn) queue(o outgoing) bool {
 }
 
 func (c *conn) release(o outgoing) {
+	o.mem.release(c.b.fetchMem)
 	if o.pooled {
 		c.b.putBuf(o.buf)
 	}
@@ -222,6 +227,7 @@ func (c *conn) releaseArena() {
 		c.pooled, c.arena = nil, nil
 	}
 	c.releaseReadArenas()
+	c.releaseFetchMemory()
 }
 
 func (c *conn) releaseReadArenas() {

@@ -42,14 +42,28 @@ const maxReusedFrame = 8 << 20
 // while sealing) before the next frame is read. Any other request may be
 // kept by its handler (group member metadata, say), so it gets its own copy.
 func readFrameInto(r io.Reader, max int32, buf *[]byte) ([]byte, error) {
+	n, err := readFrameSize(r, max)
+	if err != nil {
+		return nil, err
+	}
+	return readFrameBody(r, n, buf)
+}
+
+// readFrameSize reads a frame's size prefix, refusing sizes over max.
+func readFrameSize(r io.Reader, max int32) (int32, error) {
 	var size [4]byte
 	if _, err := io.ReadFull(r, size[:]); err != nil {
-		return nil, err
+		return 0, err
 	}
 	n := int32(binary.BigEndian.Uint32(size[:]))
 	if n < 0 || n > max {
-		return nil, badFrame("frame of %d bytes is over the limit of %d", n, max)
+		return 0, badFrame("frame of %d bytes is over the limit of %d", n, max)
 	}
+	return n, nil
+}
+
+// readFrameBody reads the n bytes of a frame as readFrameInto does.
+func readFrameBody(r io.Reader, n int32, buf *[]byte) ([]byte, error) {
 	var body []byte
 	shared := false // body lives in *buf
 	if buf != nil && cap(*buf) >= int(n) {

@@ -152,6 +152,17 @@ func (p *memPartition) ReadAppend(ctx context.Context, from int64, maxBytes int3
 	return dst, dst[start:], metas, nil
 }
 
+func (p *memPartition) FirstBatchSize(from int64) int32 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, b := range p.batches {
+		if b.Meta.LastOffset() >= from && from >= p.start {
+			return b.Meta.Size
+		}
+	}
+	return 0
+}
+
 func (p *memPartition) StartOffset() int64 { p.mu.Lock(); defer p.mu.Unlock(); return p.start }
 func (p *memPartition) EndOffset() int64   { p.mu.Lock(); defer p.mu.Unlock(); return p.end }
 func (p *memPartition) SizeBytes() int64   { p.mu.Lock(); defer p.mu.Unlock(); return p.size }

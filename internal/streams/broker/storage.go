@@ -30,6 +30,9 @@ type PartitionLog interface {
 	// ReadAppend is Read with the batches' bytes appended back to back to
 	// dst (returned grown as buf); batches is that part of buf.
 	ReadAppend(ctx context.Context, from int64, maxBytes int32, dst []byte) (buf, batches []byte, metas []seglog.BatchMeta, err error)
+	// FirstBatchSize is the size of the first batch a read from offset
+	// returns, or 0 when there is none.
+	FirstBatchSize(from int64) int32
 	StartOffset() int64
 	EndOffset() int64
 	OffsetForTimestamp(ts int64) int64

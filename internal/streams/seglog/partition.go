@@ -626,6 +626,30 @@ func openBatch(b []byte, kr *keyring, id blockID) ([]byte, error) {
 	return plain, nil
 }
 
+// FirstBatchSize is the size of the batch that holds offset from, the
+// first that Read(from) returns, or 0 when there is none (or its segment's
+// index cannot be read, which Read reports).
+func (p *Partition) FirstBatchSize(from int64) int32 {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if p.check("seglog.FirstBatchSize") != nil || from < p.start {
+		return 0
+	}
+	si := sort.Search(len(p.segs), func(i int) bool { return p.segs[i].end() > from })
+	if si == len(p.segs) {
+		return 0
+	}
+	es, err := p.entriesOf(p.segs[si], p.store.keys.Load())
+	if err != nil {
+		return 0
+	}
+	i := sort.Search(len(es), func(i int) bool { return es[i].meta.LastOffset() >= from })
+	if i == len(es) {
+		return 0
+	}
+	return es[i].meta.Size
+}
+
 // StartOffset is the log-start offset.
 func (p *Partition) StartOffset() int64 {
 	p.mu.RLock()

@@ -1,0 +1,233 @@
+package broker
+
+import (
+	"context"
+	"encoding/binary"
+	"io"
+	"slices"
+	"sync/atomic"
+
+	"golang.org/x/sync/semaphore"
+)
+
+// Memory budgets. Fetch responses and large request frames (produce
+// requests, mostly) are held in memory while they are built, read or
+// handled, on every connection at once. Each kind takes its bytes from the
+// deployment's budget and, when the process shares one among its
+// deployments, from that one too, always in that order, so no two holders
+// wait for each other. The budgets are weighted semaphores: whoever waits
+// is served first come, first served, and a large request cannot be passed
+// over for ever by smaller ones.
+
+// MemoryBudget is memory that requests of several connections share: one
+// broker's, or every broker's of a process.
+type MemoryBudget struct {
+	size int64
+	sem  *semaphore.Weighted
+	// inUse is what the holders actually hold (which stays within what
+	// they reserved, but for one batch larger than the whole budget);
+	// peak is its high-water mark.
+	inUse, peak atomic.Int64
+}
+
+// NewMemoryBudget is a budget of size bytes (at least 1).
+func NewMemoryBudget(size int64) *MemoryBudget {
+	size = max(size, 1)
+	return &MemoryBudget{size: size, sem: semaphore.NewWeighted(size)}
+}
+
+// MemoryUse is a budget's size, the bytes held of it now and the most held
+// at once.
+type MemoryUse struct {
+	Size, InUse, Peak int64
+}
+
+// Use reports the budget's use.
+func (m *MemoryBudget) Use() MemoryUse {
+	return MemoryUse{Size: m.size, InUse: m.inUse.Load(), Peak: m.peak.Load()}
+}
+
+func (m *MemoryBudget) hold(delta int64) {
+	n := m.inUse.Add(delta)
+	for p := m.peak.Load(); n > p && !m.peak.CompareAndSwap(p, n); p = m.peak.Load() {
+	}
+}
+
+// budgets are the budgets a request takes from, the deployment's first.
+type budgets []*MemoryBudget
+
+func newBudgets(own int64, shared *MemoryBudget) budgets {
+	if shared == nil {
+		return budgets{NewMemoryBudget(own)}
+	}
+	return budgets{NewMemoryBudget(own), shared}
+}
+
+// size is the most that can be reserved at once.
+func (bs budgets) size() int64 {
+	n := bs[0].size
+	for _, b := range bs[1:] {
+		n = min(n, b.size)
+	}
+	return n
+}
+
+func (bs budgets) tryAcquire(n int64) bool {
+	for i, b := range bs {
+		if !b.sem.TryAcquire(n) {
+			bs[:i].release(n)
+			return false
+		}
+	}
+	return true
+}
+
+// acquire waits until n bytes are free in every budget or ctx ends.
+func (bs budgets) acquire(ctx context.Context, n int64) error {
+	for i, b := range bs {
+		if err := b.sem.Acquire(ctx, n); err != nil {
+			bs[:i].release(n)
+			return err
+		}
+	}
+	return nil
+}
+
+func (bs budgets) release(n int64) {
+	if n == 0 {
+		return
+	}
+	for _, b := range bs {
+		b.sem.Release(n)
+	}
+}
+
+// hold records bytes taken (or, negative, given back) by a holder.
+func (bs budgets) hold(delta int64) {
+	if delta == 0 {
+		return
+	}
+	for _, b := range bs {
+		b.hold(delta)
+	}
+}
+
+// reserve takes up to want bytes but no fewer than least (both capped at
+// the budgets' size): as much as is free now, halving what it asks for,
+// else, waiting its turn until ctx ends, a share of the budgets that is
+// at least least; 0 when ctx ended first. Waiting for a share rather than
+// the least lets a busy budget serve fewer, larger responses.
+func (bs budgets) reserve(ctx context.Context, want, least int64) int64 {
+	size := bs.size()
+	want = min(want, size)
+	least = max(min(least, want), 1)
+	for n := want; n > least; n /= 2 {
+		if bs.tryAcquire(n) {
+			return n
+		}
+	}
+	if bs.tryAcquire(least) {
+		return least
+	}
+	share := max(least, min(want, size/waitShares))
+	if ctx.Err() != nil || bs.acquire(ctx, share) != nil {
+		return 0
+	}
+	return share
+}
+
+// waitShares is how many shares of a budget waiting requests take.
+const waitShares = 8
+
+// smallFrame is the size up to which a request frame is read without
+// taking from the request budgets: a connection reads one request at a
+// time, and MaxConnections bounds how many connections there are.
+const smallFrame = 64 << 10
+
+// connMemory is what a connection holds of its broker's budgets for the
+// request being handled.
+type connMemory struct {
+	fetchReserved int64 // of the fetch budgets, for the response being built
+	fetchHeld     int64 // bytes in its arenas
+	frame         int64 // of the request budgets, for the frame being handled
+	frameBuf      *[]byte
+}
+
+// heldResponse is what an encoded fetch response holds of the fetch
+// budgets until it is written.
+type heldResponse struct{ reserved, held int64 }
+
+func (h heldResponse) release(bs budgets) {
+	bs.hold(-h.held)
+	bs.release(h.reserved)
+}
+
+// readRequest reads the next request frame. A large frame on a logged-in
+// connection first takes its size from the request budgets, waiting (while
+// the connection stays open, and no longer than IdleTimeout) until it is
+// free; a produce request's is read into a pooled buffer. releaseFrame
+// gives both back once the request is handled, which readRequest does for
+// the one before.
+func (c *conn) readRequest(max int32) ([]byte, error) {
+	c.releaseFrame()
+	n, err := readFrameSize(c.nc, max)
+	if err != nil {
+		return nil, err
+	}
+	if !c.authed || n <= smallFrame {
+		return readFrameBody(c.nc, n, &c.rbuf)
+	}
+	bs := c.b.requestMem
+	if int64(n) > bs.size() {
+		return nil, badFrame("frame of %d bytes is over the %d bytes that requests may hold at once", n, bs.size())
+	}
+	ctx, cancel := context.WithTimeout(c.ctx, c.b.cfg.IdleTimeout)
+	defer cancel()
+	if err := bs.acquire(ctx, int64(n)); err != nil {
+		if c.ctx.Err() != nil {
+			return nil, err
+		}
+		return nil, badFrame("no memory for a request of %d bytes came free in %v", n, c.b.cfg.IdleTimeout)
+	}
+	c.mem.frame = int64(n)
+	bs.hold(int64(n))
+	// Only a produce request's frame goes back to the pool after it is
+	// handled; any other may be kept by its handler (see readFrameInto).
+	var key [2]byte
+	if _, err := io.ReadFull(c.nc, key[:]); err != nil {
+		return nil, err
+	}
+	var body []byte
+	if int16(binary.BigEndian.Uint16(key[:])) == produceKey {
+		c.mem.frameBuf = c.b.getBuf()
+		body = slices.Grow((*c.mem.frameBuf)[:0], int(n))[:n]
+		*c.mem.frameBuf = body
+	} else {
+		body = make([]byte, n)
+	}
+	copy(body, key[:])
+	if _, err := io.ReadFull(c.nc, body[len(key):]); err != nil {
+		return nil, err
+	}
+	return body, nil
+}
+
+// releaseFrame gives back what the last frame read holds.
+func (c *conn) releaseFrame() {
+	if c.mem.frameBuf != nil {
+		c.b.putBuf(c.mem.frameBuf)
+		c.mem.frameBuf = nil
+	}
+	if c.mem.frame > 0 {
+		c.b.requestMem.hold(-c.mem.frame)
+		c.b.requestMem.release(c.mem.frame)
+		c.mem.frame = 0
+	}
+}
+
+// releaseMemory gives back all that the connection holds of its broker's
+// budgets, when it ends.
+func (c *conn) releaseMemory() {
+	c.releaseFrame()
+	c.releaseArena()
+}
