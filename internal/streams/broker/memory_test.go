@@ -143,6 +143,8 @@ func TestConcurrentFetchesStayWithinTheFetchMemory(t *testing.T) {
 			var tbs []testBroker
 			for range tc.brokers {
 				tbs = append(tbs, startBroker(t, nil, func(c *Config) {
+					// All 50 fetchers log in at once from one address.
+					c.MaxPreAuthPerIP = fetchers
 					if tc.shared {
 						c.FetchMemory, c.SharedFetchMemory = 64<<20, process
 					} else {
