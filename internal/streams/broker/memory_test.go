@@ -254,56 +254,61 @@ func TestFetchWaitingForMemoryEndsByMaxWaitOrClose(t *testing.T) {
 	}
 }
 
-// Produce requests read and handled at once hold no more than the request
-// budget, and all of them are stored.
+// Produce requests whose frames are being read hold no more than the
+// request budget: connections that announce large frames and stall wait
+// for memory before their bodies are read, and all are stored once they
+// finish.
 func TestConcurrentProduceRequestsStayWithinTheRequestMemory(t *testing.T) {
 	const (
-		budget    = 4 << 20
-		producers = 20
-		perClient = 5
+		budget  = 4 << 20
+		senders = 10
+		value   = 900 << 10
 	)
 	tb := startBroker(t, nil, func(c *Config) { c.RequestMemory, c.MaxRequestBytes = budget, 2<<20 })
-	tb.mustCreate(t, "in", 4)
-	ctx := longCtx(t)
-	errs := make(chan error, producers)
+	tb.mustCreate(t, "in", 1)
+	finish := make(chan struct{})
 	var wg sync.WaitGroup
-	for range producers {
+	for i := range senders {
+		rc := dialRaw(t, tb)
+		rc.nc.SetDeadline(time.Now().Add(time.Minute))
+		rc.login(writerKey)
+		req := kmsg.NewPtrProduceRequest()
+		req.Version, req.Acks, req.TimeoutMillis = 9, -1, 30000
+		rt := kmsg.NewProduceRequestTopic()
+		rt.Topic = "in"
+		rt.Partitions = []kmsg.ProduceRequestTopicPartition{{Records: testBatch(-1, -1, -1, strings.Repeat("x", value))}}
+		req.Topics = append(req.Topics, rt)
+		frame := rc.f.AppendRequest(nil, req, int32(10+i))
 		wg.Go(func() {
-			w, err := kgo.NewClient(kgo.SeedBrokers(tb.Addr().String()), kgo.SASL(plainAuth(writerKey)),
-				kgo.DefaultProduceTopic("in"), kgo.ProducerBatchCompression(kgo.NoCompression()),
-				kgo.RecordPartitioner(kgo.RoundRobinPartitioner()), kgo.MaxProduceRequestsInflightPerBroker(1))
-			if err != nil {
-				errs <- err
+			// All but the last byte, then a stall: the server holds what
+			// the frame announced, or waits for memory before reading it.
+			if _, err := rc.nc.Write(frame[:len(frame)-1]); err != nil {
+				t.Error(err)
 				return
 			}
-			defer w.Close()
-			for range perClient {
-				v := make([]byte, 900<<10)
-				rand.Read(v)
-				if err := w.ProduceSync(ctx, &kgo.Record{Value: v}).FirstErr(); err != nil {
-					errs <- err
-					return
-				}
+			<-finish
+			if _, err := rc.nc.Write(frame[len(frame)-1:]); err != nil {
+				t.Error(err)
+				return
+			}
+			resp := req.ResponseKind().(*kmsg.ProduceResponse)
+			if err := rc.recv(resp, true); err != nil || resp.Topics[0].Partitions[0].ErrorCode != 0 {
+				t.Errorf("produce: %v %+v", err, resp)
 			}
 		})
 	}
+	// As many frames as fit are being read; the others wait.
+	waitFor(t, "the budget to fill with stalled frames", func() bool { return tb.RequestMemory().InUse > budget-(1<<20) })
+	close(finish)
 	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
-	var stored int64
-	for p := range 4 {
-		stored += partitionEnd(tb, "in", p)
-	}
-	if stored != producers*perClient {
-		t.Fatalf("%d records stored, want %d", stored, producers*perClient)
+	if got := partitionEnd(tb, "in", 0); got != senders {
+		t.Fatalf("%d records stored, want %d", got, senders)
 	}
 	memoryReturned(t, "request", tb.requestMem)
 	peak := tb.RequestMemory().Peak
-	t.Logf("request memory peak: %d KiB of %d KiB", peak>>10, budget>>10)
-	if peak > budget || peak < 900<<10 {
-		t.Fatalf("produce requests held %d bytes at once, want at least one request and at most the budget of %d", peak, budget)
+	t.Logf("request memory peak: %d KiB of %d KiB with %d stalled frames of about %d KiB", peak>>10, budget>>10, senders, value>>10)
+	if peak > budget {
+		t.Fatalf("produce requests held %d bytes at once, over the budget of %d", peak, budget)
 	}
 }
 
