@@ -305,20 +305,3 @@ func writeAdminKey(dir, key string) error {
 }
 
 func errsAs(err error) *errs.Error { return errs.As(err) }
-
-// health answers load balancers and operators: 200 "ok", or 503 with what
-// is failing.
-func (s *Server) health(w http.ResponseWriter, r *http.Request) {
-	svc := s.svc // nil once sealed
-	if svc == nil || svc.streams == nil {
-		w.WriteHeader(http.StatusServiceUnavailable)
-		w.Write([]byte("sealed\n"))
-		return
-	}
-	if n := svc.streams.FailingKafkaListeners(); n > 0 {
-		w.WriteHeader(http.StatusServiceUnavailable)
-		fmt.Fprintf(w, "degraded: %d Kafka listeners cannot accept connections (see the log)\n", n)
-		return
-	}
-	w.Write([]byte("ok\n"))
-}

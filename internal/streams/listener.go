@@ -159,21 +159,3 @@ func (h *handoff) Close() error {
 }
 
 func (h *handoff) Addr() net.Addr { return h.addr }
-
-// FailingKafkaListeners counts the deployments whose Kafka listener cannot
-// accept connections right now (out of descriptors, say): they are retried
-// with backoff, and /healthz reports them.
-func (s *Service) FailingKafkaListeners() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	n := 0
-	for _, d := range s.deployments {
-		d.mu.Lock()
-		f := d.front
-		d.mu.Unlock()
-		if f != nil && !f.status().Healthy {
-			n++
-		}
-	}
-	return n
-}
