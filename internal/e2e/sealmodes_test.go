@@ -14,6 +14,7 @@ import (
 	"github.com/keyline/keyline/internal/clock"
 	"github.com/keyline/keyline/internal/seal"
 	"github.com/keyline/keyline/internal/server"
+	"github.com/keyline/keyline/internal/store/storetest"
 )
 
 const softHSMModule = "/usr/lib/softhsm/libsofthsm2.so"
@@ -126,6 +127,17 @@ func TestPKCS11SealUnsealsAtStart(t *testing.T) {
 	}
 	if why := startFails(t, dir); !strings.Contains(why, "no PIN") || !strings.Contains(why, "KEYLINE_PKCS11_PIN") {
 		t.Errorf("start without a PIN: %s", why)
+	}
+	// The token is gone, another in its place: the start names the label.
+	relabel := exec.Command("softhsm2-util", "--delete-token", "--token", label)
+	if out, err := relabel.CombinedOutput(); err != nil {
+		t.Fatalf("softhsm2-util --delete-token: %v\n%s", err, out)
+	}
+	if out, err := exec.Command("softhsm2-util", "--init-token", "--free", "--label", "another", "--pin", pin, "--so-pin", "87654321").CombinedOutput(); err != nil {
+		t.Fatalf("softhsm2-util --init-token: %v\n%s", err, out)
+	}
+	if why := startFails(t, dir, secrets); !strings.Contains(why, "no such token") || !strings.Contains(why, label) {
+		t.Errorf("start without its token: %s", why)
 	}
 	wrong := pkcs11Target("no-such-token", pin)
 	_, err = server.InitSeal(context.Background(), server.Config{DataDir: t.TempDir(), Logger: testLogger(t)}, wrong, nil)
@@ -318,4 +330,30 @@ func TestMigrateShamirToPKCS11ThroughTheCLI(t *testing.T) {
 	if st, err := client.New(p.url, adminKey).SealStatus(context.Background()); err != nil || st.Sealed || st.Type != "pkcs11" {
 		t.Fatalf("seal status after the migration: %+v, %v", st, err)
 	}
+}
+
+// TestPKCS11SealOnPostgreSQL: the seal's parameters and wrapped key live
+// in the PostgreSQL database like the rest of the metadata.
+func TestPKCS11SealOnPostgreSQL(t *testing.T) {
+	databaseURL := storetest.URL(t)
+	if databaseURL == "" {
+		t.Skip("KEYLINE_TEST_DATABASE_URL is not set")
+	}
+	label, pin := softHSM(t)
+	dir := t.TempDir()
+	clk := clock.NewFake(time.Now().UTC().Truncate(time.Second))
+	cfg := server.Config{DataDir: dir, DatabaseURL: databaseURL, AdminAPIKey: adminKey, Logger: testLogger(t)}
+	if _, err := server.InitSeal(context.Background(), cfg, pkcs11Target(label, pin), nil); err != nil {
+		t.Fatal(err)
+	}
+	opts := []func(*server.Config){withSecrets(server.UnsealSecrets{PKCS11PIN: pin}), func(c *server.Config) { c.DatabaseURL = databaseURL }}
+	var kpGUID, keyID, wrapped string
+	t.Run("first life", func(t *testing.T) {
+		e := startIn(t, dir, clk, opts...)
+		mustStatus(t, e, "pkcs11")
+		kpGUID, keyID, wrapped = wrapSomething(e)
+	})
+	e := startIn(t, dir, clk, opts...)
+	mustStatus(t, e, "pkcs11")
+	mustUnwrap(t, e, kpGUID, keyID, wrapped)
 }
