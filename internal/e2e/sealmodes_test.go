@@ -3,6 +3,8 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -117,9 +119,22 @@ func TestPKCS11SealUnsealsAtStart(t *testing.T) {
 		e := startIn(t, dir, clk, secrets)
 		mustStatus(t, e, "pkcs11")
 		mustUnwrap(t, e, kpGUID, keyID, wrapped)
-		// Unseal shares mean nothing to an auto-unseal server.
-		if _, err := e.admin.Unseal(context.Background(), "whatever", false); err == nil {
-			t.Fatal("an unsealed pkcs11 server took a share")
+		// The emergency brake works; shares mean nothing to it after, and
+		// the console says to restart.
+		if st, err := e.admin.Seal(context.Background()); err != nil || !st.Sealed || st.Type != "pkcs11" {
+			t.Fatalf("operator seal: %+v, %v", st, err)
+		}
+		if _, err := e.admin.Unseal(context.Background(), "whatever", false); err == nil || !strings.Contains(err.Error(), "restart") {
+			t.Fatalf("unseal of a sealed pkcs11 server: %v", err)
+		}
+		resp, err := http.Get(e.url + "/console/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(body), "restart it") || strings.Contains(string(body), "operator unseal") {
+			t.Fatalf("console of a sealed pkcs11 server: %d %s", resp.StatusCode, body)
 		}
 	})
 	if why := startFails(t, dir, withSecrets(server.UnsealSecrets{PKCS11PIN: "9999"})); !strings.Contains(why, "wrong PIN") || !strings.Contains(why, label) {
