@@ -21,6 +21,7 @@ import (
 func newServeCmd(c *cli) *cobra.Command {
 	cfg := server.Config{}
 	var pprofAddr string
+	var unseal unsealSecretFlags
 	cmd := &cobra.Command{
 		Use:   "serve [--data-dir DIR] [--database-url URL] [--listen ADDR] [--tls-cert FILE --tls-key FILE]",
 		Short: "Run every Keyline service in this process on embedded storage",
@@ -35,6 +36,10 @@ func newServeCmd(c *cli) *cobra.Command {
 				return err
 			}
 			if err := tlsFromEnv(cmd, &cfg); err != nil {
+				return err
+			}
+			var err error
+			if cfg.Unseal, err = unseal.secrets(); err != nil {
 				return err
 			}
 			if v := os.Getenv("KEYLINE_DATABASE_URL"); v != "" && !cmd.Flags().Changed("database-url") {
@@ -101,6 +106,7 @@ func newServeCmd(c *cli) *cobra.Command {
 	f.DurationVar(&cfg.WriteTimeout, "http-write-timeout", 30*time.Second, "how long one response write may take (streams may idle between writes)")
 	f.DurationVar(&cfg.IdleTimeout, "http-idle-timeout", 120*time.Second, "when an idle keep-alive connection is closed")
 	f.IntVar(&cfg.MaxConnections, "http-max-connections", 1024, "HTTP connections open at once; more wait to be accepted")
+	unseal.register(f, "", "the")
 	f.StringVar(&pprofAddr, "pprof", "", "serve Go's profiles (net/http/pprof) on this loopback address, apart from the APIs, for the operator (off by default)")
 	return cmd
 }

@@ -12,7 +12,6 @@ import (
 
 	"github.com/keyline/keyline/internal/audit"
 	"github.com/keyline/keyline/internal/errs"
-	"github.com/keyline/keyline/internal/iam"
 	"github.com/keyline/keyline/internal/seal"
 	"github.com/keyline/keyline/internal/store"
 )
@@ -132,6 +131,9 @@ func (s *Server) openSeal(ctx context.Context) error {
 	if s.cfg.Dev {
 		return fmt.Errorf("this data directory is sealed with %s: --dev cannot open it; start without --dev and unseal it", c.Mode)
 	}
+	if c.Mode == SealPKCS11 || c.Mode == SealKMS {
+		return s.openAutoUnseal(ctx, c)
+	}
 	if c.Mode != SealShamir {
 		return fmt.Errorf("this data directory is sealed with %q, which this Keyline does not know", c.Mode)
 	}
@@ -194,6 +196,10 @@ func (s *Server) Unseal(ctx context.Context, text string, reset bool) (SealStatu
 	defer b.mu.Unlock()
 	if !b.sealed {
 		return b.statusLocked(), errNotSealed
+	}
+	if b.cfg.Mode != SealShamir {
+		return b.statusLocked(), errs.E(op, errs.Invalid, "AUTO_UNSEAL",
+			"This Keyline unseals itself through its "+b.cfg.Mode+" seal and takes no shares: restart it to unseal")
 	}
 	if reset {
 		b.pending = nil
@@ -271,82 +277,14 @@ func (s *Server) Seal(ctx context.Context, ev *audit.Event) error {
 type InitResult struct {
 	Shares      []string
 	AdminAPIKey string // empty when the account existed (a dev directory moved)
-	Migrated    bool   // the dev master key was split and its file removed
+	Migrated    bool   // the master key was kept: every key and record is
+	From        string // the seal migrated from (dev: its key file is removed)
 }
 
-// Init seals a data directory with Shamir shares: a new one gets a fresh
-// master key and its admin API key; a dev one keeps its master key (and so
-// every key and record), split into shares, and loses its key file.
+// Init seals a new or dev data directory with Shamir shares; InitSeal
+// does every other seal and migration.
 func Init(ctx context.Context, cfg Config, shares, threshold int) (InitResult, error) {
-	cfg = withDefaults(cfg)
-	var res InitResult
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return res, fmt.Errorf("data directory: %w", err)
-	}
-	db, err := store.Open(ctx, cfg.DataDir, cfg.DatabaseURL)
-	if err != nil {
-		return res, err
-	}
-	defer db.Close()
-	if err := db.Migrate(ctx, sealMigrations); err != nil {
-		return res, err
-	}
-	existing, err := readSealConfig(ctx, db)
-	if err != nil {
-		return res, err
-	}
-	if existing != nil && existing.Mode != SealDev {
-		return res, fmt.Errorf("this data directory is already sealed with %s", existing.Mode)
-	}
-	// A dev directory keeps its key, and with it every key and record.
-	var key []byte
-	if _, statErr := os.Stat(cfg.MasterKeyFile); statErr == nil || existing != nil {
-		if key, err = seal.ReadMasterKey(cfg.MasterKeyFile); err != nil {
-			return res, err
-		}
-		res.Migrated = true
-	} else {
-		key = seal.RandomKey()
-	}
-	defer seal.Wipe(key)
-	master, err := seal.New(key)
-	if err != nil {
-		return res, err
-	}
-	if existing != nil && !existing.checkKey(master) {
-		return res, fmt.Errorf("%s is not the master key of this database", cfg.MasterKeyFile)
-	}
-	split, err := seal.Split(key, shares, threshold)
-	if err != nil {
-		return res, err
-	}
-	for _, sh := range split {
-		res.Shares = append(res.Shares, sh.String())
-	}
-	log, err := audit.New(ctx, db, cfg.Clock, cfg.Logger)
-	if err != nil {
-		return res, err
-	}
-	defer log.Close()
-	iamSvc, err := iam.New(ctx, iam.Config{DB: db, Master: master, Clock: cfg.Clock, Logger: cfg.Logger, Audit: log})
-	if err != nil {
-		return res, err
-	}
-	if _, apikey, created, err := iamSvc.Bootstrap(ctx, cfg.AdminAPIKey); err != nil {
-		return res, err
-	} else if created {
-		res.AdminAPIKey = apikey
-	}
-	c := sealConfig{Mode: SealShamir, Shares: shares, Threshold: threshold, KeyCheck: master.Seal(keyCheckPlain, keyCheckAAD)}
-	if err := writeSealConfig(ctx, db, c, cfg.Clock.Now()); err != nil {
-		return res, err
-	}
-	if res.Migrated {
-		if err := os.Remove(cfg.MasterKeyFile); err != nil {
-			return res, fmt.Errorf("the database is sealed with shamir now, but %s could not be removed: remove it: %w", cfg.MasterKeyFile, err)
-		}
-	}
-	return res, nil
+	return InitSeal(ctx, cfg, SealTarget{Mode: SealShamir, Shares: shares, Threshold: threshold}, nil)
 }
 
 // SealStatus is the seal state now.

@@ -153,8 +153,10 @@ var unsealTemplate = template.Must(template.New("unseal").Parse(`<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Keyline is sealed</title></head>
 <body><main>
 <h1>Keyline is sealed</h1>
-<p>No key, record or setting can be read until operators give {{.T}} of the {{.N}} unseal key shares
-({{.Progress}} given so far). Run <code>keyline operator unseal</code> once per share, each operator with their own.</p>
+{{if or (eq .Type "pkcs11") (eq .Type "kms")}}<p>An operator sealed this Keyline. It unseals itself through its {{.Type}} seal at
+its next start: restart it.</p>
+{{else}}<p>No key, record or setting can be read until operators give {{.T}} of the {{.N}} unseal key shares
+({{.Progress}} given so far). Run <code>keyline operator unseal</code> once per share, each operator with their own.</p>{{end}}
 </main></body></html>
 `))
 

@@ -83,6 +83,8 @@ type Config struct {
 	// Dev allows the dev seal (the master key in MasterKeyFile); a data
 	// directory never given to `keyline operator init` is in it too.
 	Dev bool
+	// Unseal holds the PIN or API key of a pkcs11 or kms seal.
+	Unseal UnsealSecrets
 	// Kafka memory budgets, per process and per deployment (0: the
 	// defaults); see streams.Config.
 	KafkaFetchMemory, KafkaDeploymentFetchMemory     int64
