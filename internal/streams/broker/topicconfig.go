@@ -88,10 +88,10 @@ func specOf(name string) (configSpec, bool) {
 // PlanLimits are the limits of a deployment's plan. Zero means no limit
 // beyond Kafka's own rules.
 type PlanLimits struct {
-	MaxPartitions     int32 // partitions of all topics together
-	MaxMessageBytes   int64 // the highest max.message.bytes
-	MaxRetentionMs    int64 // the highest retention.ms; -1 (unlimited) is refused
-	MaxRetentionBytes int64 // the highest retention.bytes; -1 is refused
+	MaxPartitions     int32 `json:"max_partitions"`                // partitions of all topics together
+	MaxMessageBytes   int64 `json:"max_message_bytes"`             // the highest max.message.bytes
+	MaxRetentionMs    int64 `json:"max_retention_ms,omitempty"`    // the highest retention.ms; -1 (unlimited) is refused
+	MaxRetentionBytes int64 `json:"max_retention_bytes,omitempty"` // the highest retention.bytes; -1 is refused
 }
 
 // withDefaults bounds max.message.bytes by the largest request when the
