@@ -18,7 +18,7 @@ import (
 // Controller refuses anything else itself.
 var (
 	streamsRegions = []string{"us-south", "us-east", "eu-de", "eu-gb", "jp-tok", "au-syd", "ca-tor"}
-	streamsPlans   = []struct{ ID, Name string }{{"eventstreams-gen2-standard", "Standard"}}
+	streamsPlans   = []struct{ ID, Name string }{{"eventstreams-gen2-standard", "Standard"}, {"eventstreams-gen2-enterprise", "Enterprise"}}
 	kmsPlans       = []struct{ ID, Name string }{{"tiered-pricing", "Tiered pricing"}}
 )
 

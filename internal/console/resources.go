@@ -63,6 +63,7 @@ func (i instance) Plan() string {
 var planNames = map[string]string{
 	"eedd3585-90c6-4c8f-be3d-062069e99fc3": "tiered-pricing",
 	"eventstreams-gen2-standard":           "standard",
+	"eventstreams-gen2-enterprise":         "enterprise",
 }
 
 // Condition is the state badge text: the API's state, named for what the

@@ -84,10 +84,12 @@ func KeyProtect() CatalogService {
 		DefaultKeyRole: auth.RoleManager}
 }
 
-// EventStreams is the catalog entry of Event Streams deployments.
+// EventStreams is the catalog entry of Event Streams deployments: the
+// Standard plan and the Enterprise plan (a larger cluster's limits; see
+// streams.PlanLimits).
 func EventStreams() CatalogService {
 	return CatalogService{Name: "messagehub", ID: "dff97f5c-bc5e-4455-b470-411c3edbe49c", DisplayName: "Event Streams",
-		Plans:          []Plan{{ID: "eventstreams-gen2-standard", Name: "standard"}},
+		Plans:          []Plan{{ID: "eventstreams-gen2-standard", Name: "standard"}, {ID: "eventstreams-gen2-enterprise", Name: "enterprise"}},
 		Regions:        append([]string(nil), defaultRegions...),
 		DefaultKeyRole: auth.RoleManager}
 }

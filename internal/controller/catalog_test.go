@@ -44,6 +44,8 @@ func TestFindPlanByIDOrName(t *testing.T) {
 		{"", "eventstreams-gen2-standard", es, ""},
 		{"", "standard", nil, "AMBIGUOUS_PLAN"},
 		{"messagehub", "standard", es, ""},
+		{"messagehub", "enterprise", es, ""},
+		{"", "eventstreams-gen2-enterprise", es, ""},
 		{"dff97f5c-bc5e-4455-b470-411c3edbe49c", "standard", es, ""},
 		{"other", "standard", other, ""},
 		{"kms", "standard", nil, "INVALID_PLAN"},

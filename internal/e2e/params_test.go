@@ -13,10 +13,7 @@ import (
 func TestProvisionParameterNames(t *testing.T) {
 	e := start(t)
 	admin := e.as(e.admin)
-	account, _ := admin.account()
-	kpGUID := admin.createInstance("kp", "kms", "tiered-pricing", "us-south", nil)["guid"].(string)
-	_, keyCRN := admin.createRootKey(kpGUID, "disk")
-	admin.authorize(account, "messagehub", kpGUID, false)
+	keyCRN := admin.messagehubRootKey()
 
 	for _, tc := range []struct {
 		name string

@@ -298,7 +298,7 @@ func wipeAll(deks ...*seglog.DEK) {
 // locked from the start when reason is set.
 func (s *Service) startBroker(d *deployment, storage broker.Storage, reason string) (*broker.Broker, chan struct{}, error) {
 	d.mu.Lock()
-	f, guid, account := d.front, d.guid, d.account
+	f, guid, account, plan := d.front, d.guid, d.account, d.rec.Plan
 	d.mu.Unlock()
 	if f == nil {
 		return nil, nil, nil
@@ -308,7 +308,7 @@ func (s *Service) startBroker(d *deployment, storage broker.Storage, reason stri
 		TLS: s.cfg.TLS, Reauthorize: s.cfg.Reauthorize, MaxPreAuthConnections: s.cfg.MaxPreAuthConnections, MaxPreAuthPerIP: s.cfg.MaxPreAuthPerIP,
 		LoginTimeout: s.cfg.LoginTimeout, Authenticate: s.kafkaLogin(guid, account), Logger: s.log.With("deployment", guid), Clock: s.clock,
 		FetchMemory: s.cfg.DeploymentFetchMemory, SharedFetchMemory: s.fetchMem,
-		RequestMemory: s.cfg.DeploymentRequestMemory, SharedRequestMemory: s.requestMem})
+		RequestMemory: s.cfg.DeploymentRequestMemory, SharedRequestMemory: s.requestMem, Limits: PlanLimits(plan)})
 	if err != nil {
 		return nil, nil, err
 	}

@@ -265,22 +265,23 @@ func (s *Service) adminURL(guid string) string { return s.cfg.AdminURL + "/messa
 // DeploymentInfo is a deployment's metadata and security settings, readable
 // even when its key is deleted.
 type DeploymentInfo struct {
-	GUID                   string    `json:"id"`
-	CRN                    string    `json:"crn"`
-	AccountID              string    `json:"account_id"`
-	Name                   string    `json:"name"`
-	Plan                   string    `json:"plan"`
-	Region                 string    `json:"region"`
-	DiskEncryptionKeyCRN   string    `json:"disk_encryption_key_crn,omitempty"`
-	BackupEncryptionKeyCRN string    `json:"backup_encryption_key_crn,omitempty"`
-	KeyVersion             string    `json:"key_version,omitempty"`
-	State                  string    `json:"state"`
-	Reason                 string    `json:"state_reason,omitempty"`
-	KafkaBrokers           []string  `json:"kafka_brokers_sasl"`
-	KafkaAdminURL          string    `json:"kafka_admin_url"`
-	Reencrypting           bool      `json:"reencrypting"`
-	CreatedAt              time.Time `json:"created_at"`
-	UpdatedAt              time.Time `json:"updated_at"`
+	GUID                   string            `json:"id"`
+	CRN                    string            `json:"crn"`
+	AccountID              string            `json:"account_id"`
+	Name                   string            `json:"name"`
+	Plan                   string            `json:"plan"`
+	PlanLimits             broker.PlanLimits `json:"plan_limits"`
+	Region                 string            `json:"region"`
+	DiskEncryptionKeyCRN   string            `json:"disk_encryption_key_crn,omitempty"`
+	BackupEncryptionKeyCRN string            `json:"backup_encryption_key_crn,omitempty"`
+	KeyVersion             string            `json:"key_version,omitempty"`
+	State                  string            `json:"state"`
+	Reason                 string            `json:"state_reason,omitempty"`
+	KafkaBrokers           []string          `json:"kafka_brokers_sasl"`
+	KafkaAdminURL          string            `json:"kafka_admin_url"`
+	Reencrypting           bool              `json:"reencrypting"`
+	CreatedAt              time.Time         `json:"created_at"`
+	UpdatedAt              time.Time         `json:"updated_at"`
 
 	// KafkaListener and KafkaConnections say how the Kafka socket fares;
 	// absent while the deployment is suspended.
@@ -295,7 +296,7 @@ func (s *Service) Deployment(ctx context.Context, guid string) (DeploymentInfo, 
 		return DeploymentInfo{}, err
 	}
 	rec, lock, _ := d.snapshot()
-	info := DeploymentInfo{GUID: rec.GUID, CRN: rec.CRN, AccountID: rec.AccountID, Name: rec.Name, Plan: rec.Plan,
+	info := DeploymentInfo{GUID: rec.GUID, CRN: rec.CRN, AccountID: rec.AccountID, Name: rec.Name, Plan: rec.Plan, PlanLimits: PlanLimits(rec.Plan),
 		Region: rec.Region, DiskEncryptionKeyCRN: rec.DiskKeyCRN, BackupEncryptionKeyCRN: rec.BackupKeyCRN,
 		KeyVersion: rec.KeyVersion, State: StateActive, Reason: lock, KafkaBrokers: s.brokerAddrs(rec),
 		KafkaAdminURL: s.adminURL(guid), Reencrypting: rec.NextDEKID != "", CreatedAt: rec.CreatedAt, UpdatedAt: rec.UpdatedAt}

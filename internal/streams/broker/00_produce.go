@@ -75,6 +75,10 @@ func (c *conn) produceTo(ctx context.Context, t *topic, rp kmsg.ProduceRequestTo
 		return nil
 	}
 	meta, kerrr, why := parseBatch(rp.Records)
+	appendTime := int64(-1)
+	if kerrr == nil {
+		appendTime, kerrr, why = c.b.admitBatch(t, rp.Records, &meta)
+	}
 	if kerrr != nil {
 		sp.ErrorCode, sp.ErrorMessage = kerrr.Code, &why
 		return nil
@@ -87,7 +91,7 @@ func (c *conn) produceTo(ctx context.Context, t *topic, rp kmsg.ProduceRequestTo
 		sp.ErrorCode = kerrr.Code
 		return nil
 	}
-	sp.BaseOffset = base
+	sp.BaseOffset, sp.LogAppendTime = base, appendTime
 	sp.LogStartOffset = p.log.StartOffset()
 	return durable
 }

@@ -2,13 +2,16 @@ package broker
 
 import (
 	"context"
+	"slices"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
-// handleCreateTopics creates topics on this single broker: the replication
-// factor is 1 (or -1, the default).
+// handleCreateTopics creates topics on this single broker. A replication
+// factor of 3 (what Event Streams uses and its applications ask for) or 1
+// is accepted, and the topic has one replica: the response, Metadata and
+// DescribeTopics say so.
 func (c *conn) handleCreateTopics(ctx context.Context, r *kmsg.CreateTopicsRequest) (kmsg.Response, error) {
 	resp := r.ResponseKind().(*kmsg.CreateTopicsResponse)
 	for _, rt := range r.Topics {
@@ -30,9 +33,9 @@ func (c *conn) handleCreateTopics(ctx context.Context, r *kmsg.CreateTopicsReque
 		case !c.access().Allows(Manager):
 			st.ErrorCode = kerr.TopicAuthorizationFailed.Code
 			st.ErrorMessage = kmsg.StringPtr("creating topics needs the Manager role")
-		case rt.ReplicationFactor != -1 && rt.ReplicationFactor != 1:
+		case !slices.Contains([]int16{-1, 1, 3}, rt.ReplicationFactor):
 			st.ErrorCode = kerr.InvalidReplicationFactor.Code
-			st.ErrorMessage = kmsg.StringPtr("this deployment has one broker: the replication factor is 1")
+			st.ErrorMessage = kmsg.StringPtr("the replication factor must be 3, 1 or -1 (the default); this single-node deployment keeps one replica of each partition")
 		case len(rt.ReplicaAssignment) > 0:
 			st.ErrorCode = kerr.InvalidRequest.Code
 			st.ErrorMessage = kmsg.StringPtr("manual replica assignment is not supported")
@@ -49,17 +52,11 @@ func (c *conn) handleCreateTopics(ctx context.Context, r *kmsg.CreateTopicsReque
 		}
 		if st.ErrorCode == 0 {
 			st.NumPartitions, st.ReplicationFactor = partitions, 1
-			for _, name := range []string{cfgCleanupPolicy, cfgRetentionBytes, cfgRetentionMs} {
+			s := newSettings(configs)
+			for _, spec := range topicConfigSpecs {
+				e := describeTopicConfig(s, spec)
 				cfg := kmsg.NewCreateTopicsResponseTopicConfig()
-				v, set := configs[name]
-				if !set {
-					v = topicConfigDefaults[name]
-				}
-				cfg.Name, cfg.Value = name, &v
-				cfg.Source = int8(kmsg.ConfigSourceDefaultConfig)
-				if set {
-					cfg.Source = int8(kmsg.ConfigSourceDynamicTopicConfig)
-				}
+				cfg.Name, cfg.Value, cfg.Source = e.name, &e.value, int8(e.sourceOf())
 				st.Configs = append(st.Configs, cfg)
 			}
 		}

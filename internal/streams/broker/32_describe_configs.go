@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"cmp"
 	"context"
 	"slices"
 	"strconv"
@@ -9,8 +10,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
-// handleDescribeConfigs describes topic configs and a few broker settings.
-// sarama's ListTopics depends on it.
+// handleDescribeConfigs describes every topic config with its source, and
+// the broker's settings. sarama's ListTopics depends on it.
 func (c *conn) handleDescribeConfigs(_ context.Context, r *kmsg.DescribeConfigsRequest) (kmsg.Response, error) {
 	resp := r.ResponseKind().(*kmsg.DescribeConfigsResponse)
 	for _, rr := range r.Resources {
@@ -26,9 +27,9 @@ func (c *conn) handleDescribeConfigs(_ context.Context, r *kmsg.DescribeConfigsR
 			case t == nil:
 				res.ErrorCode = kerr.UnknownTopicOrPartition.Code
 			default:
-				for _, name := range []string{cfgCleanupPolicy, cfgRetentionBytes, cfgRetentionMs} {
-					_, set := t.configs[name]
-					entries = append(entries, configEntry{name, t.config(name), !set, configTypes[name]})
+				s := t.settings.Load()
+				for _, spec := range topicConfigSpecs {
+					entries = append(entries, describeTopicConfig(s, spec))
 				}
 			}
 		case kmsg.ConfigResourceTypeBroker:
@@ -36,10 +37,7 @@ func (c *conn) handleDescribeConfigs(_ context.Context, r *kmsg.DescribeConfigsR
 				res.ErrorCode = kerr.ClusterAuthorizationFailed.Code
 				break
 			}
-			entries = []configEntry{
-				{"auto.create.topics.enable", strconv.FormatBool(c.b.cfg.AutoCreateTopics), true, kmsg.ConfigTypeBoolean},
-				{"message.max.bytes", strconv.Itoa(int(c.b.cfg.MaxRequestBytes)), true, kmsg.ConfigTypeInt},
-			}
+			entries = c.b.brokerConfigs()
 		default:
 			res.ErrorCode = kerr.InvalidRequest.Code
 			res.ErrorMessage = kmsg.StringPtr("only topic and broker configs can be described")
@@ -48,34 +46,73 @@ func (c *conn) handleDescribeConfigs(_ context.Context, r *kmsg.DescribeConfigsR
 			if rr.ConfigNames != nil && !slices.Contains(rr.ConfigNames, e.name) {
 				continue
 			}
-			res.Configs = append(res.Configs, e.describe(r.Version))
+			res.Configs = append(res.Configs, e.describe(r))
 		}
 		resp.Resources = append(resp.Resources, res)
 	}
 	return resp, nil
 }
 
+// brokerConfigs are the broker's settings, all read-only: a deployment's
+// broker is configured by Keyline, not by its users.
+func (b *Broker) brokerConfigs() []configEntry {
+	static := func(name, value string, typ kmsg.ConfigType) configEntry {
+		return configEntry{name: name, value: value, typ: typ, source: kmsg.ConfigSourceStaticBrokerConfig, readOnly: true}
+	}
+	def := func(name, value string, typ kmsg.ConfigType) configEntry {
+		return configEntry{name: name, value: value, typ: typ, isDefault: true, source: kmsg.ConfigSourceDefaultConfig, readOnly: true}
+	}
+	out := []configEntry{
+		static("auto.create.topics.enable", strconv.FormatBool(b.cfg.AutoCreateTopics), kmsg.ConfigTypeBoolean),
+		static("broker.id", strconv.Itoa(int(b.cfg.NodeID)), kmsg.ConfigTypeInt),
+		def("default.replication.factor", "1", kmsg.ConfigTypeShort),
+		def("num.partitions", "1", kmsg.ConfigTypeInt),
+		static("socket.request.max.bytes", strconv.Itoa(int(b.cfg.MaxRequestBytes)), kmsg.ConfigTypeInt),
+	}
+	for _, spec := range topicConfigSpecs {
+		out = append(out, def(spec.brokerName, spec.def, spec.typ))
+	}
+	slices.SortFunc(out, func(a, b configEntry) int { return cmp.Compare(a.name, b.name) })
+	return out
+}
+
 type configEntry struct {
 	name, value string
 	isDefault   bool
 	typ         kmsg.ConfigType
+	doc         string
+	// source is where a broker config comes from; a topic config's is
+	// DYNAMIC_TOPIC_CONFIG when set on the topic, else DEFAULT_CONFIG.
+	source   kmsg.ConfigSource
+	readOnly bool
+	// synonym is the broker config a topic config defaults from, with its
+	// value.
+	synonym, synonymValue string
 }
 
-var configTypes = map[string]kmsg.ConfigType{
-	cfgCleanupPolicy:  kmsg.ConfigTypeList,
-	cfgRetentionBytes: kmsg.ConfigTypeLong,
-	cfgRetentionMs:    kmsg.ConfigTypeLong,
-}
-
-func (e configEntry) describe(version int16) kmsg.DescribeConfigsResponseResourceConfig {
-	rc := kmsg.NewDescribeConfigsResponseResourceConfig()
-	rc.Name, rc.Value, rc.IsDefault, rc.ConfigType = e.name, &e.value, e.isDefault, e.typ
-	rc.Source = kmsg.ConfigSourceDynamicTopicConfig
-	if e.isDefault {
-		rc.Source = kmsg.ConfigSourceDefaultConfig
+func (e configEntry) sourceOf() kmsg.ConfigSource {
+	switch {
+	case e.source != 0:
+		return e.source
+	case e.isDefault:
+		return kmsg.ConfigSourceDefaultConfig
 	}
-	if version >= 1 {
+	return kmsg.ConfigSourceDynamicTopicConfig
+}
+
+func (e configEntry) describe(r *kmsg.DescribeConfigsRequest) kmsg.DescribeConfigsResponseResourceConfig {
+	rc := kmsg.NewDescribeConfigsResponseResourceConfig()
+	rc.Name, rc.Value, rc.IsDefault, rc.ConfigType, rc.ReadOnly = e.name, &e.value, e.isDefault, e.typ, e.readOnly
+	rc.Source = e.sourceOf()
+	if r.IncludeDocumentation && e.doc != "" {
+		rc.Documentation = kmsg.StringPtr(e.doc)
+	}
+	if r.Version >= 1 && r.IncludeSynonyms {
 		rc.ConfigSynonyms = []kmsg.DescribeConfigsResponseResourceConfigConfigSynonym{{Name: e.name, Value: &e.value, Source: rc.Source}}
+		if !e.isDefault && e.synonym != "" {
+			rc.ConfigSynonyms = append(rc.ConfigSynonyms, kmsg.DescribeConfigsResponseResourceConfigConfigSynonym{
+				Name: e.synonym, Value: kmsg.StringPtr(e.synonymValue), Source: kmsg.ConfigSourceDefaultConfig})
+		}
 	}
 	return rc
 }

@@ -6,7 +6,6 @@ import (
 	"io"
 	"net/http"
 	"path"
-	"strconv"
 
 	"github.com/keyline/keyline/internal/errs"
 )
@@ -49,14 +48,15 @@ type adminError struct {
 }
 
 // AdminHandler serves the Event Streams admin REST API for topics:
-// GET/POST /admin/topics, GET/DELETE /admin/topics/{name}. Reading needs
-// Reader access, changes need Manager.
+// GET/POST /admin/topics, GET/PATCH/DELETE /admin/topics/{name}. Reading
+// needs Reader access, changes need Manager.
 func (b *Broker) AdminHandler(auth AdminAuthenticator) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /admin/topics", b.adminGuard(auth, Reader, b.adminListTopics))
 	mux.HandleFunc("POST /admin/topics", b.adminGuard(auth, Manager, b.adminCreateTopic))
 	mux.HandleFunc("GET /admin/topics/{name}", b.adminGuard(auth, Reader, b.adminGetTopic))
 	mux.HandleFunc("DELETE /admin/topics/{name}", b.adminGuard(auth, Manager, b.adminDeleteTopic))
+	mux.HandleFunc("PATCH /admin/topics/{name}", b.adminGuard(auth, Manager, b.adminUpdateTopic))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeAdminError(w, errs.E("broker.Admin", errs.NotExist, "", "no such admin API path"))
 	})
@@ -147,13 +147,11 @@ func (b *Broker) adminDeleteTopic(w http.ResponseWriter, r *http.Request) {
 
 func (b *Broker) toAdminTopic(t TopicInfo) adminTopic {
 	configs := map[string]string{}
-	for name, def := range topicConfigDefaults {
-		configs[name] = def
-		if v, ok := t.Configs[name]; ok {
-			configs[name] = v
-		}
+	s := newSettings(t.Configs)
+	for _, spec := range topicConfigSpecs {
+		configs[spec.name] = s.value(spec.name)
 	}
-	ms, _ := strconv.ParseInt(configs[cfgRetentionMs], 10, 64)
+	ms := s.retentionMs
 	at := adminTopic{Name: t.Name, Partitions: t.Partitions, ReplicationFactor: 1, RetentionMs: ms, CleanupPolicy: configs[cfgCleanupPolicy], Configs: configs}
 	for i := range t.Partitions {
 		var g adminReplicaGroup

@@ -41,9 +41,11 @@ var apis = map[int16]versionRange{
 	22: {0, 5},  // InitProducerId
 	23: {0, 4},  // OffsetForLeaderEpoch
 	32: {0, 4},  // DescribeConfigs
+	33: {0, 2},  // AlterConfigs
 	36: {0, 2},  // SaslAuthenticate
 	37: {0, 3},  // CreatePartitions
 	42: {0, 2},  // DeleteGroups
+	44: {0, 1},  // IncrementalAlterConfigs
 	47: {0, 0},  // OffsetDelete
 	60: {0, 1},  // DescribeCluster
 }
@@ -100,6 +102,10 @@ func (c *conn) dispatch(ctx context.Context, req *request) (kmsg.Response, error
 		return c.handleInitProducerID(ctx, r)
 	case *kmsg.DescribeConfigsRequest:
 		return c.handleDescribeConfigs(ctx, r)
+	case *kmsg.AlterConfigsRequest:
+		return c.handleAlterConfigs(ctx, r)
+	case *kmsg.IncrementalAlterConfigsRequest:
+		return c.handleIncrementalAlterConfigs(ctx, r)
 	case *kmsg.SASLAuthenticateRequest:
 		return c.handleSASLAuthenticate(ctx, r)
 	case *kmsg.CreatePartitionsRequest:

@@ -77,6 +77,9 @@ type Config struct {
 	RetentionInterval time.Duration
 	// MaxPartitions caps partitions per topic (default 1000).
 	MaxPartitions int32
+	// Limits are the deployment's plan's: total partitions, the highest
+	// max.message.bytes (at most MaxRequestBytes) and retention caps.
+	Limits PlanLimits
 	// MaxConnections caps open connections; more are closed at once
 	// (default 1024).
 	MaxConnections int
@@ -217,6 +220,7 @@ func New(cfg Config) (*Broker, error) {
 	if b.topics, err = openCatalog(cfg.Storage, b.log); err != nil {
 		return nil, errs.Internalf(op, err)
 	}
+	b.topics.limits = cfg.Limits.withDefaults(cfg.MaxRequestBytes)
 	b.producers = newProducerIDs(cfg.Storage)
 	b.groups = newCoordinator(cfg.Storage, b.clock, b.log)
 	if err := b.groups.load(); err != nil {

@@ -192,7 +192,9 @@ func TestConcurrentFetchesStayWithinTheFetchMemory(t *testing.T) {
 // budget, and what follows it.
 func TestLoneConsumerReadsABatchLargerThanTheFetchMemory(t *testing.T) {
 	tb := startBroker(t, nil, func(c *Config) { c.FetchMemory = 1 << 20 })
-	tb.mustCreate(t, "huge", 1)
+	if _, err := tb.CreateTopic(t.Context(), "huge", 1, map[string]string{"max.message.bytes": "8388608"}); err != nil {
+		t.Fatal(err)
+	}
 	w := tb.client(t, writerKey, kgo.DefaultProduceTopic("huge"), kgo.ProducerBatchMaxBytes(8<<20),
 		kgo.ProducerBatchCompression(kgo.NoCompression()))
 	big := make([]byte, 3<<20)

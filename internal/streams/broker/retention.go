@@ -2,8 +2,8 @@ package broker
 
 import "time"
 
-// runRetention applies each topic's retention.ms and retention.bytes
-// periodically until the broker closes.
+// runRetention applies retention.ms and retention.bytes of each topic whose
+// cleanup.policy includes delete, periodically until the broker closes.
 func (b *Broker) runRetention() { b.every(b.cfg.RetentionInterval, nil, b.applyRetention) }
 
 // every runs fn each interval and whenever wake fires (a nil wake never
@@ -26,8 +26,9 @@ func (b *Broker) every(interval time.Duration, wake <-chan struct{}, fn func()) 
 func (b *Broker) applyRetention() {
 	now := b.clock.Now()
 	for _, t := range b.topics.list() {
-		ms, bytes := t.configInt(cfgRetentionMs), t.configInt(cfgRetentionBytes)
-		if ms < 0 && bytes < 0 {
+		s := t.settings.Load()
+		ms, bytes := s.retentionMs, s.retentionBytes
+		if !s.deletes || ms < 0 && bytes < 0 {
 			continue
 		}
 		for _, p := range b.topics.partitions(t) {

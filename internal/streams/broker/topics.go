@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/google/uuid"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -18,55 +19,27 @@ import (
 	"github.com/keyline/keyline/internal/errs"
 )
 
-// Topic configs the broker applies. Anything else is refused, so that a
-// client never believes a setting took effect when it did not.
-const (
-	cfgRetentionMs    = "retention.ms"
-	cfgRetentionBytes = "retention.bytes"
-	cfgCleanupPolicy  = "cleanup.policy"
-
-	defaultRetentionMs = 7 * 24 * 60 * 60 * 1000
-)
-
-var topicConfigDefaults = map[string]string{
-	cfgRetentionMs:    strconv.Itoa(defaultRetentionMs),
-	cfgRetentionBytes: "-1",
-	cfgCleanupPolicy:  "delete",
-}
-
 // TopicInfo describes a topic to callers outside the package.
 type TopicInfo struct {
 	Name       string
 	ID         string
 	Partitions int32
-	Configs    map[string]string // only the ones set at creation
+	Configs    map[string]string // only the ones set on the topic
 }
 
 // topic is a topic in memory. parts is replaced, never changed in place, so
 // a reader may keep a snapshot.
 type topic struct {
-	id      uuid.UUID
-	name    string
-	configs map[string]string
-	parts   []*partition
-}
-
-func (t *topic) config(name string) string {
-	if v, ok := t.configs[name]; ok {
-		return v
-	}
-	return topicConfigDefaults[name]
-}
-
-func (t *topic) configInt(name string) int64 {
-	n, _ := strconv.ParseInt(t.config(name), 10, 64)
-	return n
+	id       uuid.UUID
+	name     string
+	settings atomic.Pointer[topicSettings]
+	parts    []*partition
 }
 
 func (c *catalog) info(t *topic) TopicInfo {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	return TopicInfo{Name: t.name, ID: t.id.String(), Partitions: int32(len(t.parts)), Configs: maps.Clone(t.configs)}
+	return TopicInfo{Name: t.name, ID: t.id.String(), Partitions: int32(len(t.parts)), Configs: maps.Clone(t.settings.Load().set)}
 }
 
 // topicRecord is a topic's durable form under "topic/<id>"; the key holds
@@ -87,6 +60,8 @@ type catalog struct {
 
 	onDelete func(uuid.UUID) // told after a topic is deleted
 
+	limits PlanLimits
+
 	mu     sync.RWMutex
 	byName map[string]*topic
 	byID   map[uuid.UUID]*topic
@@ -103,7 +78,8 @@ func openCatalog(st Storage, log *slog.Logger) (*catalog, error) {
 		if err != nil {
 			return nil, fmt.Errorf("topic record %s: %w", key, err)
 		}
-		t := &topic{id: id, name: rec.Name, configs: rec.Configs}
+		t := &topic{id: id, name: rec.Name}
+		t.settings.Store(newSettings(rec.Configs))
 		for i := range rec.Partitions {
 			p, err := openPartition(st, id, i, false)
 			if err != nil {
@@ -111,6 +87,7 @@ func openCatalog(st Storage, log *slog.Logger) (*catalog, error) {
 			}
 			t.parts = append(t.parts, p)
 		}
+		applyRoll(t.settings.Load(), t.parts)
 		c.byName[t.name] = t
 		c.byID[id] = t
 	}
@@ -162,7 +139,11 @@ func (c *catalog) list() []*topic {
 }
 
 func (c *catalog) save(t *topic, partitions int32) error {
-	rec, err := json.Marshal(topicRecord{ID: t.id.String(), Name: t.name, Partitions: partitions, Configs: t.configs})
+	return c.saveRecord(t, partitions, t.settings.Load().set)
+}
+
+func (c *catalog) saveRecord(t *topic, partitions int32, configs map[string]string) error {
+	rec, err := json.Marshal(topicRecord{ID: t.id.String(), Name: t.name, Partitions: partitions, Configs: configs})
 	if err != nil {
 		return err
 	}
@@ -183,27 +164,6 @@ func validTopicName(name string) error {
 	return nil
 }
 
-// validateConfigs accepts only the configs the broker applies.
-func validateConfigs(configs map[string]string) error {
-	const op = "broker.CreateTopic"
-	for name, val := range configs {
-		switch name {
-		case cfgRetentionMs, cfgRetentionBytes:
-			n, err := strconv.ParseInt(val, 10, 64)
-			if err != nil || n < -1 {
-				return errs.Ef(op, errs.Invalid, kerr.InvalidConfig.Message, "%s must be an integer of at least -1", name).On("field", "configs")
-			}
-		case cfgCleanupPolicy:
-			if val != "delete" {
-				return errs.E(op, errs.Invalid, kerr.InvalidConfig.Message, "cleanup.policy must be delete; compaction is not supported").On("field", "configs")
-			}
-		default:
-			return errs.Ef(op, errs.Invalid, kerr.InvalidConfig.Message, "topic config %q is not supported (supported: retention.ms, retention.bytes, cleanup.policy)", name).On("field", "configs")
-		}
-	}
-	return nil
-}
-
 func (c *catalog) validateCreate(name string, partitions, max int32, configs map[string]string) error {
 	const op = "broker.CreateTopic"
 	if err := validTopicName(name); err != nil {
@@ -212,13 +172,15 @@ func (c *catalog) validateCreate(name string, partitions, max int32, configs map
 	if partitions < 1 || partitions > max {
 		return errs.Ef(op, errs.Invalid, kerr.InvalidPartitions.Message, "partitions must be between 1 and %d", max).On("field", "partitions")
 	}
-	if err := validateConfigs(configs); err != nil {
+	if err := validateConfigs(op, configs, c.limits); err != nil {
 		return err
 	}
-	if c.byNameOrNil(name) != nil {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if c.byName[name] != nil {
 		return errs.E(op, errs.Conflict, kerr.TopicAlreadyExists.Message, "a topic with this name already exists")
 	}
-	return nil
+	return c.checkPlanPartitions(op, partitions)
 }
 
 func (c *catalog) create(name string, partitions, max int32, configs map[string]string) (*topic, error) {
@@ -231,7 +193,11 @@ func (c *catalog) create(name string, partitions, max int32, configs map[string]
 	if c.byName[name] != nil { // lost a race with another create
 		return nil, errs.E(op, errs.Conflict, kerr.TopicAlreadyExists.Message, "a topic with this name already exists")
 	}
-	t := &topic{id: uuid.New(), name: name, configs: maps.Clone(configs)}
+	if err := c.checkPlanPartitions(op, partitions); err != nil {
+		return nil, err
+	}
+	t := &topic{id: uuid.New(), name: name}
+	t.settings.Store(newSettings(configs))
 	for i := range partitions {
 		p, err := openPartition(c.st, t.id, i, true)
 		if err != nil {
@@ -240,6 +206,7 @@ func (c *catalog) create(name string, partitions, max int32, configs map[string]
 		}
 		t.parts = append(t.parts, p)
 	}
+	applyRoll(t.settings.Load(), t.parts)
 	if err := c.save(t, partitions); err != nil {
 		c.dropPartitions(t.id, partitions)
 		return nil, errs.Internalf(op, err)
@@ -295,6 +262,9 @@ func (c *catalog) grow(t *topic, total, max int32, validateOnly bool) error {
 	if total > max {
 		return errs.Ef(op, errs.Invalid, kerr.InvalidPartitions.Message, "at most %d partitions per topic", max)
 	}
+	if err := c.checkPlanPartitions(op, total-have); err != nil {
+		return err
+	}
 	if validateOnly {
 		return nil
 	}
@@ -306,6 +276,7 @@ func (c *catalog) grow(t *topic, total, max int32, validateOnly bool) error {
 		}
 		parts = append(parts, p)
 	}
+	applyRoll(t.settings.Load(), parts)
 	if err := c.save(t, total); err != nil {
 		return errs.Internalf(op, err)
 	}
@@ -324,7 +295,7 @@ func kafkaError(err error) (int16, *string) {
 	}
 	msg := e.Msg
 	for _, k := range []*kerr.Error{kerr.TopicAlreadyExists, kerr.InvalidTopicException, kerr.InvalidPartitions,
-		kerr.InvalidConfig, kerr.InvalidReplicationFactor, kerr.UnknownTopicOrPartition, kerr.InvalidRequest} {
+		kerr.InvalidConfig, kerr.InvalidReplicationFactor, kerr.UnknownTopicOrPartition, kerr.InvalidRequest, kerr.PolicyViolation} {
 		if e.Code == k.Message {
 			return k.Code, &msg
 		}
@@ -332,8 +303,7 @@ func kafkaError(err error) (int16, *string) {
 	return kerr.UnknownServerError.Code, &msg
 }
 
-// CreateTopic creates a topic with configs from retention.ms,
-// retention.bytes and cleanup.policy (delete only).
+// CreateTopic creates a topic with configs (see topicConfigSpecs).
 func (b *Broker) CreateTopic(_ context.Context, name string, partitions int32, configs map[string]string) (TopicInfo, error) {
 	t, err := b.topics.create(name, partitions, b.cfg.MaxPartitions, configs)
 	if err != nil {

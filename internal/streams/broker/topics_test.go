@@ -70,7 +70,7 @@ func TestKadmCreatesDescribesGrowsAndDeletesTopics(t *testing.T) {
 func TestCreateTopicRefusals(t *testing.T) {
 	tb := startBroker(t, nil)
 	tb.mustCreate(t, "taken", 1)
-	compact := "compact"
+	shred, compact := "shred", "compact"
 	tests := []struct {
 		name    string
 		key     string
@@ -82,8 +82,8 @@ func TestCreateTopicRefusals(t *testing.T) {
 		{"writer may not create", writerKey, "fresh", nil, kerr.TopicAuthorizationFailed},
 		{"existing name", managerKey, "taken", nil, kerr.TopicAlreadyExists},
 		{"bad name", managerKey, "no spaces", nil, kerr.InvalidTopicException},
-		{"compaction", managerKey, "fresh", map[string]*string{"cleanup.policy": &compact}, kerr.InvalidConfig},
-		{"unknown config", managerKey, "fresh", map[string]*string{"segment.ms": &compact}, kerr.InvalidConfig},
+		{"bad cleanup policy", managerKey, "fresh", map[string]*string{"cleanup.policy": &shred}, kerr.InvalidConfig},
+		{"unknown config", managerKey, "fresh", map[string]*string{"unclean.leader.election.enable": &compact}, kerr.InvalidConfig},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -100,16 +100,7 @@ func TestCreateTopicRefusals(t *testing.T) {
 
 func TestAdminRESTManagesTopics(t *testing.T) {
 	tb := startBroker(t, nil)
-	auth := func(r *http.Request) (Access, error) {
-		switch r.Header.Get("Authorization") {
-		case "Bearer manager":
-			return Manager, nil
-		case "Bearer reader":
-			return Reader, nil
-		}
-		return NoAccess, errors.New("no valid token")
-	}
-	srv := httptest.NewServer(tb.AdminHandler(auth))
+	srv := httptest.NewServer(tb.AdminHandler(adminTestAuth))
 	defer srv.Close()
 	do := func(method, path, token, body string) (int, map[string]any, []any) {
 		req, _ := http.NewRequest(method, srv.URL+path, strings.NewReader(body))
@@ -136,7 +127,7 @@ func TestAdminRESTManagesTopics(t *testing.T) {
 			func(o map[string]any, _ []any) bool { return o["error_code"] == 403.0 && o["message"] != "" }},
 		{"bad token", "GET", "/admin/topics", "nobody", "", 401, nil},
 		{"duplicate", "POST", "/admin/topics", "manager", `{"name":"clicks"}`, 409, nil},
-		{"bad config", "POST", "/admin/topics", "manager", `{"name":"c2","configs":[{"name":"cleanup.policy","value":"compact"}]}`, 400, nil},
+		{"bad config", "POST", "/admin/topics", "manager", `{"name":"c2","configs":[{"name":"cleanup.policy","value":"shred"}]}`, 400, nil},
 		{"unknown field", "POST", "/admin/topics", "manager", `{"name":"c3","replicas":3}`, 400, nil},
 		{"list", "GET", "/admin/topics", "reader", "", 200, func(_ map[string]any, a []any) bool { return len(a) == 1 }},
 		{"get", "GET", "/admin/topics/clicks", "reader", "", 200,

@@ -41,6 +41,7 @@ type Partition struct {
 	cache   []*segment // sealed segments whose entries are loaded, oldest first
 
 	aheadState
+	roll rollPolicy
 }
 
 // cachedSegments bounds the sealed segments per partition whose entries
@@ -374,7 +375,7 @@ func (p *Partition) AppendAsync(ctx context.Context, m BatchMeta, data []byte) (
 	// key's block in a new segment.
 	kr := p.store.keys.Load()
 	seg := p.active()
-	if len(seg.entries) > 0 && seg.size+int64(kr.blockSize(metaLen+len(data))) > p.store.opts.SegmentBytes {
+	if p.shouldRoll(seg, int64(kr.blockSize(metaLen+len(data))), time.Now()) {
 		if err := p.rollLocked(kr); err != nil {
 			p.mu.Unlock()
 			return 0, nil, errs.Internalf(op, err)
