@@ -120,6 +120,12 @@ func newTxnCoordinator(st Storage, clock Clock, log *slog.Logger, topics *catalo
 // Open transactions stay open: their producer may still end them, or they
 // are aborted by a new epoch or their timeout.
 func (tc *txnCoordinator) load(ctx context.Context) error {
+	names := map[string]offsetKey{}
+	for _, t := range tc.topics.list() {
+		for i := range tc.topics.partitions(t) {
+			names[partitionName(t.id, int32(i))] = offsetKey{t.id, int32(i)}
+		}
+	}
 	for key, v := range tc.st.ListMeta(abortedMetaPrefix) {
 		rest := strings.TrimPrefix(key, abortedMetaPrefix)
 		i := strings.LastIndexByte(rest, '/')
@@ -128,7 +134,7 @@ func (tc *txnCoordinator) load(ctx context.Context) error {
 			return fmt.Errorf("aborted transaction entry %q does not decode", key)
 		}
 		last, err := strconv.ParseInt(rest[i+1:], 10, 64)
-		pk, ok := tc.partitionKey(rest[:i])
+		pk, ok := names[rest[:i]]
 		if err != nil || !ok {
 			continue // a deleted topic's entry
 		}
@@ -155,18 +161,6 @@ func (tc *txnCoordinator) load(ctx context.Context) error {
 		}
 	}
 	return nil
-}
-
-// partitionKey reads a partition name back.
-func (tc *txnCoordinator) partitionKey(name string) (offsetKey, bool) {
-	for _, t := range tc.topics.list() {
-		for i := range tc.topics.partitions(t) {
-			if partitionName(t.id, int32(i)) == name {
-				return offsetKey{t.id, int32(i)}, true
-			}
-		}
-	}
-	return offsetKey{}, false
 }
 
 func (tc *txnCoordinator) markOpen(k offsetKey, pid, first int64) {
