@@ -135,8 +135,11 @@ func (tc *txnCoordinator) load(ctx context.Context) error {
 		}
 		last, err := strconv.ParseInt(rest[i+1:], 10, 64)
 		pk, ok := names[rest[:i]]
-		if err != nil || !ok {
-			continue // a deleted topic's entry
+		if err != nil || !ok { // a deleted topic's entry
+			if err := tc.st.DeleteMeta(key); err != nil {
+				return err
+			}
+			continue
 		}
 		a.Last = last
 		tc.aborted[pk] = append(tc.aborted[pk], a)
@@ -377,7 +380,7 @@ func (tc *txnCoordinator) recordAbort(k offsetKey, a abortedTxn) error {
 	if err != nil {
 		return err
 	}
-	if err := tc.st.PutMeta(fmt.Sprintf("%s%s/%020d", abortedMetaPrefix, partitionName(k.topic, k.partition), a.Last), buf); err != nil {
+	if err := tc.st.PutMeta(abortedKey(k, a.Last), buf); err != nil {
 		return err
 	}
 	tc.mu.Lock()
@@ -414,8 +417,77 @@ func (tc *txnCoordinator) abortedIn(id uuid.UUID, index int32, from, to int64) [
 	return out
 }
 
-// run aborts expired transactions until done closes.
-func (tc *txnCoordinator) run(done <-chan struct{}) { every(done, txnTick, tc.expire) }
+// pendingOffset reports whether a transaction holds an offset for the
+// group's partition that it has not committed yet.
+func (tc *txnCoordinator) pendingOffset(group string, id uuid.UUID, index int32) bool {
+	tc.mu.Lock()
+	all := slices.Collect(maps.Values(tc.byID))
+	tc.mu.Unlock()
+	for _, t := range all {
+		t.mu.RLock()
+		pending := slices.ContainsFunc(t.rec.Offsets, func(o txnOffset) bool {
+			return o.Group == group && o.TopicID == id && o.Partition == index
+		})
+		t.mu.RUnlock()
+		if pending {
+			return true
+		}
+	}
+	return false
+}
+
+// run aborts expired transactions and trims the aborted indexes until done
+// closes.
+func (tc *txnCoordinator) run(done <-chan struct{}) {
+	every(done, txnTick, func() { tc.expire(); tc.trimAborted() })
+}
+
+// trimAborted drops the aborted index entries of records retention or
+// DeleteRecords removed, and those of deleted topics.
+func (tc *txnCoordinator) trimAborted() {
+	type trim struct {
+		k    offsetKey
+		upto int // entries [0, upto) go
+	}
+	var trims []trim
+	tc.mu.Lock()
+	for k, list := range tc.aborted {
+		start := int64(math.MaxInt64) // a deleted topic: every entry goes
+		if p, kerrr := tc.topics.partition(tc.topics.byIDOrNil(k.topic), k.partition); kerrr == nil {
+			start = p.log.StartOffset()
+		}
+		n := 0
+		for n < len(list) && list[n].Last < start {
+			n++
+		}
+		if n > 0 {
+			trims = append(trims, trim{k, n})
+		}
+	}
+	tc.mu.Unlock()
+	for _, tr := range trims {
+		tc.mu.Lock()
+		gone := slices.Clone(tc.aborted[tr.k][:tr.upto])
+		tc.mu.Unlock()
+		for _, a := range gone {
+			if err := tc.st.DeleteMeta(abortedKey(tr.k, a.Last)); err != nil {
+				tc.log.Error("trimming the aborted transaction index failed", "err", err)
+				return
+			}
+		}
+		tc.mu.Lock()
+		tc.aborted[tr.k] = slices.Delete(tc.aborted[tr.k], 0, tr.upto)
+		if len(tc.aborted[tr.k]) == 0 {
+			delete(tc.aborted, tr.k)
+		}
+		tc.mu.Unlock()
+	}
+}
+
+// abortedKey is the metadata key of an aborted index entry.
+func abortedKey(k offsetKey, last int64) string {
+	return fmt.Sprintf("%s%s/%020d", abortedMetaPrefix, partitionName(k.topic, k.partition), last)
+}
 
 // every calls f every period until done closes.
 func every(done <-chan struct{}, period time.Duration, f func()) {

@@ -7,7 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 	"github.com/twmb/franz-go/pkg/sasl/plain"
 )
 
@@ -281,4 +283,116 @@ func TestGroupTransactionCommitsOffsetsOnlyWithItsRecords(t *testing.T) {
 	if len(got) != 10 {
 		t.Fatalf("read_committed output %v: want 10 records", got)
 	}
+}
+
+// txnRequests drives a transaction with raw requests.
+type txnRequests struct {
+	t   *testing.T
+	cl  *kgo.Client
+	id  string
+	pid int64
+	ep  int16
+}
+
+func (tr *txnRequests) init() {
+	req := kmsg.NewPtrInitProducerIDRequest()
+	req.TransactionalID, req.TransactionTimeoutMillis = &tr.id, 60000
+	resp, err := req.RequestWith(testCtx(tr.t), tr.cl)
+	if err != nil || resp.ErrorCode != 0 {
+		tr.t.Fatalf("init producer id: %v %v", err, kerr.ErrorForCode(resp.ErrorCode))
+	}
+	tr.pid, tr.ep = resp.ProducerID, resp.ProducerEpoch
+}
+
+func (tr *txnRequests) commitOffset(group, topic string, partition int32, offset int64) {
+	add := kmsg.NewPtrAddOffsetsToTxnRequest()
+	add.TransactionalID, add.ProducerID, add.ProducerEpoch, add.Group = tr.id, tr.pid, tr.ep, group
+	if resp, err := add.RequestWith(testCtx(tr.t), tr.cl); err != nil || resp.ErrorCode != 0 {
+		tr.t.Fatalf("add offsets: %v %v", err, kerr.ErrorForCode(resp.ErrorCode))
+	}
+	req := kmsg.NewPtrTxnOffsetCommitRequest()
+	req.TransactionalID, req.ProducerID, req.ProducerEpoch, req.Group, req.Generation = tr.id, tr.pid, tr.ep, group, -1
+	rt := kmsg.NewTxnOffsetCommitRequestTopic()
+	rt.Topic = topic
+	rp := kmsg.NewTxnOffsetCommitRequestTopicPartition()
+	rp.Partition, rp.Offset = partition, offset
+	rt.Partitions = append(rt.Partitions, rp)
+	req.Topics = append(req.Topics, rt)
+	resp, err := req.RequestWith(testCtx(tr.t), tr.cl)
+	if err != nil || resp.Topics[0].Partitions[0].ErrorCode != 0 {
+		tr.t.Fatalf("txn offset commit: %v %+v", err, resp)
+	}
+}
+
+func (tr *txnRequests) end(commit bool) int16 {
+	req := kmsg.NewPtrEndTxnRequest()
+	req.TransactionalID, req.ProducerID, req.ProducerEpoch, req.Commit = tr.id, tr.pid, tr.ep, commit
+	resp, err := req.RequestWith(testCtx(tr.t), tr.cl)
+	if err != nil {
+		tr.t.Fatal(err)
+	}
+	return resp.ErrorCode
+}
+
+// stableOffsetFetch fetches a group's offset with RequireStable.
+func stableOffsetFetch(t *testing.T, cl *kgo.Client, group, topic string) (int64, int16) {
+	req := kmsg.NewPtrOffsetFetchRequest()
+	req.Group, req.RequireStable = group, true
+	rt := kmsg.NewOffsetFetchRequestTopic()
+	rt.Topic, rt.Partitions = topic, []int32{0}
+	req.Topics = append(req.Topics, rt)
+	resp, err := req.RequestWith(testCtx(t), cl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Groups) > 0 { // v8+
+		p := resp.Groups[0].Topics[0].Partitions[0]
+		return p.Offset, p.ErrorCode
+	}
+	p := resp.Topics[0].Partitions[0]
+	return p.Offset, p.ErrorCode
+}
+
+func TestPendingTransactionalOffsetIsUnstable(t *testing.T) {
+	tb := startBroker(t, nil)
+	tb.mustCreate(t, "ledger", 1)
+	cl := tb.client(t, writerKey)
+	tr := &txnRequests{t: t, cl: cl, id: "raw"}
+	tr.init()
+	tr.commitOffset("audit", "ledger", 0, 7)
+	if _, code := stableOffsetFetch(t, cl, "audit", "ledger"); code != kerr.UnstableOffsetCommit.Code {
+		t.Fatalf("a pending transactional offset fetched with RequireStable: %v, want UNSTABLE_OFFSET_COMMIT", kerr.ErrorForCode(code))
+	}
+	if code := tr.end(true); code != 0 {
+		t.Fatalf("end: %v", kerr.ErrorForCode(code))
+	}
+	if off, code := stableOffsetFetch(t, cl, "audit", "ledger"); code != 0 || off != 7 {
+		t.Fatalf("after the commit: offset %d, %v", off, kerr.ErrorForCode(code))
+	}
+	// The old epoch is fenced once a new producer takes the id.
+	old := *tr
+	tr.init()
+	if code := old.end(true); code != kerr.ProducerFenced.Code && code != kerr.InvalidProducerEpoch.Code {
+		t.Fatalf("the fenced epoch ended a transaction: %v", kerr.ErrorForCode(code))
+	}
+	if code := tr.end(true); code != kerr.InvalidTxnState.Code {
+		t.Fatalf("ending no transaction: %v, want INVALID_TXN_STATE", kerr.ErrorForCode(code))
+	}
+}
+
+func TestAbortedIndexIsTrimmedWithTheLog(t *testing.T) {
+	tb := startBroker(t, nil)
+	tb.mustCreate(t, "ledger", 1)
+	prod := tb.txnProducer(t, "trimmed")
+	inTxn(t, prod, map[int32][]string{0: {"a-0"}})
+	endTxn(t, prod, kgo.TryAbort)
+	if n := len(tb.store.ListMeta(abortedMetaPrefix)); n != 1 {
+		t.Fatalf("%d aborted index entries, want 1", n)
+	}
+	if _, err := tb.admin(t, managerKey).DeleteRecords(testCtx(t), kadmOffsets("ledger", 0, 2)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the aborted index to drop the deleted records' entry", func() bool {
+		return len(tb.store.ListMeta(abortedMetaPrefix)) == 0
+	})
 }
