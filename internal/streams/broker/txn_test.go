@@ -166,7 +166,7 @@ func TestSecondProducerFencesTheFirst(t *testing.T) {
 func TestTransactionTimeoutAborts(t *testing.T) {
 	tb := startBroker(t, nil)
 	tb.mustCreate(t, "ledger", 1)
-	prod := tb.txnProducer(t, "slow", kgo.TransactionTimeout(time.Second))
+	prod := tb.txnProducer(t, "slow", kgo.TransactionTimeout(3*time.Second))
 	inTxn(t, prod, map[int32][]string{0: {"late-0", "late-1"}})
 	waitFor(t, "the expired transaction to be aborted", func() bool {
 		stable, end := stableAndEnd(t, tb, 0)
@@ -395,4 +395,26 @@ func TestAbortedIndexIsTrimmedWithTheLog(t *testing.T) {
 	waitFor(t, "the aborted index to drop the deleted records' entry", func() bool {
 		return len(tb.store.ListMeta(abortedMetaPrefix)) == 0
 	})
+}
+
+func TestOpenTransactionTimesOutAfterRestart(t *testing.T) {
+	store := newMemStore()
+	tb := startBroker(t, store)
+	tb.mustCreate(t, "ledger", 1)
+	prod := tb.txnProducer(t, "orphan", kgo.TransactionTimeout(3*time.Second))
+	inTxn(t, prod, map[int32][]string{0: {"orphan-0"}})
+	prod.Close()
+	tb.Close()
+
+	tb = startBroker(t, store)
+	waitFor(t, "the orphaned transaction to time out", func() bool {
+		stable, end := stableAndEnd(t, tb, 0)
+		return stable == end
+	})
+	other := tb.txnProducer(t, "other")
+	inTxn(t, other, map[int32][]string{0: {"ok-0"}})
+	endTxn(t, other, kgo.TryCommit)
+	if got := readLedger(t, tb, kgo.ReadCommitted(), "ok-0"); has(got, "orphan") {
+		t.Fatalf("read_committed read the orphaned transaction's records: %v", got)
+	}
 }
