@@ -83,6 +83,14 @@ func (c *conn) produceTo(ctx context.Context, t *topic, rp kmsg.ProduceRequestTo
 		sp.ErrorCode, sp.ErrorMessage = kerrr.Code, &why
 		return nil
 	}
+	if transactional(rp.Records) {
+		release, kerrr := c.b.txns.admitProduce(meta, t.id, p.index)
+		if kerrr != nil {
+			sp.ErrorCode = kerrr.Code
+			return nil
+		}
+		defer release()
+	}
 	base, durable, kerrr, err := p.append(ctx, meta, rp.Records)
 	if err != nil {
 		c.log.Error("appending to a partition failed", "topic_id", t.id.String(), "partition", p.index, "err", err)

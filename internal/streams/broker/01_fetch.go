@@ -120,7 +120,7 @@ func (c *conn) fetchOnce(ctx context.Context, r *kmsg.FetchRequest, deadline tim
 					rd := reads[i]
 					arenas[i] = c.b.getBuf()
 					var err error
-					*arenas[i], ns[i], err = c.readPartition(ctx, rd.p, rd.offset, rd.max, i == oversize, sp(rd), (*arenas[i])[:0])
+					*arenas[i], ns[i], err = c.readPartition(ctx, rd, r.IsolationLevel == 1, rd.max, i == oversize, sp(rd), (*arenas[i])[:0])
 					logErr(rd, err)
 				}
 			})
@@ -138,7 +138,7 @@ func (c *conn) fetchOnce(ctx context.Context, r *kmsg.FetchRequest, deadline tim
 			limit := min(rd.max, budget-int64(size))
 			var n int
 			var err error
-			c.arena, n, err = c.readPartition(ctx, rd.p, rd.offset, limit, size == 0 && i == oversize, sp(rd), c.fetchArena())
+			c.arena, n, err = c.readPartition(ctx, rd, r.IsolationLevel == 1, limit, size == 0 && i == oversize, sp(rd), c.fetchArena())
 			logErr(rd, err)
 			size += n
 		}
@@ -231,20 +231,28 @@ func (c *conn) releaseFetchMemory() {
 	c.mem.fetchHeld, c.mem.fetchReserved = 0, 0
 }
 
-// readPartition fills sp from offset, reading the batches into arena, and
-// returns arena grown. An oversized first batch is served only when first
-// says nothing else is in the response yet, so a client always makes
-// progress and the response stays within MaxBytes otherwise.
-func (c *conn) readPartition(ctx context.Context, p *partition, offset, limit int64, first bool, sp *kmsg.FetchResponseTopicPartition, arena []byte) ([]byte, int, error) {
+// readPartition fills sp from rd's offset, reading the batches into arena,
+// and returns arena grown. An oversized first batch is served only when
+// first says nothing else is in the response yet, so a client always makes
+// progress and the response stays within MaxBytes otherwise. A committed
+// (read_committed) read stops at the last stable offset and names the
+// aborted transactions among what it returns.
+func (c *conn) readPartition(ctx context.Context, rd read, committed bool, limit int64, first bool, sp *kmsg.FetchResponseTopicPartition, arena []byte) ([]byte, int, error) {
+	p, offset := rd.p, rd.offset
 	start, end := p.log.StartOffset(), p.log.EndOffset()
-	sp.HighWatermark, sp.LastStableOffset, sp.LogStartOffset = end, end, start
+	stable := c.b.txns.stableOffset(rd.t.id, p.index, end)
+	sp.HighWatermark, sp.LastStableOffset, sp.LogStartOffset = end, stable, start
 	if offset < start || offset > end {
 		sp.ErrorCode = kerr.OffsetOutOfRange.Code
 		return arena, 0, nil
 	}
+	upto := end
+	if committed {
+		upto = stable
+	}
 	// A read always returns its first batch: one over the limit is not
 	// read at all unless it may be served.
-	if offset == end || (!first && (limit <= 0 || int64(p.log.FirstBatchSize(offset)) > limit)) {
+	if offset >= upto || (!first && (limit <= 0 || int64(p.log.FirstBatchSize(offset)) > limit)) {
 		return arena, 0, nil
 	}
 	arena, data, metas, err := p.log.ReadAppend(ctx, offset, int32(max(limit, 1)), arena)
@@ -256,13 +264,17 @@ func (c *conn) readPartition(ctx context.Context, p *partition, offset, limit in
 		sp.ErrorCode = kerr.KafkaStorageError.Code
 		return arena, 0, err
 	}
-	size := 0
+	size, last := 0, int64(-1)
 	for i, m := range metas {
-		if int64(size)+int64(m.Size) > limit && !(i == 0 && first) {
+		if m.BaseOffset >= upto || (int64(size)+int64(m.Size) > limit && !(i == 0 && first)) {
 			break
 		}
 		stampBatch(data[size:], m.BaseOffset)
 		size += int(m.Size)
+		last = m.LastOffset()
+	}
+	if committed && size > 0 {
+		sp.AbortedTransactions = c.b.txns.abortedIn(rd.t.id, p.index, offset, last)
 	}
 	// The batches stay in the arena until the response is written; the
 	// next partition's go after them.

@@ -15,8 +15,7 @@ const (
 )
 
 // handleListOffsets answers the earliest (-2), latest (-1) or first offset at
-// or after a timestamp. There are no transactions, so the last stable offset
-// is the high watermark whatever the isolation level.
+// or after a timestamp; read_committed's latest is the last stable offset.
 func (c *conn) handleListOffsets(ctx context.Context, r *kmsg.ListOffsetsRequest) (kmsg.Response, error) {
 	resp := r.ResponseKind().(*kmsg.ListOffsetsResponse)
 	allowed := c.access().Allows(Reader)
@@ -34,6 +33,8 @@ func (c *conn) handleListOffsets(ctx context.Context, r *kmsg.ListOffsetsRequest
 				sp.ErrorCode = kerr.TopicAuthorizationFailed.Code
 			case kerrr != nil:
 				sp.ErrorCode = kerrr.Code
+			case rp.Timestamp == listLatest && r.IsolationLevel == 1:
+				sp.Offset = c.b.txns.stableOffset(t.id, p.index, p.log.EndOffset())
 			case rp.Timestamp == listLatest:
 				sp.Offset = p.log.EndOffset()
 			case rp.Timestamp == listEarliest:

@@ -21,7 +21,7 @@ func (c *conn) handleOffsetFetch(_ context.Context, r *kmsg.OffsetFetchRequest) 
 		if r.Topics == nil {
 			topics = nil
 		}
-		g := c.fetchGroupOffsets(r.Group, topics, false)
+		g := c.fetchGroupOffsets(r.Group, topics, false, r.RequireStable)
 		resp.ErrorCode = g.ErrorCode
 		for _, gt := range g.Topics {
 			st := kmsg.NewOffsetFetchResponseTopic()
@@ -36,12 +36,14 @@ func (c *conn) handleOffsetFetch(_ context.Context, r *kmsg.OffsetFetchRequest) 
 		return resp, nil
 	}
 	for _, rg := range r.Groups {
-		resp.Groups = append(resp.Groups, c.fetchGroupOffsets(rg.Group, rg.Topics, r.Version >= 10))
+		resp.Groups = append(resp.Groups, c.fetchGroupOffsets(rg.Group, rg.Topics, r.Version >= 10, r.RequireStable))
 	}
 	return resp, nil
 }
 
-func (c *conn) fetchGroupOffsets(group string, topics []kmsg.OffsetFetchRequestGroupTopic, byID bool) kmsg.OffsetFetchResponseGroup {
+// With stable (KIP-447), an offset a transaction is about to commit is
+// UNSTABLE_OFFSET_COMMIT, so that a new member waits for the transaction.
+func (c *conn) fetchGroupOffsets(group string, topics []kmsg.OffsetFetchRequestGroupTopic, byID, stable bool) kmsg.OffsetFetchResponseGroup {
 	out := kmsg.NewOffsetFetchResponseGroup()
 	out.Group = group
 	if !c.access().Allows(Reader) {
@@ -73,6 +75,9 @@ func (c *conn) fetchGroupOffsets(group string, topics []kmsg.OffsetFetchRequestG
 			sp := kmsg.NewOffsetFetchResponseGroupTopicPartition()
 			sp.Partition, sp.Offset, sp.LeaderEpoch = p, -1, -1
 			if t != nil {
+				if stable && c.b.txns.pendingOffset(group, t.id, p) {
+					sp.ErrorCode = kerr.UnstableOffsetCommit.Code
+				}
 				if o, ok := offsets[offsetKey{t.id, p}]; ok {
 					sp.Offset, sp.LeaderEpoch, sp.Metadata = o.Offset, o.LeaderEpoch, &o.Metadata
 				}

@@ -7,9 +7,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
-// handleFindCoordinator points every group at this broker. Transactional
-// clients are pointed here too, so that InitProducerId can tell them plainly
-// that transactions are refused instead of leaving them to retry.
+// handleFindCoordinator points every group and every transactional id at
+// this broker: it is their coordinator.
 func (c *conn) handleFindCoordinator(_ context.Context, r *kmsg.FindCoordinatorRequest) (kmsg.Response, error) {
 	resp := r.ResponseKind().(*kmsg.FindCoordinatorResponse)
 	var code int16

@@ -7,16 +7,24 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
-// handleInitProducerID gives an idempotent producer a fresh id at epoch 0.
-// Transactions are not supported.
-func (c *conn) handleInitProducerID(_ context.Context, r *kmsg.InitProducerIDRequest) (kmsg.Response, error) {
+// handleInitProducerID gives an idempotent producer a fresh id at epoch 0,
+// and a transactional one its id at a new epoch (txn.go).
+func (c *conn) handleInitProducerID(ctx context.Context, r *kmsg.InitProducerIDRequest) (kmsg.Response, error) {
 	resp := r.ResponseKind().(*kmsg.InitProducerIDResponse)
 	resp.ProducerID, resp.ProducerEpoch = -1, -1
 	switch {
+	case r.TransactionalID != nil:
+		if kerrr := c.txnAllowed(*r.TransactionalID); kerrr != nil {
+			resp.ErrorCode = kerrr.Code
+			return resp, nil
+		}
+		var kerrr *kerr.Error
+		resp.ProducerID, resp.ProducerEpoch, kerrr = c.b.txns.initProducer(ctx, *r.TransactionalID, r.TransactionTimeoutMillis, r.ProducerID, r.ProducerEpoch, r.Version >= 4)
+		if kerrr != nil {
+			resp.ErrorCode = kerrr.Code
+		}
 	case !c.access().Allows(Writer):
 		resp.ErrorCode = kerr.ClusterAuthorizationFailed.Code
-	case r.TransactionalID != nil:
-		resp.ErrorCode = kerr.TransactionalIDAuthorizationFailed.Code
 	default:
 		id, err := c.b.producers.next()
 		if err != nil {

@@ -14,7 +14,7 @@ type probe func(ctx context.Context, cl kmsg.Requestor) (int16, error)
 func initProducerIDProbe(txn *string) probe {
 	return func(ctx context.Context, cl kmsg.Requestor) (int16, error) {
 		req := kmsg.NewPtrInitProducerIDRequest()
-		req.TransactionalID = txn
+		req.TransactionalID, req.TransactionTimeoutMillis = txn, 60000
 		resp, err := req.RequestWith(ctx, cl)
 		if err != nil {
 			return 0, err
@@ -59,7 +59,8 @@ func TestAccessLevelsGateRequests(t *testing.T) {
 	}{
 		{"reader may not get a producer id", readerKey, initProducerIDProbe(nil), kerr.ClusterAuthorizationFailed.Code},
 		{"writer gets a producer id", writerKey, initProducerIDProbe(nil), 0},
-		{"transactions are refused", writerKey, initProducerIDProbe(kmsg.StringPtr("txn")), kerr.TransactionalIDAuthorizationFailed.Code},
+		{"reader may not use a transactional id", readerKey, initProducerIDProbe(kmsg.StringPtr("txn")), kerr.TransactionalIDAuthorizationFailed.Code},
+		{"writer gets a transactional producer id", writerKey, initProducerIDProbe(kmsg.StringPtr("txn")), 0},
 		{"writer may not delete topics", writerKey, deleteTopicProbe("guarded"), kerr.TopicAuthorizationFailed.Code},
 		{"writer may not add partitions", writerKey, createPartitionsProbe("guarded", 2), kerr.TopicAuthorizationFailed.Code},
 		{"manager may not shrink partitions", managerKey, createPartitionsProbe("guarded", 1), kerr.InvalidPartitions.Code},

@@ -40,6 +40,11 @@ var apis = map[int16]versionRange{
 	21: {0, 2},  // DeleteRecords
 	22: {0, 5},  // InitProducerId
 	23: {0, 4},  // OffsetForLeaderEpoch
+	24: {0, 3},  // AddPartitionsToTxn (v4+ is broker to broker)
+	25: {0, 3},  // AddOffsetsToTxn
+	26: {0, 3},  // EndTxn
+	27: {0, 1},  // WriteTxnMarkers: refused, brokers only
+	28: {0, 3},  // TxnOffsetCommit
 	32: {0, 4},  // DescribeConfigs
 	33: {0, 2},  // AlterConfigs
 	36: {0, 2},  // SaslAuthenticate
@@ -100,6 +105,16 @@ func (c *conn) dispatch(ctx context.Context, req *request) (kmsg.Response, error
 		return c.handleDeleteRecords(ctx, r)
 	case *kmsg.InitProducerIDRequest:
 		return c.handleInitProducerID(ctx, r)
+	case *kmsg.AddPartitionsToTxnRequest:
+		return c.handleAddPartitionsToTxn(ctx, r)
+	case *kmsg.AddOffsetsToTxnRequest:
+		return c.handleAddOffsetsToTxn(ctx, r)
+	case *kmsg.EndTxnRequest:
+		return c.handleEndTxn(ctx, r)
+	case *kmsg.WriteTxnMarkersRequest:
+		return c.handleWriteTxnMarkers(ctx, r)
+	case *kmsg.TxnOffsetCommitRequest:
+		return c.handleTxnOffsetCommit(ctx, r)
 	case *kmsg.DescribeConfigsRequest:
 		return c.handleDescribeConfigs(ctx, r)
 	case *kmsg.AlterConfigsRequest:

@@ -49,8 +49,6 @@ func parseBatch(data []byte) (seglog.BatchMeta, *kerr.Error, string) {
 		return seglog.BatchMeta{}, kerr.UnsupportedCompressionType, "unknown compression codec"
 	case b.Attributes&attrControl != 0:
 		return seglog.BatchMeta{}, kerr.InvalidRecord, "clients may not produce control batches"
-	case b.Attributes&attrTransactional != 0:
-		return seglog.BatchMeta{}, kerr.InvalidTxnState, "transactions are not supported"
 	}
 	return seglog.BatchMeta{
 		Records:        b.LastOffsetDelta + 1,

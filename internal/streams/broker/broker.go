@@ -135,6 +135,7 @@ type Broker struct {
 	topics    *catalog
 	groups    *coordinator
 	producers *producerIDs
+	txns      *txnCoordinator
 
 	// bufs holds the large buffers fetches are read and encoded into (and
 	// produce requests read into), shared by the connections so that only
@@ -227,6 +228,10 @@ func New(cfg Config) (*Broker, error) {
 		return nil, errs.Internalf(op, err)
 	}
 	b.topics.onDelete = b.groups.forgetTopic
+	b.txns = newTxnCoordinator(cfg.Storage, b.clock, b.log, b.topics, b.groups, b.producers)
+	if err := b.txns.load(context.Background()); err != nil {
+		return nil, errs.Internalf(op, err)
+	}
 	ln := cfg.Listener
 	if ln == nil {
 		if ln, err = net.Listen("tcp", cfg.Addr); err != nil {
@@ -247,7 +252,8 @@ func New(cfg Config) (*Broker, error) {
 			b.cfg.AdvertisedPort = int32(p)
 		}
 	}
-	b.bg.Add(3)
+	b.bg.Add(4)
+	go func() { defer b.bg.Done(); b.txns.run(b.done) }()
 	go func() { defer b.bg.Done(); b.groups.run(b.done) }()
 	go func() { defer b.bg.Done(); b.runRetention() }()
 	go func() { defer b.bg.Done(); b.runReauthorization() }()

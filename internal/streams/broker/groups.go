@@ -155,18 +155,7 @@ func (co *coordinator) save(g *group) error {
 }
 
 // run expires members and join phases until done closes.
-func (co *coordinator) run(done <-chan struct{}) {
-	t := time.NewTicker(groupTick)
-	defer t.Stop()
-	for {
-		select {
-		case <-done:
-			return
-		case <-t.C:
-			co.expire()
-		}
-	}
-}
+func (co *coordinator) run(done <-chan struct{}) { every(done, groupTick, co.expire) }
 
 func (co *coordinator) expire() {
 	co.mu.Lock()
@@ -534,6 +523,11 @@ func (co *coordinator) commit(groupName string, generation int32, memberID strin
 	} else if len(g.members) > 0 {
 		return kerr.UnknownMemberID
 	}
+	return co.store(g, offsets)
+}
+
+// store adds offsets to a group's and saves them; called with co.mu held.
+func (co *coordinator) store(g *group, offsets map[offsetKey]committed) *kerr.Error {
 	old := maps.Clone(g.offsets)
 	maps.Copy(g.offsets, offsets)
 	if err := co.save(g); err != nil {
@@ -541,7 +535,7 @@ func (co *coordinator) commit(groupName string, generation int32, memberID strin
 		co.log.Error("storing committed offsets failed", "err", err)
 		return kerr.UnknownServerError
 	}
-	co.groups[groupName] = g
+	co.groups[g.name] = g
 	return nil
 }
 
