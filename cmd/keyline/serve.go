@@ -100,7 +100,8 @@ func newServeCmd(c *cli) *cobra.Command {
 	f.DurationVar(&cfg.RequestBodyTimeout, "http-body-timeout", 30*time.Second, "how long a request's body may take to arrive")
 	f.DurationVar(&cfg.WriteTimeout, "http-write-timeout", 30*time.Second, "how long one response write may take (streams may idle between writes)")
 	f.DurationVar(&cfg.IdleTimeout, "http-idle-timeout", 120*time.Second, "when an idle keep-alive connection is closed")
-	f.IntVar(&cfg.MaxConnections, "http-max-connections", 1024, "HTTP connections open at once; more wait to be accepted")
+	f.IntVar(&cfg.MaxConnections, "http-max-connections", 0, "HTTP connections open at once; more wait to be accepted (default 1024, or a quarter of RLIMIT_NOFILE when lower)")
+	f.IntVar(&cfg.MaxConnectionsPerIP, "http-max-connections-per-ip", 0, "HTTP connections open at once from one address; more are closed at once (default a quarter of --http-max-connections)")
 	f.StringVar(&pprofAddr, "pprof", "", "serve Go's profiles (net/http/pprof) on this loopback address, apart from the APIs, for the operator (off by default)")
 	return cmd
 }
