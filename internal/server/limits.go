@@ -189,3 +189,25 @@ func (p *progressWriter) FlushError() error {
 
 // Unwrap lets http.ResponseController reach the underlying writer.
 func (p *progressWriter) Unwrap() http.ResponseWriter { return p.ResponseWriter }
+
+// withMemoryLimit derives the Kafka memory budgets the operator left out
+// from cfg.MemoryLimit, so that what fetches and large requests may hold
+// at once, with the garbage the runtime keeps under its soft limit, fits
+// in it.
+func withMemoryLimit(cfg Config) Config {
+	if cfg.MemoryLimit <= 0 {
+		return cfg
+	}
+	for _, b := range []struct {
+		process, deployment *int64
+		share               int64
+	}{{&cfg.KafkaFetchMemory, &cfg.KafkaDeploymentFetchMemory, 4}, {&cfg.KafkaRequestMemory, &cfg.KafkaDeploymentRequestMemory, 8}} {
+		if *b.process <= 0 {
+			*b.process = max(cfg.MemoryLimit/b.share, 1)
+		}
+		if *b.deployment <= 0 {
+			*b.deployment = min(*b.process, 256<<20) // the broker's own default
+		}
+	}
+	return cfg
+}

@@ -101,3 +101,21 @@ func TestOneSourceCannotTakeEverySlot(t *testing.T) {
 		t.Fatal("closing a connection twice gave back two slots")
 	}
 }
+
+func TestMemoryLimitSizesTheKafkaBudgets(t *testing.T) {
+	const mib = 1 << 20
+	got := withMemoryLimit(Config{MemoryLimit: 512 * mib, KafkaDeploymentRequestMemory: 10 * mib})
+	if got.KafkaFetchMemory != 128*mib || got.KafkaDeploymentFetchMemory != 128*mib {
+		t.Errorf("fetch budgets %d, %d; want a quarter of the limit for both", got.KafkaFetchMemory, got.KafkaDeploymentFetchMemory)
+	}
+	if got.KafkaRequestMemory != 64*mib || got.KafkaDeploymentRequestMemory != 10*mib {
+		t.Errorf("request budgets %d, %d; want an eighth of the limit and the operator's own", got.KafkaRequestMemory, got.KafkaDeploymentRequestMemory)
+	}
+	got = withMemoryLimit(Config{MemoryLimit: 8 << 30})
+	if got.KafkaFetchMemory != 2<<30 || got.KafkaDeploymentFetchMemory != 256*mib {
+		t.Errorf("fetch budgets %d, %d under a large limit; want 2 GiB and the deployment default", got.KafkaFetchMemory, got.KafkaDeploymentFetchMemory)
+	}
+	if got := withMemoryLimit(Config{}); got.KafkaFetchMemory != 0 || got.KafkaRequestMemory != 0 {
+		t.Errorf("without a limit the budgets were set: %d, %d", got.KafkaFetchMemory, got.KafkaRequestMemory)
+	}
+}

@@ -90,6 +90,12 @@ type Config struct {
 	// defaults); see streams.Config.
 	KafkaFetchMemory, KafkaDeploymentFetchMemory     int64
 	KafkaRequestMemory, KafkaDeploymentRequestMemory int64
+	// MemoryLimit, when set, is the memory the process should stay within
+	// (`keyline serve` makes it the Go runtime's soft limit, GOMEMLIMIT):
+	// the Kafka budgets left at 0 are derived from it, a quarter of it for
+	// fetches and an eighth for large requests, each deployment's at most
+	// the process's.
+	MemoryLimit int64
 }
 
 // Server is a running Keyline.
@@ -187,6 +193,7 @@ func withDefaults(cfg Config) Config {
 			*d.v = d.def
 		}
 	}
+	cfg = withMemoryLimit(cfg)
 	cfg.MaxConnections, cfg.MaxConnectionsPerIP = connectionLimits(cfg.MaxConnections, cfg.MaxConnectionsPerIP, openFileLimit())
 	return cfg
 }
