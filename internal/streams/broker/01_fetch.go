@@ -190,11 +190,11 @@ func (c *conn) reserveFetch(ctx context.Context, deadline time.Time, r *kmsg.Fet
 	need := func(d int64) int64 { return 2*d + overhead }
 	wait, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
-	got := c.b.fetchMem.reserve(wait, need(data), need(first))
+	got, lane := c.b.fetchMem.reserve(wait, need(data), need(first))
 	if got == 0 {
 		return 0, -1, 0
 	}
-	c.mem.fetchReserved = got
+	c.mem.fetchReserved, c.mem.fetchLane = got, lane
 	return min(budget, max((got-overhead)/2, 0)), oversize, over
 }
 
@@ -217,7 +217,7 @@ func (c *conn) holdResponse(n int) heldResponse {
 	if c.mem.fetchReserved == 0 {
 		return heldResponse{}
 	}
-	h := heldResponse{reserved: min(int64(n), c.mem.fetchReserved), held: int64(n)}
+	h := heldResponse{reserved: min(int64(n), c.mem.fetchReserved), held: int64(n), lane: c.mem.fetchLane}
 	c.mem.fetchReserved -= h.reserved
 	c.b.fetchMem.hold(h.held)
 	return h
@@ -227,8 +227,8 @@ func (c *conn) holdResponse(n int) heldResponse {
 // fetch budgets.
 func (c *conn) releaseFetchMemory() {
 	c.b.fetchMem.hold(-c.mem.fetchHeld)
-	c.b.fetchMem.release(c.mem.fetchReserved)
-	c.mem.fetchHeld, c.mem.fetchReserved = 0, 0
+	c.b.fetchMem.give(c.mem.fetchReserved, c.mem.fetchLane)
+	c.mem.fetchHeld, c.mem.fetchReserved, c.mem.fetchLane = 0, 0, false
 }
 
 // readPartition fills sp from offset, reading the batches into arena, and
