@@ -89,14 +89,33 @@ func (bs budgets) size() int64 {
 	return n
 }
 
-func (bs budgets) tryAcquire(n int64) bool {
+func (bs budgets) tryAcquire(n int64) bool { return bs.try(n, mainOf) }
+
+func (bs budgets) release(n int64) { bs.put(n, mainOf) }
+
+// mainOf and laneOf pick a budget's semaphore: the budget proper or its
+// lane for small fetches.
+func mainOf(b *MemoryBudget) *semaphore.Weighted { return b.sem }
+func laneOf(b *MemoryBudget) *semaphore.Weighted { return b.lane }
+
+// try takes n bytes from every budget's semaphore picked by of, or none.
+func (bs budgets) try(n int64, of func(*MemoryBudget) *semaphore.Weighted) bool {
 	for i, b := range bs {
-		if !b.sem.TryAcquire(n) {
-			bs[:i].release(n)
+		if !of(b).TryAcquire(n) {
+			bs[:i].put(n, of)
 			return false
 		}
 	}
 	return true
+}
+
+func (bs budgets) put(n int64, of func(*MemoryBudget) *semaphore.Weighted) {
+	if n == 0 {
+		return
+	}
+	for _, b := range bs {
+		of(b).Release(n)
+	}
 }
 
 // acquire waits until n bytes are free in every budget or ctx ends.
@@ -110,41 +129,12 @@ func (bs budgets) acquire(ctx context.Context, n int64) error {
 	return nil
 }
 
-func (bs budgets) release(n int64) {
-	if n == 0 {
-		return
-	}
-	for _, b := range bs {
-		b.sem.Release(n)
-	}
-}
-
-// tryLane takes n bytes from every budget's lane, or none.
-func (bs budgets) tryLane(n int64) bool {
-	for i, b := range bs {
-		if !b.lane.TryAcquire(n) {
-			bs[:i].releaseLane(n)
-			return false
-		}
-	}
-	return true
-}
-
-func (bs budgets) releaseLane(n int64) {
-	if n == 0 {
-		return
-	}
-	for _, b := range bs {
-		b.lane.Release(n)
-	}
-}
-
 // give returns n bytes reserved, to the lanes if they came from them.
 func (bs budgets) give(n int64, lane bool) {
 	if lane {
-		bs.releaseLane(n)
+		bs.put(n, laneOf)
 	} else {
-		bs.release(n)
+		bs.put(n, mainOf)
 	}
 }
 
@@ -179,7 +169,7 @@ func (bs budgets) reserve(ctx context.Context, want, least int64) (n int64, lane
 	}
 	if least <= smallFetch {
 		for _, n := range []int64{min(want, smallFetch), least} {
-			if bs.tryLane(n) {
+			if bs.try(n, laneOf) {
 				return n, true
 			}
 		}
