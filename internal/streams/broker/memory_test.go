@@ -402,3 +402,45 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// Clients reading everything at once, over and over, read in turns: no
+// more large fetches read (and decrypt) at once than largeReads has turns,
+// so they cannot keep every core, and every one of them still reads the
+// topic to its end.
+func TestLargeFetchesReadInTurns(t *testing.T) {
+	const fetchers = 20
+	tb := startBroker(t, nil, func(c *Config) { c.MaxPreAuthPerIP = fetchers })
+	fill(t, tb, "wide", 2, 8<<20, 128<<10)
+	largeReads.peak.Store(largeReads.busy.Load())
+	ctx := longCtx(t)
+	errs := make(chan error, fetchers)
+	var wg sync.WaitGroup
+	for range fetchers {
+		wg.Go(func() { errs <- readAll(ctx, tb, "wide", 2, 2000) })
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if peak := largeReads.peak.Load(); peak > largeReads.n || peak == 0 {
+		t.Fatalf("%d turns were taken at once; want 1 to %d", peak, largeReads.n)
+	}
+	if busy := largeReads.busy.Load(); busy != 0 {
+		t.Fatalf("%d turns are still taken", busy)
+	}
+
+	// A consumer at the tail reads at once while the turns are taken.
+	fill(t, tb, "tail", 1, 1<<10, 1<<10)
+	if !largeReads.sem.TryAcquire(largeReads.n) {
+		t.Fatal("the turns are not free")
+	}
+	defer largeReads.sem.Release(largeReads.n)
+	kcl := tb.client(t, readerKey, kgo.ConsumeTopics("tail"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	fs := kcl.PollFetches(testCtx(t))
+	if err := fs.Err(); err != nil || fs.NumRecords() != 1 {
+		t.Fatalf("a consumer at the tail, with the turns taken: %d records, err %v; want its record", fs.NumRecords(), err)
+	}
+}
