@@ -9,6 +9,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"time"
@@ -27,6 +28,9 @@ func newServeCmd(c *cli) *cobra.Command {
 		Short: "Run every Keyline service in this process on embedded storage",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if cfg.MemoryLimit > 0 {
+				debug.SetMemoryLimit(cfg.MemoryLimit)
+			}
 			cfg.AdminAPIKey = os.Getenv("KEYLINE_ADMIN_APIKEY")
 			cfg.MasterKeyFile = os.Getenv("KEYLINE_MASTER_KEY_FILE")
 			if err := backupVolumeFromEnv(cmd, &cfg); err != nil {
@@ -101,11 +105,13 @@ func newServeCmd(c *cli) *cobra.Command {
 	f.Var(byteSize{&cfg.KafkaDeploymentFetchMemory}, "kafka-fetch-memory-per-deployment", "memory one deployment's Kafka fetch responses may hold at once (default 256MiB)")
 	f.Var(byteSize{&cfg.KafkaRequestMemory}, "kafka-request-memory", "memory all deployments' large Kafka requests (produce) may hold at once (default 512MiB)")
 	f.Var(byteSize{&cfg.KafkaDeploymentRequestMemory}, "kafka-request-memory-per-deployment", "memory one deployment's large Kafka requests may hold at once; it also caps one request, at most 100MiB (default 256MiB)")
+	f.Var(byteSize{&cfg.MemoryLimit}, "memory-limit", "memory the process should stay within, e.g. 1GiB: the Go runtime's soft limit (GOMEMLIMIT), and the Kafka memory budgets not given are a quarter (fetches) and an eighth (requests) of it (default: no limit)")
 	f.StringVar(&cfg.KafkaAdvertisedHost, "kafka-advertised-host", "", "the host Kafka clients are told to connect to (default: --kafka-host, or this host's name for 0.0.0.0) [$KEYLINE_KAFKA_ADVERTISED_HOST]")
 	f.DurationVar(&cfg.RequestBodyTimeout, "http-body-timeout", 30*time.Second, "how long a request's body may take to arrive")
 	f.DurationVar(&cfg.WriteTimeout, "http-write-timeout", 30*time.Second, "how long one response write may take (streams may idle between writes)")
 	f.DurationVar(&cfg.IdleTimeout, "http-idle-timeout", 120*time.Second, "when an idle keep-alive connection is closed")
-	f.IntVar(&cfg.MaxConnections, "http-max-connections", 1024, "HTTP connections open at once; more wait to be accepted")
+	f.IntVar(&cfg.MaxConnections, "http-max-connections", 0, "HTTP connections open at once; more wait to be accepted (default 1024, or a quarter of RLIMIT_NOFILE when lower)")
+	f.IntVar(&cfg.MaxConnectionsPerIP, "http-max-connections-per-ip", 0, "HTTP connections open at once from one address; more are closed at once (default a quarter of --http-max-connections)")
 	unseal.register(f, "", "the")
 	f.StringVar(&pprofAddr, "pprof", "", "serve Go's profiles (net/http/pprof) on this loopback address, apart from the APIs, for the operator (off by default)")
 	return cmd

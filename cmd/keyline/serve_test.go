@@ -5,6 +5,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"testing"
 
@@ -74,5 +75,18 @@ func TestServeRefusesBadSettingsBeforeWritingAnything(t *testing.T) {
 				t.Errorf("the data directory was created (%v) though the start failed", err)
 			}
 		})
+	}
+}
+
+func TestServeSetsTheMemoryLimit(t *testing.T) {
+	old := debug.SetMemoryLimit(-1)
+	defer debug.SetMemoryLimit(old)
+	// A certificate without its key stops the start right after the flags.
+	pair := tlstest.IssueRefusable(t, t.TempDir()).Good
+	if code, _ := runCLI(t, "serve", "--data-dir", t.TempDir(), "--memory-limit", "300MiB", "--tls-cert", pair.CertFile); code != exitUsage {
+		t.Fatalf("exit code %d", code)
+	}
+	if got := debug.SetMemoryLimit(-1); got != 300<<20 {
+		t.Fatalf("the runtime's memory limit is %d, want 300 MiB", got)
 	}
 }

@@ -2,8 +2,12 @@ package server
 
 import (
 	"io"
+	"net"
 	"net/http"
+	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Defaults of the HTTP edge's limits (Config.RequestBodyTimeout and the rest).
@@ -13,6 +17,100 @@ const (
 	defaultIdleTimeout    = 120 * time.Second
 	defaultMaxConnections = 1024
 )
+
+// connectionLimits are the HTTP listener's caps: total connections open at
+// once (more wait to be accepted) and those from one source address (more
+// are closed at once). Left at 0, total is 1024 or, under a lower
+// RLIMIT_NOFILE, a quarter of it, so that the descriptors left serve the
+// Kafka listeners and the store, whatever HTTP clients do; perSource is a
+// quarter of total (but up to 64 of a small total), so that one address's
+// clients, however many, leave room for others.
+func connectionLimits(total, perSource int, nofile uint64) (int, int) {
+	if total <= 0 {
+		total = defaultMaxConnections
+		if nofile > 0 && nofile/4 < uint64(total) {
+			total = max(int(nofile/4), 1)
+		}
+	}
+	if perSource <= 0 {
+		perSource = max(total/4, min(total, 64))
+	}
+	return total, min(perSource, total)
+}
+
+// openFileLimit is the process's RLIMIT_NOFILE (its soft limit, which Go
+// raises to the hard one at start); 0 when unknown.
+func openFileLimit() uint64 {
+	var lim unix.Rlimit
+	if unix.Getrlimit(unix.RLIMIT_NOFILE, &lim) != nil || lim.Cur == unix.RLIM_INFINITY {
+		return 0
+	}
+	return lim.Cur
+}
+
+// perSourceListener closes at once each connection from an address that
+// already has max open: the listener's total cap makes the rest wait, and
+// without this one client's connections (a flood of slow bodies) would take
+// every slot and leave the others waiting behind them.
+type perSourceListener struct {
+	net.Listener
+	max  int
+	mu   sync.Mutex
+	open map[string]int
+}
+
+func limitPerSource(ln net.Listener, max int) net.Listener {
+	return &perSourceListener{Listener: ln, max: max, open: map[string]int{}}
+}
+
+func (l *perSourceListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		src := sourceOf(c.RemoteAddr())
+		l.mu.Lock()
+		ok := l.open[src] < l.max
+		if ok {
+			l.open[src]++
+		}
+		l.mu.Unlock()
+		if !ok {
+			c.Close()
+			continue
+		}
+		return &sourceConn{Conn: c, l: l, src: src}, nil
+	}
+}
+
+// sourceOf is the host part of a remote address.
+func sourceOf(a net.Addr) string {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		return ta.IP.String()
+	}
+	return a.String()
+}
+
+// sourceConn gives its source's slot back when it is closed (once).
+type sourceConn struct {
+	net.Conn
+	l    *perSourceListener
+	src  string
+	once sync.Once
+}
+
+func (c *sourceConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(func() {
+		c.l.mu.Lock()
+		if c.l.open[c.src]--; c.l.open[c.src] <= 0 {
+			delete(c.l.open, c.src)
+		}
+		c.l.mu.Unlock()
+	})
+	return err
+}
 
 // withDeadlines bounds each request's body and each response write with
 // per-request deadlines, in place of http.Server's ReadTimeout and
@@ -91,3 +189,25 @@ func (p *progressWriter) FlushError() error {
 
 // Unwrap lets http.ResponseController reach the underlying writer.
 func (p *progressWriter) Unwrap() http.ResponseWriter { return p.ResponseWriter }
+
+// withMemoryLimit derives the Kafka memory budgets the operator left out
+// from cfg.MemoryLimit, so that what fetches and large requests may hold
+// at once, with the garbage the runtime keeps under its soft limit, fits
+// in it.
+func withMemoryLimit(cfg Config) Config {
+	if cfg.MemoryLimit <= 0 {
+		return cfg
+	}
+	for _, b := range []struct {
+		process, deployment *int64
+		share               int64
+	}{{&cfg.KafkaFetchMemory, &cfg.KafkaDeploymentFetchMemory, 4}, {&cfg.KafkaRequestMemory, &cfg.KafkaDeploymentRequestMemory, 8}} {
+		if *b.process <= 0 {
+			*b.process = max(cfg.MemoryLimit/b.share, 1)
+		}
+		if *b.deployment <= 0 {
+			*b.deployment = min(*b.process, 256<<20) // the broker's own default
+		}
+	}
+	return cfg
+}

@@ -75,11 +75,14 @@ type Config struct {
 	// RequestBodyTimeout (default 30 s), each response write finish within
 	// WriteTimeout (default 30 s; a stream may wait between writes as long
 	// as it likes), an idle keep-alive connection closes after IdleTimeout
-	// (default 120 s), and at most MaxConnections (default 1024) are open at
-	// once, the console's own calls to the APIs included; more wait to be
-	// accepted.
+	// (default 120 s), and at most MaxConnections are open at once, the
+	// console's own calls to the APIs included (default 1024, or a quarter
+	// of RLIMIT_NOFILE when that is lower, leaving the rest to Kafka and the
+	// store); more wait to be accepted. At most MaxConnectionsPerIP of them
+	// come from one source address (default a quarter of MaxConnections);
+	// more are closed at once.
 	RequestBodyTimeout, WriteTimeout, IdleTimeout time.Duration
-	MaxConnections                                int
+	MaxConnections, MaxConnectionsPerIP           int
 	// Dev allows the dev seal (the master key in MasterKeyFile); a data
 	// directory never given to `keyline operator init` is in it too.
 	Dev bool
@@ -89,6 +92,12 @@ type Config struct {
 	// defaults); see streams.Config.
 	KafkaFetchMemory, KafkaDeploymentFetchMemory     int64
 	KafkaRequestMemory, KafkaDeploymentRequestMemory int64
+	// MemoryLimit, when set, is the memory the process should stay within
+	// (`keyline serve` makes it the Go runtime's soft limit, GOMEMLIMIT):
+	// the Kafka budgets left at 0 are derived from it, a quarter of it for
+	// fetches and an eighth for large requests, each deployment's at most
+	// the process's.
+	MemoryLimit int64
 }
 
 // Server is a running Keyline.
@@ -186,9 +195,8 @@ func withDefaults(cfg Config) Config {
 			*d.v = d.def
 		}
 	}
-	if cfg.MaxConnections <= 0 {
-		cfg.MaxConnections = defaultMaxConnections
-	}
+	cfg = withMemoryLimit(cfg)
+	cfg.MaxConnections, cfg.MaxConnectionsPerIP = connectionLimits(cfg.MaxConnections, cfg.MaxConnectionsPerIP, openFileLimit())
 	return cfg
 }
 
@@ -204,7 +212,7 @@ func (s *Server) Listen() error {
 	if err != nil {
 		return err
 	}
-	s.ln = netutil.LimitListener(ln, s.cfg.MaxConnections)
+	s.ln = netutil.LimitListener(limitPerSource(ln, s.cfg.MaxConnectionsPerIP), s.cfg.MaxConnections)
 	return nil
 }
 

@@ -10,9 +10,49 @@ import (
 	"github.com/google/uuid"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/keyline/keyline/internal/errs"
 )
+
+// largeReads are the turns large fetches take to read. Reading and
+// decrypting batches is the broker's costliest work, and clients asking
+// for everything over and over would otherwise keep every core on it (the
+// Go scheduler runs their goroutines as often as anyone's), setting the
+// latency of every other request in the process, Kafka's or HTTP's. A
+// fetch that may read more than smallFetch (readEstimate) reads with turns
+// of its own (one per goroutine it reads with) of half the process's
+// cores, at least one; small fetches, a consumer's at the tail of a topic,
+// read at once.
+var largeReads = newReadTurns(max(runtime.GOMAXPROCS(0)/2, 1))
+
+type readTurns struct {
+	sem        *semaphore.Weighted
+	n          int64
+	busy, peak atomic.Int64 // turns taken, now and at most
+}
+
+func newReadTurns(n int) *readTurns {
+	return &readTurns{sem: semaphore.NewWeighted(int64(n)), n: int64(n)}
+}
+
+// take waits for up to want turns (at least one) and returns how many it
+// got; 0 when ctx ended first.
+func (r *readTurns) take(ctx context.Context, want int) int {
+	n := min(int64(max(want, 1)), r.n)
+	if r.sem.Acquire(ctx, n) != nil {
+		return 0
+	}
+	busy := r.busy.Add(n)
+	for p := r.peak.Load(); busy > p && !r.peak.CompareAndSwap(p, busy); p = r.peak.Load() {
+	}
+	return int(n)
+}
+
+func (r *readTurns) give(n int) {
+	r.busy.Add(-int64(n))
+	r.sem.Release(int64(n))
+}
 
 // maxFetchBytes caps one fetch response whatever the client asks, as Kafka's
 // fetch.max.bytes (55 MiB) does; at least one batch is always served.
@@ -103,7 +143,14 @@ func (c *conn) fetchOnce(ctx context.Context, r *kmsg.FetchRequest, deadline tim
 	// may exceed its limit with it.
 	budget, oversize, over := c.reserveFetch(ctx, deadline, r, reads, budget, wanted)
 	size := 0
-	if len(reads) > 1 && wanted+over <= budget && runtime.GOMAXPROCS(0) > 1 {
+	workers := min(len(reads), runtime.GOMAXPROCS(0))
+	if budget > 0 && min(readEstimate(reads), budget) > smallFetch {
+		if workers = largeReads.take(ctx, workers); workers == 0 {
+			return resp, 0, true // the connection is closing
+		}
+		defer largeReads.give(workers)
+	}
+	if len(reads) > 1 && wanted+over <= budget && workers > 1 {
 		// Every partition gets its full PartitionMaxBytes, so they can be
 		// read (and decrypted) at once, each into an arena of its own.
 		// Only the first partition with data may exceed its limit with one
@@ -114,7 +161,7 @@ func (c *conn) fetchOnce(ctx context.Context, r *kmsg.FetchRequest, deadline tim
 		arenas := make([]*[]byte, len(reads))
 		var next atomic.Int64
 		var wg sync.WaitGroup
-		for range min(len(reads), runtime.GOMAXPROCS(0)) {
+		for range workers {
 			wg.Go(func() {
 				for i := int(next.Add(1) - 1); i < len(reads); i = int(next.Add(1) - 1) {
 					rd := reads[i]
@@ -151,6 +198,26 @@ func (c *conn) fetchOnce(ctx context.Context, r *kmsg.FetchRequest, deadline tim
 		}
 	}
 	return resp, size, failed
+}
+
+// readEstimate is about as many bytes as reads may return, or more: for
+// each partition its first batch's size times the records behind it (a
+// batch holds one or more), within its limit.
+func readEstimate(reads []read) int64 {
+	var n int64
+	for _, rd := range reads {
+		first := int64(rd.p.log.FirstBatchSize(rd.offset))
+		behind := rd.p.log.EndOffset() - rd.offset
+		if first == 0 || behind <= 0 {
+			continue
+		}
+		most := max(rd.max, first)
+		if behind <= most/first {
+			most = first * behind
+		}
+		n += most
+	}
+	return n
 }
 
 // read is a partition a fetch reads, and where its answer goes.
@@ -190,11 +257,11 @@ func (c *conn) reserveFetch(ctx context.Context, deadline time.Time, r *kmsg.Fet
 	need := func(d int64) int64 { return 2*d + overhead }
 	wait, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
-	got := c.b.fetchMem.reserve(wait, need(data), need(first))
+	got, lane := c.b.fetchMem.reserve(wait, need(data), need(first))
 	if got == 0 {
 		return 0, -1, 0
 	}
-	c.mem.fetchReserved = got
+	c.mem.fetchReserved, c.mem.fetchLane = got, lane
 	return min(budget, max((got-overhead)/2, 0)), oversize, over
 }
 
@@ -217,7 +284,7 @@ func (c *conn) holdResponse(n int) heldResponse {
 	if c.mem.fetchReserved == 0 {
 		return heldResponse{}
 	}
-	h := heldResponse{reserved: min(int64(n), c.mem.fetchReserved), held: int64(n)}
+	h := heldResponse{reserved: min(int64(n), c.mem.fetchReserved), held: int64(n), lane: c.mem.fetchLane}
 	c.mem.fetchReserved -= h.reserved
 	c.b.fetchMem.hold(h.held)
 	return h
@@ -227,8 +294,8 @@ func (c *conn) holdResponse(n int) heldResponse {
 // fetch budgets.
 func (c *conn) releaseFetchMemory() {
 	c.b.fetchMem.hold(-c.mem.fetchHeld)
-	c.b.fetchMem.release(c.mem.fetchReserved)
-	c.mem.fetchHeld, c.mem.fetchReserved = 0, 0
+	c.b.fetchMem.give(c.mem.fetchReserved, c.mem.fetchLane)
+	c.mem.fetchHeld, c.mem.fetchReserved, c.mem.fetchLane = 0, 0, false
 }
 
 // readPartition fills sp from rd's offset, reading the batches into arena,

@@ -18,12 +18,21 @@ import (
 // wait for each other. The budgets are weighted semaphores: whoever waits
 // is served first come, first served, and a large request cannot be passed
 // over for ever by smaller ones.
+//
+// Small fetches do not queue behind large ones, though: a fetch whose
+// first batch needs at most smallFetch bytes and finds a budget spent
+// takes them from the budget's lane, a sixteenth of its size more that
+// only such fetches use. Otherwise a consumer at the tail of a topic,
+// reading a batch or two, would wait behind every client asking for
+// everything (a few 2 GiB fetches keep the budget spent and the queue
+// full), its latency set by theirs.
 
 // MemoryBudget is memory that requests of several connections share: one
 // broker's, or every broker's of a process.
 type MemoryBudget struct {
 	size int64
 	sem  *semaphore.Weighted
+	lane *semaphore.Weighted // size/laneShare more, for small fetches
 	// inUse is what the holders actually hold (which stays within what
 	// they reserved, but for one batch larger than the whole budget);
 	// peak is its high-water mark.
@@ -33,8 +42,16 @@ type MemoryBudget struct {
 // NewMemoryBudget is a budget of size bytes (at least 1).
 func NewMemoryBudget(size int64) *MemoryBudget {
 	size = max(size, 1)
-	return &MemoryBudget{size: size, sem: semaphore.NewWeighted(size)}
+	return &MemoryBudget{size: size, sem: semaphore.NewWeighted(size), lane: semaphore.NewWeighted(max(size/laneShare, 1))}
 }
+
+// laneShare is the part of a budget that its lane adds for small fetches,
+// and smallFetch the most such a fetch takes from it: the lane serves at
+// least laneShare fetches at once whatever the budget's size.
+const (
+	laneShare  = 16
+	smallFetch = 64 << 10
+)
 
 // MemoryUse is a budget's size, the bytes held of it now and the most held
 // at once.
@@ -72,14 +89,33 @@ func (bs budgets) size() int64 {
 	return n
 }
 
-func (bs budgets) tryAcquire(n int64) bool {
+func (bs budgets) tryAcquire(n int64) bool { return bs.try(n, mainOf) }
+
+func (bs budgets) release(n int64) { bs.put(n, mainOf) }
+
+// mainOf and laneOf pick a budget's semaphore: the budget proper or its
+// lane for small fetches.
+func mainOf(b *MemoryBudget) *semaphore.Weighted { return b.sem }
+func laneOf(b *MemoryBudget) *semaphore.Weighted { return b.lane }
+
+// try takes n bytes from every budget's semaphore picked by of, or none.
+func (bs budgets) try(n int64, of func(*MemoryBudget) *semaphore.Weighted) bool {
 	for i, b := range bs {
-		if !b.sem.TryAcquire(n) {
-			bs[:i].release(n)
+		if !of(b).TryAcquire(n) {
+			bs[:i].put(n, of)
 			return false
 		}
 	}
 	return true
+}
+
+func (bs budgets) put(n int64, of func(*MemoryBudget) *semaphore.Weighted) {
+	if n == 0 {
+		return
+	}
+	for _, b := range bs {
+		of(b).Release(n)
+	}
 }
 
 // acquire waits until n bytes are free in every budget or ctx ends.
@@ -93,12 +129,12 @@ func (bs budgets) acquire(ctx context.Context, n int64) error {
 	return nil
 }
 
-func (bs budgets) release(n int64) {
-	if n == 0 {
-		return
-	}
-	for _, b := range bs {
-		b.sem.Release(n)
+// give returns n bytes reserved, to the lanes if they came from them.
+func (bs budgets) give(n int64, lane bool) {
+	if lane {
+		bs.put(n, laneOf)
+	} else {
+		bs.put(n, mainOf)
 	}
 }
 
@@ -116,24 +152,33 @@ func (bs budgets) hold(delta int64) {
 // the budgets' size): as much as is free now, halving what it asks for,
 // else, waiting its turn until ctx ends, a share of the budgets that is
 // at least least; 0 when ctx ended first. Waiting for a share rather than
-// the least lets a busy budget serve fewer, larger responses.
-func (bs budgets) reserve(ctx context.Context, want, least int64) int64 {
+// the least lets a busy budget serve fewer, larger responses. A small
+// fetch (least up to smallFetch) that finds the budgets spent takes up to
+// smallFetch from their lanes instead when they have it (lane is true).
+func (bs budgets) reserve(ctx context.Context, want, least int64) (n int64, lane bool) {
 	size := bs.size()
 	want = min(want, size)
 	least = max(min(least, want), 1)
 	for n := want; n > least; n /= 2 {
 		if bs.tryAcquire(n) {
-			return n
+			return n, false
 		}
 	}
 	if bs.tryAcquire(least) {
-		return least
+		return least, false
+	}
+	if least <= smallFetch {
+		for _, n := range []int64{min(want, smallFetch), least} {
+			if bs.try(n, laneOf) {
+				return n, true
+			}
+		}
 	}
 	share := max(least, min(want, size/waitShares))
 	if ctx.Err() != nil || bs.acquire(ctx, share) != nil {
-		return 0
+		return 0, false
 	}
-	return share
+	return share, false
 }
 
 // waitShares is how many shares of a budget waiting requests take.
@@ -148,6 +193,7 @@ const smallFrame = 64 << 10
 // request being handled.
 type connMemory struct {
 	fetchReserved int64 // of the fetch budgets, for the response being built
+	fetchLane     bool  // fetchReserved is of their lanes
 	fetchHeld     int64 // bytes in its arenas
 	frame         int64 // of the request budgets, for the frame being handled
 	frameBuf      *[]byte
@@ -155,11 +201,14 @@ type connMemory struct {
 
 // heldResponse is what an encoded fetch response holds of the fetch
 // budgets until it is written.
-type heldResponse struct{ reserved, held int64 }
+type heldResponse struct {
+	reserved, held int64
+	lane           bool // reserved is of the lanes
+}
 
 func (h heldResponse) release(bs budgets) {
 	bs.hold(-h.held)
-	bs.release(h.reserved)
+	bs.give(h.reserved, h.lane)
 }
 
 // readRequest reads the next request frame. A large frame on a logged-in

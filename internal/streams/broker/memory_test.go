@@ -117,6 +117,12 @@ func memoryReturned(t *testing.T, what string, b budgets) {
 			return false
 		}
 		b.release(b.size())
+		for _, m := range b {
+			if !m.lane.TryAcquire(max(m.size/laneShare, 1)) {
+				return false
+			}
+			m.lane.Release(max(m.size/laneShare, 1))
+		}
 		return true
 	})
 }
@@ -256,6 +262,37 @@ func TestFetchWaitingForMemoryEndsByMaxWaitOrClose(t *testing.T) {
 	}
 }
 
+// A consumer reading a small batch at the tail of a topic is not queued
+// behind fetches asking for everything: with the budget spent and a large
+// fetch waiting for it, its fetch is answered with its batch (from the
+// budget's lane), and the lane is given back.
+func TestSmallFetchIsNotQueuedBehindLargeOnes(t *testing.T) {
+	tb := startBroker(t, nil, func(c *Config) { c.FetchMemory = 1 << 20 })
+	fill(t, tb, "big", 1, 512<<10, 64<<10)
+	fill(t, tb, "small", 1, 2<<10, 1<<10)
+	if !tb.fetchMem.tryAcquire(tb.fetchMem.size()) {
+		t.Fatal("the fetch budget is not free at the start")
+	}
+	big := tb.client(t, readerKey)
+	ctx, cancel := context.WithCancel(context.Background())
+	bigDone := make(chan struct{})
+	go func() { defer close(bigDone); rawFetch(ctx, tb, big, "big", []int64{0}, 120_000) }()
+	time.Sleep(200 * time.Millisecond) // let it queue; the test holds either way
+
+	resp, err := rawFetch(testCtx(t), tb, tb.client(t, readerKey), "small", []int64{0}, 30_000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := nextOffset(resp.Topics[0].Partitions[0].RecordBatches, 0); got != 2 {
+		t.Fatalf("behind a spent budget and a large fetch the small fetch reached offset %d, want 2", got)
+	}
+	cancel()
+	big.Close()
+	<-bigDone
+	tb.fetchMem.release(tb.fetchMem.size())
+	memoryReturned(t, "fetch", tb.fetchMem)
+}
+
 // Produce requests whose frames are being read hold no more than the
 // request budget: connections that announce large frames and stall wait
 // for memory before their bodies are read, and all are stored once they
@@ -366,4 +403,46 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// Clients reading everything at once, over and over, read in turns: no
+// more large fetches read (and decrypt) at once than largeReads has turns,
+// so they cannot keep every core, and every one of them still reads the
+// topic to its end.
+func TestLargeFetchesReadInTurns(t *testing.T) {
+	const fetchers = 20
+	tb := startBroker(t, nil, func(c *Config) { c.MaxPreAuthPerIP = fetchers })
+	fill(t, tb, "wide", 2, 8<<20, 128<<10)
+	largeReads.peak.Store(largeReads.busy.Load())
+	ctx := longCtx(t)
+	errs := make(chan error, fetchers)
+	var wg sync.WaitGroup
+	for range fetchers {
+		wg.Go(func() { errs <- readAll(ctx, tb, "wide", 2, 2000) })
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if peak := largeReads.peak.Load(); peak > largeReads.n || peak == 0 {
+		t.Fatalf("%d turns were taken at once; want 1 to %d", peak, largeReads.n)
+	}
+	if busy := largeReads.busy.Load(); busy != 0 {
+		t.Fatalf("%d turns are still taken", busy)
+	}
+
+	// A consumer at the tail reads at once while the turns are taken.
+	fill(t, tb, "tail", 1, 1<<10, 1<<10)
+	if !largeReads.sem.TryAcquire(largeReads.n) {
+		t.Fatal("the turns are not free")
+	}
+	defer largeReads.sem.Release(largeReads.n)
+	kcl := tb.client(t, readerKey, kgo.ConsumeTopics("tail"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	fs := kcl.PollFetches(testCtx(t))
+	if err := fs.Err(); err != nil || fs.NumRecords() != 1 {
+		t.Fatalf("a consumer at the tail, with the turns taken: %d records, err %v; want its record", fs.NumRecords(), err)
+	}
 }
