@@ -27,9 +27,9 @@ func (c *conn) handleCreateTopics(ctx context.Context, r *kmsg.CreateTopicsReque
 		}
 		var err error
 		switch {
-		case !c.access().Allows(Manager):
+		case !c.may(TopicResource, rt.Topic, Manager) && !c.may(ClusterResource, "", Manager):
 			st.ErrorCode = kerr.TopicAuthorizationFailed.Code
-			st.ErrorMessage = kmsg.StringPtr("creating topics needs the Manager role")
+			st.ErrorMessage = kmsg.StringPtr("creating this topic needs the Manager role on it or on the cluster")
 		case rt.ReplicationFactor != -1 && rt.ReplicationFactor != 1:
 			st.ErrorCode = kerr.InvalidReplicationFactor.Code
 			st.ErrorMessage = kmsg.StringPtr("this deployment has one broker: the replication factor is 1")

@@ -13,10 +13,13 @@ func (c *conn) handleInitProducerID(_ context.Context, r *kmsg.InitProducerIDReq
 	resp := r.ResponseKind().(*kmsg.InitProducerIDResponse)
 	resp.ProducerID, resp.ProducerEpoch = -1, -1
 	switch {
-	case !c.access().Allows(Writer):
+	case r.TransactionalID != nil && !c.authorizeTxnID(*r.TransactionalID):
+		resp.ErrorCode = kerr.TransactionalIDAuthorizationFailed.Code
+	case r.TransactionalID == nil && !c.mayAny(TopicResource, Writer) && !c.may(ClusterResource, "", Writer):
+		// Kafka lets a producer that may write some topic be idempotent.
 		resp.ErrorCode = kerr.ClusterAuthorizationFailed.Code
 	case r.TransactionalID != nil:
-		resp.ErrorCode = kerr.TransactionalIDAuthorizationFailed.Code
+		resp.ErrorCode = kerr.UnsupportedVersion.Code // transactions are not supported (yet)
 	default:
 		id, err := c.b.producers.next()
 		if err != nil {

@@ -59,7 +59,7 @@ func TestAccessLevelsGateRequests(t *testing.T) {
 	}{
 		{"reader may not get a producer id", readerKey, initProducerIDProbe(nil), kerr.ClusterAuthorizationFailed.Code},
 		{"writer gets a producer id", writerKey, initProducerIDProbe(nil), 0},
-		{"transactions are refused", writerKey, initProducerIDProbe(kmsg.StringPtr("txn")), kerr.TransactionalIDAuthorizationFailed.Code},
+		{"reader may not use a transactional id", readerKey, initProducerIDProbe(kmsg.StringPtr("txn")), kerr.TransactionalIDAuthorizationFailed.Code},
 		{"writer may not delete topics", writerKey, deleteTopicProbe("guarded"), kerr.TopicAuthorizationFailed.Code},
 		{"writer may not add partitions", writerKey, createPartitionsProbe("guarded", 2), kerr.TopicAuthorizationFailed.Code},
 		{"manager may not shrink partitions", managerKey, createPartitionsProbe("guarded", 1), kerr.InvalidPartitions.Code},
