@@ -128,7 +128,7 @@ func (s *Service) kafkaLogin(guid, account string) broker.LoginChecker {
 		if err != nil {
 			return broker.Login{}, err
 		}
-		login.Expires = p.TokenExpires
+		login.Expires, login.Principal = p.TokenExpires, p.IAMID
 		return login, nil
 	}
 }

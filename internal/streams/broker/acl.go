@@ -61,6 +61,9 @@ type Login struct {
 	Access  Access
 	Grants  []Grant
 	Expires time.Time
+	// Principal names who logged in (an IAM ID); a re-authentication on
+	// the connection must keep it, as Kafka requires (KIP-368).
+	Principal string
 }
 
 // Credentials are what a client presented in SASL: User and Secret for

@@ -282,7 +282,10 @@ func (c *conn) login(mechanism string, token []byte) (refusal string) {
 	if reason := c.b.lockReason(); reason != "" {
 		return reason
 	}
-	c.sess.Store(&session{user: cr.User, password: cr.Secret, mechanism: mechanism, access: l.Access, acl: a, expires: l.Expires})
+	if old := c.sess.Load(); c.authed && (old == nil || old.principal != l.Principal || old.user != cr.User) {
+		return "a re-authentication must keep the identity the connection logged in with"
+	}
+	c.sess.Store(&session{user: cr.User, password: cr.Secret, mechanism: mechanism, access: l.Access, acl: a, expires: l.Expires, principal: l.Principal})
 	if c.authed {
 		c.log.Debug("kafka re-authentication", "mechanism", mechanism)
 		return ""

@@ -23,7 +23,15 @@ func (b *bearerLogins) check(_ context.Context, cr Credentials) (Login, error) {
 	if cr.Mechanism != saslOAuthBearer || !ok || !b.clock.Now().Before(exp) {
 		return Login{}, errors.New("the IAM access token is not valid or has expired")
 	}
-	return Login{Access: Writer, Expires: exp}, nil
+	return Login{Access: Writer, Expires: exp, Principal: principalOf(cr.Secret)}, nil
+}
+
+// principalOf is whose token it is: "intruder-..." tokens are someone else's.
+func principalOf(token string) string {
+	if strings.HasPrefix(token, "intruder-") {
+		return "iam-intruder"
+	}
+	return "iam-dev"
 }
 
 // bearerLogin runs SaslHandshake and SaslAuthenticate v1 with token on rc.
@@ -81,6 +89,27 @@ func TestOAuthBearerSessionLifetimeAndReauthentication(t *testing.T) {
 	rc.metadata(7)
 	if !rc.closed() {
 		t.Fatal("a request after the session expired was answered; want the connection closed")
+	}
+}
+
+func TestReauthenticationKeepsThePrincipal(t *testing.T) {
+	clock := &fakeClock{now: time.Now()}
+	logins := &bearerLogins{clock: clock, expires: map[string]time.Time{
+		"token-1": clock.Now().Add(time.Hour), "token-2": clock.Now().Add(time.Hour), "intruder-token": clock.Now().Add(time.Hour)}}
+	tb := startBroker(t, nil, func(c *Config) { c.Login, c.Clock = logins.check, clock })
+	rc := dialRaw(t, tb)
+	if resp := rc.bearerLogin("token-1", 1); resp.ErrorCode != 0 {
+		t.Fatalf("login: code %d", resp.ErrorCode)
+	}
+	if resp := rc.bearerLogin("token-2", 3); resp.ErrorCode != 0 {
+		t.Fatalf("re-authentication as the same principal: code %d", resp.ErrorCode)
+	}
+	resp := rc.bearerLogin("intruder-token", 5)
+	if resp.ErrorCode != kerr.SaslAuthenticationFailed.Code || resp.ErrorMessage == nil || !strings.Contains(*resp.ErrorMessage, "must keep the identity") {
+		t.Fatalf("re-authentication as another principal: code %d %v", resp.ErrorCode, resp.ErrorMessage)
+	}
+	if !rc.closed() {
+		t.Fatal("the connection stays open after a refused re-authentication")
 	}
 }
 

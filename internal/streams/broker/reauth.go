@@ -21,6 +21,7 @@ type session struct {
 	access    Access // on the whole instance
 	acl       *acl
 	expires   time.Time // zero: never
+	principal string
 }
 
 // access is what the connection may do now: nothing once its login is
@@ -117,7 +118,7 @@ func (b *Broker) reauthorize(ctx context.Context) {
 				c.close()
 			}
 		case !v.acl.equal(s.acl):
-			if c.sess.CompareAndSwap(s, &session{user: s.user, password: s.password, mechanism: s.mechanism, access: v.login.Access, acl: v.acl, expires: s.expires}) {
+			if c.sess.CompareAndSwap(s, &session{user: s.user, password: s.password, mechanism: s.mechanism, access: v.login.Access, acl: v.acl, expires: s.expires, principal: s.principal}) {
 				b.log.Info("kafka connection access changed", "remote", c.nc.RemoteAddr().String(), "user", s.user, "from", s.access.String(), "to", v.login.Access.String(), "grants", len(v.login.Grants))
 			}
 		}
