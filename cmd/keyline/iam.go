@@ -145,12 +145,19 @@ func (c *cli) userInviteCmd() *cobra.Command {
 }
 
 func (c *cli) policyCreateCmd() *cobra.Command {
-	var roles, service, instance string
+	var roles, service, instance, resourceType, resource string
 	cmd := &cobra.Command{
-		Use: "user-policy-create IAM_ID --roles ROLES --service-name SERVICE [--service-instance GUID]", Short: "Give a user or service ID roles on a service", Args: cobra.ExactArgs(1),
+		Use:     "user-policy-create IAM_ID --roles ROLES --service-name SERVICE [--service-instance GUID] [--resource-type TYPE [--resource NAME]]",
+		Aliases: []string{"service-policy-create"},
+		Short:   "Give a user or service ID roles on a service, an instance, or resources of an instance",
+		Example: "  keyline iam service-policy-create iam-ServiceId-... --roles Writer --service-name messagehub --service-instance GUID --resource-type topic --resource 'orders-*'",
+		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if roles == "" || service == "" {
 				return usageError{errorf("--roles and --service-name are required")}
+			}
+			if resource != "" && resourceType == "" {
+				return usageError{errorf("--resource needs --resource-type")}
 			}
 			cl, account, err := c.withAccount(cmd)
 			if err != nil {
@@ -159,6 +166,16 @@ func (c *cli) policyCreateCmd() *cobra.Command {
 			attrs := []map[string]any{{"name": "accountId", "value": account}, {"name": "serviceName", "value": service}}
 			if instance != "" {
 				attrs = append(attrs, map[string]any{"name": "serviceInstance", "value": instance})
+			}
+			if resourceType != "" {
+				attrs = append(attrs, map[string]any{"name": "resourceType", "value": resourceType})
+			}
+			if resource != "" {
+				a := map[string]any{"name": "resource", "value": resource}
+				if strings.HasSuffix(resource, "*") {
+					a["operator"] = "stringMatch"
+				}
+				attrs = append(attrs, a)
 			}
 			body := map[string]any{
 				"type":      "access",
@@ -180,6 +197,8 @@ func (c *cli) policyCreateCmd() *cobra.Command {
 	cmd.Flags().StringVar(&roles, "roles", "", "roles, e.g. Reader or Writer,Manager")
 	cmd.Flags().StringVar(&service, "service-name", "", "service, e.g. kms or messagehub")
 	cmd.Flags().StringVar(&instance, "service-instance", "", "one instance GUID (default: all)")
+	cmd.Flags().StringVar(&resourceType, "resource-type", "", "resources of one type within the instance; messagehub: cluster, topic, group or txnid (default: the whole instance)")
+	cmd.Flags().StringVar(&resource, "resource", "", "one resource of --resource-type by name, or names by prefix with a trailing * (orders-*) (default: all of the type)")
 	return cmd
 }
 

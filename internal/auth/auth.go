@@ -5,6 +5,7 @@ package auth
 
 import (
 	"context"
+	"time"
 )
 
 // PrincipalType says what kind of identity a principal is.
@@ -30,8 +31,10 @@ type Principal struct {
 	// CredentialType is how the caller proved who it is: "apikey", "token",
 	// "s2s-authorization" (CADF initiator.credential.type).
 	CredentialType string
-	// TokenID is the jti of the bearer token used, if any.
-	TokenID string
+	// TokenID is the jti of the bearer token used, if any, and
+	// TokenExpires when that token expires.
+	TokenID      string
+	TokenExpires time.Time
 }
 
 // Resource is what an action is performed on, in IAM's attribute terms.
@@ -42,6 +45,20 @@ type Resource struct {
 	ResourceType    string // "key", "topic", ...
 	ResourceID      string
 }
+
+// Grant is what one access policy scoped to a resource type (an Event
+// Streams topic, say) gives a principal within a service instance: the
+// actions of its roles on the resources of ResourceType named Resource, a
+// prefix ending in "*", or "" for all of them.
+type Grant struct {
+	ResourceType string
+	Resource     string
+	Actions      []string
+}
+
+// StreamsResourceTypes are the resource types Event Streams (messagehub)
+// policies may be scoped to.
+var StreamsResourceTypes = []string{"cluster", "topic", "group", "txnid"}
 
 // Authenticator turns credentials into a principal.
 type Authenticator interface {

@@ -192,16 +192,20 @@ func (p Policy) subjectCovers(sp *auth.Principal) bool {
 type attribute interface {
 	SubjectAttribute | ResourceAttribute
 	nameValue() (string, string)
+	matches(got string) bool
 }
 
 func (a SubjectAttribute) nameValue() (string, string)  { return a.Name, a.Value }
 func (a ResourceAttribute) nameValue() (string, string) { return a.Name, a.Value }
+func (a SubjectAttribute) matches(got string) bool      { return got == a.Value }
+func (a ResourceAttribute) matches(got string) bool     { return attributeMatches(a, got) }
 
-// allEqual reports whether every attribute equals what value says of its name.
+// allEqual reports whether every attribute matches what value says of its
+// name: equals it, or for a stringMatch resource name, prefixes it.
 func allEqual[A attribute](attrs []A, value func(name string) (string, bool)) bool {
 	for _, a := range attrs {
-		name, want := a.nameValue()
-		if got, known := value(name); !known || got != want {
+		name, _ := a.nameValue()
+		if got, known := value(name); !known || !a.matches(got) {
 			return false
 		}
 	}
@@ -276,12 +280,12 @@ func (s *Service) normalize(op string, req PolicyRequest) (Policy, error) {
 		if err := checkAttr(op, "resources[0]", a.Name, a.Value, []string{"accountId", "serviceName", "serviceInstance", "resourceType", "resource"}, seen); err != nil {
 			return Policy{}, err
 		}
-		switch a.Operator {
-		case "":
+		switch {
+		case a.Operator == "" && !(a.Name == "resource" && strings.HasSuffix(a.Value, "*")):
 			a.Operator = "stringEquals"
-		case "stringEquals":
+		case a.Operator == "stringEquals", a.Name == "resource" && (a.Operator == "" || a.Operator == opStringMatch):
 		default:
-			return Policy{}, invalidBody(op, "resources[0] attribute %s: operator %q is not supported: use stringEquals", a.Name, a.Operator)
+			return Policy{}, invalidBody(op, "resources[0] attribute %s: operator %q is not supported: use stringEquals (or stringMatch for resource)", a.Name, a.Operator)
 		}
 		res.Attributes = append(res.Attributes, a)
 	}
@@ -294,6 +298,9 @@ func (s *Service) normalize(op string, req PolicyRequest) (Policy, error) {
 	}
 	if seen["resource"] && !seen["resourceType"] {
 		return Policy{}, invalidBody(op, "the resource attribute resource needs resourceType")
+	}
+	if err := checkScopedResource(op, &p.Resources[0]); err != nil {
+		return Policy{}, err
 	}
 	if len(req.Roles) == 0 {
 		return Policy{}, invalidBody(op, "roles must hold at least one role")
@@ -325,7 +332,11 @@ func checkAttr(op, where, name, value string, allowed []string, seen map[string]
 		return invalidBody(op, "%s attribute %q is given twice", where, name)
 	}
 	seen[name] = true
-	if value == "" || len(value) > maxAttrValue || !utf8.ValidString(value) || strings.ContainsAny(value, "*?") {
+	wildcards := "*?"
+	if name == "resource" {
+		wildcards = "" // checkScopedResource says where a wildcard may go
+	}
+	if value == "" || len(value) > maxAttrValue || !utf8.ValidString(value) || strings.ContainsAny(value, wildcards) {
 		return invalidBody(op, "%s attribute %q needs a value of 1 to %d characters without wildcards", where, name, maxAttrValue)
 	}
 	return nil

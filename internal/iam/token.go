@@ -339,7 +339,7 @@ func (s *Service) AuthenticateToken(ctx context.Context, token string) (*auth.Pr
 		}
 		p = id.principal()
 	}
-	p.CredentialType, p.TokenID = "token", c.ID
+	p.CredentialType, p.TokenID, p.TokenExpires = "token", c.ID, c.ExpiresAt.Time
 	s.tokens.put(gen, sum, cachedToken{principal: *p, expires: c.ExpiresAt.Time, apikeyID: c.APIKeyID})
 	return p, nil
 }

@@ -108,3 +108,9 @@ func (s *Server) wireStreams(ctx context.Context, iamSvc *iam.Service, keys stre
 	s.mux.Handle("/messagehub/", svc.Handler())
 	return svc, nil
 }
+
+// UpdateParameters accepts the parameters a live deployment can change
+// (iam_token_only).
+func (b messagehubBroker) UpdateParameters(ctx context.Context, inst controller.Instance, params map[string]any) error {
+	return b.s.UpdateParameters(ctx, inst.GUID, params)
+}

@@ -306,7 +306,7 @@ func (s *Service) startBroker(d *deployment, storage broker.Storage, reason stri
 	h := newHandoff(f.ln.Addr())
 	brk, err := broker.New(broker.Config{NodeID: 0, Listener: h, Storage: storage, ClusterID: guid, AdvertisedHost: s.cfg.AdvertisedHost,
 		TLS: s.cfg.TLS, Reauthorize: s.cfg.Reauthorize, MaxPreAuthConnections: s.cfg.MaxPreAuthConnections, MaxPreAuthPerIP: s.cfg.MaxPreAuthPerIP,
-		LoginTimeout: s.cfg.LoginTimeout, Authenticate: s.kafkaLogin(guid, account), Logger: s.log.With("deployment", guid), Clock: s.clock,
+		LoginTimeout: s.cfg.LoginTimeout, Login: s.kafkaLogin(guid, account), Logger: s.log.With("deployment", guid), Clock: s.clock,
 		FetchMemory: s.cfg.DeploymentFetchMemory, SharedFetchMemory: s.fetchMem,
 		RequestMemory: s.cfg.DeploymentRequestMemory, SharedRequestMemory: s.requestMem, Limits: PlanLimits(plan)})
 	if err != nil {
@@ -403,31 +403,6 @@ type levelAccess struct {
 
 // accessLevels are tried from the highest down.
 var accessLevels = []levelAccess{{auth.TopicManage, broker.Manager}, {auth.MessageWrite, broker.Writer}, {auth.MessageRead, broker.Reader}}
-
-// kafkaLogin checks a SASL PLAIN login: user "token", password an API key
-// whose principal IAM allows to read, write or manage this deployment.
-func (s *Service) kafkaLogin(guid, account string) broker.Authenticator {
-	return func(ctx context.Context, user, password string) (broker.Access, error) {
-		if user != "token" {
-			return broker.NoAccess, errors.New(`the SASL user name must be "token" and the password an API key`)
-		}
-		p, err := s.iam.AuthenticateAPIKey(ctx, password)
-		if err != nil {
-			if k := errs.KindOf(err); k == errs.Unavailable || k == errs.Internal || k == errs.Other {
-				return broker.NoAccess, broker.Temporary("the API key cannot be checked now; try again")
-			}
-			return broker.NoAccess, errors.New("the API key is not valid")
-		}
-		lv, err := s.accessFor(ctx, p, guid, account)
-		if err != nil {
-			if errs.KindOf(err) == errs.Permission {
-				return broker.NoAccess, fmt.Errorf("the API key has no Reader, Writer or Manager role on Event Streams instance %s", guid)
-			}
-			return broker.NoAccess, broker.Temporary("the API key's access cannot be checked now; try again")
-		}
-		return lv.access, nil
-	}
-}
 
 // diskStorage is the encrypted log as the broker's storage.
 type diskStorage struct{ *seglog.Store }

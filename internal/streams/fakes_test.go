@@ -364,6 +364,11 @@ func (i *testIAM) Authorize(_ context.Context, p *auth.Principal, action string,
 	return errs.E("testiam", errs.Permission, "", "not allowed")
 }
 
+// ResourceGrants: the test IAM's API keys grant whole deployments only.
+func (i *testIAM) ResourceGrants(context.Context, *auth.Principal, auth.Resource) ([]auth.Grant, error) {
+	return nil, nil
+}
+
 func (i *testIAM) CreateDependentAuthorization(_ context.Context, source *auth.Principal, service string, target auth.Resource, role string) error {
 	i.kms.mu.Lock()
 	ok := i.kms.deleg[target.AccountID+"/"+target.ServiceInstance]

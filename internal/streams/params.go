@@ -17,7 +17,7 @@ var paramAliases = map[string]string{
 }
 
 // knownParams are the provision parameters a deployment understands.
-var knownParams = []string{ParamDiskKey, ParamBackupKey, ParamBackupSchedule, ParamBackupID}
+var knownParams = []string{ParamDiskKey, ParamBackupKey, ParamBackupSchedule, ParamBackupID, ParamIAMTokenOnly}
 
 // CheckParameters returns a deployment's provision parameters under their
 // canonical names, or an error naming the first one it does not know. An

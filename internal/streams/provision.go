@@ -70,6 +70,10 @@ func (s *Service) Provision(ctx context.Context, inst Instance, params map[strin
 	if err != nil {
 		return nil, err
 	}
+	tokenOnly, err := iamTokenOnly(params)
+	if err != nil {
+		return nil, err
+	}
 	var warnings []string
 	if backup != nil {
 		if !backupKeyRegions[backup.info.Region] {
@@ -170,7 +174,12 @@ func (s *Service) Provision(ctx context.Context, inst Instance, params map[strin
 		removeData(d.dir)
 		return nil, err
 	}
-	if err := s.db.Tx(ctx, func(tx *store.Tx) error { return insertRecord(tx, rec) }); err != nil {
+	if err := s.db.Tx(ctx, func(tx *store.Tx) error {
+		if err := insertRecord(tx, rec); err != nil {
+			return err
+		}
+		return setIAMTokenOnlyTx(tx, rec.GUID, tokenOnly)
+	}); err != nil {
 		dek.Wipe()
 		if store.IsUnique(err) {
 			return fail(errs.Ef(op, errs.Conflict, "DEPLOYMENT_EXISTS", "deployment %s is already provisioned", inst.GUID))

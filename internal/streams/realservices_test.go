@@ -36,15 +36,8 @@ func TestSeedFlowsOverRealKMSAndIAM(t *testing.T) {
 		t.Fatal(err)
 	}
 	tasks, states := &testTasks{}, &testStates{}
-	svc, err := New(ctx, Config{DB: env.DB, Audit: env.Audit, Keys: kmsKeys{k}, Identity: iamIdentity{env.Service},
+	svc := startService(t, Config{DB: env.DB, Audit: env.Audit, Keys: kmsKeys{k}, Identity: iamIdentity{env.Service},
 		Tasks: tasks, States: states, MasterKey: mustSeal(t), DataDir: filepath.Join(t.TempDir(), "data"), SegmentBytes: 16 << 10})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := svc.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { svc.Close() })
 
 	guid := uuid.NewString()
 	inst := Instance{GUID: guid, CRN: crn.New(ServiceName, "us-south", account, guid).String(), AccountID: account,

@@ -104,6 +104,9 @@ type KeyService interface {
 type Identity interface {
 	auth.Authenticator
 	auth.Authorizer
+	// ResourceGrants lists what p's access policies scoped to resource
+	// types (topic, group, ...) give it within r's instance.
+	ResourceGrants(ctx context.Context, p *auth.Principal, r auth.Resource) ([]auth.Grant, error)
 	// CreateDependentAuthorization lets dependentService use target with role,
 	// created by source (a deployment); it needs source's delegator role and
 	// fails with errs.Permission otherwise.
@@ -258,7 +261,7 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	if cfg.RequestMemory <= 0 {
 		cfg.RequestMemory = 512 << 20
 	}
-	if err := cfg.DB.Migrate(ctx, migrations); err != nil {
+	if err := cfg.DB.Migrate(ctx, append(migrations, loginMigration)); err != nil {
 		return nil, err
 	}
 	return &Service{cfg: cfg, db: cfg.DB, audit: cfg.Audit, clock: cfg.Clock, log: cfg.Logger, keys: cfg.Keys,

@@ -19,7 +19,6 @@ const maxParallelAppends = 32
 // requests share fsyncs. Partitions are appended concurrently.
 func (c *conn) handleProduce(ctx context.Context, r *kmsg.ProduceRequest) (kmsg.Response, error) {
 	resp := r.ResponseKind().(*kmsg.ProduceResponse)
-	allowed := c.access().Allows(Writer)
 	badAcks := r.Acks != 0 && r.Acks != 1 && r.Acks != -1
 	var wg sync.WaitGroup
 	var mu sync.Mutex
@@ -29,6 +28,7 @@ func (c *conn) handleProduce(ctx context.Context, r *kmsg.ProduceRequest) (kmsg.
 		if r.Version >= 13 {
 			t = c.b.topics.byIDOrNil(uuid.UUID(rt.TopicID))
 		}
+		allowed := c.mayTopic(t, rt.Topic, Writer)
 		st := kmsg.NewProduceResponseTopic()
 		st.Topic, st.TopicID = rt.Topic, rt.TopicID
 		st.Partitions = make([]kmsg.ProduceResponseTopicPartition, len(rt.Partitions))

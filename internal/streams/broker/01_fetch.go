@@ -93,7 +93,6 @@ func (c *conn) fetchOnce(ctx context.Context, r *kmsg.FetchRequest, deadline tim
 	if r.Version >= 3 && r.MaxBytes > 0 {
 		budget = min(budget, int64(r.MaxBytes))
 	}
-	allowed := c.access().Allows(Reader)
 	// First every partition's answer without data, and what to read.
 	var reads []read
 	var wanted int64
@@ -103,6 +102,7 @@ func (c *conn) fetchOnce(ctx context.Context, r *kmsg.FetchRequest, deadline tim
 		if r.Version >= 13 {
 			t, missing = c.b.topics.byIDOrNil(uuid.UUID(rt.TopicID)), kerr.UnknownTopicID
 		}
+		allowed := c.mayTopic(t, rt.Topic, Reader)
 		st := kmsg.NewFetchResponseTopic()
 		st.Topic, st.TopicID = rt.Topic, rt.TopicID
 		for pi, rp := range rt.Partitions {

@@ -18,9 +18,9 @@ const (
 // or after a timestamp; read_committed's latest is the last stable offset.
 func (c *conn) handleListOffsets(ctx context.Context, r *kmsg.ListOffsetsRequest) (kmsg.Response, error) {
 	resp := r.ResponseKind().(*kmsg.ListOffsetsResponse)
-	allowed := c.access().Allows(Reader)
 	for _, rt := range r.Topics {
 		t := c.b.topics.byNameOrNil(rt.Topic)
+		allowed := c.mayTopic(t, rt.Topic, Reader)
 		st := kmsg.NewListOffsetsResponseTopic()
 		st.Topic = rt.Topic
 		for _, rp := range rt.Partitions {

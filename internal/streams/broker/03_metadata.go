@@ -16,12 +16,15 @@ func (c *conn) handleMetadata(ctx context.Context, r *kmsg.MetadataRequest) (kms
 	resp.Brokers = []kmsg.MetadataResponseBroker{{NodeID: node, Host: c.b.cfg.AdvertisedHost, Port: c.b.cfg.AdvertisedPort}}
 	resp.ClusterID = &c.b.cfg.ClusterID
 	resp.ControllerID = node
-	if !c.access().Allows(Reader) {
+	if !c.may(ClusterResource, "", Reader) {
 		return resp, nil
 	}
 	// v0: an empty list means all topics; v1+: null means all.
 	if r.Topics == nil || (r.Version == 0 && len(r.Topics) == 0) {
 		for _, t := range c.b.topics.list() {
+			if !c.may(TopicResource, t.name, Reader) { // as Kafka, unauthorized topics are left out
+				continue
+			}
 			resp.Topics = append(resp.Topics, c.describeTopic(t, t.name))
 		}
 		return resp, nil
@@ -32,11 +35,18 @@ func (c *conn) handleMetadata(ctx context.Context, r *kmsg.MetadataRequest) (kms
 		if rt.Topic != nil {
 			name = *rt.Topic
 			t = c.b.topics.byNameOrNil(name)
-			if t == nil && c.b.cfg.AutoCreateTopics && (r.Version < 4 || r.AllowAutoTopicCreation) && c.access().Allows(Writer) {
+			if t == nil && c.b.cfg.AutoCreateTopics && (r.Version < 4 || r.AllowAutoTopicCreation) && c.may(TopicResource, name, Writer) {
 				t, _ = c.b.topics.create(name, 1, c.b.cfg.MaxPartitions, nil)
 			}
 		} else if t = c.b.topics.byIDOrNil(uuid.UUID(rt.TopicID)); t != nil {
 			name = t.name
+		}
+		if (t != nil || rt.Topic != nil) && !c.mayTopic(t, name, Reader) {
+			st := kmsg.NewMetadataResponseTopic()
+			st.Topic, st.TopicID = rt.Topic, rt.TopicID
+			st.ErrorCode = kerr.TopicAuthorizationFailed.Code
+			resp.Topics = append(resp.Topics, st)
+			continue
 		}
 		if t == nil {
 			st := kmsg.NewMetadataResponseTopic()

@@ -13,19 +13,22 @@ func (c *conn) handleOffsetCommit(_ context.Context, r *kmsg.OffsetCommitRequest
 	resp := r.ResponseKind().(*kmsg.OffsetCommitResponse)
 	offsets := map[offsetKey]committed{}
 	codes := make([][]int16, len(r.Topics))
-	allowed := c.access().Allows(Reader)
+	allowed := c.may(GroupResource, r.Group, Reader)
 	for i, rt := range r.Topics {
 		t := c.b.topics.byNameOrNil(rt.Topic)
 		missing := kerr.UnknownTopicOrPartition
 		if r.Version >= 10 {
 			t, missing = c.b.topics.byIDOrNil(uuid.UUID(rt.TopicID)), kerr.UnknownTopicID
 		}
+		topicAllowed := c.mayTopic(t, rt.Topic, Reader)
 		codes[i] = make([]int16, len(rt.Partitions))
 		for j, rp := range rt.Partitions {
 			_, kerrr := c.b.topics.partition(t, rp.Partition)
 			switch {
 			case !allowed:
 				codes[i][j] = kerr.GroupAuthorizationFailed.Code
+			case !topicAllowed:
+				codes[i][j] = kerr.TopicAuthorizationFailed.Code
 			case t == nil:
 				codes[i][j] = missing.Code
 			case kerrr != nil:

@@ -46,7 +46,7 @@ func (c *conn) handleOffsetFetch(_ context.Context, r *kmsg.OffsetFetchRequest) 
 func (c *conn) fetchGroupOffsets(group string, topics []kmsg.OffsetFetchRequestGroupTopic, byID, stable bool) kmsg.OffsetFetchResponseGroup {
 	out := kmsg.NewOffsetFetchResponseGroup()
 	out.Group = group
-	if !c.access().Allows(Reader) {
+	if !c.may(GroupResource, group, Reader) {
 		out.ErrorCode = kerr.GroupAuthorizationFailed.Code
 		return out
 	}
@@ -57,7 +57,7 @@ func (c *conn) fetchGroupOffsets(group string, topics []kmsg.OffsetFetchRequestG
 			byTopic[k.topic] = append(byTopic[k.topic], k.partition)
 		}
 		for id, parts := range byTopic {
-			if t := c.b.topics.byIDOrNil(id); t != nil {
+			if t := c.b.topics.byIDOrNil(id); t != nil && c.may(TopicResource, t.name, Reader) {
 				slices.Sort(parts)
 				topics = append(topics, kmsg.OffsetFetchRequestGroupTopic{Topic: t.name, TopicID: t.id, Partitions: parts})
 			}
@@ -69,12 +69,15 @@ func (c *conn) fetchGroupOffsets(group string, topics []kmsg.OffsetFetchRequestG
 		if byID {
 			t = c.b.topics.byIDOrNil(uuid.UUID(rt.TopicID))
 		}
+		allowed := c.mayTopic(t, rt.Topic, Reader)
 		st := kmsg.NewOffsetFetchResponseGroupTopic()
 		st.Topic, st.TopicID = rt.Topic, rt.TopicID
 		for _, p := range rt.Partitions {
 			sp := kmsg.NewOffsetFetchResponseGroupTopicPartition()
 			sp.Partition, sp.Offset, sp.LeaderEpoch = p, -1, -1
-			if t != nil {
+			if !allowed {
+				sp.ErrorCode = kerr.TopicAuthorizationFailed.Code
+			} else if t != nil {
 				if stable && c.b.txns.pendingOffset(group, t.id, p) {
 					sp.ErrorCode = kerr.UnstableOffsetCommit.Code
 				}

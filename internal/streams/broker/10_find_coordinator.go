@@ -11,24 +11,27 @@ import (
 // this broker: it is their coordinator.
 func (c *conn) handleFindCoordinator(_ context.Context, r *kmsg.FindCoordinatorRequest) (kmsg.Response, error) {
 	resp := r.ResponseKind().(*kmsg.FindCoordinatorResponse)
-	var code int16
-	switch {
-	case !c.access().Allows(Reader):
-		code = kerr.GroupAuthorizationFailed.Code
-	case r.CoordinatorType > 1: // 0 group, 1 transaction, 2 share
-		code = kerr.CoordinatorNotAvailable.Code
-	}
-	node, host, port := c.b.cfg.NodeID, c.b.cfg.AdvertisedHost, c.b.cfg.AdvertisedPort
-	if code != 0 {
-		node, host, port = -1, "", -1
+	answer := func(key string) (code int16, node int32, host string, port int32) {
+		switch {
+		case r.CoordinatorType > 1: // 0 group, 1 transaction, 2 share
+			code = kerr.CoordinatorNotAvailable.Code
+		case r.CoordinatorType == 1 && !c.may(TxnIDResource, key, Reader):
+			code = kerr.TransactionalIDAuthorizationFailed.Code
+		case r.CoordinatorType == 0 && !c.may(GroupResource, key, Reader):
+			code = kerr.GroupAuthorizationFailed.Code
+		default:
+			return 0, c.b.cfg.NodeID, c.b.cfg.AdvertisedHost, c.b.cfg.AdvertisedPort
+		}
+		return code, -1, "", -1
 	}
 	if r.Version < 4 {
-		resp.ErrorCode, resp.NodeID, resp.Host, resp.Port = code, node, host, port
+		resp.ErrorCode, resp.NodeID, resp.Host, resp.Port = answer(r.CoordinatorKey)
 		return resp, nil
 	}
 	for _, key := range r.CoordinatorKeys {
 		rc := kmsg.NewFindCoordinatorResponseCoordinator()
-		rc.Key, rc.ErrorCode, rc.NodeID, rc.Host, rc.Port = key, code, node, host, port
+		rc.Key = key
+		rc.ErrorCode, rc.NodeID, rc.Host, rc.Port = answer(key)
 		resp.Coordinators = append(resp.Coordinators, rc)
 	}
 	return resp, nil

@@ -12,7 +12,7 @@ import (
 func (c *conn) handleJoinGroup(ctx context.Context, r *kmsg.JoinGroupRequest) (kmsg.Response, error) {
 	resp := r.ResponseKind().(*kmsg.JoinGroupResponse)
 	resp.Generation = -1
-	if !c.access().Allows(Reader) {
+	if !c.may(GroupResource, r.Group, Reader) {
 		resp.ErrorCode = kerr.GroupAuthorizationFailed.Code
 		return resp, nil
 	}

@@ -10,7 +10,7 @@ import (
 // handleHeartbeat keeps a member alive and tells it when to rejoin.
 func (c *conn) handleHeartbeat(_ context.Context, r *kmsg.HeartbeatRequest) (kmsg.Response, error) {
 	resp := r.ResponseKind().(*kmsg.HeartbeatResponse)
-	if !c.access().Allows(Reader) {
+	if !c.may(GroupResource, r.Group, Reader) {
 		resp.ErrorCode = kerr.GroupAuthorizationFailed.Code
 		return resp, nil
 	}

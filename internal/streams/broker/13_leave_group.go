@@ -11,7 +11,7 @@ import (
 // rebalances the rest.
 func (c *conn) handleLeaveGroup(_ context.Context, r *kmsg.LeaveGroupRequest) (kmsg.Response, error) {
 	resp := r.ResponseKind().(*kmsg.LeaveGroupResponse)
-	if !c.access().Allows(Reader) {
+	if !c.may(GroupResource, r.Group, Reader) {
 		resp.ErrorCode = kerr.GroupAuthorizationFailed.Code
 		return resp, nil
 	}

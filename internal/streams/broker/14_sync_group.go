@@ -10,7 +10,7 @@ import (
 // handleSyncGroup returns the member's assignment once the leader sent it.
 func (c *conn) handleSyncGroup(ctx context.Context, r *kmsg.SyncGroupRequest) (kmsg.Response, error) {
 	resp := r.ResponseKind().(*kmsg.SyncGroupResponse)
-	if !c.access().Allows(Reader) {
+	if !c.may(GroupResource, r.Group, Reader) {
 		resp.ErrorCode = kerr.GroupAuthorizationFailed.Code
 		return resp, nil
 	}

@@ -14,7 +14,7 @@ func (c *conn) handleDescribeGroups(_ context.Context, r *kmsg.DescribeGroupsReq
 	for _, name := range r.Groups {
 		rg := kmsg.NewDescribeGroupsResponseGroup()
 		rg.Group = name
-		if !c.access().Allows(Reader) {
+		if !c.may(GroupResource, name, Reader) {
 			rg.ErrorCode = kerr.GroupAuthorizationFailed.Code
 			resp.Groups = append(resp.Groups, rg)
 			continue

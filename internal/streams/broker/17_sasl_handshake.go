@@ -7,12 +7,13 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
-// handleSASLHandshake accepts PLAIN only. After a v0 handshake the client
-// sends the PLAIN token without Kafka framing.
+// handleSASLHandshake accepts PLAIN (an API key) and OAUTHBEARER (an IAM
+// access token). After a v0 handshake the client sends the PLAIN token
+// without Kafka framing.
 func (c *conn) handleSASLHandshake(_ context.Context, r *kmsg.SASLHandshakeRequest) (kmsg.Response, error) {
 	resp := r.ResponseKind().(*kmsg.SASLHandshakeResponse)
-	resp.SupportedMechanisms = []string{"PLAIN"}
-	if r.Mechanism != "PLAIN" {
+	resp.SupportedMechanisms = []string{saslPlain, saslOAuthBearer}
+	if r.Mechanism != saslPlain && r.Mechanism != saslOAuthBearer {
 		resp.ErrorCode = kerr.UnsupportedSaslMechanism.Code
 		return resp, nil
 	}

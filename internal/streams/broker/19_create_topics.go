@@ -30,9 +30,9 @@ func (c *conn) handleCreateTopics(ctx context.Context, r *kmsg.CreateTopicsReque
 		}
 		var err error
 		switch {
-		case !c.access().Allows(Manager):
+		case !c.may(TopicResource, rt.Topic, Manager) && !c.may(ClusterResource, "", Manager):
 			st.ErrorCode = kerr.TopicAuthorizationFailed.Code
-			st.ErrorMessage = kmsg.StringPtr("creating topics needs the Manager role")
+			st.ErrorMessage = kmsg.StringPtr("creating this topic needs the Manager role on it or on the cluster")
 		case !slices.Contains([]int16{-1, 1, 3}, rt.ReplicationFactor):
 			st.ErrorCode = kerr.InvalidReplicationFactor.Code
 			st.ErrorMessage = kmsg.StringPtr("the replication factor must be 3, 1 or -1 (the default); this single-node deployment keeps one replica of each partition")

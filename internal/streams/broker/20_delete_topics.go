@@ -22,13 +22,15 @@ func (c *conn) handleDeleteTopics(_ context.Context, r *kmsg.DeleteTopicsRequest
 		st := kmsg.NewDeleteTopicsResponseTopic()
 		st.Topic, st.TopicID = rt.Topic, rt.TopicID
 		var t *topic
+		name := ""
 		if rt.Topic != nil {
-			t = c.b.topics.byNameOrNil(*rt.Topic)
+			name = *rt.Topic
+			t = c.b.topics.byNameOrNil(name)
 		} else {
 			t = c.b.topics.byIDOrNil(uuid.UUID(rt.TopicID))
 		}
 		switch {
-		case !c.access().Allows(Manager):
+		case !c.mayTopic(t, name, Manager):
 			st.ErrorCode = kerr.TopicAuthorizationFailed.Code
 		case t == nil && rt.Topic == nil:
 			st.ErrorCode = kerr.UnknownTopicID.Code

@@ -21,7 +21,7 @@ func (c *conn) handleDeleteRecords(_ context.Context, r *kmsg.DeleteRecordsReque
 			sp.Partition, sp.LowWatermark = rp.Partition, -1
 			p, kerrr := c.b.topics.partition(t, rp.Partition)
 			switch {
-			case !c.access().Allows(Manager):
+			case !c.mayTopic(t, rt.Topic, Manager):
 				sp.ErrorCode = kerr.TopicAuthorizationFailed.Code
 			case kerrr != nil:
 				sp.ErrorCode = kerrr.Code

@@ -23,7 +23,8 @@ func (c *conn) handleInitProducerID(ctx context.Context, r *kmsg.InitProducerIDR
 		if kerrr != nil {
 			resp.ErrorCode = kerrr.Code
 		}
-	case !c.access().Allows(Writer):
+	case !c.mayAny(TopicResource, Writer) && !c.may(ClusterResource, "", Writer):
+		// Kafka lets a producer that may write some topic be idempotent.
 		resp.ErrorCode = kerr.ClusterAuthorizationFailed.Code
 	default:
 		id, err := c.b.producers.next()

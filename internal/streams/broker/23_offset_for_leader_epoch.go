@@ -13,9 +13,9 @@ import (
 // that believes in a later current epoch is told it is unknown.
 func (c *conn) handleOffsetForLeaderEpoch(_ context.Context, r *kmsg.OffsetForLeaderEpochRequest) (kmsg.Response, error) {
 	resp := r.ResponseKind().(*kmsg.OffsetForLeaderEpochResponse)
-	allowed := c.access().Allows(Reader)
 	for _, rt := range r.Topics {
 		t := c.b.topics.byNameOrNil(rt.Topic)
+		allowed := c.mayTopic(t, rt.Topic, Reader)
 		st := kmsg.NewOffsetForLeaderEpochResponseTopic()
 		st.Topic = rt.Topic
 		for _, rp := range rt.Partitions {

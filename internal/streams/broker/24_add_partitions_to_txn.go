@@ -28,6 +28,20 @@ func (c *conn) handleAddPartitionsToTxn(_ context.Context, r *kmsg.AddPartitions
 		all(kerrr)
 		return resp, nil
 	}
+	// Every topic must be writable, or none is added (as Kafka answers).
+	denied := false
+	for _, rt := range r.Topics {
+		denied = denied || !c.may(TopicResource, rt.Topic, Writer)
+	}
+	if denied {
+		answer(func(topic string, _ int32) int16 {
+			if !c.may(TopicResource, topic, Writer) {
+				return kerr.TopicAuthorizationFailed.Code
+			}
+			return kerr.OperationNotAttempted.Code
+		})
+		return resp, nil
+	}
 	// Every partition must exist, or none is added (as Kafka answers).
 	unknown := false
 	for _, rt := range r.Topics {

@@ -25,6 +25,9 @@ func (c *conn) addOffsetsToTxn(r *kmsg.AddOffsetsToTxnRequest) *kerr.Error {
 	if r.Group == "" {
 		return kerr.InvalidGroupID
 	}
+	if !c.may(GroupResource, r.Group, Reader) {
+		return kerr.GroupAuthorizationFailed
+	}
 	tc := c.b.txns
 	t, kerrr := tc.lookup(r.TransactionalID, r.ProducerID, r.ProducerEpoch, r.Version >= 2)
 	if kerrr != nil {

@@ -47,6 +47,9 @@ func (c *conn) txnOffsetCommit(r *kmsg.TxnOffsetCommitRequest, codes [][]int16) 
 	if kerrr := c.txnAllowed(r.TransactionalID); kerrr != nil {
 		return kerrr
 	}
+	if !c.may(GroupResource, r.Group, Reader) {
+		return kerr.GroupAuthorizationFailed
+	}
 	generation := int32(-1)
 	if r.Version >= 3 {
 		generation = r.Generation
@@ -66,6 +69,10 @@ func (c *conn) txnOffsetCommit(r *kmsg.TxnOffsetCommitRequest, codes [][]int16) 
 	for i, rt := range r.Topics {
 		tp := c.b.topics.byNameOrNil(rt.Topic)
 		for j, rp := range rt.Partitions {
+			if !c.mayTopic(tp, rt.Topic, Reader) {
+				codes[i][j] = kerr.TopicAuthorizationFailed.Code
+				continue
+			}
 			if _, kerrr := c.b.topics.partition(tp, rp.Partition); kerrr != nil {
 				codes[i][j] = kerrr.Code
 				continue

@@ -22,7 +22,7 @@ func (c *conn) handleDescribeConfigs(_ context.Context, r *kmsg.DescribeConfigsR
 		case kmsg.ConfigResourceTypeTopic:
 			t := c.b.topics.byNameOrNil(rr.ResourceName)
 			switch {
-			case !c.access().Allows(Reader):
+			case !c.mayTopic(t, rr.ResourceName, Reader):
 				res.ErrorCode = kerr.TopicAuthorizationFailed.Code
 			case t == nil:
 				res.ErrorCode = kerr.UnknownTopicOrPartition.Code
@@ -33,7 +33,7 @@ func (c *conn) handleDescribeConfigs(_ context.Context, r *kmsg.DescribeConfigsR
 				}
 			}
 		case kmsg.ConfigResourceTypeBroker:
-			if !c.access().Allows(Reader) {
+			if !c.may(ClusterResource, "", Reader) {
 				res.ErrorCode = kerr.ClusterAuthorizationFailed.Code
 				break
 			}

@@ -15,7 +15,7 @@ func (c *conn) handleCreatePartitions(_ context.Context, r *kmsg.CreatePartition
 		st.Topic = rt.Topic
 		t := c.b.topics.byNameOrNil(rt.Topic)
 		switch {
-		case !c.access().Allows(Manager):
+		case !c.mayTopic(t, rt.Topic, Manager):
 			st.ErrorCode = kerr.TopicAuthorizationFailed.Code
 		case t == nil:
 			st.ErrorCode = kerr.UnknownTopicOrPartition.Code

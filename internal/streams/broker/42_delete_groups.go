@@ -11,12 +11,11 @@ import (
 // committed offsets; deleting is for Managers.
 func (c *conn) handleDeleteGroups(_ context.Context, r *kmsg.DeleteGroupsRequest) (kmsg.Response, error) {
 	resp := r.ResponseKind().(*kmsg.DeleteGroupsResponse)
-	allowed := c.access().Allows(Manager)
 	for _, name := range r.Groups {
 		rg := kmsg.NewDeleteGroupsResponseGroup()
 		rg.Group = name
 		var ke *kerr.Error
-		if !allowed {
+		if !c.may(GroupResource, name, Manager) {
 			ke = kerr.GroupAuthorizationFailed
 		} else {
 			ke = c.b.groups.deleteGroup(name)

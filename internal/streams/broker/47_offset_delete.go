@@ -11,7 +11,7 @@ import (
 // topics its members are not subscribed to; deleting is for Managers.
 func (c *conn) handleOffsetDelete(_ context.Context, r *kmsg.OffsetDeleteRequest) (kmsg.Response, error) {
 	resp := r.ResponseKind().(*kmsg.OffsetDeleteResponse)
-	if !c.access().Allows(Manager) {
+	if !c.may(GroupResource, r.Group, Manager) {
 		resp.ErrorCode = kerr.GroupAuthorizationFailed.Code
 		return resp, nil
 	}

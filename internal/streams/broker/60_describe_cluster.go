@@ -11,7 +11,7 @@ import (
 // its controller, as Metadata does.
 func (c *conn) handleDescribeCluster(_ context.Context, r *kmsg.DescribeClusterRequest) (kmsg.Response, error) {
 	resp := r.ResponseKind().(*kmsg.DescribeClusterResponse)
-	if !c.access().Allows(Reader) {
+	if !c.may(ClusterResource, "", Reader) {
 		resp.ErrorCode = kerr.ClusterAuthorizationFailed.Code
 		return resp, nil
 	}

@@ -65,6 +65,11 @@ type Config struct {
 	Logger         *slog.Logger
 	Clock          Clock
 
+	// Login, when set, checks logins instead of Authenticate: PLAIN and
+	// OAUTHBEARER, with grants scoped to topics, groups and transactional
+	// ids (acl.go).
+	Login LoginChecker
+
 	// AutoCreateTopics lets Metadata and Produce create unknown topics with
 	// one partition. Off by default, as on Event Streams.
 	AutoCreateTopics bool
@@ -166,8 +171,11 @@ func New(cfg Config) (*Broker, error) {
 	if cfg.Listener == nil && cfg.Addr == "" {
 		return nil, errs.E(op, errs.Invalid, "", "a listener or an address to listen on is required")
 	}
-	if cfg.Authenticate == nil {
+	if cfg.Authenticate == nil && cfg.Login == nil {
 		return nil, errs.E(op, errs.Invalid, "", "an authenticator is required")
+	}
+	if cfg.Login == nil {
+		cfg.Login = plainLogin(cfg.Authenticate)
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)

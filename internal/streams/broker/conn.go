@@ -1,7 +1,6 @@
 package broker
 
 import (
-	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -117,6 +116,10 @@ func (c *conn) serve(parent context.Context) {
 		}
 		if !c.authed && req.key != apiVersionsKey && req.key != saslHandshakeKey && req.key != saslAuthenticateKey {
 			c.b.quiet.early.Log(c.log, slog.LevelInfo, "kafka request before authentication refused", "key", req.key)
+			return
+		}
+		if c.authed && req.key != saslHandshakeKey && req.key != saslAuthenticateKey && c.loginExpired() {
+			c.log.Info("kafka connection closed: its login expired without re-authentication")
 			return
 		}
 		c.clientID = ""
@@ -250,40 +253,47 @@ func (c *conn) logEnd(err error) {
 	}
 }
 
-// login checks a SASL PLAIN token ("authzid\x00user\x00password") and returns
-// the message to send back when it is refused.
-func (c *conn) login(token []byte) (refusal string) {
+// login checks a SASL token of the handshake's mechanism and returns the
+// message to send back when it is refused. On a connection already logged
+// in it is a re-authentication (KIP-368): the new login replaces the old.
+func (c *conn) login(mechanism string, token []byte) (refusal string) {
 	if reason := c.b.lockReason(); reason != "" {
 		return reason
 	}
-	parts := bytes.Split(token, []byte{0})
-	if len(parts) != 3 || len(parts[1]) == 0 {
-		return "malformed SASL PLAIN credentials"
-	}
-	user, password := string(parts[1]), string(parts[2])
-	if len(parts[0]) > 0 && string(parts[0]) != user {
-		return "authorization identity must be empty or equal the user name"
+	cr, refusal := parseCredentials(mechanism, token)
+	if refusal != "" {
+		return refusal
 	}
 	ctx, cancel := context.WithTimeout(c.ctx, authTimeout)
 	defer cancel()
-	access, err := c.b.cfg.Authenticate(ctx, user, password)
-	if err != nil || access == NoAccess {
+	l, err := c.b.cfg.Login(ctx, cr)
+	a := compileACL(l)
+	if err != nil || !a.allows(ClusterResource, "", Reader) {
 		msg := "authentication failed: invalid credentials"
 		if err != nil && err.Error() != "" {
 			msg = err.Error()
+		} else if err == nil {
+			msg = "authentication failed: the credentials grant no Reader role on this cluster"
 		}
-		c.b.quiet.loginRefused.Log(c.log, slog.LevelInfo, "kafka login refused", "user", user)
+		c.b.quiet.loginRefused.Log(c.log, slog.LevelInfo, "kafka login refused", "user", cr.User, "mechanism", mechanism)
 		return msg
 	}
 	// The lock may have come while the callback ran.
 	if reason := c.b.lockReason(); reason != "" {
 		return reason
 	}
-	c.authed, c.user = true, user
+	if old := c.sess.Load(); c.authed && (old == nil || old.principal != l.Principal || old.user != cr.User) {
+		return "a re-authentication must keep the identity the connection logged in with"
+	}
+	c.sess.Store(&session{user: cr.User, password: cr.Secret, mechanism: mechanism, access: l.Access, acl: a, expires: l.Expires, principal: l.Principal})
+	if c.authed {
+		c.log.Debug("kafka re-authentication", "mechanism", mechanism)
+		return ""
+	}
+	c.authed, c.user = true, cr.User
 	c.b.loggedIn(c)
-	c.sess.Store(&session{user: user, password: password, access: access})
-	c.log = c.log.With("user", user)
-	c.log.Debug("kafka login", "access", access.String())
+	c.log = c.log.With("user", cr.User)
+	c.log.Debug("kafka login", "mechanism", mechanism, "access", l.Access.String(), "grants", len(l.Grants))
 	return ""
 }
 
@@ -292,7 +302,7 @@ func (c *conn) login(token []byte) (refusal string) {
 // Kafka does for this old flow.
 func (c *conn) rawAuthenticate(token []byte) bool {
 	c.rawSASL = false
-	if refusal := c.login(token); refusal != "" {
+	if refusal := c.login(saslPlain, token); refusal != "" {
 		return false
 	}
 	empty := binary.BigEndian.AppendUint32(nil, 0)

@@ -15,9 +15,13 @@ const authTimeout = 30 * time.Second
 // handler reading it concurrently sees one login or the other. The password
 // stays here, in memory only, so that the login can be checked again.
 type session struct {
-	user     string
-	password string
-	access   Access
+	user      string
+	password  string // the API key or, for OAUTHBEARER, the access token
+	mechanism string
+	access    Access // on the whole instance
+	acl       *acl
+	expires   time.Time // zero: never
+	principal string
 }
 
 // access is what the connection may do now: nothing once its login is
@@ -71,8 +75,9 @@ func (b *Broker) runReauthorization() {
 
 // verdict is the Authenticator's answer for one login.
 type verdict struct {
-	access Access
-	err    error
+	login Login
+	acl   *acl
+	err   error
 }
 
 // reauthorize checks every logged-in connection's credentials again with the
@@ -93,11 +98,12 @@ func (b *Broker) reauthorize(ctx context.Context) {
 		if s == nil || ctx.Err() != nil {
 			continue
 		}
-		id := sha256.Sum256([]byte(s.user + "\x00" + s.password))
+		id := sha256.Sum256([]byte(s.mechanism + "\x00" + s.user + "\x00" + s.password))
 		v, ok := verdicts[id]
 		if !ok {
 			actx, cancel := context.WithTimeout(ctx, authTimeout)
-			v.access, v.err = b.cfg.Authenticate(actx, s.user, s.password)
+			v.login, v.err = b.cfg.Login(actx, Credentials{Mechanism: s.mechanism, User: s.user, Secret: s.password})
+			v.acl = compileACL(v.login)
 			cancel()
 			verdicts[id] = v
 		}
@@ -106,14 +112,14 @@ func (b *Broker) reauthorize(ctx context.Context) {
 			if !ok {
 				b.log.Warn("kafka login could not be re-checked; connections keep their access", "user", s.user, "reason", v.err.Error())
 			}
-		case v.err != nil || v.access == NoAccess:
+		case v.err != nil || !v.acl.allows(ClusterResource, "", Reader):
 			if c.sess.CompareAndSwap(s, nil) {
 				b.log.Info("kafka connection closed: its credentials no longer authenticate", "remote", c.nc.RemoteAddr().String(), "user", s.user)
 				c.close()
 			}
-		case v.access != s.access:
-			if c.sess.CompareAndSwap(s, &session{user: s.user, password: s.password, access: v.access}) {
-				b.log.Info("kafka connection access changed", "remote", c.nc.RemoteAddr().String(), "user", s.user, "from", s.access.String(), "to", v.access.String())
+		case !v.acl.equal(s.acl):
+			if c.sess.CompareAndSwap(s, &session{user: s.user, password: s.password, mechanism: s.mechanism, access: v.login.Access, acl: v.acl, expires: s.expires, principal: s.principal}) {
+				b.log.Info("kafka connection access changed", "remote", c.nc.RemoteAddr().String(), "user", s.user, "from", s.access.String(), "to", v.login.Access.String(), "grants", len(v.login.Grants))
 			}
 		}
 	}

@@ -607,10 +607,10 @@ func (co *coordinator) checkMember(groupName string, generation int32, memberID 
 }
 
 // txnAllowed is the one check every transactional request makes of its
-// caller: a transactional id may be used by a login that may produce. Per
-// transactional id policies belong here.
+// caller: Writer on the transactional id (a txnid policy, or a role on the
+// whole deployment or cluster).
 func (c *conn) txnAllowed(txnID string) *kerr.Error {
-	if !c.access().Allows(Writer) {
+	if !c.authorizeTxnID(txnID) {
 		return kerr.TransactionalIDAuthorizationFailed
 	}
 	if txnID == "" {
