@@ -382,6 +382,16 @@ func buildIndex(byID map[string]*Policy) *policyIndex {
 }
 
 func (s *Service) loadPolicies(ctx context.Context) error {
+	byID, err := s.readPolicies(ctx)
+	if err != nil {
+		return err
+	}
+	s.policies.Store(buildIndex(byID))
+	return nil
+}
+
+// readPolicies reads every stored policy.
+func (s *Service) readPolicies(ctx context.Context) (map[string]*Policy, error) {
 	const op = "iam.loadPolicies"
 	byID := map[string]*Policy{}
 	err := s.db.Read(ctx, func(tx *store.Tx) error {
@@ -400,10 +410,9 @@ func (s *Service) loadPolicies(ctx context.Context) error {
 		return rows.Err()
 	})
 	if err != nil {
-		return errs.Internalf(op, err)
+		return nil, errs.Internalf(op, err)
 	}
-	s.policies.Store(buildIndex(byID))
-	return nil
+	return byID, nil
 }
 
 // applyPolicy puts a committed policy version into the index. Transactions
@@ -443,6 +452,7 @@ func (s *Service) savePolicyTx(tx *store.Tx, p Policy, insert bool) error {
 		return errs.Internalf(op, err)
 	}
 	tx.OnCommit(func() { s.applyPolicy(stored) })
+	tx.Changed(topicPolicy, p.ID)
 	return nil
 }
 
