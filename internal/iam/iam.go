@@ -55,7 +55,8 @@ type Service struct {
 	issuer string
 
 	signing atomic.Pointer[signingKeys]
-	// keysReadAt (UnixNano) rate-limits reloads for unknown key ids.
+	// keysReadAt (UnixNano) is when a token naming an unknown key id last
+	// made the keys be read again: at most once per unknownKidReload.
 	keysReadAt atomic.Int64
 	tokens     *tokenCache
 	// feed keeps the caches true when other nodes share the database

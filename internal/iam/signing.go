@@ -57,7 +57,6 @@ func (s *Service) loadSigningKeys(ctx context.Context) error {
 		}
 	}
 	s.signing.Store(keys)
-	s.keysReadAt.Store(time.Now().UnixNano())
 	return nil
 }
 
@@ -161,7 +160,13 @@ func (s *Service) addSigningKey(ctx context.Context, onlyIfNone bool) (string, e
 		} else if err != nil && !store.IsNoRows(err) {
 			return err
 		}
-		if _, err := tx.Exec(`INSERT INTO iam_signing_keys (kid, sealed, created_at) VALUES (?, ?, ?)`, kid, sealed, store.Time(now)); err != nil {
+		// created_at orders the keys (the newest signs): strictly after
+		// the newest, whatever the clock says.
+		created := now
+		if newest != "" && !created.After(store.ParseTime(newest)) {
+			created = store.ParseTime(newest).Add(time.Nanosecond)
+		}
+		if _, err := tx.Exec(`INSERT INTO iam_signing_keys (kid, sealed, created_at) VALUES (?, ?, ?)`, kid, sealed, store.Time(created)); err != nil {
 			return err
 		}
 		tx.Changed(topicSigningKeys, kid)

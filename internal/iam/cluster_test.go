@@ -1,0 +1,90 @@
+package iam_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/keyline/keyline/internal/auth"
+	"github.com/keyline/keyline/internal/cluster"
+	"github.com/keyline/keyline/internal/iam"
+	"github.com/keyline/keyline/internal/iam/iamtest"
+)
+
+// TestUntrustedFeedMakesAuthorizeReadTheDatabase is a second node whose
+// change feed has gone quiet (never started here): once the feed is no
+// longer trusted, a policy revoked through the first node denies the very
+// next call on the second, which reads the policies from the database
+// instead of its stale index.
+func TestUntrustedFeedMakesAuthorizeReadTheDatabase(t *testing.T) {
+	e := iamtest.New(t)
+	if !e.DB.Shared() {
+		t.Skip("one process on SQLite: there is no other node")
+	}
+	ctx := context.Background()
+	user, _ := e.NewUser(t, "reader@example.com")
+	inst := kmsInstance(e, "kp-cluster")
+	pol := e.Grant(t, user.IAMID, inst, auth.RoleReader)
+
+	other, err := iam.New(ctx, iam.Config{DB: e.DB, Master: e.Master, Audit: e.Audit, Clock: e.Clock, Issuer: iamtest.Issuer})
+	if err != nil {
+		t.Fatal(err)
+	}
+	feed, err := cluster.NewFeed(ctx, e.DB, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other.JoinCluster(ctx, feed)
+	if err := other.Authorize(ctx, user, auth.KMSKeyList, inst); err != nil {
+		t.Fatalf("the second node denies the reader: %v", err)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for feed.Trusted() {
+		if time.Now().After(deadline) {
+			t.Fatal("a feed that reads nothing is still trusted")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := e.Service.DeletePolicy(e.AsAdmin(), pol.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := other.Authorize(ctx, user, auth.KMSKeyList, inst); err == nil {
+		t.Fatal("the second node allowed a call on a revoked policy while its feed was not trusted")
+	}
+}
+
+// TestRotatedSigningKeyIsAcceptedByEveryNode rotates the token signing key
+// through one node: a token it then signs is accepted by a node that loaded
+// the keys before the rotation, and both publish the old and the new key
+// (tokens signed with the old one stay valid until they expire).
+func TestRotatedSigningKeyIsAcceptedByEveryNode(t *testing.T) {
+	e := iamtest.New(t)
+	ctx := context.Background()
+	other, err := iam.New(ctx, iam.Config{DB: e.DB, Master: e.Master, Audit: e.Audit, Clock: e.Clock, Issuer: iamtest.Issuer})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, err := e.Service.Token(ctx, iam.TokenRequest{GrantType: iam.GrantAPIKey, APIKey: e.AdminKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kid, err := e.Service.RotateSigningKey(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	after, err := e.Service.Token(ctx, iam.TokenRequest{GrantType: iam.GrantAPIKey, APIKey: e.AdminKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, tok := range map[string]string{"before": before.AccessToken, "after": after.AccessToken} {
+		if _, err := other.AuthenticateToken(ctx, tok); err != nil {
+			t.Fatalf("the other node refuses the token issued %s the rotation: %v", name, err)
+		}
+	}
+	for _, svc := range []*iam.Service{e.Service, other} {
+		jwks := svc.JWKS()
+		if len(jwks) != 2 || jwks[0].Kid != kid {
+			t.Fatalf("JWKS = %+v, want the new key %s first and the old one", jwks, kid)
+		}
+	}
+}
