@@ -5,8 +5,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
+	"net/http/cookiejar"
+	"net/url"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -261,6 +265,75 @@ func TestThreeNodesShareStateOnPostgreSQL(t *testing.T) {
 		within(t, "the deleted API key's token refused on node 1", func() bool { return status(listKeys(reader)) == http.StatusUnauthorized })
 		if _, err := client.New(n1.proc.url, readerKey).Token(context.Background()); err == nil {
 			t.Fatal("node 1 exchanged the deleted API key for a token")
+		}
+	})
+
+	t.Run("a console session works whichever node answers", func(t *testing.T) {
+		// Cookies belong to a host, not a port: the browser sends the
+		// session cookie node 1 set to nodes 2 and 3 as well, as it would
+		// behind a load balancer.
+		jar, _ := cookiejar.New(nil)
+		hc := &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+		get := func(n *clusterNode, path string) (*http.Response, string) {
+			resp, err := hc.Get(n.proc.url + path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			return resp, string(b)
+		}
+		post := func(n *clusterNode, path string, form url.Values) *http.Response {
+			resp, err := hc.PostForm(n.proc.url+path, form)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			return resp
+		}
+		csrf := regexp.MustCompile(`name="csrf_token" value="([^"]+)"`)
+		_, page := get(n1, "/console/signin")
+		m := csrf.FindStringSubmatch(page)
+		if m == nil {
+			t.Fatalf("no CSRF token on node 1's sign-in page:\n%s", page)
+		}
+		if resp := post(n1, "/console/signin", url.Values{"csrf_token": {m[1]}, "apikey": {adminKey}, "next": {"/console/"}}); resp.StatusCode != http.StatusSeeOther {
+			t.Fatalf("sign-in on node 1 answered %d", resp.StatusCode)
+		}
+		u, _ := url.Parse(n1.proc.url)
+		var session *http.Cookie
+		for _, c := range jar.Cookies(u) {
+			if c.Name == "keyline_session" {
+				session = c
+			}
+		}
+		if session == nil {
+			t.Fatal("no session cookie after signing in")
+		}
+		var token string
+		for _, n := range nodes {
+			resp, page := get(n, "/console/")
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("%s answered %d to the session signed in on node 1 (Location %q)", n.id, resp.StatusCode, resp.Header.Get("Location"))
+			}
+			if m := csrf.FindStringSubmatch(page); m != nil {
+				token = m[1]
+			}
+		}
+		if resp := post(n3, "/console/signout", url.Values{"csrf_token": {token}}); resp.StatusCode != http.StatusSeeOther {
+			t.Fatalf("sign-out on node 3 answered %d", resp.StatusCode)
+		}
+		// Signed out on node 3, the cookie is no good on node 1 either,
+		// even replayed.
+		req, _ := http.NewRequest("GET", n1.proc.url+"/console/", nil)
+		req.AddCookie(&http.Cookie{Name: session.Name, Value: session.Value})
+		resp, err := (&http.Client{CheckRedirect: hc.CheckRedirect}).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusSeeOther || !strings.HasPrefix(resp.Header.Get("Location"), "/console/signin") {
+			t.Fatalf("node 1 answered %d (Location %q) to a session signed out on node 3", resp.StatusCode, resp.Header.Get("Location"))
 		}
 	})
 

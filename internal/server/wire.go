@@ -80,7 +80,8 @@ func (s *Server) wire(ctx context.Context) error {
 	(&audit.API{Log: s.Audit, Authn: iamSvc, Authz: iamSvc}).Register(s.mux)
 
 	// The web console calls the APIs above in process, as the signed-in user.
-	con, err := console.New(console.Config{API: s.mux, Authn: iamSvc, Authz: iamSvc, Secure: s.tls != nil, Logger: cfg.Logger, Clock: cfg.Clock})
+	con, err := console.New(console.Config{API: s.mux, Authn: iamSvc, Authz: iamSvc, Secure: s.tls != nil, Logger: cfg.Logger, Clock: cfg.Clock,
+		DB: s.db, Sealer: s.master})
 	if err != nil {
 		return err
 	}
