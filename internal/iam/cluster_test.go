@@ -88,3 +88,34 @@ func TestRotatedSigningKeyIsAcceptedByEveryNode(t *testing.T) {
 		}
 	}
 }
+
+// TestDeletingAnIdentityDeletesPoliciesAnotherNodeCreated grants a service
+// ID a policy through one node and deletes the service ID through another
+// whose index has not heard of the policy yet: the policy goes with it.
+func TestDeletingAnIdentityDeletesPoliciesAnotherNodeCreated(t *testing.T) {
+	e := iamtest.New(t)
+	ctx := e.AsAdmin()
+	other, err := iam.New(context.Background(), iam.Config{DB: e.DB, Master: e.Master, Audit: e.Audit, Clock: e.Clock, Issuer: iamtest.Issuer})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sid, err := e.Service.CreateServiceID(ctx, iam.ServiceIDRequest{AccountID: e.Account.ID, Name: "doomed"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pol := e.Grant(t, sid.IAMID, kmsInstance(e, "kp-doomed"), auth.RoleReader)
+	if err := other.DeleteServiceID(ctx, sid.ID); err != nil {
+		t.Fatal(err)
+	}
+	other2, err := iam.New(context.Background(), iam.Config{DB: e.DB, Master: e.Master, Audit: e.Audit, Clock: e.Clock, Issuer: iamtest.Issuer})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := other2.GetPolicy(ctx, pol.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.State != iam.StateDeleted {
+		t.Fatalf("the deleted service ID's policy is %s, want deleted", got.State)
+	}
+}

@@ -831,8 +831,13 @@ func readPolicyTx(tx *store.Tx, op, id string) (Policy, error) {
 
 // deleteSubjectPoliciesTx deletes the active access policies of a deleted identity.
 func (s *Service) deleteSubjectPoliciesTx(ctx context.Context, tx *store.Tx, iamID, by string) error {
-	for _, ptr := range s.policies.Load().bySubject["iam:"+iamID] {
-		p := *ptr
+	// From the rows, not the index: a policy another node just created
+	// may not have reached it.
+	subjects, err := activePoliciesOfTx(tx, "iam:"+iamID)
+	if err != nil {
+		return err
+	}
+	for _, p := range subjects {
 		p.State, p.Version = StateDeleted, p.Version+1
 		p.LastModifiedAt, p.LastModifiedByID = s.clock.Now(), by
 		if err := s.savePolicyTx(tx, p, false); err != nil {
@@ -843,6 +848,26 @@ func (s *Service) deleteSubjectPoliciesTx(ctx context.Context, tx *store.Tx, iam
 		}
 	}
 	return nil
+}
+
+// activePoliciesOfTx reads the active policies of a subject key.
+func activePoliciesOfTx(tx *store.Tx, subject string) ([]Policy, error) {
+	rows, err := tx.Query(`SELECT doc, version FROM iam_policies WHERE state = ?`, StateActive)
+	if err != nil {
+		return nil, errs.Internalf("iam.deleteSubjectPolicies", err)
+	}
+	defer rows.Close()
+	var out []Policy
+	for rows.Next() {
+		p, err := scanPolicy(rows)
+		if err != nil {
+			return nil, errs.Internalf("iam.deleteSubjectPolicies", err)
+		}
+		if p.subjectKey() == subject {
+			out = append(out, p)
+		}
+	}
+	return out, rows.Err()
 }
 
 func newPolicyID() string { return uuid.NewString() }
