@@ -3,6 +3,7 @@ package e2e
 import (
 	"bufio"
 	"context"
+	"database/sql"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -374,6 +375,44 @@ func TestThreeNodesShareStateOnPostgreSQL(t *testing.T) {
 			if !strings.Contains(out, n.id) {
 				t.Fatalf("keyline cluster nodes does not list %s:\n%s", n.id, out)
 			}
+		}
+	})
+
+	t.Run("a node that cannot read the change feed fails its health check", func(t *testing.T) {
+		db, err := sql.Open("pgx", databaseURL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		// The feed's table goes away under the nodes, as if they could no
+		// longer read it; it comes back at the end whatever happens.
+		if _, err := db.Exec(`ALTER TABLE keyline_changes RENAME TO keyline_changes_away`); err != nil {
+			t.Fatal(err)
+		}
+		restored := false
+		restore := func() {
+			if !restored {
+				restored = true
+				if _, err := db.Exec(`ALTER TABLE keyline_changes_away RENAME TO keyline_changes`); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		defer restore()
+		health := func(n *clusterNode) int {
+			resp, err := http.Get(n.proc.url + "/healthz")
+			if err != nil {
+				return 0
+			}
+			resp.Body.Close()
+			return resp.StatusCode
+		}
+		for _, n := range nodes {
+			within(t, n.id+" unhealthy", func() bool { return health(n) == http.StatusServiceUnavailable })
+		}
+		restore()
+		for _, n := range nodes {
+			within(t, n.id+" healthy again", func() bool { return health(n) == http.StatusOK })
 		}
 	})
 }
