@@ -415,4 +415,24 @@ func TestThreeNodesShareStateOnPostgreSQL(t *testing.T) {
 			within(t, n.id+" healthy again", func() bool { return health(n) == http.StatusOK })
 		}
 	})
+
+	t.Run("an allowedIP policy set through node 1 refuses calls on node 3", func(t *testing.T) {
+		// An instance of its own: once the policy excludes this host, not
+		// even its administrator can reach the instance from here.
+		fenced := n1.admin.createInstance("cluster-fenced", "kms", "tiered-pricing", "us-south", nil)["guid"].(string)
+		n1.admin.createRootKey(fenced, "fenced-root")
+		list := func(n *clusterNode) error {
+			return n.admin.do("GET", "/api/v2/keys", kpHeader(fenced), nil, nil)
+		}
+		if err := list(n3); err != nil {
+			t.Fatalf("node 3 lists the instance's keys: %v", err)
+		}
+		policy := map[string]any{
+			"metadata": map[string]any{"collectionType": "application/vnd.ibm.kms.policy+json", "collectionTotal": 1},
+			"resources": []any{map[string]any{"policy_type": "allowedIP",
+				"policy_data": map[string]any{"enabled": true, "attributes": map[string]any{"allowed_ip": []string{"10.0.0.0/8"}}}}},
+		}
+		n1.admin.must("PUT", "/api/v2/instance/policies?policy=allowedIP", kpHeader(fenced), policy)
+		within(t, "node 3 refusing calls from outside the allowed addresses", func() bool { return status(list(n3)) == http.StatusUnauthorized })
+	})
 }
