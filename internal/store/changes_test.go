@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -115,5 +116,38 @@ func TestChangesReachAnotherProcess(t *testing.T) {
 	}
 	if len(rows) != 2 || got[store.Change{Topic: "test.thing", Key: "one"}] != a.Origin() || got[store.Change{Topic: "test.other"}] != a.Origin() {
 		t.Fatalf("changes read by the other process = %+v, want test.thing/one and test.other from %s", rows, a.Origin())
+	}
+}
+
+// TestNodesStartingTogetherMigrateOnce runs the same migrations from two
+// processes at once, as nodes starting together do: both succeed and each
+// migration runs once.
+func TestNodesStartingTogetherMigrateOnce(t *testing.T) {
+	ctx := context.Background()
+	dir, url := t.TempDir(), storetest.URL(t)
+	a := storetest.OpenAt(t, dir, url)
+	b := storetest.OpenAt(t, dir, url)
+	var ms []store.Migration
+	for i := range 20 {
+		ms = append(ms, store.Migration{ID: fmt.Sprintf("t/%04d", i), SQL: fmt.Sprintf("CREATE TABLE t%d (id TEXT PRIMARY KEY)", i),
+			Func: func(tx *store.Tx) error {
+				_, err := tx.Exec(fmt.Sprintf("INSERT INTO t%d (id) VALUES ('once')", i))
+				return err
+			}})
+	}
+	errc := make(chan error, 2)
+	for _, db := range []*store.DB{a, b} {
+		go func() { errc <- db.Migrate(ctx, ms) }()
+	}
+	for range 2 {
+		if err := <-errc; err != nil {
+			t.Fatalf("a node's migrations failed: %v", err)
+		}
+	}
+	var n int
+	if err := a.Read(ctx, func(tx *store.Tx) error {
+		return tx.QueryRow(`SELECT COUNT(*) FROM schema_migrations WHERE id LIKE 't/%'`).Scan(&n)
+	}); err != nil || n != len(ms) {
+		t.Fatalf("%d migrations recorded (%v), want %d", n, err, len(ms))
 	}
 }
