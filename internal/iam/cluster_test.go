@@ -11,6 +11,16 @@ import (
 	"github.com/keyline/keyline/internal/iam/iamtest"
 )
 
+// secondNode is another IAM service on e's database, as another node runs.
+func secondNode(t *testing.T, e *iamtest.Env) *iam.Service {
+	t.Helper()
+	s, err := iam.New(context.Background(), iam.Config{DB: e.DB, Master: e.Master, Audit: e.Audit, Clock: e.Clock, Issuer: iamtest.Issuer})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
 // TestUntrustedFeedMakesAuthorizeReadTheDatabase is a second node whose
 // change feed has gone quiet (never started here): once the feed is no
 // longer trusted, a policy revoked through the first node denies the very
@@ -26,10 +36,7 @@ func TestUntrustedFeedMakesAuthorizeReadTheDatabase(t *testing.T) {
 	inst := kmsInstance(e, "kp-cluster")
 	pol := e.Grant(t, user.IAMID, inst, auth.RoleReader)
 
-	other, err := iam.New(ctx, iam.Config{DB: e.DB, Master: e.Master, Audit: e.Audit, Clock: e.Clock, Issuer: iamtest.Issuer})
-	if err != nil {
-		t.Fatal(err)
-	}
+	other := secondNode(t, e)
 	feed, err := cluster.NewFeed(ctx, e.DB, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -60,10 +67,7 @@ func TestUntrustedFeedMakesAuthorizeReadTheDatabase(t *testing.T) {
 func TestRotatedSigningKeyIsAcceptedByEveryNode(t *testing.T) {
 	e := iamtest.New(t)
 	ctx := context.Background()
-	other, err := iam.New(ctx, iam.Config{DB: e.DB, Master: e.Master, Audit: e.Audit, Clock: e.Clock, Issuer: iamtest.Issuer})
-	if err != nil {
-		t.Fatal(err)
-	}
+	other := secondNode(t, e)
 	before, err := e.Service.Token(ctx, iam.TokenRequest{GrantType: iam.GrantAPIKey, APIKey: e.AdminKey})
 	if err != nil {
 		t.Fatal(err)
@@ -95,10 +99,7 @@ func TestRotatedSigningKeyIsAcceptedByEveryNode(t *testing.T) {
 func TestDeletingAnIdentityDeletesPoliciesAnotherNodeCreated(t *testing.T) {
 	e := iamtest.New(t)
 	ctx := e.AsAdmin()
-	other, err := iam.New(context.Background(), iam.Config{DB: e.DB, Master: e.Master, Audit: e.Audit, Clock: e.Clock, Issuer: iamtest.Issuer})
-	if err != nil {
-		t.Fatal(err)
-	}
+	other := secondNode(t, e)
 	sid, err := e.Service.CreateServiceID(ctx, iam.ServiceIDRequest{AccountID: e.Account.ID, Name: "doomed"})
 	if err != nil {
 		t.Fatal(err)
@@ -107,15 +108,57 @@ func TestDeletingAnIdentityDeletesPoliciesAnotherNodeCreated(t *testing.T) {
 	if err := other.DeleteServiceID(ctx, sid.ID); err != nil {
 		t.Fatal(err)
 	}
-	other2, err := iam.New(context.Background(), iam.Config{DB: e.DB, Master: e.Master, Audit: e.Audit, Clock: e.Clock, Issuer: iamtest.Issuer})
-	if err != nil {
-		t.Fatal(err)
-	}
+	other2 := secondNode(t, e)
 	got, err := other2.GetPolicy(ctx, pol.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got.State != iam.StateDeleted {
 		t.Fatalf("the deleted service ID's policy is %s, want deleted", got.State)
+	}
+}
+
+// TestSigningKeyIsReplacedWhenDue signs tokens once the signing key is
+// older than its lifetime: a new key is made (one, although two nodes
+// notice), both nodes publish it with the old one, and new tokens are
+// signed with it. (TestRotatedSigningKeyIsAcceptedByEveryNode shows tokens
+// of a replaced key stay valid.)
+func TestSigningKeyIsReplacedWhenDue(t *testing.T) {
+	e := iamtest.New(t)
+	ctx := context.Background()
+	other := secondNode(t, e)
+	old, err := e.Service.Token(ctx, iam.TokenRequest{GrantType: iam.GrantAPIKey, APIKey: e.AdminKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldKid := e.Service.JWKS()[0].Kid
+	e.Clock.Advance(iam.SigningKeyLifetime + time.Hour)
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		for _, svc := range []*iam.Service{e.Service, other} {
+			if _, err := svc.Token(ctx, iam.TokenRequest{GrantType: iam.GrantAPIKey, APIKey: e.AdminKey}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if len(e.Service.JWKS()) == 2 && len(other.JWKS()) == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no new signing key: JWKS %+v", e.Service.JWKS())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if jwks := other.JWKS(); len(jwks) != 2 || jwks[0].Kid == oldKid || jwks[1].Kid != oldKid {
+		t.Fatalf("JWKS after the replacement = %+v, want a new key then %s", jwks, oldKid)
+	}
+	if _, err = other.AuthenticateToken(ctx, old.AccessToken); err == nil {
+		t.Fatal("an access token issued 90 days ago is still valid")
+	}
+	fresh, err := other.Token(ctx, iam.TokenRequest{GrantType: iam.GrantAPIKey, APIKey: e.AdminKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Service.AuthenticateToken(ctx, fresh.AccessToken); err != nil {
+		t.Fatalf("a token of the new key is refused: %v", err)
 	}
 }

@@ -58,6 +58,7 @@ type Service struct {
 	// keysReadAt (UnixNano) is when a token naming an unknown key id last
 	// made the keys be read again: at most once per unknownKidReload.
 	keysReadAt atomic.Int64
+	rotating   atomic.Bool // a signing key replacement is under way
 	tokens     *tokenCache
 	// feed keeps the caches true when other nodes share the database
 	// (JoinCluster); nil: this process is alone.

@@ -16,8 +16,9 @@ import (
 
 // signer holds the RS256 key tokens are signed with.
 type signer struct {
-	kid  string
-	priv *rsa.PrivateKey
+	kid     string
+	priv    *rsa.PrivateKey
+	created time.Time
 }
 
 // signingKeys are the token signing keys kept in the database, sealed under
@@ -40,6 +41,10 @@ const unknownKidReload = time.Second
 // tokens: the longest a token it signed lives.
 const SigningKeyOverlap = RefreshTokenTTL
 
+// SigningKeyLifetime is how long a key signs new tokens before the node
+// that next signs one replaces it (once, whichever nodes notice together).
+const SigningKeyLifetime = 90 * 24 * time.Hour
+
 // loadSigningKeys reads the sealed signing keys, creating the first on the
 // first start. Only the master key opens them, so a copy of the database
 // cannot mint tokens.
@@ -49,7 +54,7 @@ func (s *Service) loadSigningKeys(ctx context.Context) error {
 		return err
 	}
 	if keys == nil {
-		if _, err := s.addSigningKey(ctx, true); err != nil {
+		if _, err := s.addSigningKey(ctx, time.Time{}); err != nil {
 			return err
 		}
 		if keys, err = s.readSigningKeys(ctx); err != nil {
@@ -64,19 +69,19 @@ func (s *Service) loadSigningKeys(ctx context.Context) error {
 func (s *Service) readSigningKeys(ctx context.Context) (*signingKeys, error) {
 	const op = "iam.loadSigningKeys"
 	type row struct {
-		kid    string
-		sealed []byte
+		kid, created string
+		sealed       []byte
 	}
 	var rows []row
 	err := s.db.Read(ctx, func(tx *store.Tx) error {
-		rs, err := tx.Query(`SELECT kid, sealed FROM iam_signing_keys ORDER BY created_at DESC, kid DESC`)
+		rs, err := tx.Query(`SELECT kid, sealed, created_at FROM iam_signing_keys ORDER BY created_at DESC, kid DESC`)
 		if err != nil {
 			return err
 		}
 		defer rs.Close()
 		for rs.Next() {
 			var r row
-			if err := rs.Scan(&r.kid, &r.sealed); err != nil {
+			if err := rs.Scan(&r.kid, &r.sealed, &r.created); err != nil {
 				return err
 			}
 			rows = append(rows, r)
@@ -96,7 +101,7 @@ func (s *Service) readSigningKeys(ctx context.Context) (*signingKeys, error) {
 			return nil, err
 		}
 		if i == 0 {
-			keys.current = &signer{kid: r.kid, priv: priv}
+			keys.current = &signer{kid: r.kid, priv: priv, created: store.ParseTime(r.created)}
 		}
 		keys.public[r.kid] = &priv.PublicKey
 		keys.kids = append(keys.kids, r.kid)
@@ -119,11 +124,13 @@ func (s *Service) openSigningKey(kid string, sealed []byte) (*rsa.PrivateKey, er
 	return priv, nil
 }
 
-// addSigningKey generates a signing key and stores it sealed. With
-// onlyIfNone it adds nothing when a key exists: nodes starting together on
-// a new database agree on the first node's key (writers are serial across
-// nodes). Keys replaced more than SigningKeyOverlap ago are removed.
-func (s *Service) addSigningKey(ctx context.Context, onlyIfNone bool) (string, error) {
+// addSigningKey generates a signing key and stores it sealed, unless the
+// newest stored key was created at or after replaceBefore (the zero time:
+// unless there is a key at all). Writers are serial across nodes, so nodes
+// starting together on a new database, or noticing together that the key
+// is due, add one key. Keys replaced more than SigningKeyOverlap ago are
+// removed. It returns "" when it added none.
+func (s *Service) addSigningKey(ctx context.Context, replaceBefore time.Time) (string, error) {
 	const op = "iam.addSigningKey"
 	priv, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
@@ -143,16 +150,14 @@ func (s *Service) addSigningKey(ctx context.Context, onlyIfNone bool) (string, e
 	defer seal.Wipe(der)
 	sealed := s.master.Seal(der, signingKeyAAD(kid))
 	err = s.db.Tx(ctx, func(tx *store.Tx) error {
-		if onlyIfNone {
-			var n int
-			if err := tx.QueryRow(`SELECT COUNT(*) FROM iam_signing_keys`).Scan(&n); err != nil || n > 0 {
-				return err
-			}
-		}
 		// Keys older than the newest were replaced when it was created:
 		// once that is SigningKeyOverlap ago, no token they signed lives.
 		var newest string
 		err := tx.QueryRow(`SELECT created_at FROM iam_signing_keys ORDER BY created_at DESC LIMIT 1`).Scan(&newest)
+		if err == nil && !store.ParseTime(newest).Before(replaceBefore) {
+			kid = "" // a fresh enough key exists
+			return nil
+		}
 		if err == nil && newest < store.Time(now.Add(-SigningKeyOverlap)) {
 			if _, err := tx.Exec(`DELETE FROM iam_signing_keys WHERE created_at < ?`, newest); err != nil {
 				return err
@@ -182,11 +187,36 @@ func (s *Service) addSigningKey(ctx context.Context, onlyIfNone bool) (string, e
 // signed with, on every node; tokens signed with the previous key stay
 // valid until they expire.
 func (s *Service) RotateSigningKey(ctx context.Context) (string, error) {
-	kid, err := s.addSigningKey(ctx, false)
+	kid, err := s.addSigningKey(ctx, farFuture)
 	if err != nil {
 		return "", err
 	}
 	return kid, s.loadSigningKeys(ctx)
+}
+
+var farFuture = time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// currentSigner is the key new tokens are signed with. When it is older
+// than SigningKeyLifetime, the first caller to notice replaces it (a key
+// generation, once in 90 days) while others still sign with it; no
+// goroutine outlives the call.
+func (s *Service) currentSigner() *signer {
+	cur := s.signing.Load().current
+	now := s.clock.Now()
+	if now.Sub(cur.created) <= SigningKeyLifetime || !s.rotating.CompareAndSwap(false, true) {
+		return cur
+	}
+	defer s.rotating.Store(false)
+	ctx := context.Background()
+	if _, err := s.addSigningKey(ctx, now.Add(-SigningKeyLifetime)); err != nil {
+		s.logger.Error("iam: replacing the token signing key", "err", err)
+		return cur
+	}
+	if err := s.loadSigningKeys(ctx); err != nil {
+		s.logger.Error("iam: reloading the token signing keys", "err", err)
+		return cur
+	}
+	return s.signing.Load().current
 }
 
 // verifyingKey is the public key kid names, reading the keys again (at

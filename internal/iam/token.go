@@ -96,7 +96,7 @@ type Token struct {
 
 func (s *Service) sign(c Claims) (string, error) {
 	t := jwt.NewWithClaims(jwt.SigningMethodRS256, c)
-	cur := s.signing.Load().current
+	cur := s.currentSigner()
 	t.Header["kid"] = cur.kid
 	return t.SignedString(cur.priv)
 }
