@@ -101,7 +101,7 @@ func newRoot(out, errOut io.Writer) *cobra.Command {
 	root.PersistentFlags().StringVarP(&c.endpoint, "api-endpoint", "a", "", "Keyline URL or host:port (default: from 'keyline login', or KEYLINE_ENDPOINT, or http://127.0.0.1:8080)")
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(newServeCmd(c), newLoginCmd(c), newIAMCmd(c), newResourceCmd(c), newKPCmd(c), newEventsCmd(c))
-	root.AddCommand(newOperatorCmd(c))
+	root.AddCommand(newOperatorCmd(c), newClusterCmd(c))
 	refuseUnknownSubcommands(root)
 	return root
 }

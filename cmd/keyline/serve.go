@@ -49,6 +49,9 @@ func newServeCmd(c *cli) *cobra.Command {
 			if v := os.Getenv("KEYLINE_DATABASE_URL"); v != "" && !cmd.Flags().Changed("database-url") {
 				cfg.DatabaseURL = v
 			}
+			if v := os.Getenv("KEYLINE_NODE_ID"); v != "" && !cmd.Flags().Changed("node-id") {
+				cfg.NodeID = v
+			}
 			if pprofAddr != "" {
 				stop, err := servePprof(pprofAddr)
 				if err != nil {
@@ -100,6 +103,7 @@ func newServeCmd(c *cli) *cobra.Command {
 	f.StringVar(&cfg.TLSKeyFile, "tls-key", "", "PEM private key of --tls-cert, mode 0600 [$KEYLINE_TLS_KEY]")
 	f.StringVar(&cfg.PublicURL, "public-url", "", "the APIs' base URL as clients reach it, for credentials (default: the --listen address) [$KEYLINE_PUBLIC_URL]")
 	f.StringVar(&cfg.DatabaseURL, "database-url", "", "keep metadata in this PostgreSQL database (postgres://user@host/db) instead of SQLite in --data-dir; prefer the variable for a URL with a password [$KEYLINE_DATABASE_URL]")
+	f.StringVar(&cfg.NodeID, "node-id", "", "this node's name among those sharing --database-url (default: a random id kept in --data-dir/node-id) [$KEYLINE_NODE_ID]")
 	f.BoolVar(&cfg.Dev, "dev", false, "allow the dev seal: the master key in a file in --data-dir, not protected at rest (the default until 'keyline operator init')")
 	f.Var(byteSize{&cfg.KafkaFetchMemory}, "kafka-fetch-memory", "memory all deployments' Kafka fetch responses may hold at once, e.g. 1GiB (default 1GiB)")
 	f.Var(byteSize{&cfg.KafkaDeploymentFetchMemory}, "kafka-fetch-memory-per-deployment", "memory one deployment's Kafka fetch responses may hold at once (default 256MiB)")

@@ -155,6 +155,7 @@ func (l *Log) Append(tx *store.Tx, ev *Event) error {
 		return err
 	}
 	tx.OnCommit(l.notify)
+	tx.Changed(topicEvents, "")
 	return nil
 }
 
@@ -279,6 +280,7 @@ func (l *Log) commit(group []pending) {
 			}
 			rest = rest[1<<size:]
 		}
+		tx.Changed(topicEvents, "")
 		return nil
 	})
 	if err != nil {

@@ -35,6 +35,8 @@ import (
 	"github.com/keyline/keyline/internal/client"
 	"github.com/keyline/keyline/internal/clock"
 	"github.com/keyline/keyline/internal/httpapi"
+	"github.com/keyline/keyline/internal/seal"
+	"github.com/keyline/keyline/internal/store"
 )
 
 //go:embed templates/*.html
@@ -56,6 +58,11 @@ type Config struct {
 	Secure bool // served over TLS: cookies get the Secure attribute
 	Logger *slog.Logger
 	Clock  clock.Clock
+	// DB and Sealer, when set, keep sessions in the database sealed under
+	// the master key, so every node sharing it serves them; without them
+	// sessions live in this process's memory.
+	DB     *store.DB
+	Sealer *seal.AEAD
 }
 
 // Console serves the web console.
@@ -86,6 +93,12 @@ func New(cfg Config) (*Console, error) {
 	// correlation id that inProcess carries over. It is not logged again.
 	cfg.API = httpapi.Middleware(nil, cfg.API)
 	c := &Console{cfg: cfg, sessions: newSessions(cfg.Clock), pages: pages, mux: http.NewServeMux()}
+	if cfg.DB != nil && cfg.Sealer != nil {
+		if err := cfg.DB.Migrate(context.Background(), sessionMigrations); err != nil {
+			return nil, err
+		}
+		c.sessions.db, c.sessions.sealer, c.sessions.logger = cfg.DB, cfg.Sealer, cfg.Logger
+	}
 	c.routes()
 	return c, nil
 }

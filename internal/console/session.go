@@ -4,12 +4,15 @@ import (
 	"crypto/rand"
 	"crypto/subtle"
 	"encoding/base64"
+	"log/slog"
 	"net/http"
 	"sync"
 	"time"
 
 	"github.com/keyline/keyline/internal/auth"
 	"github.com/keyline/keyline/internal/clock"
+	"github.com/keyline/keyline/internal/seal"
+	"github.com/keyline/keyline/internal/store"
 )
 
 const (
@@ -21,9 +24,9 @@ const (
 	maxSessionIdle = 30 * time.Minute
 )
 
-// session is a signed-in browser. It lives only in this process's memory:
-// the bearer token never leaves the server, the browser holds only the
-// random session id.
+// session is a signed-in browser. It lives in the database, sealed
+// (sessiondb.go), or without one in this process's memory: the bearer token
+// never leaves the server, the browser holds only the random session id.
 type session struct {
 	id        string
 	csrf      string
@@ -34,11 +37,15 @@ type session struct {
 	flash     string // one message shown on the next page ("Key rotated")
 }
 
-// sessions is the in-memory session store, keyed by random id.
+// sessions is the session store, keyed by random id: in the database when
+// db is set, else in memory.
 type sessions struct {
-	clock clock.Clock
-	mu    sync.Mutex
-	byID  map[string]*session
+	clock  clock.Clock
+	mu     sync.Mutex
+	byID   map[string]*session
+	db     *store.DB
+	sealer *seal.AEAD
+	logger *slog.Logger
 }
 
 func newSessions(clk clock.Clock) *sessions {
@@ -57,6 +64,10 @@ func randomToken() string {
 func (s *sessions) create(p auth.Principal, token string, expires time.Time) *session {
 	now := s.clock.Now()
 	sess := &session{id: randomToken(), csrf: randomToken(), token: token, principal: p, expires: expires, lastSeen: now}
+	if s.kept() {
+		s.createKept(sess)
+		return sess
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for id, old := range s.byID {
@@ -78,6 +89,9 @@ func (s *sessions) get(r *http.Request) *session {
 	if err != nil || c.Value == "" {
 		return nil
 	}
+	if s.kept() {
+		return s.getKept(r, c.Value)
+	}
 	now := s.clock.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -94,6 +108,10 @@ func (s *sessions) get(r *http.Request) *session {
 }
 
 func (s *sessions) delete(id string) {
+	if s.kept() {
+		s.deleteKept(id)
+		return
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.byID, id)
@@ -101,12 +119,19 @@ func (s *sessions) delete(id string) {
 
 // setFlash and takeFlash carry one message across a redirect.
 func (s *sessions) setFlash(sess *session, msg string) {
+	if s.kept() {
+		s.setFlashKept(sess, msg)
+		return
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	sess.flash = msg
 }
 
 func (s *sessions) takeFlash(sess *session) string {
+	if s.kept() {
+		return s.takeFlashKept(sess)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	msg := sess.flash

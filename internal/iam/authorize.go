@@ -18,7 +18,10 @@ func (s *Service) Authorize(ctx context.Context, p *auth.Principal, action strin
 	if p == nil {
 		return errs.E(op, errs.Unauthenticated, "BXNIM0308E", "No authorization header found")
 	}
-	idx := s.policies.Load()
+	idx, err := s.policyIndexFor(ctx)
+	if err != nil {
+		return err
+	}
 	switch p.Type {
 	case auth.User, auth.ServiceID:
 		for _, pol := range idx.bySubject["iam:"+p.IAMID] {

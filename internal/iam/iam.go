@@ -5,7 +5,8 @@
 //
 // API keys are 256 random bits shown once; only their SHA-256 is stored.
 // Tokens are RS256 JWTs signed by a key generated on first start and kept
-// sealed under the master key; verified tokens are cached by their hash until
+// sealed under the master key in the database, so every node sharing it
+// signs with the same key and accepts the others' tokens; verified tokens are cached by their hash until
 // they expire, and deleting an API key or identity evicts its tokens in the
 // same call. Policies live in the database and in an immutable in-memory
 // index that each committed change replaces before the change returns, so
@@ -22,9 +23,11 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/keyline/keyline/internal/audit"
 	"github.com/keyline/keyline/internal/clock"
+	"github.com/keyline/keyline/internal/cluster"
 	"github.com/keyline/keyline/internal/errs"
 	"github.com/keyline/keyline/internal/seal"
 	"github.com/keyline/keyline/internal/store"
@@ -51,8 +54,15 @@ type Service struct {
 	logger *slog.Logger
 	issuer string
 
-	signer *signer
-	tokens *tokenCache
+	signing atomic.Pointer[signingKeys]
+	// keysReadAt (UnixNano) is when a token naming an unknown key id last
+	// made the keys be read again: at most once per unknownKidReload.
+	keysReadAt atomic.Int64
+	rotating   atomic.Bool // a signing key replacement is under way
+	tokens     *tokenCache
+	// feed keeps the caches true when other nodes share the database
+	// (JoinCluster); nil: this process is alone.
+	feed *cluster.Feed
 
 	policyMu sync.Mutex // serialises index updates
 	policies policyIndexRef
@@ -132,11 +142,9 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	if err := s.db.Migrate(ctx, migrations); err != nil {
 		return nil, errs.Internalf(op, err)
 	}
-	signer, err := s.loadSigner(ctx)
-	if err != nil {
+	if err := s.loadSigningKeys(ctx); err != nil {
 		return nil, err
 	}
-	s.signer = signer
 	if err := s.loadPolicies(ctx); err != nil {
 		return nil, err
 	}

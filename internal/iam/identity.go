@@ -596,6 +596,7 @@ func (s *Service) DeleteAPIKey(ctx context.Context, id string) error {
 			return errs.Ef(op, errs.NotExist, "not_found", "API key %s not found", id)
 		}
 		tx.OnCommit(func() { s.tokens.revoke(id, "") })
+		tx.Changed(topicAPIKey, id)
 		return s.record(ctx, tx, ActionAPIKeyDelete, target, 204)
 	})
 }
@@ -828,6 +829,7 @@ func (s *Service) deleteIdentity(ctx context.Context, op string, id identity, by
 			return err
 		}
 		tx.OnCommit(func() { s.tokens.revoke("", id.IAMID) })
+		tx.Changed(topicIdentity, id.IAMID)
 		return s.record(ctx, tx, action, target, 204)
 	})
 }

@@ -393,6 +393,16 @@ func buildIndex(byID map[string]*Policy) *policyIndex {
 }
 
 func (s *Service) loadPolicies(ctx context.Context) error {
+	byID, err := s.readPolicies(ctx)
+	if err != nil {
+		return err
+	}
+	s.policies.Store(buildIndex(byID))
+	return nil
+}
+
+// readPolicies reads every stored policy.
+func (s *Service) readPolicies(ctx context.Context) (map[string]*Policy, error) {
 	const op = "iam.loadPolicies"
 	byID := map[string]*Policy{}
 	err := s.db.Read(ctx, func(tx *store.Tx) error {
@@ -411,10 +421,9 @@ func (s *Service) loadPolicies(ctx context.Context) error {
 		return rows.Err()
 	})
 	if err != nil {
-		return errs.Internalf(op, err)
+		return nil, errs.Internalf(op, err)
 	}
-	s.policies.Store(buildIndex(byID))
-	return nil
+	return byID, nil
 }
 
 // applyPolicy puts a committed policy version into the index. Transactions
@@ -454,6 +463,7 @@ func (s *Service) savePolicyTx(tx *store.Tx, p Policy, insert bool) error {
 		return errs.Internalf(op, err)
 	}
 	tx.OnCommit(func() { s.applyPolicy(stored) })
+	tx.Changed(topicPolicy, p.ID)
 	return nil
 }
 
@@ -832,8 +842,13 @@ func readPolicyTx(tx *store.Tx, op, id string) (Policy, error) {
 
 // deleteSubjectPoliciesTx deletes the active access policies of a deleted identity.
 func (s *Service) deleteSubjectPoliciesTx(ctx context.Context, tx *store.Tx, iamID, by string) error {
-	for _, ptr := range s.policies.Load().bySubject["iam:"+iamID] {
-		p := *ptr
+	// From the rows, not the index: a policy another node just created
+	// may not have reached it.
+	subjects, err := activePoliciesOfTx(tx, "iam:"+iamID)
+	if err != nil {
+		return err
+	}
+	for _, p := range subjects {
 		p.State, p.Version = StateDeleted, p.Version+1
 		p.LastModifiedAt, p.LastModifiedByID = s.clock.Now(), by
 		if err := s.savePolicyTx(tx, p, false); err != nil {
@@ -844,6 +859,26 @@ func (s *Service) deleteSubjectPoliciesTx(ctx context.Context, tx *store.Tx, iam
 		}
 	}
 	return nil
+}
+
+// activePoliciesOfTx reads the active policies of a subject key.
+func activePoliciesOfTx(tx *store.Tx, subject string) ([]Policy, error) {
+	rows, err := tx.Query(`SELECT doc, version FROM iam_policies WHERE state = ?`, StateActive)
+	if err != nil {
+		return nil, errs.Internalf("iam.deleteSubjectPolicies", err)
+	}
+	defer rows.Close()
+	var out []Policy
+	for rows.Next() {
+		p, err := scanPolicy(rows)
+		if err != nil {
+			return nil, errs.Internalf("iam.deleteSubjectPolicies", err)
+		}
+		if p.subjectKey() == subject {
+			out = append(out, p)
+		}
+	}
+	return out, rows.Err()
 }
 
 func newPolicyID() string { return uuid.NewString() }

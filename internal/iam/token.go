@@ -2,12 +2,8 @@ package iam
 
 import (
 	"context"
-	"crypto/rand"
-	"crypto/rsa"
 	"crypto/sha256"
-	"crypto/x509"
 	"encoding/base64"
-	"encoding/hex"
 	"math/big"
 	"sync"
 	"time"
@@ -16,7 +12,6 @@ import (
 	"github.com/google/uuid"
 	"github.com/keyline/keyline/internal/auth"
 	"github.com/keyline/keyline/internal/errs"
-	"github.com/keyline/keyline/internal/seal"
 	"github.com/keyline/keyline/internal/store"
 )
 
@@ -35,65 +30,6 @@ const (
 // maxTokenLen bounds what is parsed: our tokens are about 1 KiB.
 const maxTokenLen = 8 << 10
 
-// signer holds the RS256 key tokens are signed with.
-type signer struct {
-	kid  string
-	priv *rsa.PrivateKey
-}
-
-func signingKeyAAD(kid string) []byte { return []byte("keyline/iam/signing-key/" + kid) }
-
-// loadSigner reads the sealed signing key, creating it on first start. Only
-// the master key can open it, so a copy of the database cannot mint tokens.
-func (s *Service) loadSigner(ctx context.Context) (*signer, error) {
-	const op = "iam.loadSigner"
-	var kid string
-	var sealed []byte
-	err := s.db.Read(ctx, func(tx *store.Tx) error {
-		return tx.QueryRow(`SELECT kid, sealed FROM iam_signing_keys ORDER BY created_at DESC LIMIT 1`).Scan(&kid, &sealed)
-	})
-	if err == nil {
-		der, err := s.master.Open(sealed, signingKeyAAD(kid))
-		if err != nil {
-			return nil, errs.E(op, errs.Internal, "SIGNING_KEY_ERR", "The token signing key cannot be opened with this master key").Because(err)
-		}
-		defer seal.Wipe(der)
-		key, err := x509.ParsePKCS8PrivateKey(der)
-		priv, ok := key.(*rsa.PrivateKey)
-		if err != nil || !ok {
-			return nil, errs.E(op, errs.Internal, "SIGNING_KEY_ERR", "The stored token signing key is not an RSA key")
-		}
-		return &signer{kid: kid, priv: priv}, nil
-	}
-	if !store.IsNoRows(err) {
-		return nil, errs.Internalf(op, err)
-	}
-	priv, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		return nil, errs.Internalf(op, err)
-	}
-	pub, err := x509.MarshalPKIXPublicKey(&priv.PublicKey)
-	if err != nil {
-		return nil, errs.Internalf(op, err)
-	}
-	sum := sha256.Sum256(pub)
-	kid = s.clock.Now().Format("20060102") + "-" + hex.EncodeToString(sum[:8])
-	der, err := x509.MarshalPKCS8PrivateKey(priv)
-	if err != nil {
-		return nil, errs.Internalf(op, err)
-	}
-	defer seal.Wipe(der)
-	sealed = s.master.Seal(der, signingKeyAAD(kid))
-	err = s.db.Tx(ctx, func(tx *store.Tx) error {
-		_, err := tx.Exec(`INSERT INTO iam_signing_keys (kid, sealed, created_at) VALUES (?, ?, ?)`, kid, sealed, store.Time(s.clock.Now()))
-		return err
-	})
-	if err != nil {
-		return nil, errs.Internalf(op, err)
-	}
-	return &signer{kid: kid, priv: priv}, nil
-}
-
 // JWK is one public key of the JWKS document.
 type JWK struct {
 	Kty string `json:"kty"`
@@ -104,12 +40,18 @@ type JWK struct {
 	Kid string `json:"kid"`
 }
 
-// JWKS is the set of keys tokens can be verified with (GET /identity/keys).
+// JWKS is the set of keys tokens can be verified with (GET /identity/keys):
+// every signing key still valid, whichever node created it, newest first.
 func (s *Service) JWKS() []JWK {
-	pub := s.signer.priv.PublicKey
-	return []JWK{{Kty: "RSA", Alg: "RS256", Use: "sig", Kid: s.signer.kid,
-		N: base64.RawURLEncoding.EncodeToString(pub.N.Bytes()),
-		E: base64.RawURLEncoding.EncodeToString(big.NewInt(int64(pub.E)).Bytes())}}
+	keys := s.signing.Load()
+	out := make([]JWK, 0, len(keys.kids))
+	for _, kid := range keys.kids {
+		pub := keys.public[kid]
+		out = append(out, JWK{Kty: "RSA", Alg: "RS256", Use: "sig", Kid: kid,
+			N: base64.RawURLEncoding.EncodeToString(pub.N.Bytes()),
+			E: base64.RawURLEncoding.EncodeToString(big.NewInt(int64(pub.E)).Bytes())})
+	}
+	return out
 }
 
 // Claims are the claims of Keyline's IAM tokens, named as IBM Cloud names them.
@@ -154,8 +96,9 @@ type Token struct {
 
 func (s *Service) sign(c Claims) (string, error) {
 	t := jwt.NewWithClaims(jwt.SigningMethodRS256, c)
-	t.Header["kid"] = s.signer.kid
-	return t.SignedString(s.signer.priv)
+	cur := s.currentSigner()
+	t.Header["kid"] = cur.kid
+	return t.SignedString(cur.priv)
 }
 
 // tokenFor mints an access and a refresh token for an identity.
@@ -271,10 +214,11 @@ func (s *Service) verify(token, use string) (*Claims, error) {
 		jwt.WithExpirationRequired(), jwt.WithTimeFunc(s.clock.Now), jwt.WithStrictDecoding())
 	var c Claims
 	_, err := p.ParseWithClaims(token, &c, func(t *jwt.Token) (any, error) {
-		if kid, _ := t.Header["kid"].(string); kid != s.signer.kid {
-			return nil, errBadToken
+		kid, _ := t.Header["kid"].(string)
+		if pub := s.verifyingKey(kid); pub != nil {
+			return pub, nil
 		}
-		return &s.signer.priv.PublicKey, nil
+		return nil, errBadToken
 	})
 	if err != nil || c.TokenUse != use || c.IAMID == "" || c.Account.BSS == "" {
 		return nil, errBadToken
@@ -317,7 +261,8 @@ func (s *Service) AuthenticateToken(ctx context.Context, token string) (*auth.Pr
 	const op = "iam.AuthenticateToken"
 	sum := sha256.Sum256([]byte(token))
 	now := s.clock.Now()
-	if p, ok := s.tokens.get(sum, now); ok {
+	trusted := s.trusted()
+	if p, ok := s.tokens.get(sum, now); ok && trusted {
 		return p, nil
 	}
 	gen := s.tokens.generation()
@@ -340,6 +285,9 @@ func (s *Service) AuthenticateToken(ctx context.Context, token string) (*auth.Pr
 		p = id.principal()
 	}
 	p.CredentialType, p.TokenID, p.TokenExpires = "token", c.ID, c.ExpiresAt.Time
+	if !trusted {
+		return p, nil
+	}
 	s.tokens.put(gen, sum, cachedToken{principal: *p, expires: c.ExpiresAt.Time, apikeyID: c.APIKeyID})
 	return p, nil
 }
@@ -406,6 +354,14 @@ func (c *tokenCache) put(gen uint64, sum [32]byte, e cachedToken) {
 		clear(c.entries)
 	}
 	c.entries[sum] = e
+}
+
+// revokeAll drops every cached token.
+func (c *tokenCache) revokeAll() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.gen++
+	clear(c.entries)
 }
 
 // revoke drops the cached tokens of an API key or of an identity.

@@ -162,6 +162,13 @@ func (s *Service) refreshAllowedIP(ctx context.Context, guid string) {
 	ctx = context.WithoutCancel(ctx)
 	s.allowedIP.mu.Lock()
 	defer s.allowedIP.mu.Unlock()
+	s.allowedIP.set(guid, s.readAllowList(ctx, guid))
+}
+
+// readAllowList reads the instance's enforced allow list from the
+// database: nil without an enabled policy; if the read fails, a list that
+// allows no address (fail closed).
+func (s *Service) readAllowList(ctx context.Context, guid string) ipAllowList {
 	var data string
 	err := s.db.Read(ctx, func(tx *store.Tx) error {
 		return tx.QueryRow(`SELECT data FROM kms_instance_policies WHERE instance_guid = ? AND policy_type = ?`,
@@ -169,13 +176,12 @@ func (s *Service) refreshAllowedIP(ctx context.Context, guid string) {
 	})
 	switch {
 	case store.IsNoRows(err):
-		s.allowedIP.set(guid, nil)
+		return nil
 	case err != nil:
 		s.log.Error("kms: reading allowedIP policy; refusing network calls to the instance", "instance", guid, "err", err)
-		s.allowedIP.set(guid, ipAllowList{})
-	default:
-		s.allowedIP.set(guid, s.storedAllowList(guid, data))
+		return ipAllowList{}
 	}
+	return s.storedAllowList(guid, data)
 }
 
 // clientOrigin is where a Key Protect API call came from over the network.
@@ -217,7 +223,7 @@ func exemptFromAllowedIP(ctx context.Context) context.Context {
 // checkClientAddr refuses a network call to an instance whose enabled
 // allowedIP policy does not list the caller's address.
 func (s *Service) checkClientAddr(ctx context.Context, op, guid string) error {
-	l, on := s.allowedIP.lookup(guid)
+	l, on := s.allowedIPOf(ctx, guid)
 	if !on {
 		return nil
 	}
@@ -237,7 +243,7 @@ func (s *Service) checkClientAddr(ctx context.Context, op, guid string) error {
 // the policy is never revealed to those who cannot address the instance.
 func (s *Service) AdmitClient(ctx context.Context, action, guid string) error {
 	const op = "kms.AdmitClient"
-	if _, on := s.allowedIP.lookup(guid); !on {
+	if _, on := s.allowedIPOf(ctx, guid); !on {
 		return nil
 	}
 	_, in, err := s.addressable(ctx, op, guid)

@@ -44,7 +44,12 @@ func (h *hotCache) invalidate() {
 	h.mu.Unlock()
 }
 
-func (h *hotCache) invalidateOnCommit(tx *store.Tx) { tx.OnCommit(h.invalidate) }
+// invalidateOnCommit empties the cache once tx commits, and through the
+// change feed the caches of the other nodes sharing the database.
+func (h *hotCache) invalidateOnCommit(tx *store.Tx) {
+	tx.OnCommit(h.invalidate)
+	tx.Changed(topicKeys, "")
+}
 
 func (h *hotCache) instance(guid string) (Instance, bool) {
 	h.mu.RLock()
@@ -95,7 +100,7 @@ func (k *hotKey) effectiveState(now time.Time) int {
 func (s *Service) hotKey(ctx context.Context, in Instance, idOrAlias string) (*hotKey, error) {
 	guid := in.GUID
 	ref := guid + "\x00" + idOrAlias
-	if k := s.hot.key(ref); k != nil {
+	if k := s.hot.key(ref); k != nil && s.trusted() {
 		return k, nil
 	}
 	gen := s.hot.generation()

@@ -14,6 +14,7 @@ import (
 
 	"github.com/keyline/keyline/internal/auth"
 	"github.com/keyline/keyline/internal/clock"
+	"github.com/keyline/keyline/internal/cluster"
 	"github.com/keyline/keyline/internal/crn"
 	"github.com/keyline/keyline/internal/errs"
 	"github.com/keyline/keyline/internal/seal"
@@ -77,6 +78,10 @@ type Service struct {
 
 	notifyMu sync.Mutex
 	notify   map[string]chan struct{}
+
+	// feed keeps the caches true when other nodes share the database
+	// (JoinCluster); nil: this process is alone.
+	feed *cluster.Feed
 }
 
 // New migrates the KMS tables and returns the service.
@@ -139,6 +144,7 @@ func (s *Service) CreateInstance(ctx context.Context, in Instance) error {
 			return errs.E(op, errs.Conflict, "INSTANCE_EXISTS_ERR", "An instance with this GUID exists in another account")
 		}
 		_, err = tx.Exec(`INSERT INTO kms_key_rings (instance_guid, id, created_by, creation_date) VALUES (?, 'default', '', ?)`, in.GUID, now)
+		tx.Changed(topicKeys, "")
 		return err
 	})
 	s.hot.invalidate()
@@ -161,7 +167,8 @@ func (s *Service) DeleteInstance(ctx context.Context, guid string) error {
 		if err != nil {
 			return errs.Internalf(op, err)
 		}
-		tx.OnCommit(func() { s.refreshAllowedIP(ctx, guid) })
+		s.allowedIPChanged(ctx, tx, guid)
+		tx.Changed(topicKeys, "")
 		if n, _ := res.RowsAffected(); n == 0 {
 			return errs.E(op, errs.NotExist, "INSTANCE_NOT_FOUND_ERR", "The instance does not exist")
 		}
@@ -220,7 +227,7 @@ func (s *Service) addressable(ctx context.Context, op, guid string) (*auth.Princ
 
 // findInstance returns the instance guid from the cache or the database.
 func (s *Service) findInstance(ctx context.Context, guid string) (Instance, bool, error) {
-	if in, ok := s.hot.instance(guid); ok {
+	if in, ok := s.hot.instance(guid); ok && s.trusted() {
 		return in, true, nil
 	}
 	var in Instance

@@ -411,7 +411,7 @@ func (s *Service) SetInstancePolicies(ctx context.Context, guid, typ string, in 
 		ev.RequestData["policyTypes"] = types
 		if seen[InstancePolicyAllowedIP] {
 			// Enforced from its commit on: the index is swapped then.
-			tx.OnCommit(func() { s.refreshAllowedIP(ctx, inst.GUID) })
+			s.allowedIPChanged(ctx, tx, inst.GUID)
 		}
 		return nil
 	})

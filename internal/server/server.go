@@ -35,9 +35,12 @@ type Config struct {
 	MasterKeyFile string // default <DataDir>/master.key
 	AdminAPIKey   string // the admin API key's value on first start; random when empty
 	// DatabaseURL, when set (postgres://...), keeps the metadata in that
-	// PostgreSQL database instead of SQLite in DataDir. One Keyline
-	// process per database: nothing coordinates several. Never logged.
+	// PostgreSQL database instead of SQLite in DataDir. Several Keyline
+	// processes (nodes) may share it: see docs/cluster.md. Never logged.
 	DatabaseURL string
+	// NodeID names this node in cluster_nodes (default: a random id kept in
+	// DataDir/node-id).
+	NodeID string
 	// Kafka listeners of deployments bind KafkaHost (default 127.0.0.1) on a
 	// port in [KafkaPortMin, KafkaPortMax]; 0 lets the system choose.
 	KafkaHost                  string
@@ -112,6 +115,7 @@ type Server struct {
 	ln     net.Listener
 	svc    *services
 
+	node    *node                         // this node of the cluster (cluster.go)
 	barrier *barrier                      // the seal state
 	live    atomic.Pointer[http.ServeMux] // the APIs; nil while sealed
 	sealedKafka
@@ -145,6 +149,10 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, db: db}
+	if err := s.newNode(); err != nil {
+		db.Close()
+		return nil, err
+	}
 	if cert != nil {
 		s.tls = cert.tlsConfig()
 	}
@@ -162,6 +170,11 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		s.Audit.Close()
 		s.ln.Close()
 		db.Close()
+		return nil, err
+	}
+	if err := s.joinCluster(ctx); err != nil {
+		s.Close()
+		s.ln.Close()
 		return nil, err
 	}
 	return s, nil
@@ -297,6 +310,7 @@ func (s *Server) Serve(ctx context.Context) error {
 
 // Close releases everything.
 func (s *Server) Close() error {
+	s.leaveCluster()
 	s.closeSealedListeners()
 	s.stop()
 	s.Audit.Close()

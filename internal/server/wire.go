@@ -6,6 +6,7 @@ import (
 
 	"github.com/keyline/keyline/internal/audit"
 	"github.com/keyline/keyline/internal/backup"
+	"github.com/keyline/keyline/internal/cluster"
 	"github.com/keyline/keyline/internal/console"
 	"github.com/keyline/keyline/internal/controller"
 	"github.com/keyline/keyline/internal/controller/rcapi"
@@ -33,6 +34,12 @@ type services struct {
 // starts their schedulers.
 func (s *Server) wire(ctx context.Context) error {
 	cfg := s.cfg
+	// The change feed is positioned before the services load their caches
+	// (see cluster.NewFeed).
+	feed, err := cluster.NewFeed(ctx, s.db, cfg.Logger)
+	if err != nil {
+		return err
+	}
 	iamSvc, err := iam.New(ctx, iam.Config{DB: s.db, Master: s.master, Clock: cfg.Clock, Logger: cfg.Logger, Audit: s.Audit})
 	if err != nil {
 		return err
@@ -73,14 +80,17 @@ func (s *Server) wire(ctx context.Context) error {
 	(&audit.API{Log: s.Audit, Authn: iamSvc, Authz: iamSvc}).Register(s.mux)
 
 	// The web console calls the APIs above in process, as the signed-in user.
-	con, err := console.New(console.Config{API: s.mux, Authn: iamSvc, Authz: iamSvc, Secure: s.tls != nil, Logger: cfg.Logger, Clock: cfg.Clock})
+	con, err := console.New(console.Config{API: s.mux, Authn: iamSvc, Authz: iamSvc, Secure: s.tls != nil, Logger: cfg.Logger, Clock: cfg.Clock,
+		DB: s.db, Sealer: s.master})
 	if err != nil {
 		return err
 	}
 	con.Register(s.mux)
+	s.mux.HandleFunc("GET /v1/cluster/nodes", s.clusterNodes)
 
 	bg, cancel := context.WithCancel(context.Background())
 	s.svc.cancel = cancel
+	s.followChanges(bg, feed)
 	s.svc.run(bg, kmsSvc.Run, ctl.Run, s.svc.backups.Run)
 	// Deployments start last: they unwrap their keys through the KMS and
 	// IAM, and a deployment whose key is unusable stays locked, saying why.
@@ -101,7 +111,7 @@ func (v *services) run(ctx context.Context, loops ...func(context.Context) error
 
 // handler is every route behind the shared HTTP edge.
 func (s *Server) handler() http.Handler {
-	return httpapi.Middleware(s.cfg.Logger, http.HandlerFunc(s.route))
+	return httpapi.Middleware(s.cfg.Logger, s.withClusterHealth(http.HandlerFunc(s.route)))
 }
 
 // stop ends the services' background work.

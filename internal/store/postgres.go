@@ -23,6 +23,11 @@ import (
 type postgres struct {
 	queries sync.Map     // SQLite-dialect query -> PostgreSQL query
 	cached  atomic.Int64 // entries in queries
+
+	url     string // for the change feed's own connection; never logged
+	lockKey int64  // the writers' advisory lock (changes.go)
+	channel string // the change feed's notification channel
+	origin  string // this process in the change feed
 }
 
 // maxCachedQueries bounds the cache: services' statements are constants
@@ -31,9 +36,9 @@ type postgres struct {
 const maxCachedQueries = 4096
 
 // OpenPostgres opens the PostgreSQL database at databaseURL and creates the
-// migrations table if needed. One Keyline process owns the database: writes
-// are serialized on one connection, as with SQLite, and nothing
-// coordinates several processes sharing it.
+// migrations table if needed. Writes are serialized on one connection per
+// process, as with SQLite, and across the processes sharing the database by
+// an advisory lock each write transaction takes (changes.go).
 func OpenPostgres(ctx context.Context, databaseURL string) (*DB, error) {
 	const op = "store.Open"
 	u, err := url.Parse(databaseURL)
@@ -71,8 +76,26 @@ func OpenPostgres(ctx context.Context, databaseURL string) (*DB, error) {
 	}
 	r.SetMaxOpenConns(4)
 	r.SetMaxIdleConns(4)
-	db := &DB{write: w, read: r, pg: &postgres{}}
-	if _, err := w.ExecContext(ctx, translateDDL(`CREATE TABLE IF NOT EXISTS schema_migrations (id TEXT PRIMARY KEY, applied_at TEXT NOT NULL)`)); err != nil {
+	var schema string
+	if err := w.QueryRowContext(ctx, `SELECT current_schema()`).Scan(&schema); err != nil {
+		w.Close()
+		r.Close()
+		return nil, fail(err)
+	}
+	pg := &postgres{url: databaseURL, origin: newOrigin()}
+	pg.lockKey, pg.channel = clusterIdentity(schema)
+	db := &DB{write: w, read: r, pg: pg}
+	// Under the writers' lock: nodes starting together would otherwise
+	// race to create the same tables.
+	err = db.Tx(ctx, func(tx *Tx) error {
+		for _, ddl := range []string{translateDDL(`CREATE TABLE IF NOT EXISTS schema_migrations (id TEXT PRIMARY KEY, applied_at TEXT NOT NULL)`), changesDDL} {
+			if _, err := tx.tx.ExecContext(ctx, ddl); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
 		db.Close()
 		return nil, fail(err)
 	}

@@ -279,9 +279,17 @@ func (db *DB) commit(ctx context.Context, relaxed bool, fn func(*Tx) error) (*Tx
 		return nil, errs.Internalf("store.Tx", err)
 	}
 	tx := &Tx{tx: sqlTx, ctx: ctx, db: db}
+	if err := db.lockWriters(tx); err != nil {
+		sqlTx.Rollback()
+		return nil, errs.Internalf("store.Tx", err)
+	}
 	if err := fn(tx); err != nil {
 		sqlTx.Rollback()
 		return nil, err
+	}
+	if err := db.publishChanges(tx); err != nil {
+		sqlTx.Rollback()
+		return nil, errs.Internalf("store.Tx", err)
 	}
 	if err := sqlTx.Commit(); err != nil {
 		return nil, errs.Internalf("store.Tx", err)
@@ -340,6 +348,7 @@ type Tx struct {
 	ctx      context.Context
 	db       *DB
 	onCommit []func()
+	changes  map[Change]struct{} // for the other nodes (PostgreSQL only)
 }
 
 // Exec runs a statement.
