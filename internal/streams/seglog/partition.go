@@ -18,8 +18,8 @@ import (
 	"github.com/keyline/keyline/internal/errs"
 )
 
-// Partition is one log: segments of batches at contiguous offsets from its
-// log-start offset.
+// Partition is one log: segments of batches at rising offsets from its
+// log-start offset, contiguous unless compaction left gaps.
 type Partition struct {
 	store *Store
 	name  string
@@ -36,6 +36,7 @@ type Partition struct {
 	changed chan struct{}
 	closed  bool // closed or dropped: changed is closed for good
 	dropped bool
+	cleaned int64 // the log cleaner's checkpoint (see Compact)
 
 	cacheMu sync.Mutex
 	cache   []*segment // sealed segments whose entries are loaded, oldest first
