@@ -299,3 +299,12 @@ func (p *Partition) CleanerCheckpoint() int64 {
 	defer p.mu.RUnlock()
 	return max(p.cleaned, p.start)
 }
+
+// AppendAt is Append at m.BaseOffset, which may lie beyond the end: a
+// restore copies a compacted log with its gaps, at the same offsets.
+func (p *Partition) AppendAt(ctx context.Context, m BatchMeta, data []byte) (int64, error) {
+	if m.BaseOffset < 0 {
+		return 0, outOfRange("seglog.Append")
+	}
+	return waitDurable(p.appendAsync(ctx, m, data, m.BaseOffset))
+}

@@ -449,3 +449,28 @@ func TestCompactionDuringReencryption(t *testing.T) {
 		t.Fatalf("partitions %v", names)
 	}
 }
+
+func TestAppendAtLeavesAGapAndRefusesGoingBack(t *testing.T) {
+	dir := t.TempDir()
+	key := newDEK(t, "k1")
+	s := openStore(t, dir, Options{Keys: []*DEK{key}})
+	p := mustPartition(t, s, "p")
+	ctx := context.Background()
+	m := BatchMeta{Records: 2, ProducerID: -1}
+	for _, at := range []int64{0, 10} {
+		m.BaseOffset = at
+		if got, err := p.AppendAt(ctx, m, []byte("x")); err != nil || got != at {
+			t.Fatalf("AppendAt(%d) = %d, %v", at, got, err)
+		}
+	}
+	m.BaseOffset = 11
+	if _, err := p.AppendAt(ctx, m, []byte("x")); err == nil {
+		t.Fatal("AppendAt below the end succeeded")
+	}
+	s.Close()
+	p = mustPartition(t, openStore(t, dir, Options{Keys: []*DEK{key}}), "p")
+	bs := readAllBatches(t, p)
+	if len(bs) != 2 || bs[1].Meta.BaseOffset != 10 || p.EndOffset() != 12 {
+		t.Fatalf("after reopen: %+v, end %d", bs, p.EndOffset())
+	}
+}
