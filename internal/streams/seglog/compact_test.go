@@ -474,3 +474,26 @@ func TestAppendAtLeavesAGapAndRefusesGoingBack(t *testing.T) {
 		t.Fatalf("after reopen: %+v, end %d", bs, p.EndOffset())
 	}
 }
+
+// TestCompactionStopsOnCancelAndClose: a canceled pass or a closed store
+// leaves the log as it was.
+func TestCompactionStopsOnCancelAndClose(t *testing.T) {
+	s := openStore(t, t.TempDir(), Options{Keys: []*DEK{newDEK(t, "k1")}, SegmentBytes: 1024})
+	p := mustPartition(t, s, "p")
+	now := time.Now()
+	keyedLog(t, p, 100, 3, now.UnixMilli())
+	before := logRecords(t, p)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := p.Compact(ctx, testCompaction(now)); err == nil {
+		t.Fatal("a canceled pass succeeded")
+	}
+	if got := logRecords(t, p); !maps.Equal(got, before) || p.CleanerCheckpoint() != 0 {
+		t.Fatalf("a canceled pass changed the log (checkpoint %d)", p.CleanerCheckpoint())
+	}
+	s.Close()
+	if _, err := p.Compact(context.Background(), testCompaction(now)); err == nil {
+		t.Fatal("a pass on a closed store succeeded")
+	}
+}
