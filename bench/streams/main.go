@@ -44,7 +44,7 @@ import (
 func main() {
 	seconds := flag.Float64("seconds", 3, "how long each produce run lasts")
 	cpuprofile := flag.String("cpuprofile", "", "write CPU profiles of the keyline brokers' first round to <this>.<sealed|unsealed>.<size>.<partitions>.produce and .consume")
-	only := flag.String("only", "", "run only this part: throughput, latency, reencrypt or shred")
+	only := flag.String("only", "", "run only this part: throughput, latency, reencrypt, compaction or shred")
 	rounds := flag.Int("rounds", 3, "rounds of each throughput run; medians are reported")
 	verbose := flag.Bool("v", false, "print every round's figures to stderr, not only the medians")
 	sizes := flag.String("sizes", "100,1024", "record sizes of the throughput runs, comma-separated")
@@ -67,6 +67,9 @@ func main() {
 	}
 	if *only == "" || *only == "reencrypt" {
 		b.reencrypt()
+	}
+	if *only == "" || *only == "compaction" {
+		b.compaction()
 	}
 	if *only == "" || *only == "shred" {
 		b.shred()
@@ -100,10 +103,11 @@ func intList(name, s string) []int {
 
 // target is a running Kafka endpoint to measure.
 type target struct {
-	addr  string
-	sasl  bool
-	store *seglog.Store // nil for kfake
-	close func()
+	addr   string
+	sasl   bool
+	store  *seglog.Store  // nil for kfake
+	broker *broker.Broker // nil for kfake
+	close  func()
 }
 
 const benchKey = "bench-api-key"
@@ -136,7 +140,7 @@ func (b *bench) keyline(unsealed bool) *target {
 	}
 	done := make(chan struct{})
 	go func() { defer close(done); brk.Serve(context.Background()) }()
-	return &target{addr: brk.Addr().String(), sasl: true, store: st, close: func() {
+	return &target{addr: brk.Addr().String(), sasl: true, store: st, broker: brk, close: func() {
 		brk.Close()
 		<-done
 		st.Close()

@@ -159,12 +159,14 @@ func (s *sequence) batch(m seglog.BatchMeta) error {
 	if m.Records <= 0 || m.BaseOffset < 0 || m.BaseOffset > math.MaxInt64-int64(m.Records) {
 		return errors.New("a batch covers no offsets")
 	}
+	// Offsets rise from batch to batch; a compacted log has gaps between
+	// them, and may have one at its start.
 	if s.next < 0 {
-		if m.BaseOffset > p.Start || m.LastOffset() < p.Start {
-			return errors.New("the first batch does not hold the start offset")
+		if m.LastOffset() < p.Start {
+			return errors.New("the first batch ends before the start offset")
 		}
-	} else if m.BaseOffset != s.next {
-		return errors.New("batches are not contiguous")
+	} else if m.BaseOffset < s.next {
+		return errors.New("batches overlap or go back")
 	}
 	if m.LastOffset() >= p.End {
 		return errors.New("a batch goes past the partition's end offset")

@@ -216,12 +216,12 @@ func Restore(ctx context.Context, r *Reader, dst *seglog.Store, progress Progres
 			}
 		case RecordBatch:
 			if p == nil {
-				if p, err = createPartitionAt(op, dst, cur.Name, rec.Batch.BaseOffset); err != nil {
+				if p, err = createPartitionAt(op, dst, cur.Name, min(cur.Start, rec.Batch.BaseOffset)); err != nil {
 					return err
 				}
 			}
 			var off int64
-			off, err = p.Append(ctx, rec.Batch, rec.Data)
+			off, err = p.AppendAt(ctx, rec.Batch, rec.Data) // a compacted log has gaps
 			if err == nil && off != rec.Batch.BaseOffset {
 				err = errs.E(op, errs.Internal, "RESTORE_OFFSET_MISMATCH", "A restored batch landed at another offset")
 			}

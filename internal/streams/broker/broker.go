@@ -80,6 +80,9 @@ type Config struct {
 	MaxRequestBytes int32
 	// RetentionInterval is how often retention runs (default 1 min).
 	RetentionInterval time.Duration
+	// CompactionInterval is how often the log cleaner looks for compacted
+	// topics' partitions to clean (default 15 s, as Kafka's backoff).
+	CompactionInterval time.Duration
 	// MaxPartitions caps partitions per topic (default 1000).
 	MaxPartitions int32
 	// Limits are the deployment's plan's: total partitions, the highest
@@ -141,6 +144,7 @@ type Broker struct {
 	groups    *coordinator
 	producers *producerIDs
 	txns      *txnCoordinator
+	cleaner   compactionCounters
 
 	// bufs holds the large buffers fetches are read and encoded into (and
 	// produce requests read into), shared by the connections so that only
@@ -201,6 +205,9 @@ func New(cfg Config) (*Broker, error) {
 	if cfg.RetentionInterval <= 0 {
 		cfg.RetentionInterval = time.Minute
 	}
+	if cfg.CompactionInterval <= 0 {
+		cfg.CompactionInterval = 15 * time.Second
+	}
 	if cfg.MaxPartitions <= 0 {
 		cfg.MaxPartitions = 1000
 	}
@@ -260,10 +267,11 @@ func New(cfg Config) (*Broker, error) {
 			b.cfg.AdvertisedPort = int32(p)
 		}
 	}
-	b.bg.Add(4)
+	b.bg.Add(5)
 	go func() { defer b.bg.Done(); b.txns.run(b.done) }()
 	go func() { defer b.bg.Done(); b.groups.run(b.done) }()
 	go func() { defer b.bg.Done(); b.runRetention() }()
+	go func() { defer b.bg.Done(); b.runCompaction() }()
 	go func() { defer b.bg.Done(); b.runReauthorization() }()
 	return b, nil
 }

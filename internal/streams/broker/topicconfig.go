@@ -222,7 +222,7 @@ type topicSettings struct {
 	maxMessageBytes             int64
 	logAppendTime               bool
 	// deletes: retention removes old segments. compact: the log cleaner
-	// (not built yet) keeps each key's newest record, honouring
+	// (compaction.go) keeps each key's newest record, honouring
 	// delete.retention.ms, min.cleanable.dirty.ratio and
 	// min.compaction.lag.ms (see value); produce already refuses keyless
 	// records to such topics, as Kafka does.

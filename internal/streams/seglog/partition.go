@@ -18,8 +18,8 @@ import (
 	"github.com/keyline/keyline/internal/errs"
 )
 
-// Partition is one log: segments of batches at contiguous offsets from its
-// log-start offset.
+// Partition is one log: segments of batches at rising offsets from its
+// log-start offset, contiguous unless compaction left gaps.
 type Partition struct {
 	store *Store
 	name  string
@@ -36,6 +36,7 @@ type Partition struct {
 	changed chan struct{}
 	closed  bool // closed or dropped: changed is closed for good
 	dropped bool
+	cleaned int64 // the log cleaner's checkpoint (see Compact)
 
 	cacheMu sync.Mutex
 	cache   []*segment // sealed segments whose entries are loaded, oldest first
@@ -340,7 +341,11 @@ func ctxError(op string, err error) error {
 // (the end offset before the append). With Options.Sync it returns once the
 // batch is on disk; concurrent appends share the fsync.
 func (p *Partition) Append(ctx context.Context, m BatchMeta, data []byte) (int64, error) {
-	base, durable, err := p.AppendAsync(ctx, m, data)
+	return waitDurable(p.AppendAsync(ctx, m, data))
+}
+
+// waitDurable waits for an AppendAsync's batch to be on disk.
+func waitDurable(base int64, durable func() error, err error) (int64, error) {
 	if err == nil && durable != nil {
 		err = durable()
 	}
@@ -355,6 +360,11 @@ func (p *Partition) Append(ctx context.Context, m BatchMeta, data []byte) (int64
 // it is on disk. A server acknowledges the batch only after durable
 // returns nil, and meanwhile takes further batches, which share the fsync.
 func (p *Partition) AppendAsync(ctx context.Context, m BatchMeta, data []byte) (base int64, durable func() error, err error) {
+	return p.appendAsync(ctx, m, data, -1)
+}
+
+// appendAsync is AppendAsync at offset at, or at the end when at < 0.
+func (p *Partition) appendAsync(ctx context.Context, m BatchMeta, data []byte, at int64) (base int64, durable func() error, err error) {
 	const op = "seglog.Append"
 	if err := ctx.Err(); err != nil {
 		return 0, nil, ctxError(op, err)
@@ -382,7 +392,11 @@ func (p *Partition) AppendAsync(ctx context.Context, m BatchMeta, data []byte) (
 		}
 		seg = p.active()
 	}
-	m.BaseOffset = seg.end()
+	if at >= 0 && at < seg.end() {
+		p.mu.Unlock()
+		return 0, nil, outOfRange(op)
+	}
+	m.BaseOffset = max(seg.end(), at)
 	m.Size = int32(len(data))
 	var mb [metaLen]byte
 	buf := p.store.blockBuf()

@@ -170,25 +170,41 @@ func (p *Partition) rollAwayFrom(kr *keyring) error {
 }
 
 // reencryptSegment rewrites a sealed segment and its index under kr's
-// sealing key into side files, then swaps them in. A segment removed
-// meanwhile (retention, drop) is left alone.
+// sealing key, batches unchanged.
 // step is told the bytes of the segment done so far, every progressStep.
 func (p *Partition) reencryptSegment(ctx context.Context, seg *segment, kr *keyring, step func(int64)) error {
+	_, err := p.rewriteSegment(ctx, seg, kr, step, func(plain []byte, _ bool) ([]byte, error) { return plain, nil })
+	return err
+}
+
+// rewriteHook, when a test sets it, is called at each stage of a segment's
+// swap; an error stops the swap there, leaving the files as a crash would.
+var rewriteHook func(stage string) error
+
+// rewriteSegment rewrites a sealed segment and its index under kr's
+// sealing key into side files, then swaps them in by rename. keep is given
+// each batch's plain block (header and data) and whether it is the
+// segment's last, and returns what to seal in its place, or nil to leave it
+// out; the segment's last batch may not be left out, so the segment still
+// ends where it did. A segment removed meanwhile (retention, drop), or one
+// already under kr's key that keep leaves as it is, is left alone and
+// rewriteSegment reports false.
+func (p *Partition) rewriteSegment(ctx context.Context, seg *segment, kr *keyring, step func(int64), keep func(plain []byte, last bool) ([]byte, error)) (bool, error) {
 	p.mu.RLock()
 	live := slices.Contains(p.segs, seg) && seg != p.active() && !p.closed
-	f, size := seg.f, seg.size
+	f, size, next, sealed := seg.f, seg.size, seg.next, seg.onlyKey(kr.current)
 	p.mu.RUnlock()
 	if !live {
-		return nil
+		return false, nil
 	}
 	// Sealed segments do not change, so they are read without the lock; a
 	// concurrent removal closes f and is noticed below.
 	b, err := readAll(f, size)
 	if errors.Is(err, os.ErrClosed) {
-		return nil
+		return false, nil
 	}
 	if err != nil {
-		return err
+		return false, err
 	}
 	ns := newSegment(seg.base, nil)
 	out := make([]byte, 0, len(b)+len(b)/16)
@@ -205,26 +221,45 @@ func (p *Partition) reencryptSegment(ctx context.Context, seg *segment, kr *keyr
 		if len(plain) < metaLen {
 			return errBatch
 		}
+		kept, err := keep(plain, decodeMeta(plain).LastOffset()+1 == next)
+		if err != nil {
+			return err
+		}
+		if len(kept) == 0 || &kept[0] != &plain[0] {
+			sealed = false
+		}
+		if plain = kept; plain == nil {
+			return nil
+		}
 		pos := int64(len(out))
 		out = kr.seal(out, blockID{kind: kindData, stream: p.stream, base: seg.base, pos: pos}, plain)
 		ns.add(entry{meta: decodeMeta(plain), pos: pos, len: int32(int64(len(out)) - pos)}, kr.current)
 		return nil
 	})
 	if err != nil {
-		return err
+		return false, err
 	}
 	if end != size {
-		return errShort
+		return false, errShort
+	}
+	if ns.next != next {
+		return false, errBatch
+	}
+	if sealed {
+		return false, nil
 	}
 	ns.size = int64(len(out))
 	logPath := filepath.Join(p.dir, segmentName(seg.base))
 	idxPath := filepath.Join(p.dir, indexName(seg.base))
 	idx := kr.seal(nil, blockID{kind: kindIndex, stream: p.stream, base: seg.base}, encodeIndex(ns))
 	if err := writeSynced(logPath+rewriteExt, out); err != nil {
-		return err
+		return false, err
 	}
 	if err := writeSynced(idxPath+rewriteExt, idx); err != nil {
-		return err
+		return false, err
+	}
+	if err := hook("written"); err != nil {
+		return false, err
 	}
 
 	p.mu.Lock()
@@ -232,29 +267,39 @@ func (p *Partition) reencryptSegment(ctx context.Context, seg *segment, kr *keyr
 	if !slices.Contains(p.segs, seg) || p.closed {
 		os.Remove(logPath + rewriteExt)
 		os.Remove(idxPath + rewriteExt)
-		return nil
+		return false, nil
 	}
 	// The old index goes first: if we die between the renames, the new
 	// segment has no index and is rescanned on open, never paired with the
 	// old one.
 	if err := os.Remove(idxPath); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return err
+		return false, err
 	}
 	if err := os.Rename(logPath+rewriteExt, logPath); err != nil {
-		return err
+		return false, err
+	}
+	if err := hook("renamed"); err != nil {
+		return false, err
 	}
 	if err := os.Rename(idxPath+rewriteExt, idxPath); err != nil {
-		return err
+		return false, err
 	}
 	if err := durable.SyncDir(p.dir); err != nil {
-		return err
+		return false, err
 	}
 	nf, err := os.OpenFile(logPath, os.O_RDWR, 0o600)
 	if err != nil {
-		return err
+		return false, err
 	}
 	seg.f.Close()
-	seg.f, seg.size, seg.keys, seg.indexKey = nf, ns.size, ns.keys, kr.current
+	seg.f, seg.size, seg.keys, seg.indexKey, seg.maxTs = nf, ns.size, ns.keys, kr.current, ns.maxTs
 	seg.cached.Store(nil) // positions changed; reloaded from the new index when needed
-	return nil
+	return true, nil
+}
+
+func hook(stage string) error {
+	if rewriteHook == nil {
+		return nil
+	}
+	return rewriteHook(stage)
 }

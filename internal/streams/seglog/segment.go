@@ -15,7 +15,8 @@ import (
 
 // A segment is one file of a partition's log, named by the offset of its
 // first batch, with an index file written when it stops being active.
-// Offsets inside a segment are contiguous.
+// Offsets inside a segment rise from batch to batch; compaction leaves gaps
+// between them but keeps a segment's last batch, so segments still meet.
 //
 // The active segment keeps an entry per batch in memory. A sealed segment
 // keeps only its summary (end offset, newest timestamp, size, keys); its
@@ -135,7 +136,7 @@ func scanSegment(seg *segment, b []byte, kr *keyring, stream string) (int64, err
 			return errBatch
 		}
 		m := decodeMeta(plain)
-		if m.BaseOffset != next || m.Records <= 0 || int(m.Size) != len(plain)-metaLen {
+		if m.BaseOffset < next || m.Records <= 0 || int(m.Size) != len(plain)-metaLen {
 			return errBatch
 		}
 		next = m.LastOffset() + 1
@@ -183,8 +184,8 @@ type indexInfo struct {
 	entries []entry
 }
 
-// decodeIndex reads an index's plain bytes, checking that the entries are
-// contiguous from the segment base and cover the file exactly.
+// decodeIndex reads an index's plain bytes, checking that the entries'
+// offsets rise from the segment base and cover the file exactly.
 func decodeIndex(base int64, b []byte, fileSize int64) (indexInfo, error) {
 	info := indexInfo{next: base, maxTs: math.MinInt64, keys: map[string]int{}}
 	if len(b) < 12 {
@@ -216,7 +217,7 @@ func decodeIndex(base int64, b []byte, fileSize int64) (indexInfo, error) {
 	pos := int64(0)
 	for i := range info.entries {
 		e := entry{meta: decodeMeta(b), pos: int64(binary.LittleEndian.Uint64(b[metaLen:])), len: int32(binary.LittleEndian.Uint32(b[metaLen+8:]))}
-		if e.meta.BaseOffset != info.next || e.meta.Records <= 0 || e.pos != pos || e.len <= 0 {
+		if e.meta.BaseOffset < info.next || e.meta.Records <= 0 || e.pos != pos || e.len <= 0 {
 			return info, errIndex
 		}
 		info.next, pos = e.meta.LastOffset()+1, pos+int64(e.len)
