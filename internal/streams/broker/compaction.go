@@ -69,7 +69,6 @@ func (b *Broker) CompactNow(ctx context.Context) {
 			MinDirtyRatio:     ratio,
 			MinLagMs:          s.int(cfgMinCompactionLagMs),
 			DeleteRetentionMs: s.int(cfgDeleteRetentionMs),
-			Records:           kafkaRecords,
 			Rebuild:           rebuildBatch,
 		}
 		for _, p := range b.topics.partitions(t) {
@@ -78,6 +77,18 @@ func (b *Broker) CompactNow(ctx context.Context) {
 				continue
 			}
 			c.Now = b.clock.Now()
+			// As Kafka's cleaner: records of aborted transactions go (they
+			// must not stand for their keys), and nothing at or past the last
+			// stable offset is cleaned while its transaction may still abort.
+			id, index := t.id, p.index
+			aborted := b.txns.abortedList(id, index)
+			c.Records = func(m seglog.BatchMeta, data []byte) ([]seglog.Record, bool, error) {
+				if transactional(data) && inAborted(aborted, m.ProducerID, m.BaseOffset) {
+					return nil, false, nil
+				}
+				return kafkaRecords(m, data)
+			}
+			c.Stable = func() int64 { return b.txns.stableOffset(id, index, p.log.EndOffset()) }
 			st, err := log.Compact(ctx, c)
 			if err != nil {
 				if ctx.Err() == nil {
@@ -94,6 +105,18 @@ func (b *Broker) CompactNow(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// inAborted reports whether a transactional batch of producer pid at offset
+// lies in one of the partition's aborted transactions: from the entry's
+// first offset up to its abort marker.
+func inAborted(aborted []abortedTxn, pid, offset int64) bool {
+	for _, a := range aborted {
+		if a.ProducerID == pid && a.First <= offset && offset < a.Last {
+			return true
+		}
+	}
+	return false
 }
 
 var errRecords = errors.New("stored batch's records do not decode")

@@ -368,3 +368,78 @@ func recordValue(t *testing.T, raw []byte) string {
 	}
 	return string(r.Value)
 }
+
+// TestCompactionDropsAbortedAndSparesOpenTransactions: a value written in
+// an aborted transaction never stands for its key (the committed value it
+// would have superseded survives), and nothing from an open transaction's
+// first offset on is cleaned while it may still abort.
+func TestCompactionDropsAbortedAndSparesOpenTransactions(t *testing.T) {
+	tb, _, _ := compactingBroker(t)
+	log := createCompacted(t, tb, "accounts", nil)
+	ctx := testCtx(t)
+	txn := tb.txnProducer(t, "cmp-txn", kgo.DefaultProduceTopic("accounts"))
+	run := func(commit bool, recs ...keyed) {
+		t.Helper()
+		if err := txn.BeginTransaction(); err != nil {
+			t.Fatal(err)
+		}
+		for _, k := range recs {
+			if err := txn.ProduceSync(ctx, &kgo.Record{Key: []byte(k.key), Value: []byte(k.value)}).FirstErr(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := txn.EndTransaction(ctx, kgo.TransactionEndTry(commit)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	run(true, keyed{key: "balance", value: "committed-100"})
+	run(false, keyed{key: "balance", value: "aborted-999"})
+	// Plain records over other keys roll the segments holding both.
+	plain := keyedProducer(t, tb)
+	produced := map[int64]keyed{}
+	produceKeyed(t, plain, "accounts", produced, values(0, 900, 3)...)
+
+	tb.CompactNow(t.Context())
+	if log.CleanerCheckpoint() < 400 {
+		t.Fatalf("checkpoint %d: the pass should have cleaned the log", log.CleanerCheckpoint())
+	}
+	committed := tb.client(t, readerKey, kgo.ConsumeTopics("accounts"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()))
+	var balance []string
+	for seen := 0; seen < 3; {
+		fs := committed.PollFetches(ctx)
+		if ctx.Err() != nil {
+			t.Fatalf("balance values read: %q", balance)
+		}
+		for _, r := range fs.Records() {
+			if string(r.Key) == "balance" {
+				balance = append(balance, string(r.Value))
+			}
+			if strings.HasPrefix(string(r.Key), keyMarker) && r.Offset == log.EndOffset()-1 {
+				seen = 3
+			}
+		}
+	}
+	if !slices.Equal(balance, []string{"committed-100"}) {
+		t.Fatalf("read_committed sees balance %q after compaction, want the committed value only", balance)
+	}
+
+	// An open transaction: its value and everything after it stay, even
+	// though later plain records supersede nothing of theirs.
+	if err := txn.BeginTransaction(); err != nil {
+		t.Fatal(err)
+	}
+	if err := txn.ProduceSync(ctx, &kgo.Record{Key: []byte("balance"), Value: []byte("pending-5")}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	open := log.EndOffset() - 1
+	produceKeyed(t, plain, "accounts", produced, values(900, 900, 3)...)
+	before := log.CleanerCheckpoint()
+	tb.CompactNow(t.Context())
+	if cp := log.CleanerCheckpoint(); cp > open {
+		t.Fatalf("the cleaner went to %d (from %d), past the open transaction's record at %d", cp, before, open)
+	}
+	if err := txn.EndTransaction(ctx, kgo.TryAbort); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -400,6 +400,13 @@ func (tc *txnCoordinator) stableOffset(id uuid.UUID, index int32, end int64) int
 	return end
 }
 
+// abortedList is a copy of a partition's aborted index.
+func (tc *txnCoordinator) abortedList(id uuid.UUID, index int32) []abortedTxn {
+	tc.mu.Lock()
+	defer tc.mu.Unlock()
+	return slices.Clone(tc.aborted[offsetKey{id, index}])
+}
+
 // abortedIn lists the aborted transactions with records in [from, to].
 func (tc *txnCoordinator) abortedIn(id uuid.UUID, index int32, from, to int64) []kmsg.FetchResponseTopicPartitionAbortedTransaction {
 	tc.mu.Lock()

@@ -1,6 +1,7 @@
 package seglog
 
 import (
+	"math"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -22,6 +23,10 @@ type Compaction struct {
 	// bytes each); when the dirty part holds more, a pass cleans the prefix
 	// that fits and the next pass goes on. 0 means DefaultCompactionKeys.
 	MaxKeys int
+	// Stable, when set, is the first offset that is not yet stable (the
+	// last stable offset of an open transaction): a segment reaching it is
+	// not cleaned, so an open transaction's records never supersede a key.
+	Stable func() int64
 
 	// Records lists a batch's records. opaque says the batch is to be kept
 	// whole whatever its records (a transaction marker, say).
@@ -192,9 +197,13 @@ func (p *Partition) planCompaction(op string, c Compaction) (compactionPlan, err
 		return pl, err
 	}
 	lagLimit := c.Now.UnixMilli() - c.MinLagMs
+	stable := int64(math.MaxInt64)
+	if c.Stable != nil {
+		stable = c.Stable()
+	}
 	var clean, dirty int64
 	for _, seg := range p.segs[:len(p.segs)-1] {
-		if seg.maxTs > lagLimit {
+		if seg.maxTs > lagLimit || seg.end() > stable {
 			break
 		}
 		pl.segs = append(pl.segs, seg)
