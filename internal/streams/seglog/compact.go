@@ -1,10 +1,10 @@
 package seglog
 
 import (
-	"math"
 	"context"
 	"crypto/sha256"
 	"errors"
+	"math"
 	"os"
 	"time"
 
