@@ -59,13 +59,21 @@ func main() {
 	consumers := flag.Int("consumers", 2, "well-behaved consumers")
 	httpCallers := flag.Int("http", 2, "well-behaved Key Protect wrap callers")
 	interval := flag.Duration("interval", 20*time.Millisecond, "pause between one well-behaved client's calls")
+	hostileNice := flag.Int("hostile-nice", 19, "run the hostile clients in a child process at this niceness, standing in for other machines (-1: in soak's own process, sharing its priority)")
 	flag.Parse()
+	if plan := os.Getenv(hostileEnv); plan != "" {
+		if err := hostileChild(plan); err != nil {
+			log.Fatal(err)
+		}
+		return
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	ok, err := run(ctx, config{keyline: *keyline, baseline: *baseline, duration: *duration, rssBudget: *rssBudget << 20,
 		rssAbort: *rssAbort << 20, nofile: *nofile, slowLogins: *slowLogins, fetches: *fetches, slowBodies: *slowBodies,
-		fillMB: *fillMB, producers: *producers, consumers: *consumers, http: *httpCallers, interval: *interval})
+		fillMB: *fillMB, producers: *producers, consumers: *consumers, http: *httpCallers, interval: *interval,
+		hostileNice: *hostileNice})
 	if err != nil {
 		log.Print(err)
 		os.Exit(2)
@@ -83,6 +91,7 @@ type config struct {
 	slowLogins, fetches, slowBodies int
 	fillMB                          int
 	producers, consumers, http      int
+	hostileNice                     int
 }
 
 func run(ctx context.Context, cfg config) (bool, error) {
@@ -143,12 +152,23 @@ func run(ctx context.Context, cfg config) (bool, error) {
 		slowLogins: cfg.slowLogins, slowBodies: cfg.slowBodies, fetches: cfg.fetches, fillParts: fillParts}
 	hctx, stopHostile := context.WithCancel(ctx)
 	hostileDone := make(chan struct{})
-	go func() { defer close(hostileDone); h.run(hctx) }()
+	var hostileErr error
+	go func() {
+		defer close(hostileDone)
+		if cfg.hostileNice < 0 {
+			h.run(hctx)
+			return
+		}
+		hostileErr = hostileProcess(hctx, h, cfg.hostileNice)
+	}()
 	sleep(ctx, 2*time.Second) // the attack is under way before the clients arrive
 	attacked := &phase{name: "hostile"}
 	wb.run(ctx, attacked, cfg.duration)
 	stopHostile()
 	<-hostileDone
+	if hostileErr != nil {
+		return false, hostileErr
+	}
 	attacked.peakRSS, attacked.peakFDs = sm.reset()
 
 	return report(cfg, sm, srv, h, base, attacked), nil
@@ -226,7 +246,11 @@ func report(cfg config, sm *sampler, srv *server, h *hostile, phases ...*phase) 
 			failures = append(failures, fmt.Sprintf("consumers missed records in the %s phase", p.name))
 		}
 	}
-	fmt.Printf("hostile clients (server RLIMIT_NOFILE %s; peak open counts soak's side):\n  %v\n  %v\n  %v\n", limitOf(cfg.nofile), &h.logins, &h.bodies, &h.fetch)
+	where := "in soak's process"
+	if cfg.hostileNice >= 0 {
+		where = fmt.Sprintf("in a child process at nice %d", cfg.hostileNice)
+	}
+	fmt.Printf("hostile clients, %s (server RLIMIT_NOFILE %s; peak open counts their side):\n  %v\n  %v\n  %v\n", where, limitOf(cfg.nofile), &h.logins, &h.bodies, &h.fetch)
 
 	base, attacked := phases[0], phases[1]
 	var ratios []string
