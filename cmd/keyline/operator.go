@@ -15,7 +15,8 @@ import (
 // newOperatorCmd is the seal of the master key: init, unseal, seal, status.
 func newOperatorCmd(c *cli) *cobra.Command {
 	cmd := &cobra.Command{Use: "operator", Short: "Seal and unseal the server's master key"}
-	cmd.AddCommand(c.operatorInitCmd(), c.operatorUnsealCmd(), c.operatorSealCmd(), c.operatorStatusCmd())
+	cmd.AddCommand(c.operatorInitCmd(), c.operatorUnsealCmd(), c.operatorSealCmd(), c.operatorStatusCmd(),
+		c.operatorRotateCmd(), c.operatorRotationStatusCmd(), c.operatorRekeyCmd())
 	return cmd
 }
 

@@ -87,6 +87,11 @@ type Config struct {
 	// defaults); see streams.Config.
 	KafkaFetchMemory, KafkaDeploymentFetchMemory     int64
 	KafkaRequestMemory, KafkaDeploymentRequestMemory int64
+	// MasterRotationBatch is how many rows a master key rotation re-seals
+	// per transaction (0: 100); MasterRotationHook, for tests, runs after
+	// each batch with the count done.
+	MasterRotationBatch int
+	MasterRotationHook  func(ctx context.Context, done int64)
 }
 
 // Server is a running Keyline.
