@@ -18,6 +18,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/keyline/keyline/internal/backup/archive"
 	"github.com/keyline/keyline/internal/client"
 	"github.com/keyline/keyline/internal/clock"
 	"github.com/keyline/keyline/internal/seal"
@@ -33,6 +34,7 @@ type sealedData struct {
 	keyed    streamsDeployment
 	keyless  streamsDeployment
 	produced map[string][]string // topic -> values, per deployment
+	backupID string              // a backup of keyless
 }
 
 func makeSealedData(t *testing.T, a *api, keys, wraps int) *sealedData {
@@ -53,6 +55,12 @@ func makeSealedData(t *testing.T, a *api, keys, wraps int) *sealedData {
 		produceValues(t, franz(t, dep.writer), "rot", vals)
 		d.produced[dep.guid] = vals
 	}
+	// A backup of the keyless deployment: the master key wraps its DEK in
+	// the archive header on the backup volume.
+	if task := a.backup(d.keyless.crn); task["status"] != "completed" {
+		t.Fatalf("backup of the keyless deployment: %s", dump(task))
+	}
+	d.backupID = a.backups(d.keyless.crn)[0]["id"].(string)
 	return d
 }
 
@@ -124,7 +132,7 @@ func masterKeyring(t *testing.T, dir string, shares []string) *seal.Keyring {
 
 // assertOpensNothing tries old on every value sealed under a master key in
 // the database, and on the seal's own rows; it returns how many it tried.
-func assertOpensNothing(t *testing.T, dir string, old *seal.Keyring) int {
+func assertOpensNothing(t *testing.T, dir string, data *sealedData, old *seal.Keyring) int {
 	t.Helper()
 	db := openDB(t, dir)
 	tried := map[string]int{}
@@ -140,6 +148,23 @@ func assertOpensNothing(t *testing.T, dir string, old *seal.Keyring) int {
 			t.Fatal(err)
 		}
 	}
+	// The backups' headers on the volume.
+	files, _ := filepath.Glob(filepath.Join(dir, "backups", "deployments", data.keyless.guid, "*.klbackup"))
+	for _, f := range files {
+		obj, err := os.Open(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h, err := archive.ReadHeader(obj)
+		obj.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		tried["backup headers"]++
+		if old.OpensAny(h.WrappedDEK.Ciphertext, []byte("keyline/backup-dek\x00"+data.keyless.crn+"\x00"+h.BackupID)) {
+			t.Errorf("the old master key still opens the data key of backup %s", f)
+		}
+	}
 	var check, ring []byte
 	if err := db.QueryRow(`SELECT key_check, keyring FROM seal_config`).Scan(&check, &ring); err != nil {
 		t.Fatal(err)
@@ -147,7 +172,7 @@ func assertOpensNothing(t *testing.T, dir string, old *seal.Keyring) int {
 	if old.OpensAny(check, []byte("keyline/seal/key-check")) || old.OpensAny(ring, seal.KeyringAAD) {
 		t.Error("the old master key opens the seal's own rows")
 	}
-	for _, col := range []string{"kms_key_versions.material", "iam_signing_keys.sealed", "rc_resource_keys.sealed_credentials", "streams_deployments.wrapped_dek"} {
+	for _, col := range []string{"kms_key_versions.material", "iam_signing_keys.sealed", "rc_resource_keys.sealed_credentials", "streams_deployments.wrapped_dek", "backup headers"} {
 		if tried[col] == 0 {
 			t.Errorf("no value of %s was tried: the test data lacks it", col)
 		}
@@ -287,7 +312,11 @@ func rotateUnderLoad(t *testing.T, dir string, shares []string, clk *clock.Fake)
 		t.Fatalf("rotation status after = %+v, %v", st, err)
 	}
 	data.checkReadable(t, a)
-	tried := assertOpensNothing(t, dir, old)
+	// The backup whose data key the master key wraps restores.
+	if dst := a.must("POST", "/v2/resource_instances", nil, restoreBody("rot-restored", data.backupID)); dst["state"] != "active" {
+		t.Fatalf("the master-sealed backup does not restore after the rotation: %s", dump(dst))
+	}
+	tried := assertOpensNothing(t, dir, data, old)
 	if v := masterKeyring(t, dir, shares[1:4]).Versions(); len(v) != 1 || v[0] != 2 {
 		t.Fatalf("the stored keyring holds versions %v after the rotation, want [2]", v)
 	}
@@ -360,7 +389,7 @@ func TestMasterKeyRotationResumesAfterRestart(t *testing.T) {
 			t.Fatalf("resumed rotation ended %+v", st)
 		}
 		data.checkReadable(t, e.as(e.admin))
-		assertOpensNothing(t, dir, old)
+		assertOpensNothing(t, dir, data, old)
 	})
 }
 
@@ -495,7 +524,7 @@ func TestLegacyShamirDirectoryMovesToKeyring(t *testing.T) {
 		return err == nil && st.State == "completed"
 	})
 	data.checkReadable(t, a)
-	assertOpensNothing(t, dir, old)
+	assertOpensNothing(t, dir, data, old)
 	if v := masterKeyring(t, dir, newShares[:2]).Versions(); len(v) != 1 || v[0] != 2 {
 		t.Fatalf("keyring versions %v, want [2]", v)
 	}

@@ -272,8 +272,16 @@ func (s *Server) rotate(ctx context.Context, st *RotationStatus) error {
 				return err
 			}
 		}
-		if st.step == len(cols) {
-			n, err := s.svc.streams.ResealMasterDEKs(ctx, resealer(ring))
+		// Then what lives outside these columns: the deployments' DEKs
+		// (held in memory too) and the headers of master-sealed backups.
+		for st.step <= len(cols)+1 {
+			var n int
+			var err error
+			if st.step == len(cols) {
+				n, err = s.svc.streams.ResealMasterDEKs(ctx, resealer(ring))
+			} else {
+				n, err = s.svc.backups.ResealMasterBackups(ctx, sealedByCurrent(ring), true)
+			}
 			if err != nil {
 				return err
 			}
@@ -287,13 +295,19 @@ func (s *Server) rotate(ctx context.Context, st *RotationStatus) error {
 		if err != nil {
 			return err
 		}
+		backups, err := s.svc.backups.ResealMasterBackups(ctx, sealedByCurrent(ring), false)
+		if err != nil {
+			return err
+		}
+		left += backups
 		if left == 0 {
 			break
 		}
 		// A writer put back a value it had read before the walk passed:
 		// walk again.
 		if attempt == 2 {
-			return fmt.Errorf("%d values are still sealed by an older master key after three walks", left)
+			return fmt.Errorf("%d values are still sealed by an older master key after three walks "+
+				"(a backup of a deployment without a key that is still running counts)", left)
 		}
 		total, err := s.countSealed(ctx)
 		if err != nil {
@@ -302,6 +316,15 @@ func (s *Server) rotate(ctx context.Context, st *RotationStatus) error {
 		st.step, st.cursor, st.Done, st.Total = 0, "", 0, total
 	}
 	return s.finishRotation(ctx, ring, st)
+}
+
+// sealedByCurrent says whether the current master key sealed a value.
+func sealedByCurrent(ring *seal.Keyring) func(sealed, aad []byte) bool {
+	return func(sealed, aad []byte) bool {
+		pt, v, err := ring.Open(sealed, aad)
+		seal.Wipe(pt)
+		return err == nil && v == ring.Current()
+	}
 }
 
 // resealer re-seals a value under the current key; nil when it is current.
@@ -421,13 +444,15 @@ func (s *Server) resealBatch(ctx context.Context, ring *seal.Keyring, c seal.Sea
 	return ctx.Err()
 }
 
-// countOlder counts the values not sealed by the current key.
+// countOlder counts the values in the database not sealed by the current
+// key.
 func (s *Server) countOlder(ctx context.Context, ring *seal.Keyring) (int, error) {
 	left := 0
 	err := s.db.Read(ctx, func(tx *store.Tx) error {
 		for _, c := range MasterSealedColumns() {
+			current := sealedByCurrent(ring)
 			err := ScanSealed(tx, c, "", 0, func(v SealedValue) error {
-				if _, version, err := ring.Open(v.Sealed, v.AAD); err != nil || version != ring.Current() {
+				if !current(v.Sealed, v.AAD) {
 					left++
 				}
 				return nil
