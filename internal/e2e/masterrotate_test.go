@@ -433,6 +433,11 @@ func TestRekeyReplacesShares(t *testing.T) {
 		if outcomes["success"] != 1 || outcomes["failure"] != 2 {
 			t.Fatalf("rekey audit outcomes = %v, want 1 success and 2 failures", outcomes)
 		}
+		// operator init, run with no server, is in the Activity Tracker too.
+		inits := a.must("GET", "/v1/audit/events?"+url.Values{"action": {"keyline.sys.init"}}.Encode(), nil, nil)["events"].([]any)
+		if len(inits) != 1 || inits[0].(map[string]any)["initiator"].(map[string]any)["id"] != "keyline-operator" {
+			t.Fatalf("operator init audit events: %v", inits)
+		}
 	})
 	t.Run("after", func(t *testing.T) {
 		e := startIn(t, dir, clk)
