@@ -23,6 +23,7 @@ import (
 	"github.com/keyline/keyline/internal/clock"
 	"github.com/keyline/keyline/internal/seal"
 	"github.com/keyline/keyline/internal/server"
+	"github.com/keyline/keyline/internal/store/storetest"
 )
 
 // sealedData is what a rotation must keep readable: ciphertexts wrapped
@@ -549,4 +550,56 @@ func untilStopped(wg *sync.WaitGroup, stop <-chan struct{}, fn func(i int)) {
 			fn(i)
 		}
 	}()
+}
+
+// The keyring, the rotation's cursor and the re-sealed values in
+// PostgreSQL: a rotation in small batches completes, and after a restart
+// the shares open the new keyring and every key unwraps.
+func TestMasterKeyRotationOnPostgreSQL(t *testing.T) {
+	databaseURL := storetest.URL(t)
+	if databaseURL == "" {
+		t.Skip("KEYLINE_TEST_DATABASE_URL is not set")
+	}
+	dir := t.TempDir()
+	res, err := server.Init(context.Background(), server.Config{DataDir: dir, DatabaseURL: databaseURL, AdminAPIKey: adminKey, Logger: testLogger(t)}, 3, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk := clock.NewFake(time.Now().UTC().Truncate(time.Second))
+	onPostgres := func(c *server.Config) { c.DatabaseURL, c.MasterRotationBatch = databaseURL, 3 }
+	wrapped := map[string]string{}
+	var guid string
+	t.Run("rotate", func(t *testing.T) {
+		e := startIn(t, dir, clk, onPostgres)
+		unseal(t, e.admin, res.Shares[:2]...)
+		a := e.as(e.admin)
+		guid = a.createInstance("pg-rot-kp", "kms", "tiered-pricing", "us-south", nil)["guid"].(string)
+		for i := 0; i < 10; i++ {
+			id, _ := a.createRootKey(guid, fmt.Sprintf("pg-rot-%d", i))
+			out := a.must("POST", client.Path("api", "v2", "keys", id, "actions", "wrap"), kpHeader(guid), map[string]any{"plaintext": sealPlaintext})
+			wrapped[out["ciphertext"].(string)] = id
+		}
+		if _, err := e.admin.RotateMasterKey(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		var st client.RotationStatus
+		waitFor(t, 2*time.Minute, "the rotation", func() bool {
+			st, err = e.admin.MasterKeyRotation(context.Background())
+			return err == nil && st.State != "running"
+		})
+		if st.State != "completed" || st.Done < 11 || len(st.KeyVersions) != 1 || st.KeyVersions[0] != 2 {
+			t.Fatalf("rotation on PostgreSQL ended %+v", st)
+		}
+	})
+	if t.Failed() {
+		return
+	}
+	e := startIn(t, dir, clk, onPostgres)
+	unseal(t, e.admin, res.Shares[1:]...)
+	a := e.as(e.admin)
+	for ct, id := range wrapped {
+		if out := a.must("POST", client.Path("api", "v2", "keys", id, "actions", "unwrap"), kpHeader(guid), map[string]any{"ciphertext": ct}); out["plaintext"] != sealPlaintext {
+			t.Fatalf("unwrap after the rotation and a restart = %v", out["plaintext"])
+		}
+	}
 }
