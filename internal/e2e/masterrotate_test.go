@@ -481,6 +481,13 @@ func TestLegacyShamirDirectoryMovesToKeyring(t *testing.T) {
 	t.Run("dev life", func(t *testing.T) {
 		e := startIn(t, dir, clk)
 		data = makeSealedData(t, e.as(e.admin), 2, 1)
+		// A dev key is a file: neither rotated nor rekeyed.
+		if _, err := e.admin.RotateMasterKey(context.Background()); err == nil || !strings.Contains(err.Error(), "dev") {
+			t.Fatalf("rotation of a dev server: %v", err)
+		}
+		if _, err := e.admin.Rekey(context.Background(), []string{"a", "b"}, 3, 2); err == nil || !strings.Contains(err.Error(), "dev") {
+			t.Fatalf("rekey of a dev server: %v", err)
+		}
 	})
 	// What `operator init` wrote before keyrings: shares of the master key
 	// and the key check sealed by it, no keyring.
