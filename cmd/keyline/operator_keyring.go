@@ -44,7 +44,7 @@ func (c *cli) operatorRotateCmd() *cobra.Command {
 			return c.printRotation(st)
 		},
 	}
-	cmd.Flags().BoolVar(&noWait, "no-wait", false, "return once the rotation started; `keyline operator rotation-status` follows it")
+	cmd.Flags().BoolVar(&noWait, "no-wait", false, "return once the rotation started (keyline operator rotation-status follows it)")
 	return cmd
 }
 
