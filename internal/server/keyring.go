@@ -70,9 +70,19 @@ func recordOperatorEvent(ctx context.Context, log *audit.Log, logger *slog.Logge
 	ev := audit.NewEvent(ctx, action, audit.Target{ID: "crn:v1:bluemix:public:keyline:global:a/" + account + "::", TypeURI: "keyline/seal"}, audit.Success, 200)
 	ev.Account = account
 	ev.Initiator = audit.Initiator{ID: "keyline-operator", Name: "keyline operator (local)", TypeURI: "service/security/account/user"}
-	ev.RequestData = data
+	addRequestData(ev, data)
 	if err := log.Record(ctx, ev); err != nil {
 		logger.Error("audit of "+action, "err", err)
+	}
+}
+
+// addRequestData adds to what the event says of the request.
+func addRequestData(ev *audit.Event, data map[string]any) {
+	if ev.RequestData == nil {
+		ev.RequestData = map[string]any{}
+	}
+	for k, v := range data {
+		ev.RequestData[k] = v
 	}
 }
 
@@ -139,7 +149,7 @@ func (s *Server) Rekey(ctx context.Context, texts []string, shares, threshold in
 		if err := writeSealConfigTx(tx, c, s.cfg.Clock.Now()); err != nil {
 			return err
 		}
-		ev.RequestData = map[string]any{"secret_shares": shares, "secret_threshold": threshold}
+		addRequestData(ev, map[string]any{"secret_shares": shares, "secret_threshold": threshold})
 		return s.Audit.Append(tx, ev)
 	})
 	if err != nil {

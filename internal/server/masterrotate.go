@@ -165,7 +165,7 @@ func (s *Server) RotateMasterKey(ctx context.Context, ev *audit.Event) (Rotation
 		return RotationStatus{}, errs.Internalf(op, err)
 	}
 	st.Total = max(total, st.Done)
-	ev.RequestData = map[string]any{"from_version": st.FromVersion, "to_version": st.ToVersion, "resumed": resume}
+	addRequestData(ev, map[string]any{"from_version": st.FromVersion, "to_version": st.ToVersion, "resumed": resume})
 	err = s.db.Tx(ctx, func(tx *store.Tx) error {
 		if next != nil {
 			sealedRing, err := next.SealWith(b.unsealKey)
@@ -262,8 +262,12 @@ func (s *Server) failRotation(ctx context.Context, cause error) {
 // sealed by an older key is left, and drops the older key.
 func (s *Server) rotate(ctx context.Context, st *RotationStatus) error {
 	ring := s.barrier.ring
-	if ring.Current() != st.ToVersion {
-		return fmt.Errorf("the keyring's current master key is version %d, the rotation's target %d", ring.Current(), st.ToVersion)
+	// A start holds the lock until the new key is current in memory.
+	s.barrier.rotation.keyringMu.Lock()
+	current := ring.Current()
+	s.barrier.rotation.keyringMu.Unlock()
+	if current != st.ToVersion {
+		return fmt.Errorf("the keyring's current master key is version %d, the rotation's target %d", current, st.ToVersion)
 	}
 	cols := masterSealedColumns()
 	for attempt := 0; ; attempt++ {
