@@ -90,7 +90,7 @@ func main() {
 		began := time.Now()
 		st, err := c.RotateMasterKey(ctx)
 		for err == nil && st.State == "running" {
-			time.Sleep(5 * time.Millisecond)
+			time.Sleep(20 * time.Millisecond)
 			st, err = c.MasterKeyRotation(ctx)
 		}
 		took := time.Since(began)

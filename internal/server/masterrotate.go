@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/keyline/keyline/internal/audit"
 	"github.com/keyline/keyline/internal/controller"
@@ -409,7 +410,10 @@ func (s *Server) resealBatch(ctx context.Context, ring *seal.Keyring, c seal.Sea
 	reseal := resealer(ring)
 	update := `UPDATE ` + c.Table + ` SET ` + c.Column + ` = ? WHERE ` + c.Key + ` = ? AND ` + c.Column + ` = ?`
 	next := *st
-	err := s.db.Tx(ctx, func(tx *store.Tx) error {
+	began := time.Now()
+	// Without an fsync of its own: a batch lost to a power cut is walked
+	// again, and the finish's fsync makes every batch before it durable.
+	err := s.db.TxNoSync(ctx, func(tx *store.Tx) error {
 		var rows []SealedValue
 		if err := ScanSealed(tx, c, st.cursor, batch, func(v SealedValue) error { rows = append(rows, v); return nil }); err != nil {
 			return err
@@ -444,6 +448,13 @@ func (s *Server) resealBatch(ctx context.Context, ring *seal.Keyring, c seal.Sea
 	*st = next
 	if hook := s.cfg.MasterRotationHook; hook != nil {
 		hook(ctx, st.Done)
+	}
+	// The database's writer is as much others' as the rotation's: wait as
+	// long as the batch held it, so that calls' writes (their audit events)
+	// are not queued behind batch after batch.
+	select {
+	case <-ctx.Done():
+	case <-time.After(time.Since(began)):
 	}
 	return ctx.Err()
 }
