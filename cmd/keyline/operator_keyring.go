@@ -62,7 +62,7 @@ func (c *cli) operatorRekeyCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use: "rekey --key-shares N --key-threshold T",
 		Short: "Replace the unseal key shares: give the threshold of current shares on standard input, one a line; " +
-			"the old shares stop working (audited)",
+			"the old shares stop working (audited). Under a pkcs11 or kms seal: a new unseal key, wrapped by the same key",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if threshold < 2 || shares < threshold || shares > 255 {
@@ -72,6 +72,17 @@ func (c *cli) operatorRekeyCmd() *cobra.Command {
 			st, err := cl.SealStatus(ctxOf(cmd))
 			if err != nil {
 				return err
+			}
+			if st.Type == "pkcs11" || st.Type == "kms" {
+				// No shares: the same HSM or KMS key wraps a new unseal key.
+				if _, err := cl.Rekey(ctxOf(cmd), nil, 0, 0); err != nil {
+					return err
+				}
+				if c.output == "json" {
+					return c.printJSON(map[string]any{"seal": st.Type, "rewrapped": true})
+				}
+				fmt.Fprintf(c.out, "A new unseal key seals the keyring, wrapped by the same %s key; the previous wrapped key opens nothing.\n", st.Type)
+				return nil
 			}
 			in := bufio.NewReader(cmd.InOrStdin())
 			var current []string

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 
 	"github.com/keyline/keyline/internal/audit"
@@ -98,12 +99,11 @@ var errRekeyDev = errs.E("sys.rekey", errs.Invalid, "DEV_MODE", "A dev-mode Keyl
 // and new shares (shares of threshold), and seals the keyring under it:
 // the old shares stop working. A data directory from before the keyring
 // form moves to it here (its master key stays; rotate it afterwards).
+// Under a pkcs11 or kms seal it takes no shares and returns none: the new
+// unseal key is wrapped by the same HSM or KMS key (see rewrapUnsealKey).
 func (s *Server) Rekey(ctx context.Context, texts []string, shares, threshold int, ev *audit.Event) (RekeyResult, error) {
 	const op = "sys.rekey"
 	var res RekeyResult
-	if threshold < 2 || shares < threshold || shares > 255 {
-		return res, errs.E(op, errs.Invalid, "BAD_SHARES", "want 2 <= secret_threshold <= secret_shares <= 255")
-	}
 	b := s.barrier
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -112,6 +112,12 @@ func (s *Server) Rekey(ctx context.Context, texts []string, shares, threshold in
 	}
 	if b.sealed {
 		return res, errs.E(op, errs.Unavailable, "SEALED", "Keyline is sealed: unseal it first")
+	}
+	if b.cfg.Mode == SealPKCS11 || b.cfg.Mode == SealKMS {
+		return res, s.rewrapUnsealKey(ctx, ev)
+	}
+	if threshold < 2 || shares < threshold || shares > 255 {
+		return res, errs.E(op, errs.Invalid, "BAD_SHARES", "want 2 <= secret_threshold <= secret_shares <= 255")
 	}
 	if len(texts) < b.cfg.Threshold {
 		return res, errs.Ef(op, errs.Invalid, "TOO_FEW_SHARES", "Rekeying needs %d of the current unseal key shares, got %d", b.cfg.Threshold, len(texts))
@@ -162,4 +168,53 @@ func (s *Server) Rekey(ctx context.Context, texts []string, shares, threshold in
 	res.Threshold = threshold
 	s.cfg.Logger.Warn("the unseal key was changed: the previous unseal key shares no longer open this Keyline", "t", threshold, "n", shares)
 	return res, nil
+}
+
+// rewrapUnsealKey is rekey under a pkcs11 or kms seal: a fresh unseal key
+// seals the keyring and the same HSM or KMS key wraps it, with the secrets
+// the server started with; the previous wrapped key opens nothing more. A
+// data directory whose HSM or KMS wrapped the master key itself (from
+// before the keyring form) moves to the keyring form here. Called with
+// b.mu held.
+func (s *Server) rewrapUnsealKey(ctx context.Context, ev *audit.Event) error {
+	const op = "sys.rekey"
+	b := s.barrier
+	r := &b.rotation
+	r.keyringMu.Lock()
+	defer r.keyringMu.Unlock()
+	a, err := readAutoUnseal(ctx, s.db)
+	if err != nil {
+		return errs.Internalf(op, err)
+	}
+	raw := seal.RandomKey()
+	defer seal.Wipe(raw)
+	unsealKey, err := seal.New(raw)
+	if err != nil {
+		return errs.Internalf(op, err)
+	}
+	if err := a.wrapChecked(ctx, s.cfg.Unseal, false, raw); err != nil {
+		return errs.Internalf(op, fmt.Errorf("the %s seal could not wrap a new unseal key: %w", b.cfg.Mode, err))
+	}
+	sealedRing, err := b.ring.SealWith(unsealKey)
+	if err != nil {
+		return errs.Internalf(op, err)
+	}
+	c := b.cfg
+	c.KeyCheck, c.Keyring = unsealKey.Seal(keyCheckPlain, keyCheckAAD), sealedRing
+	err = s.db.Tx(ctx, func(tx *store.Tx) error {
+		if err := writeAutoUnsealTx(tx, a); err != nil {
+			return err
+		}
+		if err := writeSealConfigTx(tx, c, s.cfg.Clock.Now()); err != nil {
+			return err
+		}
+		addRequestData(ev, map[string]any{"seal": c.Mode})
+		return s.Audit.Append(tx, ev)
+	})
+	if err != nil {
+		return errs.Internalf(op, err)
+	}
+	b.cfg, b.unsealKey = c, unsealKey
+	s.cfg.Logger.Warn("the unseal key was changed and wrapped again by the " + c.Mode + " seal")
+	return nil
 }

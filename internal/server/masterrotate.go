@@ -139,6 +139,10 @@ func (s *Server) RotateMasterKey(ctx context.Context, ev *audit.Event) (Rotation
 	case b.sealed:
 		return RotationStatus{}, errs.E(op, errs.Unavailable, "SEALED", "Keyline is sealed: unseal it first")
 	case b.cfg.Keyring == nil:
+		if b.cfg.Mode != SealShamir {
+			return RotationStatus{}, errs.E(op, errs.Conflict, "REKEY_FIRST",
+				"This data directory's "+b.cfg.Mode+" seal wraps its master key itself: run `keyline operator rekey` first, which moves it to a keyring under a new unseal key, then rotate")
+		}
 		return RotationStatus{}, errs.E(op, errs.Conflict, "REKEY_FIRST",
 			"This data directory's unseal key shares are its master key itself: run `keyline operator rekey` first, which moves it to a keyring under a new unseal key, then rotate")
 	}
