@@ -15,7 +15,8 @@ import (
 // newOperatorCmd is the seal of the master key: init, unseal, seal, status.
 func newOperatorCmd(c *cli) *cobra.Command {
 	cmd := &cobra.Command{Use: "operator", Short: "Seal and unseal the server's master key"}
-	cmd.AddCommand(c.operatorInitCmd(), c.operatorMigrateCmd(), c.operatorUnsealCmd(), c.operatorSealCmd(), c.operatorStatusCmd())
+	cmd.AddCommand(c.operatorInitCmd(), c.operatorMigrateCmd(), c.operatorUnsealCmd(), c.operatorSealCmd(), c.operatorStatusCmd(),
+		c.operatorRotateCmd(), c.operatorRotationStatusCmd(), c.operatorRekeyCmd())
 	return cmd
 }
 
@@ -114,13 +115,13 @@ func (c *cli) printInit(target server.SealTarget, res server.InitResult) error {
 		fmt.Fprintf(c.out, "\nInitial admin API key: %s\n", res.AdminAPIKey)
 	}
 	if res.Migrated {
-		fmt.Fprintf(c.out, "\nThe master key of the %s seal is kept under the %s seal: every key and record is kept.\n", res.From, target.Mode)
+		fmt.Fprintf(c.out, "\nThe master keys of the %s seal are kept under the %s seal: every key and record is kept.\n", res.From, target.Mode)
 		if res.From == server.SealDev {
 			fmt.Fprintln(c.out, "The dev master key file was removed.")
 		}
 	}
 	if target.Mode != server.SealShamir {
-		fmt.Fprintf(c.out, "\nThe master key is wrapped by the %s key; `keyline serve` unseals itself at start with the same\n"+
+		fmt.Fprintf(c.out, "\nThe unseal key (which seals the master keys) is wrapped by the %s key; `keyline serve` unseals itself at start with the same\n"+
 			"--pkcs11-pin-file/KEYLINE_PKCS11_PIN or --kms-api-key-file/KEYLINE_KMS_API_KEY.\n", target.Mode)
 		return nil
 	}

@@ -130,7 +130,13 @@ func backupByID(tx *store.Tx, op, id string) (*Backup, error) {
 }
 
 func backupsOf(tx *store.Tx, deploymentGUID string) ([]Backup, error) {
-	rows, err := tx.Query(`SELECT `+backupColumns+` FROM backup_backups WHERE deployment_guid = ? ORDER BY created_at DESC, id`, deploymentGUID)
+	return queryBackups(tx, `deployment_guid = ? ORDER BY created_at DESC, id`, deploymentGUID)
+}
+
+// queryBackups lists the backups that the rest of a query (the WHERE
+// clause on) selects.
+func queryBackups(tx *store.Tx, where string, args ...any) ([]Backup, error) {
+	rows, err := tx.Query(`SELECT `+backupColumns+` FROM backup_backups WHERE `+where, args...)
 	if err != nil {
 		return nil, err
 	}

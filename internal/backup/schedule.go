@@ -96,20 +96,9 @@ func (s *Service) prune(ctx context.Context) {
 	cutoff := s.clock.Now().Add(-s.cfg.Retention)
 	var old []Backup
 	err := s.db.Read(ctx, func(tx *store.Tx) error {
-		rows, err := tx.Query(`SELECT `+backupColumns+` FROM backup_backups WHERE created_at < ? AND status <> ? ORDER BY created_at LIMIT 1000`,
-			store.Time(cutoff), StatusRunning)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			b, err := scanBackup(rows)
-			if err != nil {
-				return err
-			}
-			old = append(old, *b)
-		}
-		return rows.Err()
+		var err error
+		old, err = queryBackups(tx, `created_at < ? AND status <> ? ORDER BY created_at LIMIT 1000`, store.Time(cutoff), StatusRunning)
+		return err
 	})
 	if err != nil {
 		s.log.Warn("backup: cannot list expired backups", "err", err)

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"time"
 
@@ -146,3 +147,38 @@ func (s *sessions) takeFlashKept(sess *session) string {
 	}
 	return msg
 }
+
+// DropSessionsSealedBefore deletes, in tx, the kept sessions whose sealed
+// value current does not accept: a master key rotation calls it before it
+// drops the older key, so that no session (a bearer token among what it
+// seals) stays readable by that key; their users sign in again.
+func DropSessionsSealedBefore(tx *store.Tx, current func(sealed, aad []byte) bool) (int, error) {
+	rows, err := tx.Query(`SELECT id_hash, sealed FROM console_sessions`)
+	if err != nil {
+		return 0, err
+	}
+	var stale [][]byte
+	for rows.Next() {
+		var hash, sealed []byte
+		if err := rows.Scan(&hash, &sealed); err != nil {
+			rows.Close()
+			return 0, err
+		}
+		if !current(sealed, sessionAAD(hash)) {
+			stale = append(stale, hash)
+		}
+	}
+	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+		return 0, err
+	}
+	for _, hash := range stale {
+		if _, err := tx.Exec(`DELETE FROM console_sessions WHERE id_hash = ?`, hash); err != nil {
+			return 0, err
+		}
+	}
+	return len(stale), nil
+}
+
+// SessionAAD is what a kept session's sealed value is bound to, given the
+// row's id_hash.
+func SessionAAD(hash []byte) []byte { return sessionAAD(hash) }

@@ -338,7 +338,7 @@ func TestMigrateShamirToPKCS11ThroughTheCLI(t *testing.T) {
 	if out, err := migrate(shares[0] + "\n"); err == nil || !strings.Contains(out, "give 3 of its 5 unseal key shares") {
 		t.Fatalf("migrate with one share: %v\n%s", err, out)
 	}
-	if out, err := migrate(shares[0] + "\n" + shares[1] + "\n" + shares[4] + "\n"); err != nil || !strings.Contains(out, "shamir seal is kept under the pkcs11 seal") {
+	if out, err := migrate(shares[0] + "\n" + shares[1] + "\n" + shares[4] + "\n"); err != nil || !strings.Contains(out, "shamir seal are kept under the pkcs11 seal") {
 		t.Fatalf("migrate: %v\n%s", err, out)
 	}
 	p := serveProcessWith(t, dir, serveOptions{env: []string{"KEYLINE_PKCS11_PIN=" + pin}})

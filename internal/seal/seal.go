@@ -23,8 +23,12 @@ const nonceSize = 12
 
 // AEAD seals and opens messages under one key. Nonces are 96-bit random
 // values: NIST SP 800-38D allows 2^32 messages per key that way, far beyond
-// what one key seals in Keyline (key material, wrapped keys).
-type AEAD struct{ gcm cipher.AEAD }
+// what one key seals in Keyline (key material, wrapped keys). The master
+// key is an AEAD over a Keyring (see keyring.go).
+type AEAD struct {
+	gcm  cipher.AEAD
+	ring *Keyring
+}
 
 // New makes an AEAD for a 32-byte key.
 func New(key []byte) (*AEAD, error) {
@@ -44,6 +48,9 @@ func New(key []byte) (*AEAD, error) {
 
 // Seal encrypts plaintext bound to aad; the result is nonce || ciphertext || tag.
 func (a *AEAD) Seal(plaintext, aad []byte) []byte {
+	if a.ring != nil {
+		return a.ring.seal(plaintext, aad)
+	}
 	out := make([]byte, nonceSize, nonceSize+len(plaintext)+a.gcm.Overhead())
 	if _, err := rand.Read(out[:nonceSize]); err != nil {
 		panic("seal: no randomness: " + err.Error()) // crypto/rand never fails on Linux
@@ -57,6 +64,10 @@ var ErrOpen = errors.New("seal: message authentication failed")
 
 // Open decrypts what Seal produced with the same aad.
 func (a *AEAD) Open(sealed, aad []byte) ([]byte, error) {
+	if a.ring != nil {
+		pt, _, err := a.ring.Open(sealed, aad)
+		return pt, err
+	}
 	if len(sealed) < nonceSize+a.gcm.Overhead() {
 		return nil, ErrOpen
 	}

@@ -31,11 +31,12 @@ CREATE TABLE seal_config (
 	key_check  BLOB NOT NULL,
 	created_at TEXT NOT NULL
 );
-`}}
+`}, {ID: "seal/0002", SQL: keyringMigration}}
 
-// keyCheck is sealed under the master key and stored: rebuilt shares are
-// the master key exactly when it opens. The key is 256 random bits, so
-// holding this sealed constant allows no offline guessing.
+// keyCheck is sealed under the unseal key (before the keyring form: the
+// master key) and stored: rebuilt shares are that key exactly when it
+// opens. The key is 256 random bits, so holding this sealed constant
+// allows no offline guessing.
 var (
 	keyCheckPlain = []byte("keyline master key check v1")
 	keyCheckAAD   = []byte("keyline/seal/key-check")
@@ -46,12 +47,13 @@ type sealConfig struct {
 	Mode              string
 	Shares, Threshold int
 	KeyCheck          []byte
+	Keyring           []byte // the master keys sealed by the unseal key; nil: the shares or file are the master key
 }
 
 func readSealConfig(ctx context.Context, db *store.DB) (*sealConfig, error) {
 	var c sealConfig
 	err := db.Read(ctx, func(tx *store.Tx) error {
-		return tx.QueryRow(`SELECT mode, shares, threshold, key_check FROM seal_config WHERE id = 1`).Scan(&c.Mode, &c.Shares, &c.Threshold, &c.KeyCheck)
+		return tx.QueryRow(`SELECT mode, shares, threshold, key_check, keyring FROM seal_config WHERE id = 1`).Scan(&c.Mode, &c.Shares, &c.Threshold, &c.KeyCheck, &c.Keyring)
 	})
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil
@@ -63,13 +65,15 @@ func readSealConfig(ctx context.Context, db *store.DB) (*sealConfig, error) {
 }
 
 func writeSealConfig(ctx context.Context, db *store.DB, c sealConfig, now time.Time) error {
-	return db.Tx(ctx, func(tx *store.Tx) error {
-		_, err := tx.Exec(`INSERT INTO seal_config (id, mode, shares, threshold, key_check, created_at) VALUES (1, ?, ?, ?, ?, ?)
-			ON CONFLICT (id) DO UPDATE SET mode = excluded.mode, shares = excluded.shares, threshold = excluded.threshold,
-			key_check = excluded.key_check, created_at = excluded.created_at`,
-			c.Mode, c.Shares, c.Threshold, c.KeyCheck, store.Time(now))
-		return err
-	})
+	return db.Tx(ctx, func(tx *store.Tx) error { return writeSealConfigTx(tx, c, now) })
+}
+
+func writeSealConfigTx(tx *store.Tx, c sealConfig, now time.Time) error {
+	_, err := tx.Exec(`INSERT INTO seal_config (id, mode, shares, threshold, key_check, keyring, created_at) VALUES (1, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (id) DO UPDATE SET mode = excluded.mode, shares = excluded.shares, threshold = excluded.threshold,
+		key_check = excluded.key_check, keyring = excluded.keyring, created_at = excluded.created_at`,
+		c.Mode, c.Shares, c.Threshold, c.KeyCheck, c.Keyring, store.Time(now))
+	return err
 }
 
 // checkKey says whether master opens the stored key check.
@@ -85,6 +89,12 @@ type barrier struct {
 	cfg     sealConfig
 	sealed  bool
 	pending []seal.Share // shares given toward the threshold
+
+	// While unsealed: the master keys, and the unseal key that seals them
+	// at rest (nil before the keyring form: see keyring.go).
+	ring      *seal.Keyring
+	unsealKey *seal.AEAD
+	rotation  masterRotation
 }
 
 // SealStatus is GET /v1/sys/seal-status, in Vault's shape.
@@ -163,16 +173,20 @@ func (s *Server) openDev(ctx context.Context, c *sealConfig) error {
 	s.cfg.Logger.Warn("DEV MODE: the master key is kept in plain form in " + s.cfg.MasterKeyFile +
 		": data is NOT protected at rest; for production run `keyline operator init` (see docs/seal.md)")
 	s.barrier = &barrier{cfg: *c}
-	return s.unsealWith(ctx, master)
+	return s.unsealWith(ctx, seal.LegacyKeyring(master), nil)
 }
 
-// unsealWith builds the services on master and opens the APIs.
-func (s *Server) unsealWith(ctx context.Context, master *seal.AEAD) error {
-	s.master = master
+// unsealWith builds the services on the master keyring and opens the APIs.
+func (s *Server) unsealWith(ctx context.Context, ring *seal.Keyring, unsealKey *seal.AEAD) error {
+	s.master = ring.AEAD()
+	s.barrier.ring, s.barrier.unsealKey = ring, unsealKey
+	s.barrier.rotation.wake = make(chan struct{}, 1)
 	s.mux = http.NewServeMux()
 	if err := s.wire(ctx); err != nil {
 		s.stop()
 		s.master, s.svc = nil, nil
+		s.barrier.ring, s.barrier.unsealKey = nil, nil
+		ring.Wipe()
 		return err
 	}
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
@@ -227,14 +241,14 @@ func (s *Server) Unseal(ctx context.Context, text string, reset bool) (SealStatu
 	if err != nil {
 		return b.statusLocked(), errs.E(op, errs.Invalid, "WRONG_SHARES", err.Error())
 	}
-	master, err := seal.New(key)
+	ring, unsealKey, err := b.cfg.openKeyring(key)
 	seal.Wipe(key)
-	if err != nil || !b.cfg.checkKey(master) {
+	if err != nil {
 		return b.statusLocked(), errWrongShares
 	}
 	s.closeSealedListeners()
 	// The services outlive this call: they run on the server's context.
-	if err := s.unsealWith(context.WithoutCancel(ctx), master); err != nil {
+	if err := s.unsealWith(context.WithoutCancel(ctx), ring, unsealKey); err != nil {
 		s.openSealedListeners(ctx)
 		return b.statusLocked(), errs.E(op, errs.Internal, "UNSEAL_FAILED", "The master key is right but the services did not start; see the server log").Because(err)
 	}
@@ -264,6 +278,8 @@ func (s *Server) Seal(ctx context.Context, ev *audit.Event) error {
 	s.live.Store(nil)
 	s.stop()
 	s.svc, s.master, s.mux = nil, nil, nil
+	b.ring.Wipe()
+	b.ring, b.unsealKey = nil, nil
 	// The audit log needs no key: the event is written after the brake.
 	if err := s.Audit.Record(ctx, ev); err != nil {
 		s.cfg.Logger.Error("audit of seal", "err", err)

@@ -5,7 +5,6 @@ import (
 	"net/http"
 	"strings"
 
-	"github.com/keyline/keyline/internal/audit"
 	"github.com/keyline/keyline/internal/auth"
 	"github.com/keyline/keyline/internal/errs"
 	"github.com/keyline/keyline/internal/httpapi"
@@ -24,6 +23,12 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 		return
 	case "/v1/sys/seal":
 		s.sealAPI(w, r)
+		return
+	case "/v1/sys/rotate-master-key":
+		s.rotateMasterKeyAPI(w, r)
+		return
+	case "/v1/sys/rekey":
+		s.rekeyAPI(w, r)
 		return
 	}
 	if mux := s.live.Load(); mux != nil {
@@ -106,24 +111,10 @@ func (s *Server) sealAPI(w http.ResponseWriter, r *http.Request) {
 		writeSysError(w, errs.E("sys", errs.Invalid, "", "use POST"))
 		return
 	}
-	svc := s.svc
-	if s.live.Load() == nil || svc == nil {
-		writeSysError(w, errs.E("sys.seal", errs.Unavailable, "SEALED", "Keyline is sealed already"))
+	ctx, ev, ok := s.authorizeOperator(w, r, "keyline.sys.seal", auth.PolicyWrite)
+	if !ok {
 		return
 	}
-	ctx, p, err := httpapi.Authenticate(r, svc.iam)
-	if err != nil {
-		writeSysError(w, err)
-		return
-	}
-	const action = "keyline.sys.seal"
-	target := audit.Target{ID: "crn:v1:bluemix:public:keyline:global:a/" + p.AccountID + "::", TypeURI: "keyline/seal"}
-	if err := svc.iam.Authorize(ctx, p, auth.PolicyWrite, auth.Resource{AccountID: p.AccountID, ServiceName: "keyline"}); err != nil {
-		s.Audit.Denied(ctx, action, target, err)
-		writeSysError(w, err)
-		return
-	}
-	ev := audit.NewEvent(ctx, action, target, audit.Success, http.StatusOK)
 	if err := s.Seal(ctx, ev); err != nil {
 		writeSysError(w, err)
 		return

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/keyline/keyline/internal/audit"
 	"github.com/keyline/keyline/internal/iam"
@@ -15,8 +16,8 @@ import (
 	"github.com/keyline/keyline/internal/store"
 )
 
-// Auto-unseal modes: the master key is wrapped by a key kept elsewhere and
-// unwrapped at every start.
+// Auto-unseal modes: the unseal key (which seals the keyring of master
+// keys) is wrapped by a key kept elsewhere and unwrapped at every start.
 const (
 	SealPKCS11 = "pkcs11" // by an AES key in an HSM reached over PKCS#11
 	SealKMS    = "kms"    // by a root key of a Key Protect-compatible service
@@ -30,8 +31,9 @@ type UnsealSecrets struct {
 	KMSAPIKey string
 }
 
-// The auto-unseal parameters (never a secret) and the wrapped master key,
-// in a table of their own beside seal_config.
+// The auto-unseal parameters (never a secret) and the wrapped unseal key
+// (before the keyring form: the wrapped master key), in a table of their
+// own beside seal_config.
 var autoUnsealMigrations = []store.Migration{{ID: "sealmodes/0001", SQL: `
 CREATE TABLE seal_autounseal (
 	id          INTEGER PRIMARY KEY,
@@ -44,7 +46,8 @@ CREATE TABLE seal_autounseal (
 type autoUnseal struct {
 	PKCS11 *seal.PKCS11Config `json:"pkcs11,omitempty"`
 	KMS    *seal.KMSConfig    `json:"kms,omitempty"`
-	// Wrapped is the master key as the HSM or KMS wrapped it.
+	// Wrapped is the unseal key as the HSM or KMS wrapped it (when
+	// seal_config has no keyring: the master key itself).
 	Wrapped []byte `json:"-"`
 }
 
@@ -66,28 +69,31 @@ func readAutoUnseal(ctx context.Context, db *store.DB) (*autoUnseal, error) {
 	return &a, nil
 }
 
-// writeSealTarget records a new seal in one transaction: the mode and key
-// check, and for an auto-unseal mode its parameters and wrapped key.
-func writeSealTarget(ctx context.Context, db *store.DB, c sealConfig, a *autoUnseal, now string) error {
+// writeSealTarget records a new seal in one transaction: the mode, key
+// check and keyring, and for an auto-unseal mode its parameters and
+// wrapped unseal key.
+func writeSealTarget(ctx context.Context, db *store.DB, c sealConfig, a *autoUnseal, now time.Time) error {
 	return db.Tx(ctx, func(tx *store.Tx) error {
 		if _, err := tx.Exec(`DELETE FROM seal_autounseal`); err != nil {
 			return err
 		}
 		if a != nil {
-			params, err := json.Marshal(a)
-			if err != nil {
-				return err
-			}
-			if _, err := tx.Exec(`INSERT INTO seal_autounseal (id, params, wrapped_key) VALUES (1, ?, ?)`, string(params), a.Wrapped); err != nil {
+			if err := writeAutoUnsealTx(tx, a); err != nil {
 				return err
 			}
 		}
-		_, err := tx.Exec(`INSERT INTO seal_config (id, mode, shares, threshold, key_check, created_at) VALUES (1, ?, ?, ?, ?, ?)
-			ON CONFLICT (id) DO UPDATE SET mode = excluded.mode, shares = excluded.shares, threshold = excluded.threshold,
-			key_check = excluded.key_check, created_at = excluded.created_at`,
-			c.Mode, c.Shares, c.Threshold, c.KeyCheck, now)
-		return err
+		return writeSealConfigTx(tx, c, now)
 	})
+}
+
+func writeAutoUnsealTx(tx *store.Tx, a *autoUnseal) error {
+	params, err := json.Marshal(a)
+	if err != nil {
+		return err
+	}
+	_, err = tx.Exec(`INSERT INTO seal_autounseal (id, params, wrapped_key) VALUES (1, ?, ?)
+		ON CONFLICT (id) DO UPDATE SET params = excluded.params, wrapped_key = excluded.wrapped_key`, string(params), a.Wrapped)
+	return err
 }
 
 // wrapper opens the HSM or KMS key of a, with the secrets given.
@@ -105,9 +111,10 @@ func (a *autoUnseal) wrapper(secrets UnsealSecrets, create bool) (seal.KeyWrappe
 	return nil, errors.New("the auto-unseal parameters name neither an HSM nor a KMS")
 }
 
-// unwrapMasterKey rebuilds the master key of an auto-unseal database and
-// checks it against the key check.
-func unwrapMasterKey(ctx context.Context, db *store.DB, c *sealConfig, secrets UnsealSecrets) ([]byte, error) {
+// unwrapSecret unwraps the secret an auto-unseal database keeps wrapped:
+// its unseal key (the keyring form), or its master key itself when the
+// directory was sealed before the keyring form. c.openKeyring checks it.
+func unwrapSecret(ctx context.Context, db *store.DB, secrets UnsealSecrets) ([]byte, error) {
 	if err := db.Migrate(ctx, autoUnsealMigrations); err != nil {
 		return nil, err
 	}
@@ -120,16 +127,21 @@ func unwrapMasterKey(ctx context.Context, db *store.DB, c *sealConfig, secrets U
 		return nil, err
 	}
 	defer w.Close()
-	key, err := w.Unwrap(ctx, a.Wrapped)
+	return w.Unwrap(ctx, a.Wrapped)
+}
+
+// openAutoUnsealKeyring opens the master keys of an auto-unseal database.
+func openAutoUnsealKeyring(ctx context.Context, db *store.DB, c *sealConfig, secrets UnsealSecrets) (*seal.Keyring, *seal.AEAD, error) {
+	secret, err := unwrapSecret(ctx, db, secrets)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	master, err := seal.New(key)
-	if err != nil || !c.checkKey(master) {
-		seal.Wipe(key)
-		return nil, fmt.Errorf("%s seal: what the %s unwrapped is not this database's master key", c.Mode, c.Mode)
+	defer seal.Wipe(secret)
+	ring, unsealKey, err := c.openKeyring(secret)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s seal: what the %s unwrapped does not open this database's keyring", c.Mode, c.Mode)
 	}
-	return key, nil
+	return ring, unsealKey, nil
 }
 
 // openAutoUnseal unseals at start through the HSM or KMS; when it cannot,
@@ -138,18 +150,17 @@ func (s *Server) openAutoUnseal(ctx context.Context, c *sealConfig) error {
 	if _, err := os.Stat(s.cfg.MasterKeyFile); err == nil {
 		return fmt.Errorf("%s is beside a %s-sealed database: a master key must not be kept in the data directory; remove the file", s.cfg.MasterKeyFile, c.Mode)
 	}
-	key, err := unwrapMasterKey(ctx, s.db, c, s.cfg.Unseal)
+	ring, unsealKey, err := openAutoUnsealKeyring(ctx, s.db, c, s.cfg.Unseal)
 	if err != nil {
 		return fmt.Errorf("Keyline stays sealed: %w", err)
 	}
-	master, err := seal.New(key)
-	seal.Wipe(key)
-	if err != nil {
+	s.barrier = &barrier{cfg: *c}
+	if err := s.unsealWith(ctx, ring, unsealKey); err != nil {
 		return err
 	}
-	s.barrier = &barrier{cfg: *c}
-	if err := s.unsealWith(ctx, master); err != nil {
-		return err
+	if unsealKey == nil {
+		s.cfg.Logger.Warn("this " + c.Mode + " seal wraps the master key itself (a data directory from before the keyring form): " +
+			"run `keyline operator rekey` to move it to a keyring under a new unseal key before rotating the master key")
 	}
 	s.cfg.Logger.Info("Keyline is unsealed by its " + c.Mode + " seal")
 	return nil
@@ -164,12 +175,15 @@ type SealTarget struct {
 	KMS               seal.KMSConfig    // kms; its API key is used, never stored
 }
 
-// InitSeal seals a data directory with target, keeping its master key (and
-// so every key and record) when it has one: a new directory gets a fresh
-// key and its admin API key; a dev one loses its key file; a shamir one
-// needs the threshold of unseal key shares; an auto-unseal one needs the
-// secrets of its current HSM or KMS in cfg.Unseal. The PIN or API key of
-// the target are in target itself.
+// InitSeal seals a data directory with target, keeping its keyring of
+// master keys (and so every key and record) when it has one: a new
+// directory gets a fresh master key and its admin API key; a dev one loses
+// its key file; a shamir one needs the threshold of unseal key shares; an
+// auto-unseal one needs the secrets of its current HSM or KMS in
+// cfg.Unseal. The PIN or API key of the target are in target itself.
+// Every seal protects a fresh unseal key, which seals the keyring: shamir
+// splits it, pkcs11 and kms wrap it. The old shares or wrapped key open
+// nothing afterwards.
 func InitSeal(ctx context.Context, cfg Config, target SealTarget, shares []string) (InitResult, error) {
 	cfg = withDefaults(cfg)
 	var res InitResult
@@ -192,27 +206,29 @@ func InitSeal(ctx context.Context, cfg Config, target SealTarget, shares []strin
 		return res, err
 	}
 	if existing != nil && existing.Mode == target.Mode && target.Mode == SealShamir {
-		return res, errors.New("this data directory is sealed with shamir already")
+		return res, errors.New("this data directory is sealed with shamir already: `keyline operator rekey` makes new shares")
 	}
-	key, err := currentMasterKey(ctx, cfg, db, existing, shares)
+	ring, err := currentKeyring(ctx, cfg, db, existing, shares)
 	if err != nil {
 		return res, err
 	}
-	defer seal.Wipe(key)
+	defer ring.Wipe()
 	if existing != nil {
 		res.Migrated, res.From = true, existing.Mode
 	} else if _, statErr := os.Stat(cfg.MasterKeyFile); statErr == nil {
 		res.Migrated, res.From = true, SealDev
 	}
-	master, err := seal.New(key)
+	rawUnseal := seal.RandomKey()
+	defer seal.Wipe(rawUnseal)
+	unsealKey, err := seal.New(rawUnseal)
 	if err != nil {
 		return res, err
 	}
-	c := sealConfig{Mode: target.Mode, KeyCheck: master.Seal(keyCheckPlain, keyCheckAAD)}
+	c := sealConfig{Mode: target.Mode, KeyCheck: unsealKey.Seal(keyCheckPlain, keyCheckAAD)}
 	var auto *autoUnseal
 	switch target.Mode {
 	case SealShamir:
-		split, err := seal.Split(key, target.Shares, target.Threshold)
+		split, err := seal.Split(rawUnseal, target.Shares, target.Threshold)
 		if err != nil {
 			return res, err
 		}
@@ -221,29 +237,38 @@ func InitSeal(ctx context.Context, cfg Config, target SealTarget, shares []strin
 		}
 		c.Shares, c.Threshold = target.Shares, target.Threshold
 	case SealPKCS11, SealKMS:
-		if auto, err = wrapForTarget(ctx, target, key); err != nil {
+		if auto, err = target.autoUnseal(); err == nil {
+			err = auto.wrapChecked(ctx, UnsealSecrets{PKCS11PIN: target.PKCS11.PIN, KMSAPIKey: target.KMS.APIKey}, true, rawUnseal)
+		}
+		if err != nil {
 			return res, err
 		}
 	default:
 		return res, fmt.Errorf("unknown seal %q: use shamir, pkcs11 or kms", target.Mode)
+	}
+	if c.Keyring, err = ring.SealWith(unsealKey); err != nil {
+		return res, err
 	}
 	log, err := audit.New(ctx, db, cfg.Clock, cfg.Logger)
 	if err != nil {
 		return res, err
 	}
 	defer log.Close()
-	iamSvc, err := iam.New(ctx, iam.Config{DB: db, Master: master, Clock: cfg.Clock, Logger: cfg.Logger, Audit: log})
+	iamSvc, err := iam.New(ctx, iam.Config{DB: db, Master: ring.AEAD(), Clock: cfg.Clock, Logger: cfg.Logger, Audit: log})
 	if err != nil {
 		return res, err
 	}
-	if _, apikey, created, err := iamSvc.Bootstrap(ctx, cfg.AdminAPIKey); err != nil {
+	account, apikey, created, err := iamSvc.Bootstrap(ctx, cfg.AdminAPIKey)
+	if err != nil {
 		return res, err
 	} else if created {
 		res.AdminAPIKey = apikey
 	}
-	if err := writeSealTarget(ctx, db, c, auto, store.Time(cfg.Clock.Now())); err != nil {
+	if err := writeSealTarget(ctx, db, c, auto, cfg.Clock.Now()); err != nil {
 		return res, err
 	}
+	recordOperatorEvent(ctx, log, cfg.Logger, account.ID, "keyline.sys.init", map[string]any{"seal": target.Mode,
+		"shares": c.Shares, "threshold": c.Threshold, "migrated": res.Migrated, "migrated_from": res.From})
 	if res.From == SealDev {
 		if err := os.Remove(cfg.MasterKeyFile); err != nil {
 			return res, fmt.Errorf("the database is sealed with %s now, but %s could not be removed: remove it: %w", target.Mode, cfg.MasterKeyFile, err)
@@ -252,12 +277,16 @@ func InitSeal(ctx context.Context, cfg Config, target SealTarget, shares []strin
 	return res, nil
 }
 
-// currentMasterKey is the master key of the directory as it is sealed now,
-// or a fresh one for a new directory.
-func currentMasterKey(ctx context.Context, cfg Config, db *store.DB, existing *sealConfig, shares []string) ([]byte, error) {
+// currentKeyring is the keyring of master keys of the directory as it is
+// sealed now, or a fresh one for a new directory. A dev directory, and one
+// sealed before the keyring form (its shares or wrapped key are the master
+// key), has a keyring of that one key, version seal.LegacyVersion.
+func currentKeyring(ctx context.Context, cfg Config, db *store.DB, existing *sealConfig, shares []string) (*seal.Keyring, error) {
 	if existing == nil {
 		if _, err := os.Stat(cfg.MasterKeyFile); err != nil {
-			return seal.RandomKey(), nil
+			key := seal.RandomKey()
+			defer seal.Wipe(key)
+			return seal.NewKeyring(seal.LegacyVersion, key)
 		}
 		existing = &sealConfig{Mode: SealDev}
 	}
@@ -267,11 +296,11 @@ func currentMasterKey(ctx context.Context, cfg Config, db *store.DB, existing *s
 		if err != nil {
 			return nil, err
 		}
+		defer seal.Wipe(key)
 		if master, _ := seal.New(key); existing.KeyCheck != nil && !existing.checkKey(master) {
-			seal.Wipe(key)
 			return nil, fmt.Errorf("%s is not the master key of this database", cfg.MasterKeyFile)
 		}
-		return key, nil
+		return seal.NewKeyring(seal.LegacyVersion, key)
 	case SealShamir:
 		if len(shares) < existing.Threshold {
 			return nil, fmt.Errorf("this data directory is sealed with shamir: give %d of its %d unseal key shares to move it to another seal (%d given)", existing.Threshold, existing.Shares, len(shares))
@@ -284,51 +313,70 @@ func currentMasterKey(ctx context.Context, cfg Config, db *store.DB, existing *s
 			}
 			parsed = append(parsed, sh)
 		}
-		key, err := seal.Combine(parsed)
+		secret, err := seal.Combine(parsed)
 		if err != nil {
 			return nil, err
 		}
-		if master, err := seal.New(key); err != nil || !existing.checkKey(master) {
-			seal.Wipe(key)
-			return nil, errors.New("the unseal key shares given do not rebuild this data directory's master key")
+		defer seal.Wipe(secret)
+		ring, _, err := existing.openKeyring(secret)
+		if err != nil {
+			return nil, errors.New("the unseal key shares given do not open this data directory's keyring")
 		}
-		return key, nil
+		return ring, nil
 	case SealPKCS11, SealKMS:
-		return unwrapMasterKey(ctx, db, existing, cfg.Unseal)
+		ring, _, err := openAutoUnsealKeyring(ctx, db, existing, cfg.Unseal)
+		return ring, err
 	}
 	return nil, fmt.Errorf("this data directory is sealed with %q, which this Keyline does not know", existing.Mode)
 }
 
-// wrapForTarget wraps key with the target's HSM or KMS key (generating the
-// HSM key when the token has none of that label), and unwraps it once to
-// prove the way back before anything is written.
-func wrapForTarget(ctx context.Context, target SealTarget, key []byte) (*autoUnseal, error) {
+// autoUnseal is the seal_autounseal row of an auto-unseal target, before
+// its key is wrapped.
+func (t SealTarget) autoUnseal() (*autoUnseal, error) {
 	a := &autoUnseal{}
-	secrets := UnsealSecrets{PKCS11PIN: target.PKCS11.PIN, KMSAPIKey: target.KMS.APIKey}
-	if target.Mode == SealPKCS11 {
-		p := target.PKCS11
+	switch t.Mode {
+	case SealPKCS11:
+		p := t.PKCS11
+		p.PIN = ""
 		a.PKCS11 = &p
-	} else {
-		k := target.KMS
+	case SealKMS:
+		k := t.KMS
+		k.APIKey = ""
 		a.KMS = &k
+	default:
+		return nil, fmt.Errorf("%s is not an auto-unseal seal", t.Mode)
 	}
-	w, err := a.wrapper(secrets, true)
+	return a, nil
+}
+
+// wrapChecked wraps key (the unseal key) with a's HSM or KMS key (create:
+// generating the HSM key when the token has none of that label) into
+// a.Wrapped, and unwraps it once to prove the way back before anything is
+// written.
+func (a *autoUnseal) wrapChecked(ctx context.Context, secrets UnsealSecrets, create bool, key []byte) error {
+	mode := SealPKCS11
+	if a.KMS != nil {
+		mode = SealKMS
+	}
+	w, err := a.wrapper(secrets, create)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer w.Close()
-	if a.Wrapped, err = w.Wrap(ctx, key); err != nil {
-		return nil, err
-	}
-	back, err := w.Unwrap(ctx, a.Wrapped)
+	wrapped, err := w.Wrap(ctx, key)
 	if err != nil {
-		return nil, fmt.Errorf("%s seal: the master key was wrapped but does not unwrap: %w", target.Mode, err)
+		return err
+	}
+	back, err := w.Unwrap(ctx, wrapped)
+	if err != nil {
+		return fmt.Errorf("%s seal: the unseal key was wrapped but does not unwrap: %w", mode, err)
 	}
 	defer seal.Wipe(back)
 	if subtle.ConstantTimeCompare(back, key) != 1 {
-		return nil, fmt.Errorf("%s seal: the master key does not come back unwrapped as it was", target.Mode)
+		return fmt.Errorf("%s seal: the unseal key does not come back unwrapped as it was", mode)
 	}
-	return a, nil
+	a.Wrapped = wrapped
+	return nil
 }
 
 // ReadSealMode says how a data directory is sealed, with the server

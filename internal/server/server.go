@@ -101,6 +101,11 @@ type Config struct {
 	// fetches and an eighth for large requests, each deployment's at most
 	// the process's.
 	MemoryLimit int64
+	// MasterRotationBatch is how many rows a master key rotation re-seals
+	// per transaction (0: 100); MasterRotationHook, for tests, runs after
+	// each batch with the count done.
+	MasterRotationBatch int
+	MasterRotationHook  func(ctx context.Context, done int64)
 }
 
 // Server is a running Keyline.

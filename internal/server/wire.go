@@ -91,7 +91,7 @@ func (s *Server) wire(ctx context.Context) error {
 	bg, cancel := context.WithCancel(context.Background())
 	s.svc.cancel = cancel
 	s.followChanges(bg, feed)
-	s.svc.run(bg, kmsSvc.Run, ctl.Run, s.svc.backups.Run)
+	s.svc.run(bg, kmsSvc.Run, ctl.Run, s.svc.backups.Run, s.runMasterRotation)
 	// Deployments start last: they unwrap their keys through the KMS and
 	// IAM, and a deployment whose key is unusable stays locked, saying why.
 	return s.svc.streams.Start(ctx)
