@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/keyline/keyline/internal/client"
+	"github.com/keyline/keyline/internal/server"
 	"github.com/keyline/keyline/internal/store/storetest"
 )
 
@@ -435,4 +436,67 @@ func TestThreeNodesShareStateOnPostgreSQL(t *testing.T) {
 		n1.admin.must("PUT", "/api/v2/instance/policies?policy=allowedIP", kpHeader(fenced), policy)
 		within(t, "node 3 refusing calls from outside the allowed addresses", func() bool { return status(list(n3)) == http.StatusUnauthorized })
 	})
+}
+
+// TestMasterKeyRotationReachesEveryNodeOnPostgreSQL: a master key rotation
+// started through node 1 changes the keyring every node must hold. Node 2
+// follows it through the change feed: a key created after the rotation
+// (its material sealed under the new master key) wraps on node 2, and
+// what was wrapped before still unwraps there.
+func TestMasterKeyRotationReachesEveryNodeOnPostgreSQL(t *testing.T) {
+	databaseURL := storetest.URL(t)
+	if databaseURL == "" {
+		t.Skip("KEYLINE_TEST_DATABASE_URL is not set")
+	}
+	res, err := server.Init(context.Background(), server.Config{DataDir: t.TempDir(), DatabaseURL: databaseURL, AdminAPIKey: adminKey, Logger: testLogger(t)}, 3, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var nodes []*clusterNode
+	for i := 1; i <= 2; i++ {
+		id := fmt.Sprintf("node-%d", i)
+		p := serveProcessWith(t, t.TempDir(), serveOptions{args: []string{"--node-id", id}, sealed: true,
+			env: []string{"KEYLINE_DATABASE_URL=" + databaseURL}})
+		c := client.New(p.url, adminKey)
+		unseal(t, c, res.Shares[:2]...)
+		nodes = append(nodes, &clusterNode{id: id, proc: p, admin: &api{t: t, c: c}})
+	}
+	n1, n2 := nodes[0], nodes[1]
+	guid := n1.admin.createInstance("rot-cluster-kp", "kms", "tiered-pricing", "us-south", nil)["guid"].(string)
+	before, _ := n1.admin.createRootKey(guid, "before-rotation")
+	wrapOn := func(n *clusterNode, keyID string) (string, error) {
+		var out map[string]any
+		err := n.admin.do("POST", client.Path("api", "v2", "keys", keyID, "actions", "wrap"), kpHeader(guid), map[string]any{"plaintext": sealPlaintext}, &out)
+		ct, _ := out["ciphertext"].(string)
+		return ct, err
+	}
+	ct, err := wrapOn(n2, before)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	if _, err := n1.admin.c.RotateMasterKey(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	var st client.RotationStatus
+	waitFor(t, 2*time.Minute, "the rotation", func() bool {
+		st, err = n1.admin.c.MasterKeyRotation(context.Background())
+		return err == nil && st.State != "running"
+	})
+	if st.State != "completed" || len(st.KeyVersions) != 1 || st.KeyVersions[0] != 2 {
+		t.Fatalf("rotation ended %+v", st)
+	}
+
+	after, _ := n1.admin.createRootKey(guid, "after-rotation")
+	within(t, "node 2 wraps with a key sealed under the new master key", func() bool {
+		_, err := wrapOn(n2, after)
+		return err == nil
+	})
+	var out map[string]any
+	if err := n2.admin.do("POST", client.Path("api", "v2", "keys", before, "actions", "unwrap"), kpHeader(guid), map[string]any{"ciphertext": ct}, &out); err != nil || out["plaintext"] != sealPlaintext {
+		t.Fatalf("node 2 unwrapping what it wrapped before the rotation: %v %v", out["plaintext"], err)
+	}
+	if !strings.Contains(n2.proc.logs(), "master keys changed on another node") {
+		t.Errorf("node 2 did not say it took the new master keys:\n%s", n2.proc.logs())
+	}
 }

@@ -131,6 +131,9 @@ type serveOptions struct {
 	// ca, when set, is the CA of the server's certificate: the server is
 	// reached over https and trusted through it.
 	ca *x509.CertPool
+	// sealed: the server starts sealed (its /healthz answers 503), so
+	// the wait is for its seal status.
+	sealed bool
 }
 
 // serveProcessWith starts `keyline serve` on dir with more arguments and
@@ -164,7 +167,11 @@ func serveProcessWith(t *testing.T, dir string, o serveOptions) *proc {
 	t.Cleanup(func() { p.kill(); pw.Close() })
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
-		resp, err := hc.Get(p.url + "/healthz")
+		ready := "/healthz"
+		if o.sealed {
+			ready = "/v1/sys/seal-status"
+		}
+		resp, err := hc.Get(p.url + ready)
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 {

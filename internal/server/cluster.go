@@ -60,6 +60,7 @@ func (s *Server) followChanges(ctx context.Context, feed *cluster.Feed) {
 	s.svc.iam.JoinCluster(ctx, feed)
 	s.svc.kms.JoinCluster(ctx, feed)
 	s.Audit.JoinCluster(feed)
+	s.followKeyring(ctx, feed)
 	feed.Start(ctx)
 	s.node.feed.Store(feed)
 }

@@ -155,6 +155,7 @@ func (s *Server) Rekey(ctx context.Context, texts []string, shares, threshold in
 		if err := writeSealConfigTx(tx, c, s.cfg.Clock.Now()); err != nil {
 			return err
 		}
+		keyringChanged(tx, keyringRekeyed)
 		addRequestData(ev, map[string]any{"secret_shares": shares, "secret_threshold": threshold})
 		return s.Audit.Append(tx, ev)
 	})

@@ -181,6 +181,7 @@ func (s *Server) RotateMasterKey(ctx context.Context, ev *audit.Event) (Rotation
 			if _, err := tx.Exec(`UPDATE seal_config SET keyring = ? WHERE id = 1`, sealedRing); err != nil {
 				return err
 			}
+			keyringChanged(tx, keyringRotated)
 		}
 		if err := writeRotation(tx, st); err != nil {
 			return err
@@ -511,6 +512,7 @@ func (s *Server) finishRotation(ctx context.Context, ring *seal.Keyring, st *Rot
 		if _, err := tx.Exec(`UPDATE seal_config SET keyring = ? WHERE id = 1`, sealedRing); err != nil {
 			return err
 		}
+		keyringChanged(tx, keyringRotated)
 		// Console sessions are not re-sealed: the few sealed by the older
 		// key go with it, and their users sign in again.
 		if n, err := console.DropSessionsSealedBefore(tx, sealedByCurrent(ring)); err != nil {

@@ -25,6 +25,7 @@ type services struct {
 	controller *controller.Controller
 	streams    *streams.Service
 	backups    *backup.Service
+	account    string // the first account: a node's own audit events name it
 
 	cancel context.CancelFunc
 	done   []chan struct{}
@@ -44,9 +45,11 @@ func (s *Server) wire(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if _, key, created, err := iamSvc.Bootstrap(ctx, cfg.AdminAPIKey); err != nil {
+	account, key, created, err := iamSvc.Bootstrap(ctx, cfg.AdminAPIKey)
+	if err != nil {
 		return err
-	} else if created && cfg.AdminAPIKey == "" {
+	}
+	if created && cfg.AdminAPIKey == "" {
 		if err := writeAdminKey(cfg.DataDir, key); err != nil {
 			return err
 		}
@@ -64,7 +67,7 @@ func (s *Server) wire(ctx context.Context) error {
 	if err := ctl.Register(controller.KeyProtect(), &kmsBroker{kms: kmsSvc, creds: creds}); err != nil {
 		return err
 	}
-	s.svc = &services{iam: iamSvc, kms: kmsSvc, controller: ctl}
+	s.svc = &services{iam: iamSvc, kms: kmsSvc, controller: ctl, account: account.ID}
 	keys := streams.KMSKeys(kmsSvc)
 	restore := &restorer{}
 	if s.svc.streams, err = s.wireStreams(ctx, iamSvc, keys, ctl, restore); err != nil {
