@@ -59,12 +59,13 @@ var saramaMatrix = clientMatrixCase{
 	cellOffsetsForTimes: func(t *testing.T, m *matrix, topic string) {
 		createTopic(t, m.manager, topic, 1)
 		cfg := saramaConfig(m.manager)
+		// The producer waits for all three records: one batch.
+		cfg.Producer.Flush.Messages, cfg.Producer.Flush.Frequency = 3, 30*time.Second
 		prod := saramaProducer(t, m, cfg)
 		var msgs []*sarama.ProducerMessage
 		for _, r := range batchRecords(topic) {
 			msgs = append(msgs, &sarama.ProducerMessage{Topic: topic, Value: sarama.ByteEncoder(r.Value), Timestamp: r.Timestamp})
 		}
-		// SendMessages hands the three to the producer at once: one batch.
 		if err := prod.SendMessages(msgs); err != nil {
 			t.Fatal(err)
 		}

@@ -149,11 +149,15 @@ func batchRecords(topic string) []*kgo.Record {
 // clients that cannot set record timestamps themselves.
 func produceOneBatch(t *testing.T, m *matrix, rs []*kgo.Record) {
 	t.Helper()
-	cl := franz(t, m.manager, kgo.ProducerLinger(time.Second), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	// With manual flushing nothing is sent before Flush: one batch.
+	cl := franz(t, m.manager, kgo.ManualFlushing(), kgo.RecordPartitioner(kgo.ManualPartitioner()))
 	ctx := testCtx(t)
 	errc := make(chan error, len(rs))
 	for _, r := range rs {
 		cl.Produce(ctx, r, func(_ *kgo.Record, err error) { errc <- err })
+	}
+	if err := cl.Flush(ctx); err != nil {
+		t.Fatal(err)
 	}
 	for range rs {
 		if err := <-errc; err != nil {

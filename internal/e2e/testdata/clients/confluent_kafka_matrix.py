@@ -109,7 +109,7 @@ def cell_transactions():
 
 def cell_offsets_for_times():
     # linger.ms gathers the three records into one batch.
-    p = Producer(plain(**{"linger.ms": 500}))
+    p = Producer(plain(**{"linger.ms": 2000}))
     for i, ts in enumerate(DATA["timestamps"]):
         p.produce(TOPIC, ("at-%d" % i).encode(), partition=0, timestamp=ts)
     if p.flush(TIMEOUT) != 0:
