@@ -44,7 +44,7 @@ import (
 func main() {
 	seconds := flag.Float64("seconds", 3, "how long each produce run lasts")
 	cpuprofile := flag.String("cpuprofile", "", "write CPU profiles of the keyline brokers' first round to <this>.<sealed|unsealed>.<size>.<partitions>.produce and .consume")
-	only := flag.String("only", "", "run only this part: throughput, latency, reencrypt, compaction or shred")
+	only := flag.String("only", "", "run only this part: throughput, latency, transactions, reencrypt, compaction or shred")
 	rounds := flag.Int("rounds", 3, "rounds of each throughput run; medians are reported")
 	verbose := flag.Bool("v", false, "print every round's figures to stderr, not only the medians")
 	sizes := flag.String("sizes", "100,1024", "record sizes of the throughput runs, comma-separated")
@@ -64,6 +64,9 @@ func main() {
 	}
 	if *only == "" || *only == "latency" {
 		b.latency()
+	}
+	if *only == "" || *only == "transactions" {
+		b.transactions()
 	}
 	if *only == "" || *only == "reencrypt" {
 		b.reencrypt()
