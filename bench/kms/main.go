@@ -4,7 +4,7 @@
 // that the CPU time per operation is the server's alone, apart from the
 // load generator's; -cpuprofile profiles that server process.
 //
-//	go run ./bench/kms -duration 5s -workers 1,16
+//	go run ./bench/kms -duration 5s -workers 1,16 [-cpuprofile cpu.prof] [-memprofile mem.prof]
 //	go run ./bench/kms -allowed-ip 10.0.0.0/8,127.0.0.0/8   (with an enabled allowedIP policy)
 //	go run ./bench/kms -database-url 'postgres://...'       (metadata in an empty PostgreSQL database)
 package main
@@ -48,6 +48,7 @@ func main() {
 	duration := flag.Duration("duration", 5*time.Second, "how long each measurement runs")
 	workerList := flag.String("workers", "1,16", "comma list of concurrent clients")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile here")
+	memProfile := flag.String("memprofile", "", "write the server's allocation profile here when it stops")
 	auditKind := flag.String("audit", "at", "audit trail: at (the Activity Tracker, group-committed) or none (KMS cost only)")
 	authKind := flag.String("auth", "iam", "authentication and authorization: iam (Keyline's IAM, signed tokens) or table (a fixed table)")
 	allowedIP := flag.String("allowed-ip", "", "comma list of CIDRs: enable an allowedIP policy on the instance (it must admit 127.0.0.1)")
@@ -56,7 +57,7 @@ func main() {
 	flag.Parse()
 	var err error
 	if *serve {
-		err = runServer(*cpuProfile, *auditKind, *authKind, *allowedIP, *databaseURL)
+		err = runServer(*cpuProfile, *memProfile, *auditKind, *authKind, *allowedIP, *databaseURL)
 	} else {
 		err = runLoad(*duration, *workerList)
 	}
@@ -75,7 +76,7 @@ type serverInfo struct {
 // runServer sets up the KMS and serves it until stdin closes. Each line
 // read from stdin is answered with the process's usage so far (a
 // serverUsage).
-func runServer(cpuProfile, auditKind, authKind, allowedIP, databaseURL string) error {
+func runServer(cpuProfile, memProfile, auditKind, authKind, allowedIP, databaseURL string) error {
 	ctx := context.Background()
 	dir, err := os.MkdirTemp("", "kms-bench-")
 	if err != nil {
@@ -133,6 +134,14 @@ func runServer(cpuProfile, auditKind, authKind, allowedIP, databaseURL string) e
 	srv := &http.Server{Handler: httpapi.Middleware(nil, mux)}
 	go srv.Serve(ln)
 	defer srv.Close()
+	if memProfile != "" {
+		defer func() {
+			if f, err := os.Create(memProfile); err == nil {
+				pprof.Lookup("allocs").WriteTo(f, 0)
+				f.Close()
+			}
+		}()
+	}
 	if cpuProfile != "" {
 		f, err := os.Create(cpuProfile)
 		if err != nil {
