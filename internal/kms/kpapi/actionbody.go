@@ -1,5 +1,12 @@
 package kpapi
 
+import (
+	"net/http"
+
+	"github.com/keyline/keyline/internal/httpapi"
+	"github.com/keyline/keyline/internal/kms"
+)
+
 // decodeActionFast decodes the body wrap, unwrap and rewrap calls nearly
 // always carry, {"plaintext":"…"} or {"ciphertext":"…","aad":["…"]}, without
 // encoding/json's reflection, and reports whether it did. It takes only
@@ -116,4 +123,71 @@ func plainString(body []byte, i int) (string, int, bool) {
 		}
 	}
 	return "", 0, false
+}
+
+// writeAction writes the answer of a wrap, unwrap or rewrap as
+// httpapi.WriteJSON would, byte for byte (a fuzz test compares them),
+// without encoding/json's reflection; an answer with a string it cannot
+// copy as it is (never base64 or a UUID) goes through httpapi.WriteJSON.
+func writeAction(w http.ResponseWriter, out actionResponse) {
+	body, ok := out.appendJSON(make([]byte, 0, 256))
+	if !ok {
+		httpapi.WriteJSON(w, http.StatusOK, out)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	w.Write(body)
+}
+
+// appendJSON appends out and a newline as a json.Encoder that does not
+// escape HTML writes them, and reports whether it could.
+func (out *actionResponse) appendJSON(dst []byte) ([]byte, bool) {
+	ok := true
+	member := func(key string) {
+		if dst[len(dst)-1] != '{' {
+			dst = append(dst, ',')
+		}
+		dst = append(append(append(dst, '"'), key...), '"', ':')
+	}
+	str := func(s string) {
+		for i := 0; i < len(s); i++ {
+			if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' {
+				ok = false
+				return
+			}
+		}
+		dst = append(append(append(dst, '"'), s...), '"')
+	}
+	version := func(key string, v *kms.KeyVersion) {
+		if v == nil {
+			return
+		}
+		member(key)
+		dst = append(dst, '{')
+		member("id")
+		str(v.ID)
+		if v.CreationDate != nil {
+			t, err := v.CreationDate.MarshalJSON()
+			if err != nil {
+				ok = false
+				return
+			}
+			member("creationDate")
+			dst = append(dst, t...)
+		}
+		dst = append(dst, '}')
+	}
+	dst = append(dst, '{')
+	if out.Plaintext != "" {
+		member("plaintext")
+		str(out.Plaintext)
+	}
+	if out.Ciphertext != "" {
+		member("ciphertext")
+		str(out.Ciphertext)
+	}
+	version("keyVersion", out.KeyVersion)
+	version("rewrappedKeyVersion", out.RewrappedKeyVersion)
+	return append(dst, '}', '\n'), ok
 }
