@@ -3,6 +3,7 @@ package audit
 import (
 	"bytes"
 	"encoding/json"
+	"reflect"
 	"testing"
 )
 
@@ -59,5 +60,35 @@ func TestWrapEventBodyEncodesAsEncodingJSON(t *testing.T) {
 	got, err := encodeBody(ev, "")
 	if err != nil || !bytes.Equal(got, want) {
 		t.Fatalf("encodeBody = %s, %v; encoding/json: %s", got, err, want)
+	}
+}
+
+// TestStoredBodyEncoderWritesEveryField sets every field of storedBody,
+// whatever fields it has, so that one added to the struct but not to
+// appendJSON fails here.
+func TestStoredBodyEncoderWritesEveryField(t *testing.T) {
+	var b storedBody
+	v := reflect.ValueOf(&b).Elem()
+	for i := range v.NumField() {
+		switch f := v.Field(i); f.Kind() {
+		case reflect.String:
+			f.SetString("x")
+		case reflect.Pointer:
+			s := "x"
+			f.Set(reflect.ValueOf(&s))
+		case reflect.Int:
+			f.SetInt(1)
+		case reflect.Bool:
+			f.SetBool(true)
+		case reflect.Map:
+			f.Set(reflect.ValueOf(map[string]any{"k": "v"}))
+		default:
+			t.Fatalf("storedBody.%s: a %s, which this test cannot set", v.Type().Field(i).Name, f.Kind())
+		}
+	}
+	want, _ := json.Marshal(b)
+	got, err := b.appendJSON(nil)
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("appendJSON = %s, %v; encoding/json: %s", got, err, want)
 	}
 }
