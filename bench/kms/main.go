@@ -4,7 +4,7 @@
 // that the CPU time per operation is the server's alone, apart from the
 // load generator's; -cpuprofile profiles that server process.
 //
-//	go run ./bench/kms -duration 5s -workers 1,16
+//	go run ./bench/kms -duration 5s -workers 1,16 [-cpuprofile cpu.prof] [-memprofile mem.prof]
 //	go run ./bench/kms -allowed-ip 10.0.0.0/8,127.0.0.0/8   (with an enabled allowedIP policy)
 //	go run ./bench/kms -database-url 'postgres://...'       (metadata in an empty PostgreSQL database)
 package main
@@ -24,6 +24,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"runtime/metrics"
 	"runtime/pprof"
 	"slices"
 	"strconv"
@@ -47,6 +48,7 @@ func main() {
 	duration := flag.Duration("duration", 5*time.Second, "how long each measurement runs")
 	workerList := flag.String("workers", "1,16", "comma list of concurrent clients")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile here")
+	memProfile := flag.String("memprofile", "", "write the server's allocation profile here when it stops")
 	auditKind := flag.String("audit", "at", "audit trail: at (the Activity Tracker, group-committed) or none (KMS cost only)")
 	authKind := flag.String("auth", "iam", "authentication and authorization: iam (Keyline's IAM, signed tokens) or table (a fixed table)")
 	allowedIP := flag.String("allowed-ip", "", "comma list of CIDRs: enable an allowedIP policy on the instance (it must admit 127.0.0.1)")
@@ -55,7 +57,7 @@ func main() {
 	flag.Parse()
 	var err error
 	if *serve {
-		err = runServer(*cpuProfile, *auditKind, *authKind, *allowedIP, *databaseURL)
+		err = runServer(*cpuProfile, *memProfile, *auditKind, *authKind, *allowedIP, *databaseURL)
 	} else {
 		err = runLoad(*duration, *workerList)
 	}
@@ -72,9 +74,9 @@ type serverInfo struct {
 }
 
 // runServer sets up the KMS and serves it until stdin closes. Each line
-// read from stdin is answered with the process's CPU time so far, in
-// nanoseconds.
-func runServer(cpuProfile, auditKind, authKind, allowedIP, databaseURL string) error {
+// read from stdin is answered with the process's usage so far (a
+// serverUsage).
+func runServer(cpuProfile, memProfile, auditKind, authKind, allowedIP, databaseURL string) error {
 	ctx := context.Background()
 	dir, err := os.MkdirTemp("", "kms-bench-")
 	if err != nil {
@@ -132,6 +134,14 @@ func runServer(cpuProfile, auditKind, authKind, allowedIP, databaseURL string) e
 	srv := &http.Server{Handler: httpapi.Middleware(nil, mux)}
 	go srv.Serve(ln)
 	defer srv.Close()
+	if memProfile != "" {
+		defer func() {
+			if f, err := os.Create(memProfile); err == nil {
+				pprof.Lookup("allocs").WriteTo(f, 0)
+				f.Close()
+			}
+		}()
+	}
 	if cpuProfile != "" {
 		f, err := os.Create(cpuProfile)
 		if err != nil {
@@ -147,7 +157,10 @@ func runServer(cpuProfile, auditKind, authKind, allowedIP, databaseURL string) e
 	}
 	in := bufio.NewScanner(os.Stdin)
 	for in.Scan() {
-		fmt.Println(int64(processCPU()))
+		u := serverUsage{CPU: processCPU(), Allocs: heapAllocs(), Syscalls: processSyscalls()}
+		if err := json.NewEncoder(os.Stdout).Encode(u); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -187,16 +200,25 @@ func startServer() (*server, error) {
 	return s, nil
 }
 
-// cpu is the server process's CPU time so far.
-func (s *server) cpu() (time.Duration, error) {
-	if _, err := io.WriteString(s.in, "cpu\n"); err != nil {
-		return 0, err
+// serverUsage is what the server process has used so far. Allocations
+// and system calls do not drift with the machine's load as CPU time does.
+type serverUsage struct {
+	CPU      time.Duration `json:"cpu"`
+	Allocs   uint64        `json:"allocs"`   // heap objects allocated
+	Syscalls uint64        `json:"syscalls"` // read and write system calls (Linux; else 0)
+}
+
+// usage is the server process's usage so far.
+func (s *server) usage() (serverUsage, error) {
+	var u serverUsage
+	if _, err := io.WriteString(s.in, "usage\n"); err != nil {
+		return u, err
 	}
 	if !s.out.Scan() {
-		return 0, fmt.Errorf("the server process went away: %v", s.out.Err())
+		return u, fmt.Errorf("the server process went away: %v", s.out.Err())
 	}
-	n, err := strconv.ParseInt(s.out.Text(), 10, 64)
-	return time.Duration(n), err
+	err := json.Unmarshal(s.out.Bytes(), &u)
+	return u, err
 }
 
 // stop closes the server's stdin and waits for it to write its profile
@@ -259,7 +281,7 @@ func measure(srv *server, client *http.Client, token, name string, workers int, 
 	deadline := time.Now().Add(d)
 	start := time.Now()
 	cpuStart := processCPU()
-	serverStart, err := srv.cpu()
+	serverStart, err := srv.usage()
 	if err != nil {
 		return nil, err
 	}
@@ -307,7 +329,7 @@ func measure(srv *server, client *http.Client, token, name string, workers int, 
 	wg.Wait()
 	elapsed := time.Since(start)
 	cpu := processCPU() - cpuStart
-	serverEnd, err := srv.cpu()
+	serverEnd, err := srv.usage()
 	if err != nil {
 		return nil, err
 	}
@@ -330,10 +352,46 @@ func measure(srv *server, client *http.Client, token, name string, workers int, 
 		}
 		return (d / time.Duration(len(lat))).Round(100 * time.Nanosecond)
 	}
-	fmt.Printf("%-6s workers=%-3d ops=%-8d ops/s=%-9.0f p50=%-10v p99=%-10v server-cpu/op=%-8v client-cpu/op=%v\n", name, workers, len(lat),
-		float64(len(lat))/elapsed.Seconds(), pct(0.50).Round(time.Microsecond), pct(0.99).Round(time.Microsecond),
-		perOp(serverEnd-serverStart), perOp(cpu))
+	countPerOp := func(n uint64) float64 {
+		if len(lat) == 0 {
+			return 0
+		}
+		return float64(n) / float64(len(lat))
+	}
+	fmt.Printf("%-6s workers=%-3d ops=%-8d ops/s=%-9.0f p50=%-10v p99=%-10v server-cpu/op=%-8v client-cpu/op=%-8v server-allocs/op=%-6.1f server-syscalls/op=%.2f\n",
+		name, workers, len(lat), float64(len(lat))/elapsed.Seconds(), pct(0.50).Round(time.Microsecond), pct(0.99).Round(time.Microsecond),
+		perOp(serverEnd.CPU-serverStart.CPU), perOp(cpu), countPerOp(serverEnd.Allocs-serverStart.Allocs), countPerOp(serverEnd.Syscalls-serverStart.Syscalls))
 	return lastBody, nil
+}
+
+// heapAllocs is how many heap objects this process has allocated.
+func heapAllocs() uint64 {
+	s := []metrics.Sample{{Name: "/gc/heap/allocs:objects"}}
+	metrics.Read(s)
+	if s[0].Value.Kind() != metrics.KindUint64 {
+		return 0
+	}
+	return s[0].Value.Uint64()
+}
+
+// processSyscalls is how many read and write system calls this process
+// has made (syscr and syscw of /proc/self/io), 0 where that is unknown.
+func processSyscalls() uint64 {
+	b, err := os.ReadFile("/proc/self/io")
+	if err != nil {
+		return 0
+	}
+	var n uint64
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "syscr: "); ok {
+			c, _ := strconv.ParseUint(v, 10, 64)
+			n += c
+		} else if v, ok := strings.CutPrefix(line, "syscw: "); ok {
+			c, _ := strconv.ParseUint(v, 10, 64)
+			n += c
+		}
+	}
+	return n
 }
 
 // processCPU is the CPU time this process has used (user and system).

@@ -161,21 +161,23 @@ var serviceDisplay = map[string]string{
 }
 
 func messageFor(action, outcome string) string {
-	parts := strings.SplitN(action, ".", 3)
-	svc := serviceDisplay[parts[0]]
+	// One concatenation: every audited call builds its message.
+	name, rest, dotted := strings.Cut(action, ".")
+	svc := serviceDisplay[name]
 	if svc == "" {
-		svc = parts[0]
+		svc = name
 	}
-	msg := svc + ":"
-	if len(parts) == 3 {
-		msg += " " + parts[2] + " " + parts[1]
-	} else if len(parts) == 2 {
-		msg += " " + parts[1]
-	}
+	failure := ""
 	if outcome == Failure {
-		msg += " -failure"
+		failure = " -failure"
 	}
-	return msg
+	switch noun, verb, ok := strings.Cut(rest, "."); {
+	case ok:
+		return svc + ": " + verb + " " + noun + failure
+	case dotted:
+		return svc + ": " + noun + failure
+	}
+	return svc + ":" + failure
 }
 
 func typeURIFor(action string) string {

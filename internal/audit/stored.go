@@ -3,6 +3,8 @@ package audit
 import (
 	"bytes"
 	"encoding/json"
+	"slices"
+	"strconv"
 
 	"github.com/keyline/keyline/internal/store"
 )
@@ -45,7 +47,9 @@ func unlessEqual(v, derived string) *string {
 	if v == derived {
 		return nil
 	}
-	return &v
+	p := new(string) // only here: taking &v would move v to the heap on every call
+	*p = v
+	return p
 }
 
 func orDerived(v *string, derived string) string {
@@ -58,6 +62,12 @@ func orDerived(v *string, derived string) string {
 // encodeBody is the stored body of ev; derivedTime is the eventTime a
 // reader derives from the row's time (formatTime of it).
 func encodeBody(ev *Event, derivedTime string) ([]byte, error) {
+	b := bodyOf(ev, derivedTime)
+	return b.appendJSON(make([]byte, 0, 512))
+}
+
+// bodyOf is what encodeBody stores of ev.
+func bodyOf(ev *Event, derivedTime string) storedBody {
 	in := ev.Initiator
 	b := storedBody{
 		Message:          unlessEqual(ev.Message, messageFor(ev.Action, ev.Outcome)),
@@ -84,7 +94,120 @@ func encodeBody(ev *Event, derivedTime string) ([]byte, error) {
 	if ev.EventTime != derivedTime {
 		b.EventTime = ev.EventTime
 	}
-	return json.Marshal(b)
+	return b
+}
+
+// appendJSON appends b as json.Marshal writes it, byte for byte (a fuzz
+// test compares the two), without reflection: every wrap and unwrap stores
+// one, and encoding/json's map and struct encoders were the bulk of a
+// caller's share of the audit trail.
+func (b *storedBody) appendJSON(dst []byte) ([]byte, error) {
+	dst = append(dst, '{')
+	str := func(key, v string) {
+		if v != "" {
+			dst = appendKey(dst, key)
+			dst = appendJSONString(dst, v)
+		}
+	}
+	ptr := func(key string, v *string) {
+		if v != nil {
+			dst = appendKey(dst, key)
+			dst = appendJSONString(dst, *v)
+		}
+	}
+	str("t", b.EventTime)
+	ptr("m", b.Message)
+	str("in", b.InitiatorName)
+	str("it", b.InitiatorType)
+	str("ic", b.Credential)
+	str("ha", b.HostAddress)
+	ptr("hat", b.HostAddressType)
+	str("hu", b.HostAgent)
+	ptr("ai", b.AuthnID)
+	ptr("an", b.AuthnName)
+	str("tn", b.TargetName)
+	str("tt", b.TargetType)
+	ptr("o", b.Observer)
+	if b.ReasonCode != 0 {
+		dst = appendKey(dst, "rc")
+		dst = strconv.AppendInt(dst, int64(b.ReasonCode), 10)
+	}
+	ptr("rt", b.ReasonType)
+	str("rf", b.ReasonForFailure)
+	var err error
+	if dst, err = appendMap(dst, "rq", b.RequestData); err != nil {
+		return nil, err
+	}
+	if dst, err = appendMap(dst, "rs", b.ResponseData); err != nil {
+		return nil, err
+	}
+	if b.DataEvent {
+		dst = append(appendKey(dst, "de"), "true"...)
+	}
+	str("ls", b.LogSourceCRN)
+	if b.NoServiceCopy {
+		dst = append(appendKey(dst, "nsc"), "true"...)
+	}
+	return append(dst, '}'), nil
+}
+
+// appendKey appends a member's key (one of storedBody's, which need no
+// escaping) and its colon, after a comma unless it is the first.
+func appendKey(dst []byte, key string) []byte {
+	if dst[len(dst)-1] != '{' {
+		dst = append(dst, ',')
+	}
+	dst = append(dst, '"')
+	dst = append(dst, key...)
+	return append(dst, '"', ':')
+}
+
+// appendMap appends m as encoding/json does (keys sorted), leaving it out
+// when empty (omitempty). String values, nearly all of them, are written
+// here; any other value by encoding/json.
+func appendMap(dst []byte, key string, m map[string]any) ([]byte, error) {
+	if len(m) == 0 {
+		return dst, nil
+	}
+	dst = appendKey(dst, key)
+	var small [8]string
+	keys := small[:0]
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	dst = append(dst, '{')
+	for i, k := range keys {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = append(appendJSONString(dst, k), ':')
+		if s, ok := m[k].(string); ok {
+			dst = appendJSONString(dst, s)
+			continue
+		}
+		v, err := json.Marshal(m[k])
+		if err != nil {
+			return nil, err
+		}
+		dst = append(dst, v...)
+	}
+	return append(dst, '}'), nil
+}
+
+// appendJSONString appends s quoted as json.Marshal quotes it. Strings of
+// printable ASCII that encoding/json leaves alone (no quote, backslash or
+// HTML character) are copied; any other goes through encoding/json.
+func appendJSONString(dst []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			q, _ := json.Marshal(s) // a string always encodes
+			return append(dst, q...)
+		}
+	}
+	dst = append(dst, '"')
+	dst = append(dst, s...)
+	return append(dst, '"')
 }
 
 // storedRow is an event's row as read back.

@@ -125,6 +125,9 @@ func Internalf(op string, err error) *Error {
 
 // As returns the *Error in err's chain, or nil.
 func As(err error) *Error {
+	if err == nil {
+		return nil // without the heap allocation errors.As's target costs
+	}
 	var e *Error
 	if errors.As(err, &e) {
 		return e

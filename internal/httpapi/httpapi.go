@@ -126,25 +126,44 @@ const MaxBody = 1 << 20
 // which. An empty body (or the literal null) leaves v untouched and returns
 // errEmpty only when required is true.
 func DecodeJSON(r *http.Request, v any, limit int64, required bool) error {
+	body, err := ReadJSON(r, limit, required)
+	if err != nil || body == nil {
+		return err
+	}
+	return DecodeJSONBytes(body, v)
+}
+
+// ReadJSON is the first half of DecodeJSON: it reads the body and returns
+// it trimmed of white space, or nil when it is empty (or the literal null)
+// and not required. Handlers with a fast path for their usual body read it
+// with ReadJSON and hand anything else to DecodeJSONBytes.
+func ReadJSON(r *http.Request, limit int64, required bool) ([]byte, error) {
 	const op = "httpapi.DecodeJSON"
 	if limit <= 0 {
 		limit = MaxBody
 	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
 	if err != nil {
-		return errs.E(op, errs.Invalid, "BAD_BODY_ERR", "The request body could not be read")
+		return nil, errs.E(op, errs.Invalid, "BAD_BODY_ERR", "The request body could not be read")
 	}
 	if int64(len(body)) > limit {
-		return errs.Ef(op, errs.TooLarge, "BODY_TOO_LARGE_ERR", "The request body is larger than %d bytes", limit)
+		return nil, errs.Ef(op, errs.TooLarge, "BODY_TOO_LARGE_ERR", "The request body is larger than %d bytes", limit)
 	}
 	trimmed := bytes.TrimSpace(body)
 	if len(trimmed) == 0 || string(trimmed) == "null" {
 		if required {
-			return errs.E(op, errs.Invalid, "NO_BODY_ERR", "Missing body in request")
+			return nil, errs.E(op, errs.Invalid, "NO_BODY_ERR", "Missing body in request")
 		}
-		return nil
+		return nil, nil
 	}
-	dec := json.NewDecoder(bytes.NewReader(trimmed))
+	return trimmed, nil
+}
+
+// DecodeJSONBytes is the second half of DecodeJSON: it decodes a body read
+// by ReadJSON into v.
+func DecodeJSONBytes(body []byte, v any) error {
+	const op = "httpapi.DecodeJSON"
+	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		return jsonError(op, err)

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/keyline/keyline/internal/errs"
-	"github.com/keyline/keyline/internal/httpapi"
 	"github.com/keyline/keyline/internal/kms"
 )
 
@@ -305,7 +304,7 @@ func (a *API) keyAction(c *call, action string) error {
 		if res.Plaintext != nil {
 			out.Plaintext = base64.StdEncoding.EncodeToString(res.Plaintext)
 		}
-		httpapi.WriteJSON(c.w, http.StatusOK, out)
+		writeAction(c.w, out)
 		return nil
 	case "unwrap", "rewrap":
 		if body.Ciphertext == nil || *body.Ciphertext == "" {
@@ -330,7 +329,7 @@ func (a *API) keyAction(c *call, action string) error {
 		if res.Ciphertext != nil {
 			out.Ciphertext = base64.StdEncoding.EncodeToString(res.Ciphertext)
 		}
-		httpapi.WriteJSON(c.w, http.StatusOK, out)
+		writeAction(c.w, out)
 		return nil
 	case "rotate":
 		return noContent(a.kms.Rotate(ctx, c.guid, id, kms.RotateInput{Payload: body.Payload, EncryptedNonce: body.EncryptedNonce,

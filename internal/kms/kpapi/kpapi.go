@@ -278,7 +278,13 @@ func decodeBody(r *http.Request, v any, required bool) error {
 	if err := checkContentType(r); err != nil {
 		return err
 	}
-	err := httpapi.DecodeJSON(r, v, maxBody, required)
+	body, err := httpapi.ReadJSON(r, maxBody, required)
+	if err == nil && body != nil {
+		if ar, ok := v.(*actionRequest); ok && decodeActionFast(body, ar) {
+			return nil
+		}
+		err = httpapi.DecodeJSONBytes(body, v)
+	}
 	if e := errs.As(err); e != nil && e.Kind == errs.TooLarge {
 		e.Code = "BODY_TOO_LARGE_ERR"
 	}
