@@ -12,7 +12,7 @@ import (
 	"github.com/keyline/keyline/internal/streams/seglog"
 )
 
-// maxPendingFlushes bounds what waits while the object store is down: past
+// maxPendingBytes bounds what waits while the object store is down: past
 // it, appends fail at once instead of growing memory.
 const maxPendingBytes = 64 << 20
 
@@ -26,6 +26,9 @@ type flush struct {
 	sealing sync.WaitGroup // appends still sealing their chunk
 	done    chan struct{}  // closed when committed or failed for good
 	err     error
+
+	uploaded chan struct{} // closed when the PUT succeeded or gave up
+	putErr   error
 }
 
 type pending struct {
@@ -35,13 +38,15 @@ type pending struct {
 	chunk []byte
 }
 
-// flusher turns appends into flushes, one at a time and in order, so that
-// offsets become durable in the order they were assigned.
+// flusher turns appends into flushes; their objects upload in parallel,
+// and they commit one at a time in order, so that offsets become durable
+// in the order they were assigned.
 type flusher struct {
 	s        *Store
 	mu       sync.Mutex
 	cur      *flush
-	inFlight int64 // sealed bytes taken by the flusher and not yet committed
+	inFlight int64 // sealed bytes of the flushes cut and not yet committed
+	queue    chan *flush
 	failed   error // set for good (fenced, closed): appends fail
 	kick     chan struct{}
 	full     chan struct{}
@@ -53,9 +58,11 @@ type flusher struct {
 }
 
 func newFlusher(s *Store) *flusher {
-	f := &flusher{s: s, kick: make(chan struct{}, 1), full: make(chan struct{}, 1), stop: make(chan struct{}), stopped: make(chan struct{})}
+	f := &flusher{s: s, kick: make(chan struct{}, 1), full: make(chan struct{}, 1), stop: make(chan struct{}), stopped: make(chan struct{}),
+		queue: make(chan *flush, maxFlushesInFlight-1)}
 	f.cur = f.newFlush()
 	go f.run()
+	go f.commitLoop()
 	return f
 }
 
@@ -125,13 +132,23 @@ func (f *flusher) add(p *Partition, m seglog.BatchMeta, data []byte) (int64, fun
 	}, nil
 }
 
+// run cuts flushes: when the first batch of one has waited the window, or
+// it is full. Each is uploaded at once, up to maxFlushesInFlight at a time,
+// and committed by commitLoop in the order its offsets were assigned.
 func (f *flusher) run() {
-	defer close(f.stopped)
+	defer close(f.queue)
 	for {
 		select {
 		case <-f.kick:
 		case <-f.stop:
-			f.drain()
+			f.mu.Lock()
+			fl := f.cur
+			f.cur = f.newFlush()
+			f.failed = errs.E("objlog.Append", errs.Conflict, CodeClosed, "The log store is closed")
+			f.mu.Unlock()
+			if len(fl.batches) > 0 {
+				f.dispatch(fl) // one attempt: upload and commit give up once stopped
+			}
 			return
 		}
 		f.mu.Lock()
@@ -152,93 +169,105 @@ func (f *flusher) run() {
 		f.mu.Lock()
 		fl := f.cur
 		f.cur = f.newFlush()
-		f.inFlight = fl.bytes
+		f.inFlight += fl.bytes
 		f.mu.Unlock()
-		if len(fl.batches) == 0 {
-			continue
-		}
-		f.write(fl)
-		f.mu.Lock()
-		f.inFlight = 0
-		pending := len(f.cur.batches) > 0
-		f.mu.Unlock()
-		if pending {
-			signal(f.kick)
+		if len(fl.batches) > 0 {
+			f.dispatch(fl)
 		}
 	}
 }
 
-// drain writes what is pending at Close, once.
-func (f *flusher) drain() {
-	f.mu.Lock()
-	fl := f.cur
-	f.cur = f.newFlush()
-	f.failed = errs.E("objlog.Append", errs.Conflict, CodeClosed, "The log store is closed")
-	f.mu.Unlock()
-	if len(fl.batches) > 0 {
-		f.writeOnce(fl)
-		if fl.err == nil {
-			close(fl.done)
-			return
-		}
-		f.finish(fl, fl.err)
-	}
+// maxFlushesInFlight bounds the flushes uploading or waiting to commit:
+// uploads overlap, so one slow PUT does not cap throughput at one object
+// per round trip.
+const maxFlushesInFlight = 4
+
+func (f *flusher) dispatch(fl *flush) {
+	fl.uploaded = make(chan struct{})
+	f.queue <- fl // waits while maxFlushesInFlight are queued
+	go f.upload(fl)
 }
 
-// write stores fl, retrying while the object store or the database fails
-// (offsets are assigned, so the batches cannot be skipped), until it
-// commits, is fenced, or the store closes.
-func (f *flusher) write(fl *flush) {
+// retry runs try until it succeeds or says its failure is final, backing
+// off between attempts; once the store is stopping it gives up after the
+// first failure. It returns the last error.
+func (f *flusher) retry(try func() (final bool, err error)) error {
 	backoff := 50 * time.Millisecond
 	for {
-		fl.err = nil
-		done := f.writeOnce(fl)
-		if fl.err == nil {
-			close(fl.done)
-			return
-		}
-		if done {
-			f.finish(fl, fl.err)
-			return
+		final, err := try()
+		if err == nil || final {
+			return err
 		}
 		select {
 		case <-f.stop:
-			f.finish(fl, errs.E("objlog.Append", errs.Conflict, CodeClosed, "The log store closed before the batch was stored"))
-			return
+			return err
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, 2*time.Second)
 	}
 }
 
-// finish fails fl for good, and with it the store: later offsets would
-// have a gap.
-func (f *flusher) finish(fl *flush, err error) {
-	f.mu.Lock()
-	if f.failed == nil {
-		f.failed = err
-	}
-	f.mu.Unlock()
-	fl.err = err
-	close(fl.done)
-}
-
-// writeOnce PUTs the object and commits its index rows. It sets fl.err on
-// failure, and reports whether the failure is final.
-func (f *flusher) writeOnce(fl *flush) (final bool) {
+// upload PUTs the flush's object, retrying while the object store fails:
+// offsets are assigned, so the batches cannot be skipped.
+func (f *flusher) upload(fl *flush) {
 	const op = "objlog.flush"
-	s := f.s
+	defer close(fl.uploaded)
 	fl.sealing.Wait()
 	chunks := make([][]byte, len(fl.batches))
 	for i, b := range fl.batches {
 		chunks[i] = b.chunk
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), s.opts.RequestTimeout)
-	defer cancel()
-	if err := s.bucket.put(ctx, fl.object, chunks, fl.bytes); err != nil {
-		fl.err = errs.E(op, errs.Unavailable, CodeFlushFailed, "The batch could not be written to the object store").Because(err)
-		return false
+	fl.putErr = f.retry(func() (bool, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), f.s.opts.RequestTimeout)
+		defer cancel()
+		if err := f.s.bucket.put(ctx, fl.object, chunks, fl.bytes); err != nil {
+			return false, errs.E(op, errs.Unavailable, CodeFlushFailed, "The batch could not be written to the object store").Because(err)
+		}
+		return false, nil
+	})
+}
+
+// commitLoop commits the uploaded flushes in order.
+func (f *flusher) commitLoop() {
+	defer close(f.stopped)
+	for fl := range f.queue {
+		<-fl.uploaded
+		err := fl.putErr
+		if err == nil {
+			err = f.retry(func() (bool, error) { return f.commit(fl) })
+		}
+		if err != nil {
+			f.finish(fl, err)
+		} else {
+			close(fl.done)
+		}
+		f.mu.Lock()
+		f.inFlight -= fl.bytes
+		f.mu.Unlock()
 	}
+}
+
+// finish fails fl for good, and with it the store: later offsets would
+// have a gap. Its object is removed (or left to the next Open's sweep).
+func (f *flusher) finish(fl *flush, err error) {
+	f.mu.Lock()
+	if f.failed == nil || errs.As(f.failed).Code == CodeClosed {
+		f.failed = err
+	}
+	f.mu.Unlock()
+	fl.err = err
+	close(fl.done)
+	ctx, cancel := context.WithTimeout(context.Background(), f.s.opts.RequestTimeout)
+	defer cancel()
+	f.s.bucket.remove(ctx, []string{fl.object})
+}
+
+// commit records the uploaded object and its batches' offsets in one
+// transaction, then makes them readable. It reports whether a failure is
+// final (another process moved a partition's end).
+func (f *flusher) commit(fl *flush) (final bool, err error) {
+	const op = "objlog.flush"
+	s := f.s
 	f.commitMu.Lock()
 	defer f.commitMu.Unlock()
 	// Batches per partition, in offset order (the order they were added).
@@ -253,8 +282,19 @@ func (f *flusher) writeOnce(fl *flush) (final bool) {
 		}
 		byPart[b.p] = append(byPart[b.p], b)
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.opts.RequestTimeout)
+	defer cancel()
 	var fenced bool
-	err := s.db.Tx(ctx, func(tx *store.Tx) error {
+	err = s.db.Tx(ctx, func(tx *store.Tx) error {
+		// A retry after a commit whose answer was lost finds it done.
+		var one int
+		err := tx.QueryRow(`SELECT 1 FROM objlog_objects WHERE name = ?`, fl.object).Scan(&one)
+		if err == nil {
+			return nil
+		}
+		if !store.IsNoRows(err) {
+			return err
+		}
 		if _, err := tx.Exec(`INSERT INTO objlog_objects (name, store, dek_id, size, created_at) VALUES (?, ?, ?, ?, ?)`,
 			fl.object, s.opts.StoreID, s.keys.id, fl.bytes, store.Time(time.Now())); err != nil {
 			return err
@@ -277,14 +317,9 @@ func (f *flusher) writeOnce(fl *flush) (final bool) {
 	})
 	if err != nil {
 		if fenced {
-			fl.err = errs.E(op, errs.Conflict, CodeFenced, "Another process wrote this deployment's log; reopen it").Because(err)
-		} else {
-			fl.err = errs.E(op, errs.Unavailable, CodeFlushFailed, "The batch could not be recorded in the database").Because(err)
+			return true, errs.E(op, errs.Conflict, CodeFenced, "Another process wrote this deployment's log; reopen it").Because(err)
 		}
-		rctx, rcancel := context.WithTimeout(context.Background(), s.opts.RequestTimeout)
-		s.bucket.remove(rctx, []string{fl.object}) // the sweep retries when this fails
-		rcancel()
-		return fenced
+		return false, errs.E(op, errs.Unavailable, CodeFlushFailed, "The batch could not be recorded in the database").Because(err)
 	}
 	for _, b := range fl.batches {
 		s.cache.put(chunkKey{fl.object, b.pos}, b.chunk)
@@ -302,7 +337,7 @@ func (f *flusher) writeOnce(fl *flush) (final bool) {
 		p.changed = make(chan struct{})
 		p.mu.Unlock()
 	}
-	return true
+	return false, nil
 }
 
 // insertBatches inserts index rows, many to a statement: a flush holds
