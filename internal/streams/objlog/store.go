@@ -65,6 +65,9 @@ type Options struct {
 	// RequestTimeout bounds each object store request (default 10 s): a
 	// produce waits at most this long for its flush.
 	RequestTimeout time.Duration
+	// CompactEvery is how often objects under 1 MiB are rewritten into
+	// larger ones (default 1 minute; negative: never, Compact only).
+	CompactEvery time.Duration
 }
 
 // Store is a deployment's log on a bucket and the metadata database.
@@ -92,6 +95,12 @@ type Store struct {
 	parts  map[string]*Partition
 
 	fl *flusher
+
+	compactMu   sync.Mutex // one compaction at a time
+	replacedMu  sync.Mutex
+	replaced    []replacedObjects // compacted away, to delete once no read may still use them
+	compactStop chan struct{}
+	compactDone chan struct{}
 }
 
 var partitionName = regexp.MustCompile(`^[A-Za-z0-9_-]{1,200}$`)
@@ -131,6 +140,9 @@ func Open(ctx context.Context, db *store.DB, bucket *Bucket, opts Options) (*Sto
 	if opts.RequestTimeout <= 0 {
 		opts.RequestTimeout = 10 * time.Second
 	}
+	if opts.CompactEvery == 0 {
+		opts.CompactEvery = time.Minute
+	}
 	if err := db.Migrate(ctx, Migrations); err != nil {
 		return nil, errs.Internalf(op, err)
 	}
@@ -146,6 +158,12 @@ func Open(ctx context.Context, db *store.DB, bucket *Bucket, opts Options) (*Sto
 		return nil, err
 	}
 	s.fl = newFlusher(s)
+	s.compactStop, s.compactDone = make(chan struct{}), make(chan struct{})
+	if opts.CompactEvery > 0 {
+		go s.compactLoop(opts.CompactEvery)
+	} else {
+		close(s.compactDone)
+	}
 	return s, nil
 }
 
@@ -283,6 +301,8 @@ func (s *Store) Close() error {
 	if s.closed.Swap(true) {
 		return nil
 	}
+	close(s.compactStop)
+	<-s.compactDone
 	s.fl.close()
 	return nil
 }

@@ -232,3 +232,66 @@ func TestRetentionAndDeletionRemoveObjects(t *testing.T) {
 		t.Fatalf("dropped partition: %v", err)
 	}
 }
+
+func TestCompactionRewritesSmallObjectsIntoOne(t *testing.T) {
+	e := newEnv(t)
+	st := e.mustOpen(t, func(o *objlog.Options) { o.CompactEvery = -1; o.RequestTimeout = time.Second })
+	var want []map[int64][]byte
+	var ps []*objlog.Partition
+	for i := range 2 {
+		p, err := st.Partition(fmt.Sprintf("topicid3-%d", i), true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ps = append(ps, p)
+		want = append(want, map[int64][]byte{})
+	}
+	for i := range 12 {
+		// One durable append at a time: one object each.
+		data := fmt.Appendf(nil, "batch %d %s", i, bytes.Repeat([]byte{'y'}, i*100))
+		want[i%2][mustAppend(t, ps[i%2], batchMeta(3, int64(i), 9, int32(3*i)), data)] = data
+	}
+	before := e.objects(t)
+	if len(before) != 12 {
+		t.Fatalf("%d objects, want 12", len(before))
+	}
+	n, err := st.Compact(context.Background(), 0)
+	if err != nil || n != 12 {
+		t.Fatalf("Compact = %d, %v; want 12 objects replaced", n, err)
+	}
+	check := func(st *objlog.Store) {
+		t.Helper()
+		for i := range 2 {
+			p, err := st.Partition(fmt.Sprintf("topicid3-%d", i), false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := readAll(t, p)
+			if len(got) != len(want[i]) {
+				t.Fatalf("partition %d: %d batches after compaction, want %d", i, len(got), len(want[i]))
+			}
+			for base, data := range want[i] {
+				if !bytes.Equal(got[base], data) {
+					t.Fatalf("partition %d: batch %d reads %q after compaction", i, base, got[base])
+				}
+			}
+		}
+	}
+	check(st)
+	// The replaced objects go once no read can still use them.
+	deadline := time.Now().Add(20 * time.Second)
+	for len(e.objects(t)) != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d objects after compaction, want 1", len(e.objects(t)))
+		}
+		time.Sleep(200 * time.Millisecond)
+		st.Compact(context.Background(), 0)
+	}
+	st.Close()
+	st = e.mustOpen(t, func(o *objlog.Options) { o.CompactEvery = -1 })
+	check(st)
+	p0, _ := st.Partition("topicid3-0", false)
+	if tail := p0.Tail(1); len(tail) != 1 || tail[0].ProducerID != 9 || tail[0].BaseSequence != 30 {
+		t.Fatalf("Tail after compaction = %+v", tail)
+	}
+}
