@@ -285,7 +285,8 @@ func (f *flusher) commit(fl *flush) (final bool, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), s.opts.RequestTimeout)
 	defer cancel()
 	var fenced bool
-	err = s.db.Tx(ctx, func(tx *store.Tx) error {
+	// Fenced by the end offsets, not by the cluster's writers' lock.
+	err = s.db.TxFenced(ctx, func(tx *store.Tx) error {
 		// A retry after a commit whose answer was lost finds it done.
 		var one int
 		err := tx.QueryRow(`SELECT 1 FROM objlog_objects WHERE name = ?`, fl.object).Scan(&one)
