@@ -2,6 +2,7 @@ package streams
 
 import (
 	"context"
+	"os"
 
 	"github.com/keyline/keyline/internal/errs"
 	"github.com/keyline/keyline/internal/streams/broker"
@@ -13,12 +14,25 @@ import (
 // local disk by default, or in the object store when one is configured.
 // Exactly one of the two stores returned is set.
 func (s *Service) openLog(d *deployment, keys []*seglog.DEK) (*seglog.Store, *objlog.Store, broker.Storage, error) {
+	const op = "streams.openLog"
+	// A log is never opened as empty where it is not: that would serve a
+	// deployment without its data and fork its offsets.
+	onObjects, err := objlog.Exists(context.Background(), s.db, d.guid)
+	if err != nil {
+		return nil, nil, nil, err
+	}
 	if s.cfg.ObjectStore == nil {
+		if onObjects {
+			return nil, nil, nil, errs.E(op, errs.Conflict, "LOG_ON_OBJECT_STORE", "its data is on object storage: start Keyline with --object-store")
+		}
 		st, err := seglog.Open(d.dir, seglog.Options{StoreID: d.guid, Keys: keys, Sync: true, SegmentBytes: s.cfg.SegmentBytes})
 		if err != nil {
 			return nil, nil, nil, err
 		}
 		return st, nil, diskStorage{st}, nil
+	}
+	if des, _ := os.ReadDir(d.dir); len(des) > 0 && !onObjects {
+		return nil, nil, nil, errs.E(op, errs.Conflict, "LOG_ON_LOCAL_DISK", "its data is on this node's local disk, not on object storage: start Keyline without --object-store")
 	}
 	opts := s.cfg.ObjectLog
 	opts.StoreID, opts.Keys = d.guid, keys

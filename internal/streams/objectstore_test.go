@@ -101,3 +101,27 @@ func TestDeploymentOnObjectStorageServesRestartsRotatesAndIsErased(t *testing.T)
 		t.Fatalf("%d objects left after the deployment was reclaimed", n)
 	}
 }
+
+// TestALogIsNeverOpenedEmptyWhereItIsNot restarts Keyline with and without
+// --object-store under deployments whose data is elsewhere: they stay
+// locked, saying where their data is, rather than serve an empty log.
+func TestALogIsNeverOpenedEmptyWhereItIsNot(t *testing.T) {
+	h, _ := objectStoreHarness(t)
+	onObjects, _ := h.provisionWithKey()
+	objectStore := h.configure
+	h.configure = nil
+	h.restart()
+	onDisk, _ := h.provisionWithKey()
+	locked := func(inst Instance, want string) {
+		t.Helper()
+		eventually(t, "the deployment is locked", func() bool {
+			_, lock, _ := h.deployment(inst.GUID).snapshot()
+			return strings.Contains(lock, want)
+		})
+	}
+	locked(onObjects, "start Keyline with --object-store")
+	h.configure = objectStore
+	h.restart()
+	locked(onDisk, "start Keyline without --object-store")
+	h.createTopic(onObjects, "orders", 1) // served again
+}

@@ -570,3 +570,20 @@ func randomName() string {
 	rand.Read(b[:])
 	return hex.EncodeToString(b[:])
 }
+
+// Exists reports whether the database holds a store of storeID: a
+// deployment whose log is on object storage, which a process without the
+// object store must not open as an empty local disk.
+func Exists(ctx context.Context, db *store.DB, storeID string) (bool, error) {
+	var n int
+	err := db.Read(ctx, func(tx *store.Tx) error {
+		if err := tx.QueryRow(`SELECT COUNT(*) FROM schema_migrations WHERE id = ?`, Migrations[0].ID).Scan(&n); err != nil || n == 0 {
+			return err
+		}
+		return tx.QueryRow(`SELECT COUNT(*) FROM objlog_stores WHERE store = ?`, storeID).Scan(&n)
+	})
+	if err != nil {
+		return false, errs.Internalf("objlog.Exists", err)
+	}
+	return n > 0, nil
+}
