@@ -118,6 +118,7 @@ func (f *flusher) add(p *Partition, m seglog.BatchMeta, data []byte) (int64, fun
 	plain := make([]byte, 0, metaLen+len(data))
 	plain = append(seglog.AppendBatchMeta(plain, m), data...)
 	b.chunk = f.s.keys.seal(make([]byte, 0, n), f.s.chunkAAD(fl.object, b.pos), plain)
+	clear(plain) // no plain copy of the records outlives the append
 	fl.sealing.Done()
 	timeout := f.s.opts.RequestTimeout
 	return m.BaseOffset, func() error {
