@@ -44,7 +44,8 @@ import (
 func main() {
 	seconds := flag.Float64("seconds", 3, "how long each produce run lasts")
 	cpuprofile := flag.String("cpuprofile", "", "write CPU profiles of the keyline brokers' first round to <this>.<sealed|unsealed>.<size>.<partitions>.produce and .consume")
-	only := flag.String("only", "", "run only this part: throughput, latency, transactions, reencrypt, compaction or shred")
+	only := flag.String("only", "", "run only this part: throughput, latency, transactions, reencrypt, compaction, shred, or objectstore (not in the default run)")
+	objectDB := flag.String("object-store-db", "", "with -only objectstore: the PostgreSQL URL of the objects' index (default: SQLite in a temporary directory)")
 	rounds := flag.Int("rounds", 3, "rounds of each throughput run; medians are reported")
 	verbose := flag.Bool("v", false, "print every round's figures to stderr, not only the medians")
 	sizes := flag.String("sizes", "100,1024", "record sizes of the throughput runs, comma-separated")
@@ -76,6 +77,11 @@ func main() {
 	}
 	if *only == "" || *only == "shred" {
 		b.shred()
+	}
+	// Not in the default run: it needs versitygw, and PostgreSQL to be
+	// what a cluster runs.
+	if *only == "objectstore" {
+		b.objectStore(*objectDB)
 	}
 }
 
@@ -130,7 +136,18 @@ func (b *bench) keyline(unsealed bool) *target {
 	if err != nil {
 		log.Fatal(err)
 	}
-	brk, err := broker.New(broker.Config{Addr: "127.0.0.1:0", Storage: storage{st}, ClusterID: "bench",
+	t := serveBroker(storage{st}, func() {
+		st.Close()
+		os.RemoveAll(dir)
+	})
+	t.store = st
+	return t
+}
+
+// serveBroker serves a broker over storage; closing the target stops it,
+// then runs cleanup.
+func serveBroker(storage broker.Storage, cleanup func()) *target {
+	brk, err := broker.New(broker.Config{Addr: "127.0.0.1:0", Storage: storage, ClusterID: "bench",
 		Logger: slog.New(slog.DiscardHandler),
 		Authenticate: func(_ context.Context, user, pass string) (broker.Access, error) {
 			if user == "token" && pass == benchKey {
@@ -143,11 +160,10 @@ func (b *bench) keyline(unsealed bool) *target {
 	}
 	done := make(chan struct{})
 	go func() { defer close(done); brk.Serve(context.Background()) }()
-	return &target{addr: brk.Addr().String(), sasl: true, store: st, broker: brk, close: func() {
+	return &target{addr: brk.Addr().String(), sasl: true, broker: brk, close: func() {
 		brk.Close()
 		<-done
-		st.Close()
-		os.RemoveAll(dir)
+		cleanup()
 	}}
 }
 

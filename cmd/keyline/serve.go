@@ -23,6 +23,7 @@ func newServeCmd(c *cli) *cobra.Command {
 	cfg := server.Config{}
 	var pprofAddr string
 	var unseal unsealSecretFlags
+	var objectCreds string
 	cmd := &cobra.Command{
 		Use:   "serve [--data-dir DIR] [--database-url URL] [--listen ADDR] [--tls-cert FILE --tls-key FILE]",
 		Short: "Run every Keyline service in this process on embedded storage",
@@ -34,6 +35,9 @@ func newServeCmd(c *cli) *cobra.Command {
 			cfg.AdminAPIKey = os.Getenv("KEYLINE_ADMIN_APIKEY")
 			cfg.MasterKeyFile = os.Getenv("KEYLINE_MASTER_KEY_FILE")
 			if err := backupVolumeFromEnv(cmd, &cfg); err != nil {
+				return err
+			}
+			if err := objectStoreFromEnv(cmd, &cfg, objectCreds); err != nil {
 				return err
 			}
 			if err := addressesFromEnv(cmd, &cfg); err != nil {
@@ -99,6 +103,9 @@ func newServeCmd(c *cli) *cobra.Command {
 	f.StringVar(&cfg.Backups.S3.Region, "backup-s3-region", "", "S3 region (default us-east-1) [$KEYLINE_BACKUP_S3_REGION]")
 	f.StringVar(&cfg.Backups.S3.Prefix, "backup-s3-prefix", "", "key prefix ending in '/' [$KEYLINE_BACKUP_S3_PREFIX]")
 	f.BoolVar(&cfg.Backups.S3.Secure, "backup-s3-https", false, "use HTTPS to reach S3 [$KEYLINE_BACKUP_S3_HTTPS=true]")
+	f.StringVar(&cfg.ObjectStore, "object-store", "", "keep deployments' Kafka data in an S3-compatible bucket, s3://BUCKET?endpoint=http://HOST:PORT&region=R, instead of --data-dir; needs --database-url; credentials from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY or --object-store-credentials [$KEYLINE_OBJECT_STORE]")
+	f.StringVar(&objectCreds, "object-store-credentials", "", "file (mode 0600) holding the object store's access key ID on its first line and secret key on its second")
+	f.DurationVar(&cfg.ObjectFlushWindow, "object-flush-window", 5*time.Millisecond, "how long a produce on object storage waits for others to share its object")
 	f.StringVar(&cfg.TLSCertFile, "tls-cert", "", "PEM certificate (chain) to serve HTTPS and Kafka SASL_SSL with; needs --tls-key [$KEYLINE_TLS_CERT]")
 	f.StringVar(&cfg.TLSKeyFile, "tls-key", "", "PEM private key of --tls-cert, mode 0600 [$KEYLINE_TLS_KEY]")
 	f.StringVar(&cfg.PublicURL, "public-url", "", "the APIs' base URL as clients reach it, for credentials (default: the --listen address) [$KEYLINE_PUBLIC_URL]")

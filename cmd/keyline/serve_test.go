@@ -28,6 +28,11 @@ func TestServeRefusesBadSettingsBeforeWritingAnything(t *testing.T) {
 	dir := t.TempDir()
 	pairs := tlstest.IssueRefusable(t, dir)
 	good, other, loose := pairs.Good, pairs.Other, pairs.Loose
+	objectCreds := map[string]string{"AWS_ACCESS_KEY_ID": "AKID", "AWS_SECRET_ACCESS_KEY": "secret"}
+	looseCreds := filepath.Join(dir, "s3-credentials")
+	if err := os.WriteFile(looseCreds, []byte("AKID\nsecret\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		name string
 		args []string
@@ -54,6 +59,14 @@ func TestServeRefusesBadSettingsBeforeWritingAnything(t *testing.T) {
 			want: []string{"--public-url", "/api"}},
 		{name: "profiles beyond loopback", args: []string{"--pprof", "0.0.0.0:6060"}, code: exitUsage,
 			want: []string{"--pprof", "give a loopback address"}},
+		{name: "object store without a database", args: []string{"--object-store", "s3://keyline?endpoint=http://127.0.0.1:9"}, env: objectCreds,
+			code: exitUsage, want: []string{"--object-store needs --database-url"}},
+		{name: "object store without credentials", args: []string{"--object-store", "s3://keyline?endpoint=http://127.0.0.1:9", "--database-url", "postgres://k@/db"},
+			env: map[string]string{"AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": ""}, code: exitUsage, want: []string{"--object-store needs credentials"}},
+		{name: "object store URL with credentials in it", args: []string{"--object-store", "s3://AKID:secret@keyline", "--database-url", "postgres://k@/db"},
+			env: objectCreds, code: exitUsage, want: []string{"--object-store", "must not hold credentials"}},
+		{name: "object store credentials readable by others", args: []string{"--object-store", "s3://keyline", "--database-url", "postgres://k@/db",
+			"--object-store-credentials", looseCreds}, code: exitUsage, want: []string{looseCreds, "readable by others"}},
 		{name: "mismatched pair from the environment", env: map[string]string{"KEYLINE_TLS_CERT": good.CertFile, "KEYLINE_TLS_KEY": other.KeyFile},
 			code: exitFailure, want: []string{good.CertFile, other.KeyFile, "do not make a pair"}},
 	} {

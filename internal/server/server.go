@@ -50,6 +50,15 @@ type Config struct {
 	// Backups says where deployment backups are kept: a directory under
 	// DataDir by default, or an S3-compatible bucket.
 	Backups backup.VolumeConfig
+	// ObjectStore, when set, keeps deployments' Kafka data in an
+	// S3-compatible bucket (s3://bucket?endpoint=http://host:port&region=r)
+	// instead of DataDir; it needs DatabaseURL. ObjectStoreAccessKey and
+	// ObjectStoreSecretKey are its credentials (never logged), and
+	// ObjectFlushWindow how long a produce waits for others to share its
+	// object (default 5 ms).
+	ObjectStore                                string
+	ObjectStoreAccessKey, ObjectStoreSecretKey string
+	ObjectFlushWindow                          time.Duration
 	// TLSCertFile and TLSKeyFile, both or neither, are a PEM certificate
 	// chain and its private key (mode 0600). With them the HTTP listener
 	// serves HTTPS only and every deployment's Kafka listener SASL_SSL;
@@ -148,6 +157,9 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data directory: %w", err)
+	}
+	if cfg.ObjectStore != "" && cfg.DatabaseURL == "" {
+		return nil, errs.E("server.New", errs.Invalid, "OBJECT_STORE_NEEDS_DATABASE", "--object-store keeps the log's index in the shared database: give --database-url postgres://...")
 	}
 	db, err := store.Open(ctx, cfg.DataDir, cfg.DatabaseURL)
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"github.com/keyline/keyline/internal/errs"
 	"github.com/keyline/keyline/internal/iam"
 	"github.com/keyline/keyline/internal/streams"
+	"github.com/keyline/keyline/internal/streams/objlog"
 )
 
 // messagehubBroker is the Event Streams side of messagehub instances in the
@@ -82,6 +83,10 @@ func (d deploymentStates) SetState(ctx context.Context, guid, state, reason stri
 // wireStreams builds Event Streams deployments on the KMS, IAM and the
 // controller, and registers messagehub in the catalog.
 func (s *Server) wireStreams(ctx context.Context, iamSvc *iam.Service, keys streams.KeyService, ctl *controller.Controller, restore streams.Restorer) (*streams.Service, error) {
+	objects, err := s.objectStore(ctx)
+	if err != nil {
+		return nil, err
+	}
 	svc, err := streams.New(ctx, streams.Config{
 		DB: s.db, Audit: s.Audit, Clock: s.cfg.Clock, Logger: s.cfg.Logger,
 		Keys: keys, Identity: streams.IAMIdentity(iamSvc),
@@ -91,6 +96,7 @@ func (s *Server) wireStreams(ctx context.Context, iamSvc *iam.Service, keys stre
 		MaxPreAuthConnections: s.cfg.KafkaMaxUnauthenticated, MaxPreAuthPerIP: s.cfg.KafkaMaxUnauthenticatedPerIP, LoginTimeout: s.cfg.KafkaLoginTimeout,
 		FetchMemory: s.cfg.KafkaFetchMemory, DeploymentFetchMemory: s.cfg.KafkaDeploymentFetchMemory,
 		RequestMemory: s.cfg.KafkaRequestMemory, DeploymentRequestMemory: s.cfg.KafkaDeploymentRequestMemory,
+		ObjectStore: objects, ObjectLog: objlog.Options{FlushWindow: s.cfg.ObjectFlushWindow},
 	})
 	if err != nil {
 		return nil, err

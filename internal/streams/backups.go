@@ -37,8 +37,11 @@ func (s *Service) ReadLog(ctx context.Context, guid string, f func(*seglog.Store
 		return err
 	}
 	d.mu.Lock()
-	st, lock := d.st, d.lock
+	st, obj, lock := d.st, d.obj, d.lock
 	d.mu.Unlock()
+	if obj != nil {
+		return objectStoreUnsupported(op, "A backup")
+	}
 	if st == nil {
 		if lock == "" {
 			lock = "the deployment is suspended or stopped"

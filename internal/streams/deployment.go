@@ -18,6 +18,7 @@ import (
 	"github.com/keyline/keyline/internal/seal"
 	"github.com/keyline/keyline/internal/store"
 	"github.com/keyline/keyline/internal/streams/broker"
+	"github.com/keyline/keyline/internal/streams/objlog"
 	"github.com/keyline/keyline/internal/streams/seglog"
 )
 
@@ -48,6 +49,7 @@ type deployment struct {
 	brk       *broker.Broker
 	brkDone   chan struct{}
 	st        *seglog.Store
+	obj       *objlog.Store // instead of st when the data is on object storage
 	dek       *seglog.DEK   // the log's sealing key
 	oldDEK    *seglog.DEK   // the key a running re-encryption replaces
 	reenc     *reencryption // nil unless re-encrypting
@@ -213,20 +215,20 @@ func (s *Service) unlock(ctx context.Context, d *deployment) (cause, reason stri
 		return cause, reason, err
 	}
 	keys = append(keys, cur)
-	st, err := seglog.Open(d.dir, seglog.Options{StoreID: rec.GUID, Keys: keys, Sync: true, SegmentBytes: s.cfg.SegmentBytes})
+	st, obj, storage, err := s.openLog(d, keys)
 	if err != nil {
 		wipe()
 		return causeDamaged, "the deployment is locked: its data cannot be opened (" + errMsg(err) + ")", err
 	}
-	brk, done, err := s.startBroker(d, diskStorage{st}, "")
+	brk, done, err := s.startBroker(d, storage, "")
 	if err != nil {
-		st.Close()
+		s.closeLog(st, obj)
 		wipe()
 		return causeUnreachable, "the deployment is locked: its Kafka listener cannot start", err
 	}
 	d.mu.Lock()
 	oldBrk, oldDone := d.brk, d.brkDone
-	d.brk, d.brkDone, d.st, d.dek, d.lock, d.lockCause = brk, done, st, keys[0], "", ""
+	d.brk, d.brkDone, d.st, d.obj, d.dek, d.lock, d.lockCause = brk, done, st, obj, keys[0], "", ""
 	d.mu.Unlock()
 	stopBroker(oldBrk, oldDone)
 	if len(keys) > 1 {
@@ -240,7 +242,7 @@ func (s *Service) unlock(ctx context.Context, d *deployment) (cause, reason stri
 func (s *Service) lockData(d *deployment, cause, reason string) {
 	s.cancelReencryption(d)
 	d.mu.Lock()
-	if d.lock != "" && d.st == nil {
+	if d.lock != "" && d.st == nil && d.obj == nil {
 		d.lock, d.lockCause = reason, cause
 		brk := d.brk
 		d.mu.Unlock()
@@ -249,8 +251,8 @@ func (s *Service) lockData(d *deployment, cause, reason string) {
 		}
 		return
 	}
-	oldBrk, oldDone, st, dek, oldDEK := d.brk, d.brkDone, d.st, d.dek, d.oldDEK
-	d.brk, d.brkDone, d.st, d.dek, d.oldDEK, d.lock, d.lockCause = nil, nil, nil, nil, nil, reason, cause
+	oldBrk, oldDone, st, obj, dek, oldDEK := d.brk, d.brkDone, d.st, d.obj, d.dek, d.oldDEK
+	d.brk, d.brkDone, d.st, d.obj, d.dek, d.oldDEK, d.lock, d.lockCause = nil, nil, nil, nil, nil, nil, reason, cause
 	front := d.front
 	d.mu.Unlock()
 	if oldBrk != nil {
@@ -266,11 +268,7 @@ func (s *Service) lockData(d *deployment, cause, reason string) {
 		}
 	}
 	stopBroker(oldBrk, oldDone)
-	if st != nil {
-		if err := st.Close(); err != nil {
-			s.log.Warn("streams: closing the log", "err", err)
-		}
-	}
+	s.closeLog(st, obj)
 	wipeAll(dek, oldDEK)
 }
 
@@ -341,16 +339,14 @@ func stopBroker(b *broker.Broker, done chan struct{}) {
 func (s *Service) stop(d *deployment) {
 	s.cancelReencryption(d)
 	d.mu.Lock()
-	f, brk, done, st, dek, oldDEK := d.front, d.brk, d.brkDone, d.st, d.dek, d.oldDEK
-	d.front, d.brk, d.brkDone, d.st, d.dek, d.oldDEK = nil, nil, nil, nil, nil, nil
+	f, brk, done, st, obj, dek, oldDEK := d.front, d.brk, d.brkDone, d.st, d.obj, d.dek, d.oldDEK
+	d.front, d.brk, d.brkDone, d.st, d.obj, d.dek, d.oldDEK = nil, nil, nil, nil, nil, nil, nil
 	d.mu.Unlock()
 	if f != nil {
 		f.close()
 	}
 	stopBroker(brk, done)
-	if st != nil {
-		st.Close()
-	}
+	s.closeLog(st, obj)
 	wipeAll(dek, oldDEK)
 }
 

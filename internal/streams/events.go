@@ -273,8 +273,11 @@ func (s *Service) rotate(ctx context.Context, d *deployment, ev KeyEvent) (strin
 		return "", err
 	}
 	d.mu.Lock()
-	st, cur, old, running := d.st, d.dek, d.oldDEK, d.reenc != nil
+	st, obj, cur, old, running := d.st, d.obj, d.dek, d.oldDEK, d.reenc != nil
 	d.mu.Unlock()
+	if obj != nil {
+		return version, s.skipReencryption(actx, rec, ev.ID)
+	}
 	if running {
 		// The running re-encryption's fresh DEK is rewrapped above.
 		return version, nil

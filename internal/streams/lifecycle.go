@@ -177,6 +177,9 @@ func (s *Service) Reclaim(ctx context.Context, guid string) error {
 	if err := removeData(d.dir); err != nil {
 		return errs.Internalf(op, err)
 	}
+	if err := s.destroyObjects(ctx, guid); err != nil {
+		return err
+	}
 	rec, _, _ := d.snapshot()
 	actx := d.ctx(ctx)
 	seen := map[string]bool{}

@@ -207,19 +207,19 @@ func (s *Service) Provision(ctx context.Context, inst Instance, params map[strin
 
 // serveNew opens a new deployment's log with its DEK and serves it.
 func (s *Service) serveNew(d *deployment, dek *seglog.DEK) error {
-	st, err := seglog.Open(d.dir, seglog.Options{StoreID: d.guid, Keys: []*seglog.DEK{dek}, Sync: true, SegmentBytes: s.cfg.SegmentBytes})
+	st, obj, storage, err := s.openLog(d, []*seglog.DEK{dek})
 	if err != nil {
 		dek.Wipe()
 		return err
 	}
-	brk, done, err := s.startBroker(d, diskStorage{st}, "")
+	brk, done, err := s.startBroker(d, storage, "")
 	if err != nil {
-		st.Close()
+		s.closeLog(st, obj)
 		dek.Wipe()
 		return err
 	}
 	d.mu.Lock()
-	d.st, d.dek, d.brk, d.brkDone = st, dek, brk, done
+	d.st, d.obj, d.dek, d.brk, d.brkDone = st, obj, dek, brk, done
 	d.mu.Unlock()
 	return nil
 }
@@ -352,6 +352,9 @@ func (s *Service) checkBackupParams(params map[string]any) (string, error) {
 	}
 	if s.cfg.Restorer == nil {
 		return "", errs.E(op, errs.Invalid, "RESTORE_UNAVAILABLE", "This Keyline cannot restore backups").On("field", ParamBackupID)
+	}
+	if s.cfg.ObjectStore != nil {
+		return "", errs.E(op, errs.Invalid, "RESTORE_UNAVAILABLE", "Restoring a backup into a deployment on object storage is not supported yet").On("field", ParamBackupID)
 	}
 	return id, nil
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/keyline/keyline/internal/seal"
 	"github.com/keyline/keyline/internal/store"
 	"github.com/keyline/keyline/internal/streams/broker"
+	"github.com/keyline/keyline/internal/streams/objlog"
 )
 
 // ServiceName is the deployments' service name in CRNs, IAM and the KMS.
@@ -200,6 +201,12 @@ type Config struct {
 	// broker.DefaultRequestMemory). See broker.Config.
 	FetchMemory, DeploymentFetchMemory     int64
 	RequestMemory, DeploymentRequestMemory int64
+	// ObjectStore, when set, keeps every deployment's log in this bucket,
+	// with its index and metadata in DB (PostgreSQL for a cluster), instead
+	// of under DataDir. ObjectLog tunes it (flush window, cache); its
+	// StoreID and Keys are set per deployment.
+	ObjectStore *objlog.Bucket
+	ObjectLog   objlog.Options
 }
 
 // Service runs every deployment of this Keyline.

@@ -39,3 +39,14 @@ func (d *DEK) Wipe() {
 		d.Key[i] = 0
 	}
 }
+
+// BatchMetaLen is the size of an encoded BatchMeta.
+const BatchMetaLen = metaLen
+
+// AppendBatchMeta appends m's encoding (BatchMetaLen bytes), as blocks hold
+// it, for other stores of batches.
+func AppendBatchMeta(b []byte, m BatchMeta) []byte { return encodeMeta(b, m) }
+
+// ParseBatchMeta decodes what AppendBatchMeta wrote; b holds at least
+// BatchMetaLen bytes.
+func ParseBatchMeta(b []byte) BatchMeta { return decodeMeta(b) }
