@@ -26,6 +26,7 @@ type Compaction struct {
 	// Stable, when set, is the first offset that is not yet stable (the
 	// last stable offset of an open transaction): a segment reaching it is
 	// not cleaned, so an open transaction's records never supersede a key.
+	// It is called once per pass, before the partition is locked.
 	Stable func() int64
 
 	// Records lists a batch's records. opaque says the batch is to be kept
@@ -90,7 +91,13 @@ func (p *Partition) Compact(ctx context.Context, c Compaction) (CompactStats, er
 	p.store.reenc.Lock()
 	defer p.store.reenc.Unlock()
 	kr := p.store.keys.Load()
-	plan, err := p.planCompaction(op, c)
+	// Asked before any of the partition's locks is taken: the broker's
+	// answer reads the partition (its end offset).
+	stable := int64(math.MaxInt64)
+	if c.Stable != nil {
+		stable = c.Stable()
+	}
+	plan, err := p.planCompaction(op, c, stable)
 	st.Checkpoint = plan.checkpoint
 	if err != nil || len(plan.dirty) == 0 {
 		return st, err
@@ -189,7 +196,7 @@ func (pl compactionPlan) producerLast(m BatchMeta) bool {
 
 // planCompaction picks the cleanable segments and decides whether the
 // dirty part is worth a pass.
-func (p *Partition) planCompaction(op string, c Compaction) (compactionPlan, error) {
+func (p *Partition) planCompaction(op string, c Compaction, stable int64) (compactionPlan, error) {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	pl := compactionPlan{checkpoint: max(p.cleaned, p.start)}
@@ -197,10 +204,6 @@ func (p *Partition) planCompaction(op string, c Compaction) (compactionPlan, err
 		return pl, err
 	}
 	lagLimit := c.Now.UnixMilli() - c.MinLagMs
-	stable := int64(math.MaxInt64)
-	if c.Stable != nil {
-		stable = c.Stable()
-	}
 	var clean, dirty int64
 	for _, seg := range p.segs[:len(p.segs)-1] {
 		if seg.maxTs > lagLimit || seg.end() > stable {
