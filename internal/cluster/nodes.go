@@ -34,7 +34,7 @@ CREATE TABLE cluster_nodes (
 	heartbeat_at TEXT NOT NULL,
 	sealed       INTEGER NOT NULL,
 	feed_trusted INTEGER NOT NULL
-)`}}
+)`}, leaseMigration}
 
 var nodeIDPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
 
@@ -80,6 +80,8 @@ type Node struct {
 	// change feed at its last heartbeat.
 	FeedTrusted bool `json:"feed_trusted"`
 	Self        bool `json:"self"`
+	// Leases are the leases the node holds (SchedulersLease).
+	Leases []string `json:"leases"`
 }
 
 // Membership records this node's heartbeats and lists the live nodes.
@@ -157,12 +159,37 @@ func (m *Membership) Live(ctx context.Context) ([]Node, error) {
 			}
 			n.StartedAt, n.HeartbeatAt = store.ParseTime(started), store.ParseTime(beat)
 			n.Sealed, n.FeedTrusted, n.Self = sealed != 0, trusted != 0, n.ID == m.id
+			n.Leases = []string{}
 			nodes = append(nodes, n)
 		}
-		return rows.Err()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		return m.listLeases(tx, nodes)
 	})
 	if err != nil {
 		return nil, errs.Internalf(op, err)
 	}
 	return nodes, nil
+}
+
+// listLeases adds to nodes the leases each holds and has not let lapse.
+func (m *Membership) listLeases(tx *store.Tx, nodes []Node) error {
+	rows, err := tx.Query(`SELECT name, owner FROM cluster_leases WHERE expires_at > ? ORDER BY name`, store.Time(time.Now()))
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var name, owner string
+		if err := rows.Scan(&name, &owner); err != nil {
+			return err
+		}
+		for i := range nodes {
+			if owner == nodes[i].ID+"@"+store.Time(nodes[i].StartedAt) {
+				nodes[i].Leases = append(nodes[i].Leases, name)
+			}
+		}
+	}
+	return rows.Err()
 }
