@@ -105,7 +105,7 @@ func Join(ctx context.Context, db *store.DB, id, url string, sealed, trusted fun
 		logger = slog.New(slog.DiscardHandler)
 	}
 	m := &Membership{db: db, id: id, url: url, started: time.Now().UTC(), sealed: sealed, trusted: trusted, logger: logger}
-	if err := m.beat(ctx); err != nil {
+	if err := m.Beat(ctx); err != nil {
 		return nil, err
 	}
 	go func() {
@@ -116,7 +116,7 @@ func Join(ctx context.Context, db *store.DB, id, url string, sealed, trusted fun
 			case <-ctx.Done():
 				return
 			case <-t.C:
-				if err := m.beat(ctx); err != nil && ctx.Err() == nil {
+				if err := m.Beat(ctx); err != nil && ctx.Err() == nil {
 					m.logger.Warn("cluster: heartbeat", "err", err)
 				}
 			}
@@ -128,7 +128,9 @@ func Join(ctx context.Context, db *store.DB, id, url string, sealed, trusted fun
 // ID is this node's id.
 func (m *Membership) ID() string { return m.id }
 
-func (m *Membership) beat(ctx context.Context) error {
+// Beat records now that this node is alive, with its seal state and feed
+// health (it also runs every HeartbeatInterval).
+func (m *Membership) Beat(ctx context.Context) error {
 	now := store.Time(time.Now())
 	return m.db.TxNoSync(ctx, func(tx *store.Tx) error {
 		_, err := tx.Exec(`INSERT INTO cluster_nodes (node_id, url, started_at, heartbeat_at, sealed, feed_trusted) VALUES (?, ?, ?, ?, ?, ?)

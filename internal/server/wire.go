@@ -34,6 +34,10 @@ type services struct {
 // starts their schedulers.
 func (s *Server) wire(ctx context.Context) error {
 	cfg := s.cfg
+	// The schedulers' lease and the owners of tasks are the node's.
+	if err := s.joinCluster(ctx); err != nil {
+		return err
+	}
 	// The change feed is positioned before the services load their caches
 	// (see cluster.NewFeed).
 	feed, err := cluster.NewFeed(ctx, s.db, cfg.Logger)
@@ -56,7 +60,8 @@ func (s *Server) wire(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	ctl, err := controller.New(ctx, controller.Config{DB: s.db, Audit: s.Audit, Clock: cfg.Clock, Authorizer: iamSvc, Logger: cfg.Logger, Sealer: s.master})
+	ctl, err := controller.New(ctx, controller.Config{DB: s.db, Audit: s.Audit, Clock: cfg.Clock, Authorizer: iamSvc, Logger: cfg.Logger, Sealer: s.master,
+		Node: s.node.members})
 	if err != nil {
 		return err
 	}
@@ -91,7 +96,13 @@ func (s *Server) wire(ctx context.Context) error {
 	bg, cancel := context.WithCancel(context.Background())
 	s.svc.cancel = cancel
 	s.followChanges(bg, feed)
-	s.svc.run(bg, kmsSvc.Run, ctl.Run, s.svc.backups.Run)
+	// One node of the cluster runs the schedulers, under a lease (every
+	// write they make checks it); on SQLite this node always holds it.
+	schedulers := s.node.members.Lease(cluster.SchedulersLease)
+	s.svc.run(bg, func(ctx context.Context) error {
+		schedulers.Run(ctx, kmsSvc.Run, ctl.Run, ctl.RunTakeovers, s.svc.backups.Run, s.svc.streams.RunEvents)
+		return nil
+	})
 	// Deployments start last: they unwrap their keys through the KMS and
 	// IAM, and a deployment whose key is unusable stays locked, saying why.
 	return s.svc.streams.Start(ctx)
