@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"time"
 
@@ -48,7 +49,14 @@ type Lease struct {
 }
 
 // Lease returns the lease called name, not held until Run acquires it.
-func (m *Membership) Lease(name string) *Lease { return &Lease{name: name, m: m} }
+func (m *Membership) Lease(name string) *Lease {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !slices.Contains(m.leases, name) {
+		m.leases = append(m.leases, name)
+	}
+	return &Lease{name: name, m: m}
+}
 
 // Owner names this process among the cluster's: the node id and its start
 // time, so that the work of a node restarted under the same id is not taken

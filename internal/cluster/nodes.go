@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/keyline/keyline/internal/errs"
@@ -92,6 +93,9 @@ type Membership struct {
 	sealed  func() bool
 	trusted func() bool
 	logger  *slog.Logger
+
+	mu     sync.Mutex
+	leases []string // names of the leases made by Lease (listed on SQLite)
 }
 
 // Join records this node in the database (its id, the URL it serves, its
@@ -166,6 +170,17 @@ func (m *Membership) Live(ctx context.Context) ([]Node, error) {
 		}
 		if err := rows.Err(); err != nil {
 			return err
+		}
+		if !m.db.Shared() {
+			// The only process holds every lease.
+			m.mu.Lock()
+			defer m.mu.Unlock()
+			for i := range nodes {
+				if nodes[i].Self {
+					nodes[i].Leases = append(nodes[i].Leases, m.leases...)
+				}
+			}
+			return nil
 		}
 		return m.listLeases(tx, nodes)
 	})
