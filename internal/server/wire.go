@@ -96,16 +96,21 @@ func (s *Server) wire(ctx context.Context) error {
 	bg, cancel := context.WithCancel(context.Background())
 	s.svc.cancel = cancel
 	s.followChanges(bg, feed)
+	// Deployments start last: they unwrap their keys through the KMS and
+	// IAM, and a deployment whose key is unusable stays locked, saying why.
+	if err := s.svc.streams.Start(ctx); err != nil {
+		return err
+	}
 	// One node of the cluster runs the schedulers, under a lease (every
 	// write they make checks it); on SQLite this node always holds it.
+	// They start once the deployments are loaded: key events and task
+	// takeovers act on them.
 	schedulers := s.node.members.Lease(cluster.SchedulersLease)
 	s.svc.run(bg, func(ctx context.Context) error {
 		schedulers.Run(ctx, kmsSvc.Run, ctl.Run, ctl.RunTakeovers, s.svc.backups.Run, s.svc.streams.RunEvents)
 		return nil
 	})
-	// Deployments start last: they unwrap their keys through the KMS and
-	// IAM, and a deployment whose key is unusable stays locked, saying why.
-	return s.svc.streams.Start(ctx)
+	return nil
 }
 
 // run starts each background loop; stop waits for them.
