@@ -36,6 +36,15 @@ func (c *Controller) RunTakeovers(ctx context.Context) error {
 func (c *Controller) TakeOverStopped(ctx context.Context) error {
 	me := c.node.Owner()
 	now := ts(c.now())
+	// Look first without writing: most rounds find nothing.
+	var found bool
+	if err := c.db.Read(ctx, func(tx *store.Tx) error {
+		stopped, err := c.stoppedOwners(tx, me)
+		found = len(stopped) > 0
+		return err
+	}); err != nil || !found {
+		return err
+	}
 	var taken []*Task
 	err := c.db.Tx(ctx, func(tx *store.Tx) error {
 		taken = nil
