@@ -88,8 +88,9 @@ type Service struct {
 	slots   chan struct{}   // one per backup allowed to run at once
 }
 
-// New opens the backups' table. Backups a previous process left running
-// are marked failed: their objects were never committed.
+// New opens the backups' table. Backups a stopped process left running are
+// taken again by the node that takes their tasks over (controller.Takeover);
+// those without a running task are marked failed.
 func New(ctx context.Context, cfg Config) (*Service, error) {
 	const op = "backup.New"
 	if cfg.DB == nil || cfg.Audit == nil || cfg.Keys == nil || cfg.Deployments == nil || cfg.Controller == nil ||
@@ -105,10 +106,14 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	if err := cfg.DB.Migrate(ctx, migrations); err != nil {
 		return nil, err
 	}
+	// A running backup whose task no longer runs (or that has none) will
+	// not be taken over: it failed. The others are their tasks' business.
 	now := cfg.Clock.Now()
 	if err := cfg.DB.Tx(ctx, func(tx *store.Tx) error {
-		_, err := tx.Exec(`UPDATE backup_backups SET status = ?, reason = ?, finished_at = ? WHERE status = ?`,
-			StatusFailed, "The backup was interrupted by a restart of Keyline: take it again", store.Time(now), StatusRunning)
+		_, err := tx.Exec(`UPDATE backup_backups SET status = ?, reason = ?, finished_at = ? WHERE status = ?
+			AND task_id NOT IN (SELECT crn FROM rc_tasks WHERE status IN (?, ?))`,
+			StatusFailed, "The backup was interrupted by a restart of Keyline: take it again", store.Time(now), StatusRunning,
+			controller.TaskQueued, controller.TaskRunning)
 		return err
 	}); err != nil {
 		return nil, errs.Internalf(op, err)
@@ -120,8 +125,80 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		cfg.Retention = 30 * 24 * time.Hour
 	}
 	bg, stop := context.WithCancel(context.Background())
-	return &Service{cfg: cfg, db: cfg.DB, audit: cfg.Audit, clock: cfg.Clock, log: cfg.Logger, keys: cfg.Keys,
-		bg: bg, stop: stop, running: map[string]bool{}, slots: make(chan struct{}, cfg.Concurrency)}, nil
+	s := &Service{cfg: cfg, db: cfg.DB, audit: cfg.Audit, clock: cfg.Clock, log: cfg.Logger, keys: cfg.Keys,
+		bg: bg, stop: stop, running: map[string]bool{}, slots: make(chan struct{}, cfg.Concurrency)}
+	// A backup whose process stopped is taken again from the start by the
+	// node that takes its task over: its object was never committed.
+	for _, description := range []string{descriptionOnDemand, descriptionScheduled} {
+		cfg.Controller.Tasks().OnTakeover("backup", description, s.takeOver)
+	}
+	return s, nil
+}
+
+// Task descriptions of backups.
+const (
+	descriptionOnDemand  = "Creating an on-demand backup"
+	descriptionScheduled = "Creating a scheduled backup"
+)
+
+// reserve marks a backup of deployment guid running, refusing a second one
+// at once; release ends it.
+func (s *Service) reserve(op, guid string) (release func(), err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.bg.Err() != nil {
+		return nil, errs.E(op, errs.Unavailable, "SHUTTING_DOWN", "Keyline is shutting down: take the backup after it restarts")
+	}
+	if s.running[guid] {
+		return nil, errs.E(op, errs.Conflict, "BACKUP_IN_PROGRESS", "A backup of the deployment is already running: wait for its task to finish")
+	}
+	s.running[guid] = true
+	s.wg.Add(1) // under mu: Close waits for every backup it did not refuse
+	return func() {
+		s.mu.Lock()
+		delete(s.running, guid)
+		s.mu.Unlock()
+		s.wg.Done()
+	}, nil
+}
+
+// takeOver takes again, under the same record and task, the backup whose
+// task this process took over from a stopped one.
+func (s *Service) takeOver(_ context.Context, task *controller.Task) {
+	ctx := context.Background()
+	var b *Backup
+	err := s.db.Read(ctx, func(tx *store.Tx) error {
+		var err error
+		b, err = scanBackup(tx.QueryRow(`SELECT `+backupColumns+` FROM backup_backups WHERE task_id = ?`, task.CRN.String()))
+		return err
+	})
+	switch {
+	case store.IsNoRows(err):
+		// Stopped before the backup was recorded: nothing was taken.
+		task.Fail(ctx, "The backup was interrupted by a restart of Keyline before it started: take it again")
+		return
+	case err != nil:
+		s.log.Error("backup: cannot read a backup to take over", "task", task.CRN.String(), "err", err)
+		task.Fail(ctx, "The backup was interrupted by a restart of Keyline: take it again")
+		return
+	case b.Status == StatusCompleted:
+		task.Complete(ctx) // stopped between recording the backup and its task
+		return
+	case b.Status != StatusRunning:
+		task.Fail(ctx, b.Reason)
+		return
+	}
+	release, err := s.reserve("backup.takeOver", b.DeploymentGUID)
+	if err != nil {
+		task.Fail(ctx, "The backup was interrupted by a restart of Keyline: take it again")
+		return
+	}
+	s.log.Info("backup: taking again a backup interrupted on a stopped node", "backup", b.CRN)
+	actx := auth.WithPrincipal(ctx, deploymentIdentity(b.AccountID, b.DeploymentGUID, b.DeploymentCRN))
+	go func() {
+		defer release()
+		s.run(actx, b, task)
+	}()
 }
 
 // Close cancels running backups (they fail, leaving no object) and waits
@@ -177,23 +254,9 @@ func (s *Service) start(ctx context.Context, inst *controller.Instance, typ stri
 	if err != nil {
 		return nil, err
 	}
-	s.mu.Lock()
-	if s.bg.Err() != nil {
-		s.mu.Unlock()
-		return nil, errs.E(op, errs.Unavailable, "SHUTTING_DOWN", "Keyline is shutting down: take the backup after it restarts")
-	}
-	if s.running[inst.GUID] {
-		s.mu.Unlock()
-		return nil, errs.E(op, errs.Conflict, "BACKUP_IN_PROGRESS", "A backup of the deployment is already running: wait for its task to finish")
-	}
-	s.running[inst.GUID] = true
-	s.wg.Add(1) // under mu: Close waits for every backup it did not refuse
-	s.mu.Unlock()
-	release := func() {
-		s.mu.Lock()
-		delete(s.running, inst.GUID)
-		s.mu.Unlock()
-		s.wg.Done()
+	release, err := s.reserve(op, inst.GUID)
+	if err != nil {
+		return nil, err
 	}
 	id := uuid.NewString()
 	b := &Backup{ID: id, CRN: inst.CRN.Child("backup", id).String(), DeploymentGUID: inst.GUID, DeploymentCRN: inst.CRN.String(),
@@ -207,9 +270,9 @@ func (s *Service) start(ctx context.Context, inst *controller.Instance, typ stri
 	default:
 		b.SealedBy = sealedByMaster
 	}
-	description := "Creating an on-demand backup"
+	description := descriptionOnDemand
 	if typ == TypeScheduled {
-		description = "Creating a scheduled backup"
+		description = descriptionScheduled
 	}
 	task, err := s.cfg.Controller.Tasks().Start(ctx, *inst, "backup", description)
 	if err != nil {
@@ -224,7 +287,7 @@ func (s *Service) start(ctx context.Context, inst *controller.Instance, typ stri
 	}
 	// The backup outlives the request; it keeps the request's principal
 	// and correlation id for its audit event.
-	actx := context.WithoutCancel(ctx)
+	actx := store.WithoutGuard(context.WithoutCancel(ctx))
 	go func() {
 		defer release()
 		s.run(actx, b, task)

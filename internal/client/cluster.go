@@ -14,6 +14,9 @@ type ClusterNode struct {
 	Sealed      bool      `json:"sealed"`
 	FeedTrusted bool      `json:"feed_trusted"`
 	Self        bool      `json:"self"` // the node that answered
+	// Leases are the cluster leases the node holds ("schedulers": it runs
+	// the cluster's background work).
+	Leases []string `json:"leases"`
 }
 
 // ClusterNodes lists the nodes sharing the server's database (an account

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/keyline/keyline/internal/errs"
@@ -34,7 +35,7 @@ CREATE TABLE cluster_nodes (
 	heartbeat_at TEXT NOT NULL,
 	sealed       INTEGER NOT NULL,
 	feed_trusted INTEGER NOT NULL
-)`}}
+)`}, leaseMigration}
 
 var nodeIDPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
 
@@ -80,6 +81,8 @@ type Node struct {
 	// change feed at its last heartbeat.
 	FeedTrusted bool `json:"feed_trusted"`
 	Self        bool `json:"self"`
+	// Leases are the leases the node holds (SchedulersLease).
+	Leases []string `json:"leases"`
 }
 
 // Membership records this node's heartbeats and lists the live nodes.
@@ -90,6 +93,9 @@ type Membership struct {
 	sealed  func() bool
 	trusted func() bool
 	logger  *slog.Logger
+
+	mu     sync.Mutex
+	leases []string // names of the leases made by Lease (listed on SQLite)
 }
 
 // Join records this node in the database (its id, the URL it serves, its
@@ -103,7 +109,7 @@ func Join(ctx context.Context, db *store.DB, id, url string, sealed, trusted fun
 		logger = slog.New(slog.DiscardHandler)
 	}
 	m := &Membership{db: db, id: id, url: url, started: time.Now().UTC(), sealed: sealed, trusted: trusted, logger: logger}
-	if err := m.beat(ctx); err != nil {
+	if err := m.Beat(ctx); err != nil {
 		return nil, err
 	}
 	go func() {
@@ -114,7 +120,7 @@ func Join(ctx context.Context, db *store.DB, id, url string, sealed, trusted fun
 			case <-ctx.Done():
 				return
 			case <-t.C:
-				if err := m.beat(ctx); err != nil && ctx.Err() == nil {
+				if err := m.Beat(ctx); err != nil && ctx.Err() == nil {
 					m.logger.Warn("cluster: heartbeat", "err", err)
 				}
 			}
@@ -126,7 +132,9 @@ func Join(ctx context.Context, db *store.DB, id, url string, sealed, trusted fun
 // ID is this node's id.
 func (m *Membership) ID() string { return m.id }
 
-func (m *Membership) beat(ctx context.Context) error {
+// Beat records now that this node is alive, with its seal state and feed
+// health (it also runs every HeartbeatInterval).
+func (m *Membership) Beat(ctx context.Context) error {
 	now := store.Time(time.Now())
 	return m.db.TxNoSync(ctx, func(tx *store.Tx) error {
 		_, err := tx.Exec(`INSERT INTO cluster_nodes (node_id, url, started_at, heartbeat_at, sealed, feed_trusted) VALUES (?, ?, ?, ?, ?, ?)
@@ -157,12 +165,48 @@ func (m *Membership) Live(ctx context.Context) ([]Node, error) {
 			}
 			n.StartedAt, n.HeartbeatAt = store.ParseTime(started), store.ParseTime(beat)
 			n.Sealed, n.FeedTrusted, n.Self = sealed != 0, trusted != 0, n.ID == m.id
+			n.Leases = []string{}
 			nodes = append(nodes, n)
 		}
-		return rows.Err()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		if !m.db.Shared() {
+			// The only process holds every lease.
+			m.mu.Lock()
+			defer m.mu.Unlock()
+			for i := range nodes {
+				if nodes[i].Self {
+					nodes[i].Leases = append(nodes[i].Leases, m.leases...)
+				}
+			}
+			return nil
+		}
+		return m.listLeases(tx, nodes)
 	})
 	if err != nil {
 		return nil, errs.Internalf(op, err)
 	}
 	return nodes, nil
+}
+
+// listLeases adds to nodes the leases each holds and has not let lapse.
+func (m *Membership) listLeases(tx *store.Tx, nodes []Node) error {
+	rows, err := tx.Query(`SELECT name, owner FROM cluster_leases WHERE expires_at > ? ORDER BY name`, store.Time(time.Now()))
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var name, owner string
+		if err := rows.Scan(&name, &owner); err != nil {
+			return err
+		}
+		for i := range nodes {
+			if owner == nodes[i].ID+"@"+store.Time(nodes[i].StartedAt) {
+				nodes[i].Leases = append(nodes[i].Leases, name)
+			}
+		}
+	}
+	return rows.Err()
 }

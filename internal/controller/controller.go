@@ -24,6 +24,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/keyline/keyline/internal/audit"
 	"github.com/keyline/keyline/internal/auth"
 	"github.com/keyline/keyline/internal/clock"
@@ -43,6 +44,28 @@ type Config struct {
 	// users allowed to create credentials can view them again, as in the IBM
 	// console. Without it credentials are shown once (onetime credentials).
 	Sealer *seal.AEAD
+	// Node is this process among those sharing the database
+	// (cluster.Membership): it names the owner of the tasks and provisions
+	// this process runs, and says whether another owner is still running.
+	// Without one, this process is the only one.
+	Node Node
+}
+
+// Node is this process in a cluster of processes sharing the database.
+type Node interface {
+	// Owner names this process (it changes when the process restarts).
+	Owner() string
+	// OwnerLive says, in tx, whether the process named owner still runs.
+	OwnerLive(tx *store.Tx, owner string) (bool, error)
+}
+
+// soleProcess is the Node of a controller that is alone on its database.
+type soleProcess string
+
+func (p soleProcess) Owner() string { return string(p) }
+
+func (p soleProcess) OwnerLive(_ *store.Tx, owner string) (bool, error) {
+	return owner == string(p), nil
 }
 
 // Controller keeps the catalog, instances, resource keys, reclamations and tasks.
@@ -59,6 +82,7 @@ type Controller struct {
 
 	wake  chan struct{} // nudges the reclamation scheduler when a reclamation is scheduled
 	tasks *Tasks
+	node  Node
 
 	// instanceLocks serialize the lifecycle changes of one instance (update,
 	// delete, restore, reclaim, new keys), which call its broker between
@@ -67,10 +91,9 @@ type Controller struct {
 	instanceLocks [64]sync.Mutex
 }
 
-// New opens the controller on db, migrating its schema, and marks the work
-// that a previous process left unfinished: instances stuck provisioning
-// become failed, running tasks become failed (see Tasks). Reclamations need
-// nothing: they are durable obligations that Run picks up.
+// New opens the controller on db, migrating its schema. The work a stopped
+// process left unfinished (provisions, tasks) is taken over by RunTakeovers;
+// reclamations need nothing: they are durable obligations that Run picks up.
 func New(ctx context.Context, cfg Config) (*Controller, error) {
 	if cfg.DB == nil || cfg.Authorizer == nil || cfg.Audit == nil {
 		return nil, errs.E("controller.New", errs.Invalid, "BAD_CONFIG", "the controller needs a database, an authorizer and an audit log")
@@ -84,11 +107,12 @@ func New(ctx context.Context, cfg Config) (*Controller, error) {
 	if err := cfg.DB.Migrate(ctx, migrations); err != nil {
 		return nil, err
 	}
-	c := &Controller{db: cfg.DB, audit: cfg.Audit, clock: cfg.Clock, authz: cfg.Authorizer, logger: cfg.Logger, sealer: cfg.Sealer, wake: make(chan struct{}, 1)}
-	c.tasks = &Tasks{c: c}
-	if err := c.recoverInterrupted(ctx); err != nil {
-		return nil, err
+	if cfg.Node == nil {
+		cfg.Node = soleProcess(uuid.NewString())
 	}
+	c := &Controller{db: cfg.DB, audit: cfg.Audit, clock: cfg.Clock, authz: cfg.Authorizer, logger: cfg.Logger, sealer: cfg.Sealer,
+		wake: make(chan struct{}, 1), node: cfg.Node}
+	c.tasks = &Tasks{c: c, takeovers: map[string]Takeover{}}
 	return c, nil
 }
 
@@ -205,22 +229,6 @@ func parseTS(s string) time.Time { return store.ParseTime(s) }
 
 func (c *Controller) now() time.Time { return c.clock.Now().UTC() }
 
-// recoverInterrupted fails what a stopped process left half done: a
-// provision that never reported back, and tasks that were running.
-func (c *Controller) recoverInterrupted(ctx context.Context) error {
-	now := ts(c.now())
-	return c.db.Tx(ctx, func(tx *store.Tx) error {
-		op := Operation{Type: "create", State: "failed", Description: "Provisioning was interrupted by a restart"}
-		if _, err := tx.Exec(`UPDATE rc_instances SET state = ?, last_operation = ?, updated_at = ? WHERE state = ?`,
-			StateFailed, op.json(), now, StateProvisioning); err != nil {
-			return err
-		}
-		_, err := tx.Exec(`UPDATE rc_tasks SET status = ?, reason = ?, updated_at = ? WHERE status IN (?, ?)`,
-			TaskFailed, "Interrupted by a restart", now, TaskQueued, TaskRunning)
-		return err
-	})
-}
-
 var migrations = []store.Migration{{ID: "controller/0001", SQL: `
 CREATE TABLE rc_instances (
 	guid TEXT PRIMARY KEY,
@@ -299,4 +307,7 @@ CREATE TABLE rc_tasks (
 CREATE INDEX rc_tasks_instance ON rc_tasks (instance_guid, created_at);
 `}, {ID: "controller/0002_resource_key_credentials", SQL: `
 ALTER TABLE rc_resource_keys ADD COLUMN sealed_credentials TEXT NOT NULL DEFAULT '';
+`}, {ID: "controller/0003_owners", SQL: `
+ALTER TABLE rc_instances ADD COLUMN owner TEXT NOT NULL DEFAULT '';
+ALTER TABLE rc_tasks ADD COLUMN owner TEXT NOT NULL DEFAULT '';
 `}}

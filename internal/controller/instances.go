@@ -139,7 +139,14 @@ func (c *Controller) CreateInstance(ctx context.Context, req CreateInstanceReque
 			return refused(err)
 		}
 	}
-	if err := c.db.Tx(ctx, func(tx *store.Tx) error { return insertInstance(tx, inst) }); err != nil {
+	if err := c.db.Tx(ctx, func(tx *store.Tx) error {
+		if err := insertInstance(tx, inst); err != nil {
+			return err
+		}
+		// This process owns the provision until it records how it ended.
+		_, err := tx.Exec(`UPDATE rc_instances SET owner = ? WHERE guid = ?`, c.node.Owner(), inst.GUID)
+		return err
+	}); err != nil {
 		return nil, err
 	}
 	// From here the operation runs to its end and is recorded even if the

@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -29,10 +30,36 @@ const (
 
 // Tasks records long operations on instances (a backup, "Syncing KMS
 // state") so that users can follow them. A task is durable: every change is
-// written before the call returns. When the process stops, its running
-// tasks are marked failed ("Interrupted by a restart") on the next start;
-// an owner that resumes the work starts a new task for it.
-type Tasks struct{ c *Controller }
+// written before the call returns. A task belongs to the process that runs
+// it; when that process stops, RunTakeovers (on the node holding the
+// schedulers' lease) hands its running tasks to the Takeover registered for
+// their kind, on this node, or marks them failed ("Interrupted by a
+// restart") when none is.
+type Tasks struct {
+	c *Controller
+
+	mu        sync.Mutex
+	takeovers map[string]Takeover // by resource type and description
+}
+
+// Takeover carries on a task whose process stopped: it is given the task as
+// recorded (its progress), now owned by this process, and runs it to its
+// end (Complete or Fail). It must not block: it starts the work and returns.
+type Takeover func(ctx context.Context, task *Task)
+
+// OnTakeover registers how tasks of one kind (resource type and
+// description, as Start was given them) carry on on another node.
+func (t *Tasks) OnTakeover(resourceType, description string, fn Takeover) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.takeovers[resourceType+"\x00"+description] = fn
+}
+
+func (t *Tasks) takeover(resourceType, description string) Takeover {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.takeovers[resourceType+"\x00"+description]
+}
 
 // Task is one long operation on an instance.
 type Task struct {
@@ -49,6 +76,7 @@ type Task struct {
 	UpdatedAt       time.Time
 
 	tasks *Tasks
+	owner string // the process running it (Node.Owner)
 }
 
 // Start records a new running task on inst.
@@ -60,10 +88,10 @@ func (t *Tasks) Start(ctx context.Context, inst Instance, resourceType, descript
 	id := uuid.NewString()
 	now := t.c.now()
 	task := &Task{ID: id, CRN: inst.CRN.Child("task", id), InstanceGUID: inst.GUID, DeploymentCRN: inst.CRN,
-		ResourceType: resourceType, Description: description, Status: TaskRunning, CreatedAt: now, UpdatedAt: now, tasks: t}
+		ResourceType: resourceType, Description: description, Status: TaskRunning, CreatedAt: now, UpdatedAt: now, tasks: t, owner: t.c.node.Owner()}
 	err := t.c.db.Tx(ctx, func(tx *store.Tx) error {
-		_, err := tx.Exec(`INSERT INTO rc_tasks (id, crn, instance_guid, resource_type, description, status, progress_percent, created_at, updated_at)
-			VALUES (?,?,?,?,?,?,?,?,?)`, id, task.CRN.String(), inst.GUID, resourceType, description, task.Status, 0, ts(now), ts(now))
+		_, err := tx.Exec(`INSERT INTO rc_tasks (id, crn, instance_guid, resource_type, description, status, progress_percent, created_at, updated_at, owner)
+			VALUES (?,?,?,?,?,?,?,?,?,?)`, id, task.CRN.String(), inst.GUID, resourceType, description, task.Status, 0, ts(now), ts(now), task.owner)
 		return err
 	})
 	if err != nil {
@@ -92,13 +120,15 @@ func (task *Task) set(ctx context.Context, status string, percent int, reason st
 	const op = "controller.Task"
 	now := task.tasks.c.now()
 	err := task.tasks.c.db.Tx(ctx, func(tx *store.Tx) error {
-		res, err := tx.Exec(`UPDATE rc_tasks SET status = ?, progress_percent = ?, reason = ?, updated_at = ? WHERE id = ? AND status IN (?, ?)`,
-			status, percent, reason, ts(now), task.ID, TaskQueued, TaskRunning)
+		// Only the task's owner writes it: a process that was taken for
+		// stopped and whose task another node took over is refused.
+		res, err := tx.Exec(`UPDATE rc_tasks SET status = ?, progress_percent = ?, reason = ?, updated_at = ? WHERE id = ? AND status IN (?, ?) AND owner = ?`,
+			status, percent, reason, ts(now), task.ID, TaskQueued, TaskRunning, task.owner)
 		if err != nil {
 			return err
 		}
 		if n, _ := res.RowsAffected(); n != 1 {
-			return errs.Ef(op, errs.Conflict, "TASK_FINISHED", "The task has already finished or was interrupted")
+			return errs.Ef(op, errs.Conflict, "TASK_FINISHED", "The task has already finished, was interrupted or runs on another node")
 		}
 		return nil
 	})
@@ -193,13 +223,13 @@ func (c *Controller) GetTask(ctx context.Context, id string) (*Task, error) {
 	return task, nil
 }
 
-const taskColumns = `id, crn, instance_guid, resource_type, description, status, progress_percent, reason, created_at, updated_at`
+const taskColumns = `id, crn, instance_guid, resource_type, description, status, progress_percent, reason, created_at, updated_at, owner`
 
 func (t *Tasks) scan(row scanner) (*Task, error) {
 	task := Task{tasks: t}
 	var crnStr, created, updated string
 	if err := row.Scan(&task.ID, &crnStr, &task.InstanceGUID, &task.ResourceType, &task.Description, &task.Status,
-		&task.ProgressPercent, &task.Reason, &created, &updated); err != nil {
+		&task.ProgressPercent, &task.Reason, &created, &updated, &task.owner); err != nil {
 		return nil, err
 	}
 	var err error

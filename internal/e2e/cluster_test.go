@@ -37,14 +37,20 @@ func startCluster(t *testing.T, databaseURL string, n int) []*clusterNode {
 	keyFile := filepath.Join(t.TempDir(), "master.key")
 	var nodes []*clusterNode
 	for i := 1; i <= n; i++ {
-		id := fmt.Sprintf("node-%d", i)
 		// One after the other: the first creates the master key file and
 		// the schema; the others find both.
-		p := serveProcessWith(t, t.TempDir(), serveOptions{args: []string{"--node-id", id},
-			env: []string{"KEYLINE_DATABASE_URL=" + databaseURL, "KEYLINE_MASTER_KEY_FILE=" + keyFile}})
-		nodes = append(nodes, &clusterNode{id: id, proc: p, admin: &api{t: t, c: client.New(p.url, adminKey)}})
+		nodes = append(nodes, startClusterNode(t, databaseURL, keyFile, fmt.Sprintf("node-%d", i)))
 	}
 	return nodes
+}
+
+// startClusterNode runs one more node of a cluster whose master key is in
+// keyFile.
+func startClusterNode(t *testing.T, databaseURL, keyFile, id string) *clusterNode {
+	t.Helper()
+	p := serveProcessWith(t, t.TempDir(), serveOptions{args: []string{"--node-id", id},
+		env: []string{"KEYLINE_DATABASE_URL=" + databaseURL, "KEYLINE_MASTER_KEY_FILE=" + keyFile}})
+	return &clusterNode{id: id, proc: p, admin: &api{t: t, c: client.New(p.url, adminKey)}}
 }
 
 // within polls cond until it holds and says how long that took; the test

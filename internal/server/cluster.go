@@ -36,6 +36,11 @@ func (s *Server) newNode() error {
 // is open: the heartbeat says whether it is sealed).
 func (s *Server) joinCluster(ctx context.Context) error {
 	n := s.node
+	if n.members != nil {
+		// Joined by wire (a dev seal opens before New returns): record
+		// the seal state now rather than at the next heartbeat.
+		return n.members.Beat(ctx)
+	}
 	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	sealed := func() bool { return s.live.Load() == nil }
 	members, err := cluster.Join(bg, s.db, n.id, s.URL(), sealed, func() bool { return n.feed.Load().Trusted() }, s.cfg.Logger)

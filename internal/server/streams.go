@@ -92,7 +92,7 @@ func (s *Server) wireStreams(ctx context.Context, iamSvc *iam.Service, keys stre
 		Keys: keys, Identity: streams.IAMIdentity(iamSvc),
 		Tasks: deploymentTasks{ctl}, States: deploymentStates{ctl}, MasterKey: s.master,
 		DataDir: s.cfg.DataDir, ListenHost: s.cfg.KafkaHost, AdvertisedHost: s.cfg.KafkaAdvertisedHost, Reauthorize: s.cfg.KafkaReauthorize, PortMin: s.cfg.KafkaPortMin, PortMax: s.cfg.KafkaPortMax,
-		AdminURL: s.URL(), Restorer: restore, TLS: s.tls,
+		AdminURL: s.URL(), Restorer: restore, TLS: s.tls, LeasedEvents: true,
 		MaxPreAuthConnections: s.cfg.KafkaMaxUnauthenticated, MaxPreAuthPerIP: s.cfg.KafkaMaxUnauthenticatedPerIP, LoginTimeout: s.cfg.KafkaLoginTimeout,
 		FetchMemory: s.cfg.KafkaFetchMemory, DeploymentFetchMemory: s.cfg.KafkaDeploymentFetchMemory,
 		RequestMemory: s.cfg.KafkaRequestMemory, DeploymentRequestMemory: s.cfg.KafkaDeploymentRequestMemory,

@@ -35,6 +35,10 @@ type services struct {
 // starts their schedulers.
 func (s *Server) wire(ctx context.Context) error {
 	cfg := s.cfg
+	// The schedulers' lease and the owners of tasks are the node's.
+	if err := s.joinCluster(ctx); err != nil {
+		return err
+	}
 	// The change feed is positioned before the services load their caches
 	// (see cluster.NewFeed).
 	feed, err := cluster.NewFeed(ctx, s.db, cfg.Logger)
@@ -59,7 +63,8 @@ func (s *Server) wire(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	ctl, err := controller.New(ctx, controller.Config{DB: s.db, Audit: s.Audit, Clock: cfg.Clock, Authorizer: iamSvc, Logger: cfg.Logger, Sealer: s.master})
+	ctl, err := controller.New(ctx, controller.Config{DB: s.db, Audit: s.Audit, Clock: cfg.Clock, Authorizer: iamSvc, Logger: cfg.Logger, Sealer: s.master,
+		Node: s.node.members})
 	if err != nil {
 		return err
 	}
@@ -94,10 +99,25 @@ func (s *Server) wire(ctx context.Context) error {
 	bg, cancel := context.WithCancel(context.Background())
 	s.svc.cancel = cancel
 	s.followChanges(bg, feed)
-	s.svc.run(bg, kmsSvc.Run, ctl.Run, s.svc.backups.Run, s.runMasterRotation)
+	// A master key rotation runs on the node it was started through (and
+	// resumes on any node that starts while it is recorded as running):
+	// its writes are conditional, so nodes walking at once converge.
+	s.svc.run(bg, s.runMasterRotation)
 	// Deployments start last: they unwrap their keys through the KMS and
 	// IAM, and a deployment whose key is unusable stays locked, saying why.
-	return s.svc.streams.Start(ctx)
+	if err := s.svc.streams.Start(ctx); err != nil {
+		return err
+	}
+	// One node of the cluster runs the schedulers, under a lease (every
+	// write they make checks it); on SQLite this node always holds it.
+	// They start once the deployments are loaded: key events and task
+	// takeovers act on them.
+	schedulers := s.node.members.Lease(cluster.SchedulersLease)
+	s.svc.run(bg, func(ctx context.Context) error {
+		schedulers.Run(ctx, kmsSvc.Run, ctl.Run, ctl.RunTakeovers, s.svc.backups.Run, s.svc.streams.RunEvents)
+		return nil
+	})
+	return nil
 }
 
 // run starts each background loop; stop waits for them.

@@ -283,6 +283,10 @@ func (db *DB) commit(ctx context.Context, relaxed bool, fn func(*Tx) error) (*Tx
 		sqlTx.Rollback()
 		return nil, errs.Internalf("store.Tx", err)
 	}
+	if err := checkGuard(tx); err != nil {
+		sqlTx.Rollback()
+		return nil, err
+	}
 	if err := fn(tx); err != nil {
 		sqlTx.Rollback()
 		return nil, err

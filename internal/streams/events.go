@@ -29,6 +29,25 @@ type reencryption struct {
 	done   chan struct{}
 }
 
+// RunEvents is the key-event loop of a Service configured with
+// LeasedEvents: it runs until ctx ends.
+func (s *Service) RunEvents(ctx context.Context) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	// Close stops it before the deployments, as it does Start's loop.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	s.stopLoop = cancel
+	s.loop.Add(1)
+	s.mu.Unlock()
+	defer s.loop.Done()
+	s.runEvents(ctx)
+	return nil
+}
+
 // runEvents handles pending key events at once, then whenever the KMS
 // signals new ones (and every PollInterval in case a signal was missed).
 func (s *Service) runEvents(ctx context.Context) {

@@ -49,6 +49,9 @@ func (s *Service) Start(ctx context.Context) error {
 		s.bringUp(ctx, d)
 		d.op.Unlock()
 	}
+	if s.cfg.LeasedEvents {
+		return nil
+	}
 	loopCtx, cancel := context.WithCancel(context.Background())
 	s.mu.Lock()
 	s.stopLoop = cancel

@@ -188,6 +188,10 @@ type Config struct {
 	// deployment's events pending for a later round and carries on with the
 	// others', so that one stuck deployment cannot hold up every key change.
 	EventWait time.Duration
+	// LeasedEvents says the caller runs the key-event loop (RunEvents)
+	// itself, under the cluster's schedulers lease, so that one node
+	// handles each event; otherwise Start runs it.
+	LeasedEvents bool
 	// SegmentBytes overrides the log's segment size (tests use small ones).
 	SegmentBytes int64
 	// Restorer restores a backup into a deployment provisioned with

@@ -100,6 +100,11 @@ func TestRunningTaskIsFailedByARestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.restart()
+	// The schedulers (RunTakeovers) take over a stopped process's tasks; a
+	// kind no Takeover carries on is failed.
+	if err := e.ctl.TakeOverStopped(ctx); err != nil {
+		t.Fatal(err)
+	}
 	res := e.do("alice", "GET", "/v5/ibm/tasks/"+task.ID, nil).want(t, 200)
 	got := res.body["task"].(map[string]any)
 	if got["status"] != "failed" || got["reason"] != "Interrupted by a restart" {
