@@ -48,8 +48,9 @@ type adminError struct {
 }
 
 // AdminHandler serves the Event Streams admin REST API for topics:
-// GET/POST /admin/topics, GET/PATCH/DELETE /admin/topics/{name}. Reading
-// needs Reader access, changes need Manager.
+// GET/POST /admin/topics, GET/PATCH/DELETE /admin/topics/{name}, and for
+// consumer groups (admin_groups.go). Reading needs Reader access, changes
+// need Manager; changes and refused attempts are audited (audit.go).
 func (b *Broker) AdminHandler(auth AdminAuthenticator) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /admin/topics", b.adminGuard(auth, Reader, b.adminListTopics))
@@ -60,7 +61,8 @@ func (b *Broker) AdminHandler(auth AdminAuthenticator) http.Handler {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeAdminError(w, errs.E("broker.Admin", errs.NotExist, "", "no such admin API path"))
 	})
-	return mux
+	b.registerAdminGroups(mux, auth)
+	return b.auditedAdmin(mux)
 }
 
 func (b *Broker) adminGuard(auth AdminAuthenticator, need Access, next http.HandlerFunc) http.HandlerFunc {
@@ -179,6 +181,9 @@ func writeAdminError(w http.ResponseWriter, err error) {
 		e = errs.Internalf("broker.Admin", err)
 	}
 	status := e.Kind.Status()
+	if aw, ok := w.(*auditWriter); ok {
+		aw.reason = e.Msg
+	}
 	writeAdminJSON(w, status, adminError{ErrorCode: status, Message: e.Msg})
 }
 

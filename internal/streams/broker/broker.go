@@ -64,6 +64,8 @@ type Config struct {
 	Authenticate   Authenticator
 	Logger         *slog.Logger
 	Clock          Clock
+	// Audit, when set, records topic and group changes (audit.go).
+	Audit ChangeRecorder
 
 	// AutoCreateTopics lets Metadata and Produce create unknown topics with
 	// one partition. Off by default, as on Event Streams.

@@ -1,0 +1,92 @@
+package streams
+
+import (
+	"context"
+	"net"
+	"strings"
+	"sync"
+
+	"github.com/keyline/keyline/internal/audit"
+	"github.com/keyline/keyline/internal/auth"
+	"github.com/keyline/keyline/internal/streams/broker"
+)
+
+// adminCaller carries the principal an admin REST call authenticated as,
+// from adminLogin to the change recorder, so the call is authenticated once.
+type adminCaller struct {
+	mu sync.Mutex
+	p  *auth.Principal
+}
+
+type adminCallerKey struct{}
+
+func withAdminCaller(ctx context.Context) context.Context {
+	return context.WithValue(ctx, adminCallerKey{}, &adminCaller{})
+}
+
+// setAdminCaller notes who an admin call authenticated as.
+func setAdminCaller(ctx context.Context, p *auth.Principal) {
+	if c, _ := ctx.Value(adminCallerKey{}).(*adminCaller); c != nil {
+		c.mu.Lock()
+		c.p = p
+		c.mu.Unlock()
+	}
+}
+
+func adminCallerOf(ctx context.Context) *auth.Principal {
+	c, _ := ctx.Value(adminCallerKey{}).(*adminCaller)
+	if c == nil {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.p
+}
+
+// changeRecorder writes the deployment's topic and group changes, over
+// Kafka or REST, as Activity Tracker events: event-streams.topic.create and
+// the like, on the deployment's CRN with the topic or group as the target's
+// name. The initiator is the principal of the API key that logged in (Kafka)
+// or of the call's credentials (REST).
+func (s *Service) changeRecorder(deploymentCRN string) broker.ChangeRecorder {
+	return func(ctx context.Context, ch broker.Change) {
+		var p *auth.Principal
+		if ch.Request != nil {
+			p = adminCallerOf(ctx)
+		} else if ch.Login != nil && ch.Login.Password != "" {
+			// A change over Kafka is rare: naming its principal may cost
+			// an API key lookup.
+			p, _ = s.iam.AuthenticateAPIKey(ctx, ch.Login.Password)
+		}
+		if p != nil {
+			ctx = auth.WithPrincipal(ctx, p)
+		}
+		outcome := audit.Success
+		if ch.Status >= 300 {
+			outcome = audit.Failure
+		}
+		target := audit.Target{ID: deploymentCRN, Name: ch.Name, TypeURI: "event-streams/" + ch.Kind}
+		ev := audit.NewEvent(ctx, "event-streams."+ch.Action, target, outcome, ch.Status)
+		ev.Reason.ReasonForFailure = ch.Reason
+		if ch.Login != nil {
+			ev.Initiator.Host = audit.Host{Address: ch.Login.Addr, AddressType: addressType(ch.Login.Addr), Agent: "kafka"}
+			ev.RequestData = map[string]any{"protocol": "kafka"}
+			if p == nil {
+				ev.Initiator.ID, ev.Initiator.Name = "unknown", ch.Login.User
+			}
+		}
+		if err := s.audit.Record(ctx, ev); err != nil {
+			s.log.Error("streams: could not record a topic or group change", "action", ev.Action, "err", err.Error())
+		}
+	}
+}
+
+func addressType(ip string) string {
+	switch a := net.ParseIP(ip); {
+	case a == nil:
+		return ""
+	case a.To4() != nil && !strings.Contains(ip, ":"):
+		return "IPv4"
+	}
+	return "IPv6"
+}
