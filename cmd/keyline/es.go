@@ -286,7 +286,9 @@ func (e *esCmd) topicDeleteCmd() *cobra.Command {
 			_, err := a.Topic(ctxOf(cmd), name)
 			return err
 		},
-		func(cmd *cobra.Command, a *client.EventStreamsAdmin, name string) error { return a.DeleteTopic(ctxOf(cmd), name) })
+		func(cmd *cobra.Command, a *client.EventStreamsAdmin, name string) error {
+			return a.DeleteTopic(ctxOf(cmd), name)
+		})
 }
 
 // deleteCmd is a destructive es command: it checks that the named thing
@@ -413,5 +415,7 @@ func (e *esCmd) groupDeleteCmd() *cobra.Command {
 			_, err := a.Group(ctxOf(cmd), name)
 			return err
 		},
-		func(cmd *cobra.Command, a *client.EventStreamsAdmin, name string) error { return a.DeleteGroup(ctxOf(cmd), name) })
+		func(cmd *cobra.Command, a *client.EventStreamsAdmin, name string) error {
+			return a.DeleteGroup(ctxOf(cmd), name)
+		})
 }
