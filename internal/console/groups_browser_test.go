@@ -79,7 +79,8 @@ func TestTopicPageShowsAndEditsConfigs(t *testing.T) {
 }
 
 // The deployment page lists consumer groups; a group's page shows its lag
-// per partition and deletes it once its name is typed.
+// per partition and deletes it once its name is typed. The group's name
+// holds characters that URLs reserve.
 func TestConsumerGroupsListedWithLagAndDeleted(t *testing.T) {
 	k, b := signedInAdmin(t)
 	kms := k.createKMS("groups-kp", "us-south")
@@ -96,13 +97,13 @@ func TestConsumerGroupsListedWithLagAndDeleted(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := kadm.NewClient(cl).CommitOffsets(ctx, "reports", kadm.OffsetsFromRecords(kgo.Record{Topic: "clicks", Partition: 0, Offset: 0})); err != nil {
+	if _, err := kadm.NewClient(cl).CommitOffsets(ctx, "reports/daily?", kadm.OffsetsFromRecords(kgo.Record{Topic: "clicks", Partition: 0, Offset: 0})); err != nil {
 		t.Fatal(err)
 	}
 
 	b.open("/console/deployments/"+dep.GUID, "#groups-list")
 	b.shot("deployment-groups", 1280, 390)
-	b.submit(`#groups-list tr[data-group="reports"] a[data-action="open-group"]`, "#offsets-list")
+	b.submit(`#groups-list tr[data-group="reports/daily?"] a[data-action="open-group"]`, "#offsets-list")
 	if got := b.text(`#offsets-list tr[data-partition="clicks/0"] td[data-lag]`); got != "3" {
 		t.Fatalf("the lag of clicks/0 shows %q, want 3 (committed 1 of 4)", got)
 	}
@@ -112,8 +113,8 @@ func TestConsumerGroupsListedWithLagAndDeleted(t *testing.T) {
 	b.submit("#delete-group", "#delete-group-dialog")
 	b.contains("#delete-group-warning", "committed offsets are erased")
 	b.shot("group-delete", 1280, 390)
-	b.do("type the name", chromedp.SendKeys(chromedp.ID("confirm_group"), "reports"))
+	b.do("type the name", chromedp.SendKeys(chromedp.ID("confirm_group"), "reports/daily?"))
 	b.submit("#delete-group-confirm", ".notice.ok")
-	b.contains(".notice.ok", "Consumer group reports deleted")
+	b.contains(".notice.ok", "Consumer group reports/daily? deleted")
 	b.do("see the empty state", chromedp.WaitVisible(chromedp.ID("no-groups")))
 }
