@@ -28,7 +28,7 @@ func newESCmd(c *cli) *cobra.Command {
 	cmd.PersistentFlags().StringVarP(&e.instance, "instance", "i", "", "Event Streams instance name, GUID or CRN (default: the one 'keyline es init' chose, or ES_INSTANCE)")
 	cmd.PersistentFlags().BoolVar(&e.json, "json", false, "print JSON (as --output json)")
 	cmd.AddCommand(e.initCmd(), e.topicsCmd(), e.topicCmd(), e.topicCreateCmd(), e.topicUpdateCmd(), e.topicPartitionsSetCmd(),
-		e.topicDeleteCmd(), e.groupsCmd(), e.groupCmd(), e.groupDeleteCmd())
+		e.topicDeleteCmd(), e.groupsCmd(), e.groupCmd(), e.groupDeleteCmd(), e.groupResetCmd())
 	return cmd
 }
 
@@ -418,4 +418,55 @@ func (e *esCmd) groupDeleteCmd() *cobra.Command {
 		func(cmd *cobra.Command, a *client.EventStreamsAdmin, name string) error {
 			return a.DeleteGroup(ctxOf(cmd), name)
 		})
+}
+
+func (e *esCmd) groupResetCmd() *cobra.Command {
+	var group, topic, mode, value string
+	var execute bool
+	cmd := &cobra.Command{
+		Use:   "group-reset --group GROUP --topic TOPIC --mode earliest|latest|datetime|offset [--value V] [--execute]",
+		Short: "Move a consumer group's offsets on a topic (shows the new offsets; --execute applies them)",
+		Long: `Move a consumer group's committed offsets on a topic: to the earliest or latest offset, to the
+first record at or after a time (--mode datetime --value 2026-12-01T10:00:00Z, or milliseconds since
+the epoch), or to an offset (--mode offset --value N). Without --execute nothing changes: the new
+offsets are shown. The group must have no members: stop its consumers first.`,
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			group, err := named(group, args, "group")
+			if err != nil {
+				return err
+			}
+			if topic == "" || mode == "" {
+				return usageError{errorf("give the topic and the mode: --topic TOPIC --mode earliest|latest|datetime|offset")}
+			}
+			a, inst, err := e.admin(cmd)
+			if err != nil {
+				return err
+			}
+			moved, err := a.ResetGroup(ctxOf(cmd), group, topic, mode, value, execute)
+			if err != nil {
+				return notFound(err, "topic", topic, inst)
+			}
+			if e.jsonOut() {
+				return e.printJSON(moved)
+			}
+			if execute {
+				e.ok("The offsets of consumer group %s on %s were reset.", group, topic)
+			} else {
+				fmt.Fprintln(e.out, "Nothing was changed: these are the offsets --execute would set.")
+			}
+			var rows [][]string
+			for _, m := range moved {
+				rows = append(rows, []string{m.Topic, strconv.Itoa(int(m.Partition)), strconv.FormatInt(m.CurrentOffset, 10), strconv.FormatInt(m.NewOffset, 10)})
+			}
+			e.table([]string{"Topic", "Partition", "Current offset", "New offset"}, rows)
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&group, "group", "g", "", "consumer group ID")
+	cmd.Flags().StringVarP(&topic, "topic", "t", "", "topic whose offsets move")
+	cmd.Flags().StringVar(&mode, "mode", "", "earliest, latest, datetime or offset")
+	cmd.Flags().StringVar(&value, "value", "", "the time (datetime) or the offset (offset)")
+	cmd.Flags().BoolVar(&execute, "execute", false, "apply the reset (without it, only show it)")
+	return cmd
 }

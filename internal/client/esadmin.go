@@ -153,3 +153,21 @@ func (a *EventStreamsAdmin) Group(ctx context.Context, name string) (*Group, err
 func (a *EventStreamsAdmin) DeleteGroup(ctx context.Context, name string) error {
 	return a.do(ctx, "DELETE", Path("consumergroups", name), nil, nil)
 }
+
+// GroupReset is one partition of an offset reset: where the group was and
+// where the reset puts it.
+type GroupReset struct {
+	Topic         string `json:"topic"`
+	Partition     int32  `json:"partition"`
+	CurrentOffset int64  `json:"current_offset"`
+	NewOffset     int64  `json:"new_offset"`
+}
+
+// ResetGroup moves a group's offsets on topic to the earliest or latest
+// offset, a time (datetime) or an offset; without execute it only says
+// what it would do.
+func (a *EventStreamsAdmin) ResetGroup(ctx context.Context, group, topic, mode, value string, execute bool) ([]GroupReset, error) {
+	var out []GroupReset
+	body := map[string]any{"topic": topic, "mode": mode, "value": value, "execute": execute}
+	return out, a.do(ctx, "PATCH", Path("consumergroups", group), body, &out)
+}

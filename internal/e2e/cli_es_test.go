@@ -118,11 +118,40 @@ func TestCLIEventStreamsTopicsAndGroups(t *testing.T) {
 	if code != 1 || !strings.Contains(errOut, "NON_EMPTY_GROUP") {
 		t.Fatalf("deleting a group with a member: exit %d\n%s", code, errOut)
 	}
+	if _, errOut, code := c.run("es", "group-reset", "--group", "billing", "--topic", "orders", "--mode", "earliest", "--execute"); code != 1 || !strings.Contains(errOut, "NON_EMPTY_GROUP") {
+		t.Fatalf("resetting a group with a member: exit %d\n%s", code, errOut)
+	}
 	consumer.Close()
 	waitFor(t, 30*time.Second, "the group to be empty", func() bool {
 		out, _, _ := c.run("es", "groups")
 		return strings.Contains(out, "Empty")
 	})
+	// group-reset shows, then with --execute moves, the group's offsets.
+	groupLag := func() (lag int64) {
+		var g struct{ Offsets []struct{ Lag int64 } }
+		json.Unmarshal([]byte(c.must("es", "group", "billing", "--json")), &g)
+		for _, o := range g.Offsets {
+			lag += o.Lag
+		}
+		return lag
+	}
+	if out := c.must("es", "group-reset", "--group", "billing", "--topic", "orders", "--mode", "earliest"); !strings.Contains(out, "Nothing was changed") {
+		t.Fatalf("a reset preview:\n%s", out)
+	}
+	if got := groupLag(); got != wantLag {
+		t.Fatalf("a preview changed the lag to %d", got)
+	}
+	c.must("es", "group-reset", "--group", "billing", "--topic", "orders", "--mode", "earliest", "--execute")
+	if got := groupLag(); got != 5 {
+		t.Fatalf("after a reset to the earliest offsets the lag is %d, want 5", got)
+	}
+	c.must("es", "group-reset", "--group", "billing", "--topic", "orders", "--mode", "datetime", "--value", time.Now().Add(time.Hour).Format(time.RFC3339), "--execute")
+	if got := groupLag(); got != 0 {
+		t.Fatalf("after a reset to a time after every record the lag is %d, want 0", got)
+	}
+	if _, errOut, code := c.run("es", "group-reset", "--group", "billing", "--topic", "orders", "--mode", "sideways"); code != 1 || !strings.Contains(errOut, "earliest, latest, datetime or offset") {
+		t.Fatalf("a bad mode: exit %d\n%s", code, errOut)
+	}
 	if _, errOut, code := c.run("es", "group-delete", "--group", "billing"); code != 2 || !strings.Contains(errOut, "not a terminal") {
 		t.Fatalf("group-delete without a terminal and -f: exit %d\n%s", code, errOut)
 	}
@@ -187,6 +216,15 @@ func TestTopicAndGroupChangesAreAudited(t *testing.T) {
 	if code := adminREST(t, dep.manager, "DELETE", "/admin/topics/rest-made", nil, nil); code != 202 {
 		t.Fatalf("DELETE /admin/topics/rest-made: %d", code)
 	}
+	// An offset reset is a change once executed; its preview is not.
+	reset := map[string]any{"topic": "kafka-made", "mode": "latest"}
+	if code := adminREST(t, dep.manager, "PATCH", "/admin/consumergroups/rest-group", reset, nil); code != 200 {
+		t.Fatalf("previewing a reset: %d", code)
+	}
+	reset["execute"] = true
+	if code := adminREST(t, dep.manager, "PATCH", "/admin/consumergroups/rest-group", reset, nil); code != 200 {
+		t.Fatalf("resetting offsets: %d", code)
+	}
 	if code := adminREST(t, dep.manager, "DELETE", "/admin/consumergroups/no-such-group", nil, nil); code != 404 {
 		t.Fatalf("DELETE of a missing group: %d", code)
 	}
@@ -205,6 +243,7 @@ func TestTopicAndGroupChangesAreAudited(t *testing.T) {
 		{"event-streams.topic.delete", "rest-made", "failure", "rest", 403},
 		{"event-streams.topic.delete", "rest-made", "success", "rest", 202},
 		{"event-streams.group.delete", "no-such-group", "failure", "rest", 404},
+		{"event-streams.group.update", "rest-group", "success", "rest", 200},
 	}
 	q := url.Values{"target": {dep.crn}, "limit": {"100"}}
 	events := admin.must("GET", "/v1/audit/events?"+q.Encode(), nil, nil)["events"].([]any)

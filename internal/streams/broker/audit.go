@@ -17,8 +17,9 @@ import (
 // how it ended, never the records or the configs' values.
 type Change struct {
 	// Action is the Activity Tracker action below "event-streams.":
-	// topic.create, topic.update, topic.delete, group.delete,
-	// group-offset.delete or message.delete (DeleteRecords).
+	// topic.create, topic.update, topic.delete, group.update (an offset
+	// reset over REST), group.delete, group-offset.delete or message.delete
+	// (DeleteRecords).
 	Action string
 	// Kind is "topic" or "group"; Name is the topic's or group's name.
 	Kind, Name string
@@ -174,17 +175,17 @@ func (b *Broker) auditedAdmin(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		var created string
-		if r.Method == http.MethodPost && r.Body != nil {
-			// The created topic's name is in the body; read what the
-			// handler would (it reads at most 1 MiB) and hand it on.
+		// A created topic's name, and whether an offset reset is more than
+		// a preview, are in the body: read what the handler would (at most
+		// 1 MiB) and hand it on.
+		var asked struct {
+			Name    string `json:"name"`
+			Execute bool   `json:"execute"`
+		}
+		if r.Method != http.MethodDelete && r.Body != nil {
 			body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20+1))
 			if err == nil {
-				var named struct {
-					Name string `json:"name"`
-				}
-				json.Unmarshal(body, &named)
-				created = named.Name
+				json.Unmarshal(body, &asked)
 			}
 			r.Body = io.NopCloser(io.MultiReader(bytes.NewReader(body), r.Body))
 		}
@@ -193,7 +194,12 @@ func (b *Broker) auditedAdmin(next http.Handler) http.Handler {
 		var ch Change
 		switch {
 		case strings.HasPrefix(r.Pattern, "POST /admin/topics"):
-			ch = Change{Action: "topic.create", Kind: "topic", Name: created}
+			ch = Change{Action: "topic.create", Kind: "topic", Name: asked.Name}
+		case strings.HasPrefix(r.Pattern, "PATCH /admin/consumergroups/"):
+			if !asked.Execute && aw.status < 300 {
+				return // a preview changes nothing
+			}
+			ch = Change{Action: "group.update", Kind: "group", Name: r.PathValue("group")}
 		case strings.HasPrefix(r.Pattern, "PATCH /admin/topics/"):
 			ch = Change{Action: "topic.update", Kind: "topic", Name: r.PathValue("name")}
 		case strings.HasPrefix(r.Pattern, "DELETE /admin/topics/"):
