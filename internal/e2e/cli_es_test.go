@@ -225,6 +225,11 @@ func TestTopicAndGroupChangesAreAudited(t *testing.T) {
 	if code := adminREST(t, dep.manager, "PATCH", "/admin/consumergroups/rest-group", reset, nil); code != 200 {
 		t.Fatalf("resetting offsets: %d", code)
 	}
+	stranger := dep.manager
+	stranger.APIKey = "not-an-api-key"
+	if code := adminREST(t, stranger, "DELETE", "/admin/topics/kafka-made", nil, nil); code != 401 {
+		t.Fatalf("a DELETE with a wrong API key: %d", code)
+	}
 	if code := adminREST(t, dep.manager, "DELETE", "/admin/consumergroups/no-such-group", nil, nil); code != 404 {
 		t.Fatalf("DELETE of a missing group: %d", code)
 	}
@@ -271,6 +276,12 @@ func TestTopicAndGroupChangesAreAudited(t *testing.T) {
 		}
 		if n != 1 {
 			t.Errorf("%d events %+v, want 1; events:\n%s", n, w, dump(events))
+		}
+	}
+	// A caller who could not authenticate leaves no event to fill the trail.
+	for _, ev := range events {
+		if ev.(map[string]any)["reason"].(map[string]any)["reasonCode"] == float64(401) {
+			t.Errorf("an unauthenticated call was recorded: %s", dump(ev))
 		}
 	}
 }

@@ -52,7 +52,12 @@ func (s *Service) changeRecorder(deploymentCRN string) broker.ChangeRecorder {
 	return func(ctx context.Context, ch broker.Change) {
 		var p *auth.Principal
 		if ch.Request != nil {
-			p = adminCallerOf(ctx)
+			if p = adminCallerOf(ctx); p == nil {
+				// Unauthenticated: nobody to name, and strangers must not
+				// be able to fill the account's trail (the API's other
+				// edges do not audit a failed authentication either).
+				return
+			}
 		} else if ch.Login != nil && ch.Login.Password != "" {
 			// A change over Kafka is rare: naming its principal may cost
 			// an API key lookup.
