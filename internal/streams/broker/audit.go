@@ -225,3 +225,6 @@ func (w *auditWriter) WriteHeader(code int) {
 	w.status = code
 	w.ResponseWriter.WriteHeader(code)
 }
+
+// Unwrap lets http.ResponseController reach the connection's writer.
+func (w *auditWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
