@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -179,7 +180,8 @@ func TestCLIEventStreamsTopicsAndGroups(t *testing.T) {
 
 // TestTopicAndGroupChangesAreAudited: changes over Kafka and over the admin
 // REST API, and refused attempts, each write one Activity Tracker event
-// naming the principal, the deployment and the topic or group.
+// naming the principal, the deployment and the topic's id; topic and group
+// names, sealed at rest, are in no event.
 func TestTopicAndGroupChangesAreAudited(t *testing.T) {
 	e := start(t)
 	admin := e.as(e.admin)
@@ -206,6 +208,18 @@ func TestTopicAndGroupChangesAreAudited(t *testing.T) {
 	}
 	if code := adminREST(t, dep.manager, "POST", "/admin/topics", map[string]any{"name": "rest-made", "partitions": 1}, nil); code != 202 {
 		t.Fatalf("POST /admin/topics: %d", code)
+	}
+	// Topics are named in events by their ids, which Kafka's metadata shows.
+	ids := map[string]string{}
+	details, err := adm.ListTopics(ctx, "kafka-made", "rest-made")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, d := range details {
+		ids[name] = uuid.UUID(d.ID).String()
+	}
+	if len(ids) != 2 {
+		t.Fatalf("topic ids: %v", ids)
 	}
 	if code := adminREST(t, dep.manager, "PATCH", "/admin/topics/rest-made", map[string]any{"configs": []any{map[string]any{"name": "retention.ms", "value": "90000"}}}, nil); code != 202 {
 		t.Fatalf("PATCH /admin/topics/rest-made: %d", code)
@@ -239,16 +253,16 @@ func TestTopicAndGroupChangesAreAudited(t *testing.T) {
 		code                       float64
 	}
 	wants := []want{
-		{"event-streams.topic.create", "kafka-made", "success", "kafka", 200},
-		{"event-streams.topic.update", "kafka-made", "success", "kafka", 200},
-		{"event-streams.group.delete", "kafka-group", "success", "kafka", 200},
-		{"event-streams.topic.delete", "kafka-made", "failure", "kafka", 403},
-		{"event-streams.topic.create", "rest-made", "success", "rest", 202},
-		{"event-streams.topic.update", "rest-made", "success", "rest", 202},
-		{"event-streams.topic.delete", "rest-made", "failure", "rest", 403},
-		{"event-streams.topic.delete", "rest-made", "success", "rest", 202},
-		{"event-streams.group.delete", "no-such-group", "failure", "rest", 404},
-		{"event-streams.group.update", "rest-group", "success", "rest", 200},
+		{"event-streams.topic.create", ids["kafka-made"], "success", "kafka", 200},
+		{"event-streams.topic.update", ids["kafka-made"], "success", "kafka", 200},
+		{"event-streams.group.delete", "", "success", "kafka", 200},
+		{"event-streams.topic.delete", ids["kafka-made"], "failure", "kafka", 403},
+		{"event-streams.topic.create", ids["rest-made"], "success", "rest", 202},
+		{"event-streams.topic.update", ids["rest-made"], "success", "rest", 202},
+		{"event-streams.topic.delete", ids["rest-made"], "failure", "rest", 403},
+		{"event-streams.topic.delete", ids["rest-made"], "success", "rest", 202},
+		{"event-streams.group.delete", "", "failure", "rest", 404},
+		{"event-streams.group.update", "", "success", "rest", 200},
 	}
 	q := url.Values{"target": {dep.crn}, "limit": {"100"}}
 	events := admin.must("GET", "/v1/audit/events?"+q.Encode(), nil, nil)["events"].([]any)
@@ -263,7 +277,8 @@ func TestTopicAndGroupChangesAreAudited(t *testing.T) {
 			if rd["protocol"] == "kafka" {
 				via = "kafka"
 			}
-			if ev["action"] != w.action || target["name"] != w.name || ev["outcome"] != w.outcome || reason["reasonCode"] != w.code || via != w.via {
+			name, _ := target["name"].(string)
+			if ev["action"] != w.action || name != w.name || ev["outcome"] != w.outcome || reason["reasonCode"] != w.code || via != w.via {
 				continue
 			}
 			n++
@@ -276,6 +291,11 @@ func TestTopicAndGroupChangesAreAudited(t *testing.T) {
 		}
 		if n != 1 {
 			t.Errorf("%d events %+v, want 1; events:\n%s", n, w, dump(events))
+		}
+	}
+	for _, name := range []string{"kafka-made", "rest-made", "kafka-group", "no-such-group", "rest-group"} {
+		if strings.Contains(dump(events), name) {
+			t.Errorf("an event holds the name %s:\n%s", name, dump(events))
 		}
 	}
 	// A caller who could not authenticate leaves no event to fill the trail.

@@ -3,6 +3,7 @@ package streams
 import (
 	"context"
 	"net"
+	"net/url"
 	"strings"
 	"sync"
 
@@ -45,9 +46,12 @@ func adminCallerOf(ctx context.Context) *auth.Principal {
 
 // changeRecorder writes the deployment's topic and group changes, over
 // Kafka or REST, as Activity Tracker events: event-streams.topic.create and
-// the like, on the deployment's CRN with the topic or group as the target's
-// name. The initiator is the principal of the API key that logged in (Kafka)
-// or of the call's credentials (REST).
+// the like, on the deployment's CRN. Topic and group names are customer
+// data, sealed at rest with the records, so the audit trail (plain SQL)
+// never holds them: a topic is named by its id (the target's name), and a
+// name is cut out of the reason and the request URI. The initiator is the
+// principal of the API key that logged in (Kafka) or of the call's
+// credentials (REST).
 func (s *Service) changeRecorder(deploymentCRN string) broker.ChangeRecorder {
 	return func(ctx context.Context, ch broker.Change) {
 		var p *auth.Principal
@@ -70,9 +74,13 @@ func (s *Service) changeRecorder(deploymentCRN string) broker.ChangeRecorder {
 		if ch.Status >= 300 {
 			outcome = audit.Failure
 		}
-		target := audit.Target{ID: deploymentCRN, Name: ch.Name, TypeURI: "event-streams/" + ch.Kind}
+		target := audit.Target{ID: deploymentCRN, Name: ch.TopicID, TypeURI: "event-streams/" + ch.Kind}
 		ev := audit.NewEvent(ctx, "event-streams."+ch.Action, target, outcome, ch.Status)
-		ev.Reason.ReasonForFailure = ch.Reason
+		ev.Reason.ReasonForFailure = withoutName(ch.Reason, ch.Name, ch.Kind)
+		if uri, ok := ev.RequestData["requestURI"].(string); ok {
+			ev.RequestData["requestURI"] = withoutName(uri, ch.Name, ch.Kind)
+			ev.RequestData["requestURI"] = withoutName(ev.RequestData["requestURI"].(string), url.PathEscape(ch.Name), ch.Kind)
+		}
 		if ch.Login != nil {
 			ev.Initiator.Host = audit.Host{Address: ch.Login.Addr, AddressType: addressType(ch.Login.Addr), Agent: "kafka"}
 			ev.RequestData = map[string]any{"protocol": "kafka"}
@@ -84,6 +92,14 @@ func (s *Service) changeRecorder(deploymentCRN string) broker.ChangeRecorder {
 			s.log.Error("streams: could not record a topic or group change", "action", ev.Action, "err", err.Error())
 		}
 	}
+}
+
+// withoutName replaces every occurrence of name in s with {kind}.
+func withoutName(s, name, kind string) string {
+	if name == "" {
+		return s
+	}
+	return strings.ReplaceAll(s, name, "{"+kind+"}")
 }
 
 func addressType(ip string) string {

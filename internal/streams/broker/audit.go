@@ -2,12 +2,14 @@ package broker
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"io"
 	"net/http"
 	"strings"
 
+	"github.com/google/uuid"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
@@ -21,8 +23,12 @@ type Change struct {
 	// reset over REST), group.delete, group-offset.delete or message.delete
 	// (DeleteRecords).
 	Action string
-	// Kind is "topic" or "group"; Name is the topic's or group's name.
+	// Kind is "topic" or "group"; Name is the topic's or group's name,
+	// which is customer data, sealed at rest like the records: a recorder
+	// must not store it in plain. TopicID is the topic's id when the topic
+	// exists (or existed until this change).
 	Kind, Name string
+	TopicID    string
 	// Status is the outcome as an HTTP status (200 or 202, 400, 403, 404,
 	// 409, 500); Reason says why it failed.
 	Status int
@@ -64,6 +70,9 @@ func (c *conn) recordChanges(kreq kmsg.Request, resp kmsg.Response) {
 		}
 		for _, t := range r.Topics {
 			add("topic.create", "topic", t.Topic, t.ErrorCode, t.ErrorMessage)
+			if t.ErrorCode == 0 {
+				changes[len(changes)-1].TopicID = uuid.UUID(t.TopicID).String()
+			}
 		}
 	case *kmsg.DeleteTopicsResponse:
 		for _, t := range r.Topics {
@@ -72,6 +81,9 @@ func (c *conn) recordChanges(kreq kmsg.Request, resp kmsg.Response) {
 				name = *t.Topic
 			}
 			add("topic.delete", "topic", name, t.ErrorCode, t.ErrorMessage)
+			if t.TopicID != [16]byte{} {
+				changes[len(changes)-1].TopicID = uuid.UUID(t.TopicID).String()
+			}
 		}
 	case *kmsg.CreatePartitionsResponse:
 		if kreq.(*kmsg.CreatePartitionsRequest).ValidateOnly {
@@ -125,6 +137,11 @@ func (c *conn) recordChanges(kreq kmsg.Request, resp kmsg.Response) {
 		}
 	default:
 		return
+	}
+	for i := range changes {
+		if changes[i].Kind == "topic" && changes[i].TopicID == "" {
+			changes[i].TopicID = c.b.topicID(changes[i].Name)
+		}
 	}
 	login := &KafkaLogin{Addr: c.ip}
 	if s := c.sess.Load(); s != nil {
@@ -189,6 +206,11 @@ func (b *Broker) auditedAdmin(next http.Handler) http.Handler {
 			}
 			r.Body = io.NopCloser(io.MultiReader(bytes.NewReader(body), r.Body))
 		}
+		// A deleted topic's id must be read before it goes.
+		before := ""
+		if name, ok := strings.CutPrefix(r.URL.Path, "/admin/topics/"); ok && r.Method == http.MethodDelete {
+			before = b.topicID(name)
+		}
 		aw := &auditWriter{ResponseWriter: w, status: http.StatusOK}
 		next.ServeHTTP(aw, r)
 		var ch Change
@@ -210,6 +232,9 @@ func (b *Broker) auditedAdmin(next http.Handler) http.Handler {
 			return // no such path: nothing was attempted
 		}
 		ch.Status, ch.Reason, ch.Request = aw.status, aw.reason, r
+		if ch.Kind == "topic" {
+			ch.TopicID = cmp.Or(before, b.topicID(ch.Name))
+		}
 		b.cfg.Audit(r.Context(), ch)
 	})
 }
@@ -224,6 +249,14 @@ type auditWriter struct {
 func (w *auditWriter) WriteHeader(code int) {
 	w.status = code
 	w.ResponseWriter.WriteHeader(code)
+}
+
+// topicID is the id of the topic named name, or "" when there is none.
+func (b *Broker) topicID(name string) string {
+	if t := b.topics.byNameOrNil(name); t != nil {
+		return t.id.String()
+	}
+	return ""
 }
 
 // Unwrap lets http.ResponseController reach the connection's writer.
