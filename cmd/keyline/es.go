@@ -142,7 +142,7 @@ func (e *esCmd) topicCmd() *cobra.Command {
 }
 
 func (e *esCmd) printTopic(t *client.Topic) {
-	e.fields([2]string{"Topic name", t.Name}, [2]string{"Partitions", strconv.Itoa(int(t.Partitions))},
+	e.fields([2]string{"Topic name", t.Name}, [2]string{"Topic ID", t.ID}, [2]string{"Partitions", strconv.Itoa(int(t.Partitions))},
 		[2]string{"Replication factor", strconv.Itoa(int(t.ReplicationFactor))})
 	fmt.Fprintln(e.out, "\nPartition details:")
 	var rows [][]string

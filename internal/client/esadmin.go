@@ -8,6 +8,7 @@ import (
 // Topic is a topic as the Event Streams admin REST API shows it.
 type Topic struct {
 	Name               string            `json:"name"`
+	ID                 string            `json:"id"` // names the topic in Activity Tracker events
 	Partitions         int32             `json:"partitions"`
 	ReplicationFactor  int32             `json:"replicationFactor"`
 	RetentionMs        int64             `json:"retentionMs"`

@@ -36,7 +36,7 @@ func TestCLIEventStreamsTopicsAndGroups(t *testing.T) {
 		t.Fatalf("topic-create:\n%s", out)
 	}
 	out = c.must("es", "topic", "orders")
-	for _, want := range []string{"retention.ms", "3600000", "cleanup.policy", "compact", "Partition details"} {
+	for _, want := range []string{"retention.ms", "3600000", "cleanup.policy", "compact", "Partition details", "Topic ID"} {
 		if !strings.Contains(out, want) {
 			t.Fatalf("es topic orders lacks %q:\n%s", want, out)
 		}

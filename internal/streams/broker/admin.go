@@ -17,6 +17,7 @@ type AdminAuthenticator func(*http.Request) (Access, error)
 // adminTopic is a topic in the Event Streams admin REST API's shape.
 type adminTopic struct {
 	Name               string              `json:"name"`
+	ID                 string              `json:"id"` // names the topic in Activity Tracker events
 	Partitions         int32               `json:"partitions"`
 	ReplicationFactor  int32               `json:"replicationFactor"`
 	RetentionMs        int64               `json:"retentionMs"`
@@ -154,7 +155,7 @@ func (b *Broker) toAdminTopic(t TopicInfo) adminTopic {
 		configs[spec.name] = s.value(spec.name)
 	}
 	ms := s.retentionMs
-	at := adminTopic{Name: t.Name, Partitions: t.Partitions, ReplicationFactor: 1, RetentionMs: ms, CleanupPolicy: configs[cfgCleanupPolicy], Configs: configs}
+	at := adminTopic{Name: t.Name, ID: t.ID, Partitions: t.Partitions, ReplicationFactor: 1, RetentionMs: ms, CleanupPolicy: configs[cfgCleanupPolicy], Configs: configs}
 	for i := range t.Partitions {
 		var g adminReplicaGroup
 		g.ID, g.Brokers.Replicas = i, []int32{b.cfg.NodeID}
