@@ -1,6 +1,6 @@
 // Command keyline runs the Keyline server (`keyline serve`) and is its
 // command-line client, shaped like the ibmcloud commands: `keyline kp ...`,
-// `keyline iam ...`, `keyline resource ...`, `keyline events`.
+// `keyline iam ...`, `keyline resource ...`, `keyline es ...`, `keyline events`.
 package main
 
 import (
@@ -101,7 +101,7 @@ func newRoot(out, errOut io.Writer) *cobra.Command {
 	root.PersistentFlags().StringVarP(&c.endpoint, "api-endpoint", "a", "", "Keyline URL or host:port (default: from 'keyline login', or KEYLINE_ENDPOINT, or http://127.0.0.1:8080)")
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(newServeCmd(c), newLoginCmd(c), newIAMCmd(c), newResourceCmd(c), newKPCmd(c), newEventsCmd(c))
-	root.AddCommand(newOperatorCmd(c), newClusterCmd(c))
+	root.AddCommand(newOperatorCmd(c), newClusterCmd(c), newESCmd(c))
 	refuseUnknownSubcommands(root)
 	return root
 }
@@ -166,6 +166,9 @@ type config struct {
 	// CACert is the file of the CA that signed the server's certificate,
 	// trusted besides the system's roots (keyline login --cacert).
 	CACert string `json:"cacert,omitempty"`
+	// ESInstance is the GUID of the Event Streams instance that
+	// `keyline es init` chose.
+	ESInstance string `json:"es_instance,omitempty"`
 }
 
 func configPath() string {

@@ -163,6 +163,10 @@ func (c *Console) routes() {
 	m.Handle("POST /console/deployments/{guid}/delete", c.action(c.deleteDeployment))
 	m.Handle("POST /console/deployments/{guid}/topics", c.action(c.createTopic))
 	m.Handle("POST /console/deployments/{guid}/topics/{name}/delete", c.action(c.deleteTopic))
+	m.Handle("GET /console/deployments/{guid}/topics/{name}", c.page(c.topicPage))
+	m.Handle("POST /console/deployments/{guid}/topics/{name}", c.action(c.updateTopic))
+	m.Handle("GET /console/deployments/{guid}/groups/{group}", c.page(c.groupPage))
+	m.Handle("POST /console/deployments/{guid}/groups/{group}/delete", c.action(c.deleteGroup))
 	m.Handle("POST /console/deployments/{guid}/reclamation/restore", c.action(c.restoreDeployment))
 
 	m.Handle("GET /console/activity", c.page(c.activity))

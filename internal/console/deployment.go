@@ -10,6 +10,7 @@ import (
 
 	"github.com/dustin/go-humanize"
 	"github.com/keyline/keyline/internal/auth"
+	"github.com/keyline/keyline/internal/client"
 	"github.com/keyline/keyline/internal/crn"
 )
 
@@ -259,6 +260,11 @@ func (c *Console) renderDeployment(w http.ResponseWriter, r *http.Request, s *se
 		data["TopicsError"] = apiError(err).Message
 	}
 	data["Topics"] = topics
+	var groups []client.GroupSummary
+	if err := api.get(ctx, adminURL(inst.GUID, "consumergroups"), &groups); err != nil {
+		data["GroupsError"] = apiError(err).Message
+	}
+	data["Groups"] = groups
 	data["Problems"] = problems
 	// ?delete_topic= opens the confirmation for one of the listed topics.
 	if name := r.URL.Query().Get("delete_topic"); name != "" {

@@ -7,6 +7,7 @@ import (
 	"html/template"
 	"io/fs"
 	"net/http"
+	"net/url"
 	"path"
 	"strings"
 	"time"
@@ -131,6 +132,9 @@ var funcs = template.FuncMap{
 	},
 	"serviceName": serviceDisplayName,
 	"list":        func(v ...string) []string { return v },
+	// pathEscape makes a name one segment of a URL path (group IDs may
+	// hold any character).
+	"pathEscape": url.PathEscape,
 	// dict passes named values to a shared template: dict "Key" value ...
 	"dict": func(kv ...any) (map[string]any, error) {
 		if len(kv)%2 != 0 {

@@ -296,7 +296,7 @@ func wipeAll(deks ...*seglog.DEK) {
 // locked from the start when reason is set.
 func (s *Service) startBroker(d *deployment, storage broker.Storage, reason string) (*broker.Broker, chan struct{}, error) {
 	d.mu.Lock()
-	f, guid, account, plan := d.front, d.guid, d.account, d.rec.Plan
+	f, guid, account, plan, crn := d.front, d.guid, d.account, d.rec.Plan, d.crn
 	d.mu.Unlock()
 	if f == nil {
 		return nil, nil, nil
@@ -304,7 +304,7 @@ func (s *Service) startBroker(d *deployment, storage broker.Storage, reason stri
 	h := newHandoff(f.ln.Addr())
 	brk, err := broker.New(broker.Config{NodeID: 0, Listener: h, Storage: storage, ClusterID: guid, AdvertisedHost: s.cfg.AdvertisedHost,
 		TLS: s.cfg.TLS, Reauthorize: s.cfg.Reauthorize, MaxPreAuthConnections: s.cfg.MaxPreAuthConnections, MaxPreAuthPerIP: s.cfg.MaxPreAuthPerIP,
-		LoginTimeout: s.cfg.LoginTimeout, Login: s.kafkaLogin(guid, account), Logger: s.log.With("deployment", guid), Clock: s.clock,
+		LoginTimeout: s.cfg.LoginTimeout, Login: s.kafkaLogin(guid, account), Audit: s.changeRecorder(crn), Logger: s.log.With("deployment", guid), Clock: s.clock,
 		FetchMemory: s.cfg.DeploymentFetchMemory, SharedFetchMemory: s.fetchMem,
 		RequestMemory: s.cfg.DeploymentRequestMemory, SharedRequestMemory: s.requestMem, Limits: PlanLimits(plan)})
 	if err != nil {

@@ -49,6 +49,9 @@ func (s *Service) admin(w http.ResponseWriter, r *http.Request) {
 	if rest := strings.TrimPrefix(r.URL.Path, "/messagehub/"+guid+"/admin/topics/"); rest != r.URL.Path && rest != "" {
 		httpapi.RedactPath(r.Context(), "/messagehub/"+guid+"/admin/topics/{name}")
 	}
+	if rest := strings.TrimPrefix(r.URL.Path, "/messagehub/"+guid+"/admin/consumergroups/"); rest != r.URL.Path && rest != "" {
+		httpapi.RedactPath(r.Context(), "/messagehub/"+guid+"/admin/consumergroups/{group}")
+	}
 	d, err := s.get(op, guid)
 	if err != nil {
 		// A stranger learns nothing of which deployments exist.
@@ -74,7 +77,7 @@ func (s *Service) admin(w http.ResponseWriter, r *http.Request) {
 	}
 	prefix := "/messagehub/" + guid
 	h := http.StripPrefix(prefix, brk.AdminHandler(s.adminLogin(guid, account)))
-	h.ServeHTTP(w, r)
+	h.ServeHTTP(w, r.WithContext(withAdminCaller(r.Context())))
 }
 
 // adminLogin says what an admin REST caller may do on the deployment.
@@ -84,6 +87,7 @@ func (s *Service) adminLogin(guid, account string) broker.AdminAuthenticator {
 		if err != nil {
 			return broker.NoAccess, err
 		}
+		setAdminCaller(r.Context(), p)
 		lv, err := s.accessFor(r.Context(), p, guid, account)
 		if err != nil {
 			return broker.NoAccess, err

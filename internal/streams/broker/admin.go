@@ -17,6 +17,7 @@ type AdminAuthenticator func(*http.Request) (Access, error)
 // adminTopic is a topic in the Event Streams admin REST API's shape.
 type adminTopic struct {
 	Name               string              `json:"name"`
+	ID                 string              `json:"id"` // names the topic in Activity Tracker events
 	Partitions         int32               `json:"partitions"`
 	ReplicationFactor  int32               `json:"replicationFactor"`
 	RetentionMs        int64               `json:"retentionMs"`
@@ -48,8 +49,9 @@ type adminError struct {
 }
 
 // AdminHandler serves the Event Streams admin REST API for topics:
-// GET/POST /admin/topics, GET/PATCH/DELETE /admin/topics/{name}. Reading
-// needs Reader access, changes need Manager.
+// GET/POST /admin/topics, GET/PATCH/DELETE /admin/topics/{name}, and for
+// consumer groups (admin_groups.go). Reading needs Reader access, changes
+// need Manager; changes and refused attempts are audited (audit.go).
 func (b *Broker) AdminHandler(auth AdminAuthenticator) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /admin/topics", b.adminGuard(auth, Reader, b.adminListTopics))
@@ -60,7 +62,8 @@ func (b *Broker) AdminHandler(auth AdminAuthenticator) http.Handler {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeAdminError(w, errs.E("broker.Admin", errs.NotExist, "", "no such admin API path"))
 	})
-	return mux
+	b.registerAdminGroups(mux, auth)
+	return b.auditedAdmin(mux)
 }
 
 func (b *Broker) adminGuard(auth AdminAuthenticator, need Access, next http.HandlerFunc) http.HandlerFunc {
@@ -152,7 +155,7 @@ func (b *Broker) toAdminTopic(t TopicInfo) adminTopic {
 		configs[spec.name] = s.value(spec.name)
 	}
 	ms := s.retentionMs
-	at := adminTopic{Name: t.Name, Partitions: t.Partitions, ReplicationFactor: 1, RetentionMs: ms, CleanupPolicy: configs[cfgCleanupPolicy], Configs: configs}
+	at := adminTopic{Name: t.Name, ID: t.ID, Partitions: t.Partitions, ReplicationFactor: 1, RetentionMs: ms, CleanupPolicy: configs[cfgCleanupPolicy], Configs: configs}
 	for i := range t.Partitions {
 		var g adminReplicaGroup
 		g.ID, g.Brokers.Replicas = i, []int32{b.cfg.NodeID}
@@ -179,6 +182,9 @@ func writeAdminError(w http.ResponseWriter, err error) {
 		e = errs.Internalf("broker.Admin", err)
 	}
 	status := e.Kind.Status()
+	if aw, ok := w.(*auditWriter); ok {
+		aw.reason = e.Msg
+	}
 	writeAdminJSON(w, status, adminError{ErrorCode: status, Message: e.Msg})
 }
 

@@ -64,6 +64,8 @@ type Config struct {
 	Authenticate   Authenticator
 	Logger         *slog.Logger
 	Clock          Clock
+	// Audit, when set, records topic and group changes (audit.go).
+	Audit ChangeRecorder
 
 	// Login, when set, checks logins instead of Authenticate: PLAIN and
 	// OAUTHBEARER, with grants scoped to topics, groups and transactional

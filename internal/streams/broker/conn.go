@@ -129,6 +129,7 @@ func (c *conn) serve(parent context.Context) {
 		start := time.Now()
 		c.durable = nil
 		resp, err := c.dispatch(c.ctx, req)
+		c.recordChanges(req.kreq, resp)
 		if c.log.Enabled(c.ctx, slog.LevelDebug) {
 			c.log.Debug("kafka request", "api", kmsg.NameForKey(req.key), "version", req.version, "took", time.Since(start))
 		}

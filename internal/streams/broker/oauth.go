@@ -13,6 +13,10 @@ const (
 	saslOAuthBearer = "OAUTHBEARER"
 )
 
+// OAuthBearer is the SASL OAUTHBEARER mechanism's name, as a KafkaLogin
+// carries it.
+const OAuthBearer = saslOAuthBearer
+
 // parseCredentials reads a SASL token: PLAIN's "authzid\x00user\x00password"
 // (RFC 4616) or OAUTHBEARER's client response
 // "n,[a=authzid],\x01auth=Bearer <token>\x01[key=value\x01]\x01" (RFC 7628).
