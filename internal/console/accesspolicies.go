@@ -216,10 +216,6 @@ func (c *Console) createAccessPolicy(w http.ResponseWriter, r *http.Request, s *
 		refuse("Resource types and resources scope Event Streams policies only: clear them for " + serviceDisplayName(in.Service) + ".")
 		return
 	}
-	if in.Resource != "" && in.ResourceType == "" {
-		refuse("A resource needs its resource type: choose topic, group or txnid.")
-		return
-	}
 	account := s.principal.AccountID
 	resource := []attribute{{Name: "accountId", Value: account, Operator: "stringEquals"}, {Name: "serviceName", Value: in.Service, Operator: "stringEquals"}}
 	if in.Instance != "" {

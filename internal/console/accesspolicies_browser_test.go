@@ -137,6 +137,7 @@ func TestAccessPolicyScopedToTopicsIsCreatedListedAndRemovedInTheConsole(t *test
 	b.submit(row+`a[data-remove]`, "#remove-dialog")
 	b.contains("#remove-dialog", "orders-app")
 	b.contains("#remove-dialog", "orders-*")
+	b.contains("#remove-warning", "re-authorization")
 	b.shot("access-policy-remove", 1280, 390)
 	b.submit(`#remove-dialog a.button`, "#policies")
 	if n := len(k.accessPoliciesOf(sid)); n != 1 {
