@@ -1,6 +1,7 @@
 package console
 
 import (
+	"context"
 	"net/http"
 	"net/url"
 	"slices"
@@ -154,7 +155,12 @@ type policyList struct {
 }
 
 func (c *Console) listAuthorizations(r *http.Request, s *session, api *caller) ([]authorization, error) {
-	q := url.Values{"type": {"authorization"}, "account_id": {s.principal.AccountID}}
+	return listPolicies(r, s, api, "authorization")
+}
+
+// listPolicies lists the account's policies of type typ, every page.
+func listPolicies(r *http.Request, s *session, api *caller, typ string) ([]authorization, error) {
+	q := url.Values{"type": {typ}, "account_id": {s.principal.AccountID}}
 	var all []authorization
 	for pages := 0; pages < 50; pages++ {
 		var page policyList
@@ -237,17 +243,23 @@ func (c *Console) renderAuthorizationForm(w http.ResponseWriter, r *http.Request
 	if failed != nil {
 		v.Err = apiError(failed)
 	}
-	all, err := listInstances(r.Context(), api, nil)
+	byService, err := instancesByService(r.Context(), api)
 	if err != nil && v.Err == nil {
 		v.Err = apiError(err)
-	}
-	byService := map[string][]instance{}
-	for _, i := range all {
-		byService[i.Service()] = append(byService[i.Service()], i)
 	}
 	v.Data = map[string]any{"Form": in, "Instances": byService,
 		"SourceServices": []string{"messagehub"}, "TargetServices": []string{"kms"}}
 	c.render(w, r, s, status, "authorization_form", v)
+}
+
+// instancesByService lists the account's instances by service name.
+func instancesByService(ctx context.Context, api *caller) (map[string][]instance, error) {
+	all, err := listInstances(ctx, api, nil)
+	byService := map[string][]instance{}
+	for _, i := range all {
+		byService[i.Service()] = append(byService[i.Service()], i)
+	}
+	return byService, err
 }
 
 // createAuthorization posts the policy the form describes: Reader, plus

@@ -12,7 +12,9 @@
 // and correlation id, so the Activity Tracker names who really acted.
 //
 // The pages: the resource list; Manage > Access (IAM) > Authorizations with
-// the create form and removal warnings; a Key Protect instance's keys and
+// the create form and removal warnings; Access policies (user and service
+// ID roles, down to Event Streams topics, groups and transactional ids),
+// listed, created and removed; a Key Protect instance's keys and
 // their lifecycle; the catalog (Key Protect, Event Streams); a deployment's
 // overview with its live Tasks panel; the Activity Tracker with a live
 // follow mode. Controls IAM would refuse are hidden (Config.Authz), and a
@@ -142,6 +144,10 @@ func (c *Console) routes() {
 	m.Handle("GET /console/iam/authorizations/create", c.page(c.authorizationForm))
 	m.Handle("POST /console/iam/authorizations", c.action(c.createAuthorization))
 	m.Handle("POST /console/iam/authorizations/{id}/delete", c.action(c.deleteAuthorization))
+	m.Handle("GET /console/iam/policies", c.page(c.accessPolicies))
+	m.Handle("GET /console/iam/policies/create", c.page(c.accessPolicyForm))
+	m.Handle("POST /console/iam/policies", c.action(c.createAccessPolicy))
+	m.Handle("POST /console/iam/policies/{id}/delete", c.action(c.deleteAccessPolicy))
 
 	m.Handle("GET /console/kms/{guid}", c.page(c.keys))
 	m.Handle("POST /console/kms/{guid}/keys", c.action(c.createKey))

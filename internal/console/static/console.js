@@ -69,6 +69,26 @@ document.addEventListener("DOMContentLoaded", () => {
     sync();
   });
 
+  // The access policy form: the service narrows the instances to its own,
+  // and the Event Streams scope shows only for Event Streams.
+  document.querySelectorAll("select[data-narrows]").forEach((sel) => {
+    const target = document.getElementById(sel.dataset.narrows);
+    if (!target) return;
+    const sync = () => {
+      target.querySelectorAll("optgroup[data-service]").forEach((g) => {
+        g.hidden = g.disabled = g.dataset.service !== sel.value;
+      });
+      const chosen = target.selectedOptions[0];
+      if (chosen && chosen.parentElement.disabled) target.value = "";
+      document.querySelectorAll("[data-service-only]").forEach((el) => {
+        el.hidden = el.dataset.serviceOnly !== sel.value;
+        el.querySelectorAll("select, input").forEach((f) => { f.disabled = el.hidden; });
+      });
+    };
+    sel.addEventListener("change", sync);
+    sync();
+  });
+
   // Tasks panel: refresh every second while a task is queued or running,
   // and every few seconds otherwise, since a key rotated elsewhere starts one.
   const panel = document.getElementById("tasks-panel");
