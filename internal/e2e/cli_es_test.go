@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"net/url"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/sasl/oauth"
 )
 
 // TestCLIEventStreamsTopicsAndGroups drives every `keyline es` command with
@@ -195,6 +197,17 @@ func TestTopicAndGroupChangesAreAudited(t *testing.T) {
 	if resp, err := adm.AlterTopicConfigs(ctx, []kadm.AlterConfig{{Name: "retention.ms", Value: kadm.StringPtr("120000")}}, "kafka-made"); err != nil || resp[0].Err != nil {
 		t.Fatalf("AlterTopicConfigs: %v %v", err, resp)
 	}
+	// Over OAUTHBEARER the principal is the token's.
+	token := iamToken(t, e.url, dep.manager.APIKey)
+	oauthCl, err := kgo.NewClient(kgo.SeedBrokers(dep.manager.Brokers...), kgo.RetryTimeout(10*time.Second),
+		kgo.SASL(oauth.Oauth(func(context.Context) (oauth.Auth, error) { return oauth.Auth{Token: token}, nil })))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer oauthCl.Close()
+	if resp, err := kadm.NewClient(oauthCl).CreateTopics(ctx, 1, 1, nil, "oauth-made"); err != nil || resp.Error() != nil {
+		t.Fatalf("CreateTopics over OAUTHBEARER: %v %v", err, resp)
+	}
 	// A committed offset makes a group; DeleteGroups deletes it.
 	if _, err := adm.CommitOffsets(ctx, "kafka-group", kadm.OffsetsFromRecords(kgo.Record{Topic: "kafka-made", Partition: 0, Offset: 0})); err != nil {
 		t.Fatal(err)
@@ -211,14 +224,14 @@ func TestTopicAndGroupChangesAreAudited(t *testing.T) {
 	}
 	// Topics are named in events by their ids, which Kafka's metadata shows.
 	ids := map[string]string{}
-	details, err := adm.ListTopics(ctx, "kafka-made", "rest-made")
+	details, err := adm.ListTopics(ctx, "kafka-made", "rest-made", "oauth-made")
 	if err != nil {
 		t.Fatal(err)
 	}
 	for name, d := range details {
 		ids[name] = uuid.UUID(d.ID).String()
 	}
-	if len(ids) != 2 {
+	if len(ids) != 3 {
 		t.Fatalf("topic ids: %v", ids)
 	}
 	if code := adminREST(t, dep.manager, "PATCH", "/admin/topics/rest-made", map[string]any{"configs": []any{map[string]any{"name": "retention.ms", "value": "90000"}}}, nil); code != 202 {
@@ -254,6 +267,7 @@ func TestTopicAndGroupChangesAreAudited(t *testing.T) {
 	}
 	wants := []want{
 		{"event-streams.topic.create", ids["kafka-made"], "success", "kafka", 200},
+		{"event-streams.topic.create", ids["oauth-made"], "success", "kafka", 200},
 		{"event-streams.topic.update", ids["kafka-made"], "success", "kafka", 200},
 		{"event-streams.group.delete", "", "success", "kafka", 200},
 		{"event-streams.topic.delete", ids["kafka-made"], "failure", "kafka", 403},
@@ -293,7 +307,7 @@ func TestTopicAndGroupChangesAreAudited(t *testing.T) {
 			t.Errorf("%d events %+v, want 1; events:\n%s", n, w, dump(events))
 		}
 	}
-	for _, name := range []string{"kafka-made", "rest-made", "kafka-group", "no-such-group", "rest-group"} {
+	for _, name := range []string{"kafka-made", "oauth-made", "rest-made", "kafka-group", "no-such-group", "rest-group"} {
 		if strings.Contains(dump(events), name) {
 			t.Errorf("an event holds the name %s:\n%s", name, dump(events))
 		}
