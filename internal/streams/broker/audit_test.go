@@ -82,7 +82,7 @@ func TestKafkaTopicAndGroupChangesAreRecorded(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Produce, fetch and reads are not changes.
-	cl := tb.client(t, managerKey)
+	cl := tb.client(t, managerKey, kgo.RecordPartitioner(kgo.ManualPartitioner()))
 	if err := cl.ProduceSync(ctx, &kgo.Record{Topic: "t1", Partition: 0, Value: []byte("x")}, &kgo.Record{Topic: "t1", Partition: 0, Value: []byte("y")}).FirstErr(); err != nil {
 		t.Fatal(err)
 	}
