@@ -593,12 +593,22 @@ func (p *Partition) readRuns(ctx context.Context, op string, from int64, maxByte
 		if j == i {
 			continue
 		}
-		first, last := es[i], es[j-1]
-		buf := alloc(int(last.pos + int64(last.len) - first.pos))
-		if _, err := seg.f.ReadAt(buf, first.pos); err != nil {
-			return nil, nil, errs.Internalf(op, err)
+		// Stretches of at most maxPooledBlock bytes (a batch larger than
+		// that alone), so that a large read reuses pooled buffers instead
+		// of allocating, and clearing, one the size of the whole read.
+		for k := i; k < j; {
+			l := k + 1
+			for l < j && es[l].pos+int64(es[l].len)-es[k].pos <= maxPooledBlock {
+				l++
+			}
+			first, last := es[k], es[l-1]
+			buf := alloc(int(last.pos + int64(last.len) - first.pos))
+			if _, err := seg.f.ReadAt(buf, first.pos); err != nil {
+				return nil, nil, errs.Internalf(op, err)
+			}
+			runs = append(runs, readRun{base: seg.base, buf: buf, entries: es[k:l]})
+			k = l
 		}
-		runs = append(runs, readRun{base: seg.base, buf: buf, entries: es[i:j]})
 	}
 	return kr, runs, nil
 }

@@ -81,3 +81,46 @@ func TestReadAppendRefusesDamage(t *testing.T) {
 		t.Fatal("ReadAppend returned a damaged batch")
 	}
 }
+
+// TestLargeReadUsesPoolableBuffers: a read of more than maxPooledBlock
+// bytes of one segment reads it in stretches no larger than that (a batch
+// larger than it alone), so its buffers go back to the pool instead of
+// being allocated, and cleared, at the size of the whole read each time;
+// what it returns is unchanged.
+func TestLargeReadUsesPoolableBuffers(t *testing.T) {
+	s := openStore(t, t.TempDir(), Options{SegmentBytes: 1 << 30, Keys: []*DEK{newDEK(t, "dek-1")}})
+	p := mustPartition(t, s, "p0")
+	appendN(t, p, 40, 512<<10, 1) // 20 MiB in one segment
+	appendN(t, p, 1, 9<<20, 1)    // one batch over maxPooledBlock
+	var sizes []int
+	_, runs, err := p.readRuns(context.Background(), "test", 0, 1<<30, func(n int) []byte {
+		sizes = append(sizes, n)
+		return make([]byte, n)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(runs) < 4 {
+		t.Fatalf("a 29 MiB read of one segment came in %d stretches (%v)", len(runs), sizes)
+	}
+	for i, n := range sizes {
+		if n > maxPooledBlock && len(runs[i].entries) > 1 {
+			t.Fatalf("stretch %d holds %d batches in %d bytes, over the pooled size %d", i, len(runs[i].entries), n, maxPooledBlock)
+		}
+	}
+	want, err := p.Read(context.Background(), 0, 1<<30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, got, metas, err := p.ReadAppend(context.Background(), 0, 1<<30, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var joined []byte
+	for _, b := range want {
+		joined = append(joined, b.Data...)
+	}
+	if len(metas) != 41 || len(want) != 41 || !bytes.Equal(got, joined) {
+		t.Fatalf("ReadAppend: %d batches, %d bytes; Read: %d batches, %d bytes", len(metas), len(got), len(want), len(joined))
+	}
+}
