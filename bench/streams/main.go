@@ -136,7 +136,7 @@ func (b *bench) keyline(unsealed bool) *target {
 	if err != nil {
 		log.Fatal(err)
 	}
-	t := serveBroker(storage{st}, func() {
+	t := serveBroker(broker.StorageOf(st), func() {
 		st.Close()
 		os.RemoveAll(dir)
 	})
@@ -173,17 +173,6 @@ func kfakeCluster() *target {
 		log.Fatal(err)
 	}
 	return &target{addr: c.ListenAddrs()[0], close: c.Close}
-}
-
-// storage is the encrypted log as the broker's storage.
-type storage struct{ *seglog.Store }
-
-func (s storage) Partition(name string, create bool) (broker.PartitionLog, error) {
-	p, err := s.Store.Partition(name, create)
-	if err != nil {
-		return nil, err
-	}
-	return p, nil
 }
 
 func (t *target) client(opts ...kgo.Opt) *kgo.Client {

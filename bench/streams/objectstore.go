@@ -79,23 +79,12 @@ func objectTarget(db *store.DB, bucket *objlog.Bucket, id string) *target {
 	if err != nil {
 		log.Fatal(err)
 	}
-	return serveBroker(objectStorage{st}, func() {
+	return serveBroker(broker.StorageOf(st), func() {
 		st.Close()
 		if err := objlog.Destroy(context.Background(), db, bucket, id); err != nil {
 			log.Print(err)
 		}
 	})
-}
-
-// objectStorage is the object-store log as the broker's storage.
-type objectStorage struct{ *objlog.Store }
-
-func (s objectStorage) Partition(name string, create bool) (broker.PartitionLog, error) {
-	p, err := s.Store.Partition(name, create)
-	if err != nil {
-		return nil, err
-	}
-	return p, nil
 }
 
 // produceLatency runs 8 producers that each wait for every record's

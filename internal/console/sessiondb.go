@@ -47,7 +47,9 @@ func sessionHash(id string) []byte {
 	return sum[:]
 }
 
-func sessionAAD(hash []byte) []byte {
+// SessionAAD is what a kept session's sealed value is bound to, given the
+// row's id_hash.
+func SessionAAD(hash []byte) []byte {
 	return []byte("keyline/console/session/" + hex.EncodeToString(hash))
 }
 
@@ -58,7 +60,7 @@ func (s *sessions) createKept(sess *session) {
 	hash := sessionHash(sess.id)
 	plain, _ := json.Marshal(sealedSession{CSRF: sess.csrf, Token: sess.token, Principal: sess.principal})
 	defer seal.Wipe(plain)
-	sealed := s.sealer.Seal(plain, sessionAAD(hash))
+	sealed := s.sealer.Seal(plain, SessionAAD(hash))
 	now := sess.lastSeen
 	err := s.db.Tx(context.Background(), func(tx *store.Tx) error {
 		// Ended sessions go as new ones come.
@@ -90,7 +92,7 @@ func (s *sessions) getKept(r *http.Request, id string) *session {
 		}
 		return nil
 	}
-	plain, err := s.sealer.Open(sealed, sessionAAD(hash))
+	plain, err := s.sealer.Open(sealed, SessionAAD(hash))
 	if err != nil {
 		s.logger.Error("console: a stored session cannot be opened")
 		return nil
@@ -164,7 +166,7 @@ func DropSessionsSealedBefore(tx *store.Tx, current func(sealed, aad []byte) boo
 			rows.Close()
 			return 0, err
 		}
-		if !current(sealed, sessionAAD(hash)) {
+		if !current(sealed, SessionAAD(hash)) {
 			stale = append(stale, hash)
 		}
 	}
@@ -178,7 +180,3 @@ func DropSessionsSealedBefore(tx *store.Tx, current func(sealed, aad []byte) boo
 	}
 	return len(stale), nil
 }
-
-// SessionAAD is what a kept session's sealed value is bound to, given the
-// row's id_hash.
-func SessionAAD(hash []byte) []byte { return sessionAAD(hash) }

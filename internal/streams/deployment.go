@@ -400,17 +400,6 @@ type levelAccess struct {
 // accessLevels are tried from the highest down.
 var accessLevels = []levelAccess{{auth.TopicManage, broker.Manager}, {auth.MessageWrite, broker.Writer}, {auth.MessageRead, broker.Reader}}
 
-// diskStorage is the encrypted log as the broker's storage.
-type diskStorage struct{ *seglog.Store }
-
-func (d diskStorage) Partition(name string, create bool) (broker.PartitionLog, error) {
-	p, err := d.Store.Partition(name, create)
-	if err != nil {
-		return nil, err
-	}
-	return p, nil
-}
-
 // lockedStorage backs a locked deployment's listener: it holds nothing, so
 // a locked broker cannot leak or change any data even by mistake.
 type lockedStorage struct{ reason string }

@@ -29,7 +29,7 @@ func (s *Service) openLog(d *deployment, keys []*seglog.DEK) (*seglog.Store, *ob
 		if err != nil {
 			return nil, nil, nil, err
 		}
-		return st, nil, diskStorage{st}, nil
+		return st, nil, broker.StorageOf(st), nil
 	}
 	if des, _ := os.ReadDir(d.dir); len(des) > 0 && !onObjects {
 		return nil, nil, nil, errs.E(op, errs.Conflict, "LOG_ON_LOCAL_DISK", "its data is on this node's local disk, not on object storage: start Keyline without --object-store")
@@ -40,7 +40,7 @@ func (s *Service) openLog(d *deployment, keys []*seglog.DEK) (*seglog.Store, *ob
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	return nil, ob, objectStorage{ob}, nil
+	return nil, ob, broker.StorageOf(ob), nil
 }
 
 // closeLog closes whichever log is open.
@@ -70,17 +70,6 @@ func (s *Service) destroyObjects(ctx context.Context, guid string) error {
 // yet, rather than doing it on a local disk that holds none of their data.
 func objectStoreUnsupported(op, what string) error {
 	return errs.E(op, errs.Conflict, "OBJECT_STORE_UNSUPPORTED", what+" is not supported yet for deployments whose data is on object storage")
-}
-
-// objectStorage is the object-store log as the broker's storage.
-type objectStorage struct{ *objlog.Store }
-
-func (o objectStorage) Partition(name string, create bool) (broker.PartitionLog, error) {
-	p, err := o.Store.Partition(name, create)
-	if err != nil {
-		return nil, err
-	}
-	return p, nil
 }
 
 // skipReencryption ends a rotation of a deployment on object storage once

@@ -46,7 +46,7 @@ func compactingBroker(t *testing.T, mod ...func(*Config)) (testBroker, *seglog.S
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	tb := startBroker(t, nil, append([]func(*Config){func(c *Config) { c.Storage = diskStore{st} }}, mod...)...)
+	tb := startBroker(t, nil, append([]func(*Config){func(c *Config) { c.Storage = StorageOf(st) }}, mod...)...)
 	return tb, st, dir
 }
 

@@ -9,19 +9,9 @@ import (
 	"github.com/keyline/keyline/internal/streams/seglog"
 )
 
-// diskStore is the encrypted seglog store as the broker's storage, as a
-// deployment uses it.
-type diskStore struct{ *seglog.Store }
-
-func (d diskStore) Partition(name string, create bool) (PartitionLog, error) {
-	p, err := d.Store.Partition(name, create)
-	if err != nil {
-		return nil, err
-	}
-	return p, nil
-}
-
-func openDiskStore(t *testing.T) diskStore {
+// openDiskStore is the encrypted seglog store as the broker's storage, as
+// a deployment uses it.
+func openDiskStore(t *testing.T) Storage {
 	t.Helper()
 	key := make([]byte, 32)
 	rand.Read(key)
@@ -30,7 +20,7 @@ func openDiskStore(t *testing.T) diskStore {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	return diskStore{st}
+	return StorageOf(st)
 }
 
 // TestSegmentBytesRollsTheLog: retention.bytes can only delete sealed

@@ -33,7 +33,7 @@ func serve(t *testing.T, st *objlog.Store) (addr string, stop func()) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := broker.New(broker.Config{NodeID: 1, Listener: ln, Storage: storage{st}, RetentionInterval: time.Hour,
+	b, err := broker.New(broker.Config{NodeID: 1, Listener: ln, Storage: broker.StorageOf(st), RetentionInterval: time.Hour,
 		Authenticate: func(context.Context, string, string) (broker.Access, error) { return broker.Manager, nil }})
 	if err != nil {
 		t.Fatal(err)

@@ -17,7 +17,6 @@ import (
 	"github.com/keyline/keyline/internal/backup/volume/volumetest"
 	"github.com/keyline/keyline/internal/store"
 	"github.com/keyline/keyline/internal/store/storetest"
-	"github.com/keyline/keyline/internal/streams/broker"
 	"github.com/keyline/keyline/internal/streams/objlog"
 	"github.com/keyline/keyline/internal/streams/seglog"
 )
@@ -142,17 +141,6 @@ func pgDump(t *testing.T, dbURL string) []byte {
 		t.Fatalf("pg_dump holds no objlog table:\n%s", out)
 	}
 	return out
-}
-
-// storage is the store as a broker's Storage.
-type storage struct{ *objlog.Store }
-
-func (s storage) Partition(name string, create bool) (broker.PartitionLog, error) {
-	p, err := s.Store.Partition(name, create)
-	if err != nil {
-		return nil, err
-	}
-	return p, nil
 }
 
 // proxy forwards TCP to the S3 server until cut: then it drops every

@@ -11,8 +11,9 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/hex"
+	"maps"
 	"regexp"
-	"sort"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -407,12 +408,7 @@ func (s *Store) DeleteMeta(key string) error {
 func (s *Store) Partitions() []string {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	names := make([]string, 0, len(s.parts))
-	for n := range s.parts {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	return names
+	return slices.Sorted(maps.Keys(s.parts))
 }
 
 // Partition returns the named partition, creating it when create is set.

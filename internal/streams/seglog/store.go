@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"github.com/keyline/keyline/internal/durable"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -408,12 +409,7 @@ func (s *Store) putBlockBuf(b *[]byte) {
 func (s *Store) Partitions() []string {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	names := make([]string, 0, len(s.parts))
-	for n := range s.parts {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	return names
+	return slices.Sorted(maps.Keys(s.parts))
 }
 
 // Partition returns the named partition, creating it when create is set.
