@@ -53,6 +53,26 @@ func startClusterNode(t *testing.T, databaseURL, keyFile, id string) *clusterNod
 	return &clusterNode{id: id, proc: p, admin: &api{t: t, c: client.New(p.url, adminKey)}}
 }
 
+// initShamirCluster initializes the Shamir seal of a cluster on
+// databaseURL (3 shares, any 2 unseal) and returns the shares.
+func initShamirCluster(t *testing.T, databaseURL string) []string {
+	t.Helper()
+	res, err := server.Init(context.Background(), server.Config{DataDir: t.TempDir(), DatabaseURL: databaseURL, AdminAPIKey: adminKey, Logger: testLogger(t)}, 3, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res.Shares
+}
+
+// startSealedNode runs one more node of a Shamir-sealed cluster; it waits
+// sealed for its shares.
+func startSealedNode(t *testing.T, databaseURL, id string) *clusterNode {
+	t.Helper()
+	p := serveProcessWith(t, t.TempDir(), serveOptions{args: []string{"--node-id", id}, sealed: true,
+		env: []string{"KEYLINE_DATABASE_URL=" + databaseURL}})
+	return &clusterNode{id: id, proc: p, admin: &api{t: t, c: client.New(p.url, adminKey)}}
+}
+
 // within polls cond until it holds and says how long that took; the test
 // fails after a deadline far beyond the feed's one second, so a loaded
 // machine cannot make it flaky, while a node that never hears the change
@@ -454,18 +474,12 @@ func TestMasterKeyRotationReachesEveryNodeOnPostgreSQL(t *testing.T) {
 	if databaseURL == "" {
 		t.Skip("KEYLINE_TEST_DATABASE_URL is not set")
 	}
-	res, err := server.Init(context.Background(), server.Config{DataDir: t.TempDir(), DatabaseURL: databaseURL, AdminAPIKey: adminKey, Logger: testLogger(t)}, 3, 2)
-	if err != nil {
-		t.Fatal(err)
-	}
+	shares := initShamirCluster(t, databaseURL)
 	var nodes []*clusterNode
 	for i := 1; i <= 2; i++ {
-		id := fmt.Sprintf("node-%d", i)
-		p := serveProcessWith(t, t.TempDir(), serveOptions{args: []string{"--node-id", id}, sealed: true,
-			env: []string{"KEYLINE_DATABASE_URL=" + databaseURL}})
-		c := client.New(p.url, adminKey)
-		unseal(t, c, res.Shares[:2]...)
-		nodes = append(nodes, &clusterNode{id: id, proc: p, admin: &api{t: t, c: c}})
+		n := startSealedNode(t, databaseURL, fmt.Sprintf("node-%d", i))
+		unseal(t, n.admin.c, shares[:2]...)
+		nodes = append(nodes, n)
 	}
 	n1, n2 := nodes[0], nodes[1]
 	guid := n1.admin.createInstance("rot-cluster-kp", "kms", "tiered-pricing", "us-south", nil)["guid"].(string)
@@ -505,4 +519,55 @@ func TestMasterKeyRotationReachesEveryNodeOnPostgreSQL(t *testing.T) {
 	if !strings.Contains(n2.proc.logs(), "master keys changed on another node") {
 		t.Errorf("node 2 did not say it took the new master keys:\n%s", n2.proc.logs())
 	}
+}
+
+// TestSealedNodeIsListedOnPostgreSQL: a node started sealed (Shamir
+// shares) on the shared database is listed, by GET /v1/cluster/nodes on
+// another node and by `keyline cluster nodes`, as sealed while it waits for
+// its shares, and as unsealed once they are given.
+func TestSealedNodeIsListedOnPostgreSQL(t *testing.T) {
+	databaseURL := storetest.URL(t)
+	if databaseURL == "" {
+		t.Skip("KEYLINE_TEST_DATABASE_URL is not set")
+	}
+	shares := initShamirCluster(t, databaseURL)
+	n1 := startSealedNode(t, databaseURL, "node-1")
+	unseal(t, n1.admin.c, shares[:2]...)
+	n2 := startSealedNode(t, databaseURL, "node-2")
+
+	// listed says how node 1's API and its CLI list node 2.
+	c := newCLI(t, n1.proc.url)
+	c.must("login", "-a", n1.proc.url, "--apikey", adminKey)
+	listed := func(sealed bool) bool {
+		nodes, err := n1.admin.c.ClusterNodes(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var api *client.ClusterNode
+		for i := range nodes {
+			if nodes[i].ID == n2.id {
+				api = &nodes[i]
+			}
+		}
+		if api == nil || api.Sealed != sealed || api.Self {
+			return false
+		}
+		var cli struct{ Nodes []client.ClusterNode }
+		if err := json.Unmarshal([]byte(c.must("cluster", "nodes", "--output", "json")), &cli); err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range cli.Nodes {
+			if n.ID == n2.id {
+				return n.Sealed == sealed
+			}
+		}
+		return false
+	}
+	within(t, "node 1 lists node 2 as sealed", func() bool { return listed(true) })
+	if st, err := n2.admin.c.SealStatus(context.Background()); err != nil || !st.Sealed {
+		t.Fatalf("node 2's own seal status: %+v %v, want sealed", st, err)
+	}
+
+	unseal(t, n2.admin.c, shares[1:]...)
+	within(t, "node 1 lists node 2 as unsealed", func() bool { return listed(false) })
 }
