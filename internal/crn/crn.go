@@ -106,6 +106,41 @@ func (c CRN) Child(resourceType, resource string) CRN {
 	return c
 }
 
+// KeyRef is a Key Protect key named by its CRN, parsed once where the CRN
+// enters (a deployment's parameters, a stored record) and carried as is
+// across the seams between services, so that no side parses it again.
+type KeyRef struct {
+	CRN      string // the CRN as given, which is how every message names the key
+	Account  string // the account of its a/ scope ("" when the scope is not one)
+	Region   string
+	Instance string // the GUID of the Key Protect instance holding the key
+	ID       string // the key's id
+}
+
+// NotKeyCode is the error code of ParseKey for a well-formed CRN that does
+// not name a Key Protect key; a malformed one gets Parse's INVALID_CRN.
+const NotKeyCode = "NOT_A_KEY_CRN"
+
+// ParseKey reads the CRN of a Key Protect key: Parse's precise errors for
+// a malformed CRN, NotKeyCode for the CRN of anything else.
+func ParseKey(s string) (KeyRef, error) {
+	c, err := Parse(s)
+	if err != nil {
+		return KeyRef{}, err
+	}
+	if c.ServiceName != "kms" || c.ResourceType != "key" || c.Resource == "" || c.ServiceInstance == "" {
+		return KeyRef{}, errs.E("crn.ParseKey", errs.Invalid, NotKeyCode,
+			"the CRN does not name a Key Protect key (crn:v1:<cname>:<ctype>:kms:<region>:a/<account>:<instance>:key:<id>)")
+	}
+	return KeyRef{CRN: s, Account: c.Account(), Region: c.Location, Instance: c.ServiceInstance, ID: c.Resource}, nil
+}
+
+// String is the key's CRN.
+func (k KeyRef) String() string { return k.CRN }
+
+// IsZero says no key is named (a deployment without a disk or backup key).
+func (k KeyRef) IsZero() bool { return k.CRN == "" }
+
 // Pattern is a CRN in which a segment may be "*" (any value) and the last
 // segment may end in "*" (prefix), as Key Protect's registration queries allow.
 type Pattern struct{ segs []string }

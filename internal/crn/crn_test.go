@@ -3,6 +3,8 @@ package crn
 import (
 	"strings"
 	"testing"
+
+	"github.com/keyline/keyline/internal/errs"
 )
 
 func TestParseRoundTripsRealCRNs(t *testing.T) {
@@ -97,4 +99,41 @@ func FuzzParsePattern(f *testing.F) {
 		}
 		_ = p.Match(s)
 	})
+}
+
+func TestParseKeyKeepsTheCRNAndItsParts(t *testing.T) {
+	const s = "crn:v1:bluemix:public:kms:us-south:a/f047b55a3362ac06afad8a3f2f5586ea:12e8c9c2-a162-472d-b7d6-8b9a86b815a6:key:02fd6835-6001-4482-a892-13bd2085f75d"
+	k, err := ParseKey(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := KeyRef{CRN: s, Account: "f047b55a3362ac06afad8a3f2f5586ea", Region: "us-south",
+		Instance: "12e8c9c2-a162-472d-b7d6-8b9a86b815a6", ID: "02fd6835-6001-4482-a892-13bd2085f75d"}
+	if k != want || k.String() != s || k.IsZero() {
+		t.Fatalf("ParseKey = %+v, want %+v", k, want)
+	}
+}
+
+func TestParseKeySaysWhatIsWrong(t *testing.T) {
+	for _, tc := range []struct{ in, code, want string }{
+		// Malformed: Parse's own precise errors.
+		{"02fd6835-6001-4482-a892-13bd2085f75d", "INVALID_CRN", "starts with"},
+		{"crn:v1:bluemix:public:kms:us-south", "INVALID_CRN", "10 segments"},
+		{"crn:v1:bluemix:public:kms:us-south:acct:inst:key:id", "INVALID_CRN", "scope"},
+		{"crn:v1:bluemix:public:kms:us-south:a/acct:inst:key:a b", "INVALID_CRN", "resource segment"},
+		// Well formed, but not a key.
+		{"crn:v1:bluemix:public:messagehub:us-south:a/acct:inst:key:id", NotKeyCode, "Key Protect key"},
+		{"crn:v1:bluemix:public:kms:us-south:a/acct:inst::", NotKeyCode, "Key Protect key"},
+		{"crn:v1:bluemix:public:kms:us-south:a/acct:inst:ring:id", NotKeyCode, "Key Protect key"},
+		{"crn:v1:bluemix:public:kms:us-south:a/acct::key:id", NotKeyCode, "Key Protect key"},
+	} {
+		k, err := ParseKey(tc.in)
+		e := errs.As(err)
+		if e == nil || e.Kind != errs.Invalid || e.Code != tc.code || !strings.Contains(e.Msg, tc.want) {
+			t.Errorf("ParseKey(%q) = %v, want %s about %q", tc.in, err, tc.code, tc.want)
+		}
+		if !k.IsZero() {
+			t.Errorf("ParseKey(%q) gave %+v with its error", tc.in, k)
+		}
+	}
 }
