@@ -39,7 +39,7 @@ func deploymentIdentity(accountID, guid, deploymentCRN string) *auth.Principal {
 type kmsRootKey struct {
 	keys      streams.KeyService
 	principal *auth.Principal
-	keyCRN    string
+	key       crn.KeyRef
 	aad       []string
 }
 
@@ -52,18 +52,18 @@ func (e rootKeyError) Error() string { return e.err.Error() }
 func (e rootKeyError) Unwrap() error { return e.err }
 
 func (k kmsRootKey) WrapDEK(ctx context.Context, dek []byte) (archive.WrappedDEK, error) {
-	wrapped, version, err := k.keys.Wrap(auth.WithPrincipal(ctx, k.principal), k.keyCRN, dek, k.aad)
+	wrapped, version, err := k.keys.Wrap(auth.WithPrincipal(ctx, k.principal), k.key, dek, k.aad)
 	if err != nil {
 		return archive.WrappedDEK{}, rootKeyError{err}
 	}
-	return archive.WrappedDEK{KeyCRN: k.keyCRN, KeyVersion: version, Ciphertext: wrapped}, nil
+	return archive.WrappedDEK{KeyCRN: k.key.CRN, KeyVersion: version, Ciphertext: wrapped}, nil
 }
 
 func (k kmsRootKey) UnwrapDEK(ctx context.Context, w archive.WrappedDEK) ([]byte, error) {
-	if subtle.ConstantTimeCompare([]byte(w.KeyCRN), []byte(k.keyCRN)) != 1 {
+	if subtle.ConstantTimeCompare([]byte(w.KeyCRN), []byte(k.key.CRN)) != 1 {
 		return nil, errs.E("backup.UnwrapDEK", errs.Unprocessable, "BACKUP_MODIFIED", "The backup names another root key than the one it was taken with: the backup was modified")
 	}
-	dek, _, _, err := k.keys.Unwrap(auth.WithPrincipal(ctx, k.principal), k.keyCRN, w.Ciphertext, k.aad)
+	dek, _, _, err := k.keys.Unwrap(auth.WithPrincipal(ctx, k.principal), k.key, w.Ciphertext, k.aad)
 	switch {
 	case err == nil:
 		return dek, nil
@@ -99,9 +99,9 @@ func (s *Service) rootKey(b *Backup) archive.KeyWrapper {
 	aad := []string{"keyline-backup", b.DeploymentCRN, b.ID}
 	switch b.SealedBy {
 	case sealedByBackupKey:
-		return kmsRootKey{keys: s.keys, principal: blockStorage(b.AccountID, b.DeploymentGUID, b.DeploymentCRN), keyCRN: b.KeyCRN, aad: aad}
+		return kmsRootKey{keys: s.keys, principal: blockStorage(b.AccountID, b.DeploymentGUID, b.DeploymentCRN), key: b.Key, aad: aad}
 	case sealedByDiskKey:
-		return kmsRootKey{keys: s.keys, principal: deploymentIdentity(b.AccountID, b.DeploymentGUID, b.DeploymentCRN), keyCRN: b.KeyCRN, aad: aad}
+		return kmsRootKey{keys: s.keys, principal: deploymentIdentity(b.AccountID, b.DeploymentGUID, b.DeploymentCRN), key: b.Key, aad: aad}
 	}
 	return masterKey{aead: s.cfg.MasterKey, aad: []byte("keyline/backup-dek\x00" + b.DeploymentCRN + "\x00" + b.ID)}
 }
@@ -118,10 +118,7 @@ func keyFailure(b *Backup, doing string, err error) (reason string, code int, ok
 	if e == nil {
 		return "", 0, false
 	}
-	keyID, kpInstance := b.KeyCRN, ""
-	if c, perr := crn.Parse(b.KeyCRN); perr == nil {
-		keyID, kpInstance = c.Resource, c.ServiceInstance
-	}
+	keyID, kpInstance := b.Key.ID, b.Key.Instance
 	which := "backup key"
 	if b.SealedBy == sealedByDiskKey {
 		which = "disk key (the deployment has no backup key)"

@@ -4,6 +4,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/keyline/keyline/internal/crn"
 	"github.com/keyline/keyline/internal/errs"
 )
 
@@ -12,8 +13,12 @@ import (
 // event carries; other errors are not taken for key failures.
 func TestKeyFailuresSayWhyAndHowToFix(t *testing.T) {
 	const keyCRN = "crn:v1:bluemix:public:kms:us-south:a/acct:kp-guid:key:key-id"
-	byBackupKey := &Backup{KeyCRN: keyCRN, SealedBy: sealedByBackupKey}
-	byDiskKey := &Backup{KeyCRN: keyCRN, SealedBy: sealedByDiskKey}
+	key, err := crn.ParseKey(keyCRN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	byBackupKey := &Backup{KeyCRN: keyCRN, Key: key, SealedBy: sealedByBackupKey}
+	byDiskKey := &Backup{KeyCRN: keyCRN, Key: key, SealedBy: sealedByDiskKey}
 	cases := []struct {
 		name string
 		b    *Backup

@@ -1,9 +1,11 @@
 package backup
 
 import (
+	"fmt"
 	"strings"
 	"time"
 
+	"github.com/keyline/keyline/internal/crn"
 	"github.com/keyline/keyline/internal/errs"
 	"github.com/keyline/keyline/internal/store"
 )
@@ -46,6 +48,8 @@ type Backup struct {
 	Reason         string // why it failed
 	CreatedAt      time.Time
 	FinishedAt     time.Time
+
+	Key crn.KeyRef // KeyCRN parsed, once, when the backup is made or loaded
 }
 
 var migrations = []store.Migration{{ID: "backup/0001", SQL: `
@@ -88,6 +92,15 @@ func scanBackup(row interface{ Scan(...any) error }) (*Backup, error) {
 	b.CreatedAt = store.ParseTime(created)
 	if finished != "" {
 		b.FinishedAt = store.ParseTime(finished)
+	}
+	if b.KeyCRN != "" {
+		// Checked when the deployment was provisioned: a failure means
+		// the row was changed behind Keyline's back.
+		key, err := crn.ParseKey(b.KeyCRN)
+		if err != nil {
+			return nil, fmt.Errorf("backup %s: the stored key CRN: %w", b.ID, err)
+		}
+		b.Key = key
 	}
 	return &b, nil
 }

@@ -264,9 +264,9 @@ func (s *Service) start(ctx context.Context, inst *controller.Instance, typ stri
 		CreatedAt: s.clock.Now().UTC()}
 	switch {
 	case dep.BackupEncryptionKeyCRN != "":
-		b.KeyCRN, b.SealedBy = dep.BackupEncryptionKeyCRN, sealedByBackupKey
+		b.KeyCRN, b.Key, b.SealedBy = dep.BackupEncryptionKeyCRN, dep.BackupKey, sealedByBackupKey
 	case dep.DiskEncryptionKeyCRN != "":
-		b.KeyCRN, b.SealedBy = dep.DiskEncryptionKeyCRN, sealedByDiskKey
+		b.KeyCRN, b.Key, b.SealedBy = dep.DiskEncryptionKeyCRN, dep.DiskKey, sealedByDiskKey
 	default:
 		b.SealedBy = sealedByMaster
 	}
@@ -433,7 +433,7 @@ func (s *Service) volume(ctx context.Context, b *Backup) (volume.Volume, error) 
 // stands. It reports whether the authorization exists now.
 func (s *Service) recreateDependent(ctx context.Context, b *Backup) bool {
 	err := s.cfg.Delegation.CreateDependentAuthorization(ctx, deploymentIdentity(b.AccountID, b.DeploymentGUID, b.DeploymentCRN),
-		BlockStorage, keyResource(b.KeyCRN), auth.RoleReader)
+		BlockStorage, keyResource(b.Key), auth.RoleReader)
 	if err != nil {
 		s.log.Info("backup: the block storage authorization cannot be re-created", "deployment", b.DeploymentGUID, "err", err)
 		return false
@@ -462,9 +462,8 @@ func (s *Service) failureReason(b *Backup, err error) (string, int) {
 }
 
 // keyResource is what a key's authorization covers.
-func keyResource(keyCRN string) auth.Resource {
-	c, _ := crn.Parse(keyCRN)
-	return auth.Resource{AccountID: c.Account(), ServiceName: "kms", ServiceInstance: c.ServiceInstance, ResourceType: "key", ResourceID: c.Resource}
+func keyResource(key crn.KeyRef) auth.Resource {
+	return auth.Resource{AccountID: key.Account, ServiceName: "kms", ServiceInstance: key.Instance, ResourceType: "key", ResourceID: key.ID}
 }
 
 func mergeData(a, b map[string]any) map[string]any {
@@ -553,7 +552,7 @@ func (s *Service) view(ctx context.Context, b *Backup, usable map[string]bool) V
 		if b.SealedBy == sealedByDiskKey {
 			p = deploymentIdentity(b.AccountID, b.DeploymentGUID, b.DeploymentCRN)
 		}
-		info, err := s.keys.KeyInfo(auth.WithPrincipal(ctx, p), b.KeyCRN)
+		info, err := s.keys.KeyInfo(auth.WithPrincipal(ctx, p), b.Key)
 		ok = err == nil && !info.Purged && (info.State == streams.KeyActive || info.State == streams.KeyDeactivated)
 		usable[cacheKey] = ok
 	}

@@ -24,6 +24,14 @@ func (noDeployments) ReadLog(ctx context.Context, guid string, f func(*seglog.St
 	return errNoBackup("test")
 }
 
+// unusedKeys stands for the KMS and IAM where no test of this file reaches
+// them (no backup here is sealed under a root key): a call fails the test
+// with a panic of the nil interface.
+type unusedKeys struct {
+	streams.KeyService
+	Delegation
+}
+
 func newService(t *testing.T, env *iamtest.Env) *Service {
 	t.Helper()
 	ctx := context.Background()
@@ -31,8 +39,8 @@ func newService(t *testing.T, env *iamtest.Env) *Service {
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc, err := New(ctx, Config{DB: env.DB, Audit: env.Audit, Clock: env.Clock, Keys: streams.KMSKeys(nil),
-		Delegation: streams.IAMIdentity(env.Service), Deployments: noDeployments{}, Controller: ctl, Authorizer: env.Service,
+	svc, err := New(ctx, Config{DB: env.DB, Audit: env.Audit, Clock: env.Clock, Keys: unusedKeys{},
+		Delegation: unusedKeys{}, Deployments: noDeployments{}, Controller: ctl, Authorizer: env.Service,
 		MasterKey: env.Master, Volumes: VolumeConfig{DataDir: t.TempDir()}})
 	if err != nil {
 		t.Fatal(err)

@@ -34,7 +34,7 @@ func (b *kmsBroker) Reclaim(ctx context.Context, inst controller.Instance) error
 }
 
 func (b *kmsBroker) Credentials(ctx context.Context, inst controller.Instance, key controller.ResourceKey) (map[string]any, error) {
-	apikey, iamID, err := b.creds.create(ctx, inst, key, auth.RoleManager)
+	apikey, iamID, _, err := b.creds.create(ctx, inst, key, auth.RoleManager)
 	if err != nil {
 		return nil, err
 	}
@@ -49,15 +49,20 @@ func (b *kmsBroker) RevokeCredentials(ctx context.Context, inst controller.Insta
 }
 
 // credentials makes a resource key's service ID, its access policy on the
-// instance and its API key, as IBM Cloud does for service credentials.
+// instance and its API key, as IBM Cloud does for service credentials. It
+// is the one place that mints service credentials: Key Protect's and Event
+// Streams' brokers both call it.
 type credentials struct{ iam *iam.Service }
 
-func (c *credentials) create(ctx context.Context, inst controller.Instance, key controller.ResourceKey, defaultRole string) (apikey, iamID string, err error) {
-	role := firstNonEmpty(key.Role, defaultRole)
+// create mints the credentials of key with key.Role on inst (defaultRole
+// when the key has none) and returns the API key, its service ID's IAM ID
+// and the role granted.
+func (c *credentials) create(ctx context.Context, inst controller.Instance, key controller.ResourceKey, defaultRole string) (apikey, iamID, role string, err error) {
+	role = firstNonEmpty(key.Role, defaultRole)
 	sid, err := c.iam.CreateServiceID(ctx, iam.ServiceIDRequest{AccountID: inst.AccountID, Name: serviceIDName(key),
 		Description: "Service credentials " + key.Name + " of " + inst.CRN.String()})
 	if err != nil {
-		return "", "", err
+		return "", "", "", err
 	}
 	_, err = c.iam.CreatePolicy(ctx, iam.PolicyRequest{
 		Type:     "access",
@@ -70,14 +75,14 @@ func (c *credentials) create(ctx context.Context, inst controller.Instance, key 
 		}}},
 	})
 	if err != nil {
-		return "", "", err
+		return "", "", "", err
 	}
 	_, secret, err := c.iam.CreateAPIKey(ctx, iam.APIKeyRequest{Name: key.Name, IAMID: sid.IAMID, AccountID: inst.AccountID,
 		Description: "Service credentials " + key.CRN.String()})
 	if err != nil {
-		return "", "", err
+		return "", "", "", err
 	}
-	return secret, sid.IAMID, nil
+	return secret, sid.IAMID, role, nil
 }
 
 // serviceIDName names a resource key's service ID after the key's GUID, so
@@ -98,6 +103,15 @@ func (c *credentials) revoke(ctx context.Context, key controller.ResourceKey) er
 		}
 	}
 	return nil
+}
+
+// iamIdentity is the real IAM as the streams.Identity of deployments and
+// the backup.Delegation of their backups.
+type iamIdentity struct{ *iam.Service }
+
+func (a iamIdentity) CreateDependentAuthorization(ctx context.Context, source *auth.Principal, service string, target auth.Resource, role string) error {
+	_, err := a.Service.CreateDependentAuthorization(ctx, source, service, target, role)
+	return err
 }
 
 func firstNonEmpty(vals ...string) string {

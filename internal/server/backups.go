@@ -37,7 +37,7 @@ func (s *Server) wireBackups(ctx context.Context, iamSvc *iam.Service, keys stre
 	}
 	svc, err := backup.New(ctx, backup.Config{
 		DB: s.db, Audit: s.Audit, Clock: s.cfg.Clock, Logger: s.cfg.Logger, Volumes: vols,
-		Keys: keys, Delegation: streams.IAMIdentity(iamSvc), Deployments: st, Controller: ctl,
+		Keys: keys, Delegation: IAMIdentity(iamSvc), Deployments: st, Controller: ctl,
 		Authorizer: iamSvc, MasterKey: s.master,
 	})
 	if err != nil {

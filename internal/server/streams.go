@@ -2,7 +2,9 @@ package server
 
 import (
 	"context"
+	"errors"
 
+	"github.com/keyline/keyline/internal/auth"
 	"github.com/keyline/keyline/internal/controller"
 	"github.com/keyline/keyline/internal/crn"
 	"github.com/keyline/keyline/internal/errs"
@@ -37,8 +39,22 @@ func (b messagehubBroker) Reclaim(ctx context.Context, inst controller.Instance)
 	return b.s.Reclaim(ctx, inst.GUID)
 }
 
+// Credentials mints the key's credentials as every service's are (Manager
+// by default, as Event Streams does) and gives them in Event Streams'
+// shape; credentials of a deployment that is gone are deleted again.
 func (b messagehubBroker) Credentials(ctx context.Context, inst controller.Instance, key controller.ResourceKey) (map[string]any, error) {
-	return b.s.Credentials(ctx, inst.GUID, serviceIDName(key), key.Name, key.Role)
+	apikey, iamID, role, err := b.creds.create(ctx, inst, key, auth.RoleManager)
+	if err != nil {
+		return nil, err
+	}
+	out, err := b.s.Credentials(inst.GUID, streams.ServiceCredentials{APIKey: apikey, IAMID: iamID, Name: key.Name, Role: role})
+	if err != nil {
+		if rerr := b.creds.revoke(ctx, key); rerr != nil {
+			return nil, errors.Join(err, rerr)
+		}
+		return nil, err
+	}
+	return out, nil
 }
 
 // RevokeCredentials deletes the resource key's service ID with its API key
@@ -89,7 +105,7 @@ func (s *Server) wireStreams(ctx context.Context, iamSvc *iam.Service, keys stre
 	}
 	svc, err := streams.New(ctx, streams.Config{
 		DB: s.db, Audit: s.Audit, Clock: s.cfg.Clock, Logger: s.cfg.Logger,
-		Keys: keys, Identity: streams.IAMIdentity(iamSvc),
+		Keys: keys, Identity: IAMIdentity(iamSvc),
 		Tasks: deploymentTasks{ctl}, States: deploymentStates{ctl}, MasterKey: s.master,
 		DataDir: s.cfg.DataDir, ListenHost: s.cfg.KafkaHost, AdvertisedHost: s.cfg.KafkaAdvertisedHost, Reauthorize: s.cfg.KafkaReauthorize, PortMin: s.cfg.KafkaPortMin, PortMax: s.cfg.KafkaPortMax,
 		AdminURL: s.URL(), Restorer: restore, TLS: s.tls, LeasedEvents: true,

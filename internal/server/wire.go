@@ -73,7 +73,7 @@ func (s *Server) wire(ctx context.Context) error {
 		return err
 	}
 	s.svc = &services{iam: iamSvc, kms: kmsSvc, controller: ctl, account: account.ID}
-	keys := streams.KMSKeys(kmsSvc)
+	keys := KMSKeys(kmsSvc)
 	restore := &restorer{}
 	if s.svc.streams, err = s.wireStreams(ctx, iamSvc, keys, ctl, restore); err != nil {
 		return err

@@ -153,17 +153,17 @@ func (s *Service) portTaken(p int) bool {
 // with a newer key version is stored again.
 func (s *Service) unwrapDEK(ctx context.Context, d *deployment, id string, wrapped []byte) (*seglog.DEK, error) {
 	d.mu.Lock()
-	keyCRN := d.rec.DiskKeyCRN
+	key := d.rec.DiskKey
 	aad := d.aad(id)
 	d.mu.Unlock()
-	if keyCRN == "" {
+	if key.IsZero() {
 		plain, err := s.cfg.MasterKey.Open(wrapped, []byte(aad[0]+"\x00"+aad[1]))
 		if err != nil {
 			return nil, errs.E("streams.unwrapDEK", errs.Internal, "DEK_UNWRAP_FAILED", "The deployment's service-managed key does not open with the master key").Because(err)
 		}
 		return &seglog.DEK{ID: id, Key: plain}, nil
 	}
-	plain, rewrapped, version, err := s.keys.Unwrap(d.ctx(ctx), keyCRN, wrapped, aad)
+	plain, rewrapped, version, err := s.keys.Unwrap(d.ctx(ctx), key, wrapped, aad)
 	if err != nil {
 		return nil, err
 	}
@@ -190,7 +190,7 @@ func (s *Service) wrapDEK(ctx context.Context, rec *record, dek *seglog.DEK) (wr
 	if rec.DiskKeyCRN == "" {
 		return s.cfg.MasterKey.Seal(dek.Key, []byte(aad[0]+"\x00"+aad[1])), "", nil
 	}
-	return s.keys.Wrap(asDeployment(ctx, rec.AccountID, rec.GUID, rec.CRN), rec.DiskKeyCRN, dek.Key, aad)
+	return s.keys.Wrap(asDeployment(ctx, rec.AccountID, rec.GUID, rec.CRN), rec.DiskKey, dek.Key, aad)
 }
 
 // unlock unwraps the DEK (and the next one during a re-encryption), opens
@@ -356,7 +356,7 @@ func (s *Service) lockReason(ctx context.Context, d *deployment, cause error) (s
 	if rec.DiskKeyCRN == "" {
 		return causeUnreachable, "the deployment is locked: its service-managed key does not open"
 	}
-	info, err := s.keys.KeyInfo(d.ctx(ctx), rec.DiskKeyCRN)
+	info, err := s.keys.KeyInfo(d.ctx(ctx), rec.DiskKey)
 	key := rec.DiskKeyCRN
 	switch {
 	case (err != nil && errs.KindOf(err) == errs.NotExist) || (err == nil && info.Purged):

@@ -183,11 +183,11 @@ func (s *Service) applyEvent(ctx context.Context, d *deployment, ev KeyEvent) (s
 	}
 	defer d.op.Unlock()
 	rec, _, _ := d.snapshot()
-	if ev.KeyCRN != rec.DiskKeyCRN {
+	if ev.Key.CRN != rec.DiskKeyCRN {
 		// The backup key guards the backups, not the running deployment:
 		// keep the registration's version current.
 		if ev.Action == ActionRotate && ev.KeyVersion != "" {
-			return ev.KeyVersion, s.keys.UpdateRegistration(d.ctx(ctx), ev.KeyCRN, rec.CRN, ev.KeyVersion)
+			return ev.KeyVersion, s.keys.UpdateRegistration(d.ctx(ctx), ev.Key, rec.CRN, ev.KeyVersion)
 		}
 		return ev.KeyVersion, nil
 	}
@@ -274,13 +274,13 @@ func (s *Service) rotate(ctx context.Context, d *deployment, ev KeyEvent) (strin
 	const op = "streams.rotate"
 	rec, _, _ := d.snapshot()
 	actx := d.ctx(ctx)
-	rewrapped, version, err := s.keys.Rewrap(actx, rec.DiskKeyCRN, rec.WrappedDEK, d.aad(rec.DEKID))
+	rewrapped, version, err := s.keys.Rewrap(actx, rec.DiskKey, rec.WrappedDEK, d.aad(rec.DEKID))
 	if err != nil {
 		return "", err
 	}
 	rec.WrappedDEK, rec.KeyVersion = rewrapped, version
 	if rec.NextDEKID != "" {
-		if rec.NextWrappedDEK, rec.NextKeyVersion, err = s.keys.Rewrap(actx, rec.DiskKeyCRN, rec.NextWrappedDEK, d.aad(rec.NextDEKID)); err != nil {
+		if rec.NextWrappedDEK, rec.NextKeyVersion, err = s.keys.Rewrap(actx, rec.DiskKey, rec.NextWrappedDEK, d.aad(rec.NextDEKID)); err != nil {
 			return "", err
 		}
 	}
@@ -288,7 +288,7 @@ func (s *Service) rotate(ctx context.Context, d *deployment, ev KeyEvent) (strin
 	if err := s.saveRecord(ctx, d, &rec, nil); err != nil {
 		return "", errs.Internalf(op, err)
 	}
-	if err := s.keys.UpdateRegistration(actx, rec.DiskKeyCRN, rec.CRN, version); err != nil {
+	if err := s.keys.UpdateRegistration(actx, rec.DiskKey, rec.CRN, version); err != nil {
 		return "", err
 	}
 	d.mu.Lock()

@@ -10,6 +10,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/keyline/keyline/internal/auth"
+	"github.com/keyline/keyline/internal/crn"
 	"github.com/keyline/keyline/internal/errs"
 	"github.com/keyline/keyline/internal/seal"
 )
@@ -30,11 +31,11 @@ type testKMS struct {
 }
 
 type testKey struct {
-	crn, account, region, instance string
-	state                          int
-	standard, purged               bool
-	versions                       []*seal.AEAD
-	versionIDs                     []string
+	crn, account, region, instance, id string
+	state                              int
+	standard, purged                   bool
+	versions                           []*seal.AEAD
+	versionIDs                         []string
 }
 
 type testAck struct {
@@ -51,10 +52,11 @@ func newTestKMS() *testKMS {
 // addKey creates a root (or standard) key and returns its CRN.
 func (k *testKMS) addKey(t testing.TB, account, region, instance string, standard bool) string {
 	t.Helper()
-	c := fmt.Sprintf("crn:v1:bluemix:public:kms:%s:a/%s:%s:key:%s", region, account, instance, uuid.NewString())
+	id := uuid.NewString()
+	c := fmt.Sprintf("crn:v1:bluemix:public:kms:%s:a/%s:%s:key:%s", region, account, instance, id)
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	key := &testKey{crn: c, account: account, region: region, instance: instance, state: KeyActive, standard: standard}
+	key := &testKey{crn: c, account: account, region: region, instance: instance, id: id, state: KeyActive, standard: standard}
 	key.addVersion()
 	k.keys[c] = key
 	return c
@@ -83,13 +85,15 @@ func (k *testKMS) revoke(account, instance string) {
 }
 
 // check finds the key and checks the caller's service authorization.
-func (k *testKMS) check(ctx context.Context, keyCRN string) (*testKey, error) {
+func (k *testKMS) check(ctx context.Context, ref crn.KeyRef) (*testKey, error) {
 	const op = "testkms"
 	if k.down {
 		return nil, errs.E(op, errs.Unavailable, "", "KMS down")
 	}
-	key := k.keys[keyCRN]
-	if key == nil || key.purged {
+	// As Key Protect, it finds the key by instance and id: a reference
+	// whose parts do not match its CRN names no key.
+	key := k.keys[ref.CRN]
+	if key == nil || key.purged || key.instance != ref.Instance || key.id != ref.ID {
 		return nil, errs.E(op, errs.NotExist, "KEY_NOT_FOUND_ERR", "Key does not exist")
 	}
 	p := auth.FromContext(ctx)
@@ -99,10 +103,10 @@ func (k *testKMS) check(ctx context.Context, keyCRN string) (*testKey, error) {
 	return key, nil
 }
 
-func (k *testKMS) KeyInfo(ctx context.Context, keyCRN string) (KeyInfo, error) {
+func (k *testKMS) KeyInfo(ctx context.Context, ref crn.KeyRef) (KeyInfo, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	key, err := k.check(ctx, keyCRN)
+	key, err := k.check(ctx, ref)
 	if err != nil {
 		return KeyInfo{}, err
 	}
@@ -117,10 +121,10 @@ func (key *testKey) wrapLatest(dek []byte, aad []string) ([]byte, string) {
 	return append([]byte{byte(v)}, key.versions[v].Seal(dek, aadBytes(aad))...), key.versionIDs[v]
 }
 
-func (k *testKMS) Wrap(ctx context.Context, keyCRN string, dek []byte, aad []string) ([]byte, string, error) {
+func (k *testKMS) Wrap(ctx context.Context, ref crn.KeyRef, dek []byte, aad []string) ([]byte, string, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	key, err := k.check(ctx, keyCRN)
+	key, err := k.check(ctx, ref)
 	if err != nil {
 		return nil, "", err
 	}
@@ -131,8 +135,8 @@ func (k *testKMS) Wrap(ctx context.Context, keyCRN string, dek []byte, aad []str
 	return w, v, nil
 }
 
-func (k *testKMS) unwrapLocked(ctx context.Context, keyCRN string, wrapped []byte, aad []string) (*testKey, []byte, int, error) {
-	key, err := k.check(ctx, keyCRN)
+func (k *testKMS) unwrapLocked(ctx context.Context, ref crn.KeyRef, wrapped []byte, aad []string) (*testKey, []byte, int, error) {
+	key, err := k.check(ctx, ref)
 	if err != nil {
 		return nil, nil, 0, err
 	}
@@ -153,10 +157,10 @@ func (k *testKMS) unwrapLocked(ctx context.Context, keyCRN string, wrapped []byt
 	return key, dek, v, nil
 }
 
-func (k *testKMS) Unwrap(ctx context.Context, keyCRN string, wrapped []byte, aad []string) ([]byte, []byte, string, error) {
+func (k *testKMS) Unwrap(ctx context.Context, ref crn.KeyRef, wrapped []byte, aad []string) ([]byte, []byte, string, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	key, dek, v, err := k.unwrapLocked(ctx, keyCRN, wrapped, aad)
+	key, dek, v, err := k.unwrapLocked(ctx, ref, wrapped, aad)
 	if err != nil {
 		return nil, nil, "", err
 	}
@@ -167,10 +171,10 @@ func (k *testKMS) Unwrap(ctx context.Context, keyCRN string, wrapped []byte, aad
 	return dek, rw, ver, nil
 }
 
-func (k *testKMS) Rewrap(ctx context.Context, keyCRN string, wrapped []byte, aad []string) ([]byte, string, error) {
+func (k *testKMS) Rewrap(ctx context.Context, ref crn.KeyRef, wrapped []byte, aad []string) ([]byte, string, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	key, dek, _, err := k.unwrapLocked(ctx, keyCRN, wrapped, aad)
+	key, dek, _, err := k.unwrapLocked(ctx, ref, wrapped, aad)
 	if err != nil {
 		return nil, "", err
 	}
@@ -179,40 +183,40 @@ func (k *testKMS) Rewrap(ctx context.Context, keyCRN string, wrapped []byte, aad
 	return rw, ver, nil
 }
 
-func (k *testKMS) Register(ctx context.Context, keyCRN, resourceCRN, version string) error {
+func (k *testKMS) Register(ctx context.Context, ref crn.KeyRef, resourceCRN, version string) error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	key, err := k.check(ctx, keyCRN)
+	key, err := k.check(ctx, ref)
 	if err != nil {
 		return err
 	}
 	if key.state != KeyActive {
 		return errs.E("testkms", errs.Unprocessable, "KEY_INVALID_STATE_ERR", "Key is not active")
 	}
-	k.regs[[2]string{keyCRN, resourceCRN}] = version
+	k.regs[[2]string{ref.CRN, resourceCRN}] = version
 	return nil
 }
 
-func (k *testKMS) UpdateRegistration(ctx context.Context, keyCRN, resourceCRN, version string) error {
+func (k *testKMS) UpdateRegistration(ctx context.Context, ref crn.KeyRef, resourceCRN, version string) error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if _, err := k.check(ctx, keyCRN); err != nil {
+	if _, err := k.check(ctx, ref); err != nil {
 		return err
 	}
-	if _, ok := k.regs[[2]string{keyCRN, resourceCRN}]; !ok {
+	if _, ok := k.regs[[2]string{ref.CRN, resourceCRN}]; !ok {
 		return errs.E("testkms", errs.NotExist, "NOT_FOUND_ERR", "no registration")
 	}
-	k.regs[[2]string{keyCRN, resourceCRN}] = version
+	k.regs[[2]string{ref.CRN, resourceCRN}] = version
 	return nil
 }
 
-func (k *testKMS) Unregister(ctx context.Context, keyCRN, resourceCRN string) error {
+func (k *testKMS) Unregister(ctx context.Context, ref crn.KeyRef, resourceCRN string) error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if _, err := k.check(ctx, keyCRN); err != nil {
+	if _, err := k.check(ctx, ref); err != nil {
 		return err
 	}
-	delete(k.regs, [2]string{keyCRN, resourceCRN})
+	delete(k.regs, [2]string{ref.CRN, resourceCRN})
 	return nil
 }
 
@@ -286,7 +290,7 @@ func (k *testKMS) act(t testing.TB, keyCRN, action string) []string {
 	}
 	var ids []string
 	if len(resources) > 0 {
-		ev := KeyEvent{ID: uuid.NewString(), KeyCRN: keyCRN, ResourceCRNs: resources, Action: action,
+		ev := KeyEvent{ID: uuid.NewString(), Key: crn.KeyRef{CRN: keyCRN, Instance: key.instance, ID: key.id}, ResourceCRNs: resources, Action: action,
 			KeyVersion: key.versionIDs[len(key.versionIDs)-1], CorrelationID: uuid.NewString()}
 		k.events = append(k.events, ev)
 		ids = append(ids, ev.ID)
@@ -382,9 +386,11 @@ func (i *testIAM) CreateDependentAuthorization(_ context.Context, source *auth.P
 	return nil
 }
 
-func (i *testIAM) CreateServiceCredentials(_ context.Context, account, guid, _, _, role string) (string, string, error) {
+// credentials mints an API key with role on the deployment, as
+// internal/server does for a resource key.
+func (i *testIAM) credentials(account, guid, name, role string) ServiceCredentials {
 	key := i.grant(account, guid, role)
-	return key, i.apikeys[key].principal.IAMID, nil
+	return ServiceCredentials{APIKey: key, IAMID: i.apikeys[key].principal.IAMID, Name: name, Role: role}
 }
 
 // testTasks keeps every task and its progress.

@@ -108,7 +108,7 @@ func (h *harness) provisionWithKey() (Instance, string) {
 // client connects to a deployment with credentials of role.
 func (h *harness) client(inst Instance, role string, opts ...kgo.Opt) *kgo.Client {
 	h.t.Helper()
-	creds, err := h.svc.Credentials(context.Background(), inst.GUID, "ServiceId-test-"+auth.RoleName(role), "test-"+auth.RoleName(role), role)
+	creds, err := h.svc.Credentials(inst.GUID, h.iam.credentials(inst.AccountID, inst.GUID, "test-"+auth.RoleName(role), role))
 	if err != nil {
 		h.t.Fatal(err)
 	}

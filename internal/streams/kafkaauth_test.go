@@ -18,6 +18,7 @@ import (
 
 	"github.com/keyline/keyline/internal/auth"
 	"github.com/keyline/keyline/internal/crn"
+	"github.com/keyline/keyline/internal/errs"
 	"github.com/keyline/keyline/internal/iam"
 	"github.com/keyline/keyline/internal/iam/iamtest"
 )
@@ -34,7 +35,7 @@ type realKafka struct {
 func startRealKafka(t *testing.T, params map[string]any) *realKafka {
 	t.Helper()
 	env := iamtest.New(t)
-	svc := startService(t, Config{DB: env.DB, Audit: env.Audit, Keys: newTestKMS(), Identity: iamIdentity{env.Service}, Clock: env.Clock,
+	svc := startService(t, Config{DB: env.DB, Audit: env.Audit, Keys: newTestKMS(), Identity: kafkaIdentity{env.Service}, Clock: env.Clock,
 		Tasks: &testTasks{}, States: &testStates{}, MasterKey: mustSeal(t), DataDir: filepath.Join(t.TempDir(), "data"),
 		Reauthorize: 200 * time.Millisecond})
 	guid := uuid.NewString()
@@ -43,10 +44,7 @@ func startRealKafka(t *testing.T, params map[string]any) *realKafka {
 	if _, err := svc.Provision(env.AsAdmin(), inst, params); err != nil {
 		t.Fatal(err)
 	}
-	c, err := svc.Credentials(env.AsAdmin(), guid, "ServiceId-"+uuid.NewString(), "manager", auth.RoleManager)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := realCredentials(t, env, svc, inst, "manager", auth.RoleManager)
 	k := &realKafka{env: env, svc: svc, guid: guid, brokers: c["kafka_brokers_sasl"].([]string)}
 	if tokenOnly, _ := params[ParamIAMTokenOnly].(bool); !tokenOnly {
 		manager := newClient(t, k.brokers, "token", c["api_key"].(string))
@@ -55,6 +53,36 @@ func startRealKafka(t *testing.T, params map[string]any) *realKafka {
 		}
 	}
 	return k
+}
+
+// kafkaIdentity is the real IAM for Kafka logins (internal/server's adapter
+// is out of this package's reach); these tests make no dependent
+// authorizations.
+type kafkaIdentity struct{ *iam.Service }
+
+func (kafkaIdentity) CreateDependentAuthorization(context.Context, *auth.Principal, string, auth.Resource, string) error {
+	return errs.E("streams.test", errs.Internal, "", "Kafka login tests make no dependent authorizations")
+}
+
+// realCredentials mints credentials with role on a deployment in the real
+// IAM (a service ID, its API key, an access policy), as internal/server
+// does for a resource key, and gives them in Event Streams' shape.
+func realCredentials(t testing.TB, env *iamtest.Env, svc *Service, inst Instance, name, role string) map[string]any {
+	t.Helper()
+	sid, err := env.Service.CreateServiceID(env.AsAdmin(), iam.ServiceIDRequest{AccountID: inst.AccountID, Name: "ServiceId-" + uuid.NewString()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, apikey, err := env.Service.CreateAPIKey(env.AsAdmin(), iam.APIKeyRequest{Name: name, IAMID: sid.IAMID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	env.Grant(t, sid.IAMID, auth.Resource{AccountID: inst.AccountID, ServiceName: ServiceName, ServiceInstance: inst.GUID}, role)
+	c, err := svc.Credentials(inst.GUID, ServiceCredentials{APIKey: apikey, IAMID: sid.IAMID, Name: name, Role: role})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
 
 // startService starts a streams service until the test ends.

@@ -397,7 +397,7 @@ func TestSuspendResumeAndReclaim(t *testing.T) {
 
 func TestInterruptedReencryptionResumesAfterRestart(t *testing.T) {
 	h := newHarness(t)
-	inst, key := h.provisionWithKey()
+	inst, _ := h.provisionWithKey()
 	h.createTopic(inst, "orders", 2)
 	produceN(t, h.client(inst, auth.RoleWriter), "orders", "o", 2000)
 	d := h.deployment(inst.GUID)
@@ -409,7 +409,7 @@ func TestInterruptedReencryptionResumesAfterRestart(t *testing.T) {
 	// with old blocks still to rewrite.
 	next := newDEK()
 	rec, _, _ := d.snapshot()
-	wrapped, version, err := h.kms.Wrap(d.ctx(context.Background()), key, next.Key, d.aad(next.ID))
+	wrapped, version, err := h.kms.Wrap(d.ctx(context.Background()), rec.DiskKey, next.Key, d.aad(next.ID))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/keyline/keyline/internal/auth"
+	"github.com/keyline/keyline/internal/crn"
 	"github.com/keyline/keyline/internal/errs"
 	"github.com/keyline/keyline/internal/store"
 	"github.com/keyline/keyline/internal/streams/broker"
@@ -185,9 +186,9 @@ func (s *Service) Reclaim(ctx context.Context, guid string) error {
 	}
 	rec, _, _ := d.snapshot()
 	actx := d.ctx(ctx)
-	seen := map[string]bool{}
-	for _, k := range []string{rec.DiskKeyCRN, rec.BackupKeyCRN} {
-		if k == "" || seen[k] {
+	seen := map[crn.KeyRef]bool{}
+	for _, k := range []crn.KeyRef{rec.DiskKey, rec.BackupKey} {
+		if k.IsZero() || seen[k] {
 			continue
 		}
 		seen[k] = true
@@ -207,23 +208,23 @@ func (s *Service) Reclaim(ctx context.Context, guid string) error {
 	return nil
 }
 
-// Credentials makes service credentials for a deployment in Event Streams'
-// shape: a new service ID (named serviceID, so that whoever revokes them
-// finds it again) with an API key named name and role on the deployment.
-func (s *Service) Credentials(ctx context.Context, guid, serviceID, name, role string) (map[string]any, error) {
+// ServiceCredentials are an API key of a service ID given role on a
+// deployment, made by the caller (internal/server makes every service's
+// credentials the same way).
+type ServiceCredentials struct {
+	APIKey, IAMID string
+	Name, Role    string
+}
+
+// Credentials gives service credentials made for a deployment in Event
+// Streams' shape, with its brokers and admin URL.
+func (s *Service) Credentials(guid string, c ServiceCredentials) (map[string]any, error) {
 	const op = "streams.Credentials"
 	d, err := s.get(op, guid)
 	if err != nil {
 		return nil, err
 	}
 	rec, _, _ := d.snapshot()
-	if role == "" {
-		role = auth.RoleManager
-	}
-	apikey, iamID, err := s.iam.CreateServiceCredentials(ctx, rec.AccountID, guid, serviceID, name, role)
-	if err != nil {
-		return nil, err
-	}
 	brokers := s.brokerAddrs(rec)
 	admin := s.adminURL(guid)
 	return map[string]any{
@@ -231,12 +232,12 @@ func (s *Service) Credentials(ctx context.Context, guid, serviceID, name, role s
 		"kafka_admin_url":    admin,
 		"kafka_http_url":     admin,
 		"user":               "token",
-		"api_key":            apikey,
-		"password":           apikey,
+		"api_key":            c.APIKey,
+		"password":           c.APIKey,
 		"instance_id":        guid,
-		"iam_serviceid_crn":  iamID,
-		"iam_role_crn":       role,
-		"iam_apikey_name":    name,
+		"iam_serviceid_crn":  c.IAMID,
+		"iam_role_crn":       c.Role,
+		"iam_apikey_name":    c.Name,
 	}, nil
 }
 
@@ -280,6 +281,7 @@ type DeploymentInfo struct {
 	Region                 string            `json:"region"`
 	DiskEncryptionKeyCRN   string            `json:"disk_encryption_key_crn,omitempty"`
 	BackupEncryptionKeyCRN string            `json:"backup_encryption_key_crn,omitempty"`
+	DiskKey, BackupKey     crn.KeyRef        `json:"-"` // the two CRNs above, parsed
 	KeyVersion             string            `json:"key_version,omitempty"`
 	State                  string            `json:"state"`
 	Reason                 string            `json:"state_reason,omitempty"`
@@ -304,6 +306,7 @@ func (s *Service) Deployment(ctx context.Context, guid string) (DeploymentInfo, 
 	rec, lock, _ := d.snapshot()
 	info := DeploymentInfo{GUID: rec.GUID, CRN: rec.CRN, AccountID: rec.AccountID, Name: rec.Name, Plan: rec.Plan, PlanLimits: PlanLimits(rec.Plan),
 		Region: rec.Region, DiskEncryptionKeyCRN: rec.DiskKeyCRN, BackupEncryptionKeyCRN: rec.BackupKeyCRN,
+		DiskKey: rec.DiskKey, BackupKey: rec.BackupKey,
 		KeyVersion: rec.KeyVersion, State: StateActive, Reason: lock, KafkaBrokers: s.brokerAddrs(rec),
 		KafkaAdminURL: s.adminURL(guid), Reencrypting: rec.NextDEKID != "", CreatedAt: rec.CreatedAt, UpdatedAt: rec.UpdatedAt}
 	d.mu.Lock()

@@ -1,6 +1,7 @@
 package streams
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"regexp"
@@ -33,7 +34,7 @@ var bareKeyID = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$`)
 // keyParam is a validated key parameter.
 type keyParam struct {
 	param string
-	crn   string
+	key   crn.KeyRef
 	info  KeyInfo
 }
 
@@ -78,7 +79,7 @@ func (s *Service) Provision(ctx context.Context, inst Instance, params map[strin
 	if backup != nil {
 		if !backupKeyRegions[backup.info.Region] {
 			return nil, errs.Ef(op, errs.Invalid, "BACKUP_KEY_REGION", "%s must be a key in us-south, us-east or eu-de (where backups can use your key); %s is in %s: create the key in a Key Protect instance of one of those regions",
-				ParamBackupKey, backup.crn, backup.info.Region).On("field", ParamBackupKey)
+				ParamBackupKey, backup.key, backup.info.Region).On("field", ParamBackupKey)
 		}
 		if !durableRegions[backup.info.Region] {
 			warnings = append(warnings, fmt.Sprintf("the backup key is in %s: only keys in us-south and eu-de survive a region failure, so backups may become unrestorable if %s fails", backup.info.Region, backup.info.Region))
@@ -86,7 +87,7 @@ func (s *Service) Provision(ctx context.Context, inst Instance, params map[strin
 		var users []string
 		if err := s.db.Read(ctx, func(tx *store.Tx) error {
 			var err error
-			users, err = backupKeyUsers(tx, backup.crn, inst.GUID)
+			users, err = backupKeyUsers(tx, backup.key.CRN, inst.GUID)
 			return err
 		}); err != nil {
 			return nil, errs.Internalf(op, err)
@@ -100,17 +101,17 @@ func (s *Service) Provision(ctx context.Context, inst Instance, params map[strin
 		Region: inst.Region, CreatedAt: s.clock.Now()}
 	rec.UpdatedAt = rec.CreatedAt
 	if disk != nil {
-		rec.DiskKeyCRN = disk.crn
+		rec.DiskKeyCRN, rec.DiskKey = disk.key.CRN, disk.key
 	}
 	if backup != nil {
-		rec.BackupKeyCRN = backup.crn
+		rec.BackupKeyCRN, rec.BackupKey = backup.key.CRN, backup.key
 	}
 	dek := newDEK()
 	rec.DEKID = dek.ID
 	rec.WrappedDEK, rec.KeyVersion, err = s.wrapDEK(ctx, rec, dek)
 	if err != nil {
 		dek.Wipe()
-		return nil, s.keyAccessError(op, ParamDiskKey, rec.DiskKeyCRN, err)
+		return nil, s.keyAccessError(op, ParamDiskKey, rec.DiskKey, err)
 	}
 	d := s.newDeployment(rec)
 	if restoreFrom != "" {
@@ -140,10 +141,10 @@ func (s *Service) Provision(ctx context.Context, inst Instance, params map[strin
 	if backup != nil {
 		// The deployment's backups live on block storage, which needs its
 		// own authorization to the key, created by the deployment.
-		if err := s.iam.CreateDependentAuthorization(ctx, servicePrincipal(inst.AccountID, inst.GUID, inst.CRN), "is", backupTarget(backup.crn), auth.RoleReader); err != nil {
+		if err := s.iam.CreateDependentAuthorization(ctx, servicePrincipal(inst.AccountID, inst.GUID, inst.CRN), "is", backupTarget(backup.key), auth.RoleReader); err != nil {
 			if errs.KindOf(err) == errs.Permission {
 				return undo(errs.Ef(op, errs.Invalid, "S2S_DELEGATION_MISSING", "Missing or mis-configured S2S Authorization Policy. The service could not delegate access to the backup encryption key specified as %s to Block Storage: the messagehub -> kms authorization needs the Reader and AuthorizationDelegator roles; create it with `keyline iam authorization-policy-create messagehub kms Reader,AuthorizationDelegator --target-service-instance-id %s`",
-					backup.crn, backup.info.InstanceGUID).On("field", ParamBackupKey))
+					backup.key, backup.info.InstanceGUID).On("field", ParamBackupKey))
 			}
 			return undo(errs.Internalf(op, err))
 		}
@@ -226,21 +227,21 @@ func (s *Service) serveNew(d *deployment, dek *seglog.DEK) error {
 
 // register registers the deployment on each of its keys with the key
 // version it uses, returning the keys registered so far.
-func (s *Service) register(actx context.Context, rec *record, disk, backup *keyParam) ([]string, error) {
+func (s *Service) register(actx context.Context, rec *record, disk, backup *keyParam) ([]crn.KeyRef, error) {
 	const op = "streams.register"
-	var done []string
+	var done []crn.KeyRef
 	for _, k := range []*keyParam{disk, backup} {
-		if k == nil || (len(done) > 0 && done[0] == k.crn) {
+		if k == nil || (len(done) > 0 && done[0] == k.key) {
 			continue
 		}
 		version := k.info.Version
 		if k == disk {
 			version = rec.KeyVersion
 		}
-		if err := s.keys.Register(actx, k.crn, rec.CRN, version); err != nil {
-			return done, s.keyAccessError(op, k.param, k.crn, err)
+		if err := s.keys.Register(actx, k.key, rec.CRN, version); err != nil {
+			return done, s.keyAccessError(op, k.param, k.key, err)
 		}
-		done = append(done, k.crn)
+		done = append(done, k.key)
 	}
 	return done, nil
 }
@@ -263,27 +264,27 @@ func (s *Service) checkKeyParam(actx context.Context, inst Instance, params map[
 	if !strings.HasPrefix(str, "crn:") && bareKeyID.MatchString(str) {
 		return nil, errs.Ef(op, errs.Invalid, "KEY_CRN_REQUIRED", "%s must be the key's full CRN (crn:v1:...:key:<id>), not just its ID: copy it from the CRN column of `keyline kp keys -i <Key Protect instance>`, or from `keyline kp key show %s -i <Key Protect instance>`", param, str).On("field", param)
 	}
-	c, err := crn.Parse(str)
+	key, err := crn.ParseKey(str)
+	if e := errs.As(err); e != nil && e.Code == crn.NotKeyCode {
+		return nil, errs.Ef(op, errs.Invalid, "INVALID_KEY_CRN", "%s must be the CRN of a Key Protect key (crn:v1:<cname>:<ctype>:kms:<region>:a/<account>:<instance>:key:<id>); %s is not one", param, str).On("field", param)
+	}
 	if err != nil {
 		return nil, errs.Ef(op, errs.Invalid, "INVALID_KEY_CRN", "%s is not a valid key CRN: %s; copy the key's CRN from the CRN column of `keyline kp keys -i <Key Protect instance>`", param, errMsg(err)).On("field", param)
 	}
-	if c.ServiceName != "kms" || c.ResourceType != "key" || c.Resource == "" || c.ServiceInstance == "" {
-		return nil, errs.Ef(op, errs.Invalid, "INVALID_KEY_CRN", "%s must be the CRN of a Key Protect key (crn:v1:<cname>:<ctype>:kms:<region>:a/<account>:<instance>:key:<id>); %s is not one", param, str).On("field", param)
+	if key.Account != inst.AccountID {
+		return nil, errs.Ef(op, errs.Invalid, "KEY_OTHER_ACCOUNT", "%s %s belongs to account %s, not to the deployment's account %s: use a key of a Key Protect instance in account %s", param, str, key.Account, inst.AccountID, inst.AccountID).On("field", param)
 	}
-	if c.Account() != inst.AccountID {
-		return nil, errs.Ef(op, errs.Invalid, "KEY_OTHER_ACCOUNT", "%s %s belongs to account %s, not to the deployment's account %s: use a key of a Key Protect instance in account %s", param, str, c.Account(), inst.AccountID, inst.AccountID).On("field", param)
-	}
-	info, err := s.keys.KeyInfo(actx, str)
+	info, err := s.keys.KeyInfo(actx, key)
 	if err != nil {
-		return nil, s.keyAccessError(op, param, str, err)
+		return nil, s.keyAccessError(op, param, key, err)
 	}
 	switch {
 	case info.Extractable:
-		return nil, errs.Ef(op, errs.Invalid, "KEY_NOT_ROOT", "%s %s is a standard key, which cannot protect other keys: use a root key (create one with `keyline kp key create <name> -i %s` without --standard-key)", param, str, c.ServiceInstance).On("field", param)
+		return nil, errs.Ef(op, errs.Invalid, "KEY_NOT_ROOT", "%s %s is a standard key, which cannot protect other keys: use a root key (create one with `keyline kp key create <name> -i %s` without --standard-key)", param, str, key.Instance).On("field", param)
 	case info.State == KeyDestroyed:
-		return nil, errs.Ef(op, errs.Invalid, "KEY_DELETED", "%s %s has been deleted: restore it within 30 days of deletion (`keyline kp key restore %s -i %s`) or use another root key", param, str, c.Resource, c.ServiceInstance).On("field", param)
+		return nil, errs.Ef(op, errs.Invalid, "KEY_DELETED", "%s %s has been deleted: restore it within 30 days of deletion (`keyline kp key restore %s -i %s`) or use another root key", param, str, key.ID, key.Instance).On("field", param)
 	case info.State == KeySuspended:
-		return nil, errs.Ef(op, errs.Invalid, "KEY_DISABLED", "%s %s is disabled: enable it with `keyline kp key enable %s -i %s` or use another root key", param, str, c.Resource, c.ServiceInstance).On("field", param)
+		return nil, errs.Ef(op, errs.Invalid, "KEY_DISABLED", "%s %s is disabled: enable it with `keyline kp key enable %s -i %s` or use another root key", param, str, key.ID, key.Instance).On("field", param)
 	case info.State == KeyDeactivated:
 		return nil, errs.Ef(op, errs.Invalid, "KEY_EXPIRED", "%s %s has expired and can no longer wrap keys: use another root key", param, str).On("field", param)
 	case info.State != KeyActive:
@@ -293,26 +294,24 @@ func (s *Service) checkKeyParam(actx context.Context, inst Instance, params map[
 		info.CRN = str
 	}
 	if info.Region == "" {
-		info.Region = c.Location
+		info.Region = key.Region
 	}
 	if info.InstanceGUID == "" {
-		info.InstanceGUID = c.ServiceInstance
+		info.InstanceGUID = key.Instance
 	}
 	if info.AccountID == "" {
-		info.AccountID = c.Account()
+		info.AccountID = key.Account
 	}
-	return &keyParam{param: param, crn: str, info: info}, nil
+	return &keyParam{param: param, key: key, info: info}, nil
 }
 
 // keyAccessError turns a KMS failure on a key the caller named into a 400
 // that says how to fix it.
-func (s *Service) keyAccessError(op, param, keyCRN string, err error) error {
+func (s *Service) keyAccessError(op, param string, key crn.KeyRef, err error) error {
+	keyCRN := key.CRN
 	switch errs.KindOf(err) {
 	case errs.Permission, errs.Unauthenticated:
-		inst := ""
-		if c, perr := crn.Parse(keyCRN); perr == nil {
-			inst = c.ServiceInstance
-		}
+		inst := key.Instance
 		roles := "Reader"
 		if param == ParamBackupKey {
 			roles = "Reader,AuthorizationDelegator"
@@ -320,10 +319,7 @@ func (s *Service) keyAccessError(op, param, keyCRN string, err error) error {
 		return errs.Ef(op, errs.Invalid, "S2S_AUTHORIZATION_MISSING", "Missing or mis-configured S2S Authorization Policy. The service could not configure access to the encryption key specified as %s: create one with `keyline iam authorization-policy-create messagehub kms %s --target-service-instance-id %s`",
 			keyCRN, roles, inst).On("field", param)
 	case errs.NotExist, errs.Gone:
-		inst := "<Key Protect instance>"
-		if c, perr := crn.Parse(keyCRN); perr == nil {
-			inst = c.ServiceInstance
-		}
+		inst := cmp.Or(key.Instance, "<Key Protect instance>")
 		return errs.Ef(op, errs.Invalid, "KEY_NOT_FOUND", "%s %s does not exist: check the CRN with `keyline kp keys -i %s`", param, keyCRN, inst).On("field", param)
 	case errs.Invalid, errs.Conflict, errs.Unprocessable:
 		return errs.Ef(op, errs.Invalid, "KEY_UNUSABLE", "%s %s cannot be used: %s", param, keyCRN, errMsg(err)).On("field", param)
@@ -388,9 +384,8 @@ func paramString(params map[string]any, name string) string {
 }
 
 // backupTarget is what the block storage authorization of a backup key covers.
-func backupTarget(keyCRN string) auth.Resource {
-	c, _ := crn.Parse(keyCRN)
-	return auth.Resource{AccountID: c.Account(), ServiceName: "kms", ServiceInstance: c.ServiceInstance, ResourceType: "key", ResourceID: c.Resource}
+func backupTarget(key crn.KeyRef) auth.Resource {
+	return auth.Resource{AccountID: key.Account, ServiceName: "kms", ServiceInstance: key.Instance, ResourceType: "key", ResourceID: key.ID}
 }
 
 // EnsureDependentAuthorizations re-creates the block storage (is -> kms)
@@ -411,7 +406,7 @@ func (s *Service) EnsureDependentAuthorizations(ctx context.Context) error {
 		if rec.BackupKeyCRN == "" {
 			continue
 		}
-		if err := s.iam.CreateDependentAuthorization(ctx, servicePrincipal(rec.AccountID, rec.GUID, rec.CRN), "is", backupTarget(rec.BackupKeyCRN), auth.RoleReader); err != nil {
+		if err := s.iam.CreateDependentAuthorization(ctx, servicePrincipal(rec.AccountID, rec.GUID, rec.CRN), "is", backupTarget(rec.BackupKey), auth.RoleReader); err != nil {
 			s.log.Warn("streams: cannot re-create the backup key's block storage authorization", "deployment", rec.GUID, "err", err)
 			failed = append(failed, rec.CRN)
 		}

@@ -18,6 +18,7 @@ import (
 	"github.com/keyline/keyline/internal/auth"
 	"github.com/keyline/keyline/internal/crn"
 	"github.com/keyline/keyline/internal/errs"
+	"github.com/keyline/keyline/internal/store"
 )
 
 func TestProvisionRefusesBadKeys(t *testing.T) {
@@ -146,7 +147,7 @@ func TestProduceAndConsumeOverSASL(t *testing.T) {
 		}
 	})
 	t.Run("a login refused says why", func(t *testing.T) {
-		creds, _ := h.svc.Credentials(context.Background(), inst.GUID, "ServiceId-x", "x", auth.RoleReader)
+		creds, _ := h.svc.Credentials(inst.GUID, h.iam.credentials(inst.AccountID, inst.GUID, "x", auth.RoleReader))
 		brokers := creds["kafka_brokers_sasl"].([]string)
 		for _, tc := range []struct{ user, pass, want string }{
 			{"admin", creds["api_key"].(string), `the SASL user name must be "token"`},
@@ -322,5 +323,43 @@ func TestAdminAPIAndMetadataNeedCredentials(t *testing.T) {
 				t.Fatalf("status %d, want %d", resp.StatusCode, tc.want)
 			}
 		})
+	}
+}
+
+// TestStoredKeyCRNIsParsedOnLoad: the key CRNs of a deployment are parsed
+// when its record is loaded (and the parsed reference is what reaches the
+// KMS, which finds a key by instance and id); a stored CRN changed behind
+// Keyline's back stops the start with an error that names the deployment
+// and says what is wrong, rather than a KMS call failing later.
+func TestStoredKeyCRNIsParsedOnLoad(t *testing.T) {
+	h := newHarness(t)
+	inst, key := h.provisionWithKey()
+	h.restart()
+	d := h.deployment(inst.GUID)
+	rec, _, _ := d.snapshot()
+	if want, _ := crn.ParseKey(key); rec.DiskKey != want || rec.DiskKey.Instance != kpInstance {
+		t.Fatalf("loaded disk key %+v, want %+v", rec.DiskKey, want)
+	}
+	if info, err := h.svc.Deployment(context.Background(), inst.GUID); err != nil || info.State != StateActive {
+		t.Fatalf("after the restart: %+v %v", info, err)
+	}
+
+	h.svc.Close()
+	notAKey := crn.New("kms", "us-south", testAccount, kpInstance).String()
+	if err := h.db.Tx(context.Background(), func(tx *store.Tx) error {
+		_, err := tx.Exec(`UPDATE streams_deployments SET disk_key_crn = ? WHERE guid = ?`, notAKey, inst.GUID)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	svc, err := New(context.Background(), Config{DB: h.db, Audit: h.audit, Keys: h.kms, Identity: h.iam, Tasks: h.tasks,
+		States: h.states, MasterKey: h.master, DataDir: filepath.Join(h.dir, "data")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer svc.Close()
+	err = svc.Start(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "deployment "+inst.GUID+": the stored disk key CRN") || !strings.Contains(err.Error(), "does not name a Key Protect key") {
+		t.Fatalf("start over a stored CRN that names no key: %v", err)
 	}
 }

@@ -1,4 +1,4 @@
-package streams
+package streams_test
 
 import (
 	"context"
@@ -17,6 +17,8 @@ import (
 	"github.com/keyline/keyline/internal/iam"
 	"github.com/keyline/keyline/internal/iam/iamtest"
 	"github.com/keyline/keyline/internal/kms"
+	"github.com/keyline/keyline/internal/server"
+	"github.com/keyline/keyline/internal/streams"
 )
 
 func TestSeedFlowsOverRealKMSAndIAM(t *testing.T) {
@@ -35,20 +37,20 @@ func TestSeedFlowsOverRealKMSAndIAM(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tasks, states := &testTasks{}, &testStates{}
-	svc := startService(t, Config{DB: env.DB, Audit: env.Audit, Keys: kmsKeys{k}, Identity: iamIdentity{env.Service},
-		Tasks: tasks, States: states, MasterKey: mustSeal(t), DataDir: filepath.Join(t.TempDir(), "data"), SegmentBytes: 16 << 10})
+	tasks, states := &streams.TestTasks{}, &streams.TestStates{}
+	svc := streams.StartService(t, streams.Config{DB: env.DB, Audit: env.Audit, Keys: server.KMSKeys(k), Identity: server.IAMIdentity(env.Service),
+		Tasks: tasks, States: states, MasterKey: streams.MustSeal(t), DataDir: filepath.Join(t.TempDir(), "data"), SegmentBytes: 16 << 10})
 
 	guid := uuid.NewString()
-	inst := Instance{GUID: guid, CRN: crn.New(ServiceName, "us-south", account, guid).String(), AccountID: account,
+	inst := streams.Instance{GUID: guid, CRN: crn.New(streams.ServiceName, "us-south", account, guid).String(), AccountID: account,
 		Name: "orders", Plan: "standard", Region: "us-south"}
-	params := map[string]any{ParamDiskKey: key.CRN}
+	params := map[string]any{streams.ParamDiskKey: key.CRN}
 	_, err = svc.Provision(env.AsAdmin(), inst, params)
 	if e := errs.As(err); e == nil || e.Kind != errs.Invalid || !strings.HasPrefix(e.Msg, "Missing or mis-configured S2S Authorization Policy. The service could not configure access to the encryption key specified as "+key.CRN) {
 		t.Fatalf("provision without the authorization: %v", err)
 	}
 	kpResource := auth.Resource{AccountID: account, ServiceName: "kms", ServiceInstance: kpGUID}
-	env.Authorize(t, ServiceName, "", kpResource, auth.RoleReader)
+	env.Authorize(t, streams.ServiceName, "", kpResource, auth.RoleReader)
 	if _, err := svc.Provision(env.AsAdmin(), inst, params); err != nil {
 		t.Fatal(err)
 	}
@@ -61,28 +63,20 @@ func TestSeedFlowsOverRealKMSAndIAM(t *testing.T) {
 	}
 
 	creds := func(role string, opts ...kgo.Opt) *kgo.Client {
-		c, err := svc.Credentials(env.AsAdmin(), guid, "ServiceId-"+uuid.NewString(), "creds-"+uuid.NewString()[:8], role)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return newClient(t, c["kafka_brokers_sasl"].([]string), "token", c["api_key"].(string), opts...)
+		c := streams.RealCredentials(t, env, svc, inst, "creds-"+uuid.NewString()[:8], role)
+		return streams.NewClient(t, c["kafka_brokers_sasl"].([]string), "token", c["api_key"].(string), opts...)
 	}
-	createTopic(t, creds(auth.RoleManager), "orders", 1)
-	produceN(t, creds(auth.RoleWriter), "orders", "o", 500)
+	streams.CreateTopic(t, creds(auth.RoleManager), "orders", 1)
+	streams.ProduceN(t, creds(auth.RoleWriter), "orders", "o", 500)
 
 	// Rotate: the event is acknowledged once the DEK is rewrapped, and the
 	// data is re-encrypted under a fresh DEK.
 	if err := k.Rotate(env.AsAdmin(), kpGUID, key.ID, kms.RotateInput{}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the rotation is acknowledged and the data re-encrypted", func() bool {
-		evs, _ := k.PendingEvents(ctx, ServiceName)
-		all := tasks.all()
-		if len(evs) != 0 || len(all) == 0 {
-			return false
-		}
-		status, _ := all[0].status()
-		return status == "completed"
+	streams.Eventually(t, "the rotation is acknowledged and the data re-encrypted", func() bool {
+		evs, _ := k.PendingEvents(ctx, streams.ServiceName)
+		return len(evs) == 0 && tasks.FirstCompleted()
 	})
 	meta, err := k.GetKeyMetadata(env.AsAdmin(), kpGUID, key.ID)
 	if err != nil {
@@ -92,7 +86,7 @@ func TestSeedFlowsOverRealKMSAndIAM(t *testing.T) {
 	if regs.Registrations[0].KeyVersion.ID != meta.KeyVersion.ID {
 		t.Fatalf("registration version %s, key version %s", regs.Registrations[0].KeyVersion.ID, meta.KeyVersion.ID)
 	}
-	if got := consumeAll(t, creds(auth.RoleReader, kgo.ConsumeTopics("orders")), 500); len(got) != 500 {
+	if got := streams.ConsumeAll(t, creds(auth.RoleReader, kgo.ConsumeTopics("orders")), 500); len(got) != 500 {
 		t.Fatalf("consumed %d after rotation", len(got))
 	}
 
@@ -104,17 +98,17 @@ func TestSeedFlowsOverRealKMSAndIAM(t *testing.T) {
 	if _, err := k.DeleteKey(env.AsAdmin(), kpGUID, key.ID, true); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the deployment locks", func() bool {
+	streams.Eventually(t, "the deployment locks", func() bool {
 		info, _ := svc.Deployment(ctx, guid)
-		return info.State == StateInactive && strings.Contains(info.Reason, "was deleted")
+		return info.State == streams.StateInactive && strings.Contains(info.Reason, "was deleted")
 	})
-	if err := creds(auth.RoleReader).Ping(testCtx(t)); err == nil || !strings.Contains(err.Error(), "was deleted") {
+	if err := creds(auth.RoleReader).Ping(streams.TestCtx(t)); err == nil || !strings.Contains(err.Error(), "was deleted") {
 		t.Fatalf("login after the key was deleted: %v", err)
 	}
 
 	// Both services' events are in the one Activity Tracker.
-	for _, action := range []string{"kms.secrets.delete", "kms.secrets.ack-delete", actionStorageKeyRead, "kms.secrets.ack-rotate", actionStorageKeyUpdate} {
-		eventually(t, action+" is recorded", func() bool {
+	for _, action := range []string{"kms.secrets.delete", "kms.secrets.ack-delete", streams.ActionStorageKeyRead, "kms.secrets.ack-rotate", streams.ActionStorageKeyUpdate} {
+		streams.Eventually(t, action+" is recorded", func() bool {
 			page, err := env.Audit.Query(ctx, audit.Filter{AccountID: account, Action: action})
 			return err == nil && len(page.Events) > 0
 		})
@@ -125,11 +119,11 @@ func TestSeedFlowsOverRealKMSAndIAM(t *testing.T) {
 	if _, err := k.RestoreKey(env.AsAdmin(), kpGUID, key.ID); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the deployment unlocks", func() bool {
+	streams.Eventually(t, "the deployment unlocks", func() bool {
 		info, _ := svc.Deployment(ctx, guid)
-		return info.State == StateActive
+		return info.State == streams.StateActive
 	})
-	if got := consumeAll(t, creds(auth.RoleReader, kgo.ConsumeTopics("orders")), 500); len(got) != 500 {
+	if got := streams.ConsumeAll(t, creds(auth.RoleReader, kgo.ConsumeTopics("orders")), 500); len(got) != 500 {
 		t.Fatalf("consumed %d after restore", len(got))
 	}
 
@@ -139,14 +133,14 @@ func TestSeedFlowsOverRealKMSAndIAM(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	second := newInstance()
+	second := streams.NewInstance()
 	second.AccountID = account
-	second.CRN = crn.New(ServiceName, "us-south", account, second.GUID).String()
-	bparams := map[string]any{ParamDiskKey: key.CRN, ParamBackupKey: backup.CRN}
+	second.CRN = crn.New(streams.ServiceName, "us-south", account, second.GUID).String()
+	bparams := map[string]any{streams.ParamDiskKey: key.CRN, streams.ParamBackupKey: backup.CRN}
 	if _, err := svc.Provision(env.AsAdmin(), second, bparams); errs.As(err) == nil || errs.As(err).Code != "S2S_DELEGATION_MISSING" {
 		t.Fatalf("backup key without delegation: %v", err)
 	}
-	env.Authorize(t, ServiceName, "", kpResource, auth.RoleReader, auth.RoleAuthorizationDelegator)
+	env.Authorize(t, streams.ServiceName, "", kpResource, auth.RoleReader, auth.RoleAuthorizationDelegator)
 	if _, err := svc.Provision(env.AsAdmin(), second, bparams); err != nil {
 		t.Fatal(err)
 	}
@@ -174,7 +168,7 @@ func TestSeedFlowsOverRealKMSAndIAM(t *testing.T) {
 	if err := env.Service.DeleteAuthorization(env.AsAdmin(), dependent[0].ID); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the block storage authorization is re-created", func() bool {
+	streams.Eventually(t, "the block storage authorization is re-created", func() bool {
 		pols, _ := env.Service.ListAuthorizations(env.AsAdmin(), account, iam.PolicyFilter{})
 		for _, p := range pols {
 			if p.SubjectAttr("serviceName") == "is" && p.ID != dependent[0].ID && p.CreatedByID == "crn-"+second.CRN {

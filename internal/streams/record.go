@@ -2,8 +2,10 @@ package streams
 
 import (
 	"database/sql"
+	"fmt"
 	"time"
 
+	"github.com/keyline/keyline/internal/crn"
 	"github.com/keyline/keyline/internal/store"
 )
 
@@ -47,6 +49,10 @@ type record struct {
 	Port                                     int
 	Suspended                                bool
 	CreatedAt, UpdatedAt                     time.Time
+
+	// DiskKey and BackupKey are DiskKeyCRN and BackupKeyCRN parsed, once,
+	// when the record is made or loaded; calls to the KMS take them.
+	DiskKey, BackupKey crn.KeyRef
 }
 
 const recordColumns = `guid, crn, account_id, name, plan, region, disk_key_crn, backup_key_crn, dek_id, wrapped_dek,
@@ -64,6 +70,26 @@ func (r *record) scan(row interface{ Scan(...any) error }) error {
 	r.NextWrappedDEK = next
 	r.Suspended = suspended != 0
 	r.CreatedAt, r.UpdatedAt = store.ParseTime(created), store.ParseTime(updated)
+	return r.parseKeys()
+}
+
+// parseKeys parses the stored key CRNs. Provisioning checked them with the
+// same parser, so a failure means the row was changed behind Keyline's back.
+func (r *record) parseKeys() error {
+	for _, k := range []struct {
+		which string
+		crn   string
+		ref   *crn.KeyRef
+	}{{"disk", r.DiskKeyCRN, &r.DiskKey}, {"backup", r.BackupKeyCRN, &r.BackupKey}} {
+		if k.crn == "" {
+			continue
+		}
+		ref, err := crn.ParseKey(k.crn)
+		if err != nil {
+			return fmt.Errorf("deployment %s: the stored %s key CRN: %w", r.GUID, k.which, err)
+		}
+		*k.ref = ref
+	}
 	return nil
 }
 

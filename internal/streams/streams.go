@@ -19,6 +19,7 @@ import (
 	"github.com/keyline/keyline/internal/audit"
 	"github.com/keyline/keyline/internal/auth"
 	"github.com/keyline/keyline/internal/clock"
+	"github.com/keyline/keyline/internal/crn"
 	"github.com/keyline/keyline/internal/errs"
 	"github.com/keyline/keyline/internal/seal"
 	"github.com/keyline/keyline/internal/store"
@@ -67,10 +68,11 @@ const (
 )
 
 // KeyEvent is a lifecycle action on a key that deployments are registered
-// on; it stays pending until acknowledged.
+// on; it stays pending until acknowledged. Its Key has the CRN, Instance
+// and ID the KMS knows without parsing (no Account or Region).
 type KeyEvent struct {
 	ID            string
-	KeyCRN        string
+	Key           crn.KeyRef
 	ResourceCRNs  []string // the registered deployments
 	Action        string   // ActionRotate, ...
 	KeyVersion    string   // the key's latest version after the action
@@ -80,17 +82,18 @@ type KeyEvent struct {
 
 // KeyService is the KMS as the deployments use it. Every call runs as the
 // service principal in ctx, so the KMS checks the service-to-service
-// authorization each time.
+// authorization each time. Keys are named by a crn.KeyRef parsed where the
+// CRN entered (provisioning, a loaded record), never by a CRN to parse again.
 type KeyService interface {
-	KeyInfo(ctx context.Context, keyCRN string) (KeyInfo, error)
-	Wrap(ctx context.Context, keyCRN string, dek []byte, aad []string) (wrapped []byte, version string, err error)
+	KeyInfo(ctx context.Context, key crn.KeyRef) (KeyInfo, error)
+	Wrap(ctx context.Context, key crn.KeyRef, dek []byte, aad []string) (wrapped []byte, version string, err error)
 	// Unwrap returns the DEK and, when it was wrapped by an older key
 	// version, the DEK rewrapped with the latest one.
-	Unwrap(ctx context.Context, keyCRN string, wrapped []byte, aad []string) (dek, rewrapped []byte, version string, err error)
-	Rewrap(ctx context.Context, keyCRN string, wrapped []byte, aad []string) (rewrapped []byte, version string, err error)
-	Register(ctx context.Context, keyCRN, resourceCRN, keyVersion string) error
-	UpdateRegistration(ctx context.Context, keyCRN, resourceCRN, keyVersion string) error
-	Unregister(ctx context.Context, keyCRN, resourceCRN string) error
+	Unwrap(ctx context.Context, key crn.KeyRef, wrapped []byte, aad []string) (dek, rewrapped []byte, version string, err error)
+	Rewrap(ctx context.Context, key crn.KeyRef, wrapped []byte, aad []string) (rewrapped []byte, version string, err error)
+	Register(ctx context.Context, key crn.KeyRef, resourceCRN, keyVersion string) error
+	UpdateRegistration(ctx context.Context, key crn.KeyRef, resourceCRN, keyVersion string) error
+	Unregister(ctx context.Context, key crn.KeyRef, resourceCRN string) error
 	// PendingEvents lists the unacknowledged events for service messagehub.
 	PendingEvents(ctx context.Context) ([]KeyEvent, error)
 	// Notifications signals (without blocking the KMS) that events may be pending.
@@ -101,7 +104,8 @@ type KeyService interface {
 }
 
 // Identity is IAM as the deployments use it: Kafka logins, the admin API's
-// bearer tokens, dependent authorizations and service credentials.
+// bearer tokens and dependent authorizations. Service credentials are made
+// by internal/server, the same way for every service (see Credentials).
 type Identity interface {
 	auth.Authenticator
 	auth.Authorizer
@@ -112,9 +116,6 @@ type Identity interface {
 	// created by source (a deployment); it needs source's delegator role and
 	// fails with errs.Permission otherwise.
 	CreateDependentAuthorization(ctx context.Context, source *auth.Principal, dependentService string, target auth.Resource, role string) error
-	// CreateServiceCredentials makes a service ID named serviceID with an API
-	// key named name and an access policy granting role on the deployment.
-	CreateServiceCredentials(ctx context.Context, accountID, deploymentGUID, serviceID, name, role string) (apikey, iamID string, err error)
 }
 
 // Tasks starts Cloud Databases style tasks on a deployment.
