@@ -30,6 +30,9 @@ type DB struct {
 	write *sql.DB
 	read  *sql.DB
 
+	// dir is the directory of a SQLite database ("" for PostgreSQL).
+	dir string
+
 	// pg is set for PostgreSQL: queries are rewritten (see postgres.go)
 	// and SQLite's checkpointer and PRAGMAs are not used.
 	pg *postgres
@@ -162,7 +165,7 @@ func OpenSQLite(ctx context.Context, dir string) (*DB, error) {
 		return nil, err
 	}
 	c.SetMaxOpenConns(1)
-	db := &DB{write: w, read: r, checkpoint: c, checkpointEvery: checkpointEvery, wake: make(chan struct{}, 1), stop: make(chan struct{}), stopped: make(chan struct{})}
+	db := &DB{dir: dir, write: w, read: r, checkpoint: c, checkpointEvery: checkpointEvery, wake: make(chan struct{}, 1), stop: make(chan struct{}), stopped: make(chan struct{})}
 	go db.checkpointer()
 	if _, err := w.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (id TEXT PRIMARY KEY, applied_at TEXT NOT NULL)`); err != nil {
 		db.Close()
@@ -170,6 +173,10 @@ func OpenSQLite(ctx context.Context, dir string) (*DB, error) {
 	}
 	return db, nil
 }
+
+// Dir is the directory of a SQLite database, where files that belong with
+// the metadata (the audit journal) live; "" for PostgreSQL.
+func (db *DB) Dir() string { return db.dir }
 
 // Close closes the database.
 func (db *DB) Close() error {
