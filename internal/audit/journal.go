@@ -52,7 +52,7 @@ const (
 	journalRotate = 64 << 20
 	// indexBatch is how many events the indexer gathers before a commit,
 	// waiting at most indexLinger for them.
-	indexBatch  = 4096
+	indexBatch  = 1024
 	indexLinger = 50 * time.Millisecond
 	// journalColumns are the row's columns a record holds: all but
 	// target_key (index 7), which is computed from the target.
@@ -219,11 +219,18 @@ func (l *Log) writeJournal(group []pending) {
 			rows[i] = p.row
 		}
 		l.qmu.Lock()
-		l.queue = append(l.queue, indexItem{rows: rows, j: l.j, end: l.j.size, count: l.journaled.Add(int64(len(group)))})
+		idle := len(l.queue) == 0
+		count := l.journaled.Add(int64(len(group)))
+		l.queue = append(l.queue, indexItem{rows: rows, j: l.j, end: l.j.size, count: count})
+		full := count-l.indexed.Load() >= indexBatch && count-int64(len(group))-l.indexed.Load() < indexBatch
 		l.qmu.Unlock()
-		select {
-		case l.kick <- struct{}{}:
-		default:
+		// Wake the indexer only when it may be waiting for a first event
+		// or has gathered a batch: not for every group.
+		if idle || full {
+			select {
+			case l.kick <- struct{}{}:
+			default:
+			}
 		}
 	}
 	for _, p := range group {
@@ -262,11 +269,14 @@ func (l *Log) indexer() {
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	for stopping := false; !stopping; {
-		select {
-		case <-l.kick:
-		case <-l.flush:
-		case <-l.done:
-			stopping = true
+		if l.unindexed() == 0 {
+			// The writer kicks when it queues into an empty queue.
+			select {
+			case <-l.kick:
+			case <-l.flush:
+			case <-l.done:
+				stopping = true
+			}
 		}
 		if !stopping && l.unindexed() < indexBatch {
 			timer.Reset(indexLinger)
@@ -313,8 +323,11 @@ func (l *Log) indexer() {
 // retired, which that commit made durable with all their events.
 func (l *Log) index() error {
 	l.qmu.Lock()
-	retired := l.retired
+	retired, queued := l.retired, len(l.queue)
 	l.qmu.Unlock()
+	if queued == 0 && len(retired) == 0 {
+		return nil
+	}
 	commit := l.db.TxNoSync
 	if len(retired) > 0 {
 		commit = l.db.Tx
@@ -389,6 +402,8 @@ func (l *Log) indexQueued(tx *store.Tx, syncJournal bool) (int64, error) {
 	if err := l.insertRowsTx(tx, rows); err != nil {
 		return 0, err
 	}
+	// A group commit of about a dozen events wrote about a dozen pages.
+	tx.Weigh(len(rows) / 12)
 	for j, pos := range indexed {
 		if err := markIndexed(tx, j.name, pos); err != nil {
 			return 0, errs.Internalf("audit.index", err)

@@ -133,6 +133,9 @@ func OpenSQLite(ctx context.Context, dir string) (*DB, error) {
 	q.Add("_pragma", "journal_mode(WAL)")
 	q.Add("_pragma", "synchronous(FULL)")
 	q.Add("_pragma", "wal_autocheckpoint(0)") // the checkpointer's job
+	// Statement journals (a multi-row insert in a transaction that already
+	// wrote the same pages) in memory, not a write() per page to a file.
+	q.Add("_pragma", "temp_store(MEMORY)")
 	q.Add("_pragma", "busy_timeout(10000)")
 	q.Add("_pragma", "foreign_keys(ON)")
 	q.Add("_txlock", "immediate")
@@ -308,7 +311,7 @@ func (db *DB) commit(ctx context.Context, relaxed bool, fn func(*Tx) error) (*Tx
 	if db.pg != nil {
 		return tx, nil
 	}
-	if db.sinceCheckpoint++; db.sinceCheckpoint >= db.checkpointEvery {
+	if db.sinceCheckpoint += max(1, tx.weight); db.sinceCheckpoint >= db.checkpointEvery {
 		db.sinceCheckpoint = 0
 		select {
 		case db.wake <- struct{}{}:
@@ -360,6 +363,7 @@ type Tx struct {
 	db       *DB
 	onCommit []func()
 	changes  map[Change]struct{} // for the other nodes (PostgreSQL only)
+	weight   int                 // commits this one counts as toward a checkpoint
 }
 
 // Exec runs a statement.
@@ -382,6 +386,12 @@ func (t *Tx) QueryRow(query string, args ...any) *sql.Row {
 func (t *Tx) Stmt(stmt *sql.Stmt) *sql.Stmt {
 	return t.tx.StmtContext(t.ctx, stmt)
 }
+
+// Weigh counts this transaction as n commits toward SQLite's next WAL
+// checkpoint: for a transaction that writes as many pages as n ordinary
+// commits (the audit indexer's batches), so that the WAL between
+// checkpoints stays about as large as checkpointEvery assumes.
+func (t *Tx) Weigh(n int) { t.weight = max(t.weight, n) }
 
 // OnCommit registers f to run once the transaction has committed (for
 // notifying followers of what is now durable).
