@@ -194,11 +194,14 @@ const maxUnindexed = 16 * indexBatch
 // event is queued before its call answers, so any transaction that starts
 // after the answer finds it (indexQueued).
 func (l *Log) writeJournal(group []pending) {
+backlog:
 	for l.unindexed() > maxUnindexed {
 		l.requestIndex()
 		select {
 		case <-l.changedChan():
 		case <-time.After(indexLinger):
+		case <-l.stop:
+			break backlog // the last groups: the indexer runs until the writer is done
 		}
 	}
 	buf := l.jbuf[:0]
@@ -269,16 +272,18 @@ func (l *Log) indexer() {
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	for stopping := false; !stopping; {
+		flushed := false
 		if l.unindexed() == 0 {
 			// The writer kicks when it queues into an empty queue.
 			select {
 			case <-l.kick:
 			case <-l.flush:
+				flushed = true
 			case <-l.done:
 				stopping = true
 			}
 		}
-		if !stopping && l.unindexed() < indexBatch {
+		if !stopping && !flushed && l.unindexed() < indexBatch {
 			timer.Reset(indexLinger)
 		linger:
 			for l.unindexed() < indexBatch {
