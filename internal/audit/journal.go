@@ -239,7 +239,7 @@ backlog:
 	for _, p := range group {
 		p.done <- err
 	}
-	if err == nil && l.j.size >= journalRotate {
+	if err == nil && l.j.size >= l.rotateAt {
 		next, err := openJournal(l.j.dir)
 		if err != nil {
 			// Carry on in the full one; the next group tries again.
@@ -344,15 +344,19 @@ func (l *Log) index() error {
 	}); err != nil {
 		return err
 	}
-	l.afterIndex(count)
 	if len(retired) > 0 {
+		// Out of the queue before their bookkeeping goes: a later
+		// transaction would take them for events not yet indexed.
 		l.qmu.Lock()
+		l.prune(count)
 		l.retired = l.retired[len(retired):]
 		l.qmu.Unlock()
 		for _, j := range retired {
 			l.removeJournal(j)
 		}
 	}
+	// Last: a query that waited for these events finds the journals gone.
+	l.afterIndex(count)
 	return nil
 }
 
@@ -424,16 +428,21 @@ func (l *Log) afterIndex(count int64) {
 		return
 	}
 	l.qmu.Lock()
-	n := 0
-	for n < len(l.queue) && l.queue[n].count <= count {
-		n++
-	}
-	l.queue = l.queue[n:]
+	l.prune(count)
 	if count > l.indexed.Load() {
 		l.indexed.Store(count)
 	}
 	l.qmu.Unlock()
 	l.notify()
+}
+
+// prune drops the queued groups up to journaled count. Call with qmu held.
+func (l *Log) prune(count int64) {
+	n := 0
+	for n < len(l.queue) && l.queue[n].count <= count {
+		n++
+	}
+	l.queue = l.queue[n:]
 }
 
 // removeJournal removes a journal whose events are all durably indexed.

@@ -148,20 +148,8 @@ func TestKillLosesNoRecordedEvent(t *testing.T) {
 // its last whole record; a torn record after it (a call that never
 // answered) is ignored, and the file and its bookkeeping go.
 func TestReplayIndexesTheJournalFromItsIndexToItsLastWholeRecord(t *testing.T) {
-	if os.Getenv("KEYLINE_TEST_DATABASE_URL") != "" {
-		t.Skip("the journal is SQLite's")
-	}
 	ctx := userContext()
-	dir := t.TempDir()
-	db, err := store.OpenSQLite(ctx, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	l, err := New(ctx, db, clock.Real{}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir, db, l := journalLog(t)
 	l.Close()
 
 	// Five events journaled, the first two indexed, then half a sixth.
@@ -196,7 +184,7 @@ func TestReplayIndexesTheJournalFromItsIndexToItsLastWholeRecord(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	l, err = New(ctx, db, clock.Real{}, nil)
+	l, err := New(ctx, db, clock.Real{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -273,7 +261,73 @@ func TestRecordedEventsPrecedeALaterStateChange(t *testing.T) {
 	}
 }
 
+// journalLog opens a Log on SQLite in a directory of its own (the journal
+// is SQLite's), closed with its database when the test ends.
+func journalLog(t *testing.T) (string, *store.DB, *Log) {
+	t.Helper()
+	if os.Getenv("KEYLINE_TEST_DATABASE_URL") != "" {
+		t.Skip("the journal is SQLite's")
+	}
+	dir := t.TempDir()
+	db, err := store.OpenSQLite(context.Background(), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	l, err := New(context.Background(), db, clock.Real{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dir, db, l
+}
+
 // userContext is a call's context with a user principal of acct.
 func userContext() context.Context {
 	return auth.WithPrincipal(context.Background(), &auth.Principal{IAMID: "IBMid-1", AccountID: acct, Type: auth.User, CredentialType: "token"})
+}
+
+// A full journal is retired for a new one; once its events are indexed it
+// is removed with its bookkeeping, and a clean close leaves no journal.
+func TestFullJournalsAreReplacedAndRemovedOnceIndexed(t *testing.T) {
+	ctx := userContext()
+	dir, db, l := journalLog(t)
+	l.rotateAt = 4 << 10 // set before the first Record: the writer reads it after
+	first := l.j.name
+	const events = 200
+	for i := range events {
+		if err := l.Record(ctx, NewEvent(ctx, "kms.secrets.wrap", keyTarget(fmt.Sprint(i)), Success, 200)); err != nil {
+			t.Fatal(err)
+		}
+		if i%20 == 19 { // state changes index what is queued, across journals
+			if err := db.Tx(ctx, func(tx *store.Tx) error {
+				return l.Append(tx, NewEvent(ctx, "kms.secrets.rotate", keyTarget(fmt.Sprint(i)), Success, 200))
+			}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	page, err := l.Query(ctx, Filter{AccountID: acct, Limit: 500})
+	if err != nil || len(page.Events) != events+events/20 {
+		t.Fatalf("stored %d events (%v), want %d", len(page.Events), err, events+events/20)
+	}
+	ids := map[string]bool{}
+	for _, ev := range page.Events {
+		if ids[ev.ID] {
+			t.Fatalf("event %s stored twice", ev.ID)
+		}
+		ids[ev.ID] = true
+	}
+	if _, err := os.Stat(filepath.Join(dir, first)); !os.IsNotExist(err) {
+		t.Fatalf("the first, full journal is still there after its events were indexed (%v)", err)
+	}
+	l.Close()
+	if left, _ := filepath.Glob(filepath.Join(dir, journalPrefix+"*")); len(left) != 0 {
+		t.Fatalf("journals left after a clean close: %v", left)
+	}
+	var rows int
+	if err := db.Read(ctx, func(tx *store.Tx) error {
+		return tx.QueryRow(`SELECT COUNT(*) FROM audit_journal`).Scan(&rows)
+	}); err != nil || rows != 0 {
+		t.Fatalf("audit_journal keeps %d rows after a clean close (%v)", rows, err)
+	}
 }

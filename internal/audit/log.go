@@ -110,6 +110,7 @@ type Log struct {
 	// commit now, indexDone closes when it stops; journaled and indexed
 	// count the events written and inserted since New.
 	journaling         bool
+	rotateAt           int64 // journalRotate, smaller in tests
 	j                  *journal
 	jbuf               []byte
 	qmu                sync.Mutex
@@ -156,7 +157,7 @@ func New(ctx context.Context, db *store.DB, clk clock.Clock, logger *slog.Logger
 			return nil, fmt.Errorf("opening the audit journal: %w", err)
 		}
 		l.j = j
-		l.journaling = true
+		l.journaling, l.rotateAt = true, journalRotate
 		l.kick = make(chan struct{}, 1)
 		l.flush = make(chan struct{}, 1)
 		l.indexDone = make(chan struct{})
