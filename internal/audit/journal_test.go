@@ -3,6 +3,7 @@ package audit
 import (
 	"bufio"
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"os"
@@ -78,17 +79,29 @@ func TestKillLosesNoRecordedEvent(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	// The child's database, read beside it, says when some events are
+	// indexed: kill it then, while it records on, so the latest are not.
+	peek, err := sql.Open("sqlite", "file:"+filepath.Join(dir, "keyline.db")+"?mode=ro&_pragma=busy_timeout(10000)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peek.Close()
 	acked := map[string]bool{}
 	lines := bufio.NewScanner(stdout)
 	deadline := time.Now().Add(60 * time.Second)
+	var lastPeek time.Time
 	killed := false
 	for lines.Scan() {
 		if id, ok := strings.CutPrefix(lines.Text(), "acked "); ok {
 			acked[id] = true
 		}
-		// Past a few index batches, so some events are indexed and the
-		// latest are not.
-		if !killed && (len(acked) >= 3*indexBatch || time.Now().After(deadline)) {
+		if killed || len(acked) < indexBatch || time.Since(lastPeek) < 20*time.Millisecond {
+			continue
+		}
+		lastPeek = time.Now()
+		var indexed int
+		peek.QueryRow(`SELECT COUNT(*) FROM audit_events`).Scan(&indexed) // an error (no table yet) reads as 0
+		if indexed > 0 || time.Now().After(deadline) {
 			cmd.Process.Kill()
 			killed = true // read on: what was printed before the kill was acknowledged
 		}
