@@ -273,7 +273,8 @@ func (l *Log) writer() {
 // them alone would pay a transaction's fixed cost (its begin, its index and
 // sequence pages in the WAL) for a handful of events. So while the group is
 // smaller than the recent peak of waiting callers, the writer waits a
-// little (at most maxLinger) for the rest.
+// little (at most maxLinger) for the rest; not with the journal, whose
+// write() costs little whatever it carries.
 func (l *Log) gather(first pending) []pending {
 	group := []pending{first}
 	for len(group) < maxBatch {
