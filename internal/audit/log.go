@@ -44,7 +44,7 @@ ALTER TABLE audit_events ADD COLUMN target_key INTEGER NOT NULL DEFAULT 0;
 DROP INDEX audit_events_target;
 CREATE INDEX audit_events_target_key ON audit_events(account_id, target_key, seq)`,
 	Func: fillTargetKeys,
-}}
+}, journalMigration}
 
 // targetKey is the hash of a target CRN that the target index holds.
 func targetKey(target string) int64 {
@@ -102,6 +102,23 @@ type Log struct {
 
 	mu      sync.Mutex
 	changed chan struct{} // closed and replaced whenever events commit
+
+	// On SQLite, Record's events go through the journal (journal.go):
+	// j and jbuf are the writer's; queue holds the groups written and not
+	// yet known to be indexed, retired the journals the writer left, both
+	// under qmu; kick tells the indexer of a new group, flush asks it to
+	// commit now, indexDone closes when it stops; journaled and indexed
+	// count the events written and inserted since New.
+	journaling         bool
+	rotateAt           int64 // journalRotate, smaller in tests
+	j                  *journal
+	jbuf               []byte
+	qmu                sync.Mutex
+	queue              []indexItem
+	retired            []*journal
+	kick, flush        chan struct{}
+	indexDone          chan struct{}
+	journaled, indexed atomic.Int64
 }
 
 // pending is an event waiting for the group commit: its row's column
@@ -129,6 +146,23 @@ func New(ctx context.Context, db *store.DB, clk clock.Clock, logger *slog.Logger
 		}
 		l.insertRows[i] = stmt
 	}
+	if dir := db.Dir(); dir != "" {
+		if err := l.replayJournals(ctx, dir); err != nil {
+			l.closeStmts()
+			return nil, err
+		}
+		j, err := openJournal(dir)
+		if err != nil {
+			l.closeStmts()
+			return nil, fmt.Errorf("opening the audit journal: %w", err)
+		}
+		l.j = j
+		l.journaling, l.rotateAt = true, journalRotate
+		l.kick = make(chan struct{}, 1)
+		l.flush = make(chan struct{}, 1)
+		l.indexDone = make(chan struct{})
+		go l.indexer()
+	}
 	go l.writer()
 	return l, nil
 }
@@ -137,6 +171,9 @@ func New(ctx context.Context, db *store.DB, clk clock.Clock, logger *slog.Logger
 func (l *Log) Close() {
 	close(l.stop)
 	<-l.done
+	if l.journaling {
+		<-l.indexDone
+	}
 	l.closeStmts()
 }
 
@@ -151,19 +188,33 @@ func (l *Log) closeStmts() {
 // Append records ev inside tx, the transaction of the state change it
 // describes: both commit or neither does.
 func (l *Log) Append(tx *store.Tx, ev *Event) error {
+	var indexed int64
+	if l.journaling {
+		// The recorded events of calls answered before this one first.
+		var err error
+		if indexed, err = l.indexQueued(tx, false); err != nil {
+			return err
+		}
+	}
 	if err := l.insert(tx, ev); err != nil {
 		return err
 	}
-	tx.OnCommit(l.notify)
+	tx.OnCommit(func() {
+		l.afterIndex(indexed)
+		l.notify()
+	})
 	tx.Changed(topicEvents, "")
 	return nil
 }
 
 // Record stores ev for a call that changed no state (a read, a wrap, a
-// denial). Concurrent calls share one transaction (group commit); Record
-// returns once ev is committed to the operating system, so killing the
-// process loses nothing; the next state change's fsync (or SQLite's
-// checkpoint) carries it to the disk (store.TxNoSync).
+// denial). Concurrent calls share one write (group commit); Record returns
+// once ev is in the operating system, so killing the process loses
+// nothing. On SQLite that write is one write() to the journal (journal.go),
+// synced to the disk and indexed into audit_events in large batches in the
+// background; on PostgreSQL it is a transaction with synchronous_commit
+// off, which the next state change's fsync carries to the disk
+// (store.TxNoSync).
 func (l *Log) Record(ctx context.Context, ev *Event) error {
 	row, err := l.row(ev)
 	if err != nil {
@@ -222,7 +273,8 @@ func (l *Log) writer() {
 // them alone would pay a transaction's fixed cost (its begin, its index and
 // sequence pages in the WAL) for a handful of events. So while the group is
 // smaller than the recent peak of waiting callers, the writer waits a
-// little (at most maxLinger) for the rest.
+// little (at most maxLinger) for the rest; not with the journal, whose
+// write() costs little whatever it carries.
 func (l *Log) gather(first pending) []pending {
 	group := []pending{first}
 	for len(group) < maxBatch {
@@ -238,7 +290,7 @@ func (l *Log) gather(first pending) []pending {
 		}
 	}
 	want := min(l.peak, maxBatch)
-	if len(group) < want {
+	if len(group) < want && !l.journaling {
 		timer := time.NewTimer(maxLinger)
 	linger:
 		for len(group) < want {
@@ -263,25 +315,16 @@ func (l *Log) gather(first pending) []pending {
 const maxLinger = time.Millisecond
 
 func (l *Log) commit(group []pending) {
+	if l.journaling {
+		l.writeJournal(group)
+		return
+	}
+	rows := make([][]any, len(group))
+	for i, p := range group {
+		rows[i] = p.row
+	}
 	err := l.db.TxNoSync(context.Background(), func(tx *store.Tx) error {
-		args := make([]any, 0, eventColumns*min(len(group), 1<<(insertSizes-1)))
-		for rest := group; len(rest) > 0; {
-			// The largest prepared size that fits what is left.
-			size := insertSizes - 1
-			for 1<<size > len(rest) {
-				size--
-			}
-			args = args[:0]
-			for _, p := range rest[:1<<size] {
-				args = append(args, p.row...)
-			}
-			if _, err := tx.Stmt(l.insertRows[size]).ExecContext(tx.Context(), args...); err != nil {
-				return errs.Internalf("audit.insert", err)
-			}
-			rest = rest[1<<size:]
-		}
-		tx.Changed(topicEvents, "")
-		return nil
+		return l.insertRowsTx(tx, rows)
 	})
 	if err != nil {
 		l.logger.Error("audit: could not store events", "count", len(group), "err", err)
@@ -291,6 +334,28 @@ func (l *Log) commit(group []pending) {
 	for _, p := range group {
 		p.done <- err
 	}
+}
+
+// insertRowsTx inserts rows in tx with the prepared multi-row inserts.
+func (l *Log) insertRowsTx(tx *store.Tx, rows [][]any) error {
+	args := make([]any, 0, eventColumns*min(len(rows), 1<<(insertSizes-1)))
+	for rest := rows; len(rest) > 0; {
+		// The largest prepared size that fits what is left.
+		size := insertSizes - 1
+		for 1<<size > len(rest) {
+			size--
+		}
+		args = args[:0]
+		for _, row := range rest[:1<<size] {
+			args = append(args, row...)
+		}
+		if _, err := tx.Stmt(l.insertRows[size]).ExecContext(tx.Context(), args...); err != nil {
+			return errs.Internalf("audit.insert", err)
+		}
+		rest = rest[1<<size:]
+	}
+	tx.Changed(topicEvents, "")
+	return nil
 }
 
 const (
@@ -436,6 +501,9 @@ func (l *Log) Query(ctx context.Context, f Filter) (Page, error) {
 	}
 	args = append(args, f.Limit+1)
 	page := Page{Limit: f.Limit, Events: []Event{}}
+	if err := l.caughtUp(ctx); err != nil {
+		return Page{}, err
+	}
 	err := l.db.Read(ctx, func(tx *store.Tx) error {
 		rows, err := tx.Query(`SELECT `+rowColumns+` FROM audit_events WHERE `+where+` ORDER BY seq DESC LIMIT ?`, args...)
 		if err != nil {
@@ -473,6 +541,9 @@ func (l *Log) Query(ctx context.Context, f Filter) (Page, error) {
 func (l *Log) Follow(ctx context.Context, f Filter) (<-chan Event, error) {
 	var last int64
 	where, args := f.where()
+	if err := l.caughtUp(ctx); err != nil {
+		return nil, err
+	}
 	if err := l.db.Read(ctx, func(tx *store.Tx) error {
 		return tx.QueryRow(`SELECT COALESCE(MAX(seq), 0) FROM audit_events`).Scan(&last)
 	}); err != nil {

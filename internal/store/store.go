@@ -30,6 +30,9 @@ type DB struct {
 	write *sql.DB
 	read  *sql.DB
 
+	// dir is the directory of a SQLite database ("" for PostgreSQL).
+	dir string
+
 	// pg is set for PostgreSQL: queries are rewritten (see postgres.go)
 	// and SQLite's checkpointer and PRAGMAs are not used.
 	pg *postgres
@@ -130,6 +133,9 @@ func OpenSQLite(ctx context.Context, dir string) (*DB, error) {
 	q.Add("_pragma", "journal_mode(WAL)")
 	q.Add("_pragma", "synchronous(FULL)")
 	q.Add("_pragma", "wal_autocheckpoint(0)") // the checkpointer's job
+	// Statement journals (a multi-row insert in a transaction that already
+	// wrote the same pages) in memory, not a write() per page to a file.
+	q.Add("_pragma", "temp_store(MEMORY)")
 	q.Add("_pragma", "busy_timeout(10000)")
 	q.Add("_pragma", "foreign_keys(ON)")
 	q.Add("_txlock", "immediate")
@@ -162,7 +168,7 @@ func OpenSQLite(ctx context.Context, dir string) (*DB, error) {
 		return nil, err
 	}
 	c.SetMaxOpenConns(1)
-	db := &DB{write: w, read: r, checkpoint: c, checkpointEvery: checkpointEvery, wake: make(chan struct{}, 1), stop: make(chan struct{}), stopped: make(chan struct{})}
+	db := &DB{dir: dir, write: w, read: r, checkpoint: c, checkpointEvery: checkpointEvery, wake: make(chan struct{}, 1), stop: make(chan struct{}), stopped: make(chan struct{})}
 	go db.checkpointer()
 	if _, err := w.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (id TEXT PRIMARY KEY, applied_at TEXT NOT NULL)`); err != nil {
 		db.Close()
@@ -170,6 +176,10 @@ func OpenSQLite(ctx context.Context, dir string) (*DB, error) {
 	}
 	return db, nil
 }
+
+// Dir is the directory of a SQLite database, where files that belong with
+// the metadata (the audit journal) live; "" for PostgreSQL.
+func (db *DB) Dir() string { return db.dir }
 
 // Close closes the database.
 func (db *DB) Close() error {
@@ -301,7 +311,7 @@ func (db *DB) commit(ctx context.Context, relaxed bool, fn func(*Tx) error) (*Tx
 	if db.pg != nil {
 		return tx, nil
 	}
-	if db.sinceCheckpoint++; db.sinceCheckpoint >= db.checkpointEvery {
+	if db.sinceCheckpoint += max(1, tx.weight); db.sinceCheckpoint >= db.checkpointEvery {
 		db.sinceCheckpoint = 0
 		select {
 		case db.wake <- struct{}{}:
@@ -353,6 +363,7 @@ type Tx struct {
 	db       *DB
 	onCommit []func()
 	changes  map[Change]struct{} // for the other nodes (PostgreSQL only)
+	weight   int                 // commits this one counts as toward a checkpoint
 }
 
 // Exec runs a statement.
@@ -375,6 +386,12 @@ func (t *Tx) QueryRow(query string, args ...any) *sql.Row {
 func (t *Tx) Stmt(stmt *sql.Stmt) *sql.Stmt {
 	return t.tx.StmtContext(t.ctx, stmt)
 }
+
+// Weigh counts this transaction as n commits toward SQLite's next WAL
+// checkpoint: for a transaction that writes as many pages as n ordinary
+// commits (the audit indexer's batches), so that the WAL between
+// checkpoints stays about as large as checkpointEvery assumes.
+func (t *Tx) Weigh(n int) { t.weight = max(t.weight, n) }
 
 // OnCommit registers f to run once the transaction has committed (for
 // notifying followers of what is now durable).

@@ -64,6 +64,26 @@ func TestWALStaysBoundedUnderSteadyWrites(t *testing.T) {
 	}
 }
 
+// A transaction that writes as much as many commits counts as many toward
+// the next checkpoint.
+func TestWeighedCommitBringsTheCheckpointForward(t *testing.T) {
+	ctx := context.Background()
+	db, err := OpenSQLite(ctx, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	db.checkpointEvery = 128
+	if err := db.TxNoSync(ctx, func(tx *Tx) error {
+		tx.Weigh(db.checkpointEvery)
+		_, err := tx.Exec(`CREATE TABLE t (v TEXT)`)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	waitForCheckpoints(t, db, 1)
+}
+
 // waitForCheckpoints waits until the checkpointer has completed n passes.
 func waitForCheckpoints(t *testing.T, db *DB, n int64) {
 	t.Helper()
