@@ -20,6 +20,7 @@ const maxPendingBytes = 64 << 20
 // they arrive, written with one PUT and committed with one transaction.
 type flush struct {
 	object  string
+	key     *dekKey // seals every chunk of the flush
 	batches []*pending
 	bytes   int64 // sealed bytes so far: the next chunk's position
 	first   time.Time
@@ -33,6 +34,7 @@ type flush struct {
 
 type pending struct {
 	p     *Partition
+	from  int64 // the partition's next offset before this batch (less than its base after a gap)
 	meta  seglog.BatchMeta
 	pos   int64
 	chunk []byte
@@ -67,7 +69,7 @@ func newFlusher(s *Store) *flusher {
 }
 
 func (f *flusher) newFlush() *flush {
-	return &flush{object: f.s.prefix + randomName(), done: make(chan struct{})}
+	return &flush{object: f.s.prefix + randomName(), key: f.s.keys.current(), done: make(chan struct{})}
 }
 
 func signal(c chan struct{}) {
@@ -77,13 +79,15 @@ func signal(c chan struct{}) {
 	}
 }
 
-func (f *flusher) add(p *Partition, m seglog.BatchMeta, data []byte) (int64, func() error, error) {
+// add queues a batch at the partition's next offset, or at its own base
+// offset when at is set (a restore: after a gap, never before the next).
+func (f *flusher) add(p *Partition, m seglog.BatchMeta, data []byte, at bool) (int64, func() error, error) {
 	const op = "objlog.Append"
 	if err := f.s.usable(op); err != nil {
 		return 0, nil, err
 	}
-	n := f.s.keys.sealedLen(metaLen + len(data))
 	f.mu.Lock()
+	n := f.cur.key.sealedLen(metaLen + len(data))
 	switch {
 	case f.failed != nil:
 		f.mu.Unlock()
@@ -96,12 +100,20 @@ func (f *flusher) add(p *Partition, m seglog.BatchMeta, data []byte) (int64, fun
 		return 0, nil, errs.E(op, errs.Unavailable, CodeFlushFailed, "The object store is not keeping up: too much data waits to be written")
 	}
 	p.mu.Lock()
-	m.BaseOffset = p.next
-	p.next += int64(m.Records)
+	from := p.next
+	if at && m.BaseOffset < from {
+		p.mu.Unlock()
+		f.mu.Unlock()
+		return 0, nil, errs.E(op, errs.Invalid, CodeOffsetOutOfRange, "A batch is appended at or after the partition's end")
+	}
+	if !at {
+		m.BaseOffset = from
+	}
+	p.next = m.BaseOffset + int64(m.Records)
 	p.mu.Unlock()
 	m.Size = int32(len(data))
 	fl := f.cur
-	b := &pending{p: p, meta: m, pos: fl.bytes}
+	b := &pending{p: p, from: from, meta: m, pos: fl.bytes}
 	fl.batches = append(fl.batches, b)
 	fl.bytes += int64(n)
 	fl.sealing.Add(1)
@@ -117,7 +129,7 @@ func (f *flusher) add(p *Partition, m seglog.BatchMeta, data []byte) (int64, fun
 	// parallel; the flusher waits for them before it writes.
 	plain := make([]byte, 0, metaLen+len(data))
 	plain = append(seglog.AppendBatchMeta(plain, m), data...)
-	b.chunk = f.s.keys.seal(make([]byte, 0, n), f.s.chunkAAD(fl.object, b.pos), plain)
+	b.chunk = fl.key.seal(make([]byte, 0, n), f.s.chunkAAD(fl.object, b.pos), plain)
 	clear(plain) // no plain copy of the records outlives the append
 	fl.sealing.Done()
 	timeout := f.s.opts.RequestTimeout
@@ -298,13 +310,13 @@ func (f *flusher) commit(fl *flush) (final bool, err error) {
 			return err
 		}
 		if _, err := tx.Exec(`INSERT INTO objlog_objects (name, store, dek_id, size, created_at) VALUES (?, ?, ?, ?, ?)`,
-			fl.object, s.opts.StoreID, s.keys.id, fl.bytes, store.Time(time.Now())); err != nil {
+			fl.object, s.opts.StoreID, fl.key.id, fl.bytes, store.Time(time.Now())); err != nil {
 			return err
 		}
 		var rows []*pending
 		for _, p := range order {
 			bs := byPart[p]
-			from, to := bs[0].meta.BaseOffset, bs[len(bs)-1].meta.LastOffset()+1
+			from, to := bs[0].from, bs[len(bs)-1].meta.LastOffset()+1
 			res, err := tx.Exec(`UPDATE objlog_partitions SET end_offset = ? WHERE pid = ? AND end_offset = ?`, to, p.pid, from)
 			if err != nil {
 				return err
@@ -371,4 +383,28 @@ func insertBatches(tx *store.Tx, object string, bs []*pending) error {
 func (f *flusher) close() {
 	close(f.stop)
 	<-f.stopped
+}
+
+// sealingWith waits until every flush sealed under another key than k is
+// committed (or failed): an empty current flush takes k at once, a
+// non-empty one is waited for (flushes commit in order).
+func (f *flusher) sealingWith(ctx context.Context, k *dekKey) error {
+	f.mu.Lock()
+	fl := f.cur
+	if fl.key == k {
+		f.mu.Unlock()
+		return nil
+	}
+	if len(fl.batches) == 0 {
+		f.cur = f.newFlush()
+		f.mu.Unlock()
+		return nil
+	}
+	f.mu.Unlock()
+	select {
+	case <-fl.done:
+		return fl.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
