@@ -1,11 +1,16 @@
 package streams
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
+	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -31,6 +36,28 @@ func objectStoreHarness(t *testing.T) (*harness, *volumetest.S3Server) {
 	h.configure = func(c *Config) { c.ObjectStore = b }
 	h.restart()
 	return h, srv
+}
+
+// filesHolding counts the regular files under dir that hold b.
+func filesHolding(t *testing.T, dir string, b []byte) int {
+	t.Helper()
+	n := 0
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			data, rerr := os.ReadFile(path)
+			if rerr != nil {
+				return rerr
+			}
+			if bytes.Contains(data, b) {
+				n++
+			}
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
 
 // countFiles counts the regular files under dir (0 when it is missing).
@@ -73,22 +100,68 @@ func TestDeploymentOnObjectStorageServesRestartsRotatesAndIsErased(t *testing.T)
 	h.restart()
 	read()
 
-	// A rotation rewraps the DEK; the re-encryption it cannot do yet is a
-	// failed task that says so, and the data stays readable.
+	// A rotation rewraps the DEK and re-encrypts every object and row
+	// under a fresh DEK while a producer goes on, then deletes the old DEK.
+	d := h.deployment(inst.GUID)
+	old, _ := plainDEK(t, d)
+	writer := h.client(inst, auth.RoleWriter)
+	var produced atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if err := writer.ProduceSync(testCtx(t), &kgo.Record{Topic: "orders", Value: fmt.Appendf(nil, "during-%d", i)}).FirstErr(); err != nil {
+				t.Errorf("produce during rotation: %v", err)
+				return
+			}
+			produced.Add(1)
+		}
+	})
 	ids := h.kms.act(t, key, ActionRotate)
 	ack := h.waitAck(ids[0])
 	if ack.State != DEKEnabled || ack.Version != h.kms.latestVersion(key) {
 		t.Fatalf("ack %+v: want DEK_ENABLED with the new version", ack)
 	}
+	eventually(t, "the re-encryption task ends", func() bool {
+		tasks := h.tasks.all()
+		status := ""
+		if len(tasks) > 0 {
+			status, _ = tasks[0].status()
+		}
+		return status == "completed" || status == "failed"
+	})
+	close(stop)
+	wg.Wait()
 	tasks := h.tasks.all()
 	if len(tasks) != 1 || tasks[0].Description != TaskSyncingKMSState {
 		t.Fatalf("tasks %+v: want one %q task", tasks, TaskSyncingKMSState)
 	}
-	if status, _ := tasks[0].status(); status != "failed" || !strings.Contains(tasks[0].Reason, "not yet re-encrypted") {
-		t.Fatalf("task %s (%s): want failed, saying the data is not re-encrypted", status, tasks[0].Reason)
+	if status, steps := tasks[0].status(); status != "completed" || len(steps) < 2 {
+		t.Fatalf("task %s (%s) with progress %v: want completed after moving progress", status, tasks[0].Reason, steps)
 	}
-	h.restart() // the rewrapped DEK unwraps
-	read()
+	cur, _ := plainDEK(t, d)
+	d.mu.Lock()
+	inUse, rec := d.obj.KeyIDsInUse(), *d.rec
+	d.mu.Unlock()
+	if cur.ID == old.ID || len(inUse) != 1 || inUse[0] != cur.ID || rec.DEKID != cur.ID || rec.NextDEKID != "" || rec.NextWrappedDEK != nil {
+		t.Fatalf("keys in use %v, row %s/%s: want only a fresh DEK", inUse, rec.DEKID, rec.NextDEKID)
+	}
+	if n := filesHolding(t, objects, append([]byte{byte(len(old.ID))}, old.ID...)); n != 0 {
+		t.Fatalf("%d objects still sealed under the old DEK", n)
+	}
+	want := 300 + int(produced.Load())
+	if got := consumeAll(t, h.client(inst, auth.RoleReader, kgo.ConsumeTopics("orders"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart())), want); len(got) != want {
+		t.Fatalf("read %d distinct records after the rotation, want %d", len(got), want)
+	}
+	h.restart() // the fresh DEK unwraps
+	if got := consumeAll(t, h.client(inst, auth.RoleReader, kgo.ConsumeTopics("orders"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart())), want); len(got) != want {
+		t.Fatalf("read %d distinct records after a restart, want %d", len(got), want)
+	}
 
 	ctx := testCtx(t)
 	if err := h.svc.ReadLog(ctx, inst.GUID, nil); err == nil || !strings.Contains(err.Error(), "object storage") {
