@@ -66,12 +66,6 @@ func (s *Service) destroyObjects(ctx context.Context, guid string) error {
 	return objlog.Destroy(ctx, s.db, s.cfg.ObjectStore, guid)
 }
 
-// objectStoreUnsupported refuses what object-store deployments cannot do
-// yet, rather than doing it on a local disk that holds none of their data.
-func objectStoreUnsupported(op, what string) error {
-	return errs.E(op, errs.Conflict, "OBJECT_STORE_UNSUPPORTED", what+" is not supported yet for deployments whose data is on object storage")
-}
-
 // reencrypter is a log that re-encrypts itself under a new DEK, as
 // seglog's and objlog's stores do.
 type reencrypter interface {

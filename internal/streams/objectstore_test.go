@@ -12,11 +12,14 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/keyline/keyline/internal/auth"
+	"github.com/keyline/keyline/internal/backup/archive"
 	"github.com/keyline/keyline/internal/backup/volume/volumetest"
+	"github.com/keyline/keyline/internal/seal"
 	"github.com/keyline/keyline/internal/streams/objlog"
 )
 
@@ -164,9 +167,6 @@ func TestDeploymentOnObjectStorageServesRestartsRotatesAndIsErased(t *testing.T)
 	}
 
 	ctx := testCtx(t)
-	if err := h.svc.ReadLog(ctx, inst.GUID, nil); err == nil || !strings.Contains(err.Error(), "object storage") {
-		t.Fatalf("ReadLog of a deployment on object storage = %v, want a refusal", err)
-	}
 	if err := h.svc.Reclaim(ctx, inst.GUID); err != nil {
 		t.Fatal(err)
 	}
@@ -197,4 +197,91 @@ func TestALogIsNeverOpenedEmptyWhereItIsNot(t *testing.T) {
 	h.restart()
 	locked(onDisk, "start Keyline without --object-store")
 	h.createTopic(onObjects, "orders", 1) // served again
+}
+
+// archiveRestorer restores the one backup it holds, written by backupOf,
+// as the backup service does, without its volumes and access checks.
+type archiveRestorer struct {
+	key    *archive.LocalRootKey
+	backup []byte
+}
+
+func (r *archiveRestorer) RestoreBackup(ctx context.Context, inst Instance, backupID string, dst archive.Target) error {
+	rd, err := archive.NewReader(ctx, bytes.NewReader(r.backup), r.key)
+	if err != nil {
+		return err
+	}
+	defer rd.Close()
+	return dst.Fill(ctx, func(l archive.Log) error { return archive.Restore(ctx, rd, l, nil) })
+}
+
+// backupOf snapshots the deployment's log through ReadLog, as a backup does.
+func (r *archiveRestorer) backupOf(t *testing.T, h *harness, guid string) {
+	t.Helper()
+	ctx := testCtx(t)
+	var buf bytes.Buffer
+	w, err := archive.NewWriter(ctx, &buf, r.key, archive.WriterOptions{BackupID: "b1", Created: time.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.svc.ReadLog(ctx, guid, func(l archive.Log) error { return archive.Snapshot(ctx, l, w, nil) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	r.backup = buf.Bytes()
+}
+
+// TestBackupOfADeploymentOnObjectStorageRestoresIntoANewOne backs up a
+// deployment whose data is on object storage and provisions another one
+// from the backup: its data goes to object storage too, and it serves
+// every record, and the committed offsets.
+func TestBackupOfADeploymentOnObjectStorageRestoresIntoANewOne(t *testing.T) {
+	h, srv := objectStoreHarness(t)
+	key, err := archive.NewLocalRootKey("crn:v1:bluemix:public:kms:us-south:a/acct:inst:key:k1", "v1", seal.RandomKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &archiveRestorer{key: key}
+	objectStore := h.configure
+	h.configure = func(c *Config) { objectStore(c); c.Restorer = r }
+	h.restart()
+	src, _ := h.provisionWithKey()
+	h.createTopic(src, "orders", 3)
+	produceN(t, h.client(src, auth.RoleWriter), "orders", "rec", 500)
+	group := h.client(src, auth.RoleReader, kgo.ConsumeTopics("orders"), kgo.ConsumerGroup("billing"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	want := consumeAll(t, group, 500)
+	if err := group.CommitUncommittedOffsets(testCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	r.backupOf(t, h, src.GUID)
+
+	dst := newInstance()
+	key2 := h.kms.addKey(t, testAccount, "us-south", kpInstance, false)
+	if _, err := h.svc.Provision(testCtx(t), dst, map[string]any{ParamDiskKey: key2, ParamBackupID: "b1"}); err != nil {
+		t.Fatal(err)
+	}
+	if n := countFiles(t, filepath.Join(srv.DataDir, "keyline-streams", objlog.ObjectPrefix(dst.GUID))); n == 0 {
+		t.Fatal("the restored deployment has no object in the bucket")
+	}
+	if n := countFiles(t, h.deployment(dst.GUID).dir); n != 0 {
+		t.Fatalf("%d files on the local disk of the restored deployment", n)
+	}
+	got := consumeAll(t, h.client(dst, auth.RoleReader, kgo.ConsumeTopics("orders"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart())), 500)
+	if len(got) != len(want) {
+		t.Fatalf("restored %d records, want %d", len(got), len(want))
+	}
+	for k := range want {
+		if _, ok := got[k]; !ok {
+			t.Fatalf("record %q is not restored", k)
+		}
+	}
+	// The group resumes after what it committed: nothing more to read.
+	resumed := h.client(dst, auth.RoleReader, kgo.ConsumeTopics("orders"), kgo.ConsumerGroup("billing"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	fctx, cancel := context.WithTimeout(testCtx(t), 3*time.Second)
+	defer cancel()
+	if fs := resumed.PollFetches(fctx); fs.NumRecords() != 0 {
+		t.Fatalf("the restored group read %d records again", fs.NumRecords())
+	}
 }
