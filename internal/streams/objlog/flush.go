@@ -47,6 +47,7 @@ type flusher struct {
 	s        *Store
 	mu       sync.Mutex
 	cur      *flush
+	last     *flush // the flush cut last: the others before it commit first
 	inFlight int64 // sealed bytes of the flushes cut and not yet committed
 	queue    chan *flush
 	failed   error // set for good (fenced, closed): appends fail
@@ -156,7 +157,7 @@ func (f *flusher) run() {
 		case <-f.stop:
 			f.mu.Lock()
 			fl := f.cur
-			f.cur = f.newFlush()
+			f.cur, f.last = f.newFlush(), fl
 			f.failed = errs.E("objlog.Append", errs.Conflict, CodeClosed, "The log store is closed")
 			f.mu.Unlock()
 			if len(fl.batches) > 0 {
@@ -181,7 +182,7 @@ func (f *flusher) run() {
 		}
 		f.mu.Lock()
 		fl := f.cur
-		f.cur = f.newFlush()
+		f.cur, f.last = f.newFlush(), fl
 		f.inFlight += fl.bytes
 		f.mu.Unlock()
 		if len(fl.batches) > 0 {
@@ -385,25 +386,27 @@ func (f *flusher) close() {
 	<-f.stopped
 }
 
-// sealingWith waits until every flush sealed under another key than k is
-// committed (or failed): an empty current flush takes k at once, a
-// non-empty one is waited for (flushes commit in order).
+// sealingWith waits until every flush sealed under another key than k,
+// the sealing key now, is committed (or failed): flushes commit in order,
+// so it waits for the last one cut, or for the current one if it has
+// batches sealed under another key (an empty one takes k at once).
 func (f *flusher) sealingWith(ctx context.Context, k *dekKey) error {
 	f.mu.Lock()
-	fl := f.cur
-	if fl.key == k {
-		f.mu.Unlock()
-		return nil
-	}
-	if len(fl.batches) == 0 {
-		f.cur = f.newFlush()
-		f.mu.Unlock()
-		return nil
+	wait := f.last
+	if fl := f.cur; fl.key != k {
+		if len(fl.batches) == 0 {
+			f.cur = f.newFlush()
+		} else {
+			wait = fl
+		}
 	}
 	f.mu.Unlock()
+	if wait == nil {
+		return nil
+	}
 	select {
-	case <-fl.done:
-		return fl.err
+	case <-wait.done:
+		return wait.err
 	case <-ctx.Done():
 		return ctx.Err()
 	}

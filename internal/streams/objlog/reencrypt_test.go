@@ -292,6 +292,41 @@ func TestAnInterruptedReencryptionResumesAfterAReopen(t *testing.T) {
 	f.checkOnlyNewKey(t, st)
 }
 
+// TestReencryptionWaitsForAFlushSealedUnderTheOldKey: a flush sealed
+// under the old key before the switch, still uploading, is committed and
+// then rewritten before the re-encryption ends, not recorded afterwards
+// under a key about to be deleted.
+func TestReencryptionWaitsForAFlushSealedUnderTheOldKey(t *testing.T) {
+	f, st := newReencFixture(t, 0)
+	p, err := st.Partition("topicid7-0", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.e.proxy.cut()
+	data := []byte("in flight during the switch")
+	base, durable, err := p.AppendAsync(context.Background(), batchMeta(1, 1000, 5, 0), data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond) // the flush is cut; its upload retries
+	go func() {
+		time.Sleep(time.Second)
+		f.e.proxy.restore()
+	}()
+	if err := st.ReencryptTo(context.Background(), newDEK, nil); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for err = durable(); err != nil; err = durable() {
+		if time.Now().After(deadline) {
+			t.Fatalf("the append is not stored: %v", err)
+		}
+	}
+	f.want["topicid7-0"] = map[int64][]byte{base: data}
+	f.check(t, st)
+	f.checkOnlyNewKey(t, st)
+}
+
 func TestReencryptionRefusesAKeyThatDoesNotMatchItsID(t *testing.T) {
 	f, st := newReencFixture(t, 2)
 	if err := st.ReencryptTo(context.Background(), newDEK, nil); err != nil {
