@@ -48,7 +48,7 @@ type flusher struct {
 	mu       sync.Mutex
 	cur      *flush
 	last     *flush // the flush cut last: the others before it commit first
-	inFlight int64 // sealed bytes of the flushes cut and not yet committed
+	inFlight int64  // sealed bytes of the flushes cut and not yet committed
 	queue    chan *flush
 	failed   error // set for good (fenced, closed): appends fail
 	kick     chan struct{}
