@@ -21,6 +21,7 @@ import (
 	"github.com/keyline/keyline/internal/backup/volume/volumetest"
 	"github.com/keyline/keyline/internal/seal"
 	"github.com/keyline/keyline/internal/streams/objlog"
+	"github.com/keyline/keyline/internal/streams/seglog"
 )
 
 // objectStoreHarness is a harness whose deployments keep their data in a
@@ -40,6 +41,10 @@ func objectStoreHarness(t *testing.T) (*harness, *volumetest.S3Server) {
 	h.restart()
 	return h, srv
 }
+
+// reencryptionWait bounds a re-encryption on object storage: it ends a
+// request timeout (10 s) after its last rewrite, when the old objects go.
+const reencryptionWait = time.Minute
 
 // filesHolding counts the regular files under dir that hold b.
 func filesHolding(t *testing.T, dir string, b []byte) int {
@@ -130,7 +135,7 @@ func TestDeploymentOnObjectStorageServesRestartsRotatesAndIsErased(t *testing.T)
 	if ack.State != DEKEnabled || ack.Version != h.kms.latestVersion(key) {
 		t.Fatalf("ack %+v: want DEK_ENABLED with the new version", ack)
 	}
-	eventually(t, "the re-encryption task ends", func() bool {
+	eventuallyWithin(t, reencryptionWait, "the re-encryption task ends", func() bool {
 		tasks := h.tasks.all()
 		status := ""
 		if len(tasks) > 0 {
@@ -283,5 +288,69 @@ func TestBackupOfADeploymentOnObjectStorageRestoresIntoANewOne(t *testing.T) {
 	defer cancel()
 	if fs := resumed.PollFetches(fctx); fs.NumRecords() != 0 {
 		t.Fatalf("the restored group read %d records again", fs.NumRecords())
+	}
+}
+
+// TestInterruptedReencryptionOnObjectStorageResumesAfterRestart leaves what
+// a crash in the middle of a rotation leaves (the next DEK stored wrapped,
+// the metadata re-sealed under it, the objects still under the old one):
+// the restarted Keyline opens the store with both DEKs, finishes, and
+// deletes the old DEK.
+func TestInterruptedReencryptionOnObjectStorageResumesAfterRestart(t *testing.T) {
+	h, _ := objectStoreHarness(t)
+	inst, key := h.provisionWithKey()
+	h.createTopic(inst, "orders", 2)
+	produceN(t, h.client(inst, auth.RoleWriter), "orders", "o", 500)
+	d := h.deployment(inst.GUID)
+	cur, _ := plainDEK(t, d)
+	bucket := h.svc.cfg.ObjectStore
+	h.svc.Close()
+
+	next := newDEK()
+	rec, _, _ := d.snapshot()
+	wrapped, version, err := h.kms.Wrap(d.ctx(context.Background()), key, next.Key, d.aad(next.ID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec.NextDEKID, rec.NextWrappedDEK, rec.NextKeyVersion = next.ID, wrapped, version
+	if err := h.svc.saveRecord(context.Background(), d, &rec, nil); err != nil {
+		t.Fatal(err)
+	}
+	ob, err := objlog.Open(context.Background(), h.db, bucket, objlog.Options{StoreID: inst.GUID, Keys: []*seglog.DEK{cur}, CompactEvery: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	interrupted, cancel := context.WithCancel(context.Background())
+	if err := ob.ReencryptTo(interrupted, &seglog.DEK{ID: next.ID, Key: bytes.Clone(next.Key)}, func(int64, int64) { cancel() }); err == nil {
+		t.Fatal("a canceled re-encryption finished")
+	}
+	if ids := ob.KeyIDsInUse(); len(ids) != 2 {
+		t.Fatalf("keys in use %v: the interrupted state needs data under both keys", ids)
+	}
+	ob.Close()
+
+	h.start()
+	d = h.deployment(inst.GUID)
+	eventuallyWithin(t, reencryptionWait, "the re-encryption resumes and finishes", func() bool {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		return d.rec.NextDEKID == "" && d.reenc == nil
+	})
+	d.mu.Lock()
+	inUse, dekID := d.obj.KeyIDsInUse(), d.rec.DEKID
+	d.mu.Unlock()
+	if dekID != next.ID || len(inUse) != 1 || inUse[0] != next.ID {
+		t.Fatalf("DEK %s, keys in use %v: want only %s", dekID, inUse, next.ID)
+	}
+	eventuallyWithin(t, reencryptionWait, "the resumed task completes", func() bool {
+		tasks := h.tasks.all()
+		if len(tasks) != 1 {
+			return false
+		}
+		status, _ := tasks[0].status()
+		return status == "completed"
+	})
+	if got := consumeAll(t, h.client(inst, auth.RoleReader, kgo.ConsumeTopics("orders")), 500); len(got) != 500 {
+		t.Fatalf("consumed %d, want 500", len(got))
 	}
 }
