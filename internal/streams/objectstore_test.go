@@ -306,16 +306,7 @@ func TestInterruptedReencryptionOnObjectStorageResumesAfterRestart(t *testing.T)
 	bucket := h.svc.cfg.ObjectStore
 	h.svc.Close()
 
-	next := newDEK()
-	rec, _, _ := d.snapshot()
-	wrapped, version, err := h.kms.Wrap(d.ctx(context.Background()), key, next.Key, d.aad(next.ID))
-	if err != nil {
-		t.Fatal(err)
-	}
-	rec.NextDEKID, rec.NextWrappedDEK, rec.NextKeyVersion = next.ID, wrapped, version
-	if err := h.svc.saveRecord(context.Background(), d, &rec, nil); err != nil {
-		t.Fatal(err)
-	}
+	next := h.storeNextDEK(d, key)
 	ob, err := objlog.Open(context.Background(), h.db, bucket, objlog.Options{StoreID: inst.GUID, Keys: []*seglog.DEK{cur}, CompactEvery: -1})
 	if err != nil {
 		t.Fatal(err)
@@ -330,19 +321,47 @@ func TestInterruptedReencryptionOnObjectStorageResumesAfterRestart(t *testing.T)
 	ob.Close()
 
 	h.start()
-	d = h.deployment(inst.GUID)
-	eventuallyWithin(t, reencryptionWait, "the re-encryption resumes and finishes", func() bool {
+	h.waitResumed(inst.GUID, next.ID, func(d *deployment) []string { return d.obj.KeyIDsInUse() })
+	if got := consumeAll(t, h.client(inst, auth.RoleReader, kgo.ConsumeTopics("orders")), 500); len(got) != 500 {
+		t.Fatalf("consumed %d, want 500", len(got))
+	}
+}
+
+// storeNextDEK stores a next DEK beside the deployment's DEK, as a rotation
+// does before it re-encrypts, and returns it.
+func (h *harness) storeNextDEK(d *deployment, key string) *seglog.DEK {
+	h.t.Helper()
+	next := newDEK()
+	rec, _, _ := d.snapshot()
+	wrapped, version, err := h.kms.Wrap(d.ctx(context.Background()), key, next.Key, d.aad(next.ID))
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	rec.NextDEKID, rec.NextWrappedDEK, rec.NextKeyVersion = next.ID, wrapped, version
+	if err := h.svc.saveRecord(context.Background(), d, &rec, nil); err != nil {
+		h.t.Fatal(err)
+	}
+	return next
+}
+
+// waitResumed waits until the deployment's re-encryption to nextID, resumed
+// at its start, finished: its only DEK is nextID, the only one its log
+// (inUse) holds data under, and the task completed.
+func (h *harness) waitResumed(guid, nextID string, inUse func(*deployment) []string) {
+	h.t.Helper()
+	d := h.deployment(guid)
+	eventuallyWithin(h.t, reencryptionWait, "the re-encryption resumes and finishes", func() bool {
 		d.mu.Lock()
 		defer d.mu.Unlock()
 		return d.rec.NextDEKID == "" && d.reenc == nil
 	})
 	d.mu.Lock()
-	inUse, dekID := d.obj.KeyIDsInUse(), d.rec.DEKID
+	ids, dekID := inUse(d), d.rec.DEKID
 	d.mu.Unlock()
-	if dekID != next.ID || len(inUse) != 1 || inUse[0] != next.ID {
-		t.Fatalf("DEK %s, keys in use %v: want only %s", dekID, inUse, next.ID)
+	if dekID != nextID || len(ids) != 1 || ids[0] != nextID {
+		h.t.Fatalf("DEK %s, keys in use %v: want only %s", dekID, ids, nextID)
 	}
-	eventuallyWithin(t, reencryptionWait, "the resumed task completes", func() bool {
+	eventuallyWithin(h.t, reencryptionWait, "the resumed task completes", func() bool {
 		tasks := h.tasks.all()
 		if len(tasks) != 1 {
 			return false
@@ -350,7 +369,4 @@ func TestInterruptedReencryptionOnObjectStorageResumesAfterRestart(t *testing.T)
 		status, _ := tasks[0].status()
 		return status == "completed"
 	})
-	if got := consumeAll(t, h.client(inst, auth.RoleReader, kgo.ConsumeTopics("orders")), 500); len(got) != 500 {
-		t.Fatalf("consumed %d, want 500", len(got))
-	}
 }
