@@ -176,16 +176,19 @@ func (s *Store) ReencryptTo(ctx context.Context, dek *seglog.DEK, progress func(
 			progress(max(0, total-remaining), total)
 		}
 	}
-	if err := s.finishReencryption(ctx, op, k); err != nil {
-		return err
-	}
-	// The old objects go once no read that looked them up can need them.
+	// Reads that looked up the old objects before their rows moved may
+	// still open them with the old key: it stays until they are done.
 	if !last.IsZero() {
 		select {
 		case <-time.After(time.Until(last.Add(s.opts.RequestTimeout + 10*time.Millisecond))):
 		case <-ctx.Done():
+			return s.reencError(ctx, op, ctx.Err())
 		}
 	}
+	if err := s.finishReencryption(ctx, op, k); err != nil {
+		return err
+	}
+	// The old objects go now that no read can need them.
 	s.compactMu.Lock()
 	s.removeReplaced(context.WithoutCancel(ctx))
 	s.compactMu.Unlock()
