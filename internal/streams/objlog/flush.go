@@ -82,7 +82,9 @@ func signal(c chan struct{}) {
 
 // add queues a batch at the partition's next offset, or at its own base
 // offset when at is set (a restore: after a gap, never before the next).
-func (f *flusher) add(p *Partition, m seglog.BatchMeta, data []byte, at bool) (int64, func() error, error) {
+// Its durable func waits a request timeout, or with a non-nil until, until
+// that is closed (a restore waits as long as its caller).
+func (f *flusher) add(p *Partition, m seglog.BatchMeta, data []byte, at bool, until <-chan struct{}) (int64, func() error, error) {
 	const op = "objlog.Append"
 	if err := f.s.usable(op); err != nil {
 		return 0, nil, err
@@ -135,14 +137,19 @@ func (f *flusher) add(p *Partition, m seglog.BatchMeta, data []byte, at bool) (i
 	fl.sealing.Done()
 	timeout := f.s.opts.RequestTimeout
 	return m.BaseOffset, func() error {
-		t := time.NewTimer(timeout)
-		defer t.Stop()
+		var expired <-chan time.Time
+		if until == nil {
+			t := time.NewTimer(timeout)
+			defer t.Stop()
+			expired = t.C
+		}
 		select {
 		case <-fl.done:
 			return fl.err
-		case <-t.C:
-			return errs.E(op, errs.Unavailable, CodeFlushFailed, "The batch is not stored yet: the object store or the database does not answer")
+		case <-expired:
+		case <-until:
 		}
+		return errs.E(op, errs.Unavailable, CodeFlushFailed, "The batch is not stored yet: the object store or the database does not answer")
 	}, nil
 }
 
