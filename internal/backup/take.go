@@ -10,9 +10,10 @@ import (
 	"github.com/keyline/keyline/internal/streams/seglog"
 )
 
-// Take writes a backup of store (seglog's or objlog's) to the object name of vol. The object
-// appears only when the whole backup was written and sealed; on any error
-// nothing new is left on the volume (an older object of that name stays).
+// Take writes a backup of store (seglog's or objlog's) to the object name
+// of vol. The object appears only when the whole backup was written and
+// sealed; on any error nothing new is left on the volume (an older object
+// of that name stays).
 func Take[P archive.PartitionLog](ctx context.Context, store archive.LogStore[P], vol volume.Volume, name string, keys archive.KeyWrapper, opts archive.WriterOptions, progress archive.Progress) (archive.Header, error) {
 	obj, err := vol.Create(ctx, name)
 	if err != nil {
