@@ -2,23 +2,22 @@ package backup
 
 import (
 	"context"
-	"os"
 
 	"github.com/keyline/keyline/internal/audit"
 	"github.com/keyline/keyline/internal/auth"
+	"github.com/keyline/keyline/internal/backup/archive"
 	"github.com/keyline/keyline/internal/errs"
 	"github.com/keyline/keyline/internal/streams"
-	"github.com/keyline/keyline/internal/streams/seglog"
 )
 
-// RestoreBackup restores backup backupID (its CRN or id) as a new store at
-// dir for the deployment inst being provisioned: streams.Restorer. The
+// RestoreBackup restores backup backupID (its CRN or id) into dst, the new
+// log of the deployment inst being provisioned: streams.Restorer. The
 // caller in ctx must be allowed to read the backup's deployment, in the
 // same account. The backup's key must be usable now: the KMS unwraps its
 // data key as the identity that sealed it. Every chunk authenticates
 // before the store is committed, so a truncated or modified backup fails
-// with nothing left at dir.
-func (s *Service) RestoreBackup(ctx context.Context, inst streams.Instance, backupID, dir string, opts seglog.Options) error {
+// with nothing left in dst.
+func (s *Service) RestoreBackup(ctx context.Context, inst streams.Instance, backupID string, dst archive.Target) error {
 	const op = "backup.Restore"
 	p := auth.FromContext(ctx)
 	b, err := s.load(ctx, op, backupID)
@@ -44,7 +43,7 @@ func (s *Service) RestoreBackup(ctx context.Context, inst streams.Instance, back
 		s.recordRestore(ctx, b, inst, err)
 		return err
 	}
-	err = s.restore(ctx, b, dir, opts)
+	err = s.restore(ctx, b, dst)
 	if err != nil {
 		err = s.restoreError(op, b, err)
 	}
@@ -52,22 +51,16 @@ func (s *Service) RestoreBackup(ctx context.Context, inst streams.Instance, back
 	return err
 }
 
-func (s *Service) restore(ctx context.Context, b *Backup, dir string, opts seglog.Options) error {
+func (s *Service) restore(ctx context.Context, b *Backup, dst archive.Target) error {
 	vol, err := OpenVolume(ctx, s.cfg.Volumes, b.DeploymentGUID)
 	if err != nil {
 		return err
 	}
-	h, err := RestoreInto(ctx, vol, b.Object, s.rootKey(b), dir, opts, nil)
-	if err != nil {
-		return err
-	}
-	if h.BackupID != b.ID {
-		// The key is bound to the backup id, so this cannot pass the
-		// unwrap; refuse it all the same rather than trust that.
-		os.RemoveAll(dir)
-		return errs.E("backup.Restore", errs.Unprocessable, "BACKUP_MODIFIED", "The backup object holds another backup")
-	}
-	return nil
+	// The key is bound to the backup id, so another backup cannot pass the
+	// unwrap; it is refused all the same rather than trust that, before
+	// anything is restored.
+	_, err = RestoreTo(ctx, vol, b.Object, s.rootKey(b), b.ID, dst, nil)
+	return err
 }
 
 // restoreError says why the restore failed, for the provisioning's caller.

@@ -21,7 +21,6 @@ import (
 	"github.com/keyline/keyline/internal/seal"
 	"github.com/keyline/keyline/internal/store"
 	"github.com/keyline/keyline/internal/streams"
-	"github.com/keyline/keyline/internal/streams/seglog"
 )
 
 // Audit actions (Event Streams' style).
@@ -35,7 +34,7 @@ type Deployments interface {
 	Deployment(ctx context.Context, guid string) (streams.DeploymentInfo, error)
 	Deployments(ctx context.Context, accountID string) ([]streams.DeploymentInfo, error)
 	// ReadLog runs f on the deployment's open log.
-	ReadLog(ctx context.Context, guid string, f func(*seglog.Store) error) error
+	ReadLog(ctx context.Context, guid string, f func(archive.Log) error) error
 }
 
 // Delegation re-creates a deployment's dependent authorizations
@@ -372,7 +371,7 @@ func (s *Service) take(ctx context.Context, b *Backup, task *controller.Task) (i
 	}
 	opts := archive.WriterOptions{BackupID: b.ID, Created: b.CreatedAt, ChunkSize: s.cfg.ChunkSize}
 	takeBackup := func() error {
-		return s.cfg.Deployments.ReadLog(ctx, b.DeploymentGUID, func(st *seglog.Store) error {
+		return s.cfg.Deployments.ReadLog(ctx, b.DeploymentGUID, func(st archive.Log) error {
 			_, err := Take(ctx, st, vol, b.Object, s.rootKey(b), opts, progress)
 			return err
 		})

@@ -4,11 +4,11 @@ import (
 	"context"
 	"testing"
 
+	"github.com/keyline/keyline/internal/backup/archive"
 	"github.com/keyline/keyline/internal/controller"
 	"github.com/keyline/keyline/internal/iam/iamtest"
 	"github.com/keyline/keyline/internal/store"
 	"github.com/keyline/keyline/internal/streams"
-	"github.com/keyline/keyline/internal/streams/seglog"
 )
 
 // noDeployments is a data plane without deployments.
@@ -20,7 +20,7 @@ func (noDeployments) Deployment(ctx context.Context, guid string) (streams.Deplo
 func (noDeployments) Deployments(ctx context.Context, account string) ([]streams.DeploymentInfo, error) {
 	return nil, nil
 }
-func (noDeployments) ReadLog(ctx context.Context, guid string, f func(*seglog.Store) error) error {
+func (noDeployments) ReadLog(ctx context.Context, guid string, f func(archive.Log) error) error {
 	return errNoBackup("test")
 }
 

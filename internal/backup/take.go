@@ -10,10 +10,11 @@ import (
 	"github.com/keyline/keyline/internal/streams/seglog"
 )
 
-// Take writes a backup of store to the object name of vol. The object
-// appears only when the whole backup was written and sealed; on any error
-// nothing new is left on the volume (an older object of that name stays).
-func Take(ctx context.Context, store *seglog.Store, vol volume.Volume, name string, keys archive.KeyWrapper, opts archive.WriterOptions, progress archive.Progress) (archive.Header, error) {
+// Take writes a backup of store (seglog's or objlog's) to the object name
+// of vol. The object appears only when the whole backup was written and
+// sealed; on any error nothing new is left on the volume (an older object
+// of that name stays).
+func Take[P archive.PartitionLog](ctx context.Context, store archive.LogStore[P], vol volume.Volume, name string, keys archive.KeyWrapper, opts archive.WriterOptions, progress archive.Progress) (archive.Header, error) {
 	obj, err := vol.Create(ctx, name)
 	if err != nil {
 		return archive.Header{}, err
@@ -42,6 +43,14 @@ func Take(ctx context.Context, store *seglog.Store, vol volume.Volume, name stri
 // at dir (opened with opts: the new deployment's own DEK). dir appears only
 // when the whole backup was read and authenticated.
 func RestoreInto(ctx context.Context, vol volume.Volume, name string, keys archive.KeyWrapper, dir string, opts seglog.Options, progress archive.Progress) (archive.Header, error) {
+	return RestoreTo(ctx, vol, name, keys, "", archive.DirTarget{Dir: dir, Options: opts}, progress)
+}
+
+// RestoreTo restores the backup in the object name of vol into dst, a new
+// log (sealed under the new deployment's own DEK), which is kept only when
+// the whole backup was read and authenticated. With a backupID, a backup
+// object that holds another backup is refused before anything is restored.
+func RestoreTo(ctx context.Context, vol volume.Volume, name string, keys archive.KeyWrapper, backupID string, dst archive.Target, progress archive.Progress) (archive.Header, error) {
 	obj, err := vol.Open(ctx, name)
 	if err != nil {
 		return archive.Header{}, err
@@ -52,7 +61,10 @@ func RestoreInto(ctx context.Context, vol volume.Volume, name string, keys archi
 		return archive.Header{}, err
 	}
 	defer r.Close()
-	if err := archive.RestoreDir(ctx, r, dir, opts, progress); err != nil {
+	if backupID != "" && r.Header().BackupID != backupID {
+		return archive.Header{}, errs.E("backup.Restore", errs.Unprocessable, "BACKUP_MODIFIED", "The backup object holds another backup")
+	}
+	if err := dst.Fill(ctx, func(l archive.Log) error { return archive.Restore(ctx, r, l, progress) }); err != nil {
 		return archive.Header{}, err
 	}
 	return r.Header(), nil

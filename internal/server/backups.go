@@ -5,12 +5,12 @@ import (
 	"errors"
 
 	"github.com/keyline/keyline/internal/backup"
+	"github.com/keyline/keyline/internal/backup/archive"
 	"github.com/keyline/keyline/internal/backup/backupapi"
 	"github.com/keyline/keyline/internal/controller"
 	"github.com/keyline/keyline/internal/errs"
 	"github.com/keyline/keyline/internal/iam"
 	"github.com/keyline/keyline/internal/streams"
-	"github.com/keyline/keyline/internal/streams/seglog"
 )
 
 // restorer is the backup service as the Restorer of deployments. It is
@@ -18,11 +18,11 @@ import (
 // restore through backups, and backups read deployments.
 type restorer struct{ svc *backup.Service }
 
-func (r *restorer) RestoreBackup(ctx context.Context, inst streams.Instance, backupID, dir string, opts seglog.Options) error {
+func (r *restorer) RestoreBackup(ctx context.Context, inst streams.Instance, backupID string, dst archive.Target) error {
 	if r.svc == nil {
 		return errs.E("server.RestoreBackup", errs.Unavailable, "BACKUPS_UNAVAILABLE", "Backups are not available yet: try again")
 	}
-	return r.svc.RestoreBackup(ctx, inst, backupID, dir, opts)
+	return r.svc.RestoreBackup(ctx, inst, backupID, dst)
 }
 
 // wireBackups builds the backup service on the deployments and serves its

@@ -3,7 +3,9 @@ package streams
 import (
 	"context"
 
+	"github.com/keyline/keyline/internal/backup/archive"
 	"github.com/keyline/keyline/internal/errs"
+	"github.com/keyline/keyline/internal/streams/objlog"
 	"github.com/keyline/keyline/internal/streams/seglog"
 )
 
@@ -21,16 +23,54 @@ const (
 // provisioned. The backup service implements it; ctx carries the caller,
 // who must be allowed to read the backup's deployment.
 type Restorer interface {
-	// RestoreBackup restores backupID as a new store at dir, opened with
-	// opts (the new deployment's own DEK). dir appears only when the whole
-	// backup was read and authenticated; on error nothing is left there.
-	RestoreBackup(ctx context.Context, inst Instance, backupID, dir string, opts seglog.Options) error
+	// RestoreBackup restores backupID into dst, the new deployment's log
+	// (sealed under its own DEK), which is kept only when the whole backup
+	// was read and authenticated; on error nothing is left there.
+	RestoreBackup(ctx context.Context, inst Instance, backupID string, dst archive.Target) error
+}
+
+// restoreTarget is where a restore writes the new deployment d's log,
+// sealed under keys: a store at its directory, or on object storage.
+func (s *Service) restoreTarget(d *deployment, keys []*seglog.DEK) archive.Target {
+	if s.cfg.ObjectStore == nil {
+		return archive.DirTarget{Dir: d.dir, Options: seglog.Options{StoreID: d.guid, Keys: keys, Sync: true, SegmentBytes: s.cfg.SegmentBytes}}
+	}
+	opts := s.cfg.ObjectLog
+	opts.StoreID, opts.Keys = d.guid, keys
+	return objectTarget{s: s, opts: opts}
+}
+
+// objectTarget is a new deployment's log on object storage, filled by a
+// restore: a store left by a restore that died with its process is erased
+// first, and the store is erased again if the restore fails.
+type objectTarget struct {
+	s    *Service
+	opts objlog.Options
+}
+
+func (t objectTarget) Fill(ctx context.Context, restore func(archive.Log) error) error {
+	if err := t.s.destroyObjects(ctx, t.opts.StoreID); err != nil {
+		return err
+	}
+	ob, err := objlog.Open(ctx, t.s.db, t.s.cfg.ObjectStore, t.opts)
+	if err == nil {
+		err = restore(archive.LogOf(ob))
+		// Restore returns once every batch is durable: Close loses nothing.
+		ob.Close()
+	}
+	if err != nil {
+		if derr := t.s.destroyObjects(context.WithoutCancel(ctx), t.opts.StoreID); derr != nil {
+			t.s.log.Warn("streams: erasing a failed restore", "deployment", t.opts.StoreID, "err", derr)
+		}
+		return err
+	}
+	return nil
 }
 
 // ReadLog runs f on the deployment's open log (a backup snapshots it).
 // A locked or suspended deployment's log is closed: Conflict, saying why.
 // If the deployment locks while f runs, f's reads fail and so does f.
-func (s *Service) ReadLog(ctx context.Context, guid string, f func(*seglog.Store) error) error {
+func (s *Service) ReadLog(ctx context.Context, guid string, f func(archive.Log) error) error {
 	const op = "streams.ReadLog"
 	d, err := s.get(op, guid)
 	if err != nil {
@@ -39,14 +79,14 @@ func (s *Service) ReadLog(ctx context.Context, guid string, f func(*seglog.Store
 	d.mu.Lock()
 	st, obj, lock := d.st, d.obj, d.lock
 	d.mu.Unlock()
-	if obj != nil {
-		return objectStoreUnsupported(op, "A backup")
+	switch {
+	case obj != nil:
+		return f(archive.LogOf(obj))
+	case st != nil:
+		return f(archive.LogOf(st))
 	}
-	if st == nil {
-		if lock == "" {
-			lock = "the deployment is suspended or stopped"
-		}
-		return errs.E(op, errs.Conflict, "DEPLOYMENT_LOCKED", lock)
+	if lock == "" {
+		lock = "the deployment is suspended or stopped"
 	}
-	return f(st)
+	return errs.E(op, errs.Conflict, "DEPLOYMENT_LOCKED", lock)
 }

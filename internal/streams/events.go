@@ -292,11 +292,8 @@ func (s *Service) rotate(ctx context.Context, d *deployment, ev KeyEvent) (strin
 		return "", err
 	}
 	d.mu.Lock()
-	st, obj, cur, old, running := d.st, d.obj, d.dek, d.oldDEK, d.reenc != nil
+	st, cur, old, running := reencrypterOf(d.st, d.obj), d.dek, d.oldDEK, d.reenc != nil
 	d.mu.Unlock()
-	if obj != nil {
-		return version, s.skipReencryption(actx, rec, ev.ID)
-	}
 	if running {
 		// The running re-encryption's fresh DEK is rewrapped above.
 		return version, nil
@@ -354,7 +351,7 @@ func keyUpdateEvent(ctx context.Context, rec record, eventID string) *audit.Even
 // resume finishes a re-encryption interrupted by a restart or a lock.
 func (s *Service) resume(d *deployment, old *seglog.DEK) {
 	d.mu.Lock()
-	st, next, rec := d.st, d.dek, *d.rec
+	st, next, rec := reencrypterOf(d.st, d.obj), d.dek, *d.rec
 	d.mu.Unlock()
 	actx := asDeployment(context.Background(), rec.AccountID, rec.GUID, rec.CRN)
 	task, err := s.tasks.Start(actx, rec.CRN, TaskSyncingKMSState)
@@ -367,7 +364,7 @@ func (s *Service) resume(d *deployment, old *seglog.DEK) {
 
 // startReencryption makes next the log's sealing key and rewrites the rest
 // under it in the background.
-func (s *Service) startReencryption(d *deployment, st *seglog.Store, next, old *seglog.DEK, task Task) {
+func (s *Service) startReencryption(d *deployment, st reencrypter, next, old *seglog.DEK, task Task) {
 	rctx, cancel := context.WithCancel(context.Background())
 	r := &reencryption{cancel: cancel, done: make(chan struct{})}
 	d.mu.Lock()

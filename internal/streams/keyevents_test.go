@@ -407,16 +407,7 @@ func TestInterruptedReencryptionResumesAfterRestart(t *testing.T) {
 	// Leave the state a crash in the middle of a rotation leaves: the next
 	// DEK stored wrapped beside the current one, and the log switched to it
 	// with old blocks still to rewrite.
-	next := newDEK()
-	rec, _, _ := d.snapshot()
-	wrapped, version, err := h.kms.Wrap(d.ctx(context.Background()), rec.DiskKey, next.Key, d.aad(next.ID))
-	if err != nil {
-		t.Fatal(err)
-	}
-	rec.NextDEKID, rec.NextWrappedDEK, rec.NextKeyVersion = next.ID, wrapped, version
-	if err := h.svc.saveRecord(context.Background(), d, &rec, nil); err != nil {
-		t.Fatal(err)
-	}
+	next := h.storeNextDEK(d)
 	st, err := seglog.Open(d.dir, seglog.Options{StoreID: inst.GUID, Keys: []*seglog.DEK{cur}, Sync: true})
 	if err != nil {
 		t.Fatal(err)
@@ -432,26 +423,7 @@ func TestInterruptedReencryptionResumesAfterRestart(t *testing.T) {
 	st.Close()
 
 	h.start()
-	d = h.deployment(inst.GUID)
-	eventually(t, "the re-encryption resumes and finishes", func() bool {
-		d.mu.Lock()
-		defer d.mu.Unlock()
-		return d.rec.NextDEKID == "" && d.reenc == nil
-	})
-	d.mu.Lock()
-	inUse, dekID := d.st.KeyIDsInUse(), d.rec.DEKID
-	d.mu.Unlock()
-	if dekID != next.ID || len(inUse) != 1 || inUse[0] != next.ID {
-		t.Fatalf("DEK %s, keys in use %v: want only %s", dekID, inUse, next.ID)
-	}
-	eventually(t, "the resumed task completes", func() bool {
-		tasks := h.tasks.all()
-		if len(tasks) != 1 {
-			return false
-		}
-		status, _ := tasks[0].status()
-		return status == "completed"
-	})
+	h.waitResumed(inst.GUID, next.ID, func(d *deployment) []string { return d.st.KeyIDsInUse() })
 	if got := consumeAll(t, h.client(inst, auth.RoleReader, kgo.ConsumeTopics("orders")), 2000); len(got) != 2000 {
 		t.Fatalf("consumed %d, want 2000", len(got))
 	}

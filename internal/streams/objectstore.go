@@ -66,21 +66,19 @@ func (s *Service) destroyObjects(ctx context.Context, guid string) error {
 	return objlog.Destroy(ctx, s.db, s.cfg.ObjectStore, guid)
 }
 
-// objectStoreUnsupported refuses what object-store deployments cannot do
-// yet, rather than doing it on a local disk that holds none of their data.
-func objectStoreUnsupported(op, what string) error {
-	return errs.E(op, errs.Conflict, "OBJECT_STORE_UNSUPPORTED", what+" is not supported yet for deployments whose data is on object storage")
+// reencrypter is a log that re-encrypts itself under a new DEK, as
+// seglog's and objlog's stores do.
+type reencrypter interface {
+	ReencryptTo(ctx context.Context, dek *seglog.DEK, progress func(done, total int64)) error
 }
 
-// skipReencryption ends a rotation of a deployment on object storage once
-// its DEK is rewrapped under the key's new version (what Key Protect waits
-// for). Re-sealing its objects under a fresh DEK is not built yet: the
-// "Syncing KMS state" task fails saying so, rather than pretending.
-func (s *Service) skipReencryption(actx context.Context, rec record, eventID string) error {
-	const why = "the data key is rewrapped with the key's new version, but data on object storage is not yet re-encrypted under a new data key"
-	s.log.Warn("streams: rotation without re-encryption", "deployment", rec.GUID, "why", why)
-	if task, err := s.tasks.Start(actx, rec.CRN, TaskSyncingKMSState); err == nil {
-		task.Fail(actx, why)
+// reencrypterOf is whichever log is open, or nil.
+func reencrypterOf(st *seglog.Store, ob *objlog.Store) reencrypter {
+	switch {
+	case ob != nil:
+		return ob
+	case st != nil:
+		return st
 	}
-	return s.recordKeyUpdate(actx, rec, eventID)
+	return nil
 }

@@ -123,9 +123,9 @@ func (s *Service) Provision(ctx context.Context, inst Instance, params map[strin
 			dek.Wipe()
 			return nil, errs.Internalf(op, err)
 		}
-		opts := seglog.Options{StoreID: inst.GUID, Keys: []*seglog.DEK{{ID: dek.ID, Key: append([]byte(nil), dek.Key...)}}, Sync: true, SegmentBytes: s.cfg.SegmentBytes}
-		err := s.cfg.Restorer.RestoreBackup(ctx, inst, restoreFrom, d.dir, opts)
-		wipeAll(opts.Keys...)
+		keys := []*seglog.DEK{{ID: dek.ID, Key: append([]byte(nil), dek.Key...)}}
+		err := s.cfg.Restorer.RestoreBackup(ctx, inst, restoreFrom, s.restoreTarget(d, keys))
+		wipeAll(keys...)
 		if err != nil {
 			dek.Wipe()
 			return nil, err
@@ -136,6 +136,11 @@ func (s *Service) Provision(ctx context.Context, inst Instance, params map[strin
 	undo := func(err error) ([]string, error) {
 		dek.Wipe()
 		removeData(d.dir)
+		if restoreFrom != "" {
+			if derr := s.destroyObjects(context.WithoutCancel(ctx), inst.GUID); derr != nil {
+				s.log.Warn("streams: erasing a restore whose provisioning failed", "deployment", inst.GUID, "err", derr)
+			}
+		}
 		return nil, err
 	}
 	if backup != nil {
@@ -348,9 +353,6 @@ func (s *Service) checkBackupParams(params map[string]any) (string, error) {
 	}
 	if s.cfg.Restorer == nil {
 		return "", errs.E(op, errs.Invalid, "RESTORE_UNAVAILABLE", "This Keyline cannot restore backups").On("field", ParamBackupID)
-	}
-	if s.cfg.ObjectStore != nil {
-		return "", errs.E(op, errs.Invalid, "RESTORE_UNAVAILABLE", "Restoring a backup into a deployment on object storage is not supported yet").On("field", ParamBackupID)
 	}
 	return id, nil
 }

@@ -122,7 +122,7 @@ func backupTo(t testing.TB, s *seglog.Store, v volume.Volume, name string, opts 
 }
 
 // backupBytes is a backup of s in memory.
-func backupBytes(t testing.TB, s *seglog.Store, chunkSize int) []byte {
+func backupBytes[P archive.PartitionLog](t testing.TB, s archive.LogStore[P], chunkSize int) []byte {
 	t.Helper()
 	var buf bytes.Buffer
 	ctx := context.Background()
@@ -158,7 +158,7 @@ type partitionImage struct {
 
 // image is everything a store shows: metadata, and each partition's
 // offsets and batches.
-func image(t testing.TB, s *seglog.Store) (map[string][]byte, map[string]partitionImage) {
+func image[P archive.PartitionLog](t testing.TB, s archive.LogStore[P]) (map[string][]byte, map[string]partitionImage) {
 	t.Helper()
 	parts := map[string]partitionImage{}
 	for _, name := range s.Partitions() {
@@ -180,7 +180,7 @@ func image(t testing.TB, s *seglog.Store) (map[string][]byte, map[string]partiti
 	return s.ListMeta(""), parts
 }
 
-func sameImage(t testing.TB, want, got *seglog.Store) {
+func sameImage[P, Q archive.PartitionLog](t testing.TB, want archive.LogStore[P], got archive.LogStore[Q]) {
 	t.Helper()
 	wm, wp := image(t, want)
 	gm, gp := image(t, got)

@@ -24,12 +24,12 @@ const (
 	readAhead = 2
 )
 
-// Snapshot writes a consistent copy of store to w: every metadata entry
+// Snapshot writes a consistent copy of store (seglog's or objlog's) to w: every metadata entry
 // and, for each partition, the offsets from its log-start to the end
 // offset it had when Snapshot began (appends after that are not in the
 // backup). It calls w.Begin; the caller calls w.Close after it and commits
 // the volume object only when both succeed.
-func Snapshot(ctx context.Context, store *seglog.Store, w *Writer, progress Progress) error {
+func Snapshot[P PartitionLog](ctx context.Context, store LogStore[P], w *Writer, progress Progress) error {
 	const op = "backup/archive.Snapshot"
 	// Fix the ranges and the metadata first: this is the moment the backup
 	// shows.
@@ -39,7 +39,7 @@ func Snapshot(ctx context.Context, store *seglog.Store, w *Writer, progress Prog
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
-	var parts []*seglog.Partition
+	var parts []P
 	c := Contents{Meta: len(keys)}
 	for _, name := range store.Partitions() {
 		p, err := store.Partition(name, false)
@@ -83,7 +83,7 @@ type readResult struct {
 
 // copyPartition writes the partition's batches in [pr.Start, pr.End) to w.
 // A goroutine reads (and decrypts) ahead while w compresses and seals.
-func copyPartition(ctx context.Context, op string, p *seglog.Partition, pr PartitionRange, w *Writer, tracker *progressTracker) error {
+func copyPartition(ctx context.Context, op string, p PartitionLog, pr PartitionRange, w *Writer, tracker *progressTracker) error {
 	if pr.Start == pr.End {
 		return nil
 	}
@@ -165,7 +165,7 @@ func (t *progressTracker) report() {
 // log-start offset, and the metadata is the same. It returns nil only when
 // the reader reached the authenticated end; on any error dst holds a
 // partial copy that the caller must throw away (RestoreDir does).
-func Restore(ctx context.Context, r *Reader, dst *seglog.Store, progress Progress) error {
+func Restore[P PartitionLog](ctx context.Context, r *Reader, dst LogStore[P], progress Progress) error {
 	const op = "backup/archive.Restore"
 	if len(dst.Partitions()) > 0 || len(dst.ListMeta("")) > 0 {
 		return errs.E(op, errs.Conflict, "RESTORE_TARGET_NOT_EMPTY", "A backup is restored only into an empty store")
@@ -173,18 +173,22 @@ func Restore(ctx context.Context, r *Reader, dst *seglog.Store, progress Progres
 	tracker := progressTracker{fn: progress, total: r.Contents().TotalOffsets()}
 	tracker.report()
 	var (
-		cur  PartitionRange
-		p    *seglog.Partition
-		open bool // a partition record was read and not yet finished
+		cur     PartitionRange
+		p       P
+		created bool // p is the current partition
+		open    bool // a partition record was read and not yet finished
+		batches appender
 	)
 	finish := func() error {
 		if !open {
 			return nil
 		}
 		open = false
-		if p == nil { // no batches: only the offsets remain
-			var err error
-			p, err = createPartitionAt(op, dst, cur.Name, cur.Start)
+		if !created { // no batches: only the offsets remain
+			_, err := createPartitionAt(op, dst, cur.Name, cur.Start)
+			return err
+		}
+		if err := batches.wait(); err != nil {
 			return err
 		}
 		if p.StartOffset() < cur.Start { // the first batch straddles the start
@@ -212,16 +216,17 @@ func Restore(ctx context.Context, r *Reader, dst *seglog.Store, progress Progres
 			err = dst.PutMeta(rec.Key, rec.Value)
 		case RecordPartition:
 			if err = finish(); err == nil {
-				cur, p, open = rec.Partition, nil, true
+				cur, created, open = rec.Partition, false, true
 			}
 		case RecordBatch:
-			if p == nil {
+			if !created {
 				if p, err = createPartitionAt(op, dst, cur.Name, min(cur.Start, rec.Batch.BaseOffset)); err != nil {
 					return err
 				}
+				created = true
 			}
 			var off int64
-			off, err = p.AppendAt(ctx, rec.Batch, rec.Data) // a compacted log has gaps
+			off, err = batches.append(ctx, p, rec.Batch, rec.Data) // a compacted log has gaps
 			if err == nil && off != rec.Batch.BaseOffset {
 				err = errs.E(op, errs.Internal, "RESTORE_OFFSET_MISMATCH", "A restored batch landed at another offset")
 			}
@@ -234,21 +239,42 @@ func Restore(ctx context.Context, r *Reader, dst *seglog.Store, progress Progres
 }
 
 // createPartitionAt creates an empty partition whose next offset is start.
-func createPartitionAt(op string, dst *seglog.Store, name string, start int64) (*seglog.Partition, error) {
+func createPartitionAt[P PartitionLog](op string, dst LogStore[P], name string, start int64) (P, error) {
 	p, err := dst.CreatePartitionAt(name, start)
 	if errs.KindOf(err) == errs.Conflict {
-		return nil, errs.E(op, errs.Conflict, "RESTORE_PARTITION_EXISTS", "The restore target already has the partition").Because(err)
+		var none P
+		return none, errs.E(op, errs.Conflict, "RESTORE_PARTITION_EXISTS", "The restore target already has the partition").Because(err)
 	}
 	return p, err
 }
 
-// RestoreDir restores the backup into a new store at dir, and only then:
-// it builds the store in a temporary directory beside dir, and renames it
-// to dir after the reader reached the authenticated end and the store was
-// closed (synced). On any error nothing is left at dir, and the temporary
-// directory is removed. dir must not exist.
+// Target is where a restore writes: a new log, kept only when the whole
+// backup was read, authenticated and stored.
+type Target interface {
+	// Fill runs restore on the new, empty log and keeps the log only when
+	// restore returns nil and the log is stored; on any error nothing is
+	// left.
+	Fill(ctx context.Context, restore func(Log) error) error
+}
+
+// DirTarget is a new seglog store at Dir, opened with Options.
+type DirTarget struct {
+	Dir     string
+	Options seglog.Options
+}
+
+// RestoreDir restores the backup into a new store at dir: DirTarget.
 func RestoreDir(ctx context.Context, r *Reader, dir string, opts seglog.Options, progress Progress) error {
+	return DirTarget{Dir: dir, Options: opts}.Fill(ctx, func(l Log) error { return Restore(ctx, r, l, progress) })
+}
+
+// Fill builds the store in a temporary directory beside Dir, and renames
+// it to Dir after restore succeeded and the store was closed (synced). On
+// any error nothing is left at Dir, and the temporary directory is
+// removed. Dir must not exist.
+func (t DirTarget) Fill(ctx context.Context, restore func(Log) error) error {
 	const op = "backup/archive.RestoreDir"
+	dir := t.Dir
 	if _, err := os.Lstat(dir); err == nil {
 		return errs.E(op, errs.Conflict, "RESTORE_TARGET_EXISTS", "The restore target already exists")
 	} else if !errors.Is(err, os.ErrNotExist) {
@@ -262,12 +288,12 @@ func RestoreDir(ctx context.Context, r *Reader, dir string, opts seglog.Options,
 	if err := os.MkdirAll(filepath.Dir(dir), 0o700); err != nil {
 		return errs.Internalf(op, err)
 	}
-	st, err := seglog.Open(tmp, opts)
+	st, err := seglog.Open(tmp, t.Options)
 	if err != nil {
 		os.RemoveAll(tmp)
 		return err
 	}
-	err = Restore(ctx, r, st, progress)
+	err = restore(LogOf(st))
 	if cerr := st.Close(); err == nil {
 		err = cerr
 	}

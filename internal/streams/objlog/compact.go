@@ -35,46 +35,33 @@ func (s *Store) Compact(ctx context.Context, below int64) (int, error) {
 	s.compactMu.Lock()
 	defer s.compactMu.Unlock()
 	s.removeReplaced(ctx)
-	type small struct {
-		name string
-		size int64
-	}
-	var objs []small
-	err := s.db.Read(ctx, func(tx *store.Tx) error {
-		rows, err := tx.Query(`SELECT name, size FROM objlog_objects WHERE store = ? AND size < ? ORDER BY created_at, name`, s.opts.StoreID, below)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			var o small
-			if err := rows.Scan(&o.name, &o.size); err != nil {
-				return err
-			}
-			objs = append(objs, o)
-		}
-		return rows.Err()
-	})
+	objs, _, err := s.listObjects(ctx, `size < ?`, below)
 	if err != nil {
 		return 0, errs.Internalf(op, err)
 	}
 	replaced := 0
 	for len(objs) > 1 {
 		var group []string
-		var size int64
-		for len(objs) > 0 && (len(group) == 0 || size+objs[0].size <= compactTarget) {
-			group, size = append(group, objs[0].name), size+objs[0].size
-			objs = objs[1:]
-		}
+		group, _, objs = nextGroup(objs, compactTarget)
 		if len(group) < 2 {
 			continue
 		}
-		if err := s.compactGroup(ctx, group); err != nil {
+		if err := s.rewriteGroup(ctx, op, group); err != nil {
 			return replaced, err
 		}
 		replaced += len(group)
 	}
 	return replaced, nil
+}
+
+// nextGroup takes the first objects of objs, at least one, while their
+// sizes add up to at most limit.
+func nextGroup(objs []sizedObject, limit int64) (group []string, size int64, rest []sizedObject) {
+	for len(objs) > 0 && (len(group) == 0 || size+objs[0].size <= limit) {
+		group, size = append(group, objs[0].name), size+objs[0].size
+		objs = objs[1:]
+	}
+	return group, size, objs
 }
 
 // moved is a batch row being rewritten into the new object.
@@ -85,8 +72,12 @@ type moved struct {
 	chunk []byte
 }
 
-func (s *Store) compactGroup(ctx context.Context, group []string) error {
-	const op = "objlog.Compact"
+// rewriteGroup rewrites the chunks of the objects of group into one new
+// object under the sealing key (compaction, re-encryption), moves their
+// rows to it in one transaction, and leaves the old objects to be deleted
+// once no read may still use them.
+func (s *Store) rewriteGroup(ctx context.Context, op string, group []string) error {
+	key := s.keys.current()
 	s.mu.RLock()
 	byPID := map[int64]*Partition{}
 	for _, p := range s.parts {
@@ -139,7 +130,8 @@ func (s *Store) compactGroup(ctx context.Context, group []string) error {
 			return errs.E(op, errs.Unprocessable, CodeCorrupt, "Stored data is damaged or was sealed with another key").Because(err)
 		}
 		m.pos = pos
-		m.chunk = s.keys.seal(nil, s.chunkAAD(name, pos), plain)
+		m.chunk = key.seal(nil, s.chunkAAD(name, pos), plain)
+		clear(plain)
 		chunks[i] = m.chunk
 		pos += int64(len(m.chunk))
 	}
@@ -148,9 +140,14 @@ func (s *Store) compactGroup(ctx context.Context, group []string) error {
 	if err := s.bucket.put(pctx, name, chunks, pos); err != nil {
 		return err
 	}
+	if rewriteHook != nil {
+		if err := rewriteHook("uploaded"); err != nil {
+			return err // as a crash would: the object is left for the sweep
+		}
+	}
 	err = s.db.Tx(ctx, func(tx *store.Tx) error {
 		if _, err := tx.Exec(`INSERT INTO objlog_objects (name, store, dek_id, size, created_at) VALUES (?, ?, ?, ?, ?)`,
-			name, s.opts.StoreID, s.keys.id, pos, store.Time(time.Now())); err != nil {
+			name, s.opts.StoreID, key.id, pos, store.Time(time.Now())); err != nil {
 			return err
 		}
 		for _, m := range ms {

@@ -20,6 +20,7 @@ const maxPendingBytes = 64 << 20
 // they arrive, written with one PUT and committed with one transaction.
 type flush struct {
 	object  string
+	key     *dekKey // seals every chunk of the flush
 	batches []*pending
 	bytes   int64 // sealed bytes so far: the next chunk's position
 	first   time.Time
@@ -33,6 +34,7 @@ type flush struct {
 
 type pending struct {
 	p     *Partition
+	from  int64 // the partition's next offset before this batch (less than its base after a gap)
 	meta  seglog.BatchMeta
 	pos   int64
 	chunk []byte
@@ -45,7 +47,8 @@ type flusher struct {
 	s        *Store
 	mu       sync.Mutex
 	cur      *flush
-	inFlight int64 // sealed bytes of the flushes cut and not yet committed
+	last     *flush // the flush cut last: the others before it commit first
+	inFlight int64  // sealed bytes of the flushes cut and not yet committed
 	queue    chan *flush
 	failed   error // set for good (fenced, closed): appends fail
 	kick     chan struct{}
@@ -67,7 +70,7 @@ func newFlusher(s *Store) *flusher {
 }
 
 func (f *flusher) newFlush() *flush {
-	return &flush{object: f.s.prefix + randomName(), done: make(chan struct{})}
+	return &flush{object: f.s.prefix + randomName(), key: f.s.keys.current(), done: make(chan struct{})}
 }
 
 func signal(c chan struct{}) {
@@ -77,13 +80,17 @@ func signal(c chan struct{}) {
 	}
 }
 
-func (f *flusher) add(p *Partition, m seglog.BatchMeta, data []byte) (int64, func() error, error) {
+// add queues a batch at the partition's next offset, or at its own base
+// offset when at is set (a restore: after a gap, never before the next).
+// Its durable func waits a request timeout, or with a non-nil until, until
+// that is closed (a restore waits as long as its caller).
+func (f *flusher) add(p *Partition, m seglog.BatchMeta, data []byte, at bool, until <-chan struct{}) (int64, func() error, error) {
 	const op = "objlog.Append"
 	if err := f.s.usable(op); err != nil {
 		return 0, nil, err
 	}
-	n := f.s.keys.sealedLen(metaLen + len(data))
 	f.mu.Lock()
+	n := f.cur.key.sealedLen(metaLen + len(data))
 	switch {
 	case f.failed != nil:
 		f.mu.Unlock()
@@ -96,12 +103,20 @@ func (f *flusher) add(p *Partition, m seglog.BatchMeta, data []byte) (int64, fun
 		return 0, nil, errs.E(op, errs.Unavailable, CodeFlushFailed, "The object store is not keeping up: too much data waits to be written")
 	}
 	p.mu.Lock()
-	m.BaseOffset = p.next
-	p.next += int64(m.Records)
+	from := p.next
+	if at && m.BaseOffset < from {
+		p.mu.Unlock()
+		f.mu.Unlock()
+		return 0, nil, errs.E(op, errs.Invalid, CodeOffsetOutOfRange, "A batch is appended at or after the partition's end")
+	}
+	if !at {
+		m.BaseOffset = from
+	}
+	p.next = m.BaseOffset + int64(m.Records)
 	p.mu.Unlock()
 	m.Size = int32(len(data))
 	fl := f.cur
-	b := &pending{p: p, meta: m, pos: fl.bytes}
+	b := &pending{p: p, from: from, meta: m, pos: fl.bytes}
 	fl.batches = append(fl.batches, b)
 	fl.bytes += int64(n)
 	fl.sealing.Add(1)
@@ -117,19 +132,24 @@ func (f *flusher) add(p *Partition, m seglog.BatchMeta, data []byte) (int64, fun
 	// parallel; the flusher waits for them before it writes.
 	plain := make([]byte, 0, metaLen+len(data))
 	plain = append(seglog.AppendBatchMeta(plain, m), data...)
-	b.chunk = f.s.keys.seal(make([]byte, 0, n), f.s.chunkAAD(fl.object, b.pos), plain)
+	b.chunk = fl.key.seal(make([]byte, 0, n), f.s.chunkAAD(fl.object, b.pos), plain)
 	clear(plain) // no plain copy of the records outlives the append
 	fl.sealing.Done()
 	timeout := f.s.opts.RequestTimeout
 	return m.BaseOffset, func() error {
-		t := time.NewTimer(timeout)
-		defer t.Stop()
+		var expired <-chan time.Time
+		if until == nil {
+			t := time.NewTimer(timeout)
+			defer t.Stop()
+			expired = t.C
+		}
 		select {
 		case <-fl.done:
 			return fl.err
-		case <-t.C:
-			return errs.E(op, errs.Unavailable, CodeFlushFailed, "The batch is not stored yet: the object store or the database does not answer")
+		case <-expired:
+		case <-until:
 		}
+		return errs.E(op, errs.Unavailable, CodeFlushFailed, "The batch is not stored yet: the object store or the database does not answer")
 	}, nil
 }
 
@@ -144,7 +164,7 @@ func (f *flusher) run() {
 		case <-f.stop:
 			f.mu.Lock()
 			fl := f.cur
-			f.cur = f.newFlush()
+			f.cur, f.last = f.newFlush(), fl
 			f.failed = errs.E("objlog.Append", errs.Conflict, CodeClosed, "The log store is closed")
 			f.mu.Unlock()
 			if len(fl.batches) > 0 {
@@ -169,7 +189,7 @@ func (f *flusher) run() {
 		}
 		f.mu.Lock()
 		fl := f.cur
-		f.cur = f.newFlush()
+		f.cur, f.last = f.newFlush(), fl
 		f.inFlight += fl.bytes
 		f.mu.Unlock()
 		if len(fl.batches) > 0 {
@@ -298,13 +318,13 @@ func (f *flusher) commit(fl *flush) (final bool, err error) {
 			return err
 		}
 		if _, err := tx.Exec(`INSERT INTO objlog_objects (name, store, dek_id, size, created_at) VALUES (?, ?, ?, ?, ?)`,
-			fl.object, s.opts.StoreID, s.keys.id, fl.bytes, store.Time(time.Now())); err != nil {
+			fl.object, s.opts.StoreID, fl.key.id, fl.bytes, store.Time(time.Now())); err != nil {
 			return err
 		}
 		var rows []*pending
 		for _, p := range order {
 			bs := byPart[p]
-			from, to := bs[0].meta.BaseOffset, bs[len(bs)-1].meta.LastOffset()+1
+			from, to := bs[0].from, bs[len(bs)-1].meta.LastOffset()+1
 			res, err := tx.Exec(`UPDATE objlog_partitions SET end_offset = ? WHERE pid = ? AND end_offset = ?`, to, p.pid, from)
 			if err != nil {
 				return err
@@ -371,4 +391,30 @@ func insertBatches(tx *store.Tx, object string, bs []*pending) error {
 func (f *flusher) close() {
 	close(f.stop)
 	<-f.stopped
+}
+
+// sealingWith waits until every flush sealed under another key than k,
+// the sealing key now, is committed (or failed): flushes commit in order,
+// so it waits for the last one cut, or for the current one if it has
+// batches sealed under another key (an empty one takes k at once).
+func (f *flusher) sealingWith(ctx context.Context, k *dekKey) error {
+	f.mu.Lock()
+	wait := f.last
+	if fl := f.cur; fl.key != k {
+		if len(fl.batches) == 0 {
+			f.cur = f.newFlush()
+		} else {
+			wait = fl
+		}
+	}
+	f.mu.Unlock()
+	if wait == nil {
+		return nil
+	}
+	select {
+	case <-wait.done:
+		return wait.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }

@@ -75,7 +75,23 @@ func (p *Partition) loadIndex(ctx context.Context) error {
 // the request timeout: calling it again waits again, so a retried
 // idempotent batch is acknowledged once its flush lands).
 func (p *Partition) AppendAsync(ctx context.Context, m seglog.BatchMeta, data []byte) (int64, func() error, error) {
-	return p.s.fl.add(p, m, data)
+	return p.s.fl.add(p, m, data, false, nil)
+}
+
+// AppendAtAsync queues the batch at its own base offset, at or after the
+// partition's next offset (a restore: a compacted log has gaps); durable
+// waits until the batch is stored, or ctx ends.
+func (p *Partition) AppendAtAsync(ctx context.Context, m seglog.BatchMeta, data []byte) (int64, func() error, error) {
+	return p.s.fl.add(p, m, data, true, ctx.Done())
+}
+
+// AppendAt is AppendAtAsync, waiting until the batch is stored.
+func (p *Partition) AppendAt(ctx context.Context, m seglog.BatchMeta, data []byte) (int64, error) {
+	off, durable, err := p.AppendAtAsync(ctx, m, data)
+	if err == nil {
+		err = durable()
+	}
+	return off, err
 }
 
 // chunkAAD binds a chunk to its store, object and place in it.

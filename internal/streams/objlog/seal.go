@@ -9,6 +9,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
+	"sync/atomic"
 
 	"github.com/keyline/keyline/internal/streams/seglog"
 )
@@ -26,15 +27,15 @@ var (
 	errAuth       = errors.New("objlog: a sealed value does not authenticate")
 )
 
-// keyring holds the store's one DEK as an AEAD and the key its metadata
-// names are hashed with.
-type keyring struct {
+// dekKey is one DEK as an AEAD, with the key its metadata names are
+// hashed with.
+type dekKey struct {
 	id    string
 	aead  cipher.AEAD
 	names []byte // HMAC-SHA256 key for metadata names, derived from the DEK
 }
 
-func newKeyring(dek *seglog.DEK) (*keyring, error) {
+func newDEKKey(dek *seglog.DEK) (*dekKey, error) {
 	if len(dek.ID) == 0 || len(dek.ID) > 255 || len(dek.Key) != 32 {
 		return nil, errors.New("objlog: a DEK needs an ID of 1 to 255 bytes and 32 bytes of key")
 	}
@@ -50,14 +51,14 @@ func newKeyring(dek *seglog.DEK) (*keyring, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &keyring{id: dek.ID, aead: aead, names: names}, nil
+	return &dekKey{id: dek.ID, aead: aead, names: names}, nil
 }
 
 // sealedLen is the length of plain bytes of length n once sealed.
-func (k *keyring) sealedLen(n int) int { return 1 + len(k.id) + 12 + n + 16 }
+func (k *dekKey) sealedLen(n int) int { return 1 + len(k.id) + 12 + n + 16 }
 
 // seal appends plain, sealed under aad, to dst.
-func (k *keyring) seal(dst, aad, plain []byte) []byte {
+func (k *dekKey) seal(dst, aad, plain []byte) []byte {
 	dst = append(dst, byte(len(k.id)))
 	dst = append(dst, k.id...)
 	var nonce [12]byte
@@ -66,16 +67,12 @@ func (k *keyring) seal(dst, aad, plain []byte) []byte {
 	return k.aead.Seal(dst, nonce[:], plain, aad)
 }
 
-// open appends the plain bytes of sealed to dst.
-func (k *keyring) open(dst, aad, sealed []byte) ([]byte, error) {
-	if len(sealed) < 1 || len(sealed) < 1+int(sealed[0])+12+16 {
-		return dst, errAuth
-	}
-	id := sealed[1 : 1+sealed[0]]
-	if string(id) != k.id {
+// open appends the plain bytes of sealed, which k must have sealed, to dst.
+func (k *dekKey) open(dst, aad, sealed []byte) ([]byte, error) {
+	if sealedKeyID(sealed) != k.id {
 		return dst, errUnknownKey
 	}
-	rest := sealed[1+len(id):]
+	rest := sealed[1+len(k.id):]
 	out, err := k.aead.Open(dst, rest[:12], rest[12:], aad)
 	if err != nil {
 		return dst, errAuth
@@ -83,9 +80,115 @@ func (k *keyring) open(dst, aad, sealed []byte) ([]byte, error) {
 	return out, nil
 }
 
+// sealedKeyID is the ID of the DEK that sealed a value ("" if malformed).
+func sealedKeyID(sealed []byte) string {
+	if len(sealed) < 1 || len(sealed) < 1+int(sealed[0])+12+16 {
+		return ""
+	}
+	return string(sealed[1 : 1+sealed[0]])
+}
+
+// keySet is the store's DEKs at one time: the one that seals, and every
+// one that may have sealed something (more than one while a re-encryption
+// runs). It is never changed, only replaced.
+type keySet struct {
+	sealing *dekKey
+	byID    map[string]*dekKey
+}
+
+// keyring holds the store's current keySet: seal uses its sealing key,
+// open whichever key the sealed value names.
+type keyring struct{ set atomic.Pointer[keySet] }
+
+// newKeyring makes a keyring of keys, the first of which seals.
+func newKeyring(keys ...*seglog.DEK) (*keyring, error) {
+	set := &keySet{byID: map[string]*dekKey{}}
+	for i, dek := range keys {
+		k, err := newDEKKey(dek)
+		if err != nil {
+			return nil, err
+		}
+		if _, dup := set.byID[k.id]; dup {
+			return nil, errors.New("objlog: two DEKs with one ID")
+		}
+		if i == 0 {
+			set.sealing = k
+		}
+		set.byID[k.id] = k
+	}
+	if set.sealing == nil {
+		return nil, errors.New("objlog: no DEK")
+	}
+	kr := &keyring{}
+	kr.set.Store(set)
+	return kr, nil
+}
+
+// current is the key that seals now.
+func (r *keyring) current() *dekKey { return r.set.Load().sealing }
+
+// others are the keys that do not seal now.
+func (r *keyring) others() []*dekKey {
+	set := r.set.Load()
+	var out []*dekKey
+	for _, k := range set.byID {
+		if k != set.sealing {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+// sealWith replaces the keySet with one where k seals; with only, k is its
+// only key.
+func (r *keyring) sealWith(k *dekKey, only bool) {
+	old := r.set.Load()
+	set := &keySet{sealing: k, byID: map[string]*dekKey{k.id: k}}
+	if !only {
+		for id, o := range old.byID {
+			if id != k.id {
+				set.byID[id] = o
+			}
+		}
+	}
+	r.set.Store(set)
+}
+
+// sealedLen is the length of plain bytes of length n once sealed.
+func (r *keyring) sealedLen(n int) int { return r.current().sealedLen(n) }
+
+// seal appends plain, sealed under aad with the sealing key, to dst.
+func (r *keyring) seal(dst, aad, plain []byte) []byte { return r.current().seal(dst, aad, plain) }
+
+// open appends the plain bytes of sealed to dst.
+func (r *keyring) open(dst, aad, sealed []byte) ([]byte, error) {
+	out, _, err := r.openKey(dst, aad, sealed)
+	return out, err
+}
+
+// openKey is open, also returning the key that sealed the value.
+func (r *keyring) openKey(dst, aad, sealed []byte) ([]byte, *dekKey, error) {
+	id := sealedKeyID(sealed)
+	if id == "" {
+		return dst, nil, errAuth
+	}
+	k := r.byID(id)
+	if k == nil {
+		return dst, nil, errUnknownKey
+	}
+	out, err := k.open(dst, aad, sealed)
+	return out, k, err
+}
+
+// byID is the key of id, or nil.
+func (r *keyring) byID(id string) *dekKey { return r.set.Load().byID[id] }
+
+// nameHash is a metadata name's lookup key under the sealing key.
+func (r *keyring) nameHash(name string) []byte { return r.current().nameHash(name) }
+
 // nameHash is the lookup key of a metadata name: names are never stored in
 // plain form, and without the DEK a hash cannot be tested against guesses.
-func (k *keyring) nameHash(name string) []byte {
+func (k *dekKey) nameHash(name string) []byte {
 	m := hmac.New(sha256.New, k.names)
 	m.Write([]byte(name))
 	return m.Sum(nil)

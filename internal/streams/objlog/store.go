@@ -32,7 +32,6 @@ const (
 	CodeKeyMismatch       = seglog.CodeKeyMismatch
 	CodePartitionNotFound = seglog.CodePartitionNotFound
 	CodeFenced            = "LOG_FENCED"   // errs.Conflict: another process wrote the log
-	CodeRotation          = "DEK_ROTATION" // errs.Unprocessable: re-encryption is not supported here yet
 	CodeFlushFailed       = "FLUSH_FAILED" // errs.Unavailable: the batch was not stored; retry
 )
 
@@ -50,12 +49,18 @@ CREATE TABLE objlog_batches (pid INTEGER NOT NULL, base_offset INTEGER NOT NULL,
   max_ts INTEGER NOT NULL, size INTEGER NOT NULL, object TEXT NOT NULL, pos INTEGER NOT NULL, len INTEGER NOT NULL,
   PRIMARY KEY (pid, base_offset));
 CREATE INDEX objlog_batches_object ON objlog_batches (object);
+`}, {ID: "objlog/0002-reencryption", SQL: `
+CREATE TABLE objlog_keys (store TEXT NOT NULL, key_id TEXT NOT NULL, verifier BLOB NOT NULL, PRIMARY KEY (store, key_id));
+ALTER TABLE objlog_stores ADD COLUMN reenc_to TEXT NOT NULL DEFAULT '';
+ALTER TABLE objlog_stores ADD COLUMN reenc_total INTEGER NOT NULL DEFAULT 0;
 `}}
 
 // Options configure a Store.
 type Options struct {
-	StoreID string        // the deployment's ID: in every sealed value's additional data and object name
-	Keys    []*seglog.DEK // exactly one: the deployment's DEK (see CodeRotation)
+	StoreID string // the deployment's ID: in every sealed value's additional data and object name
+	// Keys are the deployment's DEKs: the first seals, the others (while a
+	// re-encryption runs, see ReencryptTo) open what they sealed.
+	Keys []*seglog.DEK
 	// FlushWindow is how long the first batch of a flush waits for others
 	// (default 5 ms); FlushBytes flushes sooner once that much is pending
 	// (default 4 MiB).
@@ -90,6 +95,8 @@ type Store struct {
 
 	closed atomic.Bool
 
+	reencMu sync.Mutex // one re-encryption at a time
+
 	metaMu sync.Mutex // orders metadata writes
 	mu     sync.RWMutex
 	meta   map[string][]byte
@@ -119,15 +126,12 @@ func Open(ctx context.Context, db *store.DB, bucket *Bucket, opts Options) (*Sto
 	if opts.StoreID == "" || !partitionName.MatchString(opts.StoreID) {
 		return nil, errs.E(op, errs.Invalid, "STORE_ID_REQUIRED", "A store ID of letters, digits, '_' or '-' is required")
 	}
-	switch {
-	case len(opts.Keys) == 0:
+	if len(opts.Keys) == 0 {
 		return nil, errs.E(op, errs.Invalid, "DEK_REQUIRED", "A data encryption key is required")
-	case len(opts.Keys) > 1:
-		return nil, rotationError(op)
 	}
-	kr, err := newKeyring(opts.Keys[0])
+	kr, err := newKeyring(opts.Keys...)
 	if err != nil {
-		return nil, errs.E(op, errs.Invalid, "DEK_INVALID", "The data encryption key needs an ID of 1 to 255 bytes and 32 bytes of key")
+		return nil, errs.E(op, errs.Invalid, "DEK_INVALID", "Each data encryption key needs its own ID of 1 to 255 bytes and 32 bytes of key")
 	}
 	if opts.FlushWindow <= 0 {
 		opts.FlushWindow = 5 * time.Millisecond
@@ -168,32 +172,6 @@ func Open(ctx context.Context, db *store.DB, bucket *Bucket, opts Options) (*Sto
 	return s, nil
 }
 
-func rotationError(op string) error {
-	return errs.E(op, errs.Unprocessable, CodeRotation, "Re-encrypting a deployment whose data is on object storage under a new data key is not supported yet")
-}
-
-// verifyKey checks the DEK against the store's verifier, or records one
-// for a new store, so that a wrong key is refused before anything is read.
-func (s *Store) verifyKey(ctx context.Context, op string) error {
-	a := aad("verifier", s.opts.StoreID)
-	return s.db.Tx(ctx, func(tx *store.Tx) error {
-		var v []byte
-		err := tx.QueryRow(`SELECT verifier FROM objlog_stores WHERE store = ?`, s.opts.StoreID).Scan(&v)
-		if store.IsNoRows(err) {
-			_, err = tx.Exec(`INSERT INTO objlog_stores (store, verifier) VALUES (?, ?)`, s.opts.StoreID, s.keys.seal(nil, a, []byte(verifierPlain)))
-			return err
-		}
-		if err != nil {
-			return errs.Internalf(op, err)
-		}
-		plain, err := s.keys.open(nil, a, v)
-		if err != nil || string(plain) != verifierPlain {
-			return errs.E(op, errs.Unprocessable, CodeKeyMismatch, "The data encryption key does not match the key that sealed this store")
-		}
-		return nil
-	})
-}
-
 func (s *Store) load(ctx context.Context, op string) error {
 	type row struct {
 		pid        int64
@@ -212,9 +190,12 @@ func (s *Store) load(ctx context.Context, op string) error {
 			if err := rows.Scan(&h, &sealed); err != nil {
 				return err
 			}
-			name, value, err := s.openMeta(h, sealed)
+			name, value, k, err := s.openMeta(h, sealed)
 			if err != nil {
 				return errs.E(op, errs.Unprocessable, CodeCorrupt, "Stored metadata is damaged or was sealed with another key").Because(err)
+			}
+			if _, dup := s.meta[name]; dup && k != s.keys.current() {
+				continue // a re-encryption's copy under the sealing key wins
 			}
 			s.meta[name] = value
 		}
@@ -310,26 +291,43 @@ func (s *Store) Close() error {
 
 // sealMeta seals a metadata pair: the plain part holds the name too, so
 // that ListMeta can list names it cannot read from the hash.
-func (s *Store) sealMeta(h []byte, name string, value []byte) []byte {
+func (s *Store) sealMeta(key *dekKey, h []byte, name string, value []byte) []byte {
 	plain := binary.AppendUvarint(make([]byte, 0, 8+len(name)+len(value)), uint64(len(name)))
 	plain = append(append(plain, name...), value...)
-	return s.keys.seal(nil, aad("meta", s.opts.StoreID, h), plain)
+	return key.seal(nil, aad("meta", s.opts.StoreID, h), plain)
 }
 
-func (s *Store) openMeta(h, sealed []byte) (string, []byte, error) {
-	plain, err := s.keys.open(nil, aad("meta", s.opts.StoreID, h), sealed)
+// openMeta opens a metadata row, returning the key that sealed it.
+func (s *Store) openMeta(h, sealed []byte) (string, []byte, *dekKey, error) {
+	plain, key, err := s.keys.openKey(nil, aad("meta", s.opts.StoreID, h), sealed)
 	if err != nil {
-		return "", nil, err
+		return "", nil, nil, err
 	}
 	n, k := binary.Uvarint(plain)
 	if k <= 0 || uint64(len(plain)-k) < n {
-		return "", nil, errAuth
+		return "", nil, nil, errAuth
 	}
 	name := string(plain[k : k+int(n)])
-	if string(s.keys.nameHash(name)) != string(h) {
-		return "", nil, errAuth // a row moved to another name's hash
+	if string(key.nameHash(name)) != string(h) {
+		return "", nil, nil, errAuth // a row moved to another name's hash
 	}
-	return name, plain[k+int(n):], nil
+	return name, plain[k+int(n):], key, nil
+}
+
+// putMetaRow stores a metadata pair under key, and removes its rows under
+// the store's other keys (a re-encryption leaves one row per name).
+func (s *Store) putMetaRow(tx *store.Tx, key *dekKey, name string, value []byte) error {
+	h := key.nameHash(name)
+	if _, err := tx.Exec(`INSERT INTO objlog_meta (store, name_hash, sealed) VALUES (?, ?, ?)
+			ON CONFLICT (store, name_hash) DO UPDATE SET sealed = excluded.sealed`, s.opts.StoreID, h, s.sealMeta(key, h, name, value)); err != nil {
+		return err
+	}
+	for _, o := range s.keys.others() {
+		if _, err := tx.Exec(`DELETE FROM objlog_meta WHERE store = ? AND name_hash = ?`, s.opts.StoreID, o.nameHash(name)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // GetMeta returns a copy of the value stored under key.
@@ -365,14 +363,10 @@ func (s *Store) PutMeta(key string, value []byte) error {
 	if err := s.usable(op); err != nil {
 		return err
 	}
-	h := s.keys.nameHash(key)
-	sealed := s.sealMeta(h, key, value)
 	s.metaMu.Lock()
 	defer s.metaMu.Unlock()
 	err := s.db.Tx(context.Background(), func(tx *store.Tx) error {
-		_, err := tx.Exec(`INSERT INTO objlog_meta (store, name_hash, sealed) VALUES (?, ?, ?)
-			ON CONFLICT (store, name_hash) DO UPDATE SET sealed = excluded.sealed`, s.opts.StoreID, h, sealed)
-		return err
+		return s.putMetaRow(tx, s.keys.current(), key, value)
 	})
 	if err != nil {
 		return errs.Internalf(op, err)
@@ -392,8 +386,12 @@ func (s *Store) DeleteMeta(key string) error {
 	s.metaMu.Lock()
 	defer s.metaMu.Unlock()
 	err := s.db.Tx(context.Background(), func(tx *store.Tx) error {
-		_, err := tx.Exec(`DELETE FROM objlog_meta WHERE store = ? AND name_hash = ?`, s.opts.StoreID, s.keys.nameHash(key))
-		return err
+		for _, k := range append(s.keys.others(), s.keys.current()) {
+			if _, err := tx.Exec(`DELETE FROM objlog_meta WHERE store = ? AND name_hash = ?`, s.opts.StoreID, k.nameHash(key)); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 	if err != nil {
 		return errs.Internalf(op, err)
@@ -413,9 +411,23 @@ func (s *Store) Partitions() []string {
 
 // Partition returns the named partition, creating it when create is set.
 func (s *Store) Partition(name string, create bool) (*Partition, error) {
-	const op = "objlog.Partition"
+	return s.partition("objlog.Partition", name, create, 0, false)
+}
+
+// CreatePartitionAt creates an empty partition whose log starts at start
+// (a restore); Conflict if it exists.
+func (s *Store) CreatePartitionAt(name string, start int64) (*Partition, error) {
+	return s.partition("objlog.CreatePartitionAt", name, true, start, true)
+}
+
+// partition returns the named partition, creating it (its log starting at
+// start) when create is set; an existing one is a Conflict when onlyNew.
+func (s *Store) partition(op, name string, create bool, start int64, onlyNew bool) (*Partition, error) {
 	if !partitionName.MatchString(name) {
 		return nil, errs.E(op, errs.Invalid, "PARTITION_NAME_INVALID", "A partition name is 1 to 200 letters, digits, '_' or '-'").On("field", "name")
+	}
+	if start < 0 {
+		return nil, errs.E(op, errs.Invalid, "START_OFFSET_INVALID", "A partition's start offset is not negative").On("field", "start")
 	}
 	if err := s.usable(op); err != nil {
 		return nil, err
@@ -423,6 +435,9 @@ func (s *Store) Partition(name string, create bool) (*Partition, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if p, ok := s.parts[name]; ok {
+		if onlyNew {
+			return nil, errs.E(op, errs.Conflict, "PARTITION_EXISTS", "The partition already exists")
+		}
 		return p, nil
 	}
 	if !create {
@@ -430,7 +445,7 @@ func (s *Store) Partition(name string, create bool) (*Partition, error) {
 	}
 	var pid int64
 	err := s.db.Tx(context.Background(), func(tx *store.Tx) error {
-		if _, err := tx.Exec(`INSERT INTO objlog_partitions (store, name, start_offset, end_offset) VALUES (?, ?, 0, 0)`, s.opts.StoreID, name); err != nil {
+		if _, err := tx.Exec(`INSERT INTO objlog_partitions (store, name, start_offset, end_offset) VALUES (?, ?, ?, ?)`, s.opts.StoreID, name, start, start); err != nil {
 			return err
 		}
 		return tx.QueryRow(`SELECT pid FROM objlog_partitions WHERE store = ? AND name = ?`, s.opts.StoreID, name).Scan(&pid)
@@ -438,7 +453,7 @@ func (s *Store) Partition(name string, create bool) (*Partition, error) {
 	if err != nil {
 		return nil, errs.Internalf(op, err)
 	}
-	p := newPartition(s, pid, name, 0, 0)
+	p := newPartition(s, pid, name, start, start)
 	s.parts[name] = p
 	return p, nil
 }
@@ -516,9 +531,6 @@ func (s *Store) deleteRows(op string, del func(*store.Tx) error) error {
 	return nil
 }
 
-// KeyIDsInUse lists the IDs of the DEKs that sealed anything in the store.
-func (s *Store) KeyIDsInUse() []string { return []string{s.keys.id} }
-
 // SizeBytes is the bytes stored by all partitions.
 func (s *Store) SizeBytes() int64 {
 	s.mu.RLock()
@@ -543,6 +555,7 @@ func Destroy(ctx context.Context, db *store.DB, bucket *Bucket, storeID string) 
 			`DELETE FROM objlog_partitions WHERE store = ?`,
 			`DELETE FROM objlog_objects WHERE store = ?`,
 			`DELETE FROM objlog_meta WHERE store = ?`,
+			`DELETE FROM objlog_keys WHERE store = ?`,
 			`DELETE FROM objlog_stores WHERE store = ?`,
 		} {
 			if _, err := tx.Exec(q, storeID); err != nil {

@@ -167,9 +167,10 @@ func TestAnotherKeyIsRefused(t *testing.T) {
 	if ee := errs.As(err); ee == nil || ee.Code != objlog.CodeKeyMismatch {
 		t.Fatalf("open with another DEK = %v, want %s", err, objlog.CodeKeyMismatch)
 	}
-	_, err = objlog.Open(context.Background(), e.db, e.bucket, objlog.Options{StoreID: "dep1", Keys: []*seglog.DEK{testDEK("dek-2", 9), testDEK("dek-1", 7)}})
-	if ee := errs.As(err); ee == nil || ee.Code != objlog.CodeRotation {
-		t.Fatalf("open with two DEKs = %v, want %s", err, objlog.CodeRotation)
+	// A new sealing key is taken only beside the key that sealed the store.
+	_, err = objlog.Open(context.Background(), e.db, e.bucket, objlog.Options{StoreID: "dep1", Keys: []*seglog.DEK{testDEK("dek-2", 9), testDEK("dek-1", 8)}})
+	if ee := errs.As(err); ee == nil || ee.Code != objlog.CodeKeyMismatch {
+		t.Fatalf("open with a new DEK and a wrong old one = %v, want %s", err, objlog.CodeKeyMismatch)
 	}
 }
 
