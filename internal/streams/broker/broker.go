@@ -72,6 +72,16 @@ type Config struct {
 	// ids (acl.go).
 	Login LoginChecker
 
+	// Placement, when set, lists the nodes serving the deployment and
+	// names its leader (placement.go); nil: this broker alone, NodeID
+	// leading everything.
+	Placement Placement
+	// Follower serves the deployment as a follower: Storage is read-only
+	// (a view of the leader's), requests that need the leader are answered
+	// with Kafka's retriable errors that send clients to it, and no
+	// background work (retention, compaction, transaction timeouts) runs.
+	Follower bool
+
 	// AutoCreateTopics lets Metadata and Produce create unknown topics with
 	// one partition. Off by default, as on Event Streams.
 	AutoCreateTopics bool
