@@ -256,8 +256,12 @@ func New(cfg Config) (*Broker, error) {
 	}
 	b.topics.onDelete = b.groups.forgetTopic
 	b.txns = newTxnCoordinator(cfg.Storage, b.clock, b.log, b.topics, b.groups, b.producers)
-	if err := b.txns.load(context.Background()); err != nil {
-		return nil, errs.Internalf(op, err)
+	// A follower coordinates no transaction: loading them finishes those
+	// a crash left prepared, which is the leader's to do.
+	if !cfg.Follower {
+		if err := b.txns.load(context.Background()); err != nil {
+			return nil, errs.Internalf(op, err)
+		}
 	}
 	ln := cfg.Listener
 	if ln == nil {
@@ -279,12 +283,15 @@ func New(cfg Config) (*Broker, error) {
 			b.cfg.AdvertisedPort = int32(p)
 		}
 	}
-	b.bg.Add(5)
-	go func() { defer b.bg.Done(); b.txns.run(b.done) }()
-	go func() { defer b.bg.Done(); b.groups.run(b.done) }()
-	go func() { defer b.bg.Done(); b.runRetention() }()
-	go func() { defer b.bg.Done(); b.runCompaction() }()
+	b.bg.Add(1)
 	go func() { defer b.bg.Done(); b.runReauthorization() }()
+	if !cfg.Follower { // a follower never writes the storage
+		b.bg.Add(4)
+		go func() { defer b.bg.Done(); b.txns.run(b.done) }()
+		go func() { defer b.bg.Done(); b.groups.run(b.done) }()
+		go func() { defer b.bg.Done(); b.runRetention() }()
+		go func() { defer b.bg.Done(); b.runCompaction() }()
+	}
 	return b, nil
 }
 

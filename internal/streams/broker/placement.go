@@ -1,5 +1,11 @@
 package broker
 
+import (
+	"github.com/twmb/franz-go/pkg/kerr"
+
+	"github.com/keyline/keyline/internal/errs"
+)
+
 // BrokerAddr is one node's Kafka address for this deployment.
 type BrokerAddr struct {
 	NodeID int32
@@ -46,6 +52,15 @@ func (b *Broker) leader() int32 {
 	return b.cfg.Placement.Leader()
 }
 
+// leaderID is the leader as Metadata names it: noLeader while none leads
+// or the leader is not among the brokers clients can reach.
+func (b *Broker) leaderID() int32 {
+	if a, ok := b.leaderAddr(); ok {
+		return a.NodeID
+	}
+	return noLeader
+}
+
 // leaderAddr is the leading node's address, false while none leads or the
 // leader is not among the live brokers.
 func (b *Broker) leaderAddr() (BrokerAddr, bool) {
@@ -62,4 +77,47 @@ func (b *Broker) leaderAddr() (BrokerAddr, bool) {
 		}
 	}
 	return BrokerAddr{}, false
+}
+
+// leaderPartition finds a partition that this broker leads, or the Kafka
+// error saying why not: a follower knows the partition but sends its
+// client to the leader with NOT_LEADER_OR_FOLLOWER, as a Kafka broker that
+// is not the partition's leader does.
+func (b *Broker) leaderPartition(t *topic, index int32) (*partition, *kerr.Error) {
+	p, kerrr := b.topics.partition(t, index)
+	if kerrr == nil && b.cfg.Follower {
+		return nil, kerr.NotLeaderForPartition // code 6, NOT_LEADER_OR_FOLLOWER since Kafka 2.6
+	}
+	return p, kerrr
+}
+
+// notCoordinator is NOT_COORDINATOR on a follower: the leader coordinates
+// every group and transaction, and a client that asks a follower looks
+// the coordinator up again (FindCoordinator answers the leader).
+func (b *Broker) notCoordinator() *kerr.Error {
+	if b.cfg.Follower {
+		return kerr.NotCoordinator
+	}
+	return nil
+}
+
+// notController is NOT_CONTROLLER on a follower: topics and their configs
+// are changed by the leader, which Metadata names as the controller.
+func (b *Broker) notController() *kerr.Error {
+	if b.cfg.Follower {
+		return kerr.NotController
+	}
+	return nil
+}
+
+// CodeNotLeader is the reason code of a change asked of a follower through
+// the Go or admin REST API: the deployment's leader makes every change.
+const CodeNotLeader = "NOT_LEADER"
+
+// leaderOnly refuses a change on a follower.
+func (b *Broker) leaderOnly(op string) error {
+	if b.cfg.Follower {
+		return errs.E(op, errs.Unavailable, CodeNotLeader, "this node does not lead the deployment; its leader makes changes")
+	}
+	return nil
 }

@@ -343,6 +343,9 @@ func kafkaError(err error) (int16, *string) {
 
 // CreateTopic creates a topic with configs (see topicConfigSpecs).
 func (b *Broker) CreateTopic(_ context.Context, name string, partitions int32, configs map[string]string) (TopicInfo, error) {
+	if err := b.leaderOnly("broker.CreateTopic"); err != nil {
+		return TopicInfo{}, err
+	}
 	t, err := b.topics.create(name, partitions, b.cfg.MaxPartitions, configs)
 	if err != nil {
 		return TopicInfo{}, err
@@ -352,6 +355,9 @@ func (b *Broker) CreateTopic(_ context.Context, name string, partitions int32, c
 
 // DeleteTopic deletes a topic and its data.
 func (b *Broker) DeleteTopic(_ context.Context, name string) error {
+	if err := b.leaderOnly("broker.DeleteTopic"); err != nil {
+		return err
+	}
 	t := b.topics.byNameOrNil(name)
 	if t == nil {
 		return errs.E("broker.DeleteTopic", errs.NotExist, kerr.UnknownTopicOrPartition.Message, "the topic does not exist")
