@@ -258,7 +258,7 @@ func readState(ctx context.Context, db *store.DB, kr *keyring, storeID, op strin
 			return err
 		}
 		prow, err := tx.Query(`SELECT pid, name, start_offset, end_offset,
-			(SELECT COALESCE(SUM(size), 0) FROM objlog_batches b WHERE b.pid = p.pid)
+			(SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM objlog_batches b WHERE b.pid = p.pid)
 			FROM objlog_partitions p WHERE store = ?`, storeID)
 		if err != nil {
 			return err
