@@ -187,6 +187,9 @@ func New(cfg Config) (*Broker, error) {
 	if cfg.Listener == nil && cfg.Addr == "" {
 		return nil, errs.E(op, errs.Invalid, "", "a listener or an address to listen on is required")
 	}
+	if cfg.Follower && cfg.Placement == nil {
+		return nil, errs.E(op, errs.Invalid, "", "a follower needs a placement that names its leader")
+	}
 	if cfg.Authenticate == nil && cfg.Login == nil {
 		return nil, errs.E(op, errs.Invalid, "", "an authenticator is required")
 	}

@@ -616,3 +616,10 @@ func TestNewLeaderKeepsCommittedOffsetsAndStartsAHigherGeneration(t *testing.T) 
 		t.Fatalf("coordinator %+v, want node 2", c)
 	}
 }
+
+func TestFollowerWithoutPlacementIsRefused(t *testing.T) {
+	_, err := New(Config{Addr: "127.0.0.1:0", Storage: newMemStore(), Authenticate: testAuthenticate, Follower: true})
+	if err == nil {
+		t.Fatal("a follower without a leader to send clients to was started")
+	}
+}
