@@ -4,8 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -621,5 +625,70 @@ func TestFollowerWithoutPlacementIsRefused(t *testing.T) {
 	_, err := New(Config{Addr: "127.0.0.1:0", Storage: newMemStore(), Authenticate: testAuthenticate, Follower: true})
 	if err == nil {
 		t.Fatal("a follower without a leader to send clients to was started")
+	}
+}
+
+func TestFollowerAdminRESTServesTopicsAndSendsChangesToTheLeader(t *testing.T) {
+	tc := startCluster(t)
+	tc.mustCreate(t, "events", 1)
+	srv := httptest.NewServer(tc.follower.AdminHandler(adminTestAuth))
+	defer srv.Close()
+	do := func(method, token, path, body string) (int, string) {
+		req, _ := http.NewRequest(method, srv.URL+path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	steps := []struct {
+		method, token, path, body string
+		status                    int
+	}{
+		{"GET", "reader", "/admin/topics/events", "", 200},
+		{"GET", "reader", "/admin/topics", "", 200},
+		{"POST", "reader", "/admin/topics", `{"name":"more"}`, 403}, // authorization first
+		{"POST", "manager", "/admin/topics", `{"name":"more"}`, 503},
+		{"PATCH", "manager", "/admin/topics/events", `{"configs":[{"name":"retention.ms","value":"1000"}]}`, 503},
+		{"DELETE", "manager", "/admin/topics/events", "", 503},
+		{"GET", "reader", "/admin/consumergroups", "", 503}, // groups live on the leader
+		{"GET", "reader", "/admin/consumergroups/billing", "", 503},
+		{"DELETE", "manager", "/admin/consumergroups/billing", "", 503},
+	}
+	for _, s := range steps {
+		if status, body := do(s.method, s.token, s.path, s.body); status != s.status {
+			t.Errorf("%s %s as %s: %d %s, want %d", s.method, s.path, s.token, status, body, s.status)
+		}
+	}
+	if w := tc.view.writes.Load(); w != 0 {
+		t.Fatalf("the follower tried %d writes", w)
+	}
+}
+
+func TestLeaderWhosePlacementNamesAnotherNodeStopsServingAsLeader(t *testing.T) {
+	tc := startCluster(t)
+	tc.mustCreate(t, "orders", 1)
+	listOffsets := func() int16 {
+		rc := dialRaw(t, tc.leader)
+		rc.login(managerKey)
+		r := kmsg.NewPtrListOffsetsRequest()
+		r.Version = 7
+		r.Topics = []kmsg.ListOffsetsRequestTopic{{Topic: "orders", Partitions: []kmsg.ListOffsetsRequestTopicPartition{{Partition: 0, Timestamp: -1}}}}
+		return rc.ask(r).(*kmsg.ListOffsetsResponse).Topics[0].Partitions[0].ErrorCode
+	}
+	if code := listOffsets(); code != 0 {
+		t.Fatalf("the leader's ListOffsets: %v", kerr.ErrorForCode(code))
+	}
+	for _, leader := range []int32{2, -1} { // another node leads; none does (the lease lapsed)
+		tc.placement.set(leader, tc.leader, tc.follower)
+		if code := listOffsets(); code != kerr.NotLeaderForPartition.Code {
+			t.Fatalf("leader %d: ListOffsets on node 1 answered %v, want NOT_LEADER_OR_FOLLOWER", leader, kerr.ErrorForCode(code))
+		}
+		if _, err := tc.leader.CreateTopic(t.Context(), "more", 1, nil); err == nil {
+			t.Fatalf("leader %d: node 1 created a topic", leader)
+		}
 	}
 }
