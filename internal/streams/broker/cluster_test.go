@@ -692,3 +692,51 @@ func TestLeaderWhosePlacementNamesAnotherNodeStopsServingAsLeader(t *testing.T) 
 		}
 	}
 }
+
+func TestClientsCarryOnWhenAnotherNodeTakesTheLead(t *testing.T) {
+	tc := startCluster(t)
+	tc.mustCreate(t, "orders", 2)
+	ctx := testCtx(t)
+	seed := kgo.SeedBrokers(tc.follower.Addr().String())
+	prod := tc.follower.client(t, writerKey, seed, kgo.DefaultProduceTopic("orders"), kgo.RetryTimeout(30*time.Second))
+	produce := func(from, n int) {
+		for i := from; i < from+n; i++ {
+			if err := prod.ProduceSync(ctx, &kgo.Record{Value: []byte(fmt.Sprintf("order-%d", i))}).FirstErr(); err != nil {
+				t.Fatalf("produce %d: %v", i, err)
+			}
+		}
+	}
+	consumeCommitted := func(n int) map[string]bool {
+		cons := tc.follower.client(t, readerKey, seed, kgo.ConsumeTopics("orders"), kgo.ConsumerGroup("billing"),
+			kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.DisableAutoCommit(), kgo.RetryTimeout(30*time.Second))
+		seen := map[string]bool{}
+		for _, r := range consume(t, cons, n) {
+			seen[string(r.Value)] = true
+		}
+		if err := cons.CommitUncommittedOffsets(ctx); err != nil {
+			t.Fatal(err)
+		}
+		cons.LeaveGroup()
+		return seen
+	}
+	produce(0, 10)
+	if seen := consumeCommitted(10); len(seen) != 10 {
+		t.Fatalf("consumed %d distinct records, want 10", len(seen))
+	}
+
+	// Node 1 goes; node 3 leads over the same storage; node 2 follows on.
+	tc.leader.Close()
+	next := startBroker(t, tc.leader.store, func(c *Config) { c.NodeID, c.Placement = 3, tc.placement })
+	tc.placement.set(3, tc.follower, next)
+
+	produce(10, 10) // the producer finds the new leader through the follower
+	seen := consumeCommitted(10)
+	for i := 10; i < 20; i++ {
+		if !seen[fmt.Sprintf("order-%d", i)] {
+			t.Fatalf("after the leader change the group consumed %v, want orders 10 to 19 (its commits kept)", seen)
+		}
+	}
+	if w := tc.view.writes.Load(); w != 0 {
+		t.Fatalf("the follower tried %d writes", w)
+	}
+}
