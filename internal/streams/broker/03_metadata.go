@@ -38,7 +38,7 @@ func (c *conn) handleMetadata(ctx context.Context, r *kmsg.MetadataRequest) (kms
 		if rt.Topic != nil {
 			name = *rt.Topic
 			t = c.b.topics.byNameOrNil(name)
-			if t == nil && c.b.cfg.AutoCreateTopics && !c.b.cfg.Follower && (r.Version < 4 || r.AllowAutoTopicCreation) && c.may(TopicResource, name, Writer) {
+			if t == nil && c.b.cfg.AutoCreateTopics && !c.b.follows() && (r.Version < 4 || r.AllowAutoTopicCreation) && c.may(TopicResource, name, Writer) {
 				t, _ = c.b.topics.create(name, 1, c.b.cfg.MaxPartitions, nil)
 			}
 		} else if t = c.b.topics.byIDOrNil(uuid.UUID(rt.TopicID)); t != nil {

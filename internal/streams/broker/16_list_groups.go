@@ -13,7 +13,7 @@ import (
 // broker): a follower coordinates none.
 func (c *conn) handleListGroups(_ context.Context, r *kmsg.ListGroupsRequest) (kmsg.Response, error) {
 	resp := r.ResponseKind().(*kmsg.ListGroupsResponse)
-	if c.b.cfg.Follower {
+	if c.b.follows() {
 		return resp, nil
 	}
 	for _, v := range c.b.groups.list() {

@@ -86,10 +86,19 @@ func (b *Broker) adminGuard(auth AdminAuthenticator, need Access, next http.Hand
 			return
 		}
 		if need == Manager { // every change is the leader's
-			if err := b.leaderOnly(op); err != nil {
-				writeAdminError(w, err)
-				return
-			}
+			next = b.leaderOnlyAdmin(op, next)
+		}
+		next(w, r)
+	}
+}
+
+// leaderOnlyAdmin serves next on the leader only; a follower refuses with
+// CodeNotLeader.
+func (b *Broker) leaderOnlyAdmin(op string, next http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if err := b.leaderOnly(op); err != nil {
+			writeAdminError(w, err)
+			return
 		}
 		next(w, r)
 	}

@@ -187,6 +187,9 @@ func New(cfg Config) (*Broker, error) {
 	if cfg.Listener == nil && cfg.Addr == "" {
 		return nil, errs.E(op, errs.Invalid, "", "a listener or an address to listen on is required")
 	}
+	if cfg.Follower && cfg.Placement == nil {
+		return nil, errs.E(op, errs.Invalid, "", "a follower needs a placement that names its leader")
+	}
 	if cfg.Authenticate == nil && cfg.Login == nil {
 		return nil, errs.E(op, errs.Invalid, "", "an authenticator is required")
 	}
@@ -251,14 +254,15 @@ func New(cfg Config) (*Broker, error) {
 	b.topics.limits = cfg.Limits.withDefaults(cfg.MaxRequestBytes)
 	b.producers = newProducerIDs(cfg.Storage)
 	b.groups = newCoordinator(cfg.Storage, b.clock, b.log)
-	if err := b.groups.load(); err != nil {
-		return nil, errs.Internalf(op, err)
-	}
 	b.topics.onDelete = b.groups.forgetTopic
 	b.txns = newTxnCoordinator(cfg.Storage, b.clock, b.log, b.topics, b.groups, b.producers)
-	// A follower coordinates no transaction: loading them finishes those
-	// a crash left prepared, which is the leader's to do.
+	// A follower coordinates no group and no transaction: it holds none
+	// (loading transactions finishes those a crash left prepared, which
+	// is the leader's to do).
 	if !cfg.Follower {
+		if err := b.groups.load(); err != nil {
+			return nil, errs.Internalf(op, err)
+		}
 		if err := b.txns.load(context.Background()); err != nil {
 			return nil, errs.Internalf(op, err)
 		}

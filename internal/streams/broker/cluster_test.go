@@ -4,8 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -443,6 +447,11 @@ func TestMetadataAndFindCoordinatorNameTheLeader(t *testing.T) {
 				t.Fatalf("node %d: partition %+v, want led by node 1", tb.cfg.NodeID, p)
 			}
 		}
+		dc := kmsg.NewPtrDescribeClusterRequest()
+		dcr := rc.ask(dc).(*kmsg.DescribeClusterResponse)
+		if len(dcr.Brokers) != 2 || dcr.ControllerID != 1 {
+			t.Fatalf("node %d: DescribeCluster lists %d brokers, controller %d; want 2 and 1", tb.cfg.NodeID, len(dcr.Brokers), dcr.ControllerID)
+		}
 		for _, typ := range []int8{0, 1} {
 			fc := kmsg.NewPtrFindCoordinatorRequest()
 			fc.Version, fc.CoordinatorKey, fc.CoordinatorType = 3, "g", typ
@@ -614,5 +623,125 @@ func TestNewLeaderKeepsCommittedOffsetsAndStartsAHigherGeneration(t *testing.T) 
 	fc.Version, fc.CoordinatorKeys = 4, []string{"billing"}
 	if c := rc.ask(fc).(*kmsg.FindCoordinatorResponse).Coordinators[0]; c.NodeID != 2 || c.Port != next.cfg.AdvertisedPort {
 		t.Fatalf("coordinator %+v, want node 2", c)
+	}
+}
+
+func TestFollowerWithoutPlacementIsRefused(t *testing.T) {
+	_, err := New(Config{Addr: "127.0.0.1:0", Storage: newMemStore(), Authenticate: testAuthenticate, Follower: true})
+	if err == nil {
+		t.Fatal("a follower without a leader to send clients to was started")
+	}
+}
+
+func TestFollowerAdminRESTServesTopicsAndSendsChangesToTheLeader(t *testing.T) {
+	tc := startCluster(t)
+	tc.mustCreate(t, "events", 1)
+	srv := httptest.NewServer(tc.follower.AdminHandler(adminTestAuth))
+	defer srv.Close()
+	do := func(method, token, path, body string) (int, string) {
+		req, _ := http.NewRequest(method, srv.URL+path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	steps := []struct {
+		method, token, path, body string
+		status                    int
+	}{
+		{"GET", "reader", "/admin/topics/events", "", 200},
+		{"GET", "reader", "/admin/topics", "", 200},
+		{"POST", "reader", "/admin/topics", `{"name":"more"}`, 403}, // authorization first
+		{"POST", "manager", "/admin/topics", `{"name":"more"}`, 503},
+		{"PATCH", "manager", "/admin/topics/events", `{"configs":[{"name":"retention.ms","value":"1000"}]}`, 503},
+		{"DELETE", "manager", "/admin/topics/events", "", 503},
+		{"GET", "reader", "/admin/consumergroups", "", 503}, // groups live on the leader
+		{"GET", "reader", "/admin/consumergroups/billing", "", 503},
+		{"DELETE", "manager", "/admin/consumergroups/billing", "", 503},
+	}
+	for _, s := range steps {
+		if status, body := do(s.method, s.token, s.path, s.body); status != s.status {
+			t.Errorf("%s %s as %s: %d %s, want %d", s.method, s.path, s.token, status, body, s.status)
+		}
+	}
+	if w := tc.view.writes.Load(); w != 0 {
+		t.Fatalf("the follower tried %d writes", w)
+	}
+}
+
+func TestLeaderWhosePlacementNamesAnotherNodeStopsServingAsLeader(t *testing.T) {
+	tc := startCluster(t)
+	tc.mustCreate(t, "orders", 1)
+	listOffsets := func() int16 {
+		rc := dialRaw(t, tc.leader)
+		rc.login(managerKey)
+		r := kmsg.NewPtrListOffsetsRequest()
+		r.Version = 7
+		r.Topics = []kmsg.ListOffsetsRequestTopic{{Topic: "orders", Partitions: []kmsg.ListOffsetsRequestTopicPartition{{Partition: 0, Timestamp: -1}}}}
+		return rc.ask(r).(*kmsg.ListOffsetsResponse).Topics[0].Partitions[0].ErrorCode
+	}
+	if code := listOffsets(); code != 0 {
+		t.Fatalf("the leader's ListOffsets: %v", kerr.ErrorForCode(code))
+	}
+	for _, leader := range []int32{2, -1} { // another node leads; none does (the lease lapsed)
+		tc.placement.set(leader, tc.leader, tc.follower)
+		if code := listOffsets(); code != kerr.NotLeaderForPartition.Code {
+			t.Fatalf("leader %d: ListOffsets on node 1 answered %v, want NOT_LEADER_OR_FOLLOWER", leader, kerr.ErrorForCode(code))
+		}
+		if _, err := tc.leader.CreateTopic(t.Context(), "more", 1, nil); err == nil {
+			t.Fatalf("leader %d: node 1 created a topic", leader)
+		}
+	}
+}
+
+func TestClientsCarryOnWhenAnotherNodeTakesTheLead(t *testing.T) {
+	tc := startCluster(t)
+	tc.mustCreate(t, "orders", 2)
+	ctx := testCtx(t)
+	seed := kgo.SeedBrokers(tc.follower.Addr().String())
+	prod := tc.follower.client(t, writerKey, seed, kgo.DefaultProduceTopic("orders"), kgo.RetryTimeout(30*time.Second))
+	produce := func(from, n int) {
+		for i := from; i < from+n; i++ {
+			if err := prod.ProduceSync(ctx, &kgo.Record{Value: []byte(fmt.Sprintf("order-%d", i))}).FirstErr(); err != nil {
+				t.Fatalf("produce %d: %v", i, err)
+			}
+		}
+	}
+	consumeCommitted := func(n int) map[string]bool {
+		cons := tc.follower.client(t, readerKey, seed, kgo.ConsumeTopics("orders"), kgo.ConsumerGroup("billing"),
+			kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.DisableAutoCommit(), kgo.RetryTimeout(30*time.Second))
+		seen := map[string]bool{}
+		for _, r := range consume(t, cons, n) {
+			seen[string(r.Value)] = true
+		}
+		if err := cons.CommitUncommittedOffsets(ctx); err != nil {
+			t.Fatal(err)
+		}
+		cons.LeaveGroup()
+		return seen
+	}
+	produce(0, 10)
+	if seen := consumeCommitted(10); len(seen) != 10 {
+		t.Fatalf("consumed %d distinct records, want 10", len(seen))
+	}
+
+	// Node 1 goes; node 3 leads over the same storage; node 2 follows on.
+	tc.leader.Close()
+	next := startBroker(t, tc.leader.store, func(c *Config) { c.NodeID, c.Placement = 3, tc.placement })
+	tc.placement.set(3, tc.follower, next)
+
+	produce(10, 10) // the producer finds the new leader through the follower
+	seen := consumeCommitted(10)
+	for i := 10; i < 20; i++ {
+		if !seen[fmt.Sprintf("order-%d", i)] {
+			t.Fatalf("after the leader change the group consumed %v, want orders 10 to 19 (its commits kept)", seen)
+		}
+	}
+	if w := tc.view.writes.Load(); w != 0 {
+		t.Fatalf("the follower tried %d writes", w)
 	}
 }

@@ -79,13 +79,20 @@ func (b *Broker) leaderAddr() (BrokerAddr, bool) {
 	return BrokerAddr{}, false
 }
 
+// follows reports whether another node leads the deployment: this broker
+// is a follower, or its placement names another leader (or none), as it
+// does the moment a leader loses its lease.
+func (b *Broker) follows() bool {
+	return b.cfg.Follower || b.leader() != b.cfg.NodeID
+}
+
 // leaderPartition finds a partition that this broker leads, or the Kafka
 // error saying why not: a follower knows the partition but sends its
 // client to the leader with NOT_LEADER_OR_FOLLOWER, as a Kafka broker that
 // is not the partition's leader does.
 func (b *Broker) leaderPartition(t *topic, index int32) (*partition, *kerr.Error) {
 	p, kerrr := b.topics.partition(t, index)
-	if kerrr == nil && b.cfg.Follower {
+	if kerrr == nil && b.follows() {
 		return nil, kerr.NotLeaderForPartition // code 6, NOT_LEADER_OR_FOLLOWER since Kafka 2.6
 	}
 	return p, kerrr
@@ -95,7 +102,7 @@ func (b *Broker) leaderPartition(t *topic, index int32) (*partition, *kerr.Error
 // every group and transaction, and a client that asks a follower looks
 // the coordinator up again (FindCoordinator answers the leader).
 func (b *Broker) notCoordinator() *kerr.Error {
-	if b.cfg.Follower {
+	if b.follows() {
 		return kerr.NotCoordinator
 	}
 	return nil
@@ -104,7 +111,7 @@ func (b *Broker) notCoordinator() *kerr.Error {
 // notController is NOT_CONTROLLER on a follower: topics and their configs
 // are changed by the leader, which Metadata names as the controller.
 func (b *Broker) notController() *kerr.Error {
-	if b.cfg.Follower {
+	if b.follows() {
 		return kerr.NotController
 	}
 	return nil
@@ -116,7 +123,7 @@ const CodeNotLeader = "NOT_LEADER"
 
 // leaderOnly refuses a change on a follower.
 func (b *Broker) leaderOnly(op string) error {
-	if b.cfg.Follower {
+	if b.follows() {
 		return errs.E(op, errs.Unavailable, CodeNotLeader, "this node does not lead the deployment; its leader makes changes")
 	}
 	return nil

@@ -224,11 +224,11 @@ func (s *Store) load(ctx context.Context, op string) error {
 	return nil
 }
 
-// partitionRow is a partition's row, with the size of its batches.
+// partitionRow is a partition's row.
 type partitionRow struct {
-	pid              int64
-	name             string
-	start, end, size int64
+	pid        int64
+	name       string
+	start, end int64
 }
 
 // readState reads, in one transaction, a store's metadata (opened with
@@ -257,16 +257,14 @@ func readState(ctx context.Context, db *store.DB, kr *keyring, storeID, op strin
 		if err := rows.Err(); err != nil {
 			return err
 		}
-		prow, err := tx.Query(`SELECT pid, name, start_offset, end_offset,
-			(SELECT COALESCE(SUM(size), 0) FROM objlog_batches b WHERE b.pid = p.pid)
-			FROM objlog_partitions p WHERE store = ?`, storeID)
+		prow, err := tx.Query(`SELECT pid, name, start_offset, end_offset FROM objlog_partitions WHERE store = ?`, storeID)
 		if err != nil {
 			return err
 		}
 		defer prow.Close()
 		for prow.Next() {
 			var r partitionRow
-			if err := prow.Scan(&r.pid, &r.name, &r.start, &r.end, &r.size); err != nil {
+			if err := prow.Scan(&r.pid, &r.name, &r.start, &r.end); err != nil {
 				return err
 			}
 			parts = append(parts, r)

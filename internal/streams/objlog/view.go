@@ -49,6 +49,9 @@ func OpenView(ctx context.Context, db *store.DB, opts Options) (*View, error) {
 	if err != nil {
 		return nil, err
 	}
+	if opts.RequestTimeout <= 0 {
+		opts.RequestTimeout = 10 * time.Second
+	}
 	if err := db.Migrate(ctx, Migrations); err != nil {
 		return nil, errs.Internalf(op, err)
 	}
@@ -88,7 +91,7 @@ func (v *View) Refresh(ctx context.Context) error {
 	for _, r := range rows {
 		p := v.parts[r.name]
 		if p == nil || p.pid != r.pid {
-			p = &ViewPartition{pid: r.pid, changed: make(chan struct{})}
+			p = &ViewPartition{v: v, pid: r.pid, changed: make(chan struct{})}
 		}
 		p.set(r)
 		parts[r.name] = p
@@ -156,26 +159,16 @@ func (v *View) Partition(name string, create bool) (*ViewPartition, error) {
 	return nil, errs.E(op, errs.NotExist, CodePartitionNotFound, "The partition does not exist")
 }
 
-// SizeBytes is the bytes stored by all partitions, as of the last Refresh.
-func (v *View) SizeBytes() int64 {
-	v.mu.RLock()
-	defer v.mu.RUnlock()
-	var n int64
-	for _, p := range v.parts {
-		n += p.SizeBytes()
-	}
-	return n
-}
-
-// ViewPartition is a partition as a View sees it: its offsets and size as
-// of the last Refresh. It holds no index and no data: reads and writes
-// fail with CodeReadOnly, for the leader serves them.
+// ViewPartition is a partition as a View sees it: its offsets as of the
+// last Refresh. It holds no index and no data: reads and writes fail with
+// CodeReadOnly, for the leader serves them.
 type ViewPartition struct {
+	v   *View
 	pid int64
 
-	mu               sync.Mutex
-	start, end, size int64
-	changed          chan struct{}
+	mu         sync.Mutex
+	start, end int64
+	changed    chan struct{}
 }
 
 func (p *ViewPartition) set(r partitionRow) {
@@ -185,12 +178,27 @@ func (p *ViewPartition) set(r partitionRow) {
 		close(p.changed)
 		p.changed = make(chan struct{})
 	}
-	p.start, p.end, p.size = r.start, r.end, r.size
+	p.start, p.end = r.start, r.end
 }
 
 func (p *ViewPartition) StartOffset() int64 { p.mu.Lock(); defer p.mu.Unlock(); return p.start }
 func (p *ViewPartition) EndOffset() int64   { p.mu.Lock(); defer p.mu.Unlock(); return p.end }
-func (p *ViewPartition) SizeBytes() int64   { p.mu.Lock(); defer p.mu.Unlock(); return p.size }
+
+// SizeBytes is the bytes of the partition's batches, read from the index
+// when asked: a Refresh, which the change feed may ask for often, does not
+// sum them. It is 0 when the database cannot say.
+func (p *ViewPartition) SizeBytes() int64 {
+	ctx, cancel := context.WithTimeout(context.Background(), p.v.opts.RequestTimeout)
+	defer cancel()
+	var n int64
+	err := p.v.db.Read(ctx, func(tx *store.Tx) error {
+		return tx.QueryRow(`SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM objlog_batches WHERE pid = ?`, p.pid).Scan(&n)
+	})
+	if err != nil {
+		return 0
+	}
+	return n
+}
 
 // Changed is closed when a Refresh sees the partition's offsets move.
 func (p *ViewPartition) Changed() <-chan struct{} {
