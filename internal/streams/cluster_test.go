@@ -298,6 +298,7 @@ func TestKilledLeaderIsReplacedAndAProducerResumesOnPostgreSQL(t *testing.T) {
 
 	var mu sync.Mutex
 	var acked []string
+	var ackedAt []time.Time
 	stop := make(chan struct{})
 	done := make(chan struct{})
 	go func() {
@@ -317,7 +318,7 @@ func TestKilledLeaderIsReplacedAndAProducerResumesOnPostgreSQL(t *testing.T) {
 				return
 			}
 			mu.Lock()
-			acked = append(acked, v)
+			acked, ackedAt = append(acked, v), append(ackedAt, time.Now())
 			mu.Unlock()
 		}
 	}()
@@ -353,6 +354,9 @@ func TestKilledLeaderIsReplacedAndAProducerResumesOnPostgreSQL(t *testing.T) {
 
 	mu.Lock()
 	want := slices.Clone(acked)
+	if i, _ := slices.BinarySearchFunc(ackedAt, killed, func(a, k time.Time) int { return a.Compare(k) }); i < len(ackedAt) {
+		t.Logf("the producer's first acknowledgement after the kill came %v after it", ackedAt[i].Sub(killed))
+	}
 	mu.Unlock()
 	var seeds2 []string
 	for _, n := range c.nodes {
