@@ -493,3 +493,48 @@ func TestOnlyTheLeaderServesALocalDiskDeploymentOnPostgreSQL(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// TestLapsedLeasesSpreadOverTheLiveNodes: for each deployment exactly one
+// live node, never the lapsed holder, takes its lease at once, and the
+// deployments of a dead node spread over the others.
+func TestLapsedLeasesSpreadOverTheLiveNodes(t *testing.T) {
+	db := storetest.Open(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	live := []cluster.Node{{ID: "node-a"}, {ID: "node-b"}, {ID: "node-c"}}
+	svcs := map[string]*Service{}
+	for _, n := range live {
+		m, err := cluster.Join(ctx, db, n.ID, "http://"+n.ID, func() bool { return false }, func() bool { return true }, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		svcs[n.ID] = &Service{cl: &clusterState{members: m, objects: true, live: live, liveAt: time.Now().Add(time.Hour)}}
+	}
+	led := map[string]int{}
+	for i := range 300 {
+		d := &deployment{guid: fmt.Sprintf("00000000-0000-0000-0000-%012d", i)}
+		for _, last := range []string{"", "node-a"} {
+			var takers []string
+			for id, s := range svcs {
+				if s.leaseDefer(d, last) == 0 {
+					takers = append(takers, id)
+				}
+			}
+			if len(takers) != 1 || takers[0] == last {
+				t.Fatalf("deployment %s, last held by %q: taken at once by %v, want one other node", d.guid, last, takers)
+			}
+			if last != "" {
+				led[takers[0]]++
+			}
+		}
+	}
+	if led["node-b"] < 100 || led["node-c"] < 100 {
+		t.Fatalf("a dead node's 300 deployments went %v, want them spread", led)
+	}
+	// Alone, the last holder takes its lease back at once.
+	alone := svcs["node-a"]
+	alone.cl.live = live[:1]
+	if got := alone.leaseDefer(&deployment{guid: "x"}, "node-a"); got != 0 {
+		t.Fatalf("the only live node defers its own lapsed lease by %v", got)
+	}
+}
