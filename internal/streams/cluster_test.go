@@ -2,6 +2,7 @@ package streams
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -491,6 +492,21 @@ func TestOnlyTheLeaderServesALocalDiskDeploymentOnPostgreSQL(t *testing.T) {
 			t.Fatal("a node without the deployment's data took its lease")
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+	// Its admin REST API says that no node leads it, in that API's shape.
+	req, _ := http.NewRequest(http.MethodGet, other.http.URL+"/messagehub/"+inst.GUID+"/admin/topics", nil)
+	req.SetBasicAuth("token", apikey)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil || resp.StatusCode != http.StatusServiceUnavailable || body.Code != "NO_LEADER" {
+		t.Fatalf("admin REST without a leader: %d %+v %v", resp.StatusCode, body, err)
 	}
 }
 
