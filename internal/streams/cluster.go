@@ -523,6 +523,9 @@ func (s *Service) elsewhere(d *deployment) string {
 func (s *Service) openData(d *deployment, keys []*seglog.DEK) (*seglog.Store, *objlog.Store, *objlog.View, broker.Storage, error) {
 	if !s.following(d) {
 		st, obj, storage, err := s.openLog(d, keys)
+		if err == nil && s.cl != nil && obj != nil {
+			storage = leaderStorage{Storage: storage, s: s, d: d}
+		}
 		return st, obj, nil, storage, err
 	}
 	opts := s.cfg.ObjectLog
@@ -532,6 +535,45 @@ func (s *Service) openData(d *deployment, keys []*seglog.DEK) (*seglog.Store, *o
 		return nil, nil, nil, nil, err
 	}
 	return nil, nil, v, broker.StorageOf(v), nil
+}
+
+// leaderStorage is the leader's storage of a deployment on object
+// storage: its metadata writes (topics, groups' offsets, producer state)
+// stop as soon as this node no longer counts on the lease, so that a
+// leader paused past its lease does not write over its successor's
+// (its log appends are fenced by their end offsets).
+type leaderStorage struct {
+	broker.Storage
+	s *Service
+	d *deployment
+}
+
+func (l leaderStorage) check(op string) error {
+	if l.s.leading(l.d) {
+		return nil
+	}
+	return errs.E(op, errs.Conflict, "LEASE_LOST", "this node no longer leads the deployment")
+}
+
+func (l leaderStorage) PutMeta(key string, value []byte) error {
+	if err := l.check("streams.PutMeta"); err != nil {
+		return err
+	}
+	return l.Storage.PutMeta(key, value)
+}
+
+func (l leaderStorage) DeleteMeta(key string) error {
+	if err := l.check("streams.DeleteMeta"); err != nil {
+		return err
+	}
+	return l.Storage.DeleteMeta(key)
+}
+
+func (l leaderStorage) DropPartition(name string) error {
+	if err := l.check("streams.DropPartition"); err != nil {
+		return err
+	}
+	return l.Storage.DropPartition(name)
 }
 
 // placement is a deployment's Placement for its broker.

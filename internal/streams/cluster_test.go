@@ -23,8 +23,10 @@ import (
 	"github.com/keyline/keyline/internal/auth"
 	"github.com/keyline/keyline/internal/clock"
 	"github.com/keyline/keyline/internal/cluster"
+	"github.com/keyline/keyline/internal/errs"
 	"github.com/keyline/keyline/internal/store"
 	"github.com/keyline/keyline/internal/store/storetest"
+	"github.com/keyline/keyline/internal/streams/broker"
 	"github.com/keyline/keyline/internal/streams/objlog"
 )
 
@@ -552,5 +554,66 @@ func TestLapsedLeasesSpreadOverTheLiveNodes(t *testing.T) {
 	alone.cl.live = live[:1]
 	if got := alone.leaseDefer(&deployment{guid: "x"}, "node-a"); got != 0 {
 		t.Fatalf("the only live node defers its own lapsed lease by %v", got)
+	}
+}
+
+// metaCounter counts the metadata writes that reach a deployment's storage.
+type metaCounter struct {
+	broker.Storage
+	puts atomic.Int64
+}
+
+func (m *metaCounter) PutMeta(string, []byte) error { m.puts.Add(1); return nil }
+
+// TestALeaderPastItsLeaseWritesNoMetadataOnPostgreSQL: a leader's
+// metadata writes go through only while it counts on the deployment's
+// lease; one paused past it (no renewal) writes nothing more, and the
+// next node takes the lease.
+func TestALeaderPastItsLeaseWritesNoMetadataOnPostgreSQL(t *testing.T) {
+	url := storetest.URL(t)
+	if url == "" {
+		t.Skip("KEYLINE_TEST_DATABASE_URL is not set: leases only matter on PostgreSQL")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	node := func(id string) *Service {
+		db := storetest.OpenAt(t, t.TempDir(), url)
+		m, err := cluster.Join(ctx, db, id, "http://"+id, func() bool { return false }, func() bool { return true }, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &Service{db: db, cl: &clusterState{db: db, members: m, objects: true}}
+	}
+	a, b := node("node-a"), node("node-b")
+	da, db := &deployment{guid: "g-1"}, &deployment{guid: "g-1"}
+	da.lease, db.lease = a.newLease(da), b.newLease(db)
+	meta := &metaCounter{}
+	st := leaderStorage{Storage: meta, s: a, d: da}
+	da.leader = true
+	if err := st.PutMeta("k", nil); errs.KindOf(err) != errs.Conflict || meta.puts.Load() != 0 {
+		t.Fatalf("a write without the lease: %v, %d writes", err, meta.puts.Load())
+	}
+	if held, err := da.lease.TryAcquire(ctx); err != nil || !held {
+		t.Fatalf("node a: held %v, %v", held, err)
+	}
+	if err := st.PutMeta("k", nil); err != nil || meta.puts.Load() != 1 {
+		t.Fatalf("the leader's write: %v, %d writes", err, meta.puts.Load())
+	}
+	// Node a renews no more, as if paused: its writes stop before the lease
+	// lapses, and node b takes it once it has.
+	eventually(t, "the paused leader's writes are refused", func() bool { return st.PutMeta("k", nil) != nil })
+	if n := meta.puts.Load(); n < 1 {
+		t.Fatalf("%d writes", n)
+	}
+	if h, err := b.cl.members.Holder(ctx, deploymentLease("g-1")); err != nil || h != "node-a" {
+		t.Fatalf("the lease is held by %q (%v) when node a stops writing, want still node-a", h, err)
+	}
+	eventually(t, "node b takes the lapsed lease", func() bool {
+		held, err := db.lease.TryAcquire(ctx)
+		return err == nil && held
+	})
+	before := meta.puts.Load()
+	if err := st.PutMeta("k", nil); err == nil || meta.puts.Load() != before {
+		t.Fatalf("the old leader wrote after node b took over: %v", err)
 	}
 }

@@ -219,7 +219,7 @@ func (s *Service) Provision(ctx context.Context, inst Instance, params map[strin
 
 // serveNew opens a new deployment's log with its DEK and serves it.
 func (s *Service) serveNew(d *deployment, dek *seglog.DEK) error {
-	st, obj, storage, err := s.openLog(d, []*seglog.DEK{dek})
+	st, obj, _, storage, err := s.openData(d, []*seglog.DEK{dek})
 	if err != nil {
 		dek.Wipe()
 		return err
