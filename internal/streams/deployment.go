@@ -137,6 +137,10 @@ func (s *Service) listen(ctx context.Context, d *deployment) error {
 			ln.Close()
 			return errs.Internalf(op, err)
 		}
+		// Kept in memory only (portTaken): the row's port is no node's.
+		d.mu.Lock()
+		d.rec.Port = newPort
+		d.mu.Unlock()
 	} else if newPort != port {
 		d.mu.Lock()
 		d.rec.Port = newPort
