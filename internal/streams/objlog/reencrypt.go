@@ -331,7 +331,7 @@ func (s *Store) resealMeta(ctx context.Context, op string, k *dekKey) error {
 		n := min(len(todo), metaRowsPerTx)
 		err := s.db.Tx(ctx, func(tx *store.Tx) error {
 			for _, r := range todo[:n] {
-				name, value, _, err := s.openMeta(r.h, r.sealed)
+				name, value, _, err := openMeta(s.keys, s.opts.StoreID, r.h, r.sealed)
 				if err != nil {
 					return errs.E(op, errs.Unprocessable, CodeCorrupt, "Stored metadata is damaged or was sealed with another key").Because(err)
 				}
@@ -343,6 +343,7 @@ func (s *Store) resealMeta(ctx context.Context, op string, k *dekKey) error {
 				if err != nil {
 					return err
 				}
+				s.announce(tx, name) // followers' views re-read it under the new key
 			}
 			return nil
 		})

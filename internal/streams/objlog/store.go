@@ -74,6 +74,12 @@ type Options struct {
 	// CompactEvery is how often objects under 1 MiB are rewritten into
 	// larger ones (default 1 minute; negative: never, Compact only).
 	CompactEvery time.Duration
+	// Announced, when set, says which metadata keys' changes other nodes'
+	// views need: only those PutMeta and DeleteMeta mark in the change
+	// feed (MetaTopic), so that frequent writes no view reads (a group's
+	// committed offsets: broker.FollowerReads) wake no node. Nil marks
+	// every change. New and dropped partitions are always marked.
+	Announced func(key string) bool
 }
 
 // Store is a deployment's log on a bucket and the metadata database.
@@ -123,15 +129,9 @@ func ObjectPrefix(storeID string) string { return "deployments/" + storeID + "/"
 // crash left without index rows.
 func Open(ctx context.Context, db *store.DB, bucket *Bucket, opts Options) (*Store, error) {
 	const op = "objlog.Open"
-	if opts.StoreID == "" || !partitionName.MatchString(opts.StoreID) {
-		return nil, errs.E(op, errs.Invalid, "STORE_ID_REQUIRED", "A store ID of letters, digits, '_' or '-' is required")
-	}
-	if len(opts.Keys) == 0 {
-		return nil, errs.E(op, errs.Invalid, "DEK_REQUIRED", "A data encryption key is required")
-	}
-	kr, err := newKeyring(opts.Keys...)
+	kr, err := opts.keyring(op)
 	if err != nil {
-		return nil, errs.E(op, errs.Invalid, "DEK_INVALID", "Each data encryption key needs its own ID of 1 to 255 bytes and 32 bytes of key")
+		return nil, err
 	}
 	if opts.FlushWindow <= 0 {
 		opts.FlushWindow = 5 * time.Millisecond
@@ -172,15 +172,62 @@ func Open(ctx context.Context, db *store.DB, bucket *Bucket, opts Options) (*Sto
 	return s, nil
 }
 
-func (s *Store) load(ctx context.Context, op string) error {
-	type row struct {
-		pid        int64
-		name       string
-		start, end int64
+// keyring checks the store ID and the keys (the sealing key first) and
+// returns their keyring.
+func (opts Options) keyring(op string) (*keyring, error) {
+	if opts.StoreID == "" || !partitionName.MatchString(opts.StoreID) {
+		return nil, errs.E(op, errs.Invalid, "STORE_ID_REQUIRED", "A store ID of letters, digits, '_' or '-' is required")
 	}
-	var parts []row
-	err := s.db.Read(ctx, func(tx *store.Tx) error {
-		rows, err := tx.Query(`SELECT name_hash, sealed FROM objlog_meta WHERE store = ?`, s.opts.StoreID)
+	if len(opts.Keys) == 0 {
+		return nil, errs.E(op, errs.Invalid, "DEK_REQUIRED", "A data encryption key is required")
+	}
+	kr, err := newKeyring(opts.Keys...)
+	if err != nil {
+		return nil, errs.E(op, errs.Invalid, "DEK_INVALID", "Each data encryption key needs its own ID of 1 to 255 bytes and 32 bytes of key")
+	}
+	return kr, nil
+}
+
+// checkVerifier refuses keys none of which sealed the store's verifier.
+func checkVerifier(op string, kr *keyring, a, v []byte) error {
+	plain, err := kr.open(nil, a, v)
+	if err != nil || string(plain) != verifierPlain {
+		return errs.E(op, errs.Unprocessable, CodeKeyMismatch, "The data encryption key does not match the key that sealed this store")
+	}
+	return nil
+}
+
+func (s *Store) load(ctx context.Context, op string) error {
+	meta, parts, err := readState(ctx, s.db, s.keys, s.opts.StoreID, op)
+	if err != nil {
+		return err
+	}
+	s.meta = meta
+	for _, r := range parts {
+		p := newPartition(s, r.pid, r.name, r.start, r.end)
+		if err := p.loadIndex(ctx); err != nil {
+			return errs.Internalf(op, err)
+		}
+		s.parts[r.name] = p
+	}
+	return nil
+}
+
+// partitionRow is a partition's row.
+type partitionRow struct {
+	pid        int64
+	name       string
+	start, end int64
+}
+
+// readState reads, in one transaction, a store's metadata (opened with
+// kr) and its partitions' rows.
+func readState(ctx context.Context, db *store.DB, kr *keyring, storeID, op string) (map[string][]byte, []partitionRow, error) {
+	var meta map[string][]byte
+	var parts []partitionRow
+	err := db.Read(ctx, func(tx *store.Tx) error {
+		meta = map[string][]byte{}
+		rows, err := tx.Query(`SELECT name_hash, sealed FROM objlog_meta WHERE store = ?`, storeID)
 		if err != nil {
 			return err
 		}
@@ -190,25 +237,25 @@ func (s *Store) load(ctx context.Context, op string) error {
 			if err := rows.Scan(&h, &sealed); err != nil {
 				return err
 			}
-			name, value, k, err := s.openMeta(h, sealed)
+			name, value, k, err := openMeta(kr, storeID, h, sealed)
 			if err != nil {
 				return errs.E(op, errs.Unprocessable, CodeCorrupt, "Stored metadata is damaged or was sealed with another key").Because(err)
 			}
-			if _, dup := s.meta[name]; dup && k != s.keys.current() {
+			if _, dup := meta[name]; dup && k != kr.current() {
 				continue // a re-encryption's copy under the sealing key wins
 			}
-			s.meta[name] = value
+			meta[name] = value
 		}
 		if err := rows.Err(); err != nil {
 			return err
 		}
-		prow, err := tx.Query(`SELECT pid, name, start_offset, end_offset FROM objlog_partitions WHERE store = ?`, s.opts.StoreID)
+		prow, err := tx.Query(`SELECT pid, name, start_offset, end_offset FROM objlog_partitions WHERE store = ?`, storeID)
 		if err != nil {
 			return err
 		}
 		defer prow.Close()
 		for prow.Next() {
-			var r row
+			var r partitionRow
 			if err := prow.Scan(&r.pid, &r.name, &r.start, &r.end); err != nil {
 				return err
 			}
@@ -218,18 +265,11 @@ func (s *Store) load(ctx context.Context, op string) error {
 	})
 	if err != nil {
 		if errs.As(err) != nil {
-			return err
+			return nil, nil, err
 		}
-		return errs.Internalf(op, err)
+		return nil, nil, errs.Internalf(op, err)
 	}
-	for _, r := range parts {
-		p := newPartition(s, r.pid, r.name, r.start, r.end)
-		if err := p.loadIndex(ctx); err != nil {
-			return errs.Internalf(op, err)
-		}
-		s.parts[r.name] = p
-	}
-	return nil
+	return meta, parts, nil
 }
 
 // sweep removes the store's objects that no index row names: objects of a
@@ -298,8 +338,8 @@ func (s *Store) sealMeta(key *dekKey, h []byte, name string, value []byte) []byt
 }
 
 // openMeta opens a metadata row, returning the key that sealed it.
-func (s *Store) openMeta(h, sealed []byte) (string, []byte, *dekKey, error) {
-	plain, key, err := s.keys.openKey(nil, aad("meta", s.opts.StoreID, h), sealed)
+func openMeta(kr *keyring, storeID string, h, sealed []byte) (string, []byte, *dekKey, error) {
+	plain, key, err := kr.openKey(nil, aad("meta", storeID, h), sealed)
 	if err != nil {
 		return "", nil, nil, err
 	}
@@ -357,6 +397,14 @@ func (s *Store) ListMeta(prefix string) map[string][]byte {
 	return out
 }
 
+// announce marks a change of the metadata key in tx for the nodes that
+// hold a View, when they need it.
+func (s *Store) announce(tx *store.Tx, key string) {
+	if s.opts.Announced == nil || s.opts.Announced(key) {
+		tx.Changed(MetaTopic(s.opts.StoreID), metaKey)
+	}
+}
+
 // PutMeta stores value under key; it is committed when it returns.
 func (s *Store) PutMeta(key string, value []byte) error {
 	const op = "objlog.PutMeta"
@@ -366,7 +414,9 @@ func (s *Store) PutMeta(key string, value []byte) error {
 	s.metaMu.Lock()
 	defer s.metaMu.Unlock()
 	err := s.db.Tx(context.Background(), func(tx *store.Tx) error {
-		return s.putMetaRow(tx, s.keys.current(), key, value)
+		err := s.putMetaRow(tx, s.keys.current(), key, value)
+		s.announce(tx, key)
+		return err
 	})
 	if err != nil {
 		return errs.Internalf(op, err)
@@ -391,6 +441,7 @@ func (s *Store) DeleteMeta(key string) error {
 				return err
 			}
 		}
+		s.announce(tx, key)
 		return nil
 	})
 	if err != nil {
@@ -448,6 +499,7 @@ func (s *Store) partition(op, name string, create bool, start int64, onlyNew boo
 		if _, err := tx.Exec(`INSERT INTO objlog_partitions (store, name, start_offset, end_offset) VALUES (?, ?, ?, ?)`, s.opts.StoreID, name, start, start); err != nil {
 			return err
 		}
+		tx.Changed(MetaTopic(s.opts.StoreID), metaKey)
 		return tx.QueryRow(`SELECT pid FROM objlog_partitions WHERE store = ? AND name = ?`, s.opts.StoreID, name).Scan(&pid)
 	})
 	if err != nil {
@@ -480,6 +532,7 @@ func (s *Store) DropPartition(name string) error {
 			return err
 		}
 		_, err := tx.Exec(`DELETE FROM objlog_partitions WHERE pid = ?`, p.pid)
+		tx.Changed(MetaTopic(s.opts.StoreID), metaKey)
 		return err
 	})
 }
