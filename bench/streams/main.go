@@ -5,7 +5,9 @@
 // encryption switched off (seglog's benchmark-only Unsealed mode), and for
 // franz-go's in-memory kfake cluster as a reference; then produce latency,
 // re-encryption speed under load, and the time from a key's force delete to
-// the last Kafka connection closed, through a whole Keyline server.
+// the last Kafka connection closed, through a whole Keyline server. With
+// -cluster it compares keyline serve on local disk with one and three
+// cluster nodes (PostgreSQL and an S3 bucket) instead.
 //
 // Client and broker share the machine, so the figures are end to end. Values
 // are random (incompressible) and sent uncompressed.
@@ -45,7 +47,8 @@ func main() {
 	seconds := flag.Float64("seconds", 3, "how long each produce run lasts")
 	cpuprofile := flag.String("cpuprofile", "", "write CPU profiles of the keyline brokers' first round to <this>.<sealed|unsealed>.<size>.<partitions>.produce and .consume")
 	only := flag.String("only", "", "run only this part: throughput, latency, transactions, reencrypt, compaction, shred, or objectstore (not in the default run)")
-	objectDB := flag.String("object-store-db", "", "with -only objectstore: the PostgreSQL URL of the objects' index (default: SQLite in a temporary directory)")
+	objectDB := flag.String("object-store-db", "", "with -only objectstore: the PostgreSQL URL of the objects' index (default: SQLite in a temporary directory); with -cluster: a PostgreSQL database to make the nodes' schemas in (default: a throwaway PostgreSQL)")
+	clusterRun := flag.Bool("cluster", false, "run only the comparison of keyline serve on local disk, one cluster node and three cluster nodes (PostgreSQL + versitygw)")
 	rounds := flag.Int("rounds", 3, "rounds of each throughput run; medians are reported")
 	verbose := flag.Bool("v", false, "print every round's figures to stderr, not only the medians")
 	sizes := flag.String("sizes", "100,1024", "record sizes of the throughput runs, comma-separated")
@@ -60,6 +63,10 @@ func main() {
 	defer os.RemoveAll(tmp)
 	b.tmp = tmp
 
+	if *clusterRun {
+		b.cluster(*objectDB)
+		return
+	}
 	if *only == "" || *only == "throughput" {
 		b.throughput()
 	}
@@ -113,7 +120,9 @@ func intList(name, s string) []int {
 // target is a running Kafka endpoint to measure.
 type target struct {
 	addr   string
+	seeds  []string // when set, instead of addr
 	sasl   bool
+	login  kgo.Opt        // when set, instead of sasl's bench key
 	store  *seglog.Store  // nil for kfake
 	broker *broker.Broker // nil for kfake
 	close  func()
@@ -176,9 +185,16 @@ func kfakeCluster() *target {
 }
 
 func (t *target) client(opts ...kgo.Opt) *kgo.Client {
-	all := []kgo.Opt{kgo.SeedBrokers(t.addr), kgo.ProducerLinger(5 * time.Millisecond),
+	seeds := t.seeds
+	if seeds == nil {
+		seeds = []string{t.addr}
+	}
+	all := []kgo.Opt{kgo.SeedBrokers(seeds...), kgo.ProducerLinger(5 * time.Millisecond),
 		kgo.ProducerBatchCompression(kgo.NoCompression()), kgo.MaxBufferedRecords(1 << 16)}
-	if t.sasl {
+	switch {
+	case t.login != nil:
+		all = append(all, t.login)
+	case t.sasl:
 		all = append(all, kgo.SASL(plain.Auth{User: "token", Pass: benchKey}.AsMechanism()))
 	}
 	cl, err := kgo.NewClient(append(all, opts...)...)
