@@ -1,10 +1,12 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -754,10 +756,10 @@ func rotationAcrossNodesScenario(t *testing.T, c *objectCluster, kp string) {
 	dep := admin.provisionDeployment(kp, "rotating")
 	all := c.brokers(t, dep.guid)
 	createTopic(t, dep.manager.at(all...), "events", 3)
-	// Enough objects that re-encrypting them takes a while: each
-	// acknowledged produce below is a flush of its own.
+	// Enough data (about 64 MB) that re-encrypting it takes several 8 MiB
+	// object rewrites, each of which moves the task's progress.
 	pad := strings.Repeat("x", 1000)
-	values := make([]string, 24000)
+	values := make([]string, 64000)
 	for i := range values {
 		values[i] = numbered("before", i, 1)[0] + pad
 	}
@@ -830,6 +832,12 @@ func rotationAcrossNodesScenario(t *testing.T, c *objectCluster, kp string) {
 	if newDEK == oldDEK || next != "" {
 		t.Fatalf("after the rotation the deployment's DEK is %q (was %q), next %q: want a new one and none pending", newDEK, oldDEK, next)
 	}
+	// The old objects go a request timeout after their rows moved: then no
+	// object in the bucket names the old DEK (a chunk names its key in plain).
+	objects := filepath.Join(c.s3.DataDir, "keyline-e2e", "deployments", dep.guid)
+	waitFor(t, 60*time.Second, "no object sealed under the old DEK to be left", func() bool {
+		return filesHolding(t, objects, append([]byte{byte(len(oldDEK))}, oldDEK...)) == 0
+	})
 	c.start(leader)
 	cons := franz(t, dep.reader.at(c.brokers(t, dep.guid)...), kgo.ConsumeTopics("events"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.FetchMaxBytes(64<<20))
@@ -837,4 +845,29 @@ func rotationAcrossNodesScenario(t *testing.T, c *objectCluster, kp string) {
 	if err := sameSet(recordValues(got), values); err != nil {
 		t.Fatalf("after the re-encryption: %v", err)
 	}
+}
+
+// filesHolding counts the regular files under dir that hold b.
+func filesHolding(t *testing.T, dir string, b []byte) int {
+	t.Helper()
+	n := 0
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			data, rerr := os.ReadFile(path)
+			if errors.Is(rerr, fs.ErrNotExist) {
+				return nil // deleted since listed
+			}
+			if rerr != nil {
+				return rerr
+			}
+			if bytes.Contains(data, b) {
+				n++
+			}
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
