@@ -66,7 +66,7 @@ func (c *conn) handleProduce(ctx context.Context, r *kmsg.ProduceRequest) (kmsg.
 // produceTo appends one partition's batch and returns what to wait on
 // before the answer goes out.
 func (c *conn) produceTo(ctx context.Context, t *topic, rp kmsg.ProduceRequestTopicPartition, sp *kmsg.ProduceResponseTopicPartition, byID bool) func() error {
-	p, kerrr := c.b.topics.partition(t, rp.Partition)
+	p, kerrr := c.b.leaderPartition(t, rp.Partition)
 	if kerrr != nil {
 		if byID && t == nil {
 			kerrr = kerr.UnknownTopicID

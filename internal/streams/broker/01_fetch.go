@@ -118,7 +118,7 @@ func (c *conn) fetchOnce(ctx context.Context, r *kmsg.FetchRequest, deadline tim
 				sp.ErrorCode = missing.Code
 			default:
 				var kerrr *kerr.Error
-				if p, kerrr = c.b.topics.partition(t, rp.Partition); kerrr != nil {
+				if p, kerrr = c.b.leaderPartition(t, rp.Partition); kerrr != nil {
 					sp.ErrorCode = kerrr.Code
 				}
 			}

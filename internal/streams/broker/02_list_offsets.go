@@ -27,7 +27,7 @@ func (c *conn) handleListOffsets(ctx context.Context, r *kmsg.ListOffsetsRequest
 			sp := kmsg.NewListOffsetsResponseTopicPartition()
 			sp.Partition = rp.Partition
 			sp.Timestamp, sp.Offset = -1, -1
-			p, kerrr := c.b.topics.partition(t, rp.Partition)
+			p, kerrr := c.b.leaderPartition(t, rp.Partition)
 			switch {
 			case !allowed:
 				sp.ErrorCode = kerr.TopicAuthorizationFailed.Code

@@ -8,14 +8,17 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
-// handleMetadata describes this single broker (also the controller) and the
-// topics asked for, or all of them.
+// handleMetadata describes the deployment's brokers and the topics asked
+// for, or all of them. One node, the leader, leads every partition and is
+// the controller; while none is known the controller is -1 and partitions
+// are LEADER_NOT_AVAILABLE, so clients ask again.
 func (c *conn) handleMetadata(ctx context.Context, r *kmsg.MetadataRequest) (kmsg.Response, error) {
 	resp := r.ResponseKind().(*kmsg.MetadataResponse)
-	node := c.b.cfg.NodeID
-	resp.Brokers = []kmsg.MetadataResponseBroker{{NodeID: node, Host: c.b.cfg.AdvertisedHost, Port: c.b.cfg.AdvertisedPort}}
+	for _, a := range c.b.brokers() {
+		resp.Brokers = append(resp.Brokers, kmsg.MetadataResponseBroker{NodeID: a.NodeID, Host: a.Host, Port: a.Port})
+	}
 	resp.ClusterID = &c.b.cfg.ClusterID
-	resp.ControllerID = node
+	resp.ControllerID = c.b.leaderID()
 	if !c.may(ClusterResource, "", Reader) {
 		return resp, nil
 	}
@@ -35,7 +38,7 @@ func (c *conn) handleMetadata(ctx context.Context, r *kmsg.MetadataRequest) (kms
 		if rt.Topic != nil {
 			name = *rt.Topic
 			t = c.b.topics.byNameOrNil(name)
-			if t == nil && c.b.cfg.AutoCreateTopics && (r.Version < 4 || r.AllowAutoTopicCreation) && c.may(TopicResource, name, Writer) {
+			if t == nil && c.b.cfg.AutoCreateTopics && !c.b.follows() && (r.Version < 4 || r.AllowAutoTopicCreation) && c.may(TopicResource, name, Writer) {
 				t, _ = c.b.topics.create(name, 1, c.b.cfg.MaxPartitions, nil)
 			}
 		} else if t = c.b.topics.byIDOrNil(uuid.UUID(rt.TopicID)); t != nil {
@@ -66,13 +69,18 @@ func (c *conn) handleMetadata(ctx context.Context, r *kmsg.MetadataRequest) (kms
 }
 
 func (c *conn) describeTopic(t *topic, name string) kmsg.MetadataResponseTopic {
-	node := c.b.cfg.NodeID
+	leader := c.b.leaderID()
 	st := kmsg.NewMetadataResponseTopic()
 	st.Topic, st.TopicID = &name, t.id
 	for _, p := range c.b.topics.partitions(t) {
 		sp := kmsg.NewMetadataResponseTopicPartition()
-		sp.Partition, sp.Leader, sp.LeaderEpoch = p.index, node, 0
-		sp.Replicas, sp.ISR = []int32{node}, []int32{node}
+		sp.Partition, sp.Leader, sp.LeaderEpoch = p.index, leader, 0
+		if leader == noLeader {
+			sp.ErrorCode = kerr.LeaderNotAvailable.Code
+			sp.Replicas, sp.ISR = []int32{}, []int32{}
+		} else {
+			sp.Replicas, sp.ISR = []int32{leader}, []int32{leader}
+		}
 		st.Partitions = append(st.Partitions, sp)
 	}
 	return st

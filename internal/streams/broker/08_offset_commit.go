@@ -48,7 +48,9 @@ func (c *conn) handleOffsetCommit(_ context.Context, r *kmsg.OffsetCommitRequest
 		if r.Version == 0 {
 			generation = -1
 		}
-		groupErr = c.b.groups.commit(r.Group, generation, r.MemberID, offsets)
+		if groupErr = c.b.notCoordinator(); groupErr == nil {
+			groupErr = c.b.groups.commit(r.Group, generation, r.MemberID, offsets)
+		}
 	}
 	for i, rt := range r.Topics {
 		st := kmsg.NewOffsetCommitResponseTopic()

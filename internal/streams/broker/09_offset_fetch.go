@@ -23,6 +23,18 @@ func (c *conn) handleOffsetFetch(_ context.Context, r *kmsg.OffsetFetchRequest) 
 		}
 		g := c.fetchGroupOffsets(r.Group, topics, false, r.RequireStable)
 		resp.ErrorCode = g.ErrorCode
+		if r.Version < 2 && g.ErrorCode != 0 { // no top-level error yet: each partition carries it, as Kafka answers
+			for _, rt := range topics {
+				gt := kmsg.NewOffsetFetchResponseGroupTopic()
+				gt.Topic = rt.Topic
+				for _, p := range rt.Partitions {
+					gp := kmsg.NewOffsetFetchResponseGroupTopicPartition()
+					gp.Partition, gp.Offset, gp.LeaderEpoch, gp.ErrorCode = p, -1, -1, g.ErrorCode
+					gt.Partitions = append(gt.Partitions, gp)
+				}
+				g.Topics = append(g.Topics, gt)
+			}
+		}
 		for _, gt := range g.Topics {
 			st := kmsg.NewOffsetFetchResponseTopic()
 			st.Topic = gt.Topic
@@ -48,6 +60,10 @@ func (c *conn) fetchGroupOffsets(group string, topics []kmsg.OffsetFetchRequestG
 	out.Group = group
 	if !c.may(GroupResource, group, Reader) {
 		out.ErrorCode = kerr.GroupAuthorizationFailed.Code
+		return out
+	}
+	if ke := c.b.notCoordinator(); ke != nil {
+		out.ErrorCode = ke.Code
 		return out
 	}
 	offsets := c.b.groups.committedOffsets(group)

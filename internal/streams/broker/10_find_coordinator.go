@@ -8,7 +8,8 @@ import (
 )
 
 // handleFindCoordinator points every group and every transactional id at
-// this broker: it is their coordinator.
+// the leader: it coordinates them all. While no leader is known the answer
+// is COORDINATOR_NOT_AVAILABLE, which clients retry.
 func (c *conn) handleFindCoordinator(_ context.Context, r *kmsg.FindCoordinatorRequest) (kmsg.Response, error) {
 	resp := r.ResponseKind().(*kmsg.FindCoordinatorResponse)
 	answer := func(key string) (code int16, node int32, host string, port int32) {
@@ -20,7 +21,10 @@ func (c *conn) handleFindCoordinator(_ context.Context, r *kmsg.FindCoordinatorR
 		case r.CoordinatorType == 0 && !c.may(GroupResource, key, Reader):
 			code = kerr.GroupAuthorizationFailed.Code
 		default:
-			return 0, c.b.cfg.NodeID, c.b.cfg.AdvertisedHost, c.b.cfg.AdvertisedPort
+			if a, ok := c.b.leaderAddr(); ok {
+				return 0, a.NodeID, a.Host, a.Port
+			}
+			code = kerr.CoordinatorNotAvailable.Code
 		}
 		return code, -1, "", -1
 	}

@@ -16,6 +16,10 @@ func (c *conn) handleJoinGroup(ctx context.Context, r *kmsg.JoinGroupRequest) (k
 		resp.ErrorCode = kerr.GroupAuthorizationFailed.Code
 		return resp, nil
 	}
+	if ke := c.b.notCoordinator(); ke != nil {
+		resp.ErrorCode = ke.Code
+		return resp, nil
+	}
 	host, _, _ := net.SplitHostPort(c.nc.RemoteAddr().String())
 	res := c.b.groups.join(ctx, r, c.clientID, "/"+host)
 	if res.err != nil {

@@ -14,6 +14,10 @@ func (c *conn) handleHeartbeat(_ context.Context, r *kmsg.HeartbeatRequest) (kms
 		resp.ErrorCode = kerr.GroupAuthorizationFailed.Code
 		return resp, nil
 	}
+	if ke := c.b.notCoordinator(); ke != nil {
+		resp.ErrorCode = ke.Code
+		return resp, nil
+	}
 	if err := c.b.groups.heartbeat(r); err != nil {
 		resp.ErrorCode = err.Code
 	}

@@ -15,6 +15,10 @@ func (c *conn) handleLeaveGroup(_ context.Context, r *kmsg.LeaveGroupRequest) (k
 		resp.ErrorCode = kerr.GroupAuthorizationFailed.Code
 		return resp, nil
 	}
+	if ke := c.b.notCoordinator(); ke != nil {
+		resp.ErrorCode = ke.Code
+		return resp, nil
+	}
 	if r.Version < 3 {
 		if err := c.b.groups.leave(r.Group, []string{r.MemberID})[0]; err != nil {
 			resp.ErrorCode = err.Code

@@ -14,6 +14,10 @@ func (c *conn) handleSyncGroup(ctx context.Context, r *kmsg.SyncGroupRequest) (k
 		resp.ErrorCode = kerr.GroupAuthorizationFailed.Code
 		return resp, nil
 	}
+	if ke := c.b.notCoordinator(); ke != nil {
+		resp.ErrorCode = ke.Code
+		return resp, nil
+	}
 	res, protoType, protocol := c.b.groups.sync(ctx, r)
 	if res.err != nil {
 		resp.ErrorCode = res.err.Code

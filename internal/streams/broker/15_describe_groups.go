@@ -19,6 +19,11 @@ func (c *conn) handleDescribeGroups(_ context.Context, r *kmsg.DescribeGroupsReq
 			resp.Groups = append(resp.Groups, rg)
 			continue
 		}
+		if ke := c.b.notCoordinator(); ke != nil {
+			rg.ErrorCode = ke.Code
+			resp.Groups = append(resp.Groups, rg)
+			continue
+		}
 		v := c.b.groups.describe(name)
 		rg.State, rg.ProtocolType, rg.Protocol, rg.Members = string(v.state), v.protoType, v.protocol, v.members
 		resp.Groups = append(resp.Groups, rg)

@@ -9,8 +9,13 @@ import (
 )
 
 // handleListGroups lists groups, filtered by state (v4+) and type (v5+).
+// A Kafka broker lists the groups it coordinates (admin clients ask every
+// broker): a follower coordinates none.
 func (c *conn) handleListGroups(_ context.Context, r *kmsg.ListGroupsRequest) (kmsg.Response, error) {
 	resp := r.ResponseKind().(*kmsg.ListGroupsResponse)
+	if c.b.follows() {
+		return resp, nil
+	}
 	for _, v := range c.b.groups.list() {
 		if !c.may(GroupResource, v.name, Reader) { // as Kafka, list only what the caller may describe
 			continue

@@ -33,6 +33,8 @@ func (c *conn) handleCreateTopics(ctx context.Context, r *kmsg.CreateTopicsReque
 		case !c.may(TopicResource, rt.Topic, Manager) && !c.may(ClusterResource, "", Manager):
 			st.ErrorCode = kerr.TopicAuthorizationFailed.Code
 			st.ErrorMessage = kmsg.StringPtr("creating this topic needs the Manager role on it or on the cluster")
+		case c.b.notController() != nil:
+			st.ErrorCode = c.b.notController().Code
 		case !slices.Contains([]int16{-1, 1, 3}, rt.ReplicationFactor):
 			st.ErrorCode = kerr.InvalidReplicationFactor.Code
 			st.ErrorMessage = kmsg.StringPtr("the replication factor must be 3, 1 or -1 (the default); this single-node deployment keeps one replica of each partition")

@@ -32,6 +32,8 @@ func (c *conn) handleDeleteTopics(_ context.Context, r *kmsg.DeleteTopicsRequest
 		switch {
 		case !c.mayTopic(t, name, Manager):
 			st.ErrorCode = kerr.TopicAuthorizationFailed.Code
+		case c.b.notController() != nil:
+			st.ErrorCode = c.b.notController().Code
 		case t == nil && rt.Topic == nil:
 			st.ErrorCode = kerr.UnknownTopicID.Code
 		case t == nil:

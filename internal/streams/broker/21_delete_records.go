@@ -19,7 +19,7 @@ func (c *conn) handleDeleteRecords(_ context.Context, r *kmsg.DeleteRecordsReque
 		for _, rp := range rt.Partitions {
 			sp := kmsg.NewDeleteRecordsResponseTopicPartition()
 			sp.Partition, sp.LowWatermark = rp.Partition, -1
-			p, kerrr := c.b.topics.partition(t, rp.Partition)
+			p, kerrr := c.b.leaderPartition(t, rp.Partition)
 			switch {
 			case !c.mayTopic(t, rt.Topic, Manager):
 				sp.ErrorCode = kerr.TopicAuthorizationFailed.Code

@@ -18,6 +18,10 @@ func (c *conn) handleInitProducerID(ctx context.Context, r *kmsg.InitProducerIDR
 			resp.ErrorCode = kerrr.Code
 			return resp, nil
 		}
+		if kerrr := c.b.notCoordinator(); kerrr != nil {
+			resp.ErrorCode = kerrr.Code
+			return resp, nil
+		}
 		var kerrr *kerr.Error
 		resp.ProducerID, resp.ProducerEpoch, kerrr = c.b.txns.initProducer(ctx, *r.TransactionalID, r.TransactionTimeoutMillis, r.ProducerID, r.ProducerEpoch, r.Version >= 4)
 		if kerrr != nil {
@@ -26,6 +30,10 @@ func (c *conn) handleInitProducerID(ctx context.Context, r *kmsg.InitProducerIDR
 	case !c.mayAny(TopicResource, Writer) && !c.may(ClusterResource, "", Writer):
 		// Kafka lets a producer that may write some topic be idempotent.
 		resp.ErrorCode = kerr.ClusterAuthorizationFailed.Code
+	case c.b.notCoordinator() != nil:
+		// Producer ids are allocated in the leader's storage; clients
+		// send this request to another broker on a retriable error.
+		resp.ErrorCode = c.b.notCoordinator().Code
 	default:
 		id, err := c.b.producers.next()
 		if err != nil {

@@ -21,7 +21,7 @@ func (c *conn) handleOffsetForLeaderEpoch(_ context.Context, r *kmsg.OffsetForLe
 		for _, rp := range rt.Partitions {
 			sp := kmsg.NewOffsetForLeaderEpochResponseTopicPartition()
 			sp.Partition, sp.LeaderEpoch, sp.EndOffset = rp.Partition, -1, -1
-			p, kerrr := c.b.topics.partition(t, rp.Partition)
+			p, kerrr := c.b.leaderPartition(t, rp.Partition)
 			switch {
 			case !allowed:
 				sp.ErrorCode = kerr.TopicAuthorizationFailed.Code

@@ -59,6 +59,10 @@ func (c *conn) handleAddPartitionsToTxn(_ context.Context, r *kmsg.AddPartitions
 		})
 		return resp, nil
 	}
+	if kerrr := c.b.notCoordinator(); kerrr != nil {
+		all(kerrr)
+		return resp, nil
+	}
 	tc := c.b.txns
 	t, kerrr := tc.lookup(r.TransactionalID, r.ProducerID, r.ProducerEpoch, r.Version >= 2)
 	if kerrr != nil {

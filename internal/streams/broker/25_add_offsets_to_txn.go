@@ -28,6 +28,9 @@ func (c *conn) addOffsetsToTxn(r *kmsg.AddOffsetsToTxnRequest) *kerr.Error {
 	if !c.may(GroupResource, r.Group, Reader) {
 		return kerr.GroupAuthorizationFailed
 	}
+	if kerrr := c.b.notCoordinator(); kerrr != nil {
+		return kerrr
+	}
 	tc := c.b.txns
 	t, kerrr := tc.lookup(r.TransactionalID, r.ProducerID, r.ProducerEpoch, r.Version >= 2)
 	if kerrr != nil {

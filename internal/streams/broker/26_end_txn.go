@@ -12,6 +12,9 @@ func (c *conn) handleEndTxn(ctx context.Context, r *kmsg.EndTxnRequest) (kmsg.Re
 	resp := r.ResponseKind().(*kmsg.EndTxnResponse)
 	kerrr := c.txnAllowed(r.TransactionalID)
 	if kerrr == nil {
+		kerrr = c.b.notCoordinator()
+	}
+	if kerrr == nil {
 		kerrr = c.b.txns.end(ctx, r.TransactionalID, r.ProducerID, r.ProducerEpoch, r.Commit, r.Version >= 2)
 	}
 	if kerrr != nil {

@@ -50,6 +50,10 @@ func (c *conn) txnOffsetCommit(r *kmsg.TxnOffsetCommitRequest, codes [][]int16) 
 	if !c.may(GroupResource, r.Group, Reader) {
 		return kerr.GroupAuthorizationFailed
 	}
+	if kerrr := c.b.notCoordinator(); kerrr != nil {
+		c.txnOffsetTopicCodes(r, codes) // unauthorized and unknown partitions say so, as Kafka answers
+		return kerrr
+	}
 	generation := int32(-1)
 	if r.Version >= 3 {
 		generation = r.Generation
@@ -66,15 +70,11 @@ func (c *conn) txnOffsetCommit(r *kmsg.TxnOffsetCommitRequest, codes [][]int16) 
 	if t.rec.State != txnOngoing || !slices.Contains(t.rec.Groups, r.Group) {
 		return kerr.InvalidTxnState
 	}
+	c.txnOffsetTopicCodes(r, codes)
 	for i, rt := range r.Topics {
 		tp := c.b.topics.byNameOrNil(rt.Topic)
 		for j, rp := range rt.Partitions {
-			if !c.mayTopic(tp, rt.Topic, Reader) {
-				codes[i][j] = kerr.TopicAuthorizationFailed.Code
-				continue
-			}
-			if _, kerrr := c.b.topics.partition(tp, rp.Partition); kerrr != nil {
-				codes[i][j] = kerrr.Code
+			if codes[i][j] != 0 {
 				continue
 			}
 			o := txnOffset{Group: r.Group, TopicID: tp.id, Partition: rp.Partition, committed: committed{Offset: rp.Offset, LeaderEpoch: rp.LeaderEpoch}}
@@ -96,4 +96,19 @@ func (c *conn) txnOffsetCommit(r *kmsg.TxnOffsetCommitRequest, codes [][]int16) 
 		return kerr.CoordinatorNotAvailable
 	}
 	return nil
+}
+
+// txnOffsetTopicCodes sets the codes of partitions whose topic the login
+// may not read or that do not exist.
+func (c *conn) txnOffsetTopicCodes(r *kmsg.TxnOffsetCommitRequest, codes [][]int16) {
+	for i, rt := range r.Topics {
+		tp := c.b.topics.byNameOrNil(rt.Topic)
+		for j, rp := range rt.Partitions {
+			if !c.mayTopic(tp, rt.Topic, Reader) {
+				codes[i][j] = kerr.TopicAuthorizationFailed.Code
+			} else if _, kerrr := c.b.topics.partition(tp, rp.Partition); kerrr != nil {
+				codes[i][j] = kerrr.Code
+			}
+		}
+	}
 }

@@ -44,6 +44,9 @@ func (c *conn) alterResource(typ kmsg.ConfigResourceType, name string, alter fun
 		if !c.access().Allows(Manager) {
 			return kerr.TopicAuthorizationFailed.Code, kmsg.StringPtr("changing topic configs needs the Manager role")
 		}
+		if ke := c.b.notController(); ke != nil {
+			return ke.Code, nil
+		}
 		t := c.b.topics.byNameOrNil(name)
 		if t == nil {
 			return kerr.UnknownTopicOrPartition.Code, kmsg.StringPtr("the topic does not exist")

@@ -17,6 +17,8 @@ func (c *conn) handleCreatePartitions(_ context.Context, r *kmsg.CreatePartition
 		switch {
 		case !c.mayTopic(t, rt.Topic, Manager):
 			st.ErrorCode = kerr.TopicAuthorizationFailed.Code
+		case c.b.notController() != nil:
+			st.ErrorCode = c.b.notController().Code
 		case t == nil:
 			st.ErrorCode = kerr.UnknownTopicOrPartition.Code
 		case len(rt.Assignment) > 0:

@@ -17,7 +17,7 @@ func (c *conn) handleDeleteGroups(_ context.Context, r *kmsg.DeleteGroupsRequest
 		var ke *kerr.Error
 		if !c.may(GroupResource, name, Manager) {
 			ke = kerr.GroupAuthorizationFailed
-		} else {
+		} else if ke = c.b.notCoordinator(); ke == nil {
 			ke = c.b.groups.deleteGroup(name)
 		}
 		if ke != nil {

@@ -15,6 +15,10 @@ func (c *conn) handleOffsetDelete(_ context.Context, r *kmsg.OffsetDeleteRequest
 		resp.ErrorCode = kerr.GroupAuthorizationFailed.Code
 		return resp, nil
 	}
+	if ke := c.b.notCoordinator(); ke != nil {
+		resp.ErrorCode = ke.Code
+		return resp, nil
+	}
 	keys := map[string][]offsetKey{}
 	for _, rt := range r.Topics {
 		if t := c.b.topics.byNameOrNil(rt.Topic); t != nil {

@@ -7,8 +7,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
-// handleDescribeCluster names the cluster and its one broker, which is also
-// its controller, as Metadata does.
+// handleDescribeCluster names the cluster, its brokers and its controller
+// (the leader), as Metadata does.
 func (c *conn) handleDescribeCluster(_ context.Context, r *kmsg.DescribeClusterRequest) (kmsg.Response, error) {
 	resp := r.ResponseKind().(*kmsg.DescribeClusterResponse)
 	if !c.may(ClusterResource, "", Reader) {
@@ -21,7 +21,9 @@ func (c *conn) handleDescribeCluster(_ context.Context, r *kmsg.DescribeClusterR
 	}
 	resp.EndpointType = r.EndpointType
 	resp.ClusterID = c.b.cfg.ClusterID
-	resp.ControllerID = c.b.cfg.NodeID
-	resp.Brokers = []kmsg.DescribeClusterResponseBroker{{NodeID: c.b.cfg.NodeID, Host: c.b.cfg.AdvertisedHost, Port: c.b.cfg.AdvertisedPort}}
+	resp.ControllerID = c.b.leaderID()
+	for _, a := range c.b.brokers() {
+		resp.Brokers = append(resp.Brokers, kmsg.DescribeClusterResponseBroker{NodeID: a.NodeID, Host: a.Host, Port: a.Port})
+	}
 	return resp, nil
 }

@@ -85,6 +85,21 @@ func (b *Broker) adminGuard(auth AdminAuthenticator, need Access, next http.Hand
 			writeAdminError(w, errs.Ef(op, errs.Permission, "", "this operation needs the %s role", need))
 			return
 		}
+		if need == Manager { // every change is the leader's
+			next = b.leaderOnlyAdmin(op, next)
+		}
+		next(w, r)
+	}
+}
+
+// leaderOnlyAdmin serves next on the leader only; a follower refuses with
+// CodeNotLeader.
+func (b *Broker) leaderOnlyAdmin(op string, next http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if err := b.leaderOnly(op); err != nil {
+			writeAdminError(w, err)
+			return
+		}
 		next(w, r)
 	}
 }
@@ -158,7 +173,7 @@ func (b *Broker) toAdminTopic(t TopicInfo) adminTopic {
 	at := adminTopic{Name: t.Name, ID: t.ID, Partitions: t.Partitions, ReplicationFactor: 1, RetentionMs: ms, CleanupPolicy: configs[cfgCleanupPolicy], Configs: configs}
 	for i := range t.Partitions {
 		var g adminReplicaGroup
-		g.ID, g.Brokers.Replicas = i, []int32{b.cfg.NodeID}
+		g.ID, g.Brokers.Replicas = i, []int32{b.leaderID()}
 		at.ReplicaAssignments = append(at.ReplicaAssignments, g)
 	}
 	return at

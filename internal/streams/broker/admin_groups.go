@@ -55,10 +55,12 @@ type adminGroupSummary struct {
 }
 
 // registerAdminGroups adds GET /admin/consumergroups,
-// GET, DELETE and PATCH (offset reset) /admin/consumergroups/{group}.
+// GET, DELETE and PATCH (offset reset) /admin/consumergroups/{group}. The
+// groups live on the leader: a follower, which holds none, refuses.
 func (b *Broker) registerAdminGroups(mux *http.ServeMux, auth AdminAuthenticator) {
-	mux.HandleFunc("GET /admin/consumergroups", b.adminGuard(auth, Reader, b.adminListGroups))
-	mux.HandleFunc("GET /admin/consumergroups/{group}", b.adminGuard(auth, Reader, b.adminGetGroup))
+	const op = "broker.AdminGroups"
+	mux.HandleFunc("GET /admin/consumergroups", b.adminGuard(auth, Reader, b.leaderOnlyAdmin(op, b.adminListGroups)))
+	mux.HandleFunc("GET /admin/consumergroups/{group}", b.adminGuard(auth, Reader, b.leaderOnlyAdmin(op, b.adminGetGroup)))
 	mux.HandleFunc("DELETE /admin/consumergroups/{group}", b.adminGuard(auth, Manager, b.adminDeleteGroup))
 	mux.HandleFunc("PATCH /admin/consumergroups/{group}", b.adminGuard(auth, Manager, b.adminResetGroup))
 }

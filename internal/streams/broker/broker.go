@@ -72,6 +72,16 @@ type Config struct {
 	// ids (acl.go).
 	Login LoginChecker
 
+	// Placement, when set, lists the nodes serving the deployment and
+	// names its leader (placement.go); nil: this broker alone, NodeID
+	// leading everything.
+	Placement Placement
+	// Follower serves the deployment as a follower: Storage is read-only
+	// (a view of the leader's), requests that need the leader are answered
+	// with Kafka's retriable errors that send clients to it, and no
+	// background work (retention, compaction, transaction timeouts) runs.
+	Follower bool
+
 	// AutoCreateTopics lets Metadata and Produce create unknown topics with
 	// one partition. Off by default, as on Event Streams.
 	AutoCreateTopics bool
@@ -177,6 +187,9 @@ func New(cfg Config) (*Broker, error) {
 	if cfg.Listener == nil && cfg.Addr == "" {
 		return nil, errs.E(op, errs.Invalid, "", "a listener or an address to listen on is required")
 	}
+	if cfg.Follower && cfg.Placement == nil {
+		return nil, errs.E(op, errs.Invalid, "", "a follower needs a placement that names its leader")
+	}
 	if cfg.Authenticate == nil && cfg.Login == nil {
 		return nil, errs.E(op, errs.Invalid, "", "an authenticator is required")
 	}
@@ -241,13 +254,18 @@ func New(cfg Config) (*Broker, error) {
 	b.topics.limits = cfg.Limits.withDefaults(cfg.MaxRequestBytes)
 	b.producers = newProducerIDs(cfg.Storage)
 	b.groups = newCoordinator(cfg.Storage, b.clock, b.log)
-	if err := b.groups.load(); err != nil {
-		return nil, errs.Internalf(op, err)
-	}
 	b.topics.onDelete = b.groups.forgetTopic
 	b.txns = newTxnCoordinator(cfg.Storage, b.clock, b.log, b.topics, b.groups, b.producers)
-	if err := b.txns.load(context.Background()); err != nil {
-		return nil, errs.Internalf(op, err)
+	// A follower coordinates no group and no transaction: it holds none
+	// (loading transactions finishes those a crash left prepared, which
+	// is the leader's to do).
+	if !cfg.Follower {
+		if err := b.groups.load(); err != nil {
+			return nil, errs.Internalf(op, err)
+		}
+		if err := b.txns.load(context.Background()); err != nil {
+			return nil, errs.Internalf(op, err)
+		}
 	}
 	ln := cfg.Listener
 	if ln == nil {
@@ -269,12 +287,15 @@ func New(cfg Config) (*Broker, error) {
 			b.cfg.AdvertisedPort = int32(p)
 		}
 	}
-	b.bg.Add(5)
-	go func() { defer b.bg.Done(); b.txns.run(b.done) }()
-	go func() { defer b.bg.Done(); b.groups.run(b.done) }()
-	go func() { defer b.bg.Done(); b.runRetention() }()
-	go func() { defer b.bg.Done(); b.runCompaction() }()
+	b.bg.Add(1)
 	go func() { defer b.bg.Done(); b.runReauthorization() }()
+	if !cfg.Follower { // a follower never writes the storage
+		b.bg.Add(4)
+		go func() { defer b.bg.Done(); b.txns.run(b.done) }()
+		go func() { defer b.bg.Done(); b.groups.run(b.done) }()
+		go func() { defer b.bg.Done(); b.runRetention() }()
+		go func() { defer b.bg.Done(); b.runCompaction() }()
+	}
 	return b, nil
 }
 

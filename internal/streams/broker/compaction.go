@@ -59,6 +59,9 @@ func (b *Broker) runCompaction() {
 // cleanup.policy includes compact, one partition at a time, as the
 // background cleaner does each CompactionInterval.
 func (b *Broker) CompactNow(ctx context.Context) {
+	if b.follows() {
+		return // the leader compacts
+	}
 	for _, t := range b.topics.list() {
 		s := t.settings.Load()
 		if !s.compact {

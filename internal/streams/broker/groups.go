@@ -97,10 +97,16 @@ type syncResult struct {
 	assignment []byte
 }
 
-// groupRecord is a group's durable form: its name and committed offsets.
+// groupRecord is a group's durable form: its name, committed offsets and
+// the last generation it reached with its protocol type, saved whenever a
+// generation starts, so that a coordinator opened later over the same
+// storage (a new leader) starts past it: a member of an old generation
+// cannot commit into a new one that happens to have its number.
 type groupRecord struct {
-	Name    string         `json:"name"`
-	Offsets []offsetRecord `json:"offsets"`
+	Name         string         `json:"name"`
+	Offsets      []offsetRecord `json:"offsets"`
+	Generation   int32          `json:"generation,omitempty"`
+	ProtocolType string         `json:"protocol_type,omitempty"`
 }
 
 type offsetRecord struct {
@@ -122,6 +128,9 @@ func (co *coordinator) load() error {
 		}
 		g := newGroup(rec.Name)
 		g.storageID = strings.TrimPrefix(key, groupMetaPrefix)
+		// The members of the generation the record names are gone with
+		// the coordinator that had them: theirs is over.
+		g.generation, g.protoType = rec.Generation+1, rec.ProtocolType
 		for _, o := range rec.Offsets {
 			id, err := uuid.Parse(o.TopicID)
 			if err != nil {
@@ -143,7 +152,7 @@ func (co *coordinator) save(g *group) error {
 	if g.storageID == "" {
 		g.storageID = uuid.NewString()
 	}
-	rec := groupRecord{Name: g.name}
+	rec := groupRecord{Name: g.name, Generation: g.generation, ProtocolType: g.protoType}
 	for k, v := range g.offsets {
 		rec.Offsets = append(rec.Offsets, offsetRecord{TopicID: k.topic.String(), Partition: k.partition, committed: v})
 	}
@@ -152,6 +161,15 @@ func (co *coordinator) save(g *group) error {
 		return err
 	}
 	return co.st.PutMeta(groupMetaPrefix+g.storageID, buf)
+}
+
+// saveGeneration saves the group's new generation; called with co.mu
+// held. A failure is logged, not answered: the generation holds in memory,
+// and the members of the old one are not members of the new one anyway.
+func (co *coordinator) saveGeneration(g *group) {
+	if err := co.save(g); err != nil {
+		co.log.Warn("storing a group's generation failed", "err", err)
+	}
 }
 
 // run expires members and join phases until done closes.
@@ -322,6 +340,7 @@ func (co *coordinator) completeJoin(g *group) {
 		}
 	}
 	g.generation++
+	co.saveGeneration(g)
 	if len(g.members) == 0 {
 		g.state, g.leader, g.protocol = groupEmpty, "", ""
 		return
@@ -384,6 +403,7 @@ func (co *coordinator) removeMember(g *group, id string) {
 	if len(g.members) == 0 {
 		g.state, g.leader, g.protocol = groupEmpty, "", ""
 		g.generation++
+		co.saveGeneration(g)
 		return
 	}
 	if g.state != groupPreparingRebalance {

@@ -392,6 +392,9 @@ type ConfigUpdate struct {
 // AlterTopicConfigs changes some of a topic's configs and returns the topic.
 func (b *Broker) AlterTopicConfigs(_ context.Context, name string, updates []ConfigUpdate, validateOnly bool) (TopicInfo, error) {
 	const op = "broker.AlterTopicConfigs"
+	if err := b.leaderOnly(op); err != nil {
+		return TopicInfo{}, err
+	}
 	t := b.topics.byNameOrNil(name)
 	if t == nil {
 		return TopicInfo{}, errs.E(op, errs.NotExist, kerr.UnknownTopicOrPartition.Message, "the topic does not exist")

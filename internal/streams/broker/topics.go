@@ -69,29 +69,67 @@ type catalog struct {
 
 func openCatalog(st Storage, log *slog.Logger) (*catalog, error) {
 	c := &catalog{st: st, log: log, byName: map[string]*topic{}, byID: map[uuid.UUID]*topic{}}
-	for key, val := range st.ListMeta(topicMetaPrefix) {
+	if err := c.reload(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// reload re-reads the topics from storage, keeping the topics and
+// partitions it already has: a follower's catalog after the leader changed
+// the topics. It changes nothing when any record cannot be read.
+func (c *catalog) reload() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	byName, byID := map[string]*topic{}, map[uuid.UUID]*topic{}
+	type update struct {
+		t        *topic
+		settings *topicSettings
+		parts    []*partition
+	}
+	var updates []update
+	for key, val := range c.st.ListMeta(topicMetaPrefix) {
 		var rec topicRecord
 		if err := json.Unmarshal(val, &rec); err != nil {
-			return nil, fmt.Errorf("topic record %s: %w", key, err)
+			return fmt.Errorf("topic record %s: %w", key, err)
 		}
 		id, err := uuid.Parse(rec.ID)
 		if err != nil {
-			return nil, fmt.Errorf("topic record %s: %w", key, err)
+			return fmt.Errorf("topic record %s: %w", key, err)
 		}
-		t := &topic{id: id, name: rec.Name}
-		t.settings.Store(newSettings(rec.Configs))
-		for i := range rec.Partitions {
-			p, err := openPartition(st, id, i, false)
+		t := c.byID[id]
+		if t == nil || t.name != rec.Name {
+			t = &topic{id: id, name: rec.Name}
+		}
+		settings := newSettings(rec.Configs)
+		parts := t.parts[:min(len(t.parts), int(rec.Partitions)):min(len(t.parts), int(rec.Partitions))]
+		for i := int32(len(parts)); i < rec.Partitions; i++ {
+			p, err := openPartition(c.st, id, i, false)
 			if err != nil {
-				return nil, fmt.Errorf("topic record %s partition %d: %w", key, i, err)
+				return fmt.Errorf("topic record %s partition %d: %w", key, i, err)
 			}
-			t.parts = append(t.parts, p)
+			parts = append(parts, p)
 		}
-		applyRoll(t.settings.Load(), t.parts)
-		c.byName[t.name] = t
-		c.byID[id] = t
+		applyRoll(settings, parts)
+		byName[rec.Name] = t
+		byID[id] = t
+		updates = append(updates, update{t, settings, parts})
 	}
-	return c, nil
+	for _, u := range updates {
+		u.t.settings.Store(u.settings)
+		u.t.parts = u.parts
+	}
+	c.byName, c.byID = byName, byID
+	return nil
+}
+
+// ReloadTopics re-reads the topics from Storage's metadata: a follower's,
+// after the leader changed them.
+func (b *Broker) ReloadTopics() error {
+	if err := b.topics.reload(); err != nil {
+		return errs.Internalf("broker.ReloadTopics", err)
+	}
+	return nil
 }
 
 func partitionName(id uuid.UUID, index int32) string {
@@ -305,6 +343,9 @@ func kafkaError(err error) (int16, *string) {
 
 // CreateTopic creates a topic with configs (see topicConfigSpecs).
 func (b *Broker) CreateTopic(_ context.Context, name string, partitions int32, configs map[string]string) (TopicInfo, error) {
+	if err := b.leaderOnly("broker.CreateTopic"); err != nil {
+		return TopicInfo{}, err
+	}
 	t, err := b.topics.create(name, partitions, b.cfg.MaxPartitions, configs)
 	if err != nil {
 		return TopicInfo{}, err
@@ -314,6 +355,9 @@ func (b *Broker) CreateTopic(_ context.Context, name string, partitions int32, c
 
 // DeleteTopic deletes a topic and its data.
 func (b *Broker) DeleteTopic(_ context.Context, name string) error {
+	if err := b.leaderOnly("broker.DeleteTopic"); err != nil {
+		return err
+	}
 	t := b.topics.byNameOrNil(name)
 	if t == nil {
 		return errs.E("broker.DeleteTopic", errs.NotExist, kerr.UnknownTopicOrPartition.Message, "the topic does not exist")

@@ -116,18 +116,9 @@ func ObjectPrefix(storeID string) string { return "deployments/" + storeID + "/"
 // crash left without index rows.
 func Open(ctx context.Context, db *store.DB, bucket *Bucket, opts Options) (*Store, error) {
 	const op = "objlog.Open"
-	if opts.StoreID == "" || !partitionName.MatchString(opts.StoreID) {
-		return nil, errs.E(op, errs.Invalid, "STORE_ID_REQUIRED", "A store ID of letters, digits, '_' or '-' is required")
-	}
-	switch {
-	case len(opts.Keys) == 0:
-		return nil, errs.E(op, errs.Invalid, "DEK_REQUIRED", "A data encryption key is required")
-	case len(opts.Keys) > 1:
-		return nil, rotationError(op)
-	}
-	kr, err := newKeyring(opts.Keys[0])
+	kr, err := opts.keyring(op)
 	if err != nil {
-		return nil, errs.E(op, errs.Invalid, "DEK_INVALID", "The data encryption key needs an ID of 1 to 255 bytes and 32 bytes of key")
+		return nil, err
 	}
 	if opts.FlushWindow <= 0 {
 		opts.FlushWindow = 5 * time.Millisecond
@@ -168,6 +159,24 @@ func Open(ctx context.Context, db *store.DB, bucket *Bucket, opts Options) (*Sto
 	return s, nil
 }
 
+// keyring checks the store ID and the key and returns the key's keyring.
+func (opts Options) keyring(op string) (*keyring, error) {
+	if opts.StoreID == "" || !partitionName.MatchString(opts.StoreID) {
+		return nil, errs.E(op, errs.Invalid, "STORE_ID_REQUIRED", "A store ID of letters, digits, '_' or '-' is required")
+	}
+	switch {
+	case len(opts.Keys) == 0:
+		return nil, errs.E(op, errs.Invalid, "DEK_REQUIRED", "A data encryption key is required")
+	case len(opts.Keys) > 1:
+		return nil, rotationError(op)
+	}
+	kr, err := newKeyring(opts.Keys[0])
+	if err != nil {
+		return nil, errs.E(op, errs.Invalid, "DEK_INVALID", "The data encryption key needs an ID of 1 to 255 bytes and 32 bytes of key")
+	}
+	return kr, nil
+}
+
 func rotationError(op string) error {
 	return errs.E(op, errs.Unprocessable, CodeRotation, "Re-encrypting a deployment whose data is on object storage under a new data key is not supported yet")
 }
@@ -186,23 +195,50 @@ func (s *Store) verifyKey(ctx context.Context, op string) error {
 		if err != nil {
 			return errs.Internalf(op, err)
 		}
-		plain, err := s.keys.open(nil, a, v)
-		if err != nil || string(plain) != verifierPlain {
-			return errs.E(op, errs.Unprocessable, CodeKeyMismatch, "The data encryption key does not match the key that sealed this store")
-		}
-		return nil
+		return checkVerifier(op, s.keys, a, v)
 	})
 }
 
-func (s *Store) load(ctx context.Context, op string) error {
-	type row struct {
-		pid        int64
-		name       string
-		start, end int64
+// checkVerifier refuses a key that did not seal the store's verifier.
+func checkVerifier(op string, kr *keyring, a, v []byte) error {
+	plain, err := kr.open(nil, a, v)
+	if err != nil || string(plain) != verifierPlain {
+		return errs.E(op, errs.Unprocessable, CodeKeyMismatch, "The data encryption key does not match the key that sealed this store")
 	}
-	var parts []row
-	err := s.db.Read(ctx, func(tx *store.Tx) error {
-		rows, err := tx.Query(`SELECT name_hash, sealed FROM objlog_meta WHERE store = ?`, s.opts.StoreID)
+	return nil
+}
+
+func (s *Store) load(ctx context.Context, op string) error {
+	meta, parts, err := readState(ctx, s.db, s.keys, s.opts.StoreID, op)
+	if err != nil {
+		return err
+	}
+	s.meta = meta
+	for _, r := range parts {
+		p := newPartition(s, r.pid, r.name, r.start, r.end)
+		if err := p.loadIndex(ctx); err != nil {
+			return errs.Internalf(op, err)
+		}
+		s.parts[r.name] = p
+	}
+	return nil
+}
+
+// partitionRow is a partition's row.
+type partitionRow struct {
+	pid        int64
+	name       string
+	start, end int64
+}
+
+// readState reads, in one transaction, a store's metadata (opened with
+// kr) and its partitions' rows.
+func readState(ctx context.Context, db *store.DB, kr *keyring, storeID, op string) (map[string][]byte, []partitionRow, error) {
+	var meta map[string][]byte
+	var parts []partitionRow
+	err := db.Read(ctx, func(tx *store.Tx) error {
+		meta = map[string][]byte{}
+		rows, err := tx.Query(`SELECT name_hash, sealed FROM objlog_meta WHERE store = ?`, storeID)
 		if err != nil {
 			return err
 		}
@@ -212,22 +248,22 @@ func (s *Store) load(ctx context.Context, op string) error {
 			if err := rows.Scan(&h, &sealed); err != nil {
 				return err
 			}
-			name, value, err := s.openMeta(h, sealed)
+			name, value, err := openMeta(kr, storeID, h, sealed)
 			if err != nil {
 				return errs.E(op, errs.Unprocessable, CodeCorrupt, "Stored metadata is damaged or was sealed with another key").Because(err)
 			}
-			s.meta[name] = value
+			meta[name] = value
 		}
 		if err := rows.Err(); err != nil {
 			return err
 		}
-		prow, err := tx.Query(`SELECT pid, name, start_offset, end_offset FROM objlog_partitions WHERE store = ?`, s.opts.StoreID)
+		prow, err := tx.Query(`SELECT pid, name, start_offset, end_offset FROM objlog_partitions WHERE store = ?`, storeID)
 		if err != nil {
 			return err
 		}
 		defer prow.Close()
 		for prow.Next() {
-			var r row
+			var r partitionRow
 			if err := prow.Scan(&r.pid, &r.name, &r.start, &r.end); err != nil {
 				return err
 			}
@@ -237,18 +273,11 @@ func (s *Store) load(ctx context.Context, op string) error {
 	})
 	if err != nil {
 		if errs.As(err) != nil {
-			return err
+			return nil, nil, err
 		}
-		return errs.Internalf(op, err)
+		return nil, nil, errs.Internalf(op, err)
 	}
-	for _, r := range parts {
-		p := newPartition(s, r.pid, r.name, r.start, r.end)
-		if err := p.loadIndex(ctx); err != nil {
-			return errs.Internalf(op, err)
-		}
-		s.parts[r.name] = p
-	}
-	return nil
+	return meta, parts, nil
 }
 
 // sweep removes the store's objects that no index row names: objects of a
@@ -316,8 +345,8 @@ func (s *Store) sealMeta(h []byte, name string, value []byte) []byte {
 	return s.keys.seal(nil, aad("meta", s.opts.StoreID, h), plain)
 }
 
-func (s *Store) openMeta(h, sealed []byte) (string, []byte, error) {
-	plain, err := s.keys.open(nil, aad("meta", s.opts.StoreID, h), sealed)
+func openMeta(kr *keyring, storeID string, h, sealed []byte) (string, []byte, error) {
+	plain, err := kr.open(nil, aad("meta", storeID, h), sealed)
 	if err != nil {
 		return "", nil, err
 	}
@@ -326,7 +355,7 @@ func (s *Store) openMeta(h, sealed []byte) (string, []byte, error) {
 		return "", nil, errAuth
 	}
 	name := string(plain[k : k+int(n)])
-	if string(s.keys.nameHash(name)) != string(h) {
+	if string(kr.nameHash(name)) != string(h) {
 		return "", nil, errAuth // a row moved to another name's hash
 	}
 	return name, plain[k+int(n):], nil
@@ -372,6 +401,7 @@ func (s *Store) PutMeta(key string, value []byte) error {
 	err := s.db.Tx(context.Background(), func(tx *store.Tx) error {
 		_, err := tx.Exec(`INSERT INTO objlog_meta (store, name_hash, sealed) VALUES (?, ?, ?)
 			ON CONFLICT (store, name_hash) DO UPDATE SET sealed = excluded.sealed`, s.opts.StoreID, h, sealed)
+		tx.Changed(MetaTopic(s.opts.StoreID), metaKey)
 		return err
 	})
 	if err != nil {
@@ -393,6 +423,7 @@ func (s *Store) DeleteMeta(key string) error {
 	defer s.metaMu.Unlock()
 	err := s.db.Tx(context.Background(), func(tx *store.Tx) error {
 		_, err := tx.Exec(`DELETE FROM objlog_meta WHERE store = ? AND name_hash = ?`, s.opts.StoreID, s.keys.nameHash(key))
+		tx.Changed(MetaTopic(s.opts.StoreID), metaKey)
 		return err
 	})
 	if err != nil {
@@ -433,6 +464,7 @@ func (s *Store) Partition(name string, create bool) (*Partition, error) {
 		if _, err := tx.Exec(`INSERT INTO objlog_partitions (store, name, start_offset, end_offset) VALUES (?, ?, 0, 0)`, s.opts.StoreID, name); err != nil {
 			return err
 		}
+		tx.Changed(MetaTopic(s.opts.StoreID), metaKey)
 		return tx.QueryRow(`SELECT pid FROM objlog_partitions WHERE store = ? AND name = ?`, s.opts.StoreID, name).Scan(&pid)
 	})
 	if err != nil {
@@ -465,6 +497,7 @@ func (s *Store) DropPartition(name string) error {
 			return err
 		}
 		_, err := tx.Exec(`DELETE FROM objlog_partitions WHERE pid = ?`, p.pid)
+		tx.Changed(MetaTopic(s.opts.StoreID), metaKey)
 		return err
 	})
 }
