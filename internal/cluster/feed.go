@@ -8,6 +8,7 @@ package cluster
 import (
 	"context"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -38,9 +39,10 @@ type Feed struct {
 	logger *slog.Logger
 	errLog ratelog.Limiter
 
-	mu     sync.Mutex
-	subs   map[string][]func(key string)
-	resets []func()
+	mu       sync.Mutex
+	subs     map[string][]func(key string)
+	prefixes map[string][]func(topic, key string)
+	resets   []func()
 
 	// lastOK is when the feed last read the changes table (UnixNano, real
 	// time: the feed's health is no business of an injected clock).
@@ -83,6 +85,22 @@ func (f *Feed) Subscribe(topic string, fn func(key string)) {
 	}
 	f.mu.Lock()
 	f.subs[topic] = append(f.subs[topic], fn)
+	f.mu.Unlock()
+}
+
+// SubscribePrefix calls fn with the topic and key of every change, made by
+// another node, to a topic that starts with prefix (topics named per
+// object, such as a deployment's). fn runs on the feed's goroutine, as a
+// Subscribe function does.
+func (f *Feed) SubscribePrefix(prefix string, fn func(topic, key string)) {
+	if !f.shared() {
+		return
+	}
+	f.mu.Lock()
+	if f.prefixes == nil {
+		f.prefixes = map[string][]func(string, string){}
+	}
+	f.prefixes[prefix] = append(f.prefixes[prefix], fn)
 	f.mu.Unlock()
 }
 
@@ -210,7 +228,7 @@ func (f *Feed) catchUp(ctx context.Context) {
 		}
 	}
 	f.mu.Lock()
-	subs, resets := f.subs, f.resets
+	subs, prefixes, resets := f.subs, f.prefixes, f.resets
 	f.mu.Unlock()
 	if stale {
 		f.logger.Warn("cluster: the change feed caught up after a gap; reloading every cache")
@@ -225,6 +243,13 @@ func (f *Feed) catchUp(ctx context.Context) {
 			}
 			for _, fn := range subs[r.Topic] {
 				fn(r.Key)
+			}
+			for p, fns := range prefixes {
+				if strings.HasPrefix(r.Topic, p) {
+					for _, fn := range fns {
+						fn(r.Topic, r.Key)
+					}
+				}
 			}
 		}
 	}

@@ -42,20 +42,62 @@ CREATE TABLE cluster_leases (
 type Lease struct {
 	name string
 	m    *Membership
+	opts LeaseOptions
 
 	mu    sync.Mutex
 	fence int64     // 0 when not held
 	until time.Time // when this process stops counting on it (monotonic)
 }
 
+// LeaseOptions are a lease's timings and how eagerly this process takes it.
+type LeaseOptions struct {
+	// Renew is how often the holder renews the lease and TTL how long it
+	// lasts after a renewal (defaults LeaseRenew and LeaseTTL).
+	Renew, TTL time.Duration
+	// Defer, when set, is how long past its lapse this process leaves the
+	// lease to others before taking it (0: at once), given the node that
+	// held it last; it is asked at each try while this process does not
+	// hold the lease. A lease nobody ever held is taken at once.
+	Defer func(lastHolder string) time.Duration
+}
+
 // Lease returns the lease called name, not held until Run acquires it.
-func (m *Membership) Lease(name string) *Lease {
+func (m *Membership) Lease(name string) *Lease { return m.LeaseWith(name, LeaseOptions{}) }
+
+// LeaseWith returns the lease called name with its own timings.
+func (m *Membership) LeaseWith(name string, opts LeaseOptions) *Lease {
+	if opts.Renew <= 0 {
+		opts.Renew = LeaseRenew
+	}
+	if opts.TTL <= opts.Renew {
+		opts.TTL = max(LeaseTTL, 2*opts.Renew)
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if !slices.Contains(m.leases, name) {
+	if !m.db.Shared() && !slices.Contains(m.leases, name) {
 		m.leases = append(m.leases, name)
 	}
-	return &Lease{name: name, m: m}
+	return &Lease{name: name, m: m, opts: opts}
+}
+
+// Holder is the node id of the process holding the lease called name now
+// ("" when it has lapsed or nobody took it). On SQLite it is this node.
+func (m *Membership) Holder(ctx context.Context, name string) (string, error) {
+	if !m.db.Shared() {
+		return m.id, nil
+	}
+	var node string
+	err := m.db.Read(ctx, func(tx *store.Tx) error {
+		err := tx.QueryRow(`SELECT node_id FROM cluster_leases WHERE name = ? AND expires_at > ?`, name, store.Time(time.Now())).Scan(&node)
+		if store.IsNoRows(err) {
+			return nil
+		}
+		return err
+	})
+	if err != nil {
+		return "", errs.Internalf("cluster.Holder", err)
+	}
+	return node, nil
 }
 
 // Owner names this process among the cluster's: the node id and its start
@@ -138,6 +180,28 @@ func (l *Lease) renew(ctx context.Context) (bool, error) {
 	l.mu.Lock()
 	mine := l.fence
 	l.mu.Unlock()
+	var deferBy time.Duration
+	if mine == 0 {
+		// A lease held by another process is read, not written: every
+		// node may try each lease at every renewal, and a write takes the
+		// writers' lock.
+		taken := false
+		err := l.m.db.Read(ctx, func(tx *store.Tx) error {
+			var holder, expires string
+			err := tx.QueryRow(`SELECT node_id, expires_at FROM cluster_leases WHERE name = ?`, l.name).Scan(&holder, &expires)
+			if store.IsNoRows(err) {
+				return nil
+			}
+			if err == nil && l.opts.Defer != nil {
+				deferBy = l.opts.Defer(holder)
+			}
+			taken = err == nil && expires > store.Time(start.Add(-deferBy))
+			return err
+		})
+		if err != nil || taken {
+			return false, err
+		}
+	}
 	var fence int64
 	err := l.m.db.Tx(ctx, func(tx *store.Tx) error {
 		fence = 0
@@ -145,7 +209,7 @@ func (l *Lease) renew(ctx context.Context) (bool, error) {
 		var current int64
 		var expires string
 		err := tx.QueryRow(`SELECT owner, fence, expires_at FROM cluster_leases WHERE name = ?`, l.name).Scan(&holder, &current, &expires)
-		until := store.Time(start.Add(LeaseTTL))
+		until := store.Time(start.Add(l.opts.TTL))
 		switch {
 		case store.IsNoRows(err):
 			fence = 1
@@ -156,8 +220,8 @@ func (l *Lease) renew(ctx context.Context) (bool, error) {
 			return err
 		case holder == owner && current == mine:
 			fence = current
-		case expires > store.Time(start):
-			return nil // another process holds it
+		case expires > store.Time(start.Add(-deferBy)):
+			return nil // another process holds it, or may take it first
 		default:
 			// Lapsed, or released: a new holder, a new fencing number.
 			fence = current + 1
@@ -176,8 +240,18 @@ func (l *Lease) renew(ctx context.Context) (bool, error) {
 	l.fence = fence
 	// Count on it one renewal less than it lasts: the clocks of this
 	// process and of the next holder may differ a little.
-	l.until = start.Add(LeaseTTL - LeaseRenew)
+	l.until = start.Add(l.opts.TTL - l.opts.Renew)
 	return fence != 0, nil
+}
+
+// TryAcquire acquires the lease now if it is free (or renews it if this
+// process holds it) and says whether this process holds it: for work that
+// must start under the lease before Run's first renewal.
+func (l *Lease) TryAcquire(ctx context.Context) (bool, error) {
+	if !l.m.db.Shared() {
+		return true, nil
+	}
+	return l.renew(ctx)
 }
 
 // release gives the lease up, so another node takes it at its next renewal
@@ -215,7 +289,7 @@ func (l *Lease) Run(ctx context.Context, work ...func(context.Context) error) {
 			stop = nil
 		}
 	}
-	t := time.NewTicker(LeaseRenew)
+	t := time.NewTicker(l.opts.Renew)
 	defer t.Stop()
 	for {
 		held := true

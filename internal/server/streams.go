@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 
+	"github.com/keyline/keyline/internal/cluster"
 	"github.com/keyline/keyline/internal/controller"
 	"github.com/keyline/keyline/internal/crn"
 	"github.com/keyline/keyline/internal/errs"
@@ -82,7 +83,7 @@ func (d deploymentStates) SetState(ctx context.Context, guid, state, reason stri
 
 // wireStreams builds Event Streams deployments on the KMS, IAM and the
 // controller, and registers messagehub in the catalog.
-func (s *Server) wireStreams(ctx context.Context, iamSvc *iam.Service, keys streams.KeyService, ctl *controller.Controller, restore streams.Restorer) (*streams.Service, error) {
+func (s *Server) wireStreams(ctx context.Context, iamSvc *iam.Service, keys streams.KeyService, ctl *controller.Controller, restore streams.Restorer, feed *cluster.Feed) (*streams.Service, error) {
 	objects, err := s.objectStore(ctx)
 	if err != nil {
 		return nil, err
@@ -97,6 +98,7 @@ func (s *Server) wireStreams(ctx context.Context, iamSvc *iam.Service, keys stre
 		FetchMemory: s.cfg.KafkaFetchMemory, DeploymentFetchMemory: s.cfg.KafkaDeploymentFetchMemory,
 		RequestMemory: s.cfg.KafkaRequestMemory, DeploymentRequestMemory: s.cfg.KafkaDeploymentRequestMemory,
 		ObjectStore: objects, ObjectLog: objlog.Options{FlushWindow: s.cfg.ObjectFlushWindow},
+		Members: s.node.members, Feed: feed,
 	})
 	if err != nil {
 		return nil, err

@@ -75,7 +75,7 @@ func (s *Server) wire(ctx context.Context) error {
 	s.svc = &services{iam: iamSvc, kms: kmsSvc, controller: ctl, account: account.ID}
 	keys := streams.KMSKeys(kmsSvc)
 	restore := &restorer{}
-	if s.svc.streams, err = s.wireStreams(ctx, iamSvc, keys, ctl, restore); err != nil {
+	if s.svc.streams, err = s.wireStreams(ctx, iamSvc, keys, ctl, restore, feed); err != nil {
 		return err
 	}
 	if s.svc.backups, err = s.wireBackups(ctx, iamSvc, keys, ctl, s.svc.streams, restore); err != nil {

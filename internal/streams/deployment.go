@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sync/semaphore"
 
 	"github.com/keyline/keyline/internal/auth"
+	"github.com/keyline/keyline/internal/cluster"
 	"github.com/keyline/keyline/internal/errs"
 	"github.com/keyline/keyline/internal/seal"
 	"github.com/keyline/keyline/internal/store"
@@ -55,11 +56,21 @@ type deployment struct {
 	reenc     *reencryption // nil unless re-encrypting
 	lock      string        // the reason logins are refused; "" when serving
 	lockCause string
+
+	// In a cluster (cluster.go): the deployment's lease, whether this node
+	// leads it, and a follower's read-only view instead of st or obj.
+	lease       *cluster.Lease
+	leader      bool
+	view        *objlog.View
+	stopLeaseFn context.CancelFunc
+	leaseDone   chan struct{}
 }
 
 func (s *Service) newDeployment(rec *record) *deployment {
-	return &deployment{svc: s, dir: s.deploymentDir(rec.GUID), guid: rec.GUID, crn: rec.CRN, account: rec.AccountID, rec: rec,
+	d := &deployment{svc: s, dir: s.deploymentDir(rec.GUID), guid: rec.GUID, crn: rec.CRN, account: rec.AccountID, rec: rec,
 		op: opLock{semaphore.NewWeighted(1)}}
+	d.lease = s.newLease(d)
+	return d
 }
 
 // opLock is a mutex whose waiter can give up (lockWithin).
@@ -96,6 +107,10 @@ func (s *Service) listen(ctx context.Context, d *deployment) error {
 	d.mu.Lock()
 	port := d.rec.Port
 	d.mu.Unlock()
+	if s.cl != nil {
+		// Each node has its own port for the deployment.
+		port = s.endpointPort(ctx, d.guid)
+	}
 	var ln net.Listener
 	var err error
 	if port != 0 {
@@ -117,7 +132,12 @@ func (s *Service) listen(ctx context.Context, d *deployment) error {
 		return errs.E(op, errs.Unavailable, "NO_KAFKA_PORT", "No port is free for the deployment's Kafka listener: widen the Kafka port range").Because(err)
 	}
 	newPort := ln.Addr().(*net.TCPAddr).Port
-	if newPort != port {
+	if s.cl != nil {
+		if err := s.saveEndpoint(ctx, d.guid, newPort); err != nil {
+			ln.Close()
+			return errs.Internalf(op, err)
+		}
+	} else if newPort != port {
 		d.mu.Lock()
 		d.rec.Port = newPort
 		d.rec.UpdatedAt = s.clock.Now()
@@ -215,9 +235,13 @@ func (s *Service) unlock(ctx context.Context, d *deployment) (cause, reason stri
 		return cause, reason, err
 	}
 	keys = append(keys, cur)
-	st, obj, storage, err := s.openLog(d, keys)
+	st, obj, view, storage, err := s.openData(d, keys)
 	if err != nil {
 		wipe()
+		if errs.KindOf(err) == errs.NotExist {
+			// A follower before the leader created the log.
+			return causeUnreachable, "the deployment is starting: its log is not created yet", err
+		}
 		return causeDamaged, "the deployment is locked: its data cannot be opened (" + errMsg(err) + ")", err
 	}
 	brk, done, err := s.startBroker(d, storage, "")
@@ -227,10 +251,14 @@ func (s *Service) unlock(ctx context.Context, d *deployment) (cause, reason stri
 		return causeUnreachable, "the deployment is locked: its Kafka listener cannot start", err
 	}
 	d.mu.Lock()
-	oldBrk, oldDone := d.brk, d.brkDone
-	d.brk, d.brkDone, d.st, d.obj, d.dek, d.lock, d.lockCause = brk, done, st, obj, keys[0], "", ""
+	oldBrk, oldDone, oldKey := d.brk, d.brkDone, d.dek
+	d.brk, d.brkDone, d.st, d.obj, d.view, d.dek, d.lock, d.lockCause = brk, done, st, obj, view, keys[0], "", ""
 	d.mu.Unlock()
 	stopBroker(oldBrk, oldDone)
+	if oldKey != nil && oldKey != keys[0] {
+		// A follower's key, unwrapped again by the new leader.
+		oldKey.Wipe()
+	}
 	if len(keys) > 1 {
 		s.resume(d, keys[1])
 	}
@@ -252,7 +280,7 @@ func (s *Service) lockData(d *deployment, cause, reason string) {
 		return
 	}
 	oldBrk, oldDone, st, obj, dek, oldDEK := d.brk, d.brkDone, d.st, d.obj, d.dek, d.oldDEK
-	d.brk, d.brkDone, d.st, d.obj, d.dek, d.oldDEK, d.lock, d.lockCause = nil, nil, nil, nil, nil, nil, reason, cause
+	d.brk, d.brkDone, d.st, d.obj, d.view, d.dek, d.oldDEK, d.lock, d.lockCause = nil, nil, nil, nil, nil, nil, nil, reason, cause
 	front := d.front
 	d.mu.Unlock()
 	if oldBrk != nil {
@@ -302,7 +330,11 @@ func (s *Service) startBroker(d *deployment, storage broker.Storage, reason stri
 		return nil, nil, nil
 	}
 	h := newHandoff(f.ln.Addr())
-	brk, err := broker.New(broker.Config{NodeID: 0, Listener: h, Storage: storage, ClusterID: guid, AdvertisedHost: s.cfg.AdvertisedHost,
+	var nodeID int32
+	if s.cl != nil {
+		nodeID = s.cl.brokerID
+	}
+	brk, err := broker.New(broker.Config{NodeID: nodeID, Placement: s.placementOf(d), Follower: reason == "" && s.following(d), Listener: h, Storage: storage, ClusterID: guid, AdvertisedHost: s.cfg.AdvertisedHost,
 		TLS: s.cfg.TLS, Reauthorize: s.cfg.Reauthorize, MaxPreAuthConnections: s.cfg.MaxPreAuthConnections, MaxPreAuthPerIP: s.cfg.MaxPreAuthPerIP,
 		LoginTimeout: s.cfg.LoginTimeout, Login: s.kafkaLogin(guid, account), Audit: s.changeRecorder(crn), Logger: s.log.With("deployment", guid), Clock: s.clock,
 		FetchMemory: s.cfg.DeploymentFetchMemory, SharedFetchMemory: s.fetchMem,
@@ -336,11 +368,20 @@ func stopBroker(b *broker.Broker, done chan struct{}) {
 
 // stop closes the socket, the broker and the log, and wipes the DEK: for
 // suspension, reclamation and shutdown.
-func (s *Service) stop(d *deployment) {
+func (s *Service) stop(d *deployment) { s.closeData(d, true) }
+
+// closeData closes the broker and the log, and the socket too with
+// socket, and wipes the DEK.
+func (s *Service) closeData(d *deployment, socket bool) {
 	s.cancelReencryption(d)
 	d.mu.Lock()
 	f, brk, done, st, obj, dek, oldDEK := d.front, d.brk, d.brkDone, d.st, d.obj, d.dek, d.oldDEK
-	d.front, d.brk, d.brkDone, d.st, d.obj, d.dek, d.oldDEK = nil, nil, nil, nil, nil, nil, nil
+	if !socket {
+		f = nil
+	} else {
+		d.front = nil
+	}
+	d.brk, d.brkDone, d.st, d.obj, d.view, d.dek, d.oldDEK = nil, nil, nil, nil, nil, nil, nil
 	d.mu.Unlock()
 	if f != nil {
 		f.close()

@@ -32,6 +32,11 @@ type reencryption struct {
 // RunEvents is the key-event loop of a Service configured with
 // LeasedEvents: it runs until ctx ends.
 func (s *Service) RunEvents(ctx context.Context) error {
+	if s.cl != nil {
+		// In a cluster every node runs the loop for the deployments it
+		// leads (Start does).
+		return nil
+	}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -141,6 +146,12 @@ func (s *Service) handleEvent(ctx context.Context, ev KeyEvent, busy map[string]
 			return fmt.Errorf("deployment %s: %w", rc, errBusy)
 		}
 	}
+	// In a cluster each deployment's leader applies the event to it; the
+	// leader that finds every other deployment done acknowledges it.
+	mine, others, handle := s.eventTurn(ev)
+	if !handle && len(others) > 0 {
+		return nil
+	}
 	var ackCtx context.Context
 	version := ev.KeyVersion
 	for _, rc := range ev.ResourceCRNs {
@@ -148,8 +159,14 @@ func (s *Service) handleEvent(ctx context.Context, ev KeyEvent, busy map[string]
 		if d == nil {
 			continue // reclaimed meanwhile: nothing uses the key any more
 		}
+		if !mine[rc] {
+			continue
+		}
 		if ackCtx == nil {
 			ackCtx = d.ctx(ctx)
+		}
+		if len(others) > 0 && s.eventActed(ctx, ev.ID, d.guid) {
+			continue
 		}
 		v, err := s.applyEvent(ctx, d, ev)
 		if errors.Is(err, errBusy) {
@@ -160,6 +177,16 @@ func (s *Service) handleEvent(ctx context.Context, ev KeyEvent, busy map[string]
 		}
 		if v != "" {
 			version = v
+		}
+		if len(others) > 0 {
+			if err := s.recordActed(ctx, ev.ID, d.guid); err != nil {
+				return fmt.Errorf("deployment %s: %w", rc, err)
+			}
+		}
+	}
+	for _, g := range others {
+		if !s.eventActed(ctx, ev.ID, g) {
+			return nil // its leader acknowledges the event once done
 		}
 	}
 	if ackCtx == nil {
@@ -230,6 +257,10 @@ func (s *Service) lockForKey(ctx context.Context, d *deployment, ev KeyEvent) er
 		d.lock, d.lockCause = reason, cause
 		d.mu.Unlock()
 	}
+	// The other nodes lock their listeners with the same reason.
+	if err := s.storeLock(ctx, rec.GUID, cause, reason); err != nil {
+		return err
+	}
 	if err := s.states.SetState(ctx, rec.GUID, StateInactive, reason); err != nil {
 		s.log.Warn("streams: cannot set the instance state", "deployment", rec.GUID, "err", err)
 	}
@@ -255,6 +286,9 @@ func (s *Service) unlockForKey(ctx context.Context, d *deployment, ev KeyEvent) 
 		d.mu.Lock()
 		d.lock, d.lockCause = "", ""
 		d.mu.Unlock()
+	}
+	if err := s.storeLock(ctx, rec.GUID, "", ""); err != nil {
+		return "", err
 	}
 	if err := s.states.SetState(ctx, rec.GUID, StateActive, ""); err != nil {
 		s.log.Warn("streams: cannot set the instance state", "deployment", rec.GUID, "err", err)

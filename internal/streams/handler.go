@@ -61,6 +61,11 @@ func (s *Service) admin(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
+	if s.cl != nil && !s.leading(d) {
+		// The deployment's leader serves its admin API.
+		s.forwardAdmin(w, r, guid)
+		return
+	}
 	d.mu.Lock()
 	brk, lock, suspended, account := d.brk, d.lock, d.rec.Suspended, d.account
 	d.mu.Unlock()

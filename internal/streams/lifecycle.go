@@ -39,6 +39,10 @@ func (s *Service) Start(ctx context.Context) error {
 		s.mu.Lock()
 		s.deployments[rec.GUID] = d
 		s.mu.Unlock()
+		if s.cl != nil {
+			s.startDeployment(ctx, d)
+			continue
+		}
 		if rec.Suspended {
 			continue
 		}
@@ -49,7 +53,17 @@ func (s *Service) Start(ctx context.Context) error {
 		s.bringUp(ctx, d)
 		d.op.Unlock()
 	}
-	if s.cfg.LeasedEvents {
+	if s.cl != nil {
+		// Other nodes' changes to deployments.
+		syncCtx, cancel := context.WithCancel(context.Background())
+		s.cl.stopSync = cancel
+		s.cl.synced.Add(1)
+		go func() {
+			defer s.cl.synced.Done()
+			s.runSync(syncCtx)
+		}()
+	}
+	if s.cfg.LeasedEvents && s.cl == nil {
 		return nil
 	}
 	loopCtx, cancel := context.WithCancel(context.Background())
@@ -67,12 +81,26 @@ func (s *Service) Start(ctx context.Context) error {
 // bringUp unlocks d, or locks it with the reason and tells the controller.
 // The caller holds d.op.
 func (s *Service) bringUp(ctx context.Context, d *deployment) {
+	if reason := s.elsewhere(d); reason != "" {
+		s.lockData(d, causeElsewhere, reason)
+		return
+	}
+	if s.following(d) {
+		// A follower applies the lock its leader decided from the key.
+		if l := s.followerLock(ctx, d.guid); l.cause != "" {
+			s.lockData(d, l.cause, l.reason)
+			return
+		}
+	}
 	cause, reason, err := s.unlock(ctx, d)
 	if err == nil {
 		return
 	}
 	s.log.Warn("streams: deployment stays locked", "deployment", d.guid, "cause", cause, "err", err)
 	s.lockData(d, cause, reason)
+	if !s.leading(d) {
+		return // the leader says how the instance fares
+	}
 	if err := s.states.SetState(ctx, d.guid, StateInactive, reason); err != nil {
 		s.log.Warn("streams: cannot set the instance state", "deployment", d.guid, "err", err)
 	}
@@ -96,10 +124,21 @@ func (s *Service) Close() error {
 		stop()
 	}
 	s.loop.Wait()
+	if s.cl != nil {
+		if s.cl.stopSync != nil {
+			s.cl.stopSync()
+		}
+		s.cl.synced.Wait()
+	}
 	for _, d := range ds {
 		d.op.Lock()
 		s.stop(d)
 		d.op.Unlock()
+	}
+	// The leases go once nothing writes under them, so that the next
+	// leaders take over at once.
+	for _, d := range ds {
+		s.stopLease(d)
 	}
 	return nil
 }
@@ -174,6 +213,11 @@ func (s *Service) Reclaim(ctx context.Context, guid string) error {
 	if err != nil {
 		return err
 	}
+	if s.cl != nil {
+		// Nobody leads an erased deployment; a failed reclamation leaves
+		// it without a leader until it is reclaimed again or a node starts.
+		s.stopLease(d)
+	}
 	d.op.Lock()
 	defer d.op.Unlock()
 	s.stop(d)
@@ -196,8 +240,10 @@ func (s *Service) Reclaim(ctx context.Context, guid string) error {
 		}
 	}
 	if err := s.db.Tx(ctx, func(tx *store.Tx) error {
-		_, err := tx.Exec(`DELETE FROM streams_deployments WHERE guid=?`, guid)
-		return err
+		if _, err := tx.Exec(`DELETE FROM streams_deployments WHERE guid=?`, guid); err != nil {
+			return err
+		}
+		return eraseClusterRows(tx, guid)
 	}); err != nil {
 		return errs.Internalf(op, err)
 	}
@@ -245,9 +291,7 @@ func (s *Service) Credentials(ctx context.Context, guid, serviceID, name, role s
 // a deployment's credentials are deleted in IAM, it cuts the connections
 // they opened. Nothing to do for a deployment that is gone or not serving.
 func (s *Service) CredentialsRevoked(guid string) {
-	s.mu.Lock()
-	d := s.deployments[guid]
-	s.mu.Unlock()
+	d := s.find(guid)
 	if d == nil {
 		return
 	}
@@ -260,6 +304,9 @@ func (s *Service) CredentialsRevoked(guid string) {
 }
 
 func (s *Service) brokerAddrs(rec record) []string {
+	if s.cl != nil {
+		return s.clusterAddrs(rec.GUID)
+	}
 	if rec.Port == 0 {
 		return []string{}
 	}

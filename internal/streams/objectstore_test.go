@@ -19,6 +19,16 @@ import (
 // versitygw bucket, with their index in the harness's database.
 func objectStoreHarness(t *testing.T) (*harness, *volumetest.S3Server) {
 	t.Helper()
+	b, srv := testBucket(t)
+	h := newHarness(t)
+	h.configure = func(c *Config) { c.ObjectStore = b }
+	h.restart()
+	return h, srv
+}
+
+// testBucket is a bucket on a versitygw server of the test's.
+func testBucket(t *testing.T) (*objlog.Bucket, *volumetest.S3Server) {
+	t.Helper()
 	srv := volumetest.StartS3(t)
 	b, err := objlog.NewBucket(objlog.BucketConfig{Endpoint: srv.Endpoint, Bucket: "keyline-streams", AccessKey: srv.AccessKey, SecretKey: srv.SecretKey})
 	if err != nil {
@@ -27,10 +37,7 @@ func objectStoreHarness(t *testing.T) (*harness, *volumetest.S3Server) {
 	if err := b.EnsureBucket(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	h := newHarness(t)
-	h.configure = func(c *Config) { c.ObjectStore = b }
-	h.restart()
-	return h, srv
+	return b, srv
 }
 
 // countFiles counts the regular files under dir (0 when it is missing).

@@ -174,6 +174,12 @@ func (s *Service) Provision(ctx context.Context, inst Instance, params map[strin
 		removeData(d.dir)
 		return nil, err
 	}
+	// The lease is taken before the row is there for other nodes to see,
+	// so that this node leads the new deployment.
+	if s.cl != nil && !s.tryLead(ctx, d) {
+		dek.Wipe()
+		return fail(errs.E(op, errs.Unavailable, "NO_LEASE", "the deployment's lease cannot be taken now: try again"))
+	}
 	if err := s.db.Tx(ctx, func(tx *store.Tx) error {
 		if err := insertRecord(tx, rec); err != nil {
 			return err
@@ -197,9 +203,15 @@ func (s *Service) Provision(ctx context.Context, inst Instance, params map[strin
 	if err := s.serveNew(d, dek); err != nil {
 		s.db.Tx(ctx, func(tx *store.Tx) error {
 			_, err := tx.Exec(`DELETE FROM streams_deployments WHERE guid=?`, inst.GUID)
+			tx.Changed(DeploymentTopic, inst.GUID)
 			return err
 		})
 		return fail(err)
+	}
+	if s.cl != nil {
+		// Its log exists now: the other nodes start following it.
+		s.db.Tx(ctx, func(tx *store.Tx) error { tx.Changed(DeploymentTopic, inst.GUID); return nil })
+		s.runLease(d)
 	}
 	s.log.Info("deployment provisioned", "deployment", inst.GUID, "byok", rec.DiskKeyCRN != "")
 	return warnings, nil

@@ -72,6 +72,7 @@ func insertRecord(tx *store.Tx, r *record) error {
 		r.GUID, r.CRN, r.AccountID, r.Name, r.Plan, r.Region, r.DiskKeyCRN, r.BackupKeyCRN, r.DEKID, r.WrappedDEK,
 		r.KeyVersion, r.NextDEKID, nullBlob(r.NextWrappedDEK), r.NextKeyVersion, r.Port, boolInt(r.Suspended),
 		store.Time(r.CreatedAt), store.Time(r.UpdatedAt))
+	tx.Changed(DeploymentTopic, r.GUID)
 	return err
 }
 
@@ -81,6 +82,7 @@ func updateRecord(tx *store.Tx, r *record) error {
 		next_wrapped_dek=?, next_key_version=?, port=?, suspended=?, updated_at=? WHERE guid=?`,
 		r.DEKID, r.WrappedDEK, r.KeyVersion, r.NextDEKID, nullBlob(r.NextWrappedDEK), r.NextKeyVersion, r.Port,
 		boolInt(r.Suspended), store.Time(r.UpdatedAt), r.GUID)
+	tx.Changed(DeploymentTopic, r.GUID)
 	return err
 }
 

@@ -19,6 +19,7 @@ import (
 	"github.com/keyline/keyline/internal/audit"
 	"github.com/keyline/keyline/internal/auth"
 	"github.com/keyline/keyline/internal/clock"
+	"github.com/keyline/keyline/internal/cluster"
 	"github.com/keyline/keyline/internal/errs"
 	"github.com/keyline/keyline/internal/seal"
 	"github.com/keyline/keyline/internal/store"
@@ -211,6 +212,13 @@ type Config struct {
 	// StoreID and Keys are set per deployment.
 	ObjectStore *objlog.Bucket
 	ObjectLog   objlog.Options
+	// Members, on a shared (PostgreSQL) database, makes this node one of
+	// the cluster's that all serve every deployment, each led by the node
+	// holding its lease (cluster.go); Feed brings the other nodes' changes
+	// to deployments. Without Members, or on SQLite, this node serves every
+	// deployment alone.
+	Members *cluster.Membership
+	Feed    *cluster.Feed
 }
 
 // Service runs every deployment of this Keyline.
@@ -236,6 +244,8 @@ type Service struct {
 	stopLoop context.CancelFunc
 	loop     sync.WaitGroup
 	events   chan struct{} // wakes the event loop
+
+	cl *clusterState // nil outside a cluster
 }
 
 // New opens the deployments' table. Call Start to bring them up.
@@ -272,13 +282,19 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	if cfg.RequestMemory <= 0 {
 		cfg.RequestMemory = 512 << 20
 	}
-	if err := cfg.DB.Migrate(ctx, append(migrations, loginMigration)); err != nil {
+	if err := cfg.DB.Migrate(ctx, append(migrations, loginMigration, clusterMigration)); err != nil {
 		return nil, err
 	}
-	return &Service{cfg: cfg, db: cfg.DB, audit: cfg.Audit, clock: cfg.Clock, log: cfg.Logger, keys: cfg.Keys,
+	s := &Service{cfg: cfg, db: cfg.DB, audit: cfg.Audit, clock: cfg.Clock, log: cfg.Logger, keys: cfg.Keys,
 		iam: cfg.Identity, tasks: cfg.Tasks, states: cfg.States, deployments: map[string]*deployment{},
 		events:   make(chan struct{}, 1),
-		fetchMem: broker.NewMemoryBudget(cfg.FetchMemory), requestMem: broker.NewMemoryBudget(cfg.RequestMemory)}, nil
+		fetchMem: broker.NewMemoryBudget(cfg.FetchMemory), requestMem: broker.NewMemoryBudget(cfg.RequestMemory)}
+	if cfg.Members != nil && cfg.DB.Shared() {
+		if err := s.joinCluster(ctx); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
 }
 
 // servicePrincipal is the identity a deployment acts as towards the KMS.

@@ -1,0 +1,491 @@
+package streams
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/keyline/keyline/internal/audit"
+	"github.com/keyline/keyline/internal/auth"
+	"github.com/keyline/keyline/internal/clock"
+	"github.com/keyline/keyline/internal/cluster"
+	"github.com/keyline/keyline/internal/store"
+	"github.com/keyline/keyline/internal/store/storetest"
+	"github.com/keyline/keyline/internal/streams/objlog"
+)
+
+// testNode is one node of a test cluster: its own database connections,
+// audit log, membership, change feed, HTTP listener and Service, sharing
+// the database, the bucket, the KMS and IAM with the others.
+type testNode struct {
+	id     string
+	db     *store.DB
+	svc    *Service
+	http   *httptest.Server
+	cancel context.CancelFunc // heartbeats and feed
+	down   bool
+}
+
+// testCluster is n nodes serving deployments on object storage, or on
+// their local disks without a bucket.
+type testCluster struct {
+	*harness
+	url    string
+	bucket *objlog.Bucket
+	nodes  []*testNode
+}
+
+func newTestCluster(t *testing.T, n int) *testCluster {
+	t.Helper()
+	return newTestClusterOn(t, n, true)
+}
+
+func newTestClusterOn(t *testing.T, n int, objects bool) *testCluster {
+	t.Helper()
+	url := storetest.URL(t)
+	if url == "" {
+		t.Skip("KEYLINE_TEST_DATABASE_URL is not set: a cluster needs PostgreSQL")
+	}
+	var b *objlog.Bucket
+	if objects {
+		b, _ = testBucket(t)
+	}
+	k := newTestKMS()
+	h := &harness{t: t, dir: t.TempDir(), master: mustSeal(t), kms: k, iam: newTestIAM(k), tasks: &testTasks{}, states: &testStates{}}
+	c := &testCluster{harness: h, url: url, bucket: b}
+	for i := range n {
+		c.nodes = append(c.nodes, c.startNode(fmt.Sprintf("node-%d", i)))
+	}
+	h.svc, h.db = c.nodes[0].svc, c.nodes[0].db
+	return c
+}
+
+func (c *testCluster) startNode(id string) *testNode {
+	t := c.t
+	ctx, cancel := context.WithCancel(context.Background())
+	db, err := store.Open(ctx, filepath.Join(c.dir, id), c.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	al, err := audit.New(ctx, db, clock.Real{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := &testNode{id: id, db: db, cancel: cancel}
+	var handler atomic.Pointer[http.Handler]
+	n.http = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if h := handler.Load(); h != nil {
+			(*h).ServeHTTP(w, r)
+			return
+		}
+		http.Error(w, "starting", http.StatusServiceUnavailable)
+	}))
+	members, err := cluster.Join(ctx, db, id, n.http.URL, func() bool { return false }, func() bool { return true }, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	feed, err := cluster.NewFeed(ctx, db, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	cfg := Config{DB: db, Audit: al, Keys: c.kms, Identity: c.iam, Tasks: c.tasks, States: c.states, MasterKey: c.master,
+		DataDir: filepath.Join(c.dir, id, "data"), AdminURL: n.http.URL, PollInterval: 20 * time.Millisecond, EventWait: 500 * time.Millisecond,
+		Logger: logger, Members: members, Feed: feed}
+	if c.bucket != nil {
+		cfg.ObjectStore = c.bucket
+	}
+	svc, err := New(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	feed.Start(ctx)
+	if err := svc.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	n.svc = svc
+	hd := svc.Handler()
+	handler.Store(&hd)
+	t.Cleanup(func() { c.stopNode(n, false) })
+	return n
+}
+
+// stopNode stops a node: cleanly (its leases released), or as if killed:
+// its database connections are cut first, so it releases nothing and its
+// leases lapse.
+func (c *testCluster) stopNode(n *testNode, kill bool) {
+	if n.down {
+		return
+	}
+	n.down = true
+	n.http.Close()
+	if !kill {
+		n.svc.Close()
+		n.cancel()
+		n.db.Close()
+		return
+	}
+	n.cancel()
+	n.db.Close()
+	// What is left of the process winds down in the background, as a
+	// killed one would not at all (its in-flight produce requests time
+	// out rather than fail at once).
+	closed := make(chan struct{})
+	go func() {
+		defer close(closed)
+		n.svc.Close()
+	}()
+	c.t.Cleanup(func() { <-closed })
+}
+
+// leaderOf is the node leading guid (nil while none does).
+func (c *testCluster) leaderOf(guid string) *testNode {
+	for _, n := range c.nodes {
+		if n.down {
+			continue
+		}
+		if d, err := n.svc.get("test", guid); err == nil && n.svc.leading(d) {
+			return n
+		}
+	}
+	return nil
+}
+
+// serving says whether n serves guid: a broker without a lock, over a view
+// (following) or the writable log (leading).
+func serving(n *testNode, guid string, following bool) bool {
+	d, err := n.svc.get("test", guid)
+	if err != nil {
+		return false
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.brk == nil || d.lock != "" {
+		return false
+	}
+	if following {
+		return d.view != nil
+	}
+	return d.obj != nil
+}
+
+func (n *testNode) lockOf(guid string) string {
+	d, err := n.svc.get("test", guid)
+	if err != nil {
+		return ""
+	}
+	_, lock, _ := d.snapshot()
+	return lock
+}
+
+// credentials makes Manager credentials for guid through node n.
+func (c *testCluster) credentials(n *testNode, guid string) (brokers []string, apikey string) {
+	c.t.Helper()
+	creds, err := n.svc.Credentials(testCtx(c.t), guid, "ServiceId-test", "test", auth.RoleManager)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return creds["kafka_brokers_sasl"].([]string), creds["api_key"].(string)
+}
+
+// endpoint is n's Kafka address for guid.
+func (n *testNode) endpoint(t testing.TB, guid string) string {
+	t.Helper()
+	d, err := n.svc.get("test", guid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.front.ln.Addr().String()
+}
+
+// TestEveryNodeServesADeploymentWithOneLeaderOnPostgreSQL: a deployment
+// provisioned on one node is served by all three, led by one; a client
+// that knows only a follower's address creates a topic, produces and
+// consumes; credentials list every node; a follower forwards the admin
+// REST API to the leader.
+func TestEveryNodeServesADeploymentWithOneLeaderOnPostgreSQL(t *testing.T) {
+	c := newTestCluster(t, 3)
+	inst, _ := c.provisionWithKey()
+	if l := c.leaderOf(inst.GUID); l != c.nodes[0] {
+		t.Fatalf("the provisioning node does not lead the deployment (%v)", l)
+	}
+	eventually(t, "every other node follows the new deployment", func() bool {
+		return serving(c.nodes[1], inst.GUID, true) && serving(c.nodes[2], inst.GUID, true)
+	})
+	follower := c.nodes[1]
+	brokers, apikey := c.credentials(follower, inst.GUID)
+	var want []string
+	for _, n := range c.nodes {
+		want = append(want, n.endpoint(t, inst.GUID))
+	}
+	slices.Sort(brokers)
+	slices.Sort(want)
+	if !slices.Equal(brokers, want) {
+		t.Fatalf("kafka_brokers_sasl %v, want every node's address %v", brokers, want)
+	}
+	cl := c.clientWith([]string{follower.endpoint(t, inst.GUID)}, "token", apikey)
+	createTopic(t, cl, "orders", 2)
+	produceN(t, cl, "orders", "rec", 200)
+	got := consumeAll(t, c.clientWith([]string{follower.endpoint(t, inst.GUID)}, "token", apikey,
+		kgo.ConsumeTopics("orders"), kgo.ConsumerGroup("billing"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart())), 200)
+	if len(got) != 200 {
+		t.Fatalf("read %d distinct records through a follower, want 200", len(got))
+	}
+
+	// The admin REST API through a follower reaches the leader, which
+	// creates topics and coordinates the groups.
+	call := func(method, path, body string) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequest(method, follower.http.URL+"/messagehub/"+inst.GUID+path, strings.NewReader(body))
+		req.SetBasicAuth("token", apikey)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := call(http.MethodPost, "/admin/topics", `{"name":"payments","partitions":1}`); code != http.StatusAccepted {
+		t.Fatalf("create a topic through a follower: %d %s", code, body)
+	}
+	if code, body := call(http.MethodGet, "/admin/topics", ""); code != http.StatusOK || !strings.Contains(body, `"payments"`) || !strings.Contains(body, `"orders"`) {
+		t.Fatalf("list topics through a follower: %d %s", code, body)
+	}
+	if code, body := call(http.MethodGet, "/admin/consumergroups", ""); code != http.StatusOK || !strings.Contains(body, `"billing"`) {
+		t.Fatalf("list groups through a follower: %d %s", code, body)
+	}
+	// Without credentials the leader refuses it, as it would directly.
+	resp, err := http.Get(follower.http.URL + "/messagehub/" + inst.GUID + "/admin/topics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("admin topics without credentials through a follower: %d", resp.StatusCode)
+	}
+}
+
+// TestKilledLeaderIsReplacedAndAProducerResumesOnPostgreSQL: the leader of
+// a deployment is stopped without releasing its lease while an idempotent
+// producer writes; another node takes over within 10 s and the producer
+// carries on: every acknowledged record is read once, none twice.
+func TestKilledLeaderIsReplacedAndAProducerResumesOnPostgreSQL(t *testing.T) {
+	c := newTestCluster(t, 3)
+	inst, _ := c.provisionWithKey()
+	eventually(t, "every node serves the deployment", func() bool {
+		return serving(c.nodes[1], inst.GUID, true) && serving(c.nodes[2], inst.GUID, true)
+	})
+	seeds, apikey := c.credentials(c.nodes[1], inst.GUID)
+	createTopic(t, c.clientWith(seeds, "token", apikey), "orders", 1)
+	producer := c.clientWith(seeds, "token", apikey, kgo.RetryTimeout(60*time.Second), kgo.RecordDeliveryTimeout(60*time.Second),
+		kgo.ProduceRequestTimeout(5*time.Second))
+
+	var mu sync.Mutex
+	var acked []string
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			v := "rec-" + strconv.Itoa(i)
+			ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+			err := producer.ProduceSync(ctx, &kgo.Record{Topic: "orders", Value: []byte(v)}).FirstErr()
+			cancel()
+			if err != nil {
+				t.Errorf("produce %s: %v", v, err)
+				return
+			}
+			mu.Lock()
+			acked = append(acked, v)
+			mu.Unlock()
+		}
+	}()
+	count := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(acked)
+	}
+	eventually(t, "records are produced", func() bool { return count() >= 50 })
+
+	old := c.leaderOf(inst.GUID)
+	if old == nil {
+		t.Fatal("no leader")
+	}
+	killed := time.Now()
+	c.stopNode(old, true)
+	var took time.Duration
+	eventually(t, "another node leads the deployment", func() bool {
+		if n := c.leaderOf(inst.GUID); n != nil && serving(n, inst.GUID, false) {
+			took = time.Since(killed)
+			return true
+		}
+		return false
+	})
+	t.Logf("a new leader serves %v after the kill", took)
+	if took > 10*time.Second {
+		t.Errorf("the new leader took %v, want within 10 s", took)
+	}
+	before := count()
+	eventually(t, "the producer resumes on the new leader", func() bool { return count() >= before+50 })
+	close(stop)
+	<-done
+
+	mu.Lock()
+	want := slices.Clone(acked)
+	mu.Unlock()
+	var seeds2 []string
+	for _, n := range c.nodes {
+		if !n.down {
+			seeds2 = append(seeds2, n.endpoint(t, inst.GUID))
+		}
+	}
+	reader := c.clientWith(seeds2, "token", apikey, kgo.ConsumeTopics("orders"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	got := consumeAll(t, reader, len(want))
+	for _, v := range want {
+		if got[v] != 1 {
+			t.Errorf("acknowledged record %s read %d times, want once", v, got[v])
+		}
+	}
+	for v, k := range got {
+		if k > 1 {
+			t.Errorf("record %s read %d times", v, k)
+		}
+	}
+}
+
+// TestDisablingTheKeyLocksEveryNodeOnPostgreSQL: the leader handles the
+// key's disable event; every follower closes its connections and refuses
+// logins with the same reason, and is served again once the key is
+// enabled.
+func TestDisablingTheKeyLocksEveryNodeOnPostgreSQL(t *testing.T) {
+	c := newTestCluster(t, 3)
+	inst, key := c.provisionWithKey()
+	eventually(t, "every node serves the deployment", func() bool {
+		return serving(c.nodes[1], inst.GUID, true) && serving(c.nodes[2], inst.GUID, true)
+	})
+	_, apikey := c.credentials(c.nodes[2], inst.GUID)
+	follower := c.nodes[2]
+	cl := c.clientWith([]string{follower.endpoint(t, inst.GUID)}, "token", apikey)
+	createTopic(t, cl, "orders", 1)
+
+	ids := c.kms.act(t, key, ActionDisable)
+	ack := c.waitAck(ids[0])
+	if ack.State != DEKDisabled {
+		t.Fatalf("ack %+v: want DEK_DISABLED", ack)
+	}
+	leaderLock := c.nodes[0].lockOf(inst.GUID)
+	if !strings.Contains(leaderLock, "is disabled") {
+		t.Fatalf("the leader's lock %q", leaderLock)
+	}
+	acked := time.Now()
+	eventually(t, "every follower locks with the leader's reason", func() bool {
+		return c.nodes[1].lockOf(inst.GUID) == leaderLock && follower.lockOf(inst.GUID) == leaderLock
+	})
+	t.Logf("followers locked %v after the acknowledgement", time.Since(acked))
+	// A login at a follower is refused with the reason.
+	locked := c.clientWith([]string{follower.endpoint(t, inst.GUID)}, "token", apikey)
+	err := locked.Ping(testCtx(t))
+	if err == nil || !strings.Contains(err.Error(), "is disabled") {
+		t.Fatalf("a login at a follower of a locked deployment: %v", err)
+	}
+
+	ids = c.kms.act(t, key, ActionEnable)
+	c.waitAck(ids[0])
+	eventually(t, "every follower serves again", func() bool {
+		return serving(c.nodes[1], inst.GUID, true) && serving(follower, inst.GUID, true)
+	})
+	produceN(t, c.clientWith([]string{follower.endpoint(t, inst.GUID)}, "token", apikey), "orders", "after", 10)
+}
+
+// TestADeploymentStartsAndStopsOnEveryNodeOnPostgreSQL: suspending,
+// restoring and reclaiming on one node reach the others.
+func TestADeploymentStartsAndStopsOnEveryNodeOnPostgreSQL(t *testing.T) {
+	c := newTestCluster(t, 2)
+	inst, _ := c.provisionWithKey()
+	other := c.nodes[1]
+	eventually(t, "the other node follows", func() bool { return serving(other, inst.GUID, true) })
+	ctx := testCtx(t)
+	if err := c.nodes[0].svc.Suspend(ctx, inst.GUID); err != nil {
+		t.Fatal(err)
+	}
+	hasFront := func(n *testNode) bool {
+		d, err := n.svc.get("test", inst.GUID)
+		if err != nil {
+			return false
+		}
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		return d.front != nil
+	}
+	eventually(t, "the other node stops listening", func() bool { return !hasFront(other) })
+	if err := other.svc.Resume(ctx, inst.GUID); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "both nodes serve the restored deployment", func() bool {
+		return hasFront(c.nodes[0]) && c.nodes[0].lockOf(inst.GUID) == "" && hasFront(other) && other.lockOf(inst.GUID) == ""
+	})
+	if err := c.nodes[0].svc.Suspend(ctx, inst.GUID); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.nodes[0].svc.Reclaim(ctx, inst.GUID); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the other node forgets the deployment", func() bool {
+		_, err := other.svc.get("test", inst.GUID)
+		return err != nil
+	})
+}
+
+// TestOnlyTheLeaderServesALocalDiskDeploymentOnPostgreSQL: without object
+// storage a deployment's data is on one node's disk: that node alone
+// serves it, the others refuse logins saying so and never take its lease,
+// even once it stopped.
+func TestOnlyTheLeaderServesALocalDiskDeploymentOnPostgreSQL(t *testing.T) {
+	c := newTestClusterOn(t, 2, false)
+	inst, _ := c.provisionWithKey()
+	home, other := c.nodes[0], c.nodes[1]
+	eventually(t, "the other node refuses the deployment", func() bool {
+		return strings.Contains(other.lockOf(inst.GUID), "another node's local disk")
+	})
+	brokers, apikey := c.credentials(other, inst.GUID)
+	if want := []string{home.endpoint(t, inst.GUID)}; !slices.Equal(brokers, want) {
+		t.Fatalf("kafka_brokers_sasl %v, want the data's node only %v", brokers, want)
+	}
+	cl := c.clientWith(brokers, "token", apikey)
+	createTopic(t, cl, "orders", 1)
+	produceN(t, cl, "orders", "rec", 20)
+	err := c.clientWith([]string{other.endpoint(t, inst.GUID)}, "token", apikey).Ping(testCtx(t))
+	if err == nil || !strings.Contains(err.Error(), "another node's local disk") {
+		t.Fatalf("a login at the other node: %v", err)
+	}
+
+	c.stopNode(home, false)
+	deadline := time.Now().Add(3 * deploymentLeaseTTL)
+	for time.Now().Before(deadline) {
+		if d, err := other.svc.get("test", inst.GUID); err == nil && other.svc.leading(d) {
+			t.Fatal("a node without the deployment's data took its lease")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
