@@ -154,3 +154,60 @@ func TestLeaseRunStartsWorkOnlyOnTheHolder(t *testing.T) {
 		t.Fatal("node-b never started the work after node-a stopped")
 	}
 }
+
+// TestLeaseWithItsOwnTimingsAndDeferral: a lease with a short lifetime
+// lapses after it, not after LeaseTTL; a node whose Defer says "not
+// yet" leaves the lapsed lease to one that takes it at once, and Holder
+// names each holder in turn.
+func TestLeaseWithItsOwnTimingsAndDeferral(t *testing.T) {
+	url := storetest.URL(t)
+	if url == "" {
+		t.Skip("KEYLINE_TEST_DATABASE_URL is not set: leases only matter on PostgreSQL")
+	}
+	ctx := context.Background()
+	dbs := []*store.DB{storetest.OpenAt(t, t.TempDir(), url), storetest.OpenAt(t, t.TempDir(), url), storetest.OpenAt(t, t.TempDir(), url)}
+	a, _ := join(t, dbs[0], "node-a")
+	b, _ := join(t, dbs[1], "node-b")
+	c, _ := join(t, dbs[2], "node-c")
+	var lastSeen []string
+	opts := func(wait time.Duration) LeaseOptions {
+		return LeaseOptions{Renew: 250 * time.Millisecond, TTL: 2 * time.Second, Defer: func(last string) time.Duration {
+			lastSeen = append(lastSeen, last)
+			return wait
+		}}
+	}
+	la, lb, lc := a.LeaseWith("deployment/x", opts(0)), b.LeaseWith("deployment/x", opts(time.Hour)), c.LeaseWith("deployment/x", opts(0))
+	if held, err := la.TryAcquire(ctx); err != nil || !held {
+		t.Fatalf("node a: held %v, %v", held, err)
+	}
+	if h, err := b.Holder(ctx, "deployment/x"); err != nil || h != "node-a" {
+		t.Fatalf("holder %q, %v", h, err)
+	}
+	// Node a stops renewing; the lease lapses after its own TTL.
+	start := time.Now()
+	for {
+		h, err := b.Holder(ctx, "deployment/x")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h == "" {
+			break
+		}
+		if time.Since(start) > LeaseTTL {
+			t.Fatal("the lease did not lapse after its own TTL")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if held, err := lb.TryAcquire(ctx); err != nil || held {
+		t.Fatalf("a deferring node took the lapsed lease: %v, %v", held, err)
+	}
+	if len(lastSeen) == 0 || lastSeen[len(lastSeen)-1] != "node-a" {
+		t.Fatalf("Defer was told the last holders %v, want node-a", lastSeen)
+	}
+	if held, err := lc.TryAcquire(ctx); err != nil || !held || lc.Fence() != 2 {
+		t.Fatalf("node c: held %v fence %d, %v", held, lc.Fence(), err)
+	}
+	if h, err := a.Holder(ctx, "deployment/x"); err != nil || h != "node-c" {
+		t.Fatalf("holder %q, %v", h, err)
+	}
+}

@@ -32,8 +32,13 @@ const kafkaSealedMessage = "Keyline is sealed: no deployment can be used until a
 // secret); a port that cannot be bound is logged and skipped.
 func (s *Server) openSealedListeners(ctx context.Context) {
 	var ports []int
+	q, args := `SELECT port FROM streams_deployments WHERE port > 0`, []any{}
+	if s.db.Shared() && s.node != nil {
+		// In a cluster each node has its own port for each deployment.
+		q, args = `SELECT port FROM streams_endpoints WHERE node_id = ? AND port > 0`, []any{s.node.id}
+	}
 	err := s.db.Read(ctx, func(tx *store.Tx) error {
-		rows, err := tx.Query(`SELECT port FROM streams_deployments WHERE port > 0`)
+		rows, err := tx.Query(q, args...)
 		if err != nil {
 			return err
 		}

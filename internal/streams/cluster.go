@@ -285,6 +285,9 @@ func (s *Service) syncDeployment(ctx context.Context, guid string) {
 			s.stopLease(d)
 			d.op.Lock()
 			s.stop(d)
+			if err := removeData(d.dir); err != nil {
+				s.log.Warn("streams: cannot remove an erased deployment's data", "deployment", guid, "err", err)
+			}
 			d.op.Unlock()
 		}
 		return

@@ -113,7 +113,7 @@ func (s *Service) retryLocked(ctx context.Context) {
 		}
 		if _, lock, _ := d.snapshot(); lock != "" {
 			s.bringUp(ctx, d)
-			if _, lock, _ := d.snapshot(); lock == "" {
+			if _, lock, _ := d.snapshot(); lock == "" && s.leading(d) {
 				if err := s.states.SetState(ctx, d.guid, StateActive, ""); err != nil {
 					s.log.Warn("streams: cannot set the instance state", "deployment", d.guid, "err", err)
 				}

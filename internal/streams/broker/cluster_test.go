@@ -447,6 +447,11 @@ func TestMetadataAndFindCoordinatorNameTheLeader(t *testing.T) {
 				t.Fatalf("node %d: partition %+v, want led by node 1", tb.cfg.NodeID, p)
 			}
 		}
+		dc := kmsg.NewPtrDescribeClusterRequest()
+		dcr := rc.ask(dc).(*kmsg.DescribeClusterResponse)
+		if len(dcr.Brokers) != 2 || dcr.ControllerID != 1 {
+			t.Fatalf("node %d: DescribeCluster lists %d brokers, controller %d; want 2 and 1", tb.cfg.NodeID, len(dcr.Brokers), dcr.ControllerID)
+		}
 		for _, typ := range []int8{0, 1} {
 			fc := kmsg.NewPtrFindCoordinatorRequest()
 			fc.Version, fc.CoordinatorKey, fc.CoordinatorType = 3, "g", typ
