@@ -77,8 +77,15 @@ func (b *bench) cluster(dbURL string) {
 		for _, size := range b.sizes {
 			for _, parts := range b.parts {
 				d := provision(context.Background(), client.New(urls[0], apikey), fmt.Sprintf("bench-%d-%d", size, parts))
-				if len(d.target.seeds) != s.nodes {
-					log.Fatalf("%s, %d nodes: the credentials list %d brokers: %v", s.name, s.nodes, len(d.target.seeds), d.target.seeds)
+				// Every node listens once the feed told it of the deployment.
+				for start := time.Now(); len(d.target.seeds) < s.nodes; time.Sleep(100 * time.Millisecond) {
+					if time.Since(start) > 30*time.Second {
+						log.Fatalf("%s, %d nodes: the deployment lists %d brokers: %v", s.name, s.nodes, len(d.target.seeds), d.target.seeds)
+					}
+					d.target.seeds = nil
+					for _, b := range d.call("GET", client.Path("messagehub", d.guid), nil, nil)["kafka_brokers_sasl"].([]any) {
+						d.target.seeds = append(d.target.seeds, b.(string))
+					}
 				}
 				r := b.run(d.target, "bench", int32(parts), size, "")
 				lat := produceLatency(d.target, int32(parts), size, b.produceFor)

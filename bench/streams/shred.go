@@ -123,6 +123,7 @@ type deployment struct {
 	call     func(method, path string, header map[string]string, body any) map[string]any
 	kpHeader map[string]string // names the Key Protect instance of its root key
 	keyID    string            // of the root key
+	guid     string            // of the deployment
 	target   *target           // every broker of kafka_brokers_sasl, logged in as the Manager
 }
 
@@ -158,7 +159,8 @@ func provision(ctx context.Context, c *client.Client, name string) *deployment {
 	d.keyID = key["id"].(string)
 	dep := call("POST", "/v2/resource_instances", nil, map[string]any{"name": name, "resource_id": "messagehub", "resource_plan_id": "standard",
 		"target": "us-south", "parameters": map[string]any{"disk_encryption_key_crn": key["crn"]}})
-	creds := call("POST", "/v2/resource_keys", nil, map[string]any{"name": name + "-manager", "source": dep["guid"], "role": "Manager"})["credentials"].(map[string]any)
+	d.guid = dep["guid"].(string)
+	creds := call("POST", "/v2/resource_keys", nil, map[string]any{"name": name + "-manager", "source": d.guid, "role": "Manager"})["credentials"].(map[string]any)
 	d.target = &target{login: kgo.SASL(plain.Auth{User: "token", Pass: creds["api_key"].(string)}.AsMechanism())}
 	for _, b := range creds["kafka_brokers_sasl"].([]any) {
 		d.target.seeds = append(d.target.seeds, b.(string))
