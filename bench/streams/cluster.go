@@ -87,6 +87,7 @@ func (b *bench) cluster(dbURL string) {
 						d.target.seeds = append(d.target.seeds, b.(string))
 					}
 				}
+				waitServing(d.target)
 				r := b.run(d.target, "bench", int32(parts), size, "")
 				lat := produceLatency(d.target, int32(parts), size, b.produceFor)
 				fmt.Printf("%-11s %5d %5d %5d %13.0f %13.0f %12s %12s %12s\n", s.name, s.nodes, size, parts, r.produceRate, r.consumeRate,
@@ -99,4 +100,26 @@ func (b *bench) cluster(dbURL string) {
 	}
 	fmt.Println("franz-go, acks=all, idempotent, linger 5 ms, random values; the client, the nodes, PostgreSQL and versitygw share this machine")
 	fmt.Println("produce latency: 8 producers, each sending one record and waiting for its acknowledgement (acks=all), for the run's length")
+}
+
+// waitServing waits until every broker of t answers a login: a node lists
+// its listener before its broker is attached, and closes connections until
+// then (which franz-go does not retry).
+func waitServing(t *target) {
+	for _, seed := range t.seeds {
+		one := &target{seeds: []string{seed}, login: t.login}
+		for start := time.Now(); ; time.Sleep(100 * time.Millisecond) {
+			cl := one.client()
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			err := cl.Ping(ctx)
+			cancel()
+			cl.Close()
+			if err == nil {
+				break
+			}
+			if time.Since(start) > 30*time.Second {
+				log.Fatalf("%s does not serve the deployment: %v", seed, err)
+			}
+		}
+	}
 }
