@@ -52,16 +52,26 @@ func (p *testPlacement) set(leader int32, brokers ...testBroker) {
 
 // viewStore is a follower's storage over the leader's: it reads what the
 // leader stored and refuses (and counts) every write, as objlog's View.
+// It records the metadata keys and prefixes the follower reads.
 type viewStore struct {
 	st     *memStore
 	writes atomic.Int64
+	mu     sync.Mutex
+	read   []string
 }
 
 var errReadOnly = errors.New("viewstore: read-only")
 
-func (v *viewStore) refuse() error                       { v.writes.Add(1); return errReadOnly }
-func (v *viewStore) GetMeta(key string) ([]byte, bool)   { return v.st.GetMeta(key) }
-func (v *viewStore) ListMeta(p string) map[string][]byte { return v.st.ListMeta(p) }
+func (v *viewStore) refuse() error { v.writes.Add(1); return errReadOnly }
+
+func (v *viewStore) reads(key string) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.read = append(v.read, key)
+}
+
+func (v *viewStore) GetMeta(key string) ([]byte, bool)   { v.reads(key); return v.st.GetMeta(key) }
+func (v *viewStore) ListMeta(p string) map[string][]byte { v.reads(p); return v.st.ListMeta(p) }
 func (v *viewStore) PutMeta(string, []byte) error        { return v.refuse() }
 func (v *viewStore) DeleteMeta(string) error             { return v.refuse() }
 func (v *viewStore) DropPartition(string) error          { return v.refuse() }
@@ -111,6 +121,23 @@ func startCluster(t *testing.T, mod ...func(*Config)) testCluster {
 	return testCluster{leader: leader, follower: follower, view: view, placement: pl}
 }
 
+// checkFollowerQuiet fails the test if the follower tried to write, or
+// read metadata that FollowerReads says followers do not read (a store
+// does not tell them of its changes).
+func (tc testCluster) checkFollowerQuiet(t *testing.T) {
+	t.Helper()
+	if w := tc.view.writes.Load(); w != 0 {
+		t.Fatalf("the follower tried %d writes", w)
+	}
+	tc.view.mu.Lock()
+	defer tc.view.mu.Unlock()
+	for _, k := range tc.view.read {
+		if !FollowerReads(k) {
+			t.Fatalf("the follower read metadata %q, which FollowerReads leaves out", k)
+		}
+	}
+}
+
 // mustCreate creates a topic through the leader and shows it to the
 // follower, as the change feed does.
 func (tc testCluster) mustCreate(t *testing.T, name string, partitions int32) {
@@ -153,9 +180,7 @@ func TestClientBootstrappedAtFollowerProducesAndConsumesThroughLeader(t *testing
 	if committed != n {
 		t.Fatalf("the leader holds commits summing to %d, want %d", committed, n)
 	}
-	if w := tc.view.writes.Load(); w != 0 {
-		t.Fatalf("the follower tried %d writes", w)
-	}
+	tc.checkFollowerQuiet(t)
 }
 
 func TestKcatBootstrappedAtFollowerProducesAndConsumes(t *testing.T) {
@@ -171,9 +196,7 @@ func TestKcatBootstrappedAtFollowerProducesAndConsumes(t *testing.T) {
 	if got := sortedLines(out); !slices.Equal(got, []string{"a", "b", "c"}) {
 		t.Fatalf("kcat consumed %q", got)
 	}
-	if w := tc.view.writes.Load(); w != 0 {
-		t.Fatalf("the follower tried %d writes", w)
-	}
+	tc.checkFollowerQuiet(t)
 }
 
 // ask sends req at its version over a logged-in raw connection and reads
@@ -420,9 +443,7 @@ func TestFollowerSendsEveryRequestThatNeedsTheLeaderToIt(t *testing.T) {
 	if resp := rc.ask(lg).(*kmsg.ListGroupsResponse); resp.ErrorCode != 0 || len(resp.Groups) != 0 {
 		t.Errorf("follower's ListGroups: code %d, %d groups; want none", resp.ErrorCode, len(resp.Groups))
 	}
-	if w := tc.view.writes.Load(); w != 0 {
-		t.Fatalf("the follower tried %d writes", w)
-	}
+	tc.checkFollowerQuiet(t)
 }
 
 func TestMetadataAndFindCoordinatorNameTheLeader(t *testing.T) {
@@ -530,9 +551,7 @@ func TestFollowerSeesTopicsAfterReloadAndRunsNoBackgroundWrites(t *testing.T) {
 		t.Fatal("the leader's retention never ran")
 	}
 	time.Sleep(100 * time.Millisecond)
-	if w := tc.view.writes.Load(); w != 0 {
-		t.Fatalf("the follower tried %d writes", w)
-	}
+	tc.checkFollowerQuiet(t)
 	if err := tc.leader.DeleteTopic(t.Context(), "short"); err != nil {
 		t.Fatal(err)
 	}
@@ -668,9 +687,7 @@ func TestFollowerAdminRESTServesTopicsAndSendsChangesToTheLeader(t *testing.T) {
 			t.Errorf("%s %s as %s: %d %s, want %d", s.method, s.path, s.token, status, body, s.status)
 		}
 	}
-	if w := tc.view.writes.Load(); w != 0 {
-		t.Fatalf("the follower tried %d writes", w)
-	}
+	tc.checkFollowerQuiet(t)
 }
 
 func TestLeaderWhosePlacementNamesAnotherNodeStopsServingAsLeader(t *testing.T) {
@@ -741,7 +758,5 @@ func TestClientsCarryOnWhenAnotherNodeTakesTheLead(t *testing.T) {
 			t.Fatalf("after the leader change the group consumed %v, want orders 10 to 19 (its commits kept)", seen)
 		}
 	}
-	if w := tc.view.writes.Load(); w != 0 {
-		t.Fatalf("the follower tried %d writes", w)
-	}
+	tc.checkFollowerQuiet(t)
 }

@@ -1,6 +1,8 @@
 package broker
 
 import (
+	"strings"
+
 	"github.com/twmb/franz-go/pkg/kerr"
 
 	"github.com/keyline/keyline/internal/errs"
@@ -128,3 +130,9 @@ func (b *Broker) leaderOnly(op string) error {
 	}
 	return nil
 }
+
+// FollowerReads reports whether a follower reads the storage metadata key:
+// only topics' records (ReloadTopics). A store that tells other nodes of
+// metadata changes need not tell them of the rest (groups' offsets,
+// transactions, producer ids), which change far more often.
+func FollowerReads(key string) bool { return strings.HasPrefix(key, topicMetaPrefix) }

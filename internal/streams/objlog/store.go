@@ -69,6 +69,12 @@ type Options struct {
 	// CompactEvery is how often objects under 1 MiB are rewritten into
 	// larger ones (default 1 minute; negative: never, Compact only).
 	CompactEvery time.Duration
+	// Announced, when set, says which metadata keys' changes other nodes'
+	// views need: only those PutMeta and DeleteMeta mark in the change
+	// feed (MetaTopic), so that frequent writes no view reads (a group's
+	// committed offsets: broker.FollowerReads) wake no node. Nil marks
+	// every change. New and dropped partitions are always marked.
+	Announced func(key string) bool
 }
 
 // Store is a deployment's log on a bucket and the metadata database.
@@ -388,6 +394,14 @@ func (s *Store) ListMeta(prefix string) map[string][]byte {
 	return out
 }
 
+// announce marks a change of the metadata key in tx for the nodes that
+// hold a View, when they need it.
+func (s *Store) announce(tx *store.Tx, key string) {
+	if s.opts.Announced == nil || s.opts.Announced(key) {
+		tx.Changed(MetaTopic(s.opts.StoreID), metaKey)
+	}
+}
+
 // PutMeta stores value under key; it is committed when it returns.
 func (s *Store) PutMeta(key string, value []byte) error {
 	const op = "objlog.PutMeta"
@@ -401,7 +415,7 @@ func (s *Store) PutMeta(key string, value []byte) error {
 	err := s.db.Tx(context.Background(), func(tx *store.Tx) error {
 		_, err := tx.Exec(`INSERT INTO objlog_meta (store, name_hash, sealed) VALUES (?, ?, ?)
 			ON CONFLICT (store, name_hash) DO UPDATE SET sealed = excluded.sealed`, s.opts.StoreID, h, sealed)
-		tx.Changed(MetaTopic(s.opts.StoreID), metaKey)
+		s.announce(tx, key)
 		return err
 	})
 	if err != nil {
@@ -423,7 +437,7 @@ func (s *Store) DeleteMeta(key string) error {
 	defer s.metaMu.Unlock()
 	err := s.db.Tx(context.Background(), func(tx *store.Tx) error {
 		_, err := tx.Exec(`DELETE FROM objlog_meta WHERE store = ? AND name_hash = ?`, s.opts.StoreID, s.keys.nameHash(key))
-		tx.Changed(MetaTopic(s.opts.StoreID), metaKey)
+		s.announce(tx, key)
 		return err
 	})
 	if err != nil {

@@ -166,6 +166,26 @@ func TestMetadataChangesAreMarkedInTheChangeFeed(t *testing.T) {
 			t.Fatalf("%s: %d marks of %s, want %d", s.name, after, objlog.MetaTopic("dep1"), before+1)
 		}
 	}
+
+	// With Announced, only what followers read is marked: a topic, not a
+	// group's offsets.
+	st.Close()
+	st = e.mustOpen(t, func(o *objlog.Options) { o.Announced = broker.FollowerReads })
+	for _, s := range []struct {
+		key   string
+		marks int
+	}{{"group/g1", 0}, {"topic/t1", 1}, {"txn/x", 0}} {
+		before := marks()
+		if err := st.PutMeta(s.key, []byte("v")); err != nil {
+			t.Fatal(err)
+		}
+		if err := st.DeleteMeta(s.key); err != nil {
+			t.Fatal(err)
+		}
+		if got := marks() - before; got != 2*s.marks {
+			t.Fatalf("%s put and deleted: %d marks, want %d", s.key, got, 2*s.marks)
+		}
+	}
 }
 
 // clusterPlacement is two nodes with node 1 leading.
