@@ -380,9 +380,9 @@ func (s *Service) tryLead(ctx context.Context, d *deployment) bool {
 
 // leaseDefer spreads the leaders: with the data on object storage a node
 // takes at once a lapsed lease of a deployment that hashes to it among the
-// live nodes (other than the last holder), and others' only once it has
-// lapsed for another TTL; with the data on local disks only the node that
-// holds it may lead.
+// live nodes other than the last holder (or that it held last, when no
+// other node is live), and others' only once it has lapsed for another
+// TTL; with the data on local disks only the node that holds it may lead.
 func (s *Service) leaseDefer(d *deployment, last string) time.Duration {
 	if !s.cl.objects {
 		if des, _ := os.ReadDir(d.dir); len(des) > 0 {
@@ -393,7 +393,7 @@ func (s *Service) leaseDefer(d *deployment, last string) time.Duration {
 	var best string
 	var top uint64
 	for _, n := range s.cl.liveNodes() {
-		if n.ID == last && n.ID != s.cl.members.ID() {
+		if n.ID == last {
 			continue
 		}
 		h := fnv.New64a()
@@ -402,7 +402,7 @@ func (s *Service) leaseDefer(d *deployment, last string) time.Duration {
 			best, top = n.ID, v
 		}
 	}
-	if best == "" || best == s.cl.members.ID() {
+	if best == s.cl.members.ID() || (best == "" && last == s.cl.members.ID()) {
 		return 0
 	}
 	return deploymentLeaseTTL

@@ -2,6 +2,7 @@ package streams
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -298,6 +299,7 @@ func TestKilledLeaderIsReplacedAndAProducerResumesOnPostgreSQL(t *testing.T) {
 
 	var mu sync.Mutex
 	var acked []string
+	var ackedAt []time.Time
 	stop := make(chan struct{})
 	done := make(chan struct{})
 	go func() {
@@ -317,7 +319,7 @@ func TestKilledLeaderIsReplacedAndAProducerResumesOnPostgreSQL(t *testing.T) {
 				return
 			}
 			mu.Lock()
-			acked = append(acked, v)
+			acked, ackedAt = append(acked, v), append(ackedAt, time.Now())
 			mu.Unlock()
 		}
 	}()
@@ -353,6 +355,9 @@ func TestKilledLeaderIsReplacedAndAProducerResumesOnPostgreSQL(t *testing.T) {
 
 	mu.Lock()
 	want := slices.Clone(acked)
+	if i, _ := slices.BinarySearchFunc(ackedAt, killed, func(a, k time.Time) int { return a.Compare(k) }); i < len(ackedAt) {
+		t.Logf("the producer's first acknowledgement after the kill came %v after it", ackedAt[i].Sub(killed))
+	}
 	mu.Unlock()
 	var seeds2 []string
 	for _, n := range c.nodes {
@@ -487,5 +492,65 @@ func TestOnlyTheLeaderServesALocalDiskDeploymentOnPostgreSQL(t *testing.T) {
 			t.Fatal("a node without the deployment's data took its lease")
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+	// Its admin REST API says that no node leads it, in that API's shape.
+	req, _ := http.NewRequest(http.MethodGet, other.http.URL+"/messagehub/"+inst.GUID+"/admin/topics", nil)
+	req.SetBasicAuth("token", apikey)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil || resp.StatusCode != http.StatusServiceUnavailable || body.Code != "NO_LEADER" {
+		t.Fatalf("admin REST without a leader: %d %+v %v", resp.StatusCode, body, err)
+	}
+}
+
+// TestLapsedLeasesSpreadOverTheLiveNodes: for each deployment exactly one
+// live node, never the lapsed holder, takes its lease at once, and the
+// deployments of a dead node spread over the others.
+func TestLapsedLeasesSpreadOverTheLiveNodes(t *testing.T) {
+	db := storetest.Open(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	live := []cluster.Node{{ID: "node-a"}, {ID: "node-b"}, {ID: "node-c"}}
+	svcs := map[string]*Service{}
+	for _, n := range live {
+		m, err := cluster.Join(ctx, db, n.ID, "http://"+n.ID, func() bool { return false }, func() bool { return true }, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		svcs[n.ID] = &Service{cl: &clusterState{members: m, objects: true, live: live, liveAt: time.Now().Add(time.Hour)}}
+	}
+	led := map[string]int{}
+	for i := range 300 {
+		d := &deployment{guid: fmt.Sprintf("00000000-0000-0000-0000-%012d", i)}
+		for _, last := range []string{"", "node-a"} {
+			var takers []string
+			for id, s := range svcs {
+				if s.leaseDefer(d, last) == 0 {
+					takers = append(takers, id)
+				}
+			}
+			if len(takers) != 1 || takers[0] == last {
+				t.Fatalf("deployment %s, last held by %q: taken at once by %v, want one other node", d.guid, last, takers)
+			}
+			if last != "" {
+				led[takers[0]]++
+			}
+		}
+	}
+	if led["node-b"] < 100 || led["node-c"] < 100 {
+		t.Fatalf("a dead node's 300 deployments went %v, want them spread", led)
+	}
+	// Alone, the last holder takes its lease back at once.
+	alone := svcs["node-a"]
+	alone.cl.live = live[:1]
+	if got := alone.leaseDefer(&deployment{guid: "x"}, "node-a"); got != 0 {
+		t.Fatalf("the only live node defers its own lapsed lease by %v", got)
 	}
 }

@@ -282,6 +282,11 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	if cfg.RequestMemory <= 0 {
 		cfg.RequestMemory = 512 << 20
 	}
+	if cfg.ObjectLog.Announced == nil {
+		// Other nodes' follower brokers read the topics only: offset
+		// commits and the like mark nothing in the change feed.
+		cfg.ObjectLog.Announced = broker.FollowerReads
+	}
 	if err := cfg.DB.Migrate(ctx, append(migrations, loginMigration, clusterMigration)); err != nil {
 		return nil, err
 	}
