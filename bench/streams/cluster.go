@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"log"
 	"os"
 	"path/filepath"
 	"time"
@@ -25,21 +24,23 @@ import (
 func (b *bench) cluster(dbURL string) {
 	bin, err := benchnode.Build(b.tmp)
 	if err != nil {
-		log.Fatal(err)
+		fatal(err)
 	}
 	if dbURL == "" {
 		pgDir := filepath.Join(b.tmp, "pg")
 		if err := os.Chmod(b.tmp, 0o711); err != nil { // PostgreSQL's user must reach its directory
-			log.Fatal(err)
+			fatal(err)
 		}
 		stop, u, err := benchnode.StartPostgres(pgDir)
 		if err != nil {
-			log.Fatal(err)
+			fatal(err)
 		}
+		atExit(stop)
 		defer stop()
 		dbURL = u
 	}
 	s3 := startVersityGW(b.tmp)
+	atExit(s3.stop)
 	defer s3.stop()
 	settings := []struct {
 		name    string
@@ -55,8 +56,9 @@ func (b *bench) cluster(dbURL string) {
 		if s.objects {
 			u, drop, err := benchnode.Schema(dbURL, fmt.Sprintf("streamsbench_%d_%d", os.Getpid(), si))
 			if err != nil {
-				log.Fatal(err)
+				fatal(err)
 			}
+			atExit(drop)
 			defer drop()
 			nodeDB = u
 			args = []string{"--object-store", "s3://bench-cluster?endpoint=http://" + s3.addr + "&region=us-east-1"}
@@ -70,8 +72,9 @@ func (b *bench) cluster(dbURL string) {
 		for i := 1; i <= s.nodes; i++ {
 			u, stop, err := benchnode.StartNode(bin, dir, nodeDB, apikey, i, args, env)
 			if err != nil {
-				log.Fatal(err)
+				fatal(err)
 			}
+			atExit(stop)
 			urls, stops = append(urls, u), append(stops, stop)
 		}
 		for _, size := range b.sizes {
@@ -80,7 +83,7 @@ func (b *bench) cluster(dbURL string) {
 				// Every node listens once the feed told it of the deployment.
 				for start := time.Now(); len(d.target.seeds) < s.nodes; time.Sleep(100 * time.Millisecond) {
 					if time.Since(start) > 30*time.Second {
-						log.Fatalf("%s, %d nodes: the deployment lists %d brokers: %v", s.name, s.nodes, len(d.target.seeds), d.target.seeds)
+						fatalf("%s, %d nodes: the deployment lists %d brokers: %v", s.name, s.nodes, len(d.target.seeds), d.target.seeds)
 					}
 					d.target.seeds = nil
 					for _, b := range d.call("GET", client.Path("messagehub", d.guid), nil, nil)["kafka_brokers_sasl"].([]any) {
@@ -118,7 +121,7 @@ func waitServing(t *target) {
 				break
 			}
 			if time.Since(start) > 30*time.Second {
-				log.Fatalf("%s does not serve the deployment: %v", seed, err)
+				fatalf("%s does not serve the deployment: %v", seed, err)
 			}
 		}
 	}

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"log"
 	"log/slog"
 	"net"
 	"sync"
@@ -27,7 +26,7 @@ func (b *bench) shred() {
 	srv, err := server.New(ctx, server.Config{DataDir: b.tmp + "/keyline", Listen: "127.0.0.1:0", AdminAPIKey: adminKey,
 		Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
-		log.Fatal(err)
+		fatal(err)
 	}
 	done := make(chan struct{})
 	go func() { defer close(done); srv.Serve(ctx) }()
@@ -42,7 +41,7 @@ func (b *bench) shred() {
 		prod.Produce(ctx, &kgo.Record{Value: vals[i%len(vals)]}, nil)
 	}
 	if err := prod.Flush(ctx); err != nil {
-		log.Fatal(err)
+		fatal(err)
 	}
 	prod.Close()
 
@@ -133,7 +132,7 @@ func provision(ctx context.Context, c *client.Client, name string) *deployment {
 	d := &deployment{call: func(method, path string, header map[string]string, body any) map[string]any {
 		var out map[string]any
 		if err := c.Do(ctx, client.Request{Method: method, Path: path, Header: header, Body: body}, &out); err != nil {
-			log.Fatalf("%s %s: %v", method, path, err)
+			fatalf("%s %s: %v", method, path, err)
 		}
 		return out
 	}}
