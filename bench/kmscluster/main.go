@@ -12,7 +12,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"database/sql"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -20,20 +19,14 @@ import (
 	"fmt"
 	"io"
 	"log"
-	"net"
 	"net/http"
-	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
-	"sort"
 	"sync"
-	"syscall"
 	"time"
 
-	_ "github.com/jackc/pgx/v5/stdlib" // the "pgx" driver
-
+	"github.com/keyline/keyline/bench/internal/benchnode"
 	"github.com/keyline/keyline/internal/client"
 )
 
@@ -62,13 +55,12 @@ func run(nodes, workers int, d time.Duration, databaseURL, binary string) error 
 		return err
 	}
 	if binary == "" {
-		binary = filepath.Join(dir, "keyline")
-		if out, err := exec.Command("go", "build", "-o", binary, "./cmd/keyline").CombinedOutput(); err != nil {
-			return fmt.Errorf("go build: %v\n%s", err, out)
+		if binary, err = benchnode.Build(dir); err != nil {
+			return err
 		}
 	}
 	if databaseURL == "" {
-		stop, u, err := startPostgres(filepath.Join(dir, "pg"))
+		stop, u, err := benchnode.StartPostgres(filepath.Join(dir, "pg"))
 		if err != nil {
 			return err
 		}
@@ -85,7 +77,7 @@ func run(nodes, workers int, d time.Duration, databaseURL, binary string) error 
 		dbURL := ""
 		if s.pg {
 			var drop func()
-			if dbURL, drop, err = schema(databaseURL, fmt.Sprintf("kmsbench_%d_%d", os.Getpid(), i)); err != nil {
+			if dbURL, drop, err = benchnode.Schema(databaseURL, fmt.Sprintf("kmsbench_%d_%d", os.Getpid(), i)); err != nil {
 				return err
 			}
 			defer drop()
@@ -97,80 +89,13 @@ func run(nodes, workers int, d time.Duration, databaseURL, binary string) error 
 	return nil
 }
 
-// startPostgres starts a throwaway PostgreSQL on a Unix socket in dir, as
-// scripts/cluster does, and returns how to stop it and the URL of its
-// empty database.
-func startPostgres(dir string) (stop func(), databaseURL string, err error) {
-	bins, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
-	sort.Strings(bins)
-	if len(bins) == 0 {
-		return nil, "", fmt.Errorf("PostgreSQL is not installed: give -database-url")
-	}
-	bin := bins[len(bins)-1]
-	if err := os.Mkdir(dir, 0o700); err != nil {
-		return nil, "", err
-	}
-	var asPG []string
-	if os.Getuid() == 0 {
-		if err := exec.Command("chown", "postgres", dir).Run(); err != nil {
-			return nil, "", err
-		}
-		asPG = []string{"runuser", "-u", "postgres", "--"} // PostgreSQL refuses to run as root
-	}
-	pg := func(name string, args ...string) error {
-		argv := append(append(slices.Clone(asPG), filepath.Join(bin, name)), args...)
-		cmd := exec.Command(argv[0], argv[1:]...)
-		cmd.Dir = dir
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("%s: %v\n%s", name, err, out)
-		}
-		return nil
-	}
-	if err := pg("initdb", "-D", dir+"/data", "-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C"); err != nil {
-		return nil, "", err
-	}
-	if err := pg("pg_ctl", "-D", dir+"/data", "-l", dir+"/server.log", "-w", "-o",
-		"-p 55433 -k "+dir+" -c listen_addresses= -c fsync=off -c max_connections=200", "start"); err != nil {
-		return nil, "", err
-	}
-	stop = func() { pg("pg_ctl", "-D", dir+"/data", "-m", "immediate", "stop") }
-	if err := pg("psql", "-q", "-h", dir, "-p", "55433", "-U", "postgres", "-d", "postgres",
-		"-c", "CREATE ROLE keyline LOGIN", "-c", "CREATE DATABASE keyline OWNER keyline"); err != nil {
-		stop()
-		return nil, "", err
-	}
-	return stop, "postgres://keyline@/keyline?host=" + url.QueryEscape(dir) + "&port=55433", nil
-}
-
-// schema creates a schema in databaseURL's database and returns the URL
-// that uses it and how to drop it.
-func schema(databaseURL, name string) (string, func(), error) {
-	db, err := sql.Open("pgx", databaseURL)
-	if err != nil {
-		return "", nil, err
-	}
-	if _, err := db.Exec(`CREATE SCHEMA ` + name); err != nil {
-		db.Close()
-		return "", nil, err
-	}
-	u, err := url.Parse(databaseURL)
-	if err != nil {
-		db.Close()
-		return "", nil, err
-	}
-	q := u.Query()
-	q.Set("search_path", name)
-	u.RawQuery = q.Encode()
-	return u.String(), func() { db.Exec(`DROP SCHEMA ` + name + ` CASCADE`); db.Close() }, nil
-}
-
 // measureSetting starts the nodes, makes a root key and measures wrap and
 // unwrap with the workers spread over the nodes.
 func measureSetting(binary, dir, databaseURL, name string, nodes, workers int, d time.Duration) error {
 	apikey := randomHex(16)
 	var urls []string
 	for i := 1; i <= nodes; i++ {
-		u, stop, err := startNode(binary, dir, databaseURL, apikey, i)
+		u, stop, err := benchnode.StartNode(binary, dir, databaseURL, apikey, i, nil, nil)
 		if err != nil {
 			return err
 		}
@@ -222,49 +147,6 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	rand.Read(b)
 	return hex.EncodeToString(b)
-}
-
-// startNode runs node i of a setting and waits until it is healthy.
-func startNode(binary, dir, databaseURL, apikey string, i int) (string, func(), error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", nil, err
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	data := filepath.Join(dir, fmt.Sprintf("node-%d", i))
-	if err := os.MkdirAll(data, 0o700); err != nil {
-		return "", nil, err
-	}
-	logFile, err := os.Create(data + ".log")
-	if err != nil {
-		return "", nil, err
-	}
-	cmd := exec.Command(binary, "serve", "--data-dir", data, "--listen", addr, "--node-id", fmt.Sprintf("node-%d", i))
-	cmd.Env = append(os.Environ(), "KEYLINE_ADMIN_APIKEY="+apikey, "KEYLINE_MASTER_KEY_FILE="+filepath.Join(dir, "master.key"),
-		"KEYLINE_DATABASE_URL="+databaseURL)
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	if err := cmd.Start(); err != nil {
-		logFile.Close()
-		return "", nil, err
-	}
-	stop := func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		cmd.Wait()
-		logFile.Close()
-	}
-	base := "http://" + addr
-	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		if resp, err := http.Get(base + "/healthz"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return base, stop, nil
-			}
-		}
-	}
-	stop()
-	out, _ := os.ReadFile(data + ".log")
-	return "", nil, fmt.Errorf("node %d did not start:\n%s", i, out)
 }
 
 // load runs workers clients for d, worker w on node w mod len(urls), and

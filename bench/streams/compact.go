@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"log"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -21,7 +20,7 @@ func (b *bench) compaction() {
 		ctx := context.Background()
 		topic := fmt.Sprintf("compacted-%d", keys)
 		if _, err := t.broker.CreateTopic(ctx, topic, 1, map[string]string{"cleanup.policy": "compact", "segment.bytes": "1048576"}); err != nil {
-			log.Fatal(err)
+			fatal(err)
 		}
 		vals := values(1024)
 		prod := t.client(kgo.DefaultProduceTopic(topic))
@@ -29,7 +28,7 @@ func (b *bench) compaction() {
 			prod.Produce(ctx, &kgo.Record{Key: fmt.Appendf(nil, "key-%d", i%keys), Value: vals[i%len(vals)]}, nil)
 		}
 		if err := prod.Flush(ctx); err != nil {
-			log.Fatal(err)
+			fatal(err)
 		}
 		prod.Close()
 		before := t.store.SizeBytes()

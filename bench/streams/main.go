@@ -5,7 +5,9 @@
 // encryption switched off (seglog's benchmark-only Unsealed mode), and for
 // franz-go's in-memory kfake cluster as a reference; then produce latency,
 // re-encryption speed under load, and the time from a key's force delete to
-// the last Kafka connection closed, through a whole Keyline server.
+// the last Kafka connection closed, through a whole Keyline server. With
+// -cluster it compares keyline serve on local disk with one and three
+// cluster nodes (PostgreSQL and an S3 bucket) instead.
 //
 // Client and broker share the machine, so the figures are end to end. Values
 // are random (incompressible) and sent uncompressed.
@@ -45,7 +47,8 @@ func main() {
 	seconds := flag.Float64("seconds", 3, "how long each produce run lasts")
 	cpuprofile := flag.String("cpuprofile", "", "write CPU profiles of the keyline brokers' first round to <this>.<sealed|unsealed>.<size>.<partitions>.produce and .consume")
 	only := flag.String("only", "", "run only this part: throughput, latency, transactions, reencrypt, compaction, shred, or objectstore (not in the default run)")
-	objectDB := flag.String("object-store-db", "", "with -only objectstore: the PostgreSQL URL of the objects' index (default: SQLite in a temporary directory)")
+	objectDB := flag.String("object-store-db", "", "with -only objectstore: the PostgreSQL URL of the objects' index (default: SQLite in a temporary directory); with -cluster: a PostgreSQL database to make the nodes' schemas in (default: a throwaway PostgreSQL)")
+	clusterRun := flag.Bool("cluster", false, "run only the comparison of keyline serve on local disk, one cluster node and three cluster nodes (PostgreSQL + versitygw)")
 	rounds := flag.Int("rounds", 3, "rounds of each throughput run; medians are reported")
 	verbose := flag.Bool("v", false, "print every round's figures to stderr, not only the medians")
 	sizes := flag.String("sizes", "100,1024", "record sizes of the throughput runs, comma-separated")
@@ -55,11 +58,16 @@ func main() {
 		verbose: *verbose, sizes: intList("sizes", *sizes), parts: intList("partitions", *parts)}
 	tmp, err := os.MkdirTemp("", "bench-streams")
 	if err != nil {
-		log.Fatal(err)
+		fatal(err)
 	}
 	defer os.RemoveAll(tmp)
+	atExit(func() { os.RemoveAll(tmp) })
 	b.tmp = tmp
 
+	if *clusterRun {
+		b.cluster(*objectDB)
+		return
+	}
 	if *only == "" || *only == "throughput" {
 		b.throughput()
 	}
@@ -103,7 +111,7 @@ func intList(name, s string) []int {
 	for _, f := range strings.Split(s, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(f))
 		if err != nil || n <= 0 {
-			log.Fatalf("-%s: %q is not a positive integer", name, f)
+			fatalf("-%s: %q is not a positive integer", name, f)
 		}
 		out = append(out, n)
 	}
@@ -113,7 +121,9 @@ func intList(name, s string) []int {
 // target is a running Kafka endpoint to measure.
 type target struct {
 	addr   string
+	seeds  []string // when set, instead of addr
 	sasl   bool
+	login  kgo.Opt        // when set, instead of sasl's bench key
 	store  *seglog.Store  // nil for kfake
 	broker *broker.Broker // nil for kfake
 	close  func()
@@ -134,7 +144,7 @@ func (b *bench) keyline(unsealed bool) *target {
 	}
 	st, err := seglog.Open(dir, opts)
 	if err != nil {
-		log.Fatal(err)
+		fatal(err)
 	}
 	t := serveBroker(broker.StorageOf(st), func() {
 		st.Close()
@@ -156,7 +166,7 @@ func serveBroker(storage broker.Storage, cleanup func()) *target {
 			return broker.NoAccess, fmt.Errorf("the API key is not valid")
 		}})
 	if err != nil {
-		log.Fatal(err)
+		fatal(err)
 	}
 	done := make(chan struct{})
 	go func() { defer close(done); brk.Serve(context.Background()) }()
@@ -170,20 +180,27 @@ func serveBroker(storage broker.Storage, cleanup func()) *target {
 func kfakeCluster() *target {
 	c, err := kfake.NewCluster(kfake.NumBrokers(1))
 	if err != nil {
-		log.Fatal(err)
+		fatal(err)
 	}
 	return &target{addr: c.ListenAddrs()[0], close: c.Close}
 }
 
 func (t *target) client(opts ...kgo.Opt) *kgo.Client {
-	all := []kgo.Opt{kgo.SeedBrokers(t.addr), kgo.ProducerLinger(5 * time.Millisecond),
+	seeds := t.seeds
+	if seeds == nil {
+		seeds = []string{t.addr}
+	}
+	all := []kgo.Opt{kgo.SeedBrokers(seeds...), kgo.ProducerLinger(5 * time.Millisecond),
 		kgo.ProducerBatchCompression(kgo.NoCompression()), kgo.MaxBufferedRecords(1 << 16)}
-	if t.sasl {
+	switch {
+	case t.login != nil:
+		all = append(all, t.login)
+	case t.sasl:
 		all = append(all, kgo.SASL(plain.Auth{User: "token", Pass: benchKey}.AsMechanism()))
 	}
 	cl, err := kgo.NewClient(append(all, opts...)...)
 	if err != nil {
-		log.Fatal(err)
+		fatal(err)
 	}
 	return cl
 }
@@ -196,7 +213,7 @@ func (t *target) createTopic(name string, partitions int32, opts ...kgo.Opt) {
 		err = resp.Error()
 	}
 	if err != nil {
-		log.Fatalf("create topic: %v", err)
+		fatalf("create topic: %v", err)
 	}
 }
 
@@ -265,13 +282,13 @@ func (b *bench) run(t *target, topic string, partitions int32, size int, profile
 		}
 	}
 	if err := prod.Flush(ctx); err != nil {
-		log.Fatal(err)
+		fatal(err)
 	}
 	took := time.Since(start)
 	produceCPU := cpuTime() - cpu0
 	stop()
 	if failed.Load() > 0 {
-		log.Fatalf("%d records failed", failed.Load())
+		fatalf("%d records failed", failed.Load())
 	}
 	r := result{produced: n, size: size, produceRate: float64(n) / took.Seconds(), produceCPU: float64(produceCPU.Microseconds()) / float64(n)}
 	slices.Sort(lats)
@@ -288,7 +305,7 @@ func (b *bench) run(t *target, topic string, partitions int32, size int, profile
 	got := 0
 	for got < n {
 		fs := cons.PollFetches(ctx)
-		fs.EachError(func(_ string, _ int32, err error) { log.Fatalf("fetch: %v", err) })
+		fs.EachError(func(_ string, _ int32, err error) { fatalf("fetch: %v", err) })
 		got += fs.NumRecords()
 	}
 	r.consumeRate = float64(n) / time.Since(start).Seconds()
@@ -397,11 +414,11 @@ func aesGCMRates(d time.Duration) (seal, open float64) {
 	rand.Read(key)
 	blk, err := aes.NewCipher(key)
 	if err != nil {
-		log.Fatal(err)
+		fatal(err)
 	}
 	gcm, err := cipher.NewGCM(blk)
 	if err != nil {
-		log.Fatal(err)
+		fatal(err)
 	}
 	// A counter nonce: never the same twice under this key, as in the log.
 	var counter uint64
@@ -419,7 +436,7 @@ func aesGCMRates(d time.Duration) (seal, open float64) {
 	seal = rate(func() { sealed = gcm.Seal(sealed[:0], next(), plain, nil) })
 	open = rate(func() {
 		if _, err := gcm.Open(plain[:0], nonce, sealed, nil); err != nil {
-			log.Fatal(err)
+			fatal(err)
 		}
 	})
 	return seal, open
@@ -473,7 +490,7 @@ func (b *bench) latency() {
 	for i := range 2000 {
 		start := time.Now()
 		if err := cl.ProduceSync(ctx, &kgo.Record{Value: val}).FirstErr(); err != nil {
-			log.Fatal(err)
+			fatal(err)
 		}
 		if i >= 100 {
 			lats = append(lats, time.Since(start))
@@ -498,7 +515,7 @@ func (b *bench) reencrypt() {
 		prod.Produce(ctx, &kgo.Record{Value: vals[i%len(vals)]}, nil)
 	}
 	if err := prod.Flush(ctx); err != nil {
-		log.Fatal(err)
+		fatal(err)
 	}
 	before := t.store.SizeBytes()
 	var live atomic.Int64
@@ -526,7 +543,7 @@ func (b *bench) reencrypt() {
 	start := time.Now()
 	var total int64
 	if err := t.store.ReencryptTo(ctx, &seglog.DEK{ID: "dek-next", Key: key}, func(done, all int64) { total = all }); err != nil {
-		log.Fatal(err)
+		fatal(err)
 	}
 	took := time.Since(start)
 	produced := live.Load()
@@ -540,10 +557,10 @@ func (b *bench) reencrypt() {
 func startProfile(path string) func() {
 	f, err := os.Create(path)
 	if err != nil {
-		log.Fatal(err)
+		fatal(err)
 	}
 	if err := pprof.StartCPUProfile(f); err != nil {
-		log.Fatal(err)
+		fatal(err)
 	}
 	return func() { pprof.StopCPUProfile(); f.Close() }
 }
@@ -561,4 +578,35 @@ func settleDisk() {
 	if d := time.Since(start); d > time.Second {
 		fmt.Fprintf(os.Stderr, "settling the disk took %s\n", d.Round(time.Millisecond))
 	}
+}
+
+// cleanups undo what the run started outside this process (processes,
+// a PostgreSQL server, schemas), most recent first, when it fails.
+var (
+	cleanupMu sync.Mutex
+	cleanups  []func()
+)
+
+// atExit registers f to run if the run fails (fatal, fatalf); a run that
+// ends normally undoes its work itself.
+func atExit(f func()) {
+	cleanupMu.Lock()
+	cleanups = append(cleanups, f)
+	cleanupMu.Unlock()
+}
+
+func fatal(v ...any) { log.Print(v...); exit() }
+
+func fatalf(format string, v ...any) { log.Printf(format, v...); exit() }
+
+// exit runs the cleanups once and exits with status 1.
+func exit() {
+	cleanupMu.Lock()
+	fs := cleanups
+	cleanups = nil
+	cleanupMu.Unlock()
+	for i := len(fs) - 1; i >= 0; i-- {
+		fs[i]()
+	}
+	os.Exit(1)
 }

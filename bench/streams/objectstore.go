@@ -29,17 +29,18 @@ import (
 // acknowledgement, the figure the 50 ms p99 target is about.
 func (b *bench) objectStore(dbURL string) {
 	s3 := startVersityGW(b.tmp)
+	atExit(s3.stop)
 	defer s3.stop()
 	bucket, err := objlog.NewBucket(objlog.BucketConfig{Endpoint: s3.addr, Bucket: "bench-streams", AccessKey: s3.access, SecretKey: s3.secret})
 	if err != nil {
-		log.Fatal(err)
+		fatal(err)
 	}
 	if err := bucket.EnsureBucket(context.Background()); err != nil {
-		log.Fatal(err)
+		fatal(err)
 	}
 	db, err := store.Open(context.Background(), filepath.Join(b.tmp, "db"), dbURL)
 	if err != nil {
-		log.Fatal(err)
+		fatal(err)
 	}
 	defer db.Close()
 	backend := "SQLite"
@@ -77,7 +78,7 @@ func objectTarget(db *store.DB, bucket *objlog.Bucket, id string) *target {
 	}
 	st, err := objlog.Open(context.Background(), db, bucket, objlog.Options{StoreID: id, Keys: []*seglog.DEK{{ID: "dek-bench", Key: key}}})
 	if err != nil {
-		log.Fatal(err)
+		fatal(err)
 	}
 	return serveBroker(broker.StorageOf(st), func() {
 		st.Close()
@@ -103,7 +104,7 @@ func produceLatency(t *target, parts int32, size int, d time.Duration) [3]time.D
 			for start := time.Now(); time.Since(start) < d; {
 				sent := time.Now()
 				if err := cl.ProduceSync(context.Background(), &kgo.Record{Value: val}).FirstErr(); err != nil {
-					log.Fatal(err)
+					fatal(err)
 				}
 				mine = append(mine, time.Since(sent))
 			}
@@ -129,23 +130,23 @@ func startVersityGW(tmp string) *versityGW {
 		gopath, _ := exec.Command("go", "env", "GOPATH").Output()
 		bin = filepath.Join(string(bytes.TrimSpace(gopath)), "bin", "versitygw")
 		if _, err := os.Stat(bin); err != nil {
-			log.Fatal("versitygw is not installed: CGO_ENABLED=0 go install github.com/versity/versitygw/cmd/versitygw@v1.8.0")
+			fatal("versitygw is not installed: CGO_ENABLED=0 go install github.com/versity/versitygw/cmd/versitygw@v1.8.0")
 		}
 	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		log.Fatal(err)
+		fatal(err)
 	}
 	v := &versityGW{addr: l.Addr().String(), access: "benchaccess", secret: "bench-secret-key"}
 	l.Close()
 	dir := filepath.Join(tmp, "s3")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		log.Fatal(err)
+		fatal(err)
 	}
 	v.cmd = exec.Command(bin, "--port", v.addr, "--quiet", "posix", dir)
 	v.cmd.Env = append(os.Environ(), "ROOT_ACCESS_KEY="+v.access, "ROOT_SECRET_KEY="+v.secret)
 	if err := v.cmd.Start(); err != nil {
-		log.Fatal(err)
+		fatal(err)
 	}
 	for deadline := time.Now().Add(15 * time.Second); ; {
 		if c, err := net.DialTimeout("tcp", v.addr, time.Second); err == nil {
@@ -153,7 +154,7 @@ func startVersityGW(tmp string) *versityGW {
 			return v
 		}
 		if time.Now().After(deadline) {
-			log.Fatal("versitygw did not start")
+			fatal("versitygw did not start")
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"log"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -48,23 +47,23 @@ func (b *bench) txnRun(size, perTxn int, transactional bool) txnResult {
 	for time.Since(start) < b.produceFor {
 		if transactional {
 			if err := cl.BeginTransaction(); err != nil {
-				log.Fatal(err)
+				fatal(err)
 			}
 		}
 		for i := range perTxn {
 			cl.Produce(ctx, &kgo.Record{Value: vals[(n+i)%len(vals)]}, func(_ *kgo.Record, err error) {
 				if err != nil {
-					log.Fatalf("produce: %v", err)
+					fatalf("produce: %v", err)
 				}
 			})
 		}
 		// franz-go commits only what has been flushed.
 		if err := cl.Flush(ctx); err != nil {
-			log.Fatal(err)
+			fatal(err)
 		}
 		if transactional {
 			if err := cl.EndTransaction(ctx, kgo.TryCommit); err != nil {
-				log.Fatal(err)
+				fatal(err)
 			}
 		}
 		n += perTxn

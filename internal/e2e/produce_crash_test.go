@@ -3,12 +3,10 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/keyline/keyline/internal/client"
@@ -66,47 +64,6 @@ func TestKillDuringIdempotentProduceKeepsEveryAck(t *testing.T) {
 	if info["state"] != "active" {
 		t.Fatalf("after the restart the deployment is %v: %v", info["state"], info["state_reason"])
 	}
-	reader := dep.reader
-	reader.Brokers = nil
-	for _, b := range info["kafka_brokers_sasl"].([]any) {
-		reader.Brokers = append(reader.Brokers, b.(string))
-	}
-	end := map[int32]int64{}
-	offs, err := kadm.NewClient(franz(t, reader)).ListEndOffsets(testCtx(t), "ledger")
-	if err != nil {
-		t.Fatal(err)
-	}
-	total := 0
-	offs.Each(func(o kadm.ListedOffset) { end[o.Partition] = o.Offset; total += int(o.Offset) })
-	cons := franz(t, reader, kgo.ConsumeTopics("ledger"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
-	got := consumeRecords(t, cons, total)
-	stored := map[string]bool{}
-	last := map[int32]string{}
-	for _, r := range got {
-		v := string(r.Value)
-		if stored[v] {
-			t.Fatalf("%s is stored twice", v)
-		}
-		stored[v] = true
-		if !strings.HasPrefix(v, fmt.Sprintf("p%d-", r.Partition)) {
-			t.Fatalf("%s is in partition %d", v, r.Partition)
-		}
-		if prev, ok := last[r.Partition]; ok && v <= prev {
-			t.Fatalf("partition %d: %s after %s: out of produce order", r.Partition, v, prev)
-		}
-		last[r.Partition] = v
-	}
-	lost := 0
-	for v := range acked {
-		if !stored[v] {
-			lost++
-			if lost < 5 {
-				t.Errorf("acknowledged record %s is missing after the restart", v)
-			}
-		}
-	}
-	if lost > 0 {
-		t.Fatalf("%d of %d acknowledged records are missing", lost, len(acked))
-	}
-	t.Logf("%d records acknowledged before the kill, %d stored after the restart (end offsets %v)", ackedAtKill, len(stored), end)
+	checkLedger(t, withBrokers(dep.reader, info), "ledger", acked)
+	t.Logf("%d records acknowledged before the kill", ackedAtKill)
 }

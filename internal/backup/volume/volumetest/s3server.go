@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -20,6 +21,11 @@ type S3Server struct {
 	DataDir   string // objects are files at DataDir/<bucket>/<key>
 	AccessKey string
 	SecretKey string
+
+	t      testing.TB
+	bin    string
+	stopMu sync.Mutex
+	stop   func() // stops the running process; nil while stopped
 }
 
 // Config is an s3.Config for a bucket on the server.
@@ -62,40 +68,9 @@ func StartS3(t testing.TB) *S3Server {
 	}
 	addr := l.Addr().String()
 	l.Close()
-	s := &S3Server{Endpoint: addr, DataDir: t.TempDir(), AccessKey: "keylinetest", SecretKey: "keyline-test-secret"}
-	var out bytes.Buffer
-	cmd := exec.Command(bin, "--port", addr, "--quiet", "posix", s.DataDir)
-	cmd.Env = append(os.Environ(), "ROOT_ACCESS_KEY="+s.AccessKey, "ROOT_SECRET_KEY="+s.SecretKey)
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-			<-exited
-		}
-	})
-	for deadline := time.Now().Add(15 * time.Second); ; {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			c.Close()
-			break
-		}
-		select {
-		case err := <-exited:
-			t.Fatalf("versitygw exited: %v\n%s", err, out.String())
-		case <-time.After(20 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("versitygw did not listen on %s\n%s", addr, out.String())
-		}
-	}
+	s := &S3Server{Endpoint: addr, DataDir: t.TempDir(), AccessKey: "keylinetest", SecretKey: "keyline-test-secret", t: t, bin: bin}
+	t.Cleanup(s.Stop)
+	s.Start()
 	return s
 }
 
@@ -110,4 +85,59 @@ func (s *S3Server) NewBucketVolume(t testing.TB, bucket, prefix string) *s3.Volu
 		t.Fatal(err)
 	}
 	return v
+}
+
+// Start runs versitygw on the server's address and directory and waits until
+// it listens: at StartS3, and again after Stop.
+func (s *S3Server) Start() {
+	t := s.t
+	t.Helper()
+	s.stopMu.Lock()
+	defer s.stopMu.Unlock()
+	if s.stop != nil {
+		return
+	}
+	var out bytes.Buffer
+	cmd := exec.Command(s.bin, "--port", s.Endpoint, "--quiet", "posix", s.DataDir)
+	cmd.Env = append(os.Environ(), "ROOT_ACCESS_KEY="+s.AccessKey, "ROOT_SECRET_KEY="+s.SecretKey)
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	s.stop = func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+			<-exited
+		}
+	}
+	for deadline := time.Now().Add(15 * time.Second); ; {
+		c, err := net.DialTimeout("tcp", s.Endpoint, time.Second)
+		if err == nil {
+			c.Close()
+			return
+		}
+		select {
+		case err := <-exited:
+			t.Fatalf("versitygw exited: %v\n%s", err, out.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("versitygw did not listen on %s\n%s", s.Endpoint, out.String())
+		}
+	}
+}
+
+// Stop stops versitygw: connections to its address are refused until Start.
+func (s *S3Server) Stop() {
+	s.stopMu.Lock()
+	defer s.stopMu.Unlock()
+	if s.stop != nil {
+		s.stop()
+		s.stop = nil
+	}
 }
