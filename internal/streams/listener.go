@@ -21,10 +21,11 @@ type front struct {
 	okLog  ratelog.Limiter // a listener short of descriptors flaps
 	done   chan struct{}
 
-	mu     sync.Mutex
-	cur    *handoff
-	health ListenerHealth
-	wg     sync.WaitGroup
+	mu       sync.Mutex
+	cur      *handoff
+	attached chan struct{} // closed (and replaced) by each attach
+	health   ListenerHealth
+	wg       sync.WaitGroup
 }
 
 // ListenerHealth is how a deployment's Kafka socket fares: an accept that
@@ -37,7 +38,7 @@ type ListenerHealth struct {
 }
 
 func newFront(ln net.Listener, log *slog.Logger) *front {
-	f := &front{ln: ln, log: log, done: make(chan struct{}), health: ListenerHealth{Healthy: true}}
+	f := &front{ln: ln, log: log, done: make(chan struct{}), attached: make(chan struct{}), health: ListenerHealth{Healthy: true}}
 	f.wg.Add(1)
 	go f.run()
 	return f
@@ -75,11 +76,40 @@ func (f *front) run() {
 			backoff = 0
 			f.accepting()
 		}
-		f.mu.Lock()
-		h := f.cur
-		f.mu.Unlock()
-		if h == nil || !h.deliver(c) {
+		if !f.hand(c) {
 			c.Close()
+		}
+	}
+}
+
+// attachWait bounds how long an accepted connection waits for a broker:
+// the socket is bound (and its address published) just before the first
+// broker attaches, and a swap of brokers leaves a moment with none. A
+// client whose connection is closed then may not retry (franz-go gives up
+// during ApiVersions), so the connection waits for the next broker instead.
+const attachWait = 10 * time.Second
+
+// hand gives c to the current broker, waiting up to attachWait for one.
+func (f *front) hand(c net.Conn) bool {
+	var deadline <-chan time.Time
+	for {
+		f.mu.Lock()
+		h, attached := f.cur, f.attached
+		f.mu.Unlock()
+		if h != nil && h.deliver(c) {
+			return true
+		}
+		if deadline == nil {
+			t := time.NewTimer(attachWait)
+			defer t.Stop()
+			deadline = t.C
+		}
+		select {
+		case <-attached:
+		case <-deadline:
+			return false
+		case <-f.done:
+			return false
 		}
 	}
 }
@@ -112,6 +142,8 @@ func (f *front) status() ListenerHealth {
 func (f *front) attach(h *handoff) {
 	f.mu.Lock()
 	f.cur = h
+	close(f.attached)
+	f.attached = make(chan struct{})
 	f.mu.Unlock()
 }
 
