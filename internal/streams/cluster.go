@@ -75,6 +75,10 @@ CREATE TABLE streams_locks (
 	cause  TEXT NOT NULL,
 	reason TEXT NOT NULL
 );
+CREATE TABLE streams_producer_ids (
+	guid    TEXT PRIMARY KEY,
+	next_id INTEGER NOT NULL
+);
 CREATE TABLE streams_event_acts (
 	event_id TEXT NOT NULL,
 	guid     TEXT NOT NULL,
@@ -709,6 +713,34 @@ func (c *clusterState) leaderURL(ctx context.Context, guid string) (string, erro
 	return "", nil
 }
 
+// producerIDs is the deployment's producer id allocator when every node
+// serves it (the data on object storage): one sequence in the database, so
+// that leader and followers alike answer an idempotent InitProducerId and
+// never hand out an id twice. nil otherwise: the broker's counter in its
+// storage.
+func (s *Service) producerIDs(guid string) func(floor int64) (int64, error) {
+	if s.cl == nil || !s.cl.objects {
+		return nil
+	}
+	return func(floor int64) (int64, error) {
+		var id int64
+		err := s.db.Tx(context.Background(), func(tx *store.Tx) error {
+			var next int64
+			if err := tx.QueryRow(`SELECT next_id FROM streams_producer_ids WHERE guid = ?`, guid).Scan(&next); err != nil && !store.IsNoRows(err) {
+				return err
+			}
+			id = max(next, floor, 1)
+			_, err := tx.Exec(`INSERT INTO streams_producer_ids (guid, next_id) VALUES (?, ?)
+				ON CONFLICT (guid) DO UPDATE SET next_id = excluded.next_id`, guid, id+1)
+			return err
+		})
+		if err != nil {
+			return 0, errs.Internalf("streams.producerID", err)
+		}
+		return id, nil
+	}
+}
+
 // saveEndpoint records this node's Kafka address for the deployment.
 func (s *Service) saveEndpoint(ctx context.Context, guid string, port int) error {
 	return s.db.Tx(ctx, func(tx *store.Tx) error {
@@ -791,9 +823,9 @@ func (s *Service) followerLock(ctx context.Context, guid string) storedLock {
 	return l
 }
 
-// eraseClusterRows removes a reclaimed deployment's endpoints and lock.
+// eraseClusterRows removes a reclaimed deployment's endpoints, lock and producer id sequence.
 func eraseClusterRows(tx *store.Tx, guid string) error {
-	for _, q := range []string{`DELETE FROM streams_endpoints WHERE guid = ?`, `DELETE FROM streams_locks WHERE guid = ?`} {
+	for _, q := range []string{`DELETE FROM streams_endpoints WHERE guid = ?`, `DELETE FROM streams_locks WHERE guid = ?`, `DELETE FROM streams_producer_ids WHERE guid = ?`} {
 		if _, err := tx.Exec(q, guid); err != nil {
 			return err
 		}

@@ -342,7 +342,7 @@ func (s *Service) startBroker(d *deployment, storage broker.Storage, reason stri
 		TLS: s.cfg.TLS, Reauthorize: s.cfg.Reauthorize, MaxPreAuthConnections: s.cfg.MaxPreAuthConnections, MaxPreAuthPerIP: s.cfg.MaxPreAuthPerIP,
 		LoginTimeout: s.cfg.LoginTimeout, Login: s.kafkaLogin(guid, account), Audit: s.changeRecorder(crn), Logger: s.log.With("deployment", guid), Clock: s.clock,
 		FetchMemory: s.cfg.DeploymentFetchMemory, SharedFetchMemory: s.fetchMem,
-		RequestMemory: s.cfg.DeploymentRequestMemory, SharedRequestMemory: s.requestMem, Limits: PlanLimits(plan)})
+		RequestMemory: s.cfg.DeploymentRequestMemory, SharedRequestMemory: s.requestMem, Limits: PlanLimits(plan), AllocateProducerID: s.producerIDs(guid)})
 	if err != nil {
 		return nil, nil, err
 	}

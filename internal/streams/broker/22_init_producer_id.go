@@ -30,7 +30,7 @@ func (c *conn) handleInitProducerID(ctx context.Context, r *kmsg.InitProducerIDR
 	case !c.mayAny(TopicResource, Writer) && !c.may(ClusterResource, "", Writer):
 		// Kafka lets a producer that may write some topic be idempotent.
 		resp.ErrorCode = kerr.ClusterAuthorizationFailed.Code
-	case c.b.notCoordinator() != nil:
+	case c.b.notCoordinator() != nil && c.b.cfg.AllocateProducerID == nil:
 		// Producer ids are allocated in the leader's storage; clients
 		// send this request to another broker on a retriable error.
 		resp.ErrorCode = c.b.notCoordinator().Code

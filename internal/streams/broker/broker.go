@@ -81,6 +81,13 @@ type Config struct {
 	// with Kafka's retriable errors that send clients to it, and no
 	// background work (retention, compaction, transaction timeouts) runs.
 	Follower bool
+	// AllocateProducerID, when set, hands out producer ids instead of the
+	// counter in Storage: in a cluster every node allocates from one
+	// sequence in the database, so that a follower answers an idempotent
+	// InitProducerId as every Kafka broker does (librdkafka asks the broker
+	// it is connected to and does not look for a coordinator). floor is
+	// Storage's own counter: ids handed out before are below it.
+	AllocateProducerID func(floor int64) (int64, error)
 
 	// AutoCreateTopics lets Metadata and Produce create unknown topics with
 	// one partition. Off by default, as on Event Streams.
@@ -252,7 +259,7 @@ func New(cfg Config) (*Broker, error) {
 		return nil, errs.Internalf(op, err)
 	}
 	b.topics.limits = cfg.Limits.withDefaults(cfg.MaxRequestBytes)
-	b.producers = newProducerIDs(cfg.Storage)
+	b.producers = newProducerIDs(cfg.Storage, cfg.AllocateProducerID)
 	b.groups = newCoordinator(cfg.Storage, b.clock, b.log)
 	b.topics.onDelete = b.groups.forgetTopic
 	b.txns = newTxnCoordinator(cfg.Storage, b.clock, b.log, b.topics, b.groups, b.producers)

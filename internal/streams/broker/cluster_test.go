@@ -760,3 +760,56 @@ func TestClientsCarryOnWhenAnotherNodeTakesTheLead(t *testing.T) {
 	}
 	tc.checkFollowerQuiet(t)
 }
+
+// sharedProducerIDs is a cluster's one producer id sequence, as streams
+// keeps it in the database.
+type sharedProducerIDs struct {
+	mu     sync.Mutex
+	next   int64
+	floors []int64
+}
+
+func (s *sharedProducerIDs) allocate(floor int64) (int64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.floors = append(s.floors, floor)
+	id := max(s.next, floor, 1)
+	s.next = id + 1
+	return id, nil
+}
+
+// librdkafka (kcat) asks the broker it is connected to for an idempotent
+// producer id and never looks for a coordinator, so a follower must answer
+// it, as every Kafka broker does: from the cluster's one sequence, never
+// handing out an id twice, never one the storage's counter gave before.
+func TestFollowerGivesIdempotentProducerIDsFromTheSharedSequence(t *testing.T) {
+	ids := &sharedProducerIDs{}
+	tc := startCluster(t, func(c *Config) { c.AllocateProducerID = ids.allocate })
+	tc.mustCreate(t, "payments", 2)
+	if _, err := kcat(t, tc.follower, writerKey, "a\nb\nc\n", "-P", "-t", "payments", "-X", "enable.idempotence=true"); err != nil {
+		t.Fatal(err)
+	}
+	out, err := kcat(t, tc.follower, readerKey, "", "-C", "-t", "payments", "-o", "beginning", "-e", "-q")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := sortedLines(out); !slices.Equal(got, []string{"a", "b", "c"}) {
+		t.Fatalf("kcat consumed %q", got)
+	}
+	seen := map[int64]bool{}
+	for _, b := range []testBroker{tc.follower, tc.leader, tc.follower} {
+		rc := dialRaw(t, b)
+		rc.login(writerKey)
+		r := kmsg.NewPtrInitProducerIDRequest()
+		r.Version, r.ProducerID, r.ProducerEpoch = 4, -1, -1
+		resp := rc.ask(r).(*kmsg.InitProducerIDResponse)
+		if resp.ErrorCode != 0 {
+			t.Fatalf("InitProducerId: %v", kerr.ErrorForCode(resp.ErrorCode))
+		}
+		if seen[resp.ProducerID] {
+			t.Fatalf("producer id %d handed out twice", resp.ProducerID)
+		}
+		seen[resp.ProducerID] = true
+	}
+	tc.checkFollowerQuiet(t)
+}

@@ -10,11 +10,14 @@ import (
 const producerIDKey = "producer-id/next"
 
 type producerIDs struct {
-	st Storage
-	mu sync.Mutex
+	st    Storage
+	alloc func(floor int64) (int64, error) // nil: the counter in st
+	mu    sync.Mutex
 }
 
-func newProducerIDs(st Storage) *producerIDs { return &producerIDs{st: st} }
+func newProducerIDs(st Storage, alloc func(int64) (int64, error)) *producerIDs {
+	return &producerIDs{st: st, alloc: alloc}
+}
 
 // next returns a fresh producer id.
 func (p *producerIDs) next() (int64, error) {
@@ -25,6 +28,9 @@ func (p *producerIDs) next() (int64, error) {
 		if n, err := strconv.ParseInt(string(v), 10, 64); err == nil && n > 0 {
 			id = n
 		}
+	}
+	if p.alloc != nil {
+		return p.alloc(id)
 	}
 	if err := p.st.PutMeta(producerIDKey, []byte(strconv.FormatInt(id+1, 10))); err != nil {
 		return 0, err
