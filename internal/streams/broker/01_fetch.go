@@ -62,6 +62,9 @@ const maxFetchBytes = 55 << 20
 // waits up to MaxWaitMillis for any requested partition to change. Fetch
 // sessions are not kept: SessionID 0 tells the client to send full requests.
 func (c *conn) handleFetch(ctx context.Context, r *kmsg.FetchRequest) (kmsg.Response, error) {
+	if resp := c.fetchThrottled(r); resp != nil {
+		return resp, nil
+	}
 	deadline := time.Now().Add(time.Duration(r.MaxWaitMillis) * time.Millisecond)
 	for {
 		var changed []<-chan struct{}
@@ -93,6 +96,7 @@ func (c *conn) fetchOnce(ctx context.Context, r *kmsg.FetchRequest, deadline tim
 	if r.Version >= 3 && r.MaxBytes > 0 {
 		budget = min(budget, int64(r.MaxBytes))
 	}
+	budget = c.fetchQuotaBytes(budget)
 	// First every partition's answer without data, and what to read.
 	var reads []read
 	var wanted int64

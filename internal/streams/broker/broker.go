@@ -147,6 +147,7 @@ type Broker struct {
 	producers *producerIDs
 	txns      *txnCoordinator
 	cleaner   compactionCounters
+	quotas    *quotaBook
 
 	// bufs holds the large buffers fetches are read and encoded into (and
 	// produce requests read into), shared by the connections so that only
@@ -240,6 +241,9 @@ func New(cfg Config) (*Broker, error) {
 	}
 	b.topics.limits = cfg.Limits.withDefaults(cfg.MaxRequestBytes)
 	b.producers = newProducerIDs(cfg.Storage)
+	if b.quotas, err = newQuotaBook(cfg.Storage, cfg.Limits); err != nil {
+		return nil, errs.Internalf(op, err)
+	}
 	b.groups = newCoordinator(cfg.Storage, b.clock, b.log)
 	if err := b.groups.load(); err != nil {
 		return nil, errs.Internalf(op, err)

@@ -129,6 +129,7 @@ func (c *conn) serve(parent context.Context) {
 		start := time.Now()
 		c.durable = nil
 		resp, err := c.dispatch(c.ctx, req)
+		muted := c.throttle(req.kreq, len(frame), resp)
 		c.recordChanges(req.kreq, resp)
 		if c.log.Enabled(c.ctx, slog.LevelDebug) {
 			c.log.Debug("kafka request", "api", kmsg.NameForKey(req.key), "version", req.version, "took", time.Since(start))
@@ -140,7 +141,7 @@ func (c *conn) serve(parent context.Context) {
 		if resp != nil && !c.respond(req.corr, resp) {
 			return
 		}
-		if c.closing {
+		if c.closing || !c.mute(muted) {
 			return
 		}
 	}
