@@ -96,7 +96,6 @@ func (c *conn) fetchOnce(ctx context.Context, r *kmsg.FetchRequest, deadline tim
 	if r.Version >= 3 && r.MaxBytes > 0 {
 		budget = min(budget, int64(r.MaxBytes))
 	}
-	budget = c.fetchQuotaBytes(budget)
 	// First every partition's answer without data, and what to read.
 	var reads []read
 	var wanted int64
@@ -136,6 +135,9 @@ func (c *conn) fetchOnce(ctx context.Context, r *kmsg.FetchRequest, deadline tim
 			st.Partitions = append(st.Partitions, sp)
 		}
 		resp.Topics = append(resp.Topics, st)
+	}
+	if budget = c.fetchQuotaBytes(budget, readEstimate(reads), resp); budget == 0 {
+		return resp, 0, true // over its quota: answered without data, throttled
 	}
 	sp := func(rd read) *kmsg.FetchResponseTopicPartition { return &resp.Topics[rd.topic].Partitions[rd.part] }
 	logErr := func(rd read, err error) {

@@ -42,7 +42,9 @@ type conn struct {
 	rbuf     []byte         // small produce frames are read into it (see readFrameInto)
 	mem      connMemory     // of the broker's memory budgets
 	durable  []func() error // what the request being handled must wait for before its answer
-	out      chan outgoing  // answers in order, to the writer
+	// quotaHeld is what the fetch being handled holds of its quota.
+	quotaHeld quotaHold
+	out       chan outgoing // answers in order, to the writer
 	// arena holds the fetched batches of the response being built; it
 	// comes from the broker's pool and goes back once the response is
 	// written.

@@ -138,11 +138,13 @@ func (q *quotaBook) bound(kind quotaKind, user, client string) (float64, sensorK
 }
 
 // record counts n bytes of kind for a connection's user and client id at
-// now and returns how long the connection is to be throttled: 0 while its
-// entity's rate stays within the quota.
-func (q *quotaBook) record(kind quotaKind, user, client string, n int, now time.Time) time.Duration {
+// now, in place of what the request held (reserve), and returns how long
+// the connection is to be throttled: 0 while its entity's rate stays
+// within the quota.
+func (q *quotaBook) record(kind quotaKind, user, client string, n int, held quotaHold, now time.Time) time.Duration {
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	q.unhold(held)
 	bound, key := q.bound(kind, user, client)
 	if bound <= 0 {
 		return 0
@@ -150,7 +152,61 @@ func (q *quotaBook) record(kind quotaKind, user, client string, n int, now time.
 	s := q.sensor(key, now)
 	ms := now.UnixMilli()
 	s.record(float64(n), ms)
-	return s.throttle(bound, ms)
+	return s.throttle(bound, ms, 0)
+}
+
+// quotaHold is what a fetch being read holds of its entity's allowance.
+type quotaHold struct {
+	key sensorKey
+	n   float64
+}
+
+// release gives back what h holds.
+func (q *quotaBook) release(h quotaHold) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.unhold(h)
+}
+
+// unhold is release with q.mu held.
+func (q *quotaBook) unhold(h quotaHold) {
+	if s, ok := q.sensors[h.key]; ok && h.n > 0 {
+		s.reserved -= h.n
+	}
+}
+
+// minHeldThrottle is the throttle of a fetch that finds its entity's
+// allowance held by its other fetches being read (whose bytes are not
+// counted yet, so Kafka's formula gives nothing): about the time such a
+// read takes.
+const minHeldThrottle = 100 * time.Millisecond
+
+// reserve bounds a fetch's budget by its entity's allowance: what the
+// quota allows over the window (as Kafka bounds a fetch's max bytes with
+// ClientQuotaManager.getMaxValueInQuotaWindow), less what the window
+// counts and what the entity's other fetches are reading now. It holds
+// about what the fetch will read (est) until record, so that many
+// connections of one user fetching at once cannot each read the whole
+// allowance. It returns the budget, what it holds, and, when nothing is
+// left, 0 and how long to throttle.
+func (q *quotaBook) reserve(user, client string, budget, est int64, now time.Time) (int64, quotaHold, time.Duration) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	bound, key := q.bound(fetchQuota, user, client)
+	if bound <= 0 {
+		return budget, quotaHold{}, 0
+	}
+	s := q.sensor(key, now)
+	ms := now.UnixMilli()
+	r, window := s.rate(ms)
+	allowed := min(bound*float64(window)/1000-r*float64(window)/1000-s.reserved, bound*(quotaSamples-1)*quotaSampleWindow.Seconds())
+	if allowed < 1 {
+		return 0, quotaHold{}, max(s.throttle(bound, ms, s.reserved), minHeldThrottle)
+	}
+	budget = min(budget, int64(allowed))
+	held := quotaHold{key: key, n: float64(min(budget, max(est, 0)))}
+	s.reserved += held.n
+	return budget, held, 0
 }
 
 // throttled is how long a connection's entity is over its quota of kind
@@ -166,20 +222,7 @@ func (q *quotaBook) throttled(kind quotaKind, user, client string, now time.Time
 	if !ok {
 		return 0
 	}
-	return s.throttle(bound, now.UnixMilli())
-}
-
-// windowBytes is the most a fetch may return under the quota: what the
-// quota allows over the window's full samples, as Kafka bounds a fetch's
-// max bytes (ClientQuotaManager.getMaxValueInQuotaWindow); 0 for no quota.
-func (q *quotaBook) windowBytes(kind quotaKind, user, client string) int64 {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	bound, _ := q.bound(kind, user, client)
-	if bound <= 0 {
-		return 0
-	}
-	return int64(min(bound*(quotaSamples-1)*quotaSampleWindow.Seconds(), math.MaxInt32))
+	return s.throttle(bound, now.UnixMilli(), s.reserved)
 }
 
 // sensor returns key's rate, made on first use. Rates idle for longer
@@ -190,7 +233,7 @@ func (q *quotaBook) sensor(key sensorKey, now time.Time) *rateSensor {
 		q.lastSweep = now
 		idle := now.Add(-quotaSamples * quotaSampleWindow).UnixMilli()
 		for k, s := range q.sensors {
-			if s.last < idle {
+			if s.last < idle && s.reserved == 0 {
 				delete(q.sensors, k)
 			}
 		}
@@ -207,9 +250,10 @@ func (q *quotaBook) sensor(key sensorKey, now time.Time) *rateSensor {
 // quotaSampleWindow each, the oldest reused once all are taken, a sample
 // older than the whole window counting nothing.
 type rateSensor struct {
-	samples [quotaSamples]rateSample
-	n, cur  int   // samples in use, the current one
-	last    int64 // when something was last recorded, in ms
+	samples  [quotaSamples]rateSample
+	n, cur   int     // samples in use, the current one
+	last     int64   // when something was last recorded, in ms
+	reserved float64 // held by fetches being read (quotaBook.reserve)
 }
 
 type rateSample struct {
@@ -267,9 +311,11 @@ func (s *rateSensor) rate(now int64) (float64, int64) {
 }
 
 // throttle is Kafka's QuotaUtils.throttleTime: how long the entity must
-// send nothing for its rate to come back to bound.
-func (s *rateSensor) throttle(bound float64, now int64) time.Duration {
+// send nothing for its rate, with extra bytes counted too, to come back to
+// bound.
+func (s *rateSensor) throttle(bound float64, now int64, extra float64) time.Duration {
 	r, window := s.rate(now)
+	r += extra / (float64(window) / 1000)
 	if r <= bound {
 		return 0
 	}
@@ -301,20 +347,28 @@ func (c *conn) throttle(kreq kmsg.Request, frameBytes int, resp kmsg.Response) t
 	case *kmsg.ProduceRequest:
 		kind, n = produceQuota, frameBytes
 	case *kmsg.FetchRequest:
-		if resp == nil {
-			return 0
-		}
+		kind, n = fetchQuota, responseSizeHint(resp)
 		if t, ok := resp.(kmsg.ThrottleResponse); ok {
 			if ms, _ := t.Throttle(); ms > 0 {
-				return time.Duration(ms) * time.Millisecond // already throttled before reading
+				n = 0 // throttled before reading: an empty answer
 			}
 		}
-		kind, n = fetchQuota, responseSizeHint(resp)
 	default:
 		return 0
 	}
+	held := c.quotaHeld
+	c.quotaHeld = quotaHold{}
+	if kind == fetchQuota && resp == nil {
+		c.b.quotas.release(held) // failed: nothing was sent
+		return 0
+	}
 	user, client := c.quotaIdentity()
-	d := c.b.quotas.record(kind, user, client, n, c.b.clock.Now())
+	d := c.b.quotas.record(kind, user, client, n, held, c.b.clock.Now())
+	if t, ok := resp.(kmsg.ThrottleResponse); ok {
+		if ms, _ := t.Throttle(); ms > 0 {
+			d = max(d, time.Duration(ms)*time.Millisecond)
+		}
+	}
 	if t, ok := resp.(kmsg.SetThrottleResponse); ok && d > 0 {
 		t.SetThrottle(int32(d / time.Millisecond))
 	}
@@ -336,14 +390,16 @@ func (c *conn) fetchThrottled(r *kmsg.FetchRequest) *kmsg.FetchResponse {
 	return resp
 }
 
-// fetchQuotaBytes bounds a fetch's MaxBytes by what its quota allows over a
-// window, or returns max when there is no quota.
-func (c *conn) fetchQuotaBytes(max int64) int64 {
+// fetchQuotaBytes bounds a fetch's budget by its quota (quotaBook.reserve)
+// and holds est of it until the fetch is answered; 0 when nothing is left,
+// the response then carrying the throttle.
+func (c *conn) fetchQuotaBytes(budget, est int64, resp *kmsg.FetchResponse) int64 {
 	user, client := c.quotaIdentity()
-	if w := c.b.quotas.windowBytes(fetchQuota, user, client); w > 0 {
-		return min(max, w)
-	}
-	return max
+	c.b.quotas.release(c.quotaHeld) // of an earlier read of the same fetch, which found too little
+	var d time.Duration
+	budget, c.quotaHeld, d = c.b.quotas.reserve(user, client, budget, est, c.b.clock.Now())
+	resp.ThrottleMillis = int32(d / time.Millisecond)
+	return budget
 }
 
 // mute reads nothing more from the connection for d: KIP-219's throttle,

@@ -13,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // quotaLogins are test API keys of distinct principals, as IAM service IDs
@@ -305,5 +306,70 @@ func TestClientQuotaChangesAreRecorded(t *testing.T) {
 	want := []string{"quota.update user=iam-ServiceId-hog,client-id=<default> 200 token", "quota.update user=iam-ServiceId-hog,client-id=<default> 403 token"}
 	if got := log.summary(); !slices.Equal(got, want) {
 		t.Fatalf("recorded %q, want %q", got, want)
+	}
+}
+
+// Connections of one user fetching at once share its allowance: together
+// they read about what the quota allows over the window, not each of them
+// all of it.
+func TestFetchesOfOneUserShareTheAllowance(t *testing.T) {
+	tb := startBroker(t, nil, withQuotaLogins)
+	tb.mustCreate(t, "bulk", 1)
+	prod := tb.client(t, writerKey, kgo.DefaultProduceTopic("bulk"), kgo.ProducerBatchCompression(kgo.NoCompression()), kgo.ProducerBatchMaxBytes(80<<10))
+	const batch = 64 << 10
+	for range 128 { // 8 MiB
+		prod.Produce(testCtx(t), &kgo.Record{Value: make([]byte, batch)}, nil)
+	}
+	if err := prod.Flush(testCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	adm := tb.admin(t, managerKey)
+	const quota = 256 << 10 // the window allows ten to eleven times this
+	if res, err := adm.AlterClientQuotas(testCtx(t), []kadm.AlterClientQuotaEntry{{
+		Entity: user("iam-ServiceId-hog"), Ops: []kadm.AlterClientQuotaOp{{Key: "consumer_byte_rate", Value: quota}}}}); err != nil || res[0].Err != nil {
+		t.Fatalf("setting the quota: %v %+v", err, res)
+	}
+	topics, err := adm.ListTopics(testCtx(t), "bulk")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const fetchers = 6
+	var read, throttled atomic.Int64
+	var wg sync.WaitGroup
+	for range fetchers {
+		cl := tb.client(t, "hog-key")
+		wg.Go(func() {
+			req := kmsg.NewPtrFetchRequest()
+			req.MaxWaitMillis, req.MaxBytes = 100, 50<<20
+			rt := kmsg.NewFetchRequestTopic()
+			rt.Topic, rt.TopicID = "bulk", topics["bulk"].ID
+			rp := kmsg.NewFetchRequestTopicPartition()
+			rp.PartitionMaxBytes = 50 << 20
+			rt.Partitions = append(rt.Partitions, rp)
+			req.Topics = append(req.Topics, rt)
+			resp, err := req.RequestWith(testCtx(t), cl)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if resp.ThrottleMillis > 0 {
+				throttled.Add(1)
+			}
+			for _, rt := range resp.Topics {
+				for _, p := range rt.Partitions {
+					read.Add(int64(len(p.RecordBatches)))
+				}
+			}
+		})
+	}
+	wg.Wait()
+	t.Logf("%d fetchers read %d bytes; %d throttled", fetchers, read.Load(), throttled.Load())
+	// The window is 10 to 11 s long in its first samples; each fetch may
+	// read one batch past its share.
+	if limit := int64(11*quota + fetchers*(batch+1024)); read.Load() > limit {
+		t.Fatalf("%d fetchers of one user read %d bytes, over the window's %d", fetchers, read.Load(), limit)
+	}
+	if throttled.Load() == 0 {
+		t.Fatal("no fetch was throttled")
 	}
 }
