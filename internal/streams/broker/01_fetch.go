@@ -136,7 +136,7 @@ func (c *conn) fetchOnce(ctx context.Context, r *kmsg.FetchRequest, deadline tim
 		}
 		resp.Topics = append(resp.Topics, st)
 	}
-	if budget = c.fetchQuotaBytes(budget, readEstimate(reads), resp); budget == 0 {
+	if budget = c.fetchQuotaBytes(budget, func() int64 { return readEstimate(reads) }, resp); budget == 0 {
 		return resp, 0, true // over its quota: answered without data, throttled
 	}
 	sp := func(rd read) *kmsg.FetchResponseTopicPartition { return &resp.Topics[rd.topic].Partitions[rd.part] }

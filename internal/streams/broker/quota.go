@@ -189,7 +189,7 @@ const minHeldThrottle = 100 * time.Millisecond
 // connections of one user fetching at once cannot each read the whole
 // allowance. It returns the budget, what it holds, and, when nothing is
 // left, 0 and how long to throttle.
-func (q *quotaBook) reserve(user, client string, budget, est int64, now time.Time) (int64, quotaHold, time.Duration) {
+func (q *quotaBook) reserve(user, client string, budget int64, est func() int64, now time.Time) (int64, quotaHold, time.Duration) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	bound, key := q.bound(fetchQuota, user, client)
@@ -204,7 +204,7 @@ func (q *quotaBook) reserve(user, client string, budget, est int64, now time.Tim
 		return 0, quotaHold{}, max(s.throttle(bound, ms, s.reserved), minHeldThrottle)
 	}
 	budget = min(budget, int64(allowed))
-	held := quotaHold{key: key, n: float64(min(budget, max(est, 0)))}
+	held := quotaHold{key: key, n: float64(min(budget, max(est(), 0)))}
 	s.reserved += held.n
 	return budget, held, 0
 }
@@ -391,9 +391,10 @@ func (c *conn) fetchThrottled(r *kmsg.FetchRequest) *kmsg.FetchResponse {
 }
 
 // fetchQuotaBytes bounds a fetch's budget by its quota (quotaBook.reserve)
-// and holds est of it until the fetch is answered; 0 when nothing is left,
-// the response then carrying the throttle.
-func (c *conn) fetchQuotaBytes(budget, est int64, resp *kmsg.FetchResponse) int64 {
+// and holds what est says it will read until the fetch is answered; 0 when
+// nothing is left, the response then carrying the throttle. est is called
+// only when the connection has a quota.
+func (c *conn) fetchQuotaBytes(budget int64, est func() int64, resp *kmsg.FetchResponse) int64 {
 	user, client := c.quotaIdentity()
 	c.b.quotas.release(c.quotaHeld) // of an earlier read of the same fetch, which found too little
 	var d time.Duration
