@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/keyline/keyline/internal/connhold"
 	"github.com/keyline/keyline/internal/errs"
 )
 
@@ -99,6 +100,14 @@ type Config struct {
 	// in, nor one host those of every other.
 	MaxPreAuthConnections int
 	MaxPreAuthPerIP       int
+	// ConnectionRatePerIP is how many connections a second one source
+	// address may open, in bursts of ConnectionBurstPerIP (defaults
+	// DefaultConnectionRatePerIP and DefaultConnectionBurstPerIP). A
+	// connection over it, or over a cap above, is held by Holder (default
+	// connhold.Process()), unread, before it is closed.
+	ConnectionRatePerIP  float64
+	ConnectionBurstPerIP int
+	Holder               *connhold.Holder
 	// LoginTimeout is how long a new connection may take to log in
 	// (default 10 s).
 	LoginTimeout time.Duration
@@ -223,6 +232,15 @@ func New(cfg Config) (*Broker, error) {
 	if cfg.MaxPreAuthPerIP <= 0 {
 		cfg.MaxPreAuthPerIP = min(32, cfg.MaxPreAuthConnections)
 	}
+	if cfg.ConnectionRatePerIP <= 0 {
+		cfg.ConnectionRatePerIP = DefaultConnectionRatePerIP
+	}
+	if cfg.ConnectionBurstPerIP <= 0 {
+		cfg.ConnectionBurstPerIP = DefaultConnectionBurstPerIP
+	}
+	if cfg.Holder == nil {
+		cfg.Holder = connhold.Process()
+	}
 	if cfg.LoginTimeout <= 0 {
 		cfg.LoginTimeout = 10 * time.Second
 	}
@@ -336,8 +354,7 @@ func (b *Broker) Serve(ctx context.Context) error {
 		}
 		if refusal := b.admit(c); refusal != "" {
 			b.mu.Unlock()
-			nc.Close()
-			b.quiet.refused.Log(b.log, slog.LevelWarn, "kafka connection refused: "+refusal, "remote", c.ip)
+			b.refuse(c, refusal)
 			continue
 		}
 		b.serving.Add(1)
