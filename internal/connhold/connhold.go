@@ -13,8 +13,11 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// DefaultDelay is how long a refused connection is held before it is closed.
-const DefaultDelay = time.Second
+// DefaultDelay is how long a refused connection is held before it is
+// closed: a client that redials at once then costs an accept every five
+// seconds, and one that was merely unlucky (a fleet behind one NAT starting
+// at once) is let go soon enough to retry with its usual backoff.
+const DefaultDelay = 5 * time.Second
 
 // Holder holds refused connections, at most Max at once: each costs a file
 // descriptor, so past that a refused connection is closed at once, and

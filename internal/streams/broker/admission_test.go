@@ -61,7 +61,8 @@ func TestStrangersAtTheirCapDoNotStarveALoggedInProducer(t *testing.T) {
 	const perIP, hostile = 10, 60 // more strangers than MaxConnections
 	tb := startBroker(t, nil, func(c *Config) {
 		c.MaxConnections, c.MaxPreAuthConnections, c.MaxPreAuthPerIP = 40, 30, perIP
-		c.LoginTimeout = time.Minute // the strangers keep their slots all through the test
+		c.LoginTimeout = time.Minute                          // the strangers keep their slots all through the test
+		c.Holder = connhold.New(hostile, 10*time.Millisecond) // refusals, not holds, are tested here
 	})
 	tb.mustCreate(t, "orders", 1)
 	conns := partialFrames(t, tb.Addr().String(), hostile)
