@@ -281,6 +281,11 @@ func report(cfg config, sm *sampler, srv *server, h *hostile, phases ...*phase) 
 		where = fmt.Sprintf("in a child process at nice %d", cfg.hostileNice)
 	}
 	fmt.Printf("hostile clients, %s (server RLIMIT_NOFILE %s; peak open counts their side):\n  %v\n  %v\n  %v\n", where, limitOf(cfg.nofile), &h.logins, &h.bodies, &h.fetch)
+	// The churn the server pays for: each cut is a connection it accepted
+	// and closed (after holding it, when it holds refused connections).
+	perSec := func(a *attack) float64 { return float64(a.cut.Load()) / cfg.duration.Seconds() }
+	fmt.Printf("  connections cut by the server: %.0f a second (slow logins %.0f, slow bodies %.0f)\n",
+		perSec(&h.logins)+perSec(&h.bodies)+perSec(&h.fetch), perSec(&h.logins), perSec(&h.bodies))
 
 	base, attacked := phases[0], phases[1]
 	var ratios []string
