@@ -59,6 +59,7 @@ func main() {
 	consumers := flag.Int("consumers", 2, "well-behaved consumers")
 	httpCallers := flag.Int("http", 2, "well-behaved Key Protect wrap callers")
 	interval := flag.Duration("interval", 20*time.Millisecond, "pause between one well-behaved client's calls")
+	ownKey := flag.Bool("hostile-own-key", true, "the hostile Kafka clients log in with a service credential of their own, as another application would; false: with the well-behaved clients' one, sharing their user's quotas")
 	hostileNice := flag.Int("hostile-nice", 19, "run the hostile clients in a child process at this niceness, standing in for other machines (-1: in soak's own process, sharing its priority)")
 	flag.Parse()
 	if plan := os.Getenv(hostileEnv); plan != "" {
@@ -73,7 +74,7 @@ func main() {
 	ok, err := run(ctx, config{keyline: *keyline, baseline: *baseline, duration: *duration, rssBudget: *rssBudget << 20,
 		rssAbort: *rssAbort << 20, nofile: *nofile, slowLogins: *slowLogins, fetches: *fetches, slowBodies: *slowBodies,
 		fillMB: *fillMB, producers: *producers, consumers: *consumers, http: *httpCallers, interval: *interval,
-		hostileNice: *hostileNice})
+		hostileNice: *hostileNice, ownKey: *ownKey})
 	if err != nil {
 		log.Print(err)
 		os.Exit(2)
@@ -92,6 +93,7 @@ type config struct {
 	fillMB                          int
 	producers, consumers, http      int
 	hostileNice                     int
+	ownKey                          bool
 }
 
 func run(ctx context.Context, cfg config) (bool, error) {
@@ -148,7 +150,13 @@ func run(ctx context.Context, cfg config) (bool, error) {
 	wb.run(ctx, base, cfg.baseline)
 	base.peakRSS, base.peakFDs = sm.reset()
 
-	h := &hostile{kafka: es.Brokers[0], http: strings.TrimPrefix(srv.url, "http://"), es: es, token: token,
+	hes := es
+	if cfg.ownKey {
+		if hes, err = ownCredentials(ctx, admin, es, "soak-hostile"); err != nil {
+			return false, err
+		}
+	}
+	h := &hostile{kafka: es.Brokers[0], http: strings.TrimPrefix(srv.url, "http://"), es: hes, token: token,
 		slowLogins: cfg.slowLogins, slowBodies: cfg.slowBodies, fetches: cfg.fetches, fillParts: fillParts}
 	hctx, stopHostile := context.WithCancel(ctx)
 	hostileDone := make(chan struct{})
@@ -206,6 +214,28 @@ func prepareTopics(ctx context.Context, es *client.EventStreams, fillParts int32
 	return nil
 }
 
+// ownCredentials is a Reader resource key of its own on the deployment:
+// a service ID of its own, whose logins Kafka's client quotas (per user)
+// count apart from every other's.
+func ownCredentials(ctx context.Context, admin *client.Client, es *client.EventStreams, name string) (*client.EventStreams, error) {
+	var rk struct {
+		Credentials struct {
+			APIKey string `json:"api_key"`
+		} `json:"credentials"`
+	}
+	err := admin.Do(ctx, client.Request{Method: "POST", Path: "/v2/resource_keys",
+		Body: map[string]any{"name": name, "source": es.GUID, "role": "Reader"}}, &rk)
+	if err != nil {
+		return nil, fmt.Errorf("POST /v2/resource_keys: %w", err)
+	}
+	if rk.Credentials.APIKey == "" {
+		return nil, fmt.Errorf("the resource key %s holds no API key", name)
+	}
+	own := *es
+	own.APIKey = rk.Credentials.APIKey
+	return &own, nil
+}
+
 // checkOwnFDs warns when soak itself may run out of descriptors before the
 // server does.
 func checkOwnFDs(need int) {
@@ -251,6 +281,11 @@ func report(cfg config, sm *sampler, srv *server, h *hostile, phases ...*phase) 
 		where = fmt.Sprintf("in a child process at nice %d", cfg.hostileNice)
 	}
 	fmt.Printf("hostile clients, %s (server RLIMIT_NOFILE %s; peak open counts their side):\n  %v\n  %v\n  %v\n", where, limitOf(cfg.nofile), &h.logins, &h.bodies, &h.fetch)
+	// The churn the server pays for: each cut is a connection it accepted
+	// and closed (after holding it, when it holds refused connections).
+	perSec := func(a *attack) float64 { return float64(a.cut.Load()) / cfg.duration.Seconds() }
+	fmt.Printf("  connections cut by the server: %.0f a second (slow logins %.0f, slow bodies %.0f)\n",
+		perSec(&h.logins)+perSec(&h.bodies)+perSec(&h.fetch), perSec(&h.logins), perSec(&h.bodies))
 
 	base, attacked := phases[0], phases[1]
 	var ratios []string

@@ -7,7 +7,7 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/keyline/keyline/internal/connhold"
 )
 
 // Defaults of the HTTP edge's limits (Config.RequestBodyTimeout and the rest).
@@ -38,29 +38,25 @@ func connectionLimits(total, perSource int, nofile uint64) (int, int) {
 	return total, min(perSource, total)
 }
 
-// openFileLimit is the process's RLIMIT_NOFILE (its soft limit, which Go
-// raises to the hard one at start); 0 when unknown.
-func openFileLimit() uint64 {
-	var lim unix.Rlimit
-	if unix.Getrlimit(unix.RLIMIT_NOFILE, &lim) != nil || lim.Cur == unix.RLIM_INFINITY {
-		return 0
-	}
-	return lim.Cur
-}
+var openFileLimit = connhold.OpenFileLimit
 
-// perSourceListener closes at once each connection from an address that
-// already has max open: the listener's total cap makes the rest wait, and
-// without this one client's connections (a flood of slow bodies) would take
-// every slot and leave the others waiting behind them.
+// perSourceListener refuses each connection from an address that already
+// has max open: the listener's total cap makes the rest wait, and without
+// this one client's connections (a flood of slow bodies) would take every
+// slot and leave the others waiting behind them. A refused connection is
+// held, unread, before it is closed (within the holder's descriptor budget,
+// closed at once past it), so that a client redialling at once costs an
+// accept per hold instead of one per round trip.
 type perSourceListener struct {
 	net.Listener
 	max  int
+	hold *connhold.Holder
 	mu   sync.Mutex
 	open map[string]int
 }
 
-func limitPerSource(ln net.Listener, max int) net.Listener {
-	return &perSourceListener{Listener: ln, max: max, open: map[string]int{}}
+func limitPerSource(ln net.Listener, max int) *perSourceListener {
+	return &perSourceListener{Listener: ln, max: max, hold: connhold.Process(), open: map[string]int{}}
 }
 
 func (l *perSourceListener) Accept() (net.Conn, error) {
@@ -77,7 +73,7 @@ func (l *perSourceListener) Accept() (net.Conn, error) {
 		}
 		l.mu.Unlock()
 		if !ok {
-			c.Close()
+			l.hold.Hold(c)
 			continue
 		}
 		return &sourceConn{Conn: c, l: l, src: src}, nil

@@ -1,12 +1,17 @@
 package server
 
 import (
+	"context"
 	"errors"
 	"net"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"golang.org/x/net/netutil"
+
+	"github.com/keyline/keyline/internal/connhold"
 )
 
 func TestConnectionLimitsLeaveDescriptorsToOthers(t *testing.T) {
@@ -50,16 +55,8 @@ func closedByServer(c net.Conn, d time.Duration) bool {
 	return err != nil && !(errors.As(err, &ne) && ne.Timeout())
 }
 
-// One address holding its share of the listener's slots does not keep
-// another's connection waiting: its next one is closed at once, and a slot
-// it gives back is its own again.
-func TestOneSourceCannotTakeEverySlot(t *testing.T) {
-	inner, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln := netutil.LimitListener(limitPerSource(inner, 2), 4)
-	defer ln.Close()
+// acceptAll accepts from ln until it is closed, handing each connection on.
+func acceptAll(ln net.Listener) <-chan net.Conn {
 	accepted := make(chan net.Conn, 10)
 	go func() {
 		for {
@@ -70,6 +67,20 @@ func TestOneSourceCannotTakeEverySlot(t *testing.T) {
 			accepted <- c
 		}
 	}()
+	return accepted
+}
+
+// One address holding its share of the listener's slots does not keep
+// another's connection waiting: its next one is closed at once, and a slot
+// it gives back is its own again.
+func TestOneSourceCannotTakeEverySlot(t *testing.T) {
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := netutil.LimitListener(limitPerSource(inner, 2), 4)
+	defer ln.Close()
+	accepted := acceptAll(ln)
 	addr := inner.Addr().String()
 	next := func(what string) net.Conn {
 		t.Helper()
@@ -117,5 +128,76 @@ func TestMemoryLimitSizesTheKafkaBudgets(t *testing.T) {
 	}
 	if got := withMemoryLimit(Config{}); got.KafkaFetchMemory != 0 || got.KafkaRequestMemory != 0 {
 		t.Errorf("without a limit the budgets were set: %d, %d", got.KafkaFetchMemory, got.KafkaRequestMemory)
+	}
+}
+
+// countingListener counts the connections accepted from the socket.
+type countingListener struct {
+	net.Listener
+	accepted atomic.Int64
+}
+
+func (l *countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		l.accepted.Add(1)
+	}
+	return c, err
+}
+
+// An address at its cap that redials in a tight loop has its refused
+// connections held, within the holder's budget, so the listener accepts a
+// few of them instead of one per round trip; another address is served at
+// once meanwhile.
+func TestRedialingARefusedSourceIsHeld(t *testing.T) {
+	const redialers = 4
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	counted := &countingListener{Listener: inner}
+	ps := limitPerSource(counted, 1)
+	const holdCap = 64
+	ps.hold = connhold.New(holdCap, 5*time.Second)
+	ln := netutil.LimitListener(ps, 4)
+	defer ln.Close()
+	accepted := acceptAll(ln)
+	addr := inner.Addr().String()
+	dialFrom(t, "127.0.0.2", addr) // takes the address's one slot
+	slot := <-accepted
+	defer slot.Close()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second) // the window; nothing is timed
+	defer cancel()
+	var wg sync.WaitGroup
+	for range redialers {
+		wg.Go(func() {
+			d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}}
+			for ctx.Err() == nil {
+				if c, err := d.DialContext(ctx, "tcp", addr); err == nil {
+					closedByServer(c, time.Second)
+					c.Close()
+				}
+			}
+		})
+	}
+	dialFrom(t, "127.0.0.1", addr)
+	select {
+	case c := <-accepted:
+		defer c.Close()
+		if sourceOf(c.RemoteAddr()) != "127.0.0.1" {
+			t.Fatalf("accepted %v, want the connection from 127.0.0.1", c.RemoteAddr())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("another address's connection was not accepted")
+	}
+	wg.Wait()
+	// Held, each redialer waits a second (its own deadline) per refusal;
+	// closed at once, it is refused hundreds of times in the window.
+	if got := counted.accepted.Load(); got > 2+10*redialers {
+		t.Fatalf("the listener accepted %d connections from %d redialers; want the refused ones held", got, redialers)
+	}
+	if s := ps.hold.Stats(); s.Holding > holdCap {
+		t.Fatalf("%d connections held, over the cap of %d", s.Holding, holdCap)
 	}
 }

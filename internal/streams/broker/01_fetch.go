@@ -62,6 +62,9 @@ const maxFetchBytes = 55 << 20
 // waits up to MaxWaitMillis for any requested partition to change. Fetch
 // sessions are not kept: SessionID 0 tells the client to send full requests.
 func (c *conn) handleFetch(ctx context.Context, r *kmsg.FetchRequest) (kmsg.Response, error) {
+	if resp := c.fetchThrottled(r); resp != nil {
+		return resp, nil
+	}
 	deadline := time.Now().Add(time.Duration(r.MaxWaitMillis) * time.Millisecond)
 	for {
 		var changed []<-chan struct{}
@@ -132,6 +135,9 @@ func (c *conn) fetchOnce(ctx context.Context, r *kmsg.FetchRequest, deadline tim
 			st.Partitions = append(st.Partitions, sp)
 		}
 		resp.Topics = append(resp.Topics, st)
+	}
+	if budget = c.fetchQuotaBytes(budget, func() int64 { return readEstimate(reads) }, resp); budget == 0 {
+		return resp, 0, true // over its quota: answered without data, throttled
 	}
 	sp := func(rd read) *kmsg.FetchResponseTopicPartition { return &resp.Topics[rd.topic].Partitions[rd.part] }
 	logErr := func(rd read, err error) {

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"io"
 	"log/slog"
@@ -12,6 +13,8 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/keyline/keyline/internal/connhold"
 )
 
 // hostileAddr is a second loopback address: strangers come from there and
@@ -58,7 +61,8 @@ func TestStrangersAtTheirCapDoNotStarveALoggedInProducer(t *testing.T) {
 	const perIP, hostile = 10, 60 // more strangers than MaxConnections
 	tb := startBroker(t, nil, func(c *Config) {
 		c.MaxConnections, c.MaxPreAuthConnections, c.MaxPreAuthPerIP = 40, 30, perIP
-		c.LoginTimeout = time.Minute // the strangers keep their slots all through the test
+		c.LoginTimeout = time.Minute                          // the strangers keep their slots all through the test
+		c.Holder = connhold.New(hostile, 10*time.Millisecond) // refusals, not holds, are tested here
 	})
 	tb.mustCreate(t, "orders", 1)
 	conns := partialFrames(t, tb.Addr().String(), hostile)
@@ -138,4 +142,121 @@ func (l lockedWriter) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.w.Write(p)
+}
+
+// redial connects from hostileAddr over and over until ctx ends, each time
+// waiting (up to a second) for the broker to close the connection, as a
+// client that reconnects at once does.
+func redial(ctx context.Context, addr string) {
+	d := net.Dialer{LocalAddr: hostileAddr, Timeout: 10 * time.Second}
+	for ctx.Err() == nil {
+		c, err := d.DialContext(ctx, "tcp", addr)
+		if err != nil {
+			continue
+		}
+		c.SetReadDeadline(time.Now().Add(time.Second))
+		io.Copy(io.Discard, c)
+		c.Close()
+	}
+}
+
+// An address over its cap of strangers that redials in a tight loop gets
+// its refused connections held, not closed at once, so the broker accepts a
+// handful of them instead of one per round trip; a client from another
+// address meanwhile logs in and produces.
+func TestRedialingARefusedAddressIsHeld(t *testing.T) {
+	const redialers = 4
+	tb := startBroker(t, nil, func(c *Config) {
+		c.MaxPreAuthPerIP = 1
+		c.LoginTimeout = time.Minute
+		c.Holder = connhold.New(64, 5*time.Second)
+	})
+	tb.mustCreate(t, "orders", 1)
+	partialFrames(t, tb.Addr().String(), 1) // takes the address's one slot
+	waitFor(t, "the stranger's slot", func() bool { return tb.Connections().PreAuth == 1 })
+
+	// The redialers' window; nothing is timed.
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	for range redialers {
+		wg.Go(func() { redial(ctx, tb.Addr().String()) })
+	}
+	waitFor(t, "a refusal", func() bool { return tb.Admissions().Refused > 0 })
+	prod := tb.client(t, writerKey, kgo.DefaultProduceTopic("orders"))
+	if err := prod.ProduceSync(testCtx(t), &kgo.Record{Value: []byte("x")}).FirstErr(); err != nil {
+		t.Fatalf("a client from another address could not produce: %v", err)
+	}
+	wg.Wait()
+
+	// Each redialer waits a second (its own deadline) per refusal when it
+	// is held, so over the window it is refused about three times; closed
+	// at once, it is refused hundreds of times.
+	if got := tb.Admissions().Refused; got > 10*redialers {
+		t.Fatalf("the broker accepted and refused %d connections of %d redialers; want them held, a few refusals each", got, redialers)
+	}
+}
+
+// However many connections are refused at once, no more than the holder's
+// cap are held (each costs a descriptor); the rest are closed at once.
+func TestHeldConnectionsStayWithinTheirCap(t *testing.T) {
+	const held, refused = 3, 20
+	hold := connhold.New(held, time.Minute)
+	tb := startBroker(t, nil, func(c *Config) {
+		c.MaxPreAuthPerIP = 1
+		c.LoginTimeout = time.Minute
+		c.Holder = hold
+	})
+	conns := partialFrames(t, tb.Addr().String(), 1+refused)
+	waitFor(t, "every connection to be refused", func() bool {
+		if s := hold.Stats(); s.Holding > held {
+			t.Fatalf("%d connections held, over the cap of %d", s.Holding, held)
+		}
+		return tb.Admissions().Refused == refused
+	})
+	if s := hold.Stats(); s.Holding != held || s.ClosedAtOnce != refused-held {
+		t.Fatalf("holder stats %+v; want %d held and %d closed at once", s, held, refused-held)
+	}
+	open := 0
+	for _, closed := range closedByServer(conns[1:], 3*time.Second) {
+		if !closed {
+			open++
+		}
+	}
+	if open != held {
+		t.Fatalf("%d refused connections still open, want the %d held", open, held)
+	}
+}
+
+// An address opening connections faster than its rate has those over its
+// burst throttled (held, then closed) while another address is served.
+func TestConnectionRatePerIPThrottlesOneAddress(t *testing.T) {
+	const burst, dials = 5, 30
+	tb := startBroker(t, nil, func(c *Config) {
+		c.ConnectionRatePerIP, c.ConnectionBurstPerIP = 1, burst
+		c.Holder = connhold.New(64, 100*time.Millisecond)
+	})
+	start := time.Now()
+	d := net.Dialer{LocalAddr: hostileAddr, Timeout: 10 * time.Second}
+	for range dials {
+		c, err := d.Dial("tcp", tb.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+	}
+	waitFor(t, "every connection to be admitted or refused", func() bool {
+		a := tb.Admissions()
+		return a.Served+a.Refused == dials
+	})
+	// The bucket refills at one a second: however slowly the dials went,
+	// the rest of them were throttled.
+	allowed := burst + int(time.Since(start).Seconds()) + 1
+	if got := tb.Admissions(); got.Throttled < uint64(dials-allowed) {
+		t.Fatalf("admissions %+v after %d quick dials; want at most %d served", got, dials, allowed)
+	}
+	cl := tb.client(t, writerKey)
+	if err := cl.Ping(testCtx(t)); err != nil {
+		t.Fatalf("a client from another address was not served: %v", err)
+	}
 }

@@ -52,6 +52,8 @@ var apis = map[int16]versionRange{
 	42: {0, 2},  // DeleteGroups
 	44: {0, 1},  // IncrementalAlterConfigs
 	47: {0, 0},  // OffsetDelete
+	48: {0, 1},  // DescribeClientQuotas
+	49: {0, 1},  // AlterClientQuotas
 	60: {0, 1},  // DescribeCluster
 }
 
@@ -125,6 +127,10 @@ func (c *conn) dispatch(ctx context.Context, req *request) (kmsg.Response, error
 		return c.handleSASLAuthenticate(ctx, r)
 	case *kmsg.CreatePartitionsRequest:
 		return c.handleCreatePartitions(ctx, r)
+	case *kmsg.DescribeClientQuotasRequest:
+		return c.handleDescribeClientQuotas(ctx, r)
+	case *kmsg.AlterClientQuotasRequest:
+		return c.handleAlterClientQuotas(ctx, r)
 	case nil:
 		if req.key == apiVersionsKey { // a version above ours
 			return c.unsupportedApiVersions(req.version), nil

@@ -20,10 +20,11 @@ import (
 type Change struct {
 	// Action is the Activity Tracker action below "event-streams.":
 	// topic.create, topic.update, topic.delete, group.update (an offset
-	// reset over REST), group.delete, group-offset.delete or message.delete
-	// (DeleteRecords).
+	// reset over REST), group.delete, group-offset.delete, message.delete
+	// (DeleteRecords) or quota.update (AlterClientQuotas).
 	Action string
-	// Kind is "topic" or "group"; Name is the topic's or group's name,
+	// Kind is "topic", "group" or "quota"; Name is the topic's or group's
+	// name, or the quota's entity ("user=<name>,client-id=<default>"),
 	// which is customer data, sealed at rest like the records: a recorder
 	// must not store it in plain. TopicID is the topic's id when the topic
 	// exists (or existed until this change).
@@ -127,6 +128,13 @@ func (c *conn) recordChanges(kreq kmsg.Request, resp kmsg.Response) {
 			}
 		}
 		add("group-offset.delete", "group", group, code, nil)
+	case *kmsg.AlterClientQuotasResponse:
+		if kreq.(*kmsg.AlterClientQuotasRequest).ValidateOnly {
+			return
+		}
+		for _, e := range r.Entries {
+			add("quota.update", "quota", alteredEntity(e.Entity), e.ErrorCode, e.ErrorMessage)
+		}
 	case *kmsg.DeleteRecordsResponse:
 		for _, t := range r.Topics {
 			code := int16(0)

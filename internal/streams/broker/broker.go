@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/keyline/keyline/internal/connhold"
 	"github.com/keyline/keyline/internal/errs"
 )
 
@@ -116,6 +117,14 @@ type Config struct {
 	// in, nor one host those of every other.
 	MaxPreAuthConnections int
 	MaxPreAuthPerIP       int
+	// ConnectionRatePerIP is how many connections a second one source
+	// address may open, in bursts of ConnectionBurstPerIP (defaults
+	// DefaultConnectionRatePerIP and DefaultConnectionBurstPerIP). A
+	// connection over it, or over a cap above, is held by Holder (default
+	// connhold.Process()), unread, before it is closed.
+	ConnectionRatePerIP  float64
+	ConnectionBurstPerIP int
+	Holder               *connhold.Holder
 	// LoginTimeout is how long a new connection may take to log in
 	// (default 10 s).
 	LoginTimeout time.Duration
@@ -164,6 +173,7 @@ type Broker struct {
 	producers *producerIDs
 	txns      *txnCoordinator
 	cleaner   compactionCounters
+	quotas    *quotaBook
 
 	// bufs holds the large buffers fetches are read and encoded into (and
 	// produce requests read into), shared by the connections so that only
@@ -242,6 +252,15 @@ func New(cfg Config) (*Broker, error) {
 	if cfg.MaxPreAuthPerIP <= 0 {
 		cfg.MaxPreAuthPerIP = min(32, cfg.MaxPreAuthConnections)
 	}
+	if cfg.ConnectionRatePerIP <= 0 {
+		cfg.ConnectionRatePerIP = DefaultConnectionRatePerIP
+	}
+	if cfg.ConnectionBurstPerIP <= 0 {
+		cfg.ConnectionBurstPerIP = DefaultConnectionBurstPerIP
+	}
+	if cfg.Holder == nil {
+		cfg.Holder = connhold.Process()
+	}
 	if cfg.LoginTimeout <= 0 {
 		cfg.LoginTimeout = 10 * time.Second
 	}
@@ -260,6 +279,9 @@ func New(cfg Config) (*Broker, error) {
 	}
 	b.topics.limits = cfg.Limits.withDefaults(cfg.MaxRequestBytes)
 	b.producers = newProducerIDs(cfg.Storage, cfg.AllocateProducerID)
+	if b.quotas, err = newQuotaBook(cfg.Storage, cfg.Limits); err != nil {
+		return nil, errs.Internalf(op, err)
+	}
 	b.groups = newCoordinator(cfg.Storage, b.clock, b.log)
 	b.topics.onDelete = b.groups.forgetTopic
 	b.txns = newTxnCoordinator(cfg.Storage, b.clock, b.log, b.topics, b.groups, b.producers)
@@ -360,8 +382,7 @@ func (b *Broker) Serve(ctx context.Context) error {
 		}
 		if refusal := b.admit(c); refusal != "" {
 			b.mu.Unlock()
-			nc.Close()
-			b.quiet.refused.Log(b.log, slog.LevelWarn, "kafka connection refused: "+refusal, "remote", c.ip)
+			b.refuse(c, refusal)
 			continue
 		}
 		b.serving.Add(1)

@@ -42,7 +42,9 @@ type conn struct {
 	rbuf     []byte         // small produce frames are read into it (see readFrameInto)
 	mem      connMemory     // of the broker's memory budgets
 	durable  []func() error // what the request being handled must wait for before its answer
-	out      chan outgoing  // answers in order, to the writer
+	// quotaHeld is what the fetch being handled holds of its quota.
+	quotaHeld quotaHold
+	out       chan outgoing // answers in order, to the writer
 	// arena holds the fetched batches of the response being built; it
 	// comes from the broker's pool and goes back once the response is
 	// written.
@@ -129,6 +131,7 @@ func (c *conn) serve(parent context.Context) {
 		start := time.Now()
 		c.durable = nil
 		resp, err := c.dispatch(c.ctx, req)
+		muted := c.throttle(req.kreq, len(frame), resp)
 		c.recordChanges(req.kreq, resp)
 		if c.log.Enabled(c.ctx, slog.LevelDebug) {
 			c.log.Debug("kafka request", "api", kmsg.NameForKey(req.key), "version", req.version, "took", time.Since(start))
@@ -140,7 +143,7 @@ func (c *conn) serve(parent context.Context) {
 		if resp != nil && !c.respond(req.corr, resp) {
 			return
 		}
-		if c.closing {
+		if c.closing || !c.mute(muted) {
 			return
 		}
 	}

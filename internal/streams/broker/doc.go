@@ -17,6 +17,8 @@
 //	topics.go     the topic catalog (names live only in encrypted metadata)
 //	groups.go     classic consumer groups and committed offsets
 //	retention.go  periodic retention.ms / retention.bytes
+//	quota.go      client quotas: byte rates per user and client id, throttle
+//	              and mute (KIP-13, KIP-219), kept in the "quotas" record
 //	admin.go      the Event Streams admin REST API for topics
 //	storage.go    the Storage interface the encrypted log implements
 //

@@ -92,6 +92,10 @@ type PlanLimits struct {
 	MaxMessageBytes   int64 `json:"max_message_bytes"`             // the highest max.message.bytes
 	MaxRetentionMs    int64 `json:"max_retention_ms,omitempty"`    // the highest retention.ms; -1 (unlimited) is refused
 	MaxRetentionBytes int64 `json:"max_retention_bytes,omitempty"` // the highest retention.bytes; -1 is refused
+	// ProducerByteRate and ConsumerByteRate are each user's client quotas
+	// (quota.go) where AlterClientQuotas set none; 0: no quota.
+	ProducerByteRate int64 `json:"producer_byte_rate,omitempty"`
+	ConsumerByteRate int64 `json:"consumer_byte_rate,omitempty"`
 }
 
 // withDefaults bounds max.message.bytes by the largest request when the
