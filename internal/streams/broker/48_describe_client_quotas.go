@@ -26,6 +26,15 @@ func (c *conn) handleDescribeClientQuotas(_ context.Context, r *kmsg.DescribeCli
 		resp.ErrorCode, resp.ErrorMessage = kerr.InvalidRequest.Code, kmsg.StringPtr(msg)
 		return resp, nil
 	}
+	if c.b.follows() {
+		// A follower's view has the leader's latest quotas; its book was
+		// read when it started.
+		if err := c.b.quotas.reload(); err != nil {
+			c.log.Error("reading client quotas failed", "err", err)
+			resp.ErrorCode = kerr.UnknownServerError.Code
+			return resp, nil
+		}
+	}
 	for e, values := range c.b.quotas.entries() {
 		if !filter.matches(e, r.Strict) {
 			continue

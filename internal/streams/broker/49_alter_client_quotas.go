@@ -27,6 +27,8 @@ func (c *conn) handleAlterClientQuotas(_ context.Context, r *kmsg.AlterClientQuo
 		ch, code, msg := parseQuotaAlteration(e)
 		if !allowed {
 			code, msg = kerr.ClusterAuthorizationFailed, "altering client quotas needs the Manager role on the cluster"
+		} else if ke := c.b.notController(); ke != nil && code == nil {
+			code, msg = ke, "client quotas are changed by the deployment's leader"
 		}
 		if code != nil {
 			re.ErrorCode, re.ErrorMessage = code.Code, kmsg.StringPtr(msg)

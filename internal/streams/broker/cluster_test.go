@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -810,6 +811,36 @@ func TestFollowerGivesIdempotentProducerIDsFromTheSharedSequence(t *testing.T) {
 			t.Fatalf("producer id %d handed out twice", resp.ProducerID)
 		}
 		seen[resp.ProducerID] = true
+	}
+	tc.checkFollowerQuiet(t)
+}
+
+// Client quotas are the leader's to change (a follower answers
+// NOT_CONTROLLER) and every node describes the leader's latest.
+func TestFollowerDescribesTheLeadersClientQuotas(t *testing.T) {
+	tc := startCluster(t)
+	rc := dialRaw(t, tc.follower)
+	rc.login(managerKey)
+	name := "iam-ServiceId-hog"
+	alter := kmsg.NewPtrAlterClientQuotasRequest()
+	alter.Version = 1
+	alter.Entries = []kmsg.AlterClientQuotasRequestEntry{{
+		Entity: []kmsg.AlterClientQuotasRequestEntryEntity{{Type: "user", Name: &name}},
+		Ops:    []kmsg.AlterClientQuotasRequestEntryOp{{Key: "consumer_byte_rate", Value: 1 << 20}},
+	}}
+	if code := rc.ask(alter).(*kmsg.AlterClientQuotasResponse).Entries[0].ErrorCode; code != kerr.NotController.Code {
+		t.Fatalf("a follower answered AlterClientQuotas with %v, want NOT_CONTROLLER", kerr.ErrorForCode(code))
+	}
+	res, err := tc.leader.admin(t, managerKey).AlterClientQuotas(testCtx(t), []kadm.AlterClientQuotaEntry{{
+		Entity: user(name), Ops: []kadm.AlterClientQuotaOp{{Key: "consumer_byte_rate", Value: 1 << 20}}}})
+	if err != nil || res[0].Err != nil {
+		t.Fatalf("setting the quota through the leader: %v %+v", err, res)
+	}
+	describe := kmsg.NewPtrDescribeClientQuotasRequest()
+	describe.Version = 1
+	resp := rc.ask(describe).(*kmsg.DescribeClientQuotasResponse)
+	if resp.ErrorCode != 0 || len(resp.Entries) != 1 || len(resp.Entries[0].Values) != 1 || resp.Entries[0].Values[0].Value != 1<<20 {
+		t.Fatalf("the follower describes %+v (error %d), want the leader's consumer_byte_rate of 1 MiB/s", resp.Entries, resp.ErrorCode)
 	}
 	tc.checkFollowerQuiet(t)
 }

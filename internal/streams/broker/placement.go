@@ -132,11 +132,12 @@ func (b *Broker) leaderOnly(op string) error {
 }
 
 // FollowerReads reports whether a follower reads the storage metadata key:
-// topics' records (ReloadTopics) and, with Config.AllocateProducerID, the
+// topics' records (ReloadTopics), client quotas (DescribeClientQuotas)
+// and, with Config.AllocateProducerID, the
 // storage's producer id counter, as the floor of the shared sequence (it no
 // longer moves once the sequence allocates). A store that tells other nodes
 // of metadata changes need not tell them of the rest (groups' offsets,
 // transactions), which change far more often.
 func FollowerReads(key string) bool {
-	return strings.HasPrefix(key, topicMetaPrefix) || key == producerIDKey
+	return strings.HasPrefix(key, topicMetaPrefix) || key == producerIDKey || key == quotasKey
 }

@@ -94,18 +94,29 @@ func newQuotaBook(storage Storage, lim PlanLimits) (*quotaBook, error) {
 	q := &quotaBook{storage: storage, set: map[quotaEntity]map[string]float64{}, sensors: map[sensorKey]*rateSensor{}}
 	q.defaults[produceQuota] = float64(lim.ProducerByteRate)
 	q.defaults[fetchQuota] = float64(lim.ConsumerByteRate)
-	raw, ok := storage.GetMeta(quotasKey)
-	if !ok {
-		return q, nil
-	}
-	var stored []storedQuota
-	if err := json.Unmarshal(raw, &stored); err != nil {
-		return nil, fmt.Errorf("reading the client quotas: %w", err)
-	}
-	for _, s := range stored {
-		q.set[s.Entity] = s.Values
+	if err := q.reload(); err != nil {
+		return nil, err
 	}
 	return q, nil
+}
+
+// reload reads the quotas set from storage again: a follower's view of
+// the leader's, which the leader may have changed since.
+func (q *quotaBook) reload() error {
+	set := map[quotaEntity]map[string]float64{}
+	if raw, ok := q.storage.GetMeta(quotasKey); ok {
+		var stored []storedQuota
+		if err := json.Unmarshal(raw, &stored); err != nil {
+			return fmt.Errorf("reading the client quotas: %w", err)
+		}
+		for _, s := range stored {
+			set[s.Entity] = s.Values
+		}
+	}
+	q.mu.Lock()
+	q.set = set
+	q.mu.Unlock()
+	return nil
 }
 
 // bound finds the quota of kind for a user and client id in Kafka's order:
