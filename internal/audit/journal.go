@@ -250,6 +250,9 @@ backlog:
 		l.retired = append(l.retired, l.j)
 		l.qmu.Unlock()
 		l.j = next
+		// A state change may have indexed its last events already: the
+		// indexer still has to commit the retirement and remove the file.
+		l.requestIndex()
 	}
 }
 
