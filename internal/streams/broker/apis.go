@@ -60,6 +60,12 @@ var apis = map[int16]versionRange{
 // dispatch runs the handler for a decoded request. A nil response means none
 // is sent (acks=0 produce).
 func (c *conn) dispatch(ctx context.Context, req *request) (kmsg.Response, error) {
+	if forwarded(req.kreq) && c.b.follows() {
+		if resp := c.forward(ctx, req.kreq); resp != nil {
+			return resp, nil
+		}
+		// Unreachable leader: the handler answers NOT_CONTROLLER.
+	}
 	switch r := req.kreq.(type) {
 	case *kmsg.ProduceRequest:
 		return c.handleProduce(ctx, r)

@@ -382,14 +382,15 @@ func TestFollowerSendsEveryRequestThatNeedsTheLeaderToIt(t *testing.T) {
 			r.Topics = []kmsg.CreatePartitionsRequestTopic{{Topic: "orders", Count: 4}}
 			return r
 		}, func(r kmsg.Response) int16 { return r.(*kmsg.CreatePartitionsResponse).Topics[0].ErrorCode }, notController},
-		{"alter configs", func() kmsg.Request {
+		// Clients send these to any broker, which forwards them (KIP-590).
+		{"alter configs, forwarded to the leader", func() kmsg.Request {
 			r := kmsg.NewPtrAlterConfigsRequest()
 			r.Version = 1
 			r.Resources = []kmsg.AlterConfigsRequestResource{{ResourceType: kmsg.ConfigResourceTypeTopic, ResourceName: "orders",
 				Configs: []kmsg.AlterConfigsRequestResourceConfig{{Name: "retention.ms", Value: str("60000")}}}}
 			return r
-		}, func(r kmsg.Response) int16 { return r.(*kmsg.AlterConfigsResponse).Resources[0].ErrorCode }, notController},
-		{"incremental alter configs", func() kmsg.Request {
+		}, func(r kmsg.Response) int16 { return r.(*kmsg.AlterConfigsResponse).Resources[0].ErrorCode }, 0},
+		{"incremental alter configs, forwarded to the leader", func() kmsg.Request {
 			r := kmsg.NewPtrIncrementalAlterConfigsRequest()
 			r.Version = 1
 			r.Resources = []kmsg.IncrementalAlterConfigsRequestResource{{ResourceType: kmsg.ConfigResourceTypeTopic, ResourceName: "orders",
@@ -397,7 +398,7 @@ func TestFollowerSendsEveryRequestThatNeedsTheLeaderToIt(t *testing.T) {
 			return r
 		}, func(r kmsg.Response) int16 {
 			return r.(*kmsg.IncrementalAlterConfigsResponse).Resources[0].ErrorCode
-		}, notController},
+		}, 0},
 		{"describe configs is served", func() kmsg.Request {
 			r := kmsg.NewPtrDescribeConfigsRequest()
 			r.Version = 4
@@ -815,9 +816,11 @@ func TestFollowerGivesIdempotentProducerIDsFromTheSharedSequence(t *testing.T) {
 	tc.checkFollowerQuiet(t)
 }
 
-// Client quotas are the leader's to change (a follower answers
-// NOT_CONTROLLER) and every node describes the leader's latest.
-func TestFollowerDescribesTheLeadersClientQuotas(t *testing.T) {
+// Client quotas are the leader's to change: a follower forwards an
+// AlterClientQuotas to it (franz-go sends it to any broker, as Kafka's
+// brokers forward it to the controller: KIP-590), and every node describes
+// the leader's latest.
+func TestFollowerForwardsClientQuotaChangesToTheLeader(t *testing.T) {
 	tc := startCluster(t)
 	rc := dialRaw(t, tc.follower)
 	rc.login(managerKey)
@@ -828,19 +831,30 @@ func TestFollowerDescribesTheLeadersClientQuotas(t *testing.T) {
 		Entity: []kmsg.AlterClientQuotasRequestEntryEntity{{Type: "user", Name: &name}},
 		Ops:    []kmsg.AlterClientQuotasRequestEntryOp{{Key: "consumer_byte_rate", Value: 1 << 20}},
 	}}
-	if code := rc.ask(alter).(*kmsg.AlterClientQuotasResponse).Entries[0].ErrorCode; code != kerr.NotController.Code {
-		t.Fatalf("a follower answered AlterClientQuotas with %v, want NOT_CONTROLLER", kerr.ErrorForCode(code))
+	if code := rc.ask(alter).(*kmsg.AlterClientQuotasResponse).Entries[0].ErrorCode; code != 0 {
+		t.Fatalf("a follower answered AlterClientQuotas with %v", kerr.ErrorForCode(code))
 	}
-	res, err := tc.leader.admin(t, managerKey).AlterClientQuotas(testCtx(t), []kadm.AlterClientQuotaEntry{{
-		Entity: user(name), Ops: []kadm.AlterClientQuotaOp{{Key: "consumer_byte_rate", Value: 1 << 20}}}})
+	// kadm, bootstrapped at the follower, sends it wherever it likes.
+	res, err := tc.follower.admin(t, managerKey).AlterClientQuotas(testCtx(t), []kadm.AlterClientQuotaEntry{{
+		Entity: user(name), Ops: []kadm.AlterClientQuotaOp{{Key: "producer_byte_rate", Value: 2 << 20}}}})
 	if err != nil || res[0].Err != nil {
-		t.Fatalf("setting the quota through the leader: %v %+v", err, res)
+		t.Fatalf("setting a quota through a client bootstrapped at the follower: %v %+v", err, res)
 	}
-	describe := kmsg.NewPtrDescribeClientQuotasRequest()
-	describe.Version = 1
-	resp := rc.ask(describe).(*kmsg.DescribeClientQuotasResponse)
-	if resp.ErrorCode != 0 || len(resp.Entries) != 1 || len(resp.Entries[0].Values) != 1 || resp.Entries[0].Values[0].Value != 1<<20 {
-		t.Fatalf("the follower describes %+v (error %d), want the leader's consumer_byte_rate of 1 MiB/s", resp.Entries, resp.ErrorCode)
+	for _, b := range []testBroker{tc.leader, tc.follower} {
+		rc := dialRaw(t, b)
+		rc.login(managerKey)
+		describe := kmsg.NewPtrDescribeClientQuotasRequest()
+		describe.Version = 1
+		resp := rc.ask(describe).(*kmsg.DescribeClientQuotasResponse)
+		if resp.ErrorCode != 0 || len(resp.Entries) != 1 || len(resp.Entries[0].Values) != 2 {
+			t.Fatalf("broker %d describes %+v (error %d), want both of the user's quotas", b.cfg.NodeID, resp.Entries, resp.ErrorCode)
+		}
+	}
+	// A reader is refused by the leader, through the follower.
+	rr := dialRaw(t, tc.follower)
+	rr.login(readerKey)
+	if code := rr.ask(alter).(*kmsg.AlterClientQuotasResponse).Entries[0].ErrorCode; code != kerr.ClusterAuthorizationFailed.Code {
+		t.Fatalf("a reader's AlterClientQuotas through the follower: %v, want CLUSTER_AUTHORIZATION_FAILED", kerr.ErrorForCode(code))
 	}
 	tc.checkFollowerQuiet(t)
 }
