@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
+
 	"github.com/keyline/keyline/bench/internal/benchnode"
 	"github.com/keyline/keyline/internal/client"
 )
@@ -91,6 +93,7 @@ func (b *bench) cluster(dbURL string) {
 					}
 				}
 				waitServing(d.target)
+				liftQuotas(d.target)
 				r := b.run(d.target, "bench", int32(parts), size, "")
 				lat := produceLatency(d.target, int32(parts), size, b.produceFor)
 				fmt.Printf("%-11s %5d %5d %5d %13.0f %13.0f %12s %12s %12s\n", s.name, s.nodes, size, parts, r.produceRate, r.consumeRate,
@@ -103,6 +106,25 @@ func (b *bench) cluster(dbURL string) {
 	}
 	fmt.Println("franz-go, acks=all, idempotent, linger 5 ms, random values; the client, the nodes, PostgreSQL and versitygw share this machine")
 	fmt.Println("produce latency: 8 producers, each sending one record and waiting for its acknowledgement (acks=all), for the run's length")
+}
+
+// liftQuotas raises the deployment's default client quotas (the plan's:
+// 20 MB/s each way on Standard, as Event Streams') far above what this
+// machine moves, as an operator would for a throughput test: the bench
+// measures the log, not the plan's limit.
+func liftQuotas(t *target) {
+	cl := t.client()
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ops := []kadm.AlterClientQuotaOp{{Key: "producer_byte_rate", Value: 1 << 40}, {Key: "consumer_byte_rate", Value: 1 << 40}}
+	res, err := kadm.NewClient(cl).AlterClientQuotas(ctx, []kadm.AlterClientQuotaEntry{{Entity: kadm.ClientQuotaEntity{{Type: "user"}}, Ops: ops}})
+	if err == nil && len(res) == 1 {
+		err = res[0].Err
+	}
+	if err != nil {
+		fatalf("lifting the client quotas: %v", err)
+	}
 }
 
 // waitServing waits until every broker of t answers a login: a node lists
