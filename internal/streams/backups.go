@@ -77,16 +77,49 @@ func (s *Service) ReadLog(ctx context.Context, guid string, f func(archive.Log) 
 		return err
 	}
 	d.mu.Lock()
-	st, obj, lock := d.st, d.obj, d.lock
+	st, obj, view, lock := d.st, d.obj, d.view, d.lock
 	d.mu.Unlock()
 	switch {
 	case obj != nil:
 		return f(archive.LogOf(obj))
 	case st != nil:
 		return f(archive.LogOf(st))
+	case view != nil:
+		return s.readSnapshot(ctx, d, f)
 	}
 	if lock == "" {
 		lock = "the deployment is suspended or stopped"
 	}
 	return errs.E(op, errs.Conflict, "DEPLOYMENT_LOCKED", lock)
+}
+
+// readSnapshot runs f on a read-only snapshot of a deployment on object
+// storage that another node leads (a backup taken here): the log as its
+// leader had committed it when the snapshot opened. Its DEKs are
+// unwrapped for the snapshot alone and wiped after.
+func (s *Service) readSnapshot(ctx context.Context, d *deployment, f func(archive.Log) error) error {
+	rec, _, _ := d.snapshot()
+	var keys []*seglog.DEK
+	defer func() { wipeAll(keys...) }()
+	for _, k := range []struct {
+		id      string
+		wrapped []byte
+	}{{rec.NextDEKID, rec.NextWrappedDEK}, {rec.DEKID, rec.WrappedDEK}} {
+		if k.id == "" {
+			continue
+		}
+		dek, err := s.unwrapDEK(ctx, d, k.id, k.wrapped)
+		if err != nil {
+			return err
+		}
+		keys = append(keys, dek)
+	}
+	opts := s.cfg.ObjectLog
+	opts.StoreID, opts.Keys, opts.ReadOnly = d.guid, keys, true
+	ob, err := objlog.Open(ctx, s.db, s.cfg.ObjectStore, opts)
+	if err != nil {
+		return err
+	}
+	defer ob.Close()
+	return f(archive.LogOf(ob))
 }

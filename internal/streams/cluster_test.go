@@ -21,6 +21,7 @@ import (
 
 	"github.com/keyline/keyline/internal/audit"
 	"github.com/keyline/keyline/internal/auth"
+	"github.com/keyline/keyline/internal/backup/archive"
 	"github.com/keyline/keyline/internal/clock"
 	"github.com/keyline/keyline/internal/cluster"
 	"github.com/keyline/keyline/internal/errs"
@@ -252,6 +253,28 @@ func TestEveryNodeServesADeploymentWithOneLeaderOnPostgreSQL(t *testing.T) {
 		kgo.ConsumeTopics("orders"), kgo.ConsumerGroup("billing"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart())), 200)
 	if len(got) != 200 {
 		t.Fatalf("read %d distinct records through a follower, want 200", len(got))
+	}
+
+	// A backup taken on a follower reads a read-only snapshot of what the
+	// leader committed, and writes nothing.
+	if err := follower.svc.ReadLog(testCtx(t), inst.GUID, func(l archive.Log) error {
+		var records int64
+		for _, name := range l.Partitions() {
+			p, err := l.Partition(name, false)
+			if err != nil {
+				return err
+			}
+			records += p.EndOffset() - p.StartOffset()
+		}
+		if records != 200 {
+			t.Errorf("the follower's snapshot holds %d records, want 200", records)
+		}
+		if e := errs.As(l.PutMeta("x", []byte("y"))); e == nil || e.Code != objlog.CodeReadOnly {
+			t.Errorf("a write to the follower's snapshot: %v, want %s", e, objlog.CodeReadOnly)
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("a backup's read on a follower: %v", err)
 	}
 
 	// The admin REST API through a follower reaches the leader, which

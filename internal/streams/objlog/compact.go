@@ -26,7 +26,7 @@ const (
 // larger ones and returns how many it replaced.
 func (s *Store) Compact(ctx context.Context, below int64) (int, error) {
 	const op = "objlog.Compact"
-	if err := s.usable(op); err != nil {
+	if err := s.writable(op); err != nil {
 		return 0, err
 	}
 	if below <= 0 {

@@ -86,7 +86,7 @@ func signal(c chan struct{}) {
 // that is closed (a restore waits as long as its caller).
 func (f *flusher) add(p *Partition, m seglog.BatchMeta, data []byte, at bool, until <-chan struct{}) (int64, func() error, error) {
 	const op = "objlog.Append"
-	if err := f.s.usable(op); err != nil {
+	if err := f.s.writable(op); err != nil {
 		return 0, nil, err
 	}
 	f.mu.Lock()

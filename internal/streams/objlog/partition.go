@@ -267,7 +267,7 @@ func (p *Partition) Tail(n int) []seglog.BatchMeta {
 // deletes the batches wholly before it, then the objects left unnamed.
 func (p *Partition) DeleteBefore(offset int64) error {
 	const op = "objlog.DeleteBefore"
-	if err := p.s.usable(op); err != nil {
+	if err := p.s.writable(op); err != nil {
 		return err
 	}
 	p.delMu.Lock()

@@ -122,7 +122,7 @@ func (s *Store) verifyKey(ctx context.Context, op string) error {
 // any node) resumes.
 func (s *Store) ReencryptTo(ctx context.Context, dek *seglog.DEK, progress func(done, total int64)) error {
 	const op = "objlog.ReencryptTo"
-	if err := s.usable(op); err != nil {
+	if err := s.writable(op); err != nil {
 		return err
 	}
 	if progress == nil {

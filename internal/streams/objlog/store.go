@@ -74,6 +74,11 @@ type Options struct {
 	// CompactEvery is how often objects under 1 MiB are rewritten into
 	// larger ones (default 1 minute; negative: never, Compact only).
 	CompactEvery time.Duration
+	// ReadOnly opens a snapshot of the store for reading, on a node that
+	// does not lead the deployment (a backup there): its key is checked and
+	// its index and metadata loaded, but nothing is swept, compacted or
+	// written (CodeReadOnly): the leader may be writing meanwhile.
+	ReadOnly bool
 	// Announced, when set, says which metadata keys' changes other nodes'
 	// views need: only those PutMeta and DeleteMeta mark in the change
 	// feed (MetaTopic), so that frequent writes no view reads (a group's
@@ -153,18 +158,25 @@ func Open(ctx context.Context, db *store.DB, bucket *Bucket, opts Options) (*Sto
 	}
 	s := &Store{db: db, bucket: bucket, opts: opts, keys: kr, cache: newChunkCache(opts.CacheBytes),
 		prefix: ObjectPrefix(opts.StoreID), meta: map[string][]byte{}, parts: map[string]*Partition{}}
-	if err := s.verifyKey(ctx, op); err != nil {
+	if opts.ReadOnly {
+		err = checkStoredVerifier(ctx, db, kr, opts.StoreID, op)
+	} else {
+		err = s.verifyKey(ctx, op)
+	}
+	if err != nil {
 		return nil, err
 	}
 	if err := s.load(ctx, op); err != nil {
 		return nil, err
 	}
-	if err := s.sweep(ctx); err != nil {
-		return nil, err
+	if !opts.ReadOnly {
+		if err := s.sweep(ctx); err != nil {
+			return nil, err
+		}
 	}
 	s.fl = newFlusher(s)
 	s.compactStop, s.compactDone = make(chan struct{}), make(chan struct{})
-	if opts.CompactEvery > 0 {
+	if opts.CompactEvery > 0 && !opts.ReadOnly {
 		go s.compactLoop(opts.CompactEvery)
 	} else {
 		close(s.compactDone)
@@ -186,6 +198,22 @@ func (opts Options) keyring(op string) (*keyring, error) {
 		return nil, errs.E(op, errs.Invalid, "DEK_INVALID", "Each data encryption key needs its own ID of 1 to 255 bytes and 32 bytes of key")
 	}
 	return kr, nil
+}
+
+// checkStoredVerifier checks kr against the store's verifier without
+// writing: a store that does not exist is NotExist.
+func checkStoredVerifier(ctx context.Context, db *store.DB, kr *keyring, storeID, op string) error {
+	return db.Read(ctx, func(tx *store.Tx) error {
+		var v []byte
+		err := tx.QueryRow(`SELECT verifier FROM objlog_stores WHERE store = ?`, storeID).Scan(&v)
+		if store.IsNoRows(err) {
+			return errs.E(op, errs.NotExist, "STORE_NOT_FOUND", "The deployment has no log on object storage yet")
+		}
+		if err != nil {
+			return errs.Internalf(op, err)
+		}
+		return checkVerifier(op, kr, aad("verifier", storeID), v)
+	})
 }
 
 // checkVerifier refuses keys none of which sealed the store's verifier.
@@ -317,6 +345,14 @@ func (s *Store) usable(op string) error {
 	return nil
 }
 
+// writable is usable, for a change: refused in a ReadOnly snapshot.
+func (s *Store) writable(op string) error {
+	if s.opts.ReadOnly {
+		return readOnly(op)
+	}
+	return s.usable(op)
+}
+
 // Close flushes what is pending and stops the flusher. Calls after Close
 // fail with Conflict.
 func (s *Store) Close() error {
@@ -408,7 +444,7 @@ func (s *Store) announce(tx *store.Tx, key string) {
 // PutMeta stores value under key; it is committed when it returns.
 func (s *Store) PutMeta(key string, value []byte) error {
 	const op = "objlog.PutMeta"
-	if err := s.usable(op); err != nil {
+	if err := s.writable(op); err != nil {
 		return err
 	}
 	s.metaMu.Lock()
@@ -430,7 +466,7 @@ func (s *Store) PutMeta(key string, value []byte) error {
 // DeleteMeta removes key.
 func (s *Store) DeleteMeta(key string) error {
 	const op = "objlog.DeleteMeta"
-	if err := s.usable(op); err != nil {
+	if err := s.writable(op); err != nil {
 		return err
 	}
 	s.metaMu.Lock()
@@ -494,6 +530,9 @@ func (s *Store) partition(op, name string, create bool, start int64, onlyNew boo
 	if !create {
 		return nil, errs.E(op, errs.NotExist, CodePartitionNotFound, "The partition does not exist")
 	}
+	if err := s.writable(op); err != nil {
+		return nil, err
+	}
 	var pid int64
 	err := s.db.Tx(context.Background(), func(tx *store.Tx) error {
 		if _, err := tx.Exec(`INSERT INTO objlog_partitions (store, name, start_offset, end_offset) VALUES (?, ?, ?, ?)`, s.opts.StoreID, name, start, start); err != nil {
@@ -513,7 +552,7 @@ func (s *Store) partition(op, name string, create bool, start int64, onlyNew boo
 // DropPartition removes a partition, its index rows and then its objects.
 func (s *Store) DropPartition(name string) error {
 	const op = "objlog.DropPartition"
-	if err := s.usable(op); err != nil {
+	if err := s.writable(op); err != nil {
 		return err
 	}
 	s.mu.Lock()

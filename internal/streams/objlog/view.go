@@ -55,18 +55,7 @@ func OpenView(ctx context.Context, db *store.DB, opts Options) (*View, error) {
 	if err := db.Migrate(ctx, Migrations); err != nil {
 		return nil, errs.Internalf(op, err)
 	}
-	err = db.Read(ctx, func(tx *store.Tx) error {
-		var v []byte
-		err := tx.QueryRow(`SELECT verifier FROM objlog_stores WHERE store = ?`, opts.StoreID).Scan(&v)
-		if store.IsNoRows(err) {
-			return errs.E(op, errs.NotExist, "STORE_NOT_FOUND", "The deployment has no log on object storage yet")
-		}
-		if err != nil {
-			return errs.Internalf(op, err)
-		}
-		return checkVerifier(op, kr, aad("verifier", opts.StoreID), v)
-	})
-	if err != nil {
+	if err := checkStoredVerifier(ctx, db, kr, opts.StoreID, op); err != nil {
 		return nil, err
 	}
 	v := &View{db: db, opts: opts, keys: kr, meta: map[string][]byte{}, parts: map[string]*ViewPartition{}}
