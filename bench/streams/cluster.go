@@ -127,9 +127,9 @@ func liftQuotas(t *target) {
 	}
 }
 
-// waitServing waits until every broker of t answers a login: a node lists
-// its listener before its broker is attached, and closes connections until
-// then (which franz-go does not retry).
+// waitServing waits until every broker of t answers a login: each node
+// lists its listener once the feed told it of the deployment, and its
+// broker logs clients in once it unwrapped the deployment's DEK.
 func waitServing(t *target) {
 	for _, seed := range t.seeds {
 		one := &target{seeds: []string{seed}, login: t.login}
