@@ -46,17 +46,21 @@ var openFileLimit = connhold.OpenFileLimit
 // slot and leave the others waiting behind them. A refused connection is
 // held, unread, before it is closed (within the holder's descriptor budget,
 // closed at once past it), so that a client redialling at once costs an
-// accept per hold instead of one per round trip.
+// accept per hold instead of one per round trip; past the budget its source
+// address is shut out at the socket for as long (connhold.Gate), so that it
+// costs nothing at all.
 type perSourceListener struct {
 	net.Listener
 	max  int
 	hold *connhold.Holder
+	gate *connhold.Gate // shuts out a source refused past the holder's budget
 	mu   sync.Mutex
 	open map[string]int
 }
 
 func limitPerSource(ln net.Listener, max int) *perSourceListener {
-	return &perSourceListener{Listener: ln, max: max, hold: connhold.Process(), open: map[string]int{}}
+	hold := connhold.Process()
+	return &perSourceListener{Listener: ln, max: max, hold: hold, gate: connhold.NewGate(ln, hold.Delay()), open: map[string]int{}}
 }
 
 func (l *perSourceListener) Accept() (net.Conn, error) {
@@ -73,11 +77,16 @@ func (l *perSourceListener) Accept() (net.Conn, error) {
 		}
 		l.mu.Unlock()
 		if !ok {
-			l.hold.Hold(c)
+			l.hold.Refuse(c, l.gate)
 			continue
 		}
 		return &sourceConn{Conn: c, l: l, src: src}, nil
 	}
+}
+
+func (l *perSourceListener) Close() error {
+	l.gate.Close()
+	return l.Listener.Close()
 }
 
 // sourceOf is the host part of a remote address.

@@ -23,6 +23,7 @@ import (
 	"github.com/keyline/keyline/internal/audit"
 	"github.com/keyline/keyline/internal/backup"
 	"github.com/keyline/keyline/internal/clock"
+	"github.com/keyline/keyline/internal/connhold"
 	"github.com/keyline/keyline/internal/errs"
 	"github.com/keyline/keyline/internal/seal"
 	"github.com/keyline/keyline/internal/store"
@@ -238,7 +239,7 @@ func (s *Server) Listen() error {
 	if s.ln != nil {
 		return nil
 	}
-	ln, err := net.Listen("tcp", s.cfg.Listen)
+	ln, err := connhold.Listen("tcp", s.cfg.Listen)
 	if err != nil {
 		return err
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/keyline/keyline/internal/auth"
 	"github.com/keyline/keyline/internal/cluster"
+	"github.com/keyline/keyline/internal/connhold"
 	"github.com/keyline/keyline/internal/errs"
 	"github.com/keyline/keyline/internal/seal"
 	"github.com/keyline/keyline/internal/store"
@@ -114,16 +115,16 @@ func (s *Service) listen(ctx context.Context, d *deployment) error {
 	var ln net.Listener
 	var err error
 	if port != 0 {
-		ln, err = net.Listen("tcp", net.JoinHostPort(s.cfg.ListenHost, strconv.Itoa(port)))
+		ln, err = connhold.Listen("tcp", net.JoinHostPort(s.cfg.ListenHost, strconv.Itoa(port)))
 	}
 	if ln == nil && s.cfg.PortMin == 0 {
-		ln, err = net.Listen("tcp", net.JoinHostPort(s.cfg.ListenHost, "0"))
+		ln, err = connhold.Listen("tcp", net.JoinHostPort(s.cfg.ListenHost, "0"))
 	}
 	for p := s.cfg.PortMin; ln == nil && p != 0 && p <= s.cfg.PortMax; p++ {
 		if p == port || s.portTaken(p) {
 			continue
 		}
-		ln, err = net.Listen("tcp", net.JoinHostPort(s.cfg.ListenHost, strconv.Itoa(p)))
+		ln, err = connhold.Listen("tcp", net.JoinHostPort(s.cfg.ListenHost, strconv.Itoa(p)))
 	}
 	if ln == nil {
 		if err == nil {
@@ -333,7 +334,7 @@ func (s *Service) startBroker(d *deployment, storage broker.Storage, reason stri
 	if f == nil {
 		return nil, nil, nil
 	}
-	h := newHandoff(f.ln.Addr())
+	h := newHandoff(f.ln.Addr(), f.gate)
 	var nodeID int32
 	if s.cl != nil {
 		nodeID = s.cl.brokerID

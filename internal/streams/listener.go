@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/keyline/keyline/internal/connhold"
 	"github.com/keyline/keyline/internal/ratelog"
 )
 
@@ -16,6 +17,7 @@ import (
 // locked deployment still answers and says why it refuses a login.
 type front struct {
 	ln     net.Listener
+	gate   *connhold.Gate // its brokers shut out sources they cannot hold
 	log    *slog.Logger
 	errLog ratelog.Limiter
 	okLog  ratelog.Limiter // a listener short of descriptors flaps
@@ -35,10 +37,13 @@ type ListenerHealth struct {
 	AcceptErrors uint64     `json:"accept_errors"`
 	LastError    string     `json:"last_error,omitempty"`
 	LastErrorAt  *time.Time `json:"last_error_at,omitempty"`
+	// Gate is what the socket's filter shuts out: the sources refused
+	// past the holder's budget (connhold.Gate).
+	Gate connhold.GateStats `json:"gate"`
 }
 
 func newFront(ln net.Listener, log *slog.Logger) *front {
-	f := &front{ln: ln, log: log, done: make(chan struct{}), attached: make(chan struct{}), health: ListenerHealth{Healthy: true}}
+	f := &front{ln: ln, gate: connhold.NewGate(ln, connhold.Process().Delay()), log: log, done: make(chan struct{}), attached: make(chan struct{}), health: ListenerHealth{Healthy: true}}
 	f.wg.Add(1)
 	go f.run()
 	return f
@@ -134,8 +139,10 @@ func (f *front) accepting() {
 // status says how the socket fares.
 func (f *front) status() ListenerHealth {
 	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.health
+	h := f.health
+	f.mu.Unlock()
+	h.Gate = f.gate.Stats()
+	return h
 }
 
 // attach makes h receive the next connections.
@@ -151,6 +158,7 @@ func (f *front) attach(h *handoff) {
 func (f *front) close() {
 	close(f.done)
 	f.ln.Close()
+	f.gate.Close()
 	f.wg.Wait()
 }
 
@@ -158,14 +166,18 @@ func (f *front) close() {
 // the front, and closing it leaves the socket open.
 type handoff struct {
 	addr  net.Addr
+	gate  *connhold.Gate
 	conns chan net.Conn
 	done  chan struct{}
 	once  sync.Once
 }
 
-func newHandoff(addr net.Addr) *handoff {
-	return &handoff{addr: addr, conns: make(chan net.Conn), done: make(chan struct{})}
+func newHandoff(addr net.Addr, gate *connhold.Gate) *handoff {
+	return &handoff{addr: addr, gate: gate, conns: make(chan net.Conn), done: make(chan struct{})}
 }
+
+// Gate is the front's: the broker shuts refused sources out at the socket.
+func (h *handoff) Gate() *connhold.Gate { return h.gate }
 
 func (h *handoff) deliver(c net.Conn) bool {
 	select {

@@ -50,7 +50,7 @@ func exhaustFileDescriptors(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	f := newFront(ln, log)
 	defer f.close()
-	h := newHandoff(ln.Addr())
+	h := newHandoff(ln.Addr(), nil)
 	refuse := func(context.Context, string, string) (broker.Access, error) { return broker.NoAccess, errors.New("no") }
 	brk, err := broker.New(broker.Config{Listener: h, Storage: lockedStorage{"locked"}, Authenticate: refuse, Logger: log,
 		MaxConnections: 1 << 20, MaxPreAuthConnections: 1 << 20, MaxPreAuthPerIP: 1 << 20, LoginTimeout: time.Hour})

@@ -54,7 +54,7 @@ func TestConnectionWaitsForTheFirstBroker(t *testing.T) {
 	defer c.Close()
 	// Let the front accept it with no broker attached.
 	time.Sleep(200 * time.Millisecond)
-	h := newHandoff(ln.Addr())
+	h := newHandoff(ln.Addr(), nil)
 	defer h.Close()
 	f.attach(h)
 	got := make(chan net.Conn, 1)

@@ -110,16 +110,20 @@ func (b *Broker) connectionRate(ip string) *rate.Limiter {
 // holds the connection first, reading nothing, for the holder's delay, so
 // that a client redialling as soon as it is closed cannot make the broker
 // spin accepting and closing; past the holder's descriptor budget it is
-// closed at once.
+// closed at once and its source address shut out at the socket for as long
+// (connhold.Gate), where the socket takes a filter.
 func (b *Broker) refuse(c *conn, refusal string) {
 	b.mu.Lock()
 	b.preAuth.counts.Refused++
 	b.mu.Unlock()
-	if b.cfg.Holder.Hold(c.nc) {
+	switch held, shut := b.cfg.Holder.Refuse(c.nc, b.gate); {
+	case held:
 		b.quiet.refused.Log(b.log, slog.LevelWarn, "kafka connection refused: "+refusal+"; held before closing", "remote", c.ip, "hold", b.cfg.Holder.Delay())
-		return
+	case shut:
+		b.quiet.refused.Log(b.log, slog.LevelWarn, "kafka connection refused: "+refusal+"; closed, too many refused connections held, and its address shut out", "remote", c.ip, "for", b.cfg.Holder.Delay())
+	default:
+		b.quiet.refused.Log(b.log, slog.LevelWarn, "kafka connection refused: "+refusal+"; closed at once, too many refused connections held", "remote", c.ip)
 	}
-	b.quiet.refused.Log(b.log, slog.LevelWarn, "kafka connection refused: "+refusal+"; closed at once, too many refused connections held", "remote", c.ip)
 }
 
 // loggedIn gives back c's stranger slot.

@@ -167,6 +167,7 @@ type Broker struct {
 	log   *slog.Logger
 	clock Clock
 	ln    net.Listener
+	gate  *connhold.Gate // on ln's socket: shuts out sources refused past the holder's budget
 
 	topics    *catalog
 	groups    *coordinator
@@ -298,10 +299,11 @@ func New(cfg Config) (*Broker, error) {
 	}
 	ln := cfg.Listener
 	if ln == nil {
-		if ln, err = net.Listen("tcp", cfg.Addr); err != nil {
+		if ln, err = connhold.Listen("tcp", cfg.Addr); err != nil {
 			return nil, errs.E(op, errs.Unavailable, "", "cannot listen").Because(err)
 		}
 	}
+	b.gate = connhold.GateOf(ln, cfg.Holder.Delay())
 	if cfg.TLS != nil {
 		ln = tls.NewListener(ln, cfg.TLS)
 	}

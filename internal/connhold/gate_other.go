@@ -1,0 +1,14 @@
+//go:build !linux
+
+package connhold
+
+import (
+	"net/netip"
+	"syscall"
+)
+
+const filtersSupported = false
+
+func setFilter(syscall.RawConn, []netip.Addr) error { return nil }
+
+func takesFilter(syscall.RawConn) bool { return false }
