@@ -198,8 +198,12 @@ const minHeldThrottle = 100 * time.Millisecond
 // counts and what the entity's other fetches are reading now. It holds
 // about what the fetch will read (est) until record, so that many
 // connections of one user fetching at once cannot each read the whole
-// allowance. It returns the budget, what it holds, and, when nothing is
-// left, 0 and how long to throttle.
+// allowance; and what they read at once is at most one sample's worth (a
+// second of the quota), so a fresh user's first window (ten seconds of its
+// quota, which Kafka lets it read at once) is read a second's worth at a
+// time instead of by all its fetches together, each holding its share in
+// memory. It returns the budget, what it holds, and, when nothing is left,
+// 0 and how long to throttle.
 func (q *quotaBook) reserve(user, client string, budget int64, est func() int64, now time.Time) (int64, quotaHold, time.Duration) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -210,7 +214,8 @@ func (q *quotaBook) reserve(user, client string, budget int64, est func() int64,
 	s := q.sensor(key, now)
 	ms := now.UnixMilli()
 	r, window := s.rate(ms)
-	allowed := min(bound*float64(window)/1000-r*float64(window)/1000-s.reserved, bound*(quotaSamples-1)*quotaSampleWindow.Seconds())
+	allowed := min(bound*float64(window)/1000-r*float64(window)/1000-s.reserved, bound*(quotaSamples-1)*quotaSampleWindow.Seconds(),
+		bound*quotaSampleWindow.Seconds()-s.reserved)
 	if allowed < 1 {
 		return 0, quotaHold{}, max(s.throttle(bound, ms, s.reserved), minHeldThrottle)
 	}

@@ -332,7 +332,7 @@ func TestFetchesOfOneUserShareTheAllowance(t *testing.T) {
 		t.Fatal(err)
 	}
 	const fetchers = 6
-	var read, throttled atomic.Int64
+	var read, largest atomic.Int64
 	var wg sync.WaitGroup
 	for range fetchers {
 		cl := tb.client(t, "hog-key")
@@ -350,24 +350,58 @@ func TestFetchesOfOneUserShareTheAllowance(t *testing.T) {
 				t.Error(err)
 				return
 			}
-			if resp.ThrottleMillis > 0 {
-				throttled.Add(1)
-			}
+			var n int64
 			for _, rt := range resp.Topics {
 				for _, p := range rt.Partitions {
-					read.Add(int64(len(p.RecordBatches)))
+					n += int64(len(p.RecordBatches))
 				}
+			}
+			read.Add(n)
+			for l := largest.Load(); n > l && !largest.CompareAndSwap(l, n); l = largest.Load() {
 			}
 		})
 	}
 	wg.Wait()
-	t.Logf("%d fetchers read %d bytes; %d throttled", fetchers, read.Load(), throttled.Load())
+	t.Logf("%d fetchers read %d bytes, at most %d in one fetch", fetchers, read.Load(), largest.Load())
 	// The window is 10 to 11 s long in its first samples; each fetch may
 	// read one batch past its share.
 	if limit := int64(11*quota + fetchers*(batch+1024)); read.Load() > limit {
 		t.Fatalf("%d fetchers of one user read %d bytes, over the window's %d", fetchers, read.Load(), limit)
 	}
-	if throttled.Load() == 0 {
-		t.Fatal("no fetch was throttled")
+	// And one fetch reads at most a second of the quota (and a batch).
+	if limit := int64(quota + batch + 1024); largest.Load() > limit {
+		t.Fatalf("one fetch read %d bytes, over a second of the quota (%d)", largest.Load(), limit)
+	}
+}
+
+// What one user's fetches read at once is at most a second of its quota,
+// even in a fresh window that allows ten seconds of it: the rest waits
+// until the reads in flight are counted.
+func TestFetchesInFlightHoldAtMostASecondOfTheQuota(t *testing.T) {
+	const quota = 1 << 20
+	q := &quotaBook{set: map[quotaEntity]map[string]float64{}, sensors: map[sensorKey]*rateSensor{}}
+	q.defaults[fetchQuota] = quota
+	now := time.Now()
+	var holds []quotaHold
+	var inFlight int64
+	for range 10 {
+		budget, held, throttle := q.reserve("hog", "", 50<<20, func() int64 { return 50 << 20 }, now)
+		if budget == 0 && throttle <= 0 {
+			t.Fatal("nothing allowed and no throttle")
+		}
+		inFlight += budget
+		holds = append(holds, held)
+	}
+	if inFlight > quota {
+		t.Fatalf("10 fetches of a fresh user hold %d bytes at once, over a second of its %d B/s quota", inFlight, quota)
+	}
+	if inFlight < quota {
+		t.Fatalf("10 fetches hold %d bytes, want a second of the quota (%d)", inFlight, quota)
+	}
+	// Once the first is read and counted, the next may read the following
+	// second's worth: the fresh window still allows it.
+	q.record(fetchQuota, "hog", "", quota, holds[0], now)
+	if budget, _, _ := q.reserve("hog", "", 50<<20, func() int64 { return 50 << 20 }, now); budget != quota {
+		t.Fatalf("after the first was counted the next fetch may read %d, want %d", budget, quota)
 	}
 }
