@@ -150,15 +150,37 @@ func (l *countingListener) Accept() (net.Conn, error) {
 // few of them instead of one per round trip; another address is served at
 // once meanwhile.
 func TestRedialingARefusedSourceIsHeld(t *testing.T) {
+	// Held, each redialer waits a second (its own deadline) per refusal.
+	testRedialing(t, 64, false, 10)
+}
+
+// Past the holder's budget a refused source is shut out at the socket:
+// redialling, it reaches the listener a few times (one held, the next
+// closed and its source shut out, the dials then time out unaccepted), not
+// hundreds, while another address is still served.
+func TestRedialingASourcePastTheHoldBudgetIsShutOut(t *testing.T) {
+	testRedialing(t, 1, true, 2)
+}
+
+// testRedialing has redialers from 127.0.0.2 hammer a listener that lets an
+// address have one connection, holding refused ones up to holdCap (and
+// shutting out their source past it with a gate), and checks that each
+// redialer was accepted at most perRedialer times in the window (closed at
+// once, hundreds of times) and that 127.0.0.1 was served meanwhile.
+func testRedialing(t *testing.T, holdCap int, gate bool, perRedialer int) {
 	const redialers = 4
-	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	inner, err := connhold.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	counted := &countingListener{Listener: inner}
 	ps := limitPerSource(counted, 1)
-	const holdCap = 64
-	ps.hold = connhold.New(holdCap, 5*time.Second)
+	ps.hold, ps.gate = connhold.New(holdCap, 5*time.Second), nil
+	if gate {
+		if ps.gate = connhold.NewGate(inner, 5*time.Second); ps.gate == nil {
+			t.Fatal("no gate on the listener's socket")
+		}
+	}
 	ln := netutil.LimitListener(ps, 4)
 	defer ln.Close()
 	accepted := acceptAll(ln)
@@ -167,20 +189,7 @@ func TestRedialingARefusedSourceIsHeld(t *testing.T) {
 	slot := <-accepted
 	defer slot.Close()
 
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second) // the window; nothing is timed
-	defer cancel()
-	var wg sync.WaitGroup
-	for range redialers {
-		wg.Go(func() {
-			d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}}
-			for ctx.Err() == nil {
-				if c, err := d.DialContext(ctx, "tcp", addr); err == nil {
-					closedByServer(c, time.Second)
-					c.Close()
-				}
-			}
-		})
-	}
+	wg := redial(addr, "127.0.0.2", redialers, 3*time.Second) // the window; nothing is timed
 	dialFrom(t, "127.0.0.1", addr)
 	select {
 	case c := <-accepted:
@@ -192,12 +201,33 @@ func TestRedialingARefusedSourceIsHeld(t *testing.T) {
 		t.Fatal("another address's connection was not accepted")
 	}
 	wg.Wait()
-	// Held, each redialer waits a second (its own deadline) per refusal;
-	// closed at once, it is refused hundreds of times in the window.
-	if got := counted.accepted.Load(); got > 2+10*redialers {
-		t.Fatalf("the listener accepted %d connections from %d redialers; want the refused ones held", got, redialers)
+	if got := counted.accepted.Load(); got > int64(2+perRedialer*redialers) {
+		t.Fatalf("the listener accepted %d connections from %d redialers; want the refused ones held or shut out", got, redialers)
 	}
 	if s := ps.hold.Stats(); s.Holding > holdCap {
 		t.Fatalf("%d connections held, over the cap of %d", s.Holding, holdCap)
 	}
+	if s := ps.gate.Stats(); gate && s.ShutTotal == 0 {
+		t.Fatalf("gate %+v: the source was never shut out", s)
+	}
+}
+
+// redial has n clients from src dial addr over and over for window, each
+// waiting up to a second for the server to close what it accepted.
+func redial(addr, src string, n int, window time.Duration) *sync.WaitGroup {
+	ctx, cancel := context.WithTimeout(context.Background(), window)
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(func() {
+			d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+			for ctx.Err() == nil {
+				if c, err := d.DialContext(ctx, "tcp", addr); err == nil {
+					closedByServer(c, time.Second)
+					c.Close()
+				}
+			}
+		})
+	}
+	go func() { wg.Wait(); cancel() }()
+	return &wg
 }

@@ -26,12 +26,18 @@ var hostileAddr = &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}
 // first bytes of a frame's size and nothing more.
 func partialFrames(t *testing.T, addr string, n int) []net.Conn {
 	t.Helper()
-	d := net.Dialer{LocalAddr: hostileAddr, Timeout: 10 * time.Second}
+	return partialFramesFrom(t, addr, n, func(int) net.IP { return hostileAddr.IP })
+}
+
+// partialFramesFrom is partialFrames with connection i from src(i).
+func partialFramesFrom(t *testing.T, addr string, n int, src func(int) net.IP) []net.Conn {
+	t.Helper()
 	conns := make([]net.Conn, 0, n)
-	for range n {
+	for i := range n {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: src(i)}, Timeout: 10 * time.Second}
 		c, err := d.Dial("tcp", addr)
 		if err != nil {
-			t.Fatalf("dial from %s: %v", hostileAddr, err)
+			t.Fatalf("dial from %s: %v", src(i), err)
 		}
 		t.Cleanup(func() { c.Close() })
 		c.Write([]byte{0, 0}) // fails once the broker closed it: that is fine
@@ -203,11 +209,14 @@ func TestHeldConnectionsStayWithinTheirCap(t *testing.T) {
 	const held, refused = 3, 20
 	hold := connhold.New(held, time.Minute)
 	tb := startBroker(t, nil, func(c *Config) {
-		c.MaxPreAuthPerIP = 1
+		c.MaxPreAuthConnections, c.MaxPreAuthPerIP = 1, 1
 		c.LoginTimeout = time.Minute
 		c.Holder = hold
 	})
-	conns := partialFrames(t, tb.Addr().String(), 1+refused)
+	// Each from an address of its own: one refused past the holder's cap
+	// has its address shut out (TestRefusalPastTheHoldBudgetShutsTheSourceOut),
+	// and the total cap refuses them all the same.
+	conns := partialFramesFrom(t, tb.Addr().String(), 1+refused, func(i int) net.IP { return net.IPv4(127, 0, 1, byte(1+i)) })
 	waitFor(t, "every connection to be refused", func() bool {
 		if s := hold.Stats(); s.Holding > held {
 			t.Fatalf("%d connections held, over the cap of %d", s.Holding, held)
@@ -258,5 +267,34 @@ func TestConnectionRatePerIPThrottlesOneAddress(t *testing.T) {
 	cl := tb.client(t, writerKey)
 	if err := cl.Ping(testCtx(t)); err != nil {
 		t.Fatalf("a client from another address was not served: %v", err)
+	}
+}
+
+// A refusal past the holder's budget is closed and its source shut out at
+// the socket: its next connection attempts are dropped before any accept
+// (the dial times out instead of being accepted and closed), while clients
+// from other addresses are served.
+func TestRefusalPastTheHoldBudgetShutsTheSourceOut(t *testing.T) {
+	tb := startBroker(t, nil, func(c *Config) {
+		c.MaxPreAuthPerIP = 1
+		c.LoginTimeout = time.Minute
+		c.Holder = connhold.New(1, time.Minute)
+	})
+	tb.mustCreate(t, "orders", 1)
+	partialFrames(t, tb.Addr().String(), 3) // the slot, one held, one closed
+	waitFor(t, "two refusals", func() bool { return tb.Admissions().Refused == 2 })
+	d := net.Dialer{LocalAddr: hostileAddr, Timeout: time.Second}
+	if c, err := d.Dial("tcp", tb.Addr().String()); err == nil {
+		c.Close()
+		t.Fatal("the source refused past the holder's budget connected again")
+	} else if ne, ok := err.(net.Error); !ok || !ne.Timeout() {
+		t.Fatalf("dial from the shut-out source: %v, want a timeout (its SYN dropped)", err)
+	}
+	if got := tb.Admissions().Refused; got != 2 {
+		t.Fatalf("%d refusals; the shut-out source's dial reached the broker", got)
+	}
+	prod := tb.client(t, writerKey, kgo.DefaultProduceTopic("orders"))
+	if err := prod.ProduceSync(testCtx(t), &kgo.Record{Value: []byte("x")}).FirstErr(); err != nil {
+		t.Fatalf("a client from another address could not produce: %v", err)
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"net"
 	"os"
 	"testing"
 	"time"
@@ -13,6 +12,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sasl/plain"
+
+	"github.com/keyline/keyline/internal/connhold"
 )
 
 // Test credentials: the user is always "token", the password an API key.
@@ -48,7 +49,7 @@ func startBroker(t testing.TB, store *memStore, mod ...func(*Config)) testBroker
 	if store == nil {
 		store = newMemStore()
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := connhold.Listen("tcp", "127.0.0.1:0") // as the server binds it: a socket that takes a gate
 	if err != nil {
 		t.Fatal(err)
 	}
