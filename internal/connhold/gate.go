@@ -31,9 +31,10 @@ type Gate struct {
 	rc    syscall.RawConn
 	delay time.Duration
 
-	mu     sync.Mutex
-	until  map[netip.Addr]time.Time
-	timer  *time.Timer
+	mu       sync.Mutex
+	until    map[netip.Addr]time.Time // shut out now, until then
+	offences map[netip.Addr]offence   // recently shut out
+	timer    *time.Timer
 	closed bool
 	err    error // the last failure to program the socket
 
@@ -54,12 +55,28 @@ func NewGate(ln net.Listener, delay time.Duration) *Gate {
 	if err != nil || !takesFilter(rc) {
 		return nil
 	}
-	return &Gate{rc: rc, delay: delay, until: map[netip.Addr]time.Time{}}
+	return &Gate{rc: rc, delay: delay, until: map[netip.Addr]time.Time{}, offences: map[netip.Addr]offence{}}
 }
+
+// offence is an address's last shutting out: when it ends, how long it
+// was, and how many times in a row it was doubled.
+type offence struct {
+	ends    time.Time
+	d       time.Duration
+	doubled int
+}
+
+// maxDoublings bounds how long an address is shut out: 2^5 times the
+// delay (160 s for the default 5 s).
+const maxDoublings = 5
 
 // Shut drops addr's connection attempts for the gate's delay, and says
 // whether it did (false: the gate is nil, closed, full, or the socket
-// refused the filter).
+// refused the filter). An address shut out again within as long after its
+// last shutting out ended as that one lasted is shut out twice as long,
+// up to 2^5 times the delay: otherwise the clients of an address redialling
+// in a loop all come back the moment it ends, and the server accepts and
+// refuses them all again, in a burst every few seconds.
 func (g *Gate) Shut(addr netip.Addr) bool {
 	if g == nil || !addr.IsValid() {
 		return false
@@ -67,17 +84,30 @@ func (g *Gate) Shut(addr netip.Addr) bool {
 	addr = addr.Unmap()
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	now := time.Now()
 	if g.closed {
 		return false
 	}
-	if _, ok := g.until[addr]; !ok && len(g.until) >= MaxShut {
+	if t, ok := g.until[addr]; ok && t.After(now) {
+		return true // connections it opened before, accepted now
+	}
+	if len(g.until) >= MaxShut {
 		return false
 	}
-	g.until[addr] = time.Now().Add(g.delay)
+	o, ok := g.offences[addr]
+	switch {
+	case !ok || now.Sub(o.ends) >= o.d:
+		o = offence{d: g.delay}
+	case o.doubled < maxDoublings:
+		o.d, o.doubled = 2*o.d, o.doubled+1
+	}
+	o.ends = now.Add(o.d)
+	g.until[addr] = o.ends
 	if !g.program() {
 		delete(g.until, addr)
 		return false
 	}
+	g.offences[addr] = o
 	g.shut.Add(1)
 	return true
 }
@@ -96,6 +126,11 @@ func (g *Gate) program() bool {
 		addrs = append(addrs, a)
 		if next.IsZero() || t.Before(next) {
 			next = t
+		}
+	}
+	for a, o := range g.offences {
+		if now.Sub(o.ends) >= o.d { // forgiven: the next is a first again
+			delete(g.offences, a)
 		}
 	}
 	slices.SortFunc(addrs, netip.Addr.Compare)

@@ -85,6 +85,63 @@ func TestShutAddressCannotConnectUntilTheDelayEnds(t *testing.T) {
 	}
 }
 
+// An address shut out again soon after its last shutting out ended is shut
+// out twice as long; one that stays away as long as it was shut out starts
+// over.
+func TestAddressShutOutAgainIsShutOutLonger(t *testing.T) {
+	ln, err := Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	const delay = 2 * time.Second
+	g := NewGate(ln, delay)
+	defer g.Close()
+	src := netip.MustParseAddr("127.0.0.2")
+	shutFor := func() time.Duration {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		return g.offences[src].d
+	}
+	g.Shut(src)
+	if !g.Shut(src) || shutFor() != delay {
+		t.Fatalf("shut out for %v, want %v (a second refusal while shut out is not a new offence)", shutFor(), delay)
+	}
+	time.Sleep(delay + 100*time.Millisecond)
+	g.Shut(src) // right after the first ended
+	again := time.Now()
+	if shutFor() != 2*delay {
+		t.Fatalf("shut out again at once for %v, want %v", shutFor(), 2*delay)
+	}
+	// Still shut out past the first delay: a dial then times out.
+	time.Sleep(time.Until(again.Add(delay + delay/4)))
+	if c, err := dialFrom("127.0.0.2", ln, 300*time.Millisecond); err == nil {
+		c.Close()
+		t.Fatal("connected while shut out for twice the delay")
+	}
+	time.Sleep(time.Until(again.Add(2*delay + 100*time.Millisecond)))
+	c, err := dialFrom("127.0.0.2", ln, 10*time.Second)
+	if err != nil {
+		t.Fatalf("after twice the delay: %v", err)
+	}
+	c.Close()
+	// Away as long as it was shut out: a first offence again.
+	time.Sleep(time.Until(again.Add(4*delay + 100*time.Millisecond)))
+	g.Shut(src)
+	if shutFor() != delay {
+		t.Fatalf("shut out after staying away for %v, want %v", shutFor(), delay)
+	}
+}
+
 // IPv6 sources are matched on all 16 bytes: ::1 shut, another ::1-like
 // address is not confused with it, and IPv4 dialers to a dual-stack socket
 // are matched as IPv4.

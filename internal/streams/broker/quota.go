@@ -163,6 +163,8 @@ func (q *quotaBook) record(kind quotaKind, user, client string, n int, held quot
 	s := q.sensor(key, now)
 	ms := now.UnixMilli()
 	s.record(float64(n), ms)
+	s.tokens(bound, ms)
+	s.bucket -= float64(n)
 	return s.throttle(bound, ms, 0)
 }
 
@@ -198,12 +200,15 @@ const minHeldThrottle = 100 * time.Millisecond
 // counts and what the entity's other fetches are reading now. It holds
 // about what the fetch will read (est) until record, so that many
 // connections of one user fetching at once cannot each read the whole
-// allowance; and what they read at once is at most one sample's worth (a
-// second of the quota), so a fresh user's first window (ten seconds of its
-// quota, which Kafka lets it read at once) is read a second's worth at a
-// time instead of by all its fetches together, each holding its share in
-// memory. It returns the budget, what it holds, and, when nothing is left,
-// 0 and how long to throttle.
+// allowance. Reads are also paced by a token bucket of one sample (a second
+// of the quota, refilled at the quota): Kafka's sampled window lets a user
+// read ten seconds of its quota at once whenever its oldest sample leaves
+// the window (at the start, then every eleven seconds for a user reading
+// flat out), and those bursts took the broker's cores from every other
+// client; paced, a user reads at most a second's worth at once and its
+// quota over any second, as KIP-599 paces controller mutations. It returns
+// the budget, what it holds, and, when nothing is left, 0 and how long to
+// throttle.
 func (q *quotaBook) reserve(user, client string, budget int64, est func() int64, now time.Time) (int64, quotaHold, time.Duration) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -214,10 +219,13 @@ func (q *quotaBook) reserve(user, client string, budget int64, est func() int64,
 	s := q.sensor(key, now)
 	ms := now.UnixMilli()
 	r, window := s.rate(ms)
-	allowed := min(bound*float64(window)/1000-r*float64(window)/1000-s.reserved, bound*(quotaSamples-1)*quotaSampleWindow.Seconds(),
-		bound*quotaSampleWindow.Seconds()-s.reserved)
+	paced := s.tokens(bound, ms) - s.reserved
+	allowed := min(bound*float64(window)/1000-r*float64(window)/1000-s.reserved, bound*(quotaSamples-1)*quotaSampleWindow.Seconds(), paced)
 	if allowed < 1 {
-		return 0, quotaHold{}, max(s.throttle(bound, ms, s.reserved), minHeldThrottle)
+		// Until the window's rate is back under the quota, and the bucket
+		// has a tenth of a second's worth again.
+		refill := time.Duration(max(-paced, 0) / bound * float64(time.Second))
+		return 0, quotaHold{}, max(s.throttle(bound, ms, s.reserved), refill+minHeldThrottle)
 	}
 	budget = min(budget, int64(allowed))
 	held := quotaHold{key: key, n: float64(min(budget, max(est(), 0)))}
@@ -270,6 +278,24 @@ type rateSensor struct {
 	n, cur   int     // samples in use, the current one
 	last     int64   // when something was last recorded, in ms
 	reserved float64 // held by fetches being read (quotaBook.reserve)
+	// bucket paces reads (quotaBook.reserve): up to a second of the quota,
+	// refilled at the quota, less what was read; negative after a read
+	// past it. bucketAt is when it was last refilled (ms; 0: never, full).
+	bucket   float64
+	bucketAt int64
+}
+
+// tokens refills the bucket up to now at bound a second, to at most a
+// second's worth, and returns it.
+func (s *rateSensor) tokens(bound float64, now int64) float64 {
+	full := bound * quotaSampleWindow.Seconds()
+	if s.bucketAt == 0 {
+		s.bucket = full
+	} else {
+		s.bucket = min(full, s.bucket+bound*float64(max(now-s.bucketAt, 0))/1000)
+	}
+	s.bucketAt = now
+	return s.bucket
 }
 
 type rateSample struct {

@@ -375,33 +375,37 @@ func TestFetchesOfOneUserShareTheAllowance(t *testing.T) {
 }
 
 // What one user's fetches read at once is at most a second of its quota,
-// even in a fresh window that allows ten seconds of it: the rest waits
-// until the reads in flight are counted.
-func TestFetchesInFlightHoldAtMostASecondOfTheQuota(t *testing.T) {
+// even in a fresh window that allows ten seconds of it, and over time they
+// read at the quota: the next second's worth once a second has passed, not
+// the rest of the window at once.
+func TestFetchesAreReadAtMostASecondOfTheQuotaAtATime(t *testing.T) {
 	const quota = 1 << 20
 	q := &quotaBook{set: map[quotaEntity]map[string]float64{}, sensors: map[sensorKey]*rateSensor{}}
 	q.defaults[fetchQuota] = quota
 	now := time.Now()
+	reserve := func(at time.Time) (int64, quotaHold, time.Duration) {
+		return q.reserve("hog", "", 50<<20, func() int64 { return 50 << 20 }, at)
+	}
 	var holds []quotaHold
 	var inFlight int64
 	for range 10 {
-		budget, held, throttle := q.reserve("hog", "", 50<<20, func() int64 { return 50 << 20 }, now)
+		budget, held, throttle := reserve(now)
 		if budget == 0 && throttle <= 0 {
 			t.Fatal("nothing allowed and no throttle")
 		}
 		inFlight += budget
 		holds = append(holds, held)
 	}
-	if inFlight > quota {
-		t.Fatalf("10 fetches of a fresh user hold %d bytes at once, over a second of its %d B/s quota", inFlight, quota)
+	if inFlight != quota {
+		t.Fatalf("10 fetches of a fresh user hold %d bytes at once, want a second of its %d B/s quota", inFlight, quota)
 	}
-	if inFlight < quota {
-		t.Fatalf("10 fetches hold %d bytes, want a second of the quota (%d)", inFlight, quota)
-	}
-	// Once the first is read and counted, the next may read the following
-	// second's worth: the fresh window still allows it.
+	// Read and counted, the second's worth is spent: the next fetch waits
+	// about a tenth of a second for the bucket to refill.
 	q.record(fetchQuota, "hog", "", quota, holds[0], now)
-	if budget, _, _ := q.reserve("hog", "", 50<<20, func() int64 { return 50 << 20 }, now); budget != quota {
-		t.Fatalf("after the first was counted the next fetch may read %d, want %d", budget, quota)
+	if budget, _, throttle := reserve(now); budget != 0 || throttle <= 0 || throttle > time.Second {
+		t.Fatalf("right after a second's worth was read: budget %d, throttle %v; want none and a short throttle", budget, throttle)
+	}
+	if budget, _, _ := reserve(now.Add(500 * time.Millisecond)); budget != quota/2 {
+		t.Fatalf("half a second later the next fetch may read %d, want half a second's worth (%d)", budget, quota/2)
 	}
 }
