@@ -23,9 +23,11 @@ import (
 	"flag"
 	"fmt"
 	"log"
+	"maps"
 	"os"
 	"os/signal"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -306,6 +308,22 @@ func report(cfg config, sm *sampler, srv *server, h *hostile, phases ...*phase) 
 		}
 	}
 	fmt.Printf("p99 under attack / baseline: %s\n", strings.Join(ratios, ", "))
+	// Where the tail is: the calls under attack slower than twice their
+	// baseline's p99, by second of the phase.
+	for _, k := range []struct {
+		name string
+		b, a *latencies
+	}{{"produce", &base.produce, &attacked.produce}, {"consume", &base.consume, &attacked.consume}, {"wrap", &base.wrap, &attacked.wrap}} {
+		bySecond := func(l *latencies, start time.Time) string {
+			slow := l.slowBySecond(start, 2*k.b.pct(.99))
+			var parts []string
+			for _, s := range slices.Sorted(maps.Keys(slow)) {
+				parts = append(parts, fmt.Sprintf("%ds:%d", s, slow[s]))
+			}
+			return strings.Join(parts, " ")
+		}
+		fmt.Printf("  %s calls over 2x the baseline p99, by second: hostile %s; baseline %s\n", k.name, bySecond(k.a, attacked.start), bySecond(k.b, base.start))
+	}
 
 	sm.mu.Lock()
 	peak, hwm, aborted := max(base.peakRSS, attacked.peakRSS), sm.hwm, sm.aborted

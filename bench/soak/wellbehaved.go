@@ -24,6 +24,7 @@ const callTimeout = 10 * time.Second
 type latencies struct {
 	mu       sync.Mutex
 	d        []time.Duration
+	ends     []time.Time // when each call ended
 	errs     int
 	firstErr string
 }
@@ -39,6 +40,22 @@ func (l *latencies) add(d time.Duration, err error) {
 		d = max(d, callTimeout)
 	}
 	l.d = append(l.d, d)
+	l.ends = append(l.ends, time.Now())
+}
+
+// slowBySecond counts the calls slower than over by the second (from
+// start) they ended in: whether a phase's tail is spread over it or comes
+// in bursts.
+func (l *latencies) slowBySecond(start time.Time, over time.Duration) map[int]int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := map[int]int{}
+	for i, d := range l.d {
+		if d > over {
+			n[int(l.ends[i].Sub(start)/time.Second)]++
+		}
+	}
+	return n
 }
 
 // pct is the q-quantile (0..1); 0 without samples.
@@ -62,6 +79,7 @@ func (l *latencies) count() (n, errs int, first string) {
 // phase is what the well-behaved clients saw in one phase.
 type phase struct {
 	name     string
+	start    time.Time
 	produce  latencies // ProduceSync, acks=all, to acknowledgement
 	consume  latencies // record timestamp to PollFetches returning it
 	wrap     latencies // Key Protect wrap over HTTP
@@ -86,6 +104,7 @@ func (w *wellBehaved) run(ctx context.Context, p *phase, d time.Duration) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	start := time.Now()
+	p.start = start
 	p.consumed = make([]atomic.Int64, w.consumers)
 	login := kgo.SASL(plain.Auth{User: w.es.User, Pass: w.es.APIKey}.AsMechanism())
 	base := []kgo.Opt{kgo.SeedBrokers(w.es.Brokers...), login, kgo.RetryTimeout(callTimeout), kgo.RequestTimeoutOverhead(callTimeout)}
