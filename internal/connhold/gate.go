@@ -35,8 +35,8 @@ type Gate struct {
 	until    map[netip.Addr]time.Time // shut out now, until then
 	offences map[netip.Addr]offence   // recently shut out
 	timer    *time.Timer
-	closed bool
-	err    error // the last failure to program the socket
+	closed   bool
+	err      error // the last failure to program the socket
 
 	shut atomic.Uint64 // times an address was shut out
 }

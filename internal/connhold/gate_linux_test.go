@@ -29,15 +29,7 @@ func TestShutAddressCannotConnectUntilTheDelayEnds(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { io.Copy(c, c); c.Close() }()
-		}
-	}()
+	echoServer(ln)
 	const delay = 3 * time.Second
 	g := NewGate(ln, delay)
 	if g == nil {
@@ -94,15 +86,7 @@ func TestAddressShutOutAgainIsShutOutLonger(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	echoServer(ln)
 	const delay = 2 * time.Second
 	g := NewGate(ln, delay)
 	defer g.Close()
@@ -151,15 +135,7 @@ func TestGateMatchesIPv6AndIPv4OnADualStackSocket(t *testing.T) {
 		t.Skipf("no dual-stack socket here: %v", err)
 	}
 	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { io.Copy(c, c); c.Close() }()
-		}
-	}()
+	echoServer(ln)
 	g := NewGate(ln, time.Minute)
 	defer g.Close()
 	port := ln.Addr().(*net.TCPAddr).Port
@@ -265,3 +241,16 @@ func isTimeout(err error) bool {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// echoServer echoes what each connection to ln sends, until ln closes.
+func echoServer(ln net.Listener) {
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { io.Copy(c, c); c.Close() }()
+		}
+	}()
+}
