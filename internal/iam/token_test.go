@@ -47,3 +47,29 @@ func FuzzAuthenticateToken(f *testing.F) {
 		}
 	})
 }
+
+// TestCachedTokenCheckAllocatesOnlyThePrincipal: a token seen before costs
+// one allocation (the caller's copy of the principal), not a copy of the
+// token (about 1 KiB) for hashing on every call of every API.
+func TestCachedTokenCheckAllocatesOnlyThePrincipal(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates on its own")
+	}
+	e := iamtest.New(t)
+	ctx := context.Background()
+	tok, err := e.Service.Token(ctx, iam.TokenRequest{GrantType: iam.GrantAPIKey, APIKey: e.AdminKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Service.AuthenticateToken(ctx, tok.AccessToken); err != nil {
+		t.Fatal(err)
+	}
+	allocs := testing.AllocsPerRun(100, func() {
+		if _, err := e.Service.AuthenticateToken(ctx, tok.AccessToken); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs > 1 {
+		t.Fatalf("a cached token check allocates %v objects, want 1", allocs)
+	}
+}
