@@ -8,6 +8,7 @@ import (
 	"github.com/keyline/keyline/internal/auth"
 	"github.com/keyline/keyline/internal/iam"
 	"github.com/keyline/keyline/internal/iam/iamtest"
+	"github.com/keyline/keyline/internal/race"
 )
 
 func TestServiceTokenAuthenticatesAsService(t *testing.T) {
@@ -52,7 +53,7 @@ func FuzzAuthenticateToken(f *testing.F) {
 // one allocation (the caller's copy of the principal), not a copy of the
 // token (about 1 KiB) for hashing on every call of every API.
 func TestCachedTokenCheckAllocatesOnlyThePrincipal(t *testing.T) {
-	if raceEnabled {
+	if race.Enabled {
 		t.Skip("the race detector allocates on its own")
 	}
 	e := iamtest.New(t)

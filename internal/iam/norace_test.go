@@ -1,5 +1,0 @@
-//go:build !race
-
-package iam_test
-
-const raceEnabled = false
