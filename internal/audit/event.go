@@ -95,6 +95,14 @@ const (
 // the principal in ctx and the request from the HTTP edge. Severity follows
 // Activity Tracker's rules for the action and reason code.
 func NewEvent(ctx context.Context, action string, target Target, outcome string, reasonCode int) *Event {
+	return NewEventWith(ctx, action, target, outcome, reasonCode, nil)
+}
+
+// NewEventWith is NewEvent for a caller that has built the event's request
+// data: data (which it hands over) becomes the event's RequestData, with
+// the request's URI and method added unless it has them, rather than being
+// copied into a map of the event's own. Every audited call builds one.
+func NewEventWith(ctx context.Context, action string, target Target, outcome string, reasonCode int, data map[string]any) *Event {
 	ri := httpapi.Info(ctx)
 	ev := &Event{
 		Action:          action,
@@ -120,8 +128,17 @@ func NewEvent(ctx context.Context, action string, target Target, outcome string,
 		ev.Initiator.Host = Host{Address: ri.ClientIP, AddressType: addressType(ri.ClientIP), Agent: ri.UserAgent}
 	}
 	if ri.URI != "" {
-		ev.RequestData = map[string]any{"requestURI": ri.URI, "method": ri.Method}
+		if data == nil {
+			data = make(map[string]any, 2)
+		}
+		if _, ok := data["requestURI"]; !ok {
+			data["requestURI"] = ri.URI
+		}
+		if _, ok := data["method"]; !ok {
+			data["method"] = ri.Method
+		}
 	}
+	ev.RequestData = data
 	return ev
 }
 

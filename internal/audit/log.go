@@ -220,7 +220,7 @@ func (l *Log) Record(ctx context.Context, ev *Event) error {
 	if err != nil {
 		return err
 	}
-	p := pending{row: row, done: make(chan error, 1)}
+	p := pending{row: row, done: doneChans.Get().(chan error)}
 	l.waiting.Add(1)
 	defer l.waiting.Add(-1)
 	select {
@@ -232,11 +232,17 @@ func (l *Log) Record(ctx context.Context, ev *Event) error {
 	}
 	select {
 	case err := <-p.done:
+		// Empty again, and the writer sends on it once: reusable.
+		doneChans.Put(p.done)
 		return err
 	case <-ctx.Done():
+		// The writer may still send: the channel is not reused.
 		return ctx.Err()
 	}
 }
+
+// doneChans holds Record's answer channels (buffered, one slot) for reuse.
+var doneChans = sync.Pool{New: func() any { return make(chan error, 1) }}
 
 const maxBatch = 512
 
@@ -407,7 +413,7 @@ func (l *Log) row(ev *Event) ([]any, error) {
 	if err != nil {
 		return nil, errs.Internalf("audit.insert", err)
 	}
-	return []any{ev.ID, now, accountOf(ev), ev.Action, ev.Outcome, ev.Severity, ev.Target.ID, targetKey(ev.Target.ID), ev.Initiator.ID, ev.CorrelationID, string(body)}, nil
+	return []any{ev.ID, now, accountOf(ev), ev.Action, ev.Outcome, ev.Severity, ev.Target.ID, targetKey(ev.Target.ID), ev.Initiator.ID, ev.CorrelationID, body}, nil
 }
 
 // accountOf is the account whose Activity Tracker shows the event: the
