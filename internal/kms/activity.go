@@ -13,13 +13,11 @@ func ActivityTracker(log *audit.Log) Auditor { return activityTracker{log} }
 type activityTracker struct{ log *audit.Log }
 
 func (a activityTracker) event(ctx context.Context, ev AuditEvent) *audit.Event {
-	e := audit.NewEvent(ctx, ev.Action, audit.Target{ID: ev.TargetID, Name: ev.TargetName, TypeURI: ev.TargetType}, ev.Outcome, ev.ReasonCode)
-	if e.RequestData == nil {
-		e.RequestData = map[string]any{}
+	data := ev.RequestData
+	if data == nil {
+		data = map[string]any{}
 	}
-	for k, v := range ev.RequestData {
-		e.RequestData[k] = v
-	}
+	e := audit.NewEventWith(ctx, ev.Action, audit.Target{ID: ev.TargetID, Name: ev.TargetName, TypeURI: ev.TargetType}, ev.Outcome, ev.ReasonCode, data)
 	if len(ev.ResponseData) > 0 {
 		e.ResponseData = ev.ResponseData
 	}

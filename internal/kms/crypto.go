@@ -23,7 +23,7 @@ type WrapResult struct {
 const MaxWrapPlaintext = 7500
 
 func versionOf(v *versionCipher) KeyVersion {
-	return KeyVersion{ID: v.id.String(), CreationDate: timePtr(v.created)}
+	return KeyVersion{ID: v.idText, CreationDate: timePtr(v.created)}
 }
 
 // cryptoKey is the common gate of wrap, unwrap and rewrap.
@@ -85,14 +85,18 @@ func (k *hotKey) usable(op, action string, now time.Time) error {
 	return errInvalidState(op)
 }
 
-func (s *Service) recordCrypto(ctx context.Context, in Instance, hk *hotKey, action string, res WrapResult) error {
+// recordCrypto records a successful wrap, unwrap or rewrap with version v
+// (and rewrapped, the latest version, when the DEK was rewrapped).
+func (s *Service) recordCrypto(ctx context.Context, hk *hotKey, action string, v, rewrapped *versionCipher) error {
+	// The hot key's identifiers are boxed once, when it is loaded: storing
+	// a string in a map[string]any otherwise allocates, on every wrap.
 	ev := success(action, target{crn: hk.crn, name: hk.name, typ: typeKey})
-	ev.RequestData["instanceID"] = in.GUID
-	ev.RequestData["keyRingId"] = hk.ring
-	ev.ResponseData["keyId"] = hk.id
-	ev.ResponseData["keyVersionId"] = res.KeyVersion.ID
-	if res.RewrappedKeyVersion != nil {
-		ev.ResponseData["rewrappedKeyVersionId"] = res.RewrappedKeyVersion.ID
+	ev.RequestData["instanceID"] = hk.auditInstance
+	ev.RequestData["keyRingId"] = hk.auditRing
+	ev.ResponseData["keyId"] = hk.auditID
+	ev.ResponseData["keyVersionId"] = v.auditID
+	if rewrapped != nil {
+		ev.ResponseData["rewrappedKeyVersionId"] = rewrapped.auditID
 	}
 	return s.record(ctx, ev)
 }
@@ -102,7 +106,7 @@ func (s *Service) recordCrypto(ctx context.Context, in Instance, hk *hotKey, act
 func (s *Service) Wrap(ctx context.Context, instanceGUID, idOrAlias string, plaintext []byte, aad []string) (WrapResult, error) {
 	const op = "kms.Wrap"
 	action := auth.KMSKeyWrap
-	hk, in, err := s.cryptoKey(ctx, op, instanceGUID, idOrAlias, action, aad)
+	hk, _, err := s.cryptoKey(ctx, op, instanceGUID, idOrAlias, action, aad)
 	if err != nil {
 		return WrapResult{}, err
 	}
@@ -119,7 +123,7 @@ func (s *Service) Wrap(ctx context.Context, instanceGUID, idOrAlias string, plai
 	}
 	res.Ciphertext = hk.latest.seal(plaintext, aad)
 	res.KeyVersion = versionOf(hk.latest)
-	if err := s.recordCrypto(ctx, in, hk, action, res); err != nil {
+	if err := s.recordCrypto(ctx, hk, action, hk.latest, nil); err != nil {
 		return WrapResult{}, err
 	}
 	return res, nil
@@ -158,7 +162,7 @@ func (s *Service) Rewrap(ctx context.Context, instanceGUID, idOrAlias string, ci
 }
 
 func (s *Service) unwrap(ctx context.Context, op, action, guid, idOrAlias string, ciphertext []byte, aad []string) (WrapResult, error) {
-	hk, in, err := s.cryptoKey(ctx, op, guid, idOrAlias, action, aad)
+	hk, _, err := s.cryptoKey(ctx, op, guid, idOrAlias, action, aad)
 	if err != nil {
 		return WrapResult{}, err
 	}
@@ -168,17 +172,19 @@ func (s *Service) unwrap(ctx context.Context, op, action, guid, idOrAlias string
 		return WrapResult{}, err
 	}
 	res := WrapResult{KeyVersion: versionOf(v)}
+	var rewrapped *versionCipher
 	if v != hk.latest || action == auth.KMSKeyRewrap {
 		res.Ciphertext = hk.latest.seal(pt, aad)
 		latest := versionOf(hk.latest)
 		res.RewrappedKeyVersion = &latest
+		rewrapped = hk.latest
 	}
 	if action == auth.KMSKeyUnwrap {
 		res.Plaintext = pt
 	} else {
 		seal.Wipe(pt)
 	}
-	if err := s.recordCrypto(ctx, in, hk, action, res); err != nil {
+	if err := s.recordCrypto(ctx, hk, action, v, rewrapped); err != nil {
 		return WrapResult{}, err
 	}
 	return res, nil

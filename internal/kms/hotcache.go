@@ -30,6 +30,9 @@ type hotKey struct {
 	expiration          time.Time
 	latest              *versionCipher
 	versions            map[uuid.UUID]*versionCipher
+	// The instance GUID, ring and id as interface values for the audit
+	// events of wrap and unwrap (recordCrypto), boxed once.
+	auditInstance, auditRing, auditID any
 }
 
 func newHotCache() *hotCache {
@@ -115,7 +118,8 @@ func (s *Service) hotKey(ctx context.Context, in Instance, idOrAlias string) (*h
 			return err
 		}
 		hk = &hotKey{id: k.ID, name: k.Name, crn: keyCRN(in, k.ID), ring: k.KeyRing, state: k.State, extractable: k.Extractable,
-			expiration: store.ParseTime(k.Expiration), versions: map[uuid.UUID]*versionCipher{}}
+			expiration: store.ParseTime(k.Expiration), versions: map[uuid.UUID]*versionCipher{},
+			auditInstance: guid, auditRing: k.KeyRing, auditID: k.ID}
 		if k.Extractable || k.State == StateDestroyed {
 			return nil // never used to wrap: no need to open the material
 		}
