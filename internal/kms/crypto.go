@@ -129,20 +129,25 @@ func (s *Service) Wrap(ctx context.Context, instanceGUID, idOrAlias string, plai
 	return res, nil
 }
 
+// badCiphertext is open's one answer to a ciphertext it cannot open; made
+// only then, not on every unwrap.
+func badCiphertext(op string) error {
+	return errs.E(op, errs.Unprocessable, "UNPROCESSABLE_CIPHERTEXT_ERR", "The provided ciphertext is invalid or corrupted")
+}
+
 // open finds the version that sealed ciphertext and opens it.
 func (hk *hotKey) open(op string, ciphertext []byte, aad []string) ([]byte, *versionCipher, error) {
-	bad := errs.E(op, errs.Unprocessable, "UNPROCESSABLE_CIPHERTEXT_ERR", "The provided ciphertext is invalid or corrupted")
 	w, err := parseWrapped(ciphertext)
 	if err != nil {
-		return nil, nil, bad
+		return nil, nil, badCiphertext(op)
 	}
 	v := hk.versions[w.version]
 	if v == nil {
-		return nil, nil, bad
+		return nil, nil, badCiphertext(op)
 	}
 	pt, err := v.open(w, aad)
 	if err != nil {
-		return nil, nil, bad
+		return nil, nil, badCiphertext(op)
 	}
 	return pt, v, nil
 }

@@ -20,8 +20,12 @@ type hotCache struct {
 	mu        sync.RWMutex
 	gen       uint64
 	instances map[string]Instance
-	keys      map[string]*hotKey // instance GUID + "\x00" + id or alias
+	keys      map[hotRef]*hotKey
 }
+
+// hotRef names a cached key as the call named it: a struct rather than
+// the two strings joined, which would allocate on every wrap.
+type hotRef struct{ instance, idOrAlias string }
 
 type hotKey struct {
 	id, name, crn, ring string
@@ -36,7 +40,7 @@ type hotKey struct {
 }
 
 func newHotCache() *hotCache {
-	return &hotCache{instances: map[string]Instance{}, keys: map[string]*hotKey{}}
+	return &hotCache{instances: map[string]Instance{}, keys: map[hotRef]*hotKey{}}
 }
 
 func (h *hotCache) invalidate() {
@@ -75,14 +79,14 @@ func (h *hotCache) generation() uint64 {
 	return h.gen
 }
 
-func (h *hotCache) key(ref string) *hotKey {
+func (h *hotCache) key(ref hotRef) *hotKey {
 	h.mu.RLock()
 	k := h.keys[ref]
 	h.mu.RUnlock()
 	return k
 }
 
-func (h *hotCache) putKey(gen uint64, ref string, k *hotKey) {
+func (h *hotCache) putKey(gen uint64, ref hotRef, k *hotKey) {
 	h.mu.Lock()
 	if h.gen == gen {
 		h.keys[ref] = k
@@ -102,7 +106,7 @@ func (k *hotKey) effectiveState(now time.Time) int {
 // versions under the master key) on a miss.
 func (s *Service) hotKey(ctx context.Context, in Instance, idOrAlias string) (*hotKey, error) {
 	guid := in.GUID
-	ref := guid + "\x00" + idOrAlias
+	ref := hotRef{guid, idOrAlias}
 	if k := s.hot.key(ref); k != nil && s.trusted() {
 		return k, nil
 	}
