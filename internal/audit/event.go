@@ -95,16 +95,20 @@ const (
 // the principal in ctx and the request from the HTTP edge. Severity follows
 // Activity Tracker's rules for the action and reason code.
 func NewEvent(ctx context.Context, action string, target Target, outcome string, reasonCode int) *Event {
-	return NewEventWith(ctx, action, target, outcome, reasonCode, nil)
+	ev := new(Event)
+	ev.Reset(ctx, action, target, outcome, reasonCode, nil)
+	return ev
 }
 
-// NewEventWith is NewEvent for a caller that has built the event's request
-// data: data (which it hands over) becomes the event's RequestData, with
-// the request's URI and method added unless it has them, rather than being
-// copied into a map of the event's own. Every audited call builds one.
-func NewEventWith(ctx context.Context, action string, target Target, outcome string, reasonCode int, data map[string]any) *Event {
+// Reset makes ev, in place, the event NewEvent would return, for a caller
+// that has built the event's request data: data (which it hands over)
+// becomes the event's RequestData, with the request's URI and method added
+// unless it has them, rather than being copied into a map of the event's
+// own. A caller that records the event at once can keep it off the heap:
+// Record keeps nothing of it but its row. Every audited call builds one.
+func (ev *Event) Reset(ctx context.Context, action string, target Target, outcome string, reasonCode int, data map[string]any) {
 	ri := httpapi.Info(ctx)
-	ev := &Event{
+	*ev = Event{
 		Action:          action,
 		Outcome:         outcome,
 		Target:          target,
@@ -139,7 +143,6 @@ func NewEventWith(ctx context.Context, action string, target Target, outcome str
 		}
 	}
 	ev.RequestData = data
-	return ev
 }
 
 // SeverityFor is Activity Tracker's severity for an action and status.

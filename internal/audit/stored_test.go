@@ -93,13 +93,17 @@ func TestStoredBodyEncoderWritesEveryField(t *testing.T) {
 	}
 }
 
-// TestNewEventWithAddsTheRequestToTheCallersData: the caller's request data
+// TestResetAddsTheRequestToTheCallersData: the caller's request data
 // becomes the event's, with the request's URI and method added, and a key
 // the caller set itself is kept (as when NewEvent's map was copied over).
-func TestNewEventWithAddsTheRequestToTheCallersData(t *testing.T) {
+func TestResetAddsTheRequestToTheCallersData(t *testing.T) {
 	ctx := benchContext()
 	data := map[string]any{"instanceID": "b3c1d2e3", "method": "caller's"}
-	ev := NewEventWith(ctx, "kms.secrets.wrap", Target{ID: "crn:v1:bluemix:public:kms:us-south:a/" + acct + ":b3c1d2e3:key:k"}, Success, 200, data)
+	ev := &Event{ID: "left from an earlier use"}
+	ev.Reset(ctx, "kms.secrets.wrap", Target{ID: "crn:v1:bluemix:public:kms:us-south:a/" + acct + ":b3c1d2e3:key:k"}, Success, 200, data)
+	if ev.ID != "" || ev.Initiator.ID != "IBMid-915C6337C8BA" || ev.Severity != Normal {
+		t.Fatalf("reset event %+v", ev)
+	}
 	want := map[string]any{"instanceID": "b3c1d2e3", "method": "caller's", "requestURI": "/api/v2/keys/66c6b928-16a7-4477-9bba-17d956403772/actions/wrap"}
 	if len(ev.RequestData) != len(want) {
 		t.Fatalf("request data %v, want %v", ev.RequestData, want)
@@ -109,7 +113,7 @@ func TestNewEventWithAddsTheRequestToTheCallersData(t *testing.T) {
 			t.Fatalf("request data %v, want %v", ev.RequestData, want)
 		}
 	}
-	if ev := NewEventWith(ctx, "kms.secrets.wrap", Target{}, Success, 200, nil); ev.RequestData["method"] != "POST" {
+	if ev := NewEvent(ctx, "kms.secrets.wrap", Target{}, Success, 200); ev.RequestData["method"] != "POST" {
 		t.Fatalf("request data of a new map: %v", ev.RequestData)
 	}
 }
