@@ -97,8 +97,11 @@ type Log struct {
 	// size a group commit can expect to reach under the present load.
 	waiting atomic.Int64
 	peak    int
-	stop    chan struct{}
-	done    chan struct{}
+	// group is the writer's group of events: its array is reused from
+	// commit to commit.
+	group []pending
+	stop  chan struct{}
+	done  chan struct{}
 
 	mu      sync.Mutex
 	changed chan struct{} // closed and replaced whenever events commit
@@ -265,6 +268,8 @@ func (l *Log) writer() {
 		}
 		group := l.gather(first)
 		l.commit(group)
+		clear(group) // keeps no event's row alive
+		l.group = group[:0]
 	}
 }
 
@@ -282,7 +287,7 @@ func (l *Log) writer() {
 // little (at most maxLinger) for the rest; not with the journal, whose
 // write() costs little whatever it carries.
 func (l *Log) gather(first pending) []pending {
-	group := []pending{first}
+	group := append(l.group[:0], first)
 	for len(group) < maxBatch {
 		select {
 		case p := <-l.batch:
