@@ -3,6 +3,7 @@ package kms
 import (
 	"context"
 	"crypto/rand"
+	"sync"
 	"time"
 
 	"github.com/keyline/keyline/internal/auth"
@@ -88,9 +89,13 @@ func (k *hotKey) usable(op, action string, now time.Time) error {
 // recordCrypto records a successful wrap, unwrap or rewrap with version v
 // (and rewrapped, the latest version, when the DEK was rewrapped).
 func (s *Service) recordCrypto(ctx context.Context, hk *hotKey, action string, v, rewrapped *versionCipher) error {
-	// The hot key's identifiers are boxed once, when it is loaded: storing
-	// a string in a map[string]any otherwise allocates, on every wrap.
-	ev := success(action, target{crn: hk.crn, name: hk.name, typ: typeKey})
+	// The event's maps are reused from call to call: the Auditor keeps
+	// nothing of them once Record returns. The hot key's identifiers are
+	// boxed once, when it is loaded: storing a string in a map[string]any
+	// otherwise allocates, on every wrap.
+	data := cryptoEventData.Get().(*eventData)
+	defer data.release()
+	ev := successWith(action, target{crn: hk.crn, name: hk.name, typ: typeKey}, data.request, data.response)
 	ev.RequestData["instanceID"] = hk.auditInstance
 	ev.RequestData["keyRingId"] = hk.auditRing
 	ev.ResponseData["keyId"] = hk.auditID
@@ -99,6 +104,20 @@ func (s *Service) recordCrypto(ctx context.Context, hk *hotKey, action string, v
 		ev.ResponseData["rewrappedKeyVersionId"] = rewrapped.auditID
 	}
 	return s.record(ctx, ev)
+}
+
+// eventData is a pair of event maps for recordCrypto to reuse.
+type eventData struct{ request, response map[string]any }
+
+var cryptoEventData = sync.Pool{New: func() any {
+	return &eventData{request: make(map[string]any, 4), response: make(map[string]any, 3)}
+}}
+
+// release empties the maps and gives them back for another event.
+func (d *eventData) release() {
+	clear(d.request)
+	clear(d.response)
+	cryptoEventData.Put(d)
 }
 
 // Wrap wraps plaintext (a DEK) with the key's latest version; with no

@@ -374,7 +374,8 @@ func TestEveryCallIsAudited(t *testing.T) {
 // TestCryptoEventsNameTheirKeyAndVersions: a wrap's event names the
 // instance, key ring, key and version, and the request; an unwrap of a DEK
 // sealed before a rotation names the version that sealed it and the one
-// that rewrapped it (the identifiers are prepared once per cached key).
+// that rewrapped it (the identifiers are prepared once per cached key, the
+// events' maps reused).
 func TestCryptoEventsNameTheirKeyAndVersions(t *testing.T) {
 	e := newEnv(t)
 	c := e.client(manager)
@@ -401,5 +402,13 @@ func TestCryptoEventsNameTheirKeyAndVersions(t *testing.T) {
 	latest, _ := unwrap.ResponseData["rewrappedKeyVersionId"].(string)
 	if unwrap.ResponseData["keyVersionId"] != first || latest == "" || latest == first {
 		t.Fatalf("unwrap event after a rotation: %v (wrapped with %s)", unwrap.ResponseData, first)
+	}
+	// The events' maps are reused: the next wrap's carries nothing of the
+	// rewrapping unwrap's.
+	must[[]byte](t)(c.Wrap(e.ctx, key.ID, b64([]byte("0123456789abcdef")), nil))
+	evs = must[[]kmsEvent](t)(auditEvents(e))
+	next := evs[len(evs)-1]
+	if next.Action != "kms.secrets.wrap" || len(next.ResponseData) != 2 || next.ResponseData["keyVersionId"] != latest || len(next.RequestData) != 4 {
+		t.Fatalf("wrap event after a rewrapping unwrap: request %v, response %v", next.RequestData, next.ResponseData)
 	}
 }
