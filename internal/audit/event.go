@@ -95,8 +95,20 @@ const (
 // the principal in ctx and the request from the HTTP edge. Severity follows
 // Activity Tracker's rules for the action and reason code.
 func NewEvent(ctx context.Context, action string, target Target, outcome string, reasonCode int) *Event {
+	ev := new(Event)
+	ev.Reset(ctx, action, target, outcome, reasonCode, nil)
+	return ev
+}
+
+// Reset makes ev, in place, the event NewEvent would return, for a caller
+// that has built the event's request data: data (which it hands over)
+// becomes the event's RequestData, with the request's URI and method added
+// unless it has them, rather than being copied into a map of the event's
+// own. A caller that records the event at once can keep it off the heap:
+// Record keeps nothing of it but its row. Every audited call builds one.
+func (ev *Event) Reset(ctx context.Context, action string, target Target, outcome string, reasonCode int, data map[string]any) {
 	ri := httpapi.Info(ctx)
-	ev := &Event{
+	*ev = Event{
 		Action:          action,
 		Outcome:         outcome,
 		Target:          target,
@@ -120,9 +132,17 @@ func NewEvent(ctx context.Context, action string, target Target, outcome string,
 		ev.Initiator.Host = Host{Address: ri.ClientIP, AddressType: addressType(ri.ClientIP), Agent: ri.UserAgent}
 	}
 	if ri.URI != "" {
-		ev.RequestData = map[string]any{"requestURI": ri.URI, "method": ri.Method}
+		if data == nil {
+			data = make(map[string]any, 2)
+		}
+		if _, ok := data["requestURI"]; !ok {
+			data["requestURI"] = ri.URI
+		}
+		if _, ok := data["method"]; !ok {
+			data["method"] = ri.Method
+		}
 	}
-	return ev
+	ev.RequestData = data
 }
 
 // SeverityFor is Activity Tracker's severity for an action and status.

@@ -51,8 +51,12 @@ const (
 	// file; the indexer removes the old one once all its events are in.
 	journalRotate = 64 << 20
 	// indexBatch is how many events the indexer gathers before a commit,
-	// waiting at most indexLinger for them.
-	indexBatch  = 1024
+	// waiting at most indexLinger for them. A commit's fixed cost (~100 µs)
+	// is small next to 256 rows' inserts; larger batches (1024 before)
+	// only made the queued rows, the Go heap and its collection swing
+	// more: at 16 callers bench/kms measured some 5% less server CPU per
+	// call with 256.
+	indexBatch  = 256
 	indexLinger = 50 * time.Millisecond
 	// journalColumns are the row's columns a record holds: all but
 	// target_key (index 7), which is computed from the target.
@@ -187,7 +191,7 @@ type indexItem struct {
 
 // maxUnindexed bounds the events written but not yet indexed: past it the
 // writer waits for the indexer rather than let memory grow.
-const maxUnindexed = 16 * indexBatch
+const maxUnindexed = 16 << 10
 
 // writeJournal is the writer's commit on SQLite: group's records in one
 // write(), the rows queued for indexing, then the callers' answers. An

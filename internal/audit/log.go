@@ -97,8 +97,11 @@ type Log struct {
 	// size a group commit can expect to reach under the present load.
 	waiting atomic.Int64
 	peak    int
-	stop    chan struct{}
-	done    chan struct{}
+	// group is the writer's group of events: its array is reused from
+	// commit to commit.
+	group []pending
+	stop  chan struct{}
+	done  chan struct{}
 
 	mu      sync.Mutex
 	changed chan struct{} // closed and replaced whenever events commit
@@ -220,7 +223,7 @@ func (l *Log) Record(ctx context.Context, ev *Event) error {
 	if err != nil {
 		return err
 	}
-	p := pending{row: row, done: make(chan error, 1)}
+	p := pending{row: row, done: doneChans.Get().(chan error)}
 	l.waiting.Add(1)
 	defer l.waiting.Add(-1)
 	select {
@@ -232,11 +235,17 @@ func (l *Log) Record(ctx context.Context, ev *Event) error {
 	}
 	select {
 	case err := <-p.done:
+		// Empty again, and the writer sends on it once: reusable.
+		doneChans.Put(p.done)
 		return err
 	case <-ctx.Done():
+		// The writer may still send: the channel is not reused.
 		return ctx.Err()
 	}
 }
+
+// doneChans holds Record's answer channels (buffered, one slot) for reuse.
+var doneChans = sync.Pool{New: func() any { return make(chan error, 1) }}
 
 const maxBatch = 512
 
@@ -259,6 +268,8 @@ func (l *Log) writer() {
 		}
 		group := l.gather(first)
 		l.commit(group)
+		clear(group) // keeps no event's row alive
+		l.group = group[:0]
 	}
 }
 
@@ -276,7 +287,7 @@ func (l *Log) writer() {
 // little (at most maxLinger) for the rest; not with the journal, whose
 // write() costs little whatever it carries.
 func (l *Log) gather(first pending) []pending {
-	group := []pending{first}
+	group := append(l.group[:0], first)
 	for len(group) < maxBatch {
 		select {
 		case p := <-l.batch:
@@ -407,7 +418,7 @@ func (l *Log) row(ev *Event) ([]any, error) {
 	if err != nil {
 		return nil, errs.Internalf("audit.insert", err)
 	}
-	return []any{ev.ID, now, accountOf(ev), ev.Action, ev.Outcome, ev.Severity, ev.Target.ID, targetKey(ev.Target.ID), ev.Initiator.ID, ev.CorrelationID, string(body)}, nil
+	return []any{ev.ID, now, accountOf(ev), ev.Action, ev.Outcome, ev.Severity, ev.Target.ID, targetKey(ev.Target.ID), ev.Initiator.ID, ev.CorrelationID, body}, nil
 }
 
 // accountOf is the account whose Activity Tracker shows the event: the

@@ -267,3 +267,31 @@ func TestGroupCommitStopsWaitingWhenTheLoadFalls(t *testing.T) {
 		t.Fatalf("stored %d events (%v), want 3", len(page.Events), err)
 	}
 }
+
+// TestRecordKeepsNothingOfTheEvent: once Record returns, the caller may
+// reuse its Event (the KMS keeps it on its stack) without changing what
+// was recorded, its request data included.
+func TestRecordKeepsNothingOfTheEvent(t *testing.T) {
+	l, _ := newLog(t)
+	ctx := benchContext()
+	var ev Event
+	for i, id := range []string{"first", "second"} {
+		ev.Reset(ctx, "kms.secrets.wrap", keyTarget(id), Success, 200, map[string]any{"keyRingId": id})
+		if err := l.Record(ctx, &ev); err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			ev.Reset(ctx, "kms.secrets.unwrap", keyTarget("overwritten"), Failure, 500, nil)
+		}
+	}
+	page, err := l.Query(ctx, Filter{AccountID: acct})
+	if err != nil || len(page.Events) != 2 {
+		t.Fatalf("%+v, %v", page, err)
+	}
+	for i, id := range []string{"second", "first"} { // newest first
+		got := page.Events[i]
+		if got.Action != "kms.secrets.wrap" || got.Outcome != Success || got.Target.ID != keyTarget(id).ID || got.RequestData["keyRingId"] != id {
+			t.Fatalf("event %d = %+v", i, got)
+		}
+	}
+}

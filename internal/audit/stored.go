@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"slices"
 	"strconv"
+	"sync"
 
 	"github.com/keyline/keyline/internal/store"
 )
@@ -61,10 +62,24 @@ func orDerived(v *string, derived string) string {
 
 // encodeBody is the stored body of ev; derivedTime is the eventTime a
 // reader derives from the row's time (formatTime of it).
-func encodeBody(ev *Event, derivedTime string) ([]byte, error) {
+func encodeBody(ev *Event, derivedTime string) (string, error) {
+	// Encoded into a reused buffer: the row keeps only the string.
+	buf := bodyBuffers.Get().(*[]byte)
 	b := bodyOf(ev, derivedTime)
-	return b.appendJSON(make([]byte, 0, 512))
+	out, err := b.appendJSON((*buf)[:0])
+	body := string(out)
+	if cap(out) <= maxPooledBody {
+		*buf = out[:0]
+		bodyBuffers.Put(buf)
+	}
+	return body, err
 }
+
+// bodyBuffers holds encodeBody's buffers; one that grew past maxPooledBody
+// (an event with large request data) is left to the collector.
+var bodyBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
+
+const maxPooledBody = 16 << 10
 
 // bodyOf is what encodeBody stores of ev.
 func bodyOf(ev *Event, derivedTime string) storedBody {

@@ -58,7 +58,7 @@ func TestWrapEventBodyEncodesAsEncodingJSON(t *testing.T) {
 	b := bodyOf(ev, "")
 	want, _ := json.Marshal(b)
 	got, err := encodeBody(ev, "")
-	if err != nil || !bytes.Equal(got, want) {
+	if err != nil || got != string(want) {
 		t.Fatalf("encodeBody = %s, %v; encoding/json: %s", got, err, want)
 	}
 }
@@ -90,5 +90,30 @@ func TestStoredBodyEncoderWritesEveryField(t *testing.T) {
 	got, err := b.appendJSON(nil)
 	if err != nil || !bytes.Equal(got, want) {
 		t.Fatalf("appendJSON = %s, %v; encoding/json: %s", got, err, want)
+	}
+}
+
+// TestResetAddsTheRequestToTheCallersData: the caller's request data
+// becomes the event's, with the request's URI and method added, and a key
+// the caller set itself is kept (as when NewEvent's map was copied over).
+func TestResetAddsTheRequestToTheCallersData(t *testing.T) {
+	ctx := benchContext()
+	data := map[string]any{"instanceID": "b3c1d2e3", "method": "caller's"}
+	ev := &Event{ID: "left from an earlier use"}
+	ev.Reset(ctx, "kms.secrets.wrap", Target{ID: "crn:v1:bluemix:public:kms:us-south:a/" + acct + ":b3c1d2e3:key:k"}, Success, 200, data)
+	if ev.ID != "" || ev.Initiator.ID != "IBMid-915C6337C8BA" || ev.Severity != Normal {
+		t.Fatalf("reset event %+v", ev)
+	}
+	want := map[string]any{"instanceID": "b3c1d2e3", "method": "caller's", "requestURI": "/api/v2/keys/66c6b928-16a7-4477-9bba-17d956403772/actions/wrap"}
+	if len(ev.RequestData) != len(want) {
+		t.Fatalf("request data %v, want %v", ev.RequestData, want)
+	}
+	for k, v := range want {
+		if ev.RequestData[k] != v {
+			t.Fatalf("request data %v, want %v", ev.RequestData, want)
+		}
+	}
+	if ev := NewEvent(ctx, "kms.secrets.wrap", Target{}, Success, 200); ev.RequestData["method"] != "POST" {
+		t.Fatalf("request data of a new map: %v", ev.RequestData)
 	}
 }

@@ -31,10 +31,17 @@ func Parse(s string) (CRN, error) {
 	if !strings.HasPrefix(s, "crn:") {
 		return CRN{}, errs.E(op, errs.Invalid, "INVALID_CRN", "a CRN starts with \"crn:v1:\"")
 	}
-	parts := strings.Split(s, ":")
-	if len(parts) != 10 {
-		return CRN{}, errs.Ef(op, errs.Invalid, "INVALID_CRN", "a CRN has 10 segments separated by ':' (crn:v1:cname:ctype:service:location:scope:instance:resource-type:resource); this one has %d", len(parts))
+	// Cut into an array rather than strings.Split's slice: every audit
+	// event parses its target's CRN.
+	if n := strings.Count(s, ":") + 1; n != 10 {
+		return CRN{}, errs.Ef(op, errs.Invalid, "INVALID_CRN", "a CRN has 10 segments separated by ':' (crn:v1:cname:ctype:service:location:scope:instance:resource-type:resource); this one has %d", n)
 	}
+	var parts [10]string
+	rest := s
+	for i := range len(parts) - 1 {
+		parts[i], rest, _ = strings.Cut(rest, ":")
+	}
+	parts[len(parts)-1] = rest
 	if parts[1] != "v1" {
 		return CRN{}, errs.E(op, errs.Invalid, "INVALID_CRN", "only CRN version v1 is supported")
 	}

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/keyline/keyline/internal/errs"
+	"github.com/keyline/keyline/internal/race"
 )
 
 func TestParseRoundTripsRealCRNs(t *testing.T) {
@@ -135,5 +136,21 @@ func TestParseKeySaysWhatIsWrong(t *testing.T) {
 		if !k.IsZero() {
 			t.Errorf("ParseKey(%q) gave %+v with its error", tc.in, k)
 		}
+	}
+}
+
+// TestParseAllocatesNothing: every audit event parses its target's CRN.
+func TestParseAllocatesNothing(t *testing.T) {
+	if race.Enabled {
+		t.Skip("the race detector allocates on its own")
+	}
+	s := "crn:v1:bluemix:public:kms:us-south:a/0123456789abcdef0123456789abcdef:b3c1d2e3-0000-4000-8000-00000000beef:key:66c6b928-16a7-4477-9bba-17d956403772"
+	allocs := testing.AllocsPerRun(100, func() {
+		if c, err := Parse(s); err != nil || c.Resource != "66c6b928-16a7-4477-9bba-17d956403772" {
+			t.Fatal(c, err)
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("Parse allocates %v objects", allocs)
 	}
 }

@@ -26,8 +26,17 @@ type ctxKey int
 const (
 	correlationKey ctxKey = iota
 	requestKey
-	logPathKey
 )
+
+// requestState is what Middleware keeps in a request's context: one value
+// (each context value is an allocation or two on every request).
+type requestState struct {
+	info RequestInfo
+	// logPath is the path Middleware logs; log is the state holding the
+	// request's own (this one, or the request's for WithCorrelationID's).
+	logPath string
+	log     *requestState
+}
 
 // RequestInfo is what audit events need to know of the HTTP request.
 type RequestInfo struct {
@@ -40,8 +49,10 @@ type RequestInfo struct {
 
 // Info returns the request info stored by Middleware, or a zero value.
 func Info(ctx context.Context) RequestInfo {
-	ri, _ := ctx.Value(requestKey).(RequestInfo)
-	return ri
+	if st, ok := ctx.Value(requestKey).(*requestState); ok {
+		return st.info
+	}
+	return RequestInfo{}
 }
 
 // CorrelationID returns the request's correlation id ("" outside a request).
@@ -50,9 +61,13 @@ func CorrelationID(ctx context.Context) string { return Info(ctx).CorrelationID 
 // WithCorrelationID returns a context that carries id as its correlation id,
 // for work that is not an HTTP request (schedulers, event deliveries).
 func WithCorrelationID(ctx context.Context, id string) context.Context {
-	ri := Info(ctx)
-	ri.CorrelationID = id
-	return context.WithValue(ctx, requestKey, ri)
+	st := &requestState{info: Info(ctx)}
+	st.info.CorrelationID = id
+	st.log = st
+	if old, ok := ctx.Value(requestKey).(*requestState); ok {
+		st.log = old.log
+	}
+	return context.WithValue(ctx, requestKey, st)
 }
 
 // Middleware gives every request a correlation id (taken from the
@@ -68,14 +83,15 @@ func Middleware(logger *slog.Logger, next http.Handler) http.Handler {
 		if id == "" || len(id) > 128 || strings.ContainsAny(id, "\r\n") {
 			id = uuid.NewString()
 		}
-		ri := RequestInfo{Method: r.Method, URI: r.URL.Path, ClientIP: clientIP(r), UserAgent: r.UserAgent(), CorrelationID: id}
+		st := &requestState{info: RequestInfo{Method: r.Method, URI: r.URL.Path, ClientIP: clientIP(r), UserAgent: r.UserAgent(), CorrelationID: id},
+			logPath: r.URL.Path}
+		st.log = st
 		w.Header().Set("Correlation-Id", id)
 		sw := &statusWriter{ResponseWriter: w, status: 200}
-		logPath := r.URL.Path
-		ctx := context.WithValue(context.WithValue(r.Context(), requestKey, ri), logPathKey, &logPath)
+		ctx := context.WithValue(r.Context(), requestKey, st)
 		next.ServeHTTP(sw, r.WithContext(ctx))
 		if logger != nil {
-			logger.LogAttrs(r.Context(), slog.LevelInfo, "http", slog.String("method", r.Method), slog.String("path", logPath),
+			logger.LogAttrs(r.Context(), slog.LevelInfo, "http", slog.String("method", r.Method), slog.String("path", st.logPath),
 				slog.Int("status", sw.status), slog.Duration("took", time.Since(start)), slog.String("correlation_id", id))
 		}
 	})
@@ -85,8 +101,8 @@ func Middleware(logger *slog.Logger, next http.Handler) http.Handler {
 // routes whose path carries customer data (a topic name, say) that must not
 // reach the logs. Call it from the handler, inside Middleware.
 func RedactPath(ctx context.Context, path string) {
-	if p, ok := ctx.Value(logPathKey).(*string); ok {
-		*p = path
+	if st, ok := ctx.Value(requestKey).(*requestState); ok {
+		st.log.logPath = path
 	}
 }
 
@@ -142,13 +158,17 @@ func ReadJSON(r *http.Request, limit int64, required bool) ([]byte, error) {
 	if limit <= 0 {
 		limit = MaxBody
 	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
+	body, err := readBody(r, limit+1)
 	if err != nil {
 		return nil, errs.E(op, errs.Invalid, "BAD_BODY_ERR", "The request body could not be read")
 	}
 	if int64(len(body)) > limit {
 		return nil, errs.Ef(op, errs.TooLarge, "BODY_TOO_LARGE_ERR", "The request body is larger than %d bytes", limit)
 	}
+	// Read to its end: closed now, net/http need not drain it after the
+	// handler (which it does, with an allocation and a read, for a body
+	// left open even when nothing remains).
+	r.Body.Close()
 	trimmed := bytes.TrimSpace(body)
 	if len(trimmed) == 0 || string(trimmed) == "null" {
 		if required {
@@ -157,6 +177,31 @@ func ReadJSON(r *http.Request, limit int64, required bool) ([]byte, error) {
 		return nil, nil
 	}
 	return trimmed, nil
+}
+
+// readBody reads at most max bytes of r's body into a buffer sized by its
+// Content-Length when that is known (io.ReadAll starts at 512 bytes and
+// grows; most bodies are far smaller).
+func readBody(r *http.Request, max int64) ([]byte, error) {
+	size := int64(512)
+	if r.ContentLength >= 0 {
+		size = min(r.ContentLength+1, max) // +1: room to see the end without growing
+	}
+	b := make([]byte, 0, size)
+	lr := io.LimitedReader{R: r.Body, N: max}
+	for {
+		n, err := lr.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			return b, nil
+		}
+		if err != nil {
+			return b, err
+		}
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+	}
 }
 
 // DecodeJSONBytes is the second half of DecodeJSON: it decodes a body read

@@ -59,3 +59,32 @@ func TestBearerTokenNeedsTheBearerScheme(t *testing.T) {
 		}
 	}
 }
+
+// TestReadJSONReadsBodiesOfAnySizeAndLength: the body is read whole
+// whether its Content-Length is known, unknown, or smaller than what a
+// buffer starts with, and refused only past the limit.
+func TestReadJSONReadsBodiesOfAnySizeAndLength(t *testing.T) {
+	const limit = 4000
+	for _, size := range []int{1, 2, 100, 511, 512, 513, 1024, 3999, limit, limit + 1, 9000} {
+		for _, known := range []bool{true, false} {
+			in := "1"
+			if size > 1 {
+				in = `"` + strings.Repeat("a", size-2) + `"`
+			}
+			r := httptest.NewRequest("POST", "/", strings.NewReader(in))
+			if !known {
+				r.ContentLength = -1
+			}
+			got, err := ReadJSON(r, limit, true)
+			if size > limit {
+				if errs.KindOf(err) != errs.TooLarge {
+					t.Errorf("size %d (length known: %v): %v, want too large", size, known, err)
+				}
+				continue
+			}
+			if err != nil || string(got) != in {
+				t.Errorf("size %d (length known: %v): read %d bytes, %v", size, known, len(got), err)
+			}
+		}
+	}
+}

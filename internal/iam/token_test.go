@@ -8,6 +8,7 @@ import (
 	"github.com/keyline/keyline/internal/auth"
 	"github.com/keyline/keyline/internal/iam"
 	"github.com/keyline/keyline/internal/iam/iamtest"
+	"github.com/keyline/keyline/internal/race"
 )
 
 func TestServiceTokenAuthenticatesAsService(t *testing.T) {
@@ -46,4 +47,30 @@ func FuzzAuthenticateToken(f *testing.F) {
 			t.Fatalf("token %q authenticated as %+v", token, p)
 		}
 	})
+}
+
+// TestCachedTokenCheckAllocatesOnlyThePrincipal: a token seen before costs
+// one allocation (the caller's copy of the principal), not a copy of the
+// token (about 1 KiB) for hashing on every call of every API.
+func TestCachedTokenCheckAllocatesOnlyThePrincipal(t *testing.T) {
+	if race.Enabled {
+		t.Skip("the race detector allocates on its own")
+	}
+	e := iamtest.New(t)
+	ctx := context.Background()
+	tok, err := e.Service.Token(ctx, iam.TokenRequest{GrantType: iam.GrantAPIKey, APIKey: e.AdminKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Service.AuthenticateToken(ctx, tok.AccessToken); err != nil {
+		t.Fatal(err)
+	}
+	allocs := testing.AllocsPerRun(100, func() {
+		if _, err := e.Service.AuthenticateToken(ctx, tok.AccessToken); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs > 1 {
+		t.Fatalf("a cached token check allocates %v objects, want 1", allocs)
+	}
 }

@@ -12,14 +12,13 @@ func ActivityTracker(log *audit.Log) Auditor { return activityTracker{log} }
 
 type activityTracker struct{ log *audit.Log }
 
-func (a activityTracker) event(ctx context.Context, ev AuditEvent) *audit.Event {
-	e := audit.NewEvent(ctx, ev.Action, audit.Target{ID: ev.TargetID, Name: ev.TargetName, TypeURI: ev.TargetType}, ev.Outcome, ev.ReasonCode)
-	if e.RequestData == nil {
-		e.RequestData = map[string]any{}
+// event makes e the Activity Tracker's event for ev.
+func (a activityTracker) event(ctx context.Context, ev AuditEvent, e *audit.Event) *audit.Event {
+	data := ev.RequestData
+	if data == nil {
+		data = map[string]any{}
 	}
-	for k, v := range ev.RequestData {
-		e.RequestData[k] = v
-	}
+	e.Reset(ctx, ev.Action, audit.Target{ID: ev.TargetID, Name: ev.TargetName, TypeURI: ev.TargetType}, ev.Outcome, ev.ReasonCode, data)
 	if len(ev.ResponseData) > 0 {
 		e.ResponseData = ev.ResponseData
 	}
@@ -28,9 +27,12 @@ func (a activityTracker) event(ctx context.Context, ev AuditEvent) *audit.Event 
 }
 
 func (a activityTracker) Append(ctx context.Context, tx *store.Tx, ev AuditEvent) error {
-	return a.log.Append(tx, a.event(ctx, ev))
+	return a.log.Append(tx, a.event(ctx, ev, new(audit.Event)))
 }
 
 func (a activityTracker) Record(ctx context.Context, ev AuditEvent) error {
-	return a.log.Record(ctx, a.event(ctx, ev))
+	// On the stack: Record keeps only the event's row, and every wrap and
+	// unwrap records one.
+	var e audit.Event
+	return a.log.Record(ctx, a.event(ctx, ev, &e))
 }

@@ -24,8 +24,9 @@ type AuditEvent struct {
 // Auditor is the Activity Tracker as the KMS uses it. Append writes the
 // event in the same transaction as the state change it records, so a crash
 // can never leave one without the other; Record is for calls that change
-// nothing (reads, wrap/unwrap, denials) and is durable on return. ctx carries
-// the initiator (auth.FromContext) and the request (httpapi.Info).
+// nothing (reads, wrap/unwrap, denials) and is durable on return; it keeps
+// nothing of ev's maps once it returns (wrap and unwrap reuse them). ctx
+// carries the initiator (auth.FromContext) and the request (httpapi.Info).
 type Auditor interface {
 	Append(ctx context.Context, tx *store.Tx, ev AuditEvent) error
 	Record(ctx context.Context, ev AuditEvent) error
@@ -38,8 +39,13 @@ const (
 
 // success builds the event of a successful call on target.
 func success(action string, t target) AuditEvent {
+	return successWith(action, t, map[string]any{}, map[string]any{})
+}
+
+// successWith is success with the maps for the event's data.
+func successWith(action string, t target, request, response map[string]any) AuditEvent {
 	return AuditEvent{Action: action, TargetID: t.crn, TargetName: t.name, TargetType: t.typ, Outcome: "success", ReasonCode: 200,
-		RequestData: map[string]any{}, ResponseData: map[string]any{}}
+		RequestData: request, ResponseData: response}
 }
 
 // target is what an event is about.

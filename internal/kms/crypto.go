@@ -3,6 +3,7 @@ package kms
 import (
 	"context"
 	"crypto/rand"
+	"sync"
 	"time"
 
 	"github.com/keyline/keyline/internal/auth"
@@ -23,7 +24,7 @@ type WrapResult struct {
 const MaxWrapPlaintext = 7500
 
 func versionOf(v *versionCipher) KeyVersion {
-	return KeyVersion{ID: v.id.String(), CreationDate: timePtr(v.created)}
+	return KeyVersion{ID: v.idText, CreationDate: timePtr(v.created)}
 }
 
 // cryptoKey is the common gate of wrap, unwrap and rewrap.
@@ -85,16 +86,38 @@ func (k *hotKey) usable(op, action string, now time.Time) error {
 	return errInvalidState(op)
 }
 
-func (s *Service) recordCrypto(ctx context.Context, in Instance, hk *hotKey, action string, res WrapResult) error {
-	ev := success(action, target{crn: hk.crn, name: hk.name, typ: typeKey})
-	ev.RequestData["instanceID"] = in.GUID
-	ev.RequestData["keyRingId"] = hk.ring
-	ev.ResponseData["keyId"] = hk.id
-	ev.ResponseData["keyVersionId"] = res.KeyVersion.ID
-	if res.RewrappedKeyVersion != nil {
-		ev.ResponseData["rewrappedKeyVersionId"] = res.RewrappedKeyVersion.ID
+// recordCrypto records a successful wrap, unwrap or rewrap with version v
+// (and rewrapped, the latest version, when the DEK was rewrapped).
+func (s *Service) recordCrypto(ctx context.Context, hk *hotKey, action string, v, rewrapped *versionCipher) error {
+	// The event's maps are reused from call to call: the Auditor keeps
+	// nothing of them once Record returns. The hot key's identifiers are
+	// boxed once, when it is loaded: storing a string in a map[string]any
+	// otherwise allocates, on every wrap.
+	data := cryptoEventData.Get().(*eventData)
+	defer data.release()
+	ev := successWith(action, target{crn: hk.crn, name: hk.name, typ: typeKey}, data.request, data.response)
+	ev.RequestData["instanceID"] = hk.auditInstance
+	ev.RequestData["keyRingId"] = hk.auditRing
+	ev.ResponseData["keyId"] = hk.auditID
+	ev.ResponseData["keyVersionId"] = v.auditID
+	if rewrapped != nil {
+		ev.ResponseData["rewrappedKeyVersionId"] = rewrapped.auditID
 	}
 	return s.record(ctx, ev)
+}
+
+// eventData is a pair of event maps for recordCrypto to reuse.
+type eventData struct{ request, response map[string]any }
+
+var cryptoEventData = sync.Pool{New: func() any {
+	return &eventData{request: make(map[string]any, 4), response: make(map[string]any, 3)}
+}}
+
+// release empties the maps and gives them back for another event.
+func (d *eventData) release() {
+	clear(d.request)
+	clear(d.response)
+	cryptoEventData.Put(d)
 }
 
 // Wrap wraps plaintext (a DEK) with the key's latest version; with no
@@ -102,7 +125,7 @@ func (s *Service) recordCrypto(ctx context.Context, in Instance, hk *hotKey, act
 func (s *Service) Wrap(ctx context.Context, instanceGUID, idOrAlias string, plaintext []byte, aad []string) (WrapResult, error) {
 	const op = "kms.Wrap"
 	action := auth.KMSKeyWrap
-	hk, in, err := s.cryptoKey(ctx, op, instanceGUID, idOrAlias, action, aad)
+	hk, _, err := s.cryptoKey(ctx, op, instanceGUID, idOrAlias, action, aad)
 	if err != nil {
 		return WrapResult{}, err
 	}
@@ -119,26 +142,31 @@ func (s *Service) Wrap(ctx context.Context, instanceGUID, idOrAlias string, plai
 	}
 	res.Ciphertext = hk.latest.seal(plaintext, aad)
 	res.KeyVersion = versionOf(hk.latest)
-	if err := s.recordCrypto(ctx, in, hk, action, res); err != nil {
+	if err := s.recordCrypto(ctx, hk, action, hk.latest, nil); err != nil {
 		return WrapResult{}, err
 	}
 	return res, nil
 }
 
+// badCiphertext is open's one answer to a ciphertext it cannot open; made
+// only then, not on every unwrap.
+func badCiphertext(op string) error {
+	return errs.E(op, errs.Unprocessable, "UNPROCESSABLE_CIPHERTEXT_ERR", "The provided ciphertext is invalid or corrupted")
+}
+
 // open finds the version that sealed ciphertext and opens it.
 func (hk *hotKey) open(op string, ciphertext []byte, aad []string) ([]byte, *versionCipher, error) {
-	bad := errs.E(op, errs.Unprocessable, "UNPROCESSABLE_CIPHERTEXT_ERR", "The provided ciphertext is invalid or corrupted")
 	w, err := parseWrapped(ciphertext)
 	if err != nil {
-		return nil, nil, bad
+		return nil, nil, badCiphertext(op)
 	}
 	v := hk.versions[w.version]
 	if v == nil {
-		return nil, nil, bad
+		return nil, nil, badCiphertext(op)
 	}
 	pt, err := v.open(w, aad)
 	if err != nil {
-		return nil, nil, bad
+		return nil, nil, badCiphertext(op)
 	}
 	return pt, v, nil
 }
@@ -158,7 +186,7 @@ func (s *Service) Rewrap(ctx context.Context, instanceGUID, idOrAlias string, ci
 }
 
 func (s *Service) unwrap(ctx context.Context, op, action, guid, idOrAlias string, ciphertext []byte, aad []string) (WrapResult, error) {
-	hk, in, err := s.cryptoKey(ctx, op, guid, idOrAlias, action, aad)
+	hk, _, err := s.cryptoKey(ctx, op, guid, idOrAlias, action, aad)
 	if err != nil {
 		return WrapResult{}, err
 	}
@@ -168,17 +196,19 @@ func (s *Service) unwrap(ctx context.Context, op, action, guid, idOrAlias string
 		return WrapResult{}, err
 	}
 	res := WrapResult{KeyVersion: versionOf(v)}
+	var rewrapped *versionCipher
 	if v != hk.latest || action == auth.KMSKeyRewrap {
 		res.Ciphertext = hk.latest.seal(pt, aad)
 		latest := versionOf(hk.latest)
 		res.RewrappedKeyVersion = &latest
+		rewrapped = hk.latest
 	}
 	if action == auth.KMSKeyUnwrap {
 		res.Plaintext = pt
 	} else {
 		seal.Wipe(pt)
 	}
-	if err := s.recordCrypto(ctx, in, hk, action, res); err != nil {
+	if err := s.recordCrypto(ctx, hk, action, v, rewrapped); err != nil {
 		return WrapResult{}, err
 	}
 	return res, nil

@@ -20,8 +20,12 @@ type hotCache struct {
 	mu        sync.RWMutex
 	gen       uint64
 	instances map[string]Instance
-	keys      map[string]*hotKey // instance GUID + "\x00" + id or alias
+	keys      map[hotRef]*hotKey
 }
+
+// hotRef names a cached key as the call named it: a struct rather than
+// the two strings joined, which would allocate on every wrap.
+type hotRef struct{ instance, idOrAlias string }
 
 type hotKey struct {
 	id, name, crn, ring string
@@ -30,10 +34,13 @@ type hotKey struct {
 	expiration          time.Time
 	latest              *versionCipher
 	versions            map[uuid.UUID]*versionCipher
+	// The instance GUID, ring and id as interface values for the audit
+	// events of wrap and unwrap (recordCrypto), boxed once.
+	auditInstance, auditRing, auditID any
 }
 
 func newHotCache() *hotCache {
-	return &hotCache{instances: map[string]Instance{}, keys: map[string]*hotKey{}}
+	return &hotCache{instances: map[string]Instance{}, keys: map[hotRef]*hotKey{}}
 }
 
 func (h *hotCache) invalidate() {
@@ -72,14 +79,14 @@ func (h *hotCache) generation() uint64 {
 	return h.gen
 }
 
-func (h *hotCache) key(ref string) *hotKey {
+func (h *hotCache) key(ref hotRef) *hotKey {
 	h.mu.RLock()
 	k := h.keys[ref]
 	h.mu.RUnlock()
 	return k
 }
 
-func (h *hotCache) putKey(gen uint64, ref string, k *hotKey) {
+func (h *hotCache) putKey(gen uint64, ref hotRef, k *hotKey) {
 	h.mu.Lock()
 	if h.gen == gen {
 		h.keys[ref] = k
@@ -99,7 +106,7 @@ func (k *hotKey) effectiveState(now time.Time) int {
 // versions under the master key) on a miss.
 func (s *Service) hotKey(ctx context.Context, in Instance, idOrAlias string) (*hotKey, error) {
 	guid := in.GUID
-	ref := guid + "\x00" + idOrAlias
+	ref := hotRef{guid, idOrAlias}
 	if k := s.hot.key(ref); k != nil && s.trusted() {
 		return k, nil
 	}
@@ -115,7 +122,8 @@ func (s *Service) hotKey(ctx context.Context, in Instance, idOrAlias string) (*h
 			return err
 		}
 		hk = &hotKey{id: k.ID, name: k.Name, crn: keyCRN(in, k.ID), ring: k.KeyRing, state: k.State, extractable: k.Extractable,
-			expiration: store.ParseTime(k.Expiration), versions: map[uuid.UUID]*versionCipher{}}
+			expiration: store.ParseTime(k.Expiration), versions: map[uuid.UUID]*versionCipher{},
+			auditInstance: guid, auditRing: k.KeyRing, auditID: k.ID}
 		if k.Extractable || k.State == StateDestroyed {
 			return nil // never used to wrap: no need to open the material
 		}

@@ -75,6 +75,10 @@ type versionCipher struct {
 	id      uuid.UUID
 	created string
 	aead    cipher.AEAD
+	// idText is id as text and auditID the same in an interface value,
+	// made once: every wrap's answer and audit event carry them.
+	idText  string
+	auditID any
 }
 
 func newVersionCipher(keyID, versionID, created string, material []byte) (*versionCipher, error) {
@@ -94,7 +98,8 @@ func newVersionCipher(keyID, versionID, created string, material []byte) (*versi
 	if err != nil {
 		return nil, err
 	}
-	return &versionCipher{keyID: kid, id: vid, created: created, aead: gcm}, nil
+	text := vid.String()
+	return &versionCipher{keyID: kid, id: vid, created: created, aead: gcm, idText: text, auditID: text}, nil
 }
 
 // seal wraps plaintext under this version.

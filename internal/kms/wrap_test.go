@@ -77,3 +77,16 @@ func FuzzParseWrapped(f *testing.F) {
 		}
 	})
 }
+
+// TestReusedEventDataStartsEmpty: recordCrypto's maps go back to the pool
+// empty, so an event never carries the previous one's data (a wrap after
+// a rewrapping unwrap would otherwise name a rewrapped version).
+func TestReusedEventDataStartsEmpty(t *testing.T) {
+	d := cryptoEventData.Get().(*eventData)
+	d.request["instanceID"], d.request["keyRingId"] = "i", "r"
+	d.response["keyId"], d.response["rewrappedKeyVersionId"] = "k", "v"
+	d.release()
+	if len(d.request) != 0 || len(d.response) != 0 {
+		t.Fatalf("released event data: %v, %v", d.request, d.response)
+	}
+}

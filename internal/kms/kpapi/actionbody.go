@@ -2,6 +2,7 @@ package kpapi
 
 import (
 	"net/http"
+	"sync"
 
 	"github.com/keyline/keyline/internal/httpapi"
 	"github.com/keyline/keyline/internal/kms"
@@ -130,7 +131,15 @@ func plainString(body []byte, i int) (string, int, bool) {
 // without encoding/json's reflection; an answer with a string it cannot
 // copy as it is (never base64 or a UUID) goes through httpapi.WriteJSON.
 func writeAction(w http.ResponseWriter, out actionResponse) {
-	body, ok := out.appendJSON(make([]byte, 0, 256))
+	// A reused buffer: Write copies the answer out (io.Writer never keeps
+	// p). An unwrap's answer holds a DEK, so the buffer is wiped first.
+	buf := answerBuffers.Get().(*[]byte)
+	body, ok := out.appendJSON((*buf)[:0])
+	defer func() {
+		clear(body[:cap(body)])
+		*buf = body[:0]
+		answerBuffers.Put(buf)
+	}()
 	if !ok {
 		httpapi.WriteJSON(w, http.StatusOK, out)
 		return
@@ -139,6 +148,10 @@ func writeAction(w http.ResponseWriter, out actionResponse) {
 	w.WriteHeader(http.StatusOK)
 	w.Write(body)
 }
+
+// answerBuffers holds writeAction's buffers. An answer is at most a few
+// kilobytes (a DEK of at most 7,500 bytes, base64 encoded, and two versions).
+var answerBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 256); return &b }}
 
 // appendJSON appends out and a newline as a json.Encoder that does not
 // escape HTML writes them, and reports whether it could.

@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -87,4 +88,28 @@ func FuzzActionAnswerWritesAsWriteJSON(f *testing.F) {
 			t.Fatalf("writeAction: %d %v %q\nWriteJSON:   %d %v %q", fast.Code, fast.Header(), fast.Body, slow.Code, slow.Header(), slow.Body)
 		}
 	})
+}
+
+// TestActionAnswerBufferKeepsNoDEK: writeAction reuses its buffers, and an
+// unwrap's answer holds the DEK; a buffer back in the pool holds none of it,
+// and a longer answer before a shorter one leaves nothing in the shorter.
+func TestActionAnswerBufferKeepsNoDEK(t *testing.T) {
+	dek := "U0VDUkVULURFSy1TRUNSRVQtREVLLVNFQ1JFVC1ERUstU0VDUkVULURFSy0="
+	for range 10 {
+		long := httptest.NewRecorder()
+		writeAction(long, actionResponse{Plaintext: dek, KeyVersion: &kms.KeyVersion{ID: "34738b50-a268-498e-8e3a-869d55578aee"}})
+		if !strings.Contains(long.Body.String(), dek) {
+			t.Fatalf("answer %q", long.Body)
+		}
+		buf := answerBuffers.Get().(*[]byte)
+		if strings.Contains(string((*buf)[:cap(*buf)]), "U0VDUkVU") {
+			t.Fatal("a pooled answer buffer still holds the DEK")
+		}
+		answerBuffers.Put(buf)
+		short := httptest.NewRecorder()
+		writeAction(short, actionResponse{Ciphertext: "eHl6"})
+		if short.Body.String() != "{\"ciphertext\":\"eHl6\"}\n" {
+			t.Fatalf("short answer after a long one: %q", short.Body)
+		}
+	}
 }

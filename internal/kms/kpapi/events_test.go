@@ -370,3 +370,45 @@ func TestEveryCallIsAudited(t *testing.T) {
 		}
 	}
 }
+
+// TestCryptoEventsNameTheirKeyAndVersions: a wrap's event names the
+// instance, key ring, key and version, and the request; an unwrap of a DEK
+// sealed before a rotation names the version that sealed it and the one
+// that rewrapped it (the identifiers are prepared once per cached key, the
+// events' maps reused).
+func TestCryptoEventsNameTheirKeyAndVersions(t *testing.T) {
+	e := newEnv(t)
+	c := e.client(manager)
+	key := must[*kp.Key](t)(c.CreateRootKey(e.ctx, "named", nil))
+	old := must[[]byte](t)(c.Wrap(e.ctx, key.ID, b64([]byte("0123456789abcdef")), nil))
+	ok(t, c.Rotate(e.ctx, key.ID, ""))
+	must[[]byte](t)(c.Unwrap(e.ctx, key.ID, old, nil))
+	evs := must[[]kmsEvent](t)(auditEvents(e))
+	if len(evs) != 4 || evs[1].Action != "kms.secrets.wrap" || evs[3].Action != "kms.secrets.unwrap" {
+		t.Fatalf("events %+v", evs)
+	}
+	wrap, unwrap := evs[1], evs[3]
+	for _, ev := range []kmsEvent{wrap, unwrap} {
+		rq := ev.RequestData
+		if rq["instanceID"] != instance || rq["keyRingId"] != "default" || rq["method"] != "POST" ||
+			rq["requestURI"] != "/api/v2/keys/"+key.ID+"/actions/"+strings.TrimPrefix(ev.Action, "kms.secrets.") || ev.ResponseData["keyId"] != key.ID {
+			t.Fatalf("%s event: request %v, response %v", ev.Action, rq, ev.ResponseData)
+		}
+	}
+	first, _ := wrap.ResponseData["keyVersionId"].(string)
+	if first == "" || wrap.ResponseData["rewrappedKeyVersionId"] != nil {
+		t.Fatalf("wrap event: %v", wrap.ResponseData)
+	}
+	latest, _ := unwrap.ResponseData["rewrappedKeyVersionId"].(string)
+	if unwrap.ResponseData["keyVersionId"] != first || latest == "" || latest == first {
+		t.Fatalf("unwrap event after a rotation: %v (wrapped with %s)", unwrap.ResponseData, first)
+	}
+	// The events' maps are reused: the next wrap's carries nothing of the
+	// rewrapping unwrap's.
+	must[[]byte](t)(c.Wrap(e.ctx, key.ID, b64([]byte("0123456789abcdef")), nil))
+	evs = must[[]kmsEvent](t)(auditEvents(e))
+	next := evs[len(evs)-1]
+	if next.Action != "kms.secrets.wrap" || len(next.ResponseData) != 2 || next.ResponseData["keyVersionId"] != latest || len(next.RequestData) != 4 {
+		t.Fatalf("wrap event after a rewrapping unwrap: request %v, response %v", next.RequestData, next.ResponseData)
+	}
+}
