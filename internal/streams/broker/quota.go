@@ -188,11 +188,11 @@ func (q *quotaBook) unhold(h quotaHold) {
 	}
 }
 
-// minHeldThrottle is the throttle of a fetch that finds its entity's
-// allowance held by its other fetches being read (whose bytes are not
-// counted yet, so Kafka's formula gives nothing): about the time such a
-// read takes.
-const minHeldThrottle = 100 * time.Millisecond
+// pacedThrottle is how long past its refill a fetch that found nothing
+// left waits, whether the bucket is spent or held by the entity's other
+// fetches being read (whose bytes are not counted yet, so Kafka's formula
+// gives nothing): then it finds half a second's worth.
+const pacedThrottle = quotaSampleWindow / 2
 
 // reserve bounds a fetch's budget by its entity's allowance: what the
 // quota allows over the window (as Kafka bounds a fetch's max bytes with
@@ -223,9 +223,12 @@ func (q *quotaBook) reserve(user, client string, budget int64, est func() int64,
 	allowed := min(bound*float64(window)/1000-r*float64(window)/1000-s.reserved, bound*(quotaSamples-1)*quotaSampleWindow.Seconds(), paced)
 	if allowed < 1 {
 		// Until the window's rate is back under the quota, and the bucket
-		// has a tenth of a second's worth again.
+		// holds half a second's worth again: sooner, a user's many
+		// connections would each come back for a sliver, every one of them
+		// answered empty but for one (50 such connections asked 600 times
+		// a second at 100 ms).
 		refill := time.Duration(max(-paced, 0) / bound * float64(time.Second))
-		return 0, quotaHold{}, max(s.throttle(bound, ms, s.reserved), refill+minHeldThrottle)
+		return 0, quotaHold{}, max(s.throttle(bound, ms, s.reserved), refill+pacedThrottle)
 	}
 	budget = min(budget, int64(allowed))
 	held := quotaHold{key: key, n: float64(min(budget, max(est(), 0)))}
