@@ -39,6 +39,7 @@ import (
 	"github.com/keyline/keyline/internal/kms"
 	"github.com/keyline/keyline/internal/kms/kpapi"
 	"github.com/keyline/keyline/internal/seal"
+	keyline "github.com/keyline/keyline/internal/server"
 	"github.com/keyline/keyline/internal/store"
 )
 
@@ -77,6 +78,7 @@ type serverInfo struct {
 // read from stdin is answered with the process's usage so far (a
 // serverUsage).
 func runServer(cpuProfile, memProfile, auditKind, authKind, allowedIP, databaseURL string) error {
+	keyline.TuneRuntime(0) // as keyline serve runs
 	ctx := context.Background()
 	dir, err := os.MkdirTemp("", "kms-bench-")
 	if err != nil {

@@ -9,7 +9,6 @@ import (
 	"net/http/pprof"
 	"os"
 	"path/filepath"
-	"runtime/debug"
 	"strconv"
 	"strings"
 	"time"
@@ -29,9 +28,7 @@ func newServeCmd(c *cli) *cobra.Command {
 		Short: "Run every Keyline service in this process on embedded storage",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if cfg.MemoryLimit > 0 {
-				debug.SetMemoryLimit(cfg.MemoryLimit)
-			}
+			server.TuneRuntime(cfg.MemoryLimit)
 			cfg.AdminAPIKey = os.Getenv("KEYLINE_ADMIN_APIKEY")
 			cfg.MasterKeyFile = os.Getenv("KEYLINE_MASTER_KEY_FILE")
 			if err := backupVolumeFromEnv(cmd, &cfg); err != nil {

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/keyline/keyline/internal/server"
 	"github.com/keyline/keyline/internal/tlstest"
 )
 
@@ -88,6 +89,30 @@ func TestServeRefusesBadSettingsBeforeWritingAnything(t *testing.T) {
 				t.Errorf("the data directory was created (%v) though the start failed", err)
 			}
 		})
+	}
+}
+
+// keyline serve runs the collector at DefaultGCPercent unless GOGC says
+// otherwise.
+func TestServeSetsTheGCPercentUnlessGOGCIsSet(t *testing.T) {
+	old := debug.SetGCPercent(100)
+	defer debug.SetGCPercent(old)
+	pair := tlstest.IssueRefusable(t, t.TempDir()).Good
+	serve := func() int {
+		debug.SetGCPercent(100)
+		code, _ := runCLI(t, "serve", "--data-dir", t.TempDir(), "--tls-cert", pair.CertFile)
+		if code != exitUsage {
+			t.Fatalf("exit code %d", code)
+		}
+		return debug.SetGCPercent(100)
+	}
+	t.Setenv("GOGC", "")
+	if got := serve(); got != server.DefaultGCPercent {
+		t.Fatalf("GOGC unset: the collector's target is %d, want %d", got, server.DefaultGCPercent)
+	}
+	t.Setenv("GOGC", "100")
+	if got := serve(); got != 100 {
+		t.Fatalf("GOGC=100: the collector's target is %d, want it left alone", got)
 	}
 }
 
