@@ -88,6 +88,17 @@ type quotaBook struct {
 	set       map[quotaEntity]map[string]float64
 	sensors   map[sensorKey]*rateSensor
 	lastSweep time.Time
+	// paceClock is what the pacing buckets refill by (nil: the real
+	// time): they smooth bursts of real work, and a broker's Clock may be
+	// a test's, standing still, under which they would never refill.
+	paceClock func() time.Time
+}
+
+func (q *quotaBook) paceMillis() int64 {
+	if q.paceClock != nil {
+		return q.paceClock().UnixMilli()
+	}
+	return time.Now().UnixMilli()
 }
 
 func newQuotaBook(storage Storage, lim PlanLimits) (*quotaBook, error) {
@@ -163,7 +174,7 @@ func (q *quotaBook) record(kind quotaKind, user, client string, n int, held quot
 	s := q.sensor(key, now)
 	ms := now.UnixMilli()
 	s.record(float64(n), ms)
-	s.tokens(bound, ms)
+	s.tokens(bound, q.paceMillis())
 	s.bucket -= float64(n)
 	return s.throttle(bound, ms, 0)
 }
@@ -219,7 +230,7 @@ func (q *quotaBook) reserve(user, client string, budget int64, est func() int64,
 	s := q.sensor(key, now)
 	ms := now.UnixMilli()
 	r, window := s.rate(ms)
-	paced := s.tokens(bound, ms) - s.reserved
+	paced := s.tokens(bound, q.paceMillis()) - s.reserved
 	allowed := min(bound*float64(window)/1000-r*float64(window)/1000-s.reserved, bound*(quotaSamples-1)*quotaSampleWindow.Seconds(), paced)
 	if allowed < 1 {
 		// Until the window's rate is back under the quota, and the bucket

@@ -383,7 +383,10 @@ func TestFetchesAreReadAtMostASecondOfTheQuotaAtATime(t *testing.T) {
 	q := &quotaBook{set: map[quotaEntity]map[string]float64{}, sensors: map[sensorKey]*rateSensor{}}
 	q.defaults[fetchQuota] = quota
 	now := time.Now()
+	paceNow := now
+	q.paceClock = func() time.Time { return paceNow }
 	reserve := func(at time.Time) (int64, quotaHold, time.Duration) {
+		paceNow = at
 		return q.reserve("hog", "", 50<<20, func() int64 { return 50 << 20 }, at)
 	}
 	var holds []quotaHold
