@@ -482,20 +482,21 @@ func (p *Partition) ReadAppend(ctx context.Context, from int64, maxBytes int32, 
 		go p.releaseAhead(ra)
 		if ok {
 			p.store.aheadHits.Add(1)
-			p.readOn(maxBytes, batches, metas)
+			p.readOn(from, maxBytes, batches, metas)
 			return buf, batches, metas, nil
 		}
 	}
 	buf, batches, metas, err = p.readAppend(ctx, from, maxBytes, dst)
 	if err == nil {
-		p.readOn(maxBytes, batches, metas)
+		p.readOn(from, maxBytes, batches, metas)
 	}
 	return buf, batches, metas, err
 }
 
-// readOn starts a read-ahead after a large read that left more behind it.
-func (p *Partition) readOn(maxBytes int32, batches []byte, metas []BatchMeta) {
-	if len(batches) < aheadMinBytes || len(metas) == 0 {
+// readOn starts a read-ahead after a large read that left more behind it,
+// unless the read repeated a recent one from the same offset.
+func (p *Partition) readOn(from int64, maxBytes int32, batches []byte, metas []BatchMeta) {
+	if len(batches) < aheadMinBytes || len(metas) == 0 || p.repeated(from) {
 		return
 	}
 	if next := metas[len(metas)-1].LastOffset() + 1; next < p.EndOffset() {

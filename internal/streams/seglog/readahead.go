@@ -4,6 +4,7 @@ import (
 	"context"
 	"slices"
 	"sync"
+	"time"
 )
 
 // Read-ahead. A consumer catching up reads a partition in order, one
@@ -67,6 +68,7 @@ func (p *Partition) startReadAhead(from int64, maxBytes int32) {
 		return
 	}
 	ra := &readAhead{from: from, maxBytes: maxBytes, done: make(chan struct{}), buf: s.blockBuf()}
+	s.aheadStarts.Add(1)
 	p.aheads = append(p.aheads, ra)
 	go func() {
 		defer close(ra.done)
@@ -140,4 +142,36 @@ func (p *Partition) fromAhead(ra *readAhead, from int64, dst []byte) (buf, batch
 type aheadState struct {
 	aheadMu sync.Mutex
 	aheads  []*readAhead // oldest first, at most aheadSlots
+	// starts are where the last reads started: a read from where another
+	// started within repeatWindow is a reader fetching the same batches
+	// over and over (a client that never commits, or a hostile one), which
+	// never reads on from where it ended, so nothing is prepared for it.
+	starts  [aheadSlots]readStart
+	startAt int
+}
+
+type readStart struct {
+	from int64
+	at   time.Time
+}
+
+// repeatWindow is how recent a read from the same offset must be for a
+// read to count as a repeat.
+const repeatWindow = time.Second
+
+// repeated records a read from from and says whether one started there
+// within repeatWindow.
+func (p *Partition) repeated(from int64) bool {
+	now := time.Now()
+	p.aheadMu.Lock()
+	defer p.aheadMu.Unlock()
+	repeat := false
+	for _, s := range p.starts {
+		if !s.at.IsZero() && s.from == from && now.Sub(s.at) < repeatWindow {
+			repeat = true
+		}
+	}
+	p.starts[p.startAt] = readStart{from: from, at: now}
+	p.startAt = (p.startAt + 1) % len(p.starts)
+	return repeat
 }

@@ -198,3 +198,22 @@ func TestReadAheadBudgetIsBounded(t *testing.T) {
 	}
 	waitAheadReleased(t, s)
 }
+
+// A reader fetching from the same offset over and over (never reading on
+// from where its last read ended) gets nothing prepared after its first
+// read: each would be decrypted, held and wiped for nothing.
+func TestRereadingTheSameOffsetPreparesNothing(t *testing.T) {
+	s := openStore(t, t.TempDir(), Options{Keys: []*DEK{newDEK(t, "dek-1")}})
+	p := mustPartition(t, s, "p0")
+	appendN(t, p, 100, 20<<10, 1)
+	for i := range 4 { // sizes vary, as a quota-paced budget does
+		if _, _, _, err := p.ReadAppend(context.Background(), 0, int32(128<<10+i*(32<<10)), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := s.aheadStarts.Load(); n != 1 {
+		t.Fatalf("%d read-aheads started for 4 reads from offset 0; want the first read's only", n)
+	}
+	p.discardAhead()
+	waitAheadReleased(t, s)
+}

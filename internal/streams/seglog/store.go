@@ -75,7 +75,9 @@ type Store struct {
 	// aheadHits counts reads served from them (for tests).
 	aheadBytes atomic.Int64
 	aheadHits  atomic.Int64
-	reenc      sync.Mutex // one re-encryption at a time
+	// aheadStarts counts the read-aheads started (for tests).
+	aheadStarts atomic.Int64
+	reenc       sync.Mutex // one re-encryption at a time
 
 	// blocks holds buffers that blocks are sealed into before they are
 	// written, shared by the partitions: a batch of up to a few MiB is
