@@ -660,9 +660,11 @@ func (c *clusterState) brokersOf(guid string) []broker.BrokerAddr {
 	if err != nil {
 		return cb.addrs
 	}
-	c.mu.Lock()
-	c.brokers[guid] = cachedBrokers{at: time.Now(), addrs: addrs}
-	c.mu.Unlock()
+	if len(addrs) > 0 { // none yet: ask again next time
+		c.mu.Lock()
+		c.brokers[guid] = cachedBrokers{at: time.Now(), addrs: addrs}
+		c.mu.Unlock()
+	}
 	return addrs
 }
 
@@ -743,12 +745,25 @@ func (s *Service) producerIDs(guid string) func(floor int64) (int64, error) {
 
 // saveEndpoint records this node's Kafka address for the deployment.
 func (s *Service) saveEndpoint(ctx context.Context, guid string, port int) error {
-	return s.db.Tx(ctx, func(tx *store.Tx) error {
+	if err := s.db.Tx(ctx, func(tx *store.Tx) error {
 		_, err := tx.Exec(`INSERT INTO streams_endpoints (guid, node_id, broker_id, host, port) VALUES (?, ?, ?, ?, ?)
 			ON CONFLICT (guid, node_id) DO UPDATE SET broker_id = excluded.broker_id, host = excluded.host, port = excluded.port`,
 			guid, s.cl.members.ID(), s.cl.brokerID, s.cfg.AdvertisedHost, port)
 		return err
-	})
+	}); err != nil {
+		return err
+	}
+	// A look taken before (the deployment's status while it was being
+	// provisioned) would hide this address from credentials for a second.
+	s.cl.forgetBrokers(guid)
+	return nil
+}
+
+// forgetBrokers drops the cached addresses of guid.
+func (c *clusterState) forgetBrokers(guid string) {
+	c.mu.Lock()
+	delete(c.brokers, guid)
+	c.mu.Unlock()
 }
 
 // endpointPort is the port this node last listened on for the deployment

@@ -644,3 +644,24 @@ func TestALeaderPastItsLeaseWritesNoMetadataOnPostgreSQL(t *testing.T) {
 		t.Fatalf("the old leader wrote after node b took over: %v", err)
 	}
 }
+
+// A node's address is in the deployment's credentials as soon as it is
+// saved, though a look at the deployment's brokers taken before (while it
+// was being provisioned) is cached: CI once minted credentials naming no
+// broker at all.
+func TestSavedEndpointIsListedAtOnceOnPostgreSQL(t *testing.T) {
+	c := newTestCluster(t, 1)
+	inst, _ := c.provisionWithKey()
+	n := c.nodes[0]
+	want := n.endpoint(t, inst.GUID)
+	n.svc.cl.mu.Lock()
+	n.svc.cl.brokers[inst.GUID] = cachedBrokers{at: time.Now()} // looked at before the address was saved
+	n.svc.cl.mu.Unlock()
+	port, _ := strconv.Atoi(want[strings.LastIndex(want, ":")+1:])
+	if err := n.svc.saveEndpoint(testCtx(t), inst.GUID, port); err != nil {
+		t.Fatal(err)
+	}
+	if got := n.svc.clusterAddrs(inst.GUID); !slices.Equal(got, []string{want}) {
+		t.Fatalf("brokers %v right after the endpoint was saved, want %v", got, want)
+	}
+}
