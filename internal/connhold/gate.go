@@ -6,7 +6,6 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -36,9 +35,8 @@ type Gate struct {
 	offences map[netip.Addr]offence   // recently shut out
 	timer    *time.Timer
 	closed   bool
-	err      error // the last failure to program the socket
-
-	shut atomic.Uint64 // times an address was shut out
+	err      error  // the last failure to program the socket
+	shut     uint64 // times an address was shut out
 }
 
 // NewGate is a gate on ln's socket, shutting an address out for delay
@@ -48,7 +46,7 @@ func NewGate(ln net.Listener, delay time.Duration) *Gate {
 		delay = DefaultDelay
 	}
 	sc, ok := ln.(syscall.Conn)
-	if !ok || !filtersSupported {
+	if !ok {
 		return nil
 	}
 	rc, err := sc.SyscallConn()
@@ -108,7 +106,7 @@ func (g *Gate) Shut(addr netip.Addr) bool {
 		return false
 	}
 	g.offences[addr] = o
-	g.shut.Add(1)
+	g.shut++
 	return true
 }
 
@@ -181,7 +179,7 @@ func (g *Gate) Stats() GateStats {
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	s := GateStats{Shut: len(g.until), ShutTotal: g.shut.Load()}
+	s := GateStats{Shut: len(g.until), ShutTotal: g.shut}
 	if g.err != nil {
 		s.LastError = g.err.Error()
 	}

@@ -1,6 +1,7 @@
 package connhold
 
 import (
+	"encoding/binary"
 	"math"
 	"net/netip"
 	"syscall"
@@ -10,14 +11,12 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-const filtersSupported = true
-
 // skfNetOff is SKF_NET_OFF: a classic BPF load at this offset plus n reads
 // byte n of the packet's network (IP) header; plain offsets start at the
 // TCP header, where a TCP socket's filter sees the packet.
 const skfNetOff = 0xFFF00000 // -0x100000 as a uint32
 
-// tcpSynOnly matches the TCP flags byte of a bare SYN: SYN set, ACK not.
+// The TCP flags byte, and its bits that tell a bare SYN (SYN set, ACK not).
 const (
 	tcpFlagsOffset = 13
 	tcpSyn         = 0x02
@@ -26,15 +25,7 @@ const (
 
 // takesFilter says whether the socket takes a filter, by detaching none
 // (a Multipath TCP socket refuses every filter option).
-func takesFilter(rc syscall.RawConn) bool {
-	var serr error
-	if err := rc.Control(func(fd uintptr) {
-		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_DETACH_FILTER, 0)
-	}); err != nil {
-		return false
-	}
-	return serr == nil || serr == unix.ENOENT
-}
+func takesFilter(rc syscall.RawConn) bool { return setFilter(rc, nil) == nil }
 
 // setFilter installs on the socket a filter dropping the bare SYNs from
 // addrs, or removes the filter when there are none.
@@ -74,20 +65,20 @@ func synFilter(addrs []netip.Addr) []bpf.Instruction {
 		if a.Is4() {
 			b := a.As4()
 			v4 = append(v4,
-				bpf.JumpIf{Cond: bpf.JumpEqual, Val: be32(b[:]), SkipTrue: 0, SkipFalse: 1},
+				bpf.JumpIf{Cond: bpf.JumpEqual, Val: binary.BigEndian.Uint32(b[:]), SkipTrue: 0, SkipFalse: 1},
 				bpf.RetConstant{Val: 0})
 			continue
 		}
 		b := a.As16()
 		v6 = append(v6,
 			bpf.LoadAbsolute{Off: skfNetOff + 8, Size: 4},
-			bpf.JumpIf{Cond: bpf.JumpEqual, Val: be32(b[0:4]), SkipFalse: 7},
+			bpf.JumpIf{Cond: bpf.JumpEqual, Val: binary.BigEndian.Uint32(b[0:4]), SkipFalse: 7},
 			bpf.LoadAbsolute{Off: skfNetOff + 12, Size: 4},
-			bpf.JumpIf{Cond: bpf.JumpEqual, Val: be32(b[4:8]), SkipFalse: 5},
+			bpf.JumpIf{Cond: bpf.JumpEqual, Val: binary.BigEndian.Uint32(b[4:8]), SkipFalse: 5},
 			bpf.LoadAbsolute{Off: skfNetOff + 16, Size: 4},
-			bpf.JumpIf{Cond: bpf.JumpEqual, Val: be32(b[8:12]), SkipFalse: 3},
+			bpf.JumpIf{Cond: bpf.JumpEqual, Val: binary.BigEndian.Uint32(b[8:12]), SkipFalse: 3},
 			bpf.LoadAbsolute{Off: skfNetOff + 20, Size: 4},
-			bpf.JumpIf{Cond: bpf.JumpEqual, Val: be32(b[12:16]), SkipFalse: 1},
+			bpf.JumpIf{Cond: bpf.JumpEqual, Val: binary.BigEndian.Uint32(b[12:16]), SkipFalse: 1},
 			bpf.RetConstant{Val: 0})
 	}
 	// Layout: header; the IPv6 block then a jump to pass; the IPv4 block
@@ -114,8 +105,4 @@ func synFilter(addrs []netip.Addr) []bpf.Instruction {
 	p = append(p, bpf.LoadAbsolute{Off: skfNetOff + 12, Size: 4})
 	p = append(p, v4...)
 	return append(p, bpf.RetConstant{Val: math.MaxUint32})
-}
-
-func be32(b []byte) uint32 {
-	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
 }

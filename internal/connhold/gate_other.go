@@ -7,8 +7,6 @@ import (
 	"syscall"
 )
 
-const filtersSupported = false
-
 func setFilter(syscall.RawConn, []netip.Addr) error { return nil }
 
 func takesFilter(syscall.RawConn) bool { return false }

@@ -174,8 +174,10 @@ func (q *quotaBook) record(kind quotaKind, user, client string, n int, held quot
 	s := q.sensor(key, now)
 	ms := now.UnixMilli()
 	s.record(float64(n), ms)
-	s.tokens(bound, q.paceMillis())
-	s.bucket -= float64(n)
+	if kind == fetchQuota { // only fetches are paced
+		s.tokens(bound, q.paceMillis())
+		s.bucket -= float64(n)
+	}
 	return s.throttle(bound, ms, 0)
 }
 
@@ -231,7 +233,9 @@ func (q *quotaBook) reserve(user, client string, budget int64, est func() int64,
 	ms := now.UnixMilli()
 	r, window := s.rate(ms)
 	paced := s.tokens(bound, q.paceMillis()) - s.reserved
-	allowed := min(bound*float64(window)/1000-r*float64(window)/1000-s.reserved, bound*(quotaSamples-1)*quotaSampleWindow.Seconds(), paced)
+	// paced (at most a second of the quota) also keeps a fetch within
+	// Kafka's bound of one window's worth.
+	allowed := min(bound*float64(window)/1000-r*float64(window)/1000-s.reserved, paced)
 	if allowed < 1 {
 		// Until the window's rate is back under the quota, and the bucket
 		// holds half a second's worth again: sooner, a user's many

@@ -165,12 +165,9 @@ func (p *Partition) repeated(from int64) bool {
 	now := time.Now()
 	p.aheadMu.Lock()
 	defer p.aheadMu.Unlock()
-	repeat := false
-	for _, s := range p.starts {
-		if !s.at.IsZero() && s.from == from && now.Sub(s.at) < repeatWindow {
-			repeat = true
-		}
-	}
+	repeat := slices.ContainsFunc(p.starts[:], func(s readStart) bool {
+		return !s.at.IsZero() && s.from == from && now.Sub(s.at) < repeatWindow
+	})
 	p.starts[p.startAt] = readStart{from: from, at: now}
 	p.startAt = (p.startAt + 1) % len(p.starts)
 	return repeat
