@@ -660,11 +660,9 @@ func (c *clusterState) brokersOf(guid string) []broker.BrokerAddr {
 	if err != nil {
 		return cb.addrs
 	}
-	if len(addrs) > 0 { // none yet: ask again next time
-		c.mu.Lock()
-		c.brokers[guid] = cachedBrokers{at: time.Now(), addrs: addrs}
-		c.mu.Unlock()
-	}
+	c.mu.Lock()
+	c.brokers[guid] = cachedBrokers{at: time.Now(), addrs: addrs}
+	c.mu.Unlock()
 	return addrs
 }
 
