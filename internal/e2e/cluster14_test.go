@@ -1,12 +1,10 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"database/sql"
 	"errors"
 	"fmt"
-	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -24,6 +22,7 @@ import (
 
 	"github.com/keyline/keyline/internal/backup/volume/volumetest"
 	"github.com/keyline/keyline/internal/client"
+	"github.com/keyline/keyline/internal/scantest"
 	"github.com/keyline/keyline/internal/store/storetest"
 )
 
@@ -898,7 +897,7 @@ func rotationAcrossNodesScenario(t *testing.T, c *objectCluster, kp string) {
 	// object in the bucket names the old DEK (a chunk names its key in plain).
 	objects := filepath.Join(c.s3.DataDir, "keyline-e2e", "deployments", dep.guid)
 	waitFor(t, 60*time.Second, "no object sealed under the old DEK to be left", func() bool {
-		return filesHolding(t, objects, append([]byte{byte(len(oldDEK))}, oldDEK...)) == 0
+		return scantest.FilesHolding(t, objects, append([]byte{byte(len(oldDEK))}, oldDEK...)) == 0
 	})
 	c.start(leader)
 	cons := franz(t, dep.reader.at(c.brokers(t, dep.guid)...), kgo.ConsumeTopics("events"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
@@ -907,29 +906,4 @@ func rotationAcrossNodesScenario(t *testing.T, c *objectCluster, kp string) {
 	if err := sameSet(recordValues(got), values); err != nil {
 		t.Fatalf("after the re-encryption: %v", err)
 	}
-}
-
-// filesHolding counts the regular files under dir that hold b.
-func filesHolding(t *testing.T, dir string, b []byte) int {
-	t.Helper()
-	n := 0
-	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err == nil && d.Type().IsRegular() {
-			data, rerr := os.ReadFile(path)
-			if errors.Is(rerr, fs.ErrNotExist) {
-				return nil // deleted since listed
-			}
-			if rerr != nil {
-				return rerr
-			}
-			if bytes.Contains(data, b) {
-				n++
-			}
-		}
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return n
 }

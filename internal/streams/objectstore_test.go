@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -19,6 +18,7 @@ import (
 	"github.com/keyline/keyline/internal/auth"
 	"github.com/keyline/keyline/internal/backup/archive"
 	"github.com/keyline/keyline/internal/backup/volume/volumetest"
+	"github.com/keyline/keyline/internal/scantest"
 	"github.com/keyline/keyline/internal/seal"
 	"github.com/keyline/keyline/internal/streams/objlog"
 	"github.com/keyline/keyline/internal/streams/seglog"
@@ -52,28 +52,6 @@ func testBucket(t *testing.T) (*objlog.Bucket, *volumetest.S3Server) {
 // reencryptionWait bounds a re-encryption on object storage: it ends a
 // request timeout (10 s) after its last rewrite, when the old objects go.
 const reencryptionWait = time.Minute
-
-// filesHolding counts the regular files under dir that hold b.
-func filesHolding(t *testing.T, dir string, b []byte) int {
-	t.Helper()
-	n := 0
-	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err == nil && d.Type().IsRegular() {
-			data, rerr := os.ReadFile(path)
-			if rerr != nil {
-				return rerr
-			}
-			if bytes.Contains(data, b) {
-				n++
-			}
-		}
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return n
-}
 
 // countFiles counts the regular files under dir (0 when it is missing).
 func countFiles(t *testing.T, dir string) int {
@@ -166,7 +144,7 @@ func TestDeploymentOnObjectStorageServesRestartsRotatesAndIsErased(t *testing.T)
 	if cur.ID == old.ID || len(inUse) != 1 || inUse[0] != cur.ID || rec.DEKID != cur.ID || rec.NextDEKID != "" || rec.NextWrappedDEK != nil {
 		t.Fatalf("keys in use %v, row %s/%s: want only a fresh DEK", inUse, rec.DEKID, rec.NextDEKID)
 	}
-	if n := filesHolding(t, objects, append([]byte{byte(len(old.ID))}, old.ID...)); n != 0 {
+	if n := scantest.FilesHolding(t, objects, append([]byte{byte(len(old.ID))}, old.ID...)); n != 0 {
 		t.Fatalf("%d objects still sealed under the old DEK", n)
 	}
 	want := 300 + int(produced.Load())
